@@ -1,0 +1,78 @@
+"""The one exceptions module of troupe.
+
+Every error the package raises on purpose is a `TroupeError` and also the
+standard exception it refines, so callers can catch either. pykka's own
+`ActorDeadError` and `Timeout` keep their pykka types: a troupe actor is a
+pykka actor, and code written against pykka catches them as it always has.
+
+Messages say what failed, on which actor or key, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "ActorNameTakenError",
+    "ConflictError",
+    "MailboxFullError",
+    "ModeError",
+    "NotAnActorError",
+    "PoolExhaustedError",
+    "ProtocolError",
+    "SpawnContextError",
+    "SystemShutdownError",
+    "TroupeError",
+]
+
+
+class TroupeError(Exception):
+    """Root of every error troupe raises on purpose."""
+
+
+class ActorNameTakenError(TroupeError, ValueError):
+    """A name given to `spawn` is already used by a live actor in the system."""
+
+
+class ModeError(TroupeError, ValueError):
+    """An execution mode name is unknown, or conflicts with the actor class."""
+
+
+class NotAnActorError(TroupeError, TypeError):
+    """Something that is not a pykka `Actor` subclass was given where one is needed."""
+
+
+class SpawnContextError(TroupeError, RuntimeError):
+    """A troupe actor was instantiated directly instead of being spawned."""
+
+
+class SystemShutdownError(TroupeError, RuntimeError):
+    """The actor system was asked to do work after it shut down."""
+
+
+class MailboxFullError(TroupeError, RuntimeError):
+    """A bounded mailbox refused a message (overflow policy `fail` or `block` timing out)."""
+
+
+class PoolExhaustedError(TroupeError, RuntimeError):
+    """Every routee of a pool is busy and the pool is at its maximum size."""
+
+
+class ConflictError(TroupeError, RuntimeError):
+    """A write lost a version conflict and the strategy for its key rejects it."""
+
+
+class AccessDeniedError(TroupeError, PermissionError):
+    """An agent tried an operation its access rules do not grant."""
+
+
+class ProtocolError(TroupeError, ValueError):
+    """A message could not be decoded or validated at an edge (JSON, SQLite).
+
+    Attributes:
+        field: the dotted path of the offending field, or ``None`` when the
+            input as a whole is malformed.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
