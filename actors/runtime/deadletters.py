@@ -1,0 +1,129 @@
+"""Dead letters: where messages go that no actor will handle.
+
+A message becomes a dead letter when it is sent to an actor that has stopped,
+when it is still queued as its actor stops, or when a bounded mailbox drops
+it. Each is recorded (a bounded window of recent ones), counted by reason,
+and handed to subscribers. Recording never raises into the runtime's threads.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from loguru import logger
+from pykka import ActorDeadError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pykka
+
+__all__ = ["DeadLetter", "DeadLetterReason", "DeadLetterStatistics", "DeadLetters"]
+
+
+class DeadLetterReason(enum.StrEnum):
+    """Why a message was not handled."""
+
+    RECIPIENT_STOPPED = "recipient_stopped"
+    """Sent to an actor that had already stopped."""
+    QUEUED_AT_STOP = "queued_at_stop"
+    """Still waiting in the mailbox when its actor stopped."""
+    MAILBOX_OVERFLOW = "mailbox_overflow"
+    """Dropped by a bounded mailbox (policy `drop_oldest` or `drop_newest`)."""
+    HANDLER_FAILED = "handler_failed"
+    """Its handler raised; `DeadLetter.exception` holds what."""
+
+
+@attrs.frozen
+class DeadLetter:
+    """One message that was not handled."""
+
+    message: Any
+    recipient: pykka.ActorRef[Any]
+    reason: DeadLetterReason
+    exception: BaseException | None = None
+
+
+@attrs.frozen
+class DeadLetterStatistics:
+    """A snapshot of the dead-letter counters."""
+
+    total: int
+    by_reason: dict[DeadLetterReason, int]
+
+
+Subscriber = "pykka.ActorRef[Any] | Callable[[DeadLetter], object]"
+
+
+class DeadLetters:
+    """The dead-letter office of one `ActorSystem`.
+
+    Thread contract: every method may be called from any thread. Subscribers
+    are called (or told) on the thread that records the dead letter, outside
+    any lock; a callable subscriber that raises is logged and kept, an actor
+    subscriber that has stopped is dropped.
+    """
+
+    def __init__(self, *, keep: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[DeadLetter] = deque(maxlen=keep)
+        self._by_reason: Counter[DeadLetterReason] = Counter()
+        self._subscribers: tuple[Any, ...] = ()
+
+    def record(
+        self,
+        message: Any,
+        recipient: pykka.ActorRef[Any],
+        reason: DeadLetterReason,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Record one dead letter and hand it to the subscribers. Never raises."""
+        letter = DeadLetter(message, recipient, reason, exception)
+        with self._lock:
+            self._recent.append(letter)
+            self._by_reason[reason] += 1
+            subscribers = self._subscribers
+        for subscriber in subscribers:
+            self._deliver(subscriber, letter)
+
+    def subscribe(self, subscriber: pykka.ActorRef[Any] | Callable[[DeadLetter], object]) -> None:
+        """Receive every future dead letter: an actor is told it, a callable is called with it."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+
+    def unsubscribe(self, subscriber: Any) -> None:
+        """Stop sending dead letters to `subscriber`. No-op if it is not subscribed."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+    @property
+    def count(self) -> int:
+        """Return how many dead letters were recorded since the system started."""
+        with self._lock:
+            return sum(self._by_reason.values())
+
+    def recent(self) -> list[DeadLetter]:
+        """Return the most recent dead letters, oldest first (a bounded window)."""
+        with self._lock:
+            return list(self._recent)
+
+    def statistics(self) -> DeadLetterStatistics:
+        """Return a snapshot of the counters."""
+        with self._lock:
+            return DeadLetterStatistics(total=sum(self._by_reason.values()), by_reason=dict(self._by_reason))
+
+    def _deliver(self, subscriber: Any, letter: DeadLetter) -> None:
+        tell = getattr(subscriber, "tell", None)
+        try:
+            if tell is not None:
+                tell(letter)
+            else:
+                subscriber(letter)
+        except ActorDeadError:
+            self.unsubscribe(subscriber)
+        except Exception:  # noqa: BLE001 - a subscriber's failure must not reach the runtime
+            logger.opt(exception=True).error("Dead-letter subscriber {!r} failed on {!r}", subscriber, letter)

@@ -1,0 +1,216 @@
+"""Mailboxes: the queue in front of each actor, and what happens when it is full.
+
+A mailbox is chosen per actor at spawn time (``system.spawn(cls, mailbox=...)``)
+from these immutable specs:
+
+- `FifoMailbox` (the default): first in, first out; unbounded.
+- `PriorityMailbox`: higher `key(message)` first, FIFO within one priority.
+  The default key reads ``message.priority`` (0 when absent), so
+  `actors.protocol.AgentMessage` orders by its `Priority`.
+- `BoundedMailbox`: at most `capacity` messages, with an overflow policy:
+  ``"fail"`` (the sender gets `MailboxFullError`), ``"drop_oldest"`` /
+  ``"drop_newest"`` (the dropped message goes to dead letters; an ask that is
+  dropped fails with `MailboxFullError`), or ``"block"`` (the sender waits up
+  to `block_timeout` seconds for room, then gets `MailboxFullError`).
+
+Each spec builds a queue object with the small interface the runtime uses:
+``append(envelope)``, ``popleft()`` (raises `IndexError` when empty) and
+``len()``. The FIFO queue is a bare `collections.deque`, whose append and
+popleft are atomic in CPython, so the default hot path takes no lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import attrs
+
+from actors.runtime.deadletters import DeadLetterReason
+from actors.runtime.errors import MailboxFullError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pykka._envelope import Envelope
+
+    from actors.runtime.cell import Cell
+
+__all__ = [
+    "BoundedMailbox",
+    "FifoMailbox",
+    "MailboxSpec",
+    "MessageQueue",
+    "Overflow",
+    "PriorityMailbox",
+    "message_priority",
+]
+
+Overflow = Literal["fail", "drop_oldest", "drop_newest", "block"]
+
+
+class MessageQueue(Protocol):
+    """What the runtime needs of a mailbox's queue."""
+
+    def append(self, envelope: Envelope[Any], /) -> None: ...
+    def popleft(self) -> Envelope[Any]: ...
+    def __len__(self) -> int: ...
+
+
+class MailboxSpec(Protocol):
+    """A mailbox description; `create` builds the queue for one actor."""
+
+    def create(self, cell: Cell) -> MessageQueue: ...
+
+
+def message_priority(message: Any) -> Any:
+    """Return ``message.priority``, or 0 for messages without one (the default key)."""
+    return getattr(message, "priority", 0)
+
+
+@attrs.frozen
+class FifoMailbox:
+    """Unbounded, first in first out. The default."""
+
+    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002
+        """Build the queue for one actor."""
+        return deque()
+
+
+@attrs.frozen
+class PriorityMailbox:
+    """Unbounded; a higher `key(message)` is handled first, FIFO within one priority.
+
+    `key` runs on the sender's thread for every message and must not raise;
+    control messages (stop, proxy calls) get the key of their wrapped message
+    or 0.
+    """
+
+    key: Callable[[Any], Any] = message_priority
+
+    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002
+        """Build the queue for one actor."""
+        return _PriorityQueue(self.key)
+
+
+@attrs.frozen
+class BoundedMailbox:
+    """At most `capacity` queued messages; `overflow` says what happens beyond."""
+
+    capacity: int = attrs.field(validator=[attrs.validators.instance_of(int), attrs.validators.gt(0)])
+    overflow: Overflow = attrs.field(
+        default="fail",
+        validator=attrs.validators.in_(("fail", "drop_oldest", "drop_newest", "block")),
+    )
+    block_timeout: float | None = attrs.field(default=None)
+    inner: FifoMailbox | PriorityMailbox = attrs.field(factory=FifoMailbox)
+
+    @block_timeout.validator
+    def _check_block_timeout(self, _: object, value: float | None) -> None:
+        if value is not None and value < 0:
+            msg = f"BoundedMailbox.block_timeout must be None (wait forever) or >= 0 seconds, got {value!r}"
+            raise ValueError(msg)
+
+    def create(self, cell: Cell) -> MessageQueue:
+        """Build the queue for one actor."""
+        return _BoundedQueue(self, self.inner.create(cell), cell)
+
+
+class _PriorityQueue:
+    # Invariant: _heap holds (-priority, seq, envelope); seq is unique and
+    # increasing, so equal priorities pop in arrival order and envelopes are
+    # never compared.
+    __slots__ = ("_heap", "_key", "_lock", "_seq")
+
+    def __init__(self, key: Callable[[Any], Any]) -> None:
+        self._heap: list[tuple[Any, int, Envelope[Any]]] = []
+        self._key = key
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def append(self, envelope: Envelope[Any]) -> None:
+        entry = (-self._key(envelope.message), next(self._seq), envelope)
+        with self._lock:
+            heapq.heappush(self._heap, entry)
+
+    def popleft(self) -> Envelope[Any]:
+        with self._lock:
+            return heapq.heappop(self._heap)[2]
+
+    def pop_oldest(self) -> Envelope[Any]:
+        with self._lock:
+            i = min(range(len(self._heap)), key=lambda j: self._heap[j][1])
+            entry = self._heap[i]
+            self._heap[i] = self._heap[-1]
+            self._heap.pop()
+            heapq.heapify(self._heap)
+            return entry[2]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class _BoundedQueue:
+    # Invariant: len(_inner) <= capacity at every moment outside _cond.
+    __slots__ = ("_cell", "_cond", "_inner", "_spec")
+
+    def __init__(self, spec: BoundedMailbox, inner: MessageQueue, cell: Cell) -> None:
+        self._spec = spec
+        self._inner = inner
+        self._cell = cell
+        self._cond = threading.Condition(threading.Lock())
+
+    def append(self, envelope: Envelope[Any], *, may_block: bool = True) -> None:
+        spec = self._spec
+        dropped: Envelope[Any] | None = None
+        with self._cond:
+            if len(self._inner) >= spec.capacity:
+                policy = spec.overflow
+                if policy == "block" and may_block:
+                    self._wait_for_room()
+                elif policy == "fail":
+                    raise MailboxFullError(self._full_message())
+                elif policy == "drop_oldest":
+                    dropped = self._pop_oldest()
+                else:  # drop_newest, or a timer firing into a full "block" mailbox
+                    dropped, envelope = envelope, None  # type: ignore[assignment]
+            if envelope is not None:
+                self._inner.append(envelope)
+        if dropped is not None:
+            self._cell.reject(dropped, DeadLetterReason.MAILBOX_OVERFLOW, MailboxFullError(self._full_message()))
+
+    def popleft(self) -> Envelope[Any]:
+        with self._cond:
+            envelope = self._inner.popleft()
+            self._cond.notify()
+            return envelope
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def _pop_oldest(self) -> Envelope[Any]:
+        inner = self._inner
+        if isinstance(inner, _PriorityQueue):
+            return inner.pop_oldest()
+        return inner.popleft()
+
+    def _wait_for_room(self) -> None:
+        # Called with _cond held.
+        timeout = self._spec.block_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._inner) >= self._spec.capacity:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                msg = f"{self._full_message()}; waited {timeout} seconds for room"
+                raise MailboxFullError(msg)
+            self._cond.wait(remaining)
+
+    def _full_message(self) -> str:
+        return (
+            f"mailbox of {self._cell.ref} is full ({self._spec.capacity} messages, overflow={self._spec.overflow!r}); "
+            "slow down the sender, raise the capacity or pick another overflow policy"
+        )

@@ -1,0 +1,174 @@
+"""`ActorRef`: pykka's actor reference, pointed at a cell instead of an instance.
+
+Every attribute pykka documents on `pykka.ActorRef` is here, read from the
+cell, so an address stays valid for as long as the cell lives: a supervisor
+may replace the actor instance behind it and the ref, its proxies and the
+mail waiting in its mailbox carry on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pykka
+from pykka import ActorDeadError
+from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
+
+from actors.runtime.cell import inline_depth
+from actors.runtime.deadletters import DeadLetterReason
+from actors.runtime.errors import TroupeError
+from actors.runtime.future import Future
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors.runtime.cell import Cell
+    from actors.runtime.system import ActorSystem
+
+__all__ = ["ActorRef", "StoppedFlag"]
+
+# Nested inline asks allowed on one thread before asks go through the executor
+# (each level is a few Python frames deep).
+_MAX_INLINE = 32
+
+A = TypeVar("A", bound=pykka.Actor)
+
+
+class StoppedFlag:
+    """The ``actor_stopped`` attribute: a read-mostly view with `threading.Event`'s interface.
+
+    pykka gives every actor a `threading.Event`; a Condition and a lock per
+    actor is the largest part of an idle pykka actor's footprint, so troupe
+    creates the event only if somebody waits on it.
+    """
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    def is_set(self) -> bool:
+        """Return whether the actor has stopped (or is stopping)."""
+        return not self._cell.alive
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the actor stops, or `timeout` seconds pass; return `is_set()`."""
+        return self._cell.stopped_event().wait(timeout)
+
+    def set(self) -> None:
+        """Refuse: an actor is stopped with `stop()`, not by setting its flag."""
+        msg = "actor_stopped cannot be set directly in troupe; call actor.stop() or ref.stop()"
+        raise TypeError(msg)
+
+
+class ActorRef(pykka.ActorRef[A]):
+    """A reference to an actor that may safely be passed around (see `pykka.ActorRef`).
+
+    Thread contract: every method may be called from any thread. Messages
+    sent from one thread to one actor arrive in the order they were sent.
+    """
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:  # noqa: D107 - pykka: never create refs yourself
+        self._cell = cell
+
+    @property
+    def actor_class(self) -> type[A]:  # type: ignore[override]
+        """The class of the referenced actor."""
+        return self._cell.actor_class  # type: ignore[return-value]
+
+    @property
+    def actor_urn(self) -> str:  # type: ignore[override]
+        """The actor's URN, unique across systems and processes."""
+        return self._cell.urn
+
+    @property
+    def actor_inbox(self) -> Cell:  # type: ignore[override]
+        """The actor's inbox (its cell)."""
+        return self._cell
+
+    @property
+    def actor_stopped(self) -> StoppedFlag:  # type: ignore[override]
+        """A `threading.Event`-like flag, set once the actor stops."""
+        return StoppedFlag(self._cell)
+
+    @property
+    def actor_name(self) -> str | None:
+        """The name the actor was spawned with, or None."""
+        return self._cell.name
+
+    @property
+    def actor_system(self) -> ActorSystem:
+        """The system the actor lives in."""
+        return self._cell.system
+
+    @property
+    def _actor_weakref(self) -> Callable[[], A | None]:  # type: ignore[override]
+        # pykka's ActorProxy reads the instance through this; resolving it on
+        # every call follows the cell to the current instance.
+        cell = self._cell
+        return lambda: cell.actor  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        cell = self._cell
+        named = f" {cell.name!r}" if cell.name is not None else ""
+        return f"{cell.actor_class.__name__}{named} ({cell.urn})"
+
+    def is_alive(self) -> bool:
+        """Return whether the actor is alive (it may still stop at any moment, as in pykka)."""
+        return self._cell.alive
+
+    def tell(self, message: Any) -> None:
+        """Send `message` without waiting for a reply.
+
+        Raises:
+            ActorDeadError: the actor has stopped; the message is a dead letter.
+            MailboxFullError: a bounded mailbox with policy ``"fail"`` is full.
+        """
+        cell = self._cell
+        if not cell.alive:
+            self._dead(message)
+        cell.put(Envelope(message))
+
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
+        """Send `message` and wait for the reply, or return a future with ``block=False``.
+
+        As in pykka, an error in getting the message to the actor (it has
+        stopped, its bounded mailbox refused it) is set on the future.
+
+        Raises:
+            pykka.Timeout: with `block`, no reply within `timeout` seconds.
+            Exception: with `block`, whatever the actor raised.
+        """
+        future: Future[Any] = Future()
+        future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
+        cell = self._cell
+        try:
+            if not cell.alive:
+                self._dead(message)
+            envelope = Envelope(message, reply_to=future)
+            if block and timeout is None and cell.executor is cell.system.inline_executor and inline_depth() < _MAX_INLINE:
+                # Inline ask: the asker would only sleep until a dispatcher
+                # thread woke up, ran the handler and woke it again. If the actor
+                # is idle, the asking thread runs the turn itself: the same
+                # one-at-a-time, in-order handling, without two thread wake-ups
+                # (most of a 25 µs cross-thread ask here). Only without a
+                # timeout, since a running handler cannot be abandoned.
+                cell.queue.append(envelope)
+                if cell.sched.acquire(False):
+                    cell.run(future)
+            else:
+                cell.put(envelope)
+        except (ActorDeadError, TroupeError):
+            future.set_exception()
+        if block:
+            return future.get(timeout=timeout)
+        return future
+
+    def _dead(self, message: Any) -> None:
+        if message.__class__ is not _ActorStop:  # stop() on a dead actor is no dead letter
+            self._cell.system.dead_letters.record(message, self, DeadLetterReason.RECIPIENT_STOPPED)
+        msg = f"{self} not found: it has stopped; the message went to dead letters"
+        raise ActorDeadError(msg)

@@ -1,0 +1,1 @@
+"""Coordination patterns composed from troupe actors, using only the public `actors` API."""
