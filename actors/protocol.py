@@ -142,8 +142,9 @@ def _freeze(value: object, path: str) -> JsonValue:
         ProtocolError: *value* holds something JSON cannot carry; the error's
             ``field`` is the dotted path to it.
     """
+    # Exact scalar types first: most content is made of them.
     if value is None or type(value) in (bool, int, str):
-        return value  # type: ignore[return-value]  # mypy cannot narrow on type() in
+        return value  # type: ignore[return-value]  # mypy does not narrow on type()
     if isinstance(value, FrozenMapping):
         return value  # frozen all the way down when it was made
     if isinstance(value, float):
@@ -180,9 +181,10 @@ def _freeze_items(items: Mapping[Any, object], path: str) -> dict[str, JsonValue
     frozen: dict[str, JsonValue] = {}
     for key, value in items.items():
         if not isinstance(key, str):
+            where = f"field {path!r}" if path else "the mapping"
             msg = (
-                f"field {path or 'content'!r} has the key {_describe(key)}, "
-                "but JSON object keys are strings; convert the key to str"
+                f"{where} has the key {_describe(key)}, but JSON object keys "
+                "are strings; convert the key to str"
             )
             raise ProtocolError(msg, field=path or None)
         key_path = _child_path(path, key)

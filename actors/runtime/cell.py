@@ -193,9 +193,6 @@ class Cell:
         """Return whether no envelope is waiting."""
         return not len(self.queue)
 
-    def __len__(self) -> int:
-        return len(self.queue)
-
     # -- posting from any thread ---------------------------------------------
 
     def post_system(self, message: Callable[[Cell], None], *, inline: bool = False) -> None:

@@ -190,7 +190,7 @@ class ActorSystem:
         if mailbox is not None and not callable(getattr(mailbox, "create", None)):
             msg = f"mailbox must be a mailbox spec such as FifoMailbox(), PriorityMailbox() or BoundedMailbox(n), got {mailbox!r}"
             raise TypeError(msg)
-        cell = self._new_cell(concrete, mode, name, parent or self._guardian, mailbox or _FIFO)
+        cell = self._new_cell(concrete, mode, name, self._guardian if parent is None else parent, mailbox or _FIFO)
         # `cell.sched` is held: nothing can run the cell until it is started below.
         try:
             with constructing(cell):

@@ -1,0 +1,220 @@
+"""ActorSystem: spawning, names, the actor tree, shutdown, isolation and bad input."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from pykka import ActorDeadError
+
+from actors.runtime.cell import STOP
+from actors import (
+    Actor,
+    ActorNameTakenError,
+    ActorSystem,
+    ModeError,
+    NotAnActorError,
+    PooledActor,
+    SpawnContextError,
+    SystemShutdownError,
+    ThreadActor,
+)
+from tests.runtime.actors_for_tests import WAIT, Gate, Recorder
+
+
+class Node(Actor):
+    """Spawns the children described by `tree` and logs its stop into `stops`."""
+
+    def __init__(self, label: str, tree: dict[str, Any], stops: list[str], mode: str) -> None:
+        super().__init__()
+        self.label = label
+        self.stops = stops
+        for child_label, subtree in tree.items():
+            self.spawn(Node, child_label, subtree, stops, mode, mode=mode)
+
+    def on_stop(self) -> None:
+        self.stops.append(self.label)
+
+
+def test_names_are_unique_lookup_finds_them_and_stopped_actors_leave_the_registry(
+    system: ActorSystem, mode: str
+) -> None:
+    ref = system.spawn(Recorder, mode=mode, name="unique")
+    assert system.lookup("unique") is ref
+    assert system.lookup("nobody") is None
+    with pytest.raises(ActorNameTakenError, match="'unique'"):
+        system.spawn(Recorder, mode=mode, name="unique")
+    assert ref.ask(1) == 1  # the failed spawn left the system working
+    ref.stop()
+    assert system.lookup("unique") is None
+    again = system.spawn(Recorder, mode=mode, name="unique")
+    assert system.lookup("unique") is again
+
+
+def test_shutdown_stops_children_before_parents_and_siblings_in_reverse_start_order(mode: str) -> None:
+    stops: list[str] = []
+    tree = {"a1": {"a1x": {}, "a1y": {}}, "a2": {}}
+    with ActorSystem("tree", dispatchers=2) as system:
+        system.spawn(Node, "a", tree, stops, mode, mode=mode)
+        system.spawn(Node, "b", {"b1": {}}, stops, mode, mode=mode)
+    assert stops == ["b1", "b", "a2", "a1y", "a1x", "a1", "a"]
+
+
+def test_stopping_a_parent_stops_its_children_first(system: ActorSystem, mode: str) -> None:
+    stops: list[str] = []
+    parent = system.spawn(Node, "p", {"c1": {"g": {}}, "c2": {}}, stops, mode, mode=mode)
+    other = system.spawn(Recorder, mode=mode)
+    assert parent.stop() is True
+    assert stops == ["c2", "g", "c1", "p"]
+    assert other.is_alive()
+
+
+def test_shutdown_joins_every_thread_it_started_and_is_idempotent(mode: str) -> None:
+    before = set(threading.enumerate())
+    system = ActorSystem("joined", dispatchers=2)
+    refs = [system.spawn(Recorder, mode=mode) for _ in range(20)]
+    for ref in refs:
+        ref.tell("x")
+    system.shutdown(timeout=WAIT)
+    system.shutdown()
+    assert set(threading.enumerate()) <= before
+    assert not any(ref.is_alive() for ref in refs)
+    with pytest.raises(SystemShutdownError, match="joined"):
+        system.spawn(Recorder, mode=mode)
+
+
+def test_a_stop_from_the_system_preempts_queued_mail_which_becomes_dead_letters(
+    system: ActorSystem, mode: str
+) -> None:
+    # The system message a stopping parent (or shutdown) sends: posted while
+    # the actor is busy, it takes effect after the current message.
+    ref = system.spawn(Recorder, mode=mode)
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    ref.tell("left behind")
+    pending = ref.ask("unanswered", block=False)
+    ref._cell.post_system(STOP)
+    gate.released.set()
+    with pytest.raises(ActorDeadError, match="stopped before handling"):
+        pending.get(timeout=WAIT)
+    assert [d.message for d in system.dead_letters.recent()] == ["left behind", "unanswered"]
+
+
+def test_shutdown_accounts_for_every_message_handled_or_dead_lettered(mode: str) -> None:
+    log: list[Any] = []
+    with ActorSystem("drained", dispatchers=2, dead_letters_kept=5000) as system:
+        refs = [system.spawn(Recorder, log, mode=mode) for _ in range(4)]
+        for i in range(2000):
+            refs[i % 4].tell(i)
+    dead = [d.message for d in system.dead_letters.recent()]
+    assert sorted(log + dead) == list(range(2000))
+
+
+def test_shutdown_from_an_actor_thread_is_refused(system: ActorSystem, mode: str) -> None:
+    class Shutter(Actor):
+        def on_receive(self, message: Any) -> None:
+            self.actor_system.shutdown()
+
+    ref = system.spawn(Shutter, mode=mode)
+    with pytest.raises(SystemShutdownError, match="own threads"):
+        ref.ask("now", timeout=WAIT)
+    assert system.is_running
+
+
+def test_a_shutdown_that_times_out_says_who_is_still_running_and_can_be_retried(mode: str) -> None:
+    system = ActorSystem("stuck", dispatchers=1)
+    ref = system.spawn(Recorder, mode=mode, name="stuck-one")
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    with pytest.raises(SystemShutdownError, match="stuck-one"):
+        system.shutdown(timeout=0.05)
+    gate.released.set()
+    system.shutdown(timeout=WAIT)
+    assert not ref.is_alive()
+
+
+def test_two_systems_in_one_process_do_not_see_each_other(mode: str) -> None:
+    with ActorSystem("one", dispatchers=1) as one, ActorSystem("two", dispatchers=1) as two:
+        a = one.spawn(Recorder, mode=mode, name="same")
+        b = two.spawn(Recorder, mode=mode, name="same")
+        assert one.lookup("same") is a
+        assert two.lookup("same") is b
+        one.shutdown()
+        assert b.ask("still here") == "still here"
+        assert not a.is_alive()
+
+
+def test_an_unknown_mode_a_non_actor_and_a_mode_conflict_are_clear_errors(system: ActorSystem) -> None:
+    with pytest.raises(ModeError, match="'fibers'.*pooled"):
+        system.spawn(Recorder, mode="fibers")
+    with pytest.raises(NotAnActorError, match="pykka Actor subclass"):
+        system.spawn(object)  # type: ignore[arg-type]
+    with pytest.raises(NotAnActorError):
+        system.spawn(lambda: None)  # type: ignore[arg-type]
+
+    class Pinned(ThreadActor):
+        pass
+
+    class Pooled(PooledActor):
+        pass
+
+    with pytest.raises(ModeError, match="bound to mode 'thread'"):
+        system.spawn(Pinned, mode="pooled")
+    with pytest.raises(ModeError, match="bound to mode 'pooled'"):
+        system.spawn(Pooled, mode="thread")
+    with pytest.raises(TypeError, match="mailbox spec"):
+        system.spawn(Recorder, mailbox="big")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty str"):
+        system.spawn(Recorder, name="")
+    assert system.spawn(Recorder).ask("fine") == "fine"
+
+
+def test_an_actor_cannot_be_instantiated_directly() -> None:
+    with pytest.raises(SpawnContextError, match=r"system.spawn\(Recorder"):
+        Recorder()
+
+
+def test_an_init_that_forgets_super_and_one_that_raises_leave_no_trace(system: ActorSystem, mode: str) -> None:
+    class Forgetful(Actor):
+        def __init__(self) -> None:
+            pass
+
+    class Raising(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            msg = "bad constructor"
+            raise ValueError(msg)
+
+    with pytest.raises(TypeError, match="super"):
+        system.spawn(Forgetful, mode=mode, name="forgetful")
+    with pytest.raises(ValueError, match="bad constructor"):
+        system.spawn(Raising, mode=mode, name="raising")
+    assert system.lookup("forgetful") is None
+    assert system.lookup("raising") is None
+    assert system.children() == []
+    assert system.spawn(Recorder, mode=mode, name="raising").ask(1) == 1
+
+
+def test_children_lists_top_level_actors_oldest_first(system: ActorSystem, mode: str) -> None:
+    refs = [system.spawn(Recorder, mode=mode) for _ in range(3)]
+    assert system.children() == refs
+    refs[1].stop()
+    assert system.children() == [refs[0], refs[2]]
+
+
+def test_a_child_cannot_be_spawned_under_a_stopping_parent(system: ActorSystem, mode: str) -> None:
+    results: list[Any] = []
+
+    class LateParent(Actor):
+        def on_stop(self) -> None:
+            try:
+                self.spawn(Recorder)
+            except SystemShutdownError as exc:
+                results.append(exc)
+
+    system.spawn(LateParent, mode=mode).stop()
+    assert len(results) == 1
+    assert "stopping" in str(results[0])
