@@ -85,9 +85,7 @@ _SUPPORTED_MAJOR_VERSIONS: Final = frozenset({1})
 # that every accepted version has one spelling.
 _VERSION_PATTERN: Final = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
 
-JsonValue: TypeAlias = Union[
-    bool, int, float, str, tuple["JsonValue", ...], "FrozenMapping", None
-]
+JsonValue: TypeAlias = Union[bool, int, float, str, tuple["JsonValue", ...], "FrozenMapping", None]
 """A frozen JSON value, as held by `AgentMessage.content`."""
 
 
@@ -149,10 +147,7 @@ def _freeze(value: object, path: str) -> JsonValue:
         return value  # frozen all the way down when it was made
     if isinstance(value, float):
         if not math.isfinite(value):
-            msg = (
-                f"field {path!r} holds {value!r}, which JSON cannot carry; "
-                "send a finite number, or null"
-            )
+            msg = f"field {path!r} holds {value!r}, which JSON cannot carry; send a finite number, or null"
             raise ProtocolError(msg, field=path)
         return float(value)
     if isinstance(value, int):  # bool cannot be subclassed, so this is not one
@@ -162,9 +157,7 @@ def _freeze(value: object, path: str) -> JsonValue:
     if isinstance(value, Mapping):
         return FrozenMapping._adopt(_freeze_items(value, path))
     if isinstance(value, (list, tuple)):
-        return tuple(
-            _freeze(item, _child_path(path, index)) for index, item in enumerate(value)
-        )
+        return tuple(_freeze(item, _child_path(path, index)) for index, item in enumerate(value))
     msg = (
         f"field {path!r} holds {_describe(value)}, which JSON cannot carry; "
         "use dicts with str keys, lists, str, int, float, bool or None"
@@ -182,10 +175,7 @@ def _freeze_items(items: Mapping[Any, object], path: str) -> dict[str, JsonValue
     for key, value in items.items():
         if not isinstance(key, str):
             where = f"field {path!r}" if path else "the mapping"
-            msg = (
-                f"{where} has the key {_describe(key)}, but JSON object keys "
-                "are strings; convert the key to str"
-            )
+            msg = f"{where} has the key {_describe(key)}, but JSON object keys are strings; convert the key to str"
             raise ProtocolError(msg, field=path or None)
         key_path = _child_path(path, key)
         frozen[str.__str__(key)] = _freeze(value, key_path)
@@ -272,9 +262,7 @@ def _non_empty(
 ) -> Callable[[object, attrs.Attribute[Any], str | None], None]:
     """Return an attrs validator refusing the empty string, suggesting *remedy*."""
 
-    def validate(
-        instance: object, attribute: attrs.Attribute[Any], value: str | None
-    ) -> None:
+    def validate(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
         if value == "":
             msg = f"field {attribute.name!r} must be a non-empty string; {remedy}"
             raise ProtocolError(msg, field=attribute.name)
@@ -305,10 +293,7 @@ def _as_timestamp(value: object) -> float:
 def _finite(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     """Refuse a non-finite float (an attrs validator)."""
     if not math.isfinite(value):
-        msg = (
-            f"field {attribute.name!r} must be a finite number, got {value!r}; "
-            "stamp the message with time.time()"
-        )
+        msg = f"field {attribute.name!r} must be a finite number, got {value!r}; stamp the message with time.time()"
         raise ProtocolError(msg, field=attribute.name)
 
 
@@ -327,9 +312,7 @@ def _version_problem(version: object) -> str | None:
             "message was written for"
         )
     if int(match[1]) not in _SUPPORTED_MAJOR_VERSIONS:
-        supported = ", ".join(
-            f"{major}.x" for major in sorted(_SUPPORTED_MAJOR_VERSIONS)
-        )
+        supported = ", ".join(f"{major}.x" for major in sorted(_SUPPORTED_MAJOR_VERSIONS))
         return (
             f"field 'protocol_version' is {version!r}, but this runtime supports "
             f"major version(s) {supported} only; have the sender write "
@@ -338,9 +321,7 @@ def _version_problem(version: object) -> str | None:
     return None
 
 
-def _supported_version(
-    instance: object, attribute: attrs.Attribute[Any], value: str
-) -> None:
+def _supported_version(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     """Refuse a malformed or unsupported protocol version (an attrs validator)."""
     problem = _version_problem(value)
     if problem is not None:
@@ -388,9 +369,7 @@ class AgentMessage:
             _non_empty("give every message a unique id (the default makes one)"),
         ],
     )
-    sender: str = attrs.field(
-        validator=[instance_of(str), _non_empty("name the sending agent")]
-    )
+    sender: str = attrs.field(validator=[instance_of(str), _non_empty("name the sending agent")])
     recipient: str | None = attrs.field(
         default=None,
         validator=optional(
@@ -402,12 +381,8 @@ class AgentMessage:
     )
     type: MessageType = attrs.field(validator=instance_of(MessageType))
     content: JsonValue = attrs.field(default=None, converter=_freeze_content)
-    priority: Priority = attrs.field(
-        default=Priority.MEDIUM, validator=instance_of(Priority)
-    )
-    timestamp: float = attrs.field(
-        factory=time.time, converter=_as_timestamp, validator=_finite
-    )
+    priority: Priority = attrs.field(default=Priority.MEDIUM, validator=instance_of(Priority))
+    timestamp: float = attrs.field(factory=time.time, converter=_as_timestamp, validator=_finite)
     correlation_id: str | None = attrs.field(
         default=None,
         validator=optional(
@@ -417,9 +392,7 @@ class AgentMessage:
             ]
         ),
     )
-    protocol_version: str = attrs.field(
-        default=PROTOCOL_VERSION, validator=[instance_of(str), _supported_version]
-    )
+    protocol_version: str = attrs.field(default=PROTOCOL_VERSION, validator=[instance_of(str), _supported_version])
 
 
 _FIELD_NAMES: Final = tuple(field.name for field in attrs.fields(AgentMessage))
@@ -438,10 +411,7 @@ def _structure_str(value: object, _: type) -> str:
 
 def _structure_optional_str(value: object, _: type) -> str | None:
     if value is not None and not isinstance(value, str):
-        msg = (
-            f"must be a string or null, got {_describe(value)}; "
-            "send a JSON string or null"
-        )
+        msg = f"must be a string or null, got {_describe(value)}; send a JSON string or null"
         raise TypeError(msg)
     return value
 
@@ -456,9 +426,7 @@ def _structure_float(value: object, _: type) -> float:
 def _structure_message_type(value: object, _: type) -> MessageType:
     if not isinstance(value, str) or value not in MessageType._value2member_map_:
         names = ", ".join(repr(member.value) for member in MessageType)
-        msg = (
-            f"must be one of {names}, got {_describe(value)}; send a MessageType value"
-        )
+        msg = f"must be one of {names}, got {_describe(value)}; send a MessageType value"
         raise ValueError(msg)
     return MessageType(value)
 
@@ -466,10 +434,7 @@ def _structure_message_type(value: object, _: type) -> MessageType:
 def _structure_priority(value: object, _: type) -> Priority:
     if not isinstance(value, str) or value not in Priority.__members__:
         names = ", ".join(repr(member.name) for member in Priority)
-        msg = (
-            f"must be one of {names}, got {_describe(value)}; "
-            "send the priority's name, in capitals"
-        )
+        msg = f"must be one of {names}, got {_describe(value)}; send the priority's name, in capitals"
         raise ValueError(msg)
     return Priority[value]
 
@@ -482,9 +447,7 @@ def _make_converter() -> cattrs.Converter:
     """Build the module's converter; hooks go here, never on cattrs' global one."""
     converter = cattrs.Converter(detailed_validation=True)
     converter.register_structure_hook(str, _structure_str)
-    converter.register_structure_hook_func(
-        lambda type_: type_ == (str | None), _structure_optional_str
-    )
+    converter.register_structure_hook_func(lambda type_: type_ == (str | None), _structure_optional_str)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(MessageType, _structure_message_type)
     converter.register_structure_hook(Priority, _structure_priority)
@@ -492,15 +455,11 @@ def _make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(Priority, lambda priority: priority.name)
     converter.register_structure_hook(
         AgentMessage,
-        make_dict_structure_fn(
-            AgentMessage, converter, content=override(struct_hook=_structure_content)
-        ),
+        make_dict_structure_fn(AgentMessage, converter, content=override(struct_hook=_structure_content)),
     )
     converter.register_unstructure_hook(
         AgentMessage,
-        make_dict_unstructure_fn(
-            AgentMessage, converter, content=override(unstruct_hook=_thaw)
-        ),
+        make_dict_unstructure_fn(AgentMessage, converter, content=override(unstruct_hook=_thaw)),
     )
     return converter
 
@@ -519,9 +478,7 @@ def _decode_error(error: ClassValidationError) -> ProtocolError:
             problems.append((note.name, f"field {note.name!r} {failure}"))
     # Failures without a note come from AgentMessage.__init__, that is, from
     # its validators, which raise ProtocolErrors naming their field.
-    problems.extend(
-        (getattr(failure, "field", None), str(failure)) for failure in without
-    )
+    problems.extend((getattr(failure, "field", None), str(failure)) for failure in without)
     msg = "cannot decode AgentMessage: " + "; ".join(text for _, text in problems)
     return ProtocolError(msg, field=problems[0][0])
 
@@ -536,9 +493,7 @@ def unstructure(message: AgentMessage) -> dict[str, Any]:
         A new dict with every field; ``content`` as plain dicts and lists,
         ``type`` as its value and ``priority`` as its name.
     """
-    result: dict[str, Any] = _converter.unstructure(
-        message, unstructure_as=AgentMessage
-    )
+    result: dict[str, Any] = _converter.unstructure(message, unstructure_as=AgentMessage)
     return result
 
 
@@ -615,8 +570,7 @@ def from_json(text: str | bytes) -> AgentMessage:
         data = json.loads(text)
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
         msg = (
-            f"cannot decode AgentMessage: malformed JSON ({error}); send one "
-            "JSON object per message, encoded as UTF-8"
+            f"cannot decode AgentMessage: malformed JSON ({error}); send one JSON object per message, encoded as UTF-8"
         )
         raise ProtocolError(msg) from error
     return structure(data)

@@ -40,27 +40,16 @@ def protocol_versions() -> st.SearchStrategy[str]:
 
 def json_values(*, max_leaves: int = 20) -> st.SearchStrategy[Any]:
     """Generate plain JSON values: nested dicts and lists, Unicode, finite floats."""
-    scalars = (
-        st.none()
-        | st.booleans()
-        | st.integers()
-        | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text()
-    )
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
     return st.recursive(
         scalars,
-        lambda children: (
-            st.lists(children, max_size=5)
-            | st.dictionaries(st.text(max_size=10), children, max_size=5)
-        ),
+        lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
         max_leaves=max_leaves,
     )
 
 
 @st.composite
-def agent_messages(
-    draw: st.DrawFn, *, content: st.SearchStrategy[Any] | None = None
-) -> AgentMessage:
+def agent_messages(draw: st.DrawFn, *, content: st.SearchStrategy[Any] | None = None) -> AgentMessage:
     """Generate valid `AgentMessage`s, every field drawn.
 
     Args:

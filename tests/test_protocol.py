@@ -145,9 +145,7 @@ def test_an_int_timestamp_becomes_a_float() -> None:
         ({"protocol_version": "2.0"}, "protocol_version"),
     ],
 )
-def test_building_a_message_the_protocol_forbids_raises_protocol_error(
-    changes: dict[str, Any], field: str
-) -> None:
+def test_building_a_message_the_protocol_forbids_raises_protocol_error(changes: dict[str, Any], field: str) -> None:
     arguments: dict[str, Any] = {
         "sender": "a",
         "type": MessageType.HEARTBEAT,
@@ -191,9 +189,7 @@ def test_a_message_is_frozen() -> None:
 
 
 def test_nested_content_cannot_be_mutated() -> None:
-    message = AgentMessage(
-        sender="a", type=MessageType.TASK_REQUEST, content={"steps": [{"name": "lint"}]}
-    )
+    message = AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content={"steps": [{"name": "lint"}]})
     content = message.content
     assert isinstance(content, FrozenMapping)
     steps = content["steps"]
@@ -233,9 +229,7 @@ def test_enum_members_in_content_become_plain_values() -> None:
 
 
 def test_a_message_is_hashable_and_equal_messages_hash_alike() -> None:
-    message = AgentMessage(
-        sender="a", type=MessageType.STATUS_UPDATE, content={"load": [0.5, {"cpu": 1}]}
-    )
+    message = AgentMessage(sender="a", type=MessageType.STATUS_UPDATE, content={"load": [0.5, {"cpu": 1}]})
     twin = attrs.evolve(message)
 
     assert twin == message
@@ -281,17 +275,13 @@ def test_priorities_compare_with_plain_ints() -> None:
 
 
 def test_message_type_values_are_lowercase_names() -> None:
-    assert [member.value for member in MessageType] == [
-        member.name.lower() for member in MessageType
-    ]
+    assert [member.value for member in MessageType] == [member.name.lower() for member in MessageType]
 
 
 # Bad input
 
 
-@pytest.mark.parametrize(
-    "text", ["", "{", '{"sender": }', "not json", b"\xff\xfe\xfa"], ids=repr
-)
+@pytest.mark.parametrize("text", ["", "{", '{"sender": }', "not json", b"\xff\xfe\xfa"], ids=repr)
 def test_malformed_json_is_rejected(text: str | bytes) -> None:
     with pytest.raises(ProtocolError, match="malformed JSON") as raised:
         from_json(text)
@@ -343,9 +333,7 @@ def test_a_missing_field_is_rejected_naming_it(field: str) -> None:
     ],
     ids=repr,
 )
-def test_a_value_of_the_wrong_type_is_rejected_not_coerced(
-    field: str, value: object
-) -> None:
+def test_a_value_of_the_wrong_type_is_rejected_not_coerced(field: str, value: object) -> None:
     with pytest.raises(ProtocolError) as raised:
         structure(_wire(**{field: value}))
 
@@ -363,9 +351,7 @@ def test_a_value_of_the_wrong_type_is_rejected_not_coerced(
         ("priority", "high"),
     ],
 )
-def test_an_unknown_enum_value_is_rejected_naming_the_field(
-    field: str, value: str
-) -> None:
+def test_an_unknown_enum_value_is_rejected_naming_the_field(field: str, value: str) -> None:
     with pytest.raises(ProtocolError, match="must be one of") as raised:
         from_json(json.dumps(_wire(**{field: value})))
 
@@ -435,9 +421,7 @@ def test_fields_added_by_a_newer_minor_version_are_ignored() -> None:
 
 @pytest.mark.parametrize("version", ["2.0", "0.9", "10.1"])
 def test_an_unknown_major_version_is_rejected(version: str) -> None:
-    with pytest.raises(
-        ProtocolError, match=r"supports major version\(s\) 1\.x"
-    ) as raised:
+    with pytest.raises(ProtocolError, match=r"supports major version\(s\) 1\.x") as raised:
         from_json(json.dumps(_wire(protocol_version=version)))
 
     assert raised.value.field == "protocol_version"

@@ -76,7 +76,7 @@ def message_priority(message: Any) -> Any:
 class FifoMailbox:
     """Unbounded, first in first out. The default."""
 
-    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002
+    def create(self, cell: Cell) -> MessageQueue:
         """Build the queue for one actor."""
         return deque()
 
@@ -92,7 +92,7 @@ class PriorityMailbox:
 
     key: Callable[[Any], Any] = message_priority
 
-    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002
+    def create(self, cell: Cell) -> MessageQueue:
         """Build the queue for one actor."""
         return _PriorityQueue(self.key)
 

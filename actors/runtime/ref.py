@@ -71,7 +71,7 @@ class ActorRef(pykka.ActorRef[A]):
 
     __slots__ = ("_cell",)
 
-    def __init__(self, cell: Cell) -> None:  # noqa: D107 - pykka: never create refs yourself
+    def __init__(self, cell: Cell) -> None:
         self._cell = cell
 
     @property
@@ -149,7 +149,8 @@ class ActorRef(pykka.ActorRef[A]):
             if not cell.alive:
                 self._dead(message)
             envelope = Envelope(message, reply_to=future)
-            if block and timeout is None and cell.executor is cell.system.inline_executor and inline_depth() < _MAX_INLINE:
+            inline = block and timeout is None and cell.executor is cell.system.inline_executor
+            if inline and inline_depth() < _MAX_INLINE:
                 # Inline ask: the asker would only sleep until a dispatcher
                 # thread woke up, ran the handler and woke it again. If the actor
                 # is idle, the asking thread runs the turn itself: the same

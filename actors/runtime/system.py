@@ -181,14 +181,18 @@ class ActorSystem:
         pykka_registry: bool = False,
     ) -> ActorRef[Any]:
         if self._state != _RUNNING:
-            msg = f"cannot spawn {getattr(actor_class, '__qualname__', actor_class)!r}: system {self.name!r} is {self._state}"
+            what = getattr(actor_class, "__qualname__", actor_class)
+            msg = f"cannot spawn {what!r}: system {self.name!r} is {self._state}"
             raise SystemShutdownError(msg)
         concrete, mode = concrete_class(actor_class, mode)
         if name is not None and (not isinstance(name, str) or not name):
             msg = f"an actor name must be a non-empty str, got {name!r}"
             raise TypeError(msg)
         if mailbox is not None and not callable(getattr(mailbox, "create", None)):
-            msg = f"mailbox must be a mailbox spec such as FifoMailbox(), PriorityMailbox() or BoundedMailbox(n), got {mailbox!r}"
+            msg = (
+                "mailbox must be a mailbox spec such as FifoMailbox(), PriorityMailbox() "
+                f"or BoundedMailbox(n), got {mailbox!r}"
+            )
             raise TypeError(msg)
         cell = self._new_cell(concrete, mode, name, self._guardian if parent is None else parent, mailbox or _FIFO)
         # `cell.sched` is held: nothing can run the cell until it is started below.

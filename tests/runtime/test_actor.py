@@ -140,9 +140,7 @@ def test_a_failing_on_stop_is_logged_and_the_actor_still_stops(system: ActorSyst
     assert any("stop failed" in str(r["exception"]) for r in logs if r["exception"])
 
 
-def test_stop_handles_messages_sent_before_it_and_returns_false_the_second_time(
-    system: ActorSystem, mode: str
-) -> None:
+def test_stop_handles_messages_sent_before_it_and_returns_false_the_second_time(system: ActorSystem, mode: str) -> None:
     log: list[Any] = []
     ref = system.spawn(Recorder, log, mode=mode)
     for i in range(50):
@@ -290,9 +288,7 @@ def test_a_tell_to_a_stopped_actor_raises_actor_dead_error_and_becomes_a_dead_le
     ]
 
 
-def test_messages_queued_when_an_actor_stops_become_dead_letters_and_asks_fail(
-    system: ActorSystem, mode: str
-) -> None:
+def test_messages_queued_when_an_actor_stops_become_dead_letters_and_asks_fail(system: ActorSystem, mode: str) -> None:
     ref = system.spawn(Recorder, mode=mode)
     gate = Gate()
     ref.tell(gate)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from pykka import ActorDeadError
 
-from actors.runtime.cell import STOP
 from actors import (
     Actor,
     ActorNameTakenError,
@@ -20,6 +19,7 @@ from actors import (
     SystemShutdownError,
     ThreadActor,
 )
+from actors.runtime.cell import STOP
 from tests.runtime.actors_for_tests import WAIT, Gate, Recorder
 
 
@@ -84,9 +84,7 @@ def test_shutdown_joins_every_thread_it_started_and_is_idempotent(mode: str) -> 
         system.spawn(Recorder, mode=mode)
 
 
-def test_a_stop_from_the_system_preempts_queued_mail_which_becomes_dead_letters(
-    system: ActorSystem, mode: str
-) -> None:
+def test_a_stop_from_the_system_preempts_queued_mail_which_becomes_dead_letters(system: ActorSystem, mode: str) -> None:
     # The system message a stopping parent (or shutdown) sends: posted while
     # the actor is busy, it takes effect after the current message.
     ref = system.spawn(Recorder, mode=mode)
@@ -148,7 +146,7 @@ def test_two_systems_in_one_process_do_not_see_each_other(mode: str) -> None:
 
 
 def test_an_unknown_mode_a_non_actor_and_a_mode_conflict_are_clear_errors(system: ActorSystem) -> None:
-    with pytest.raises(ModeError, match="'fibers'.*pooled"):
+    with pytest.raises(ModeError, match=r"'fibers'.*pooled"):
         system.spawn(Recorder, mode="fibers")
     with pytest.raises(NotAnActorError, match="pykka Actor subclass"):
         system.spawn(object)  # type: ignore[arg-type]

@@ -53,9 +53,7 @@ def test_a_single_shot_timer_delivers_once_when_its_time_comes(
     assert ref.ask("get") == ["ding"]
 
 
-def test_a_periodic_timer_delivers_once_per_interval_passed(
-    system: ActorSystem, clock: ManualClock, mode: str
-) -> None:
+def test_a_periodic_timer_delivers_once_per_interval_passed(system: ActorSystem, clock: ManualClock, mode: str) -> None:
     ref = system.spawn(Ticker, mode=mode)
     ref.ask(("periodic", "tick", "t", 2.0))
     clock.advance(2)
