@@ -110,6 +110,7 @@ class Cell:
 
     __slots__ = (
         "__weakref__",
+        "_pending_stop",
         "_stopped_event",
         "_timers",
         "_watchers",
@@ -171,6 +172,8 @@ class Cell:
         self.stop_replies: list[pykka.Future[Any]] | None = None
         self._watchers: list[Callable[[Cell], None]] | None = None
         self._timers: Timers | None = None
+        # Children still to stop, youngest last; set when stopping begins.
+        self._pending_stop: list[Cell] | None = None
         self._stopped_event: threading.Event | None = None
         self.pykka_registered = False
 
@@ -382,19 +385,21 @@ class Cell:
     def _continue_stop(self) -> None:
         # Children go first, youngest first, one at a time. A child that cannot
         # be stopped right here calls us back (a system message) when it has
-        # terminated; then we go on with the next one.
-        tree_lock = self.system.tree_lock
-        while True:
-            with tree_lock:
-                children = self.children
-                child = next(reversed(children)) if children else None
-            if child is None:
-                break
-            child.post_system(_stop, inline=True)
-            if child.state == TERMINATED:
-                continue
-            child.on_terminated(self._child_terminated)
-            return
+        # terminated; then we go on with the next one. The children are
+        # snapshotted once: a stopping cell accepts no new children, and
+        # walking a dict from its end after many deletions is O(n) per step.
+        pending = self._pending_stop
+        if pending is None:
+            with self.system.tree_lock:
+                pending = self._pending_stop = list(self.children or ())
+        while pending:
+            child = pending[-1]
+            if child.state != TERMINATED:
+                child.post_system(_stop, inline=True)
+                if child.state != TERMINATED:
+                    child.on_terminated(self._child_terminated)
+                    return
+            pending.pop()
         self._finish_stop()
 
     def _child_terminated(self, _child: Cell) -> None:
