@@ -46,15 +46,21 @@ __all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "concrete_class", "mo
 _constructing = threading.local()
 
 
+def bind_constructing(cell: Cell | None) -> Cell | None:
+    """Make `cell` the one `Actor.__init__` binds to on this thread; return the previous one."""
+    previous = getattr(_constructing, "cell", None)
+    _constructing.cell = cell
+    return previous
+
+
 @contextmanager
 def constructing(cell: Cell) -> Iterator[None]:
     """Let `Actor.__init__` on this thread find the cell it belongs to (nests)."""
-    previous = getattr(_constructing, "cell", None)
-    _constructing.cell = cell
+    previous = bind_constructing(cell)
     try:
         yield
     finally:
-        _constructing.cell = previous
+        bind_constructing(previous)
 
 
 class Actor(pykka.Actor):
@@ -214,6 +220,18 @@ def concrete_class(actor_class: type[pykka.Actor], mode: str | None) -> tuple[ty
     Raises:
         ModeError: unknown mode, or a class bound to another mode.
     """
+    resolved = getattr(actor_class, "__dict__", {}).get("_troupe_resolved")
+    if resolved is not None and mode in resolved:
+        return resolved[mode]  # type: ignore[no-any-return]
+    result = _resolve(actor_class, mode)
+    if resolved is None:
+        resolved = {}
+        type.__setattr__(actor_class, "_troupe_resolved", resolved)
+    resolved[mode] = result
+    return result
+
+
+def _resolve(actor_class: type[pykka.Actor], mode: str | None) -> tuple[type[Actor], str]:
     own = mode_of(actor_class)
     if mode is None:
         mode = own or "pooled"

@@ -14,12 +14,15 @@ __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
     "ConflictError",
+    "ConflictNotFoundError",
     "MailboxFullError",
     "ModeError",
     "NotAnActorError",
+    "PatternError",
     "PoolExhaustedError",
     "ProtocolError",
     "SpawnContextError",
+    "StrategyError",
     "SystemShutdownError",
     "TroupeError",
 ]
@@ -58,7 +61,39 @@ class PoolExhaustedError(TroupeError, RuntimeError):
 
 
 class ConflictError(TroupeError, RuntimeError):
-    """A write lost a version conflict and the strategy for its key rejects it."""
+    """A write lost a version conflict and the strategy for its key rejects it.
+
+    Attributes:
+        key: the key written, or ``None`` when not about one key.
+        local_version: the version the store holds (0: the key is absent).
+        remote_version: the version the refused write expected, or ``None``
+            for a write that expected none (a race between blind writes).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        local_version: int | None = None,
+        remote_version: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.local_version = local_version
+        self.remote_version = remote_version
+
+
+class ConflictNotFoundError(TroupeError, LookupError):
+    """No parked conflict has the id given to resolve it (unknown, or resolved already)."""
+
+
+class PatternError(TroupeError, ValueError):
+    """A key pattern (a glob such as ``analysis:*``) is malformed."""
+
+
+class StrategyError(TroupeError, ValueError):
+    """A conflict strategy is unknown, or cannot be used where it was given."""
 
 
 class AccessDeniedError(TroupeError, PermissionError):

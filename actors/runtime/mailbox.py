@@ -14,8 +14,8 @@ from these immutable specs:
   to `block_timeout` seconds for room, then gets `MailboxFullError`).
 
 Each spec builds a queue object with the small interface the runtime uses:
-``append(envelope)``, ``popleft()`` (raises `IndexError` when empty) and
-``len()``. The FIFO queue is a bare `collections.deque`, whose append and
+``append(item)``, ``popleft()`` (raises `IndexError` when empty) and
+``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an ask). The FIFO queue is a bare `collections.deque`, whose append and
 popleft are atomic in CPython, so the default hot path takes no lock.
 """
 
@@ -29,14 +29,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
+from pykka._envelope import Envelope
 
 from actors.runtime.deadletters import DeadLetterReason
 from actors.runtime.errors import MailboxFullError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from pykka._envelope import Envelope
 
     from actors.runtime.cell import Cell
 
@@ -133,7 +132,8 @@ class _PriorityQueue:
         self._lock = threading.Lock()
 
     def append(self, envelope: Envelope[Any]) -> None:
-        entry = (-self._key(envelope.message), next(self._seq), envelope)
+        message = envelope.message if envelope.__class__ is Envelope else envelope
+        entry = (-self._key(message), next(self._seq), envelope)
         with self._lock:
             heapq.heappush(self._heap, entry)
 

@@ -130,7 +130,9 @@ class ActorRef(pykka.ActorRef[A]):
         cell = self._cell
         if not cell.alive:
             self._dead(message)
-        cell.put(Envelope(message))
+        cell.queue.append(message)
+        if cell.sched.acquire(False):
+            cell.executor.submit(cell)
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send `message` and wait for the reply, or return a future with ``block=False``.
@@ -164,6 +166,28 @@ class ActorRef(pykka.ActorRef[A]):
                 cell.put(envelope)
         except (ActorDeadError, TroupeError):
             future.set_exception()
+        if block:
+            return future.get(timeout=timeout)
+        return future
+
+    def stop(self, *, block: bool = True, timeout: float | None = None) -> Any:
+        """Ask the actor to stop after the messages already sent (pykka's `ActorRef.stop`).
+
+        Returns True if the actor stopped or was stopping at the time of the
+        call, False if it was already dead; with ``block=False``, a future of
+        that. The reply comes once the actor has terminated (its children
+        first, then its ``on_stop``).
+        """
+        future: Future[bool] = Future()
+        future._label = self  # type: ignore[assignment]  # noqa: SLF001
+        cell = self._cell
+        if not cell.alive:
+            future.set(False)
+        else:
+            try:
+                cell.put(Envelope(_ActorStop(), reply_to=future))
+            except TroupeError:
+                future.set_exception()
         if block:
             return future.get(timeout=timeout)
         return future
