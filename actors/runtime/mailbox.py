@@ -15,8 +15,9 @@ from these immutable specs:
 
 Each spec builds a queue object with the small interface the runtime uses:
 ``append(item)``, ``popleft()`` (raises `IndexError` when empty) and
-``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an ask). The FIFO queue is a bare `collections.deque`, whose append and
-popleft are atomic in CPython, so the default hot path takes no lock.
+``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an
+ask). The FIFO queue is a bare `collections.deque`, whose append and popleft
+are atomic in CPython, so the default hot path takes no lock.
 """
 
 from __future__ import annotations
