@@ -23,7 +23,6 @@ Every mode is a `pykka.Actor`: `on_start`, `on_receive`, `on_stop`,
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
@@ -33,15 +32,13 @@ from actors.runtime.future import Future
 from actors.runtime.ref import StoppedFlag
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from actors.runtime.cell import Cell
     from actors.runtime.mailbox import MailboxSpec
     from actors.runtime.ref import ActorRef
     from actors.runtime.system import ActorSystem
     from actors.runtime.timers import Timers
 
-__all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "concrete_class", "mode_of"]
+__all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "bind_constructing", "concrete_class", "mode_of"]
 
 _constructing = threading.local()
 
@@ -51,16 +48,6 @@ def bind_constructing(cell: Cell | None) -> Cell | None:
     previous = getattr(_constructing, "cell", None)
     _constructing.cell = cell
     return previous
-
-
-@contextmanager
-def constructing(cell: Cell) -> Iterator[None]:
-    """Let `Actor.__init__` on this thread find the cell it belongs to (nests)."""
-    previous = bind_constructing(cell)
-    try:
-        yield
-    finally:
-        bind_constructing(previous)
 
 
 class Actor(pykka.Actor):
@@ -220,24 +207,30 @@ def concrete_class(actor_class: type[pykka.Actor], mode: str | None) -> tuple[ty
     Raises:
         ModeError: unknown mode, or a class bound to another mode.
     """
+    # Cached on the class itself (keyed by the mode asked for, None included),
+    # so the derived class lives exactly as long as the class.
     resolved = getattr(actor_class, "__dict__", {}).get("_troupe_resolved")
     if resolved is not None and mode in resolved:
         return resolved[mode]  # type: ignore[no-any-return]
-    result = _resolve(actor_class, mode)
+    result = _resolve(actor_class, mode, resolved or {})
     if resolved is None:
         resolved = {}
         type.__setattr__(actor_class, "_troupe_resolved", resolved)
-    resolved[mode] = result
+    resolved[mode] = resolved[result[1]] = result
     return result
 
 
-def _resolve(actor_class: type[pykka.Actor], mode: str | None) -> tuple[type[Actor], str]:
+def _resolve(
+    actor_class: type[pykka.Actor], mode: str | None, resolved: dict[str | None, tuple[type[Actor], str]]
+) -> tuple[type[Actor], str]:
     own = mode_of(actor_class)
     if mode is None:
         mode = own or "pooled"
     elif mode not in MODES:
         msg = f"unknown execution mode {mode!r}; choose one of {sorted(MODES)}"
         raise ModeError(msg)
+    if mode in resolved:  # asked for by another name (None -> "pooled") before
+        return resolved[mode]
     if own is not None and own != mode:
         msg = (
             f"{actor_class.__qualname__} is bound to mode {own!r} and cannot run as {mode!r}; "
@@ -247,15 +240,9 @@ def _resolve(actor_class: type[pykka.Actor], mode: str | None) -> tuple[type[Act
     base = MODES[mode]
     if issubclass(actor_class, base):
         return actor_class, mode  # type: ignore[return-value]
-    # Cache on the class itself, so the derived class lives exactly as long.
-    cache: dict[str, type[Actor]] = actor_class.__dict__.get("_troupe_concrete") or {}
-    derived = cache.get(mode)
-    if derived is None:
-        derived = type(
-            actor_class.__name__,
-            (actor_class, base),
-            {"__module__": actor_class.__module__, "__qualname__": actor_class.__qualname__},
-        )
-        cache[mode] = derived
-        type.__setattr__(actor_class, "_troupe_concrete", cache)
+    derived = type(
+        actor_class.__name__,
+        (actor_class, base),
+        {"__module__": actor_class.__module__, "__qualname__": actor_class.__qualname__},
+    )
     return derived, mode

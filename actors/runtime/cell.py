@@ -145,7 +145,7 @@ class Cell:
         parent: Cell | None,
         urn: str,
         throughput: int,
-        ref: ActorRef[Any],
+        ref_class: Callable[[Cell], ActorRef[Any]],
     ) -> None:
         self.system = system
         self.actor_class = actor_class
@@ -154,7 +154,7 @@ class Cell:
         self.parent = parent
         self.urn = urn
         self.throughput = throughput
-        self.ref = ref
+        self.ref = ref_class(self)
         self.actor: Any = None
         # Invariant: held from the moment the cell is submitted to an executor
         # until the end of that turn. A new cell starts held: it is being built.

@@ -22,6 +22,8 @@ from loguru import logger
 from actors.runtime.cell import TERMINATED, bind_executor
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from actors.runtime.cell import Cell
 
 __all__ = ["DispatcherPool", "ThreadExecutor"]
@@ -73,7 +75,7 @@ _thread_ids = itertools.count()
 class ThreadExecutor:
     """One thread that runs one actor's turns until the actor terminates."""
 
-    def __init__(self, label: str, *, daemon: bool, on_exit: object) -> None:
+    def __init__(self, label: str, *, daemon: bool, on_exit: Callable[[ThreadExecutor], None]) -> None:
         self._runq: queue.SimpleQueue[Cell] = queue.SimpleQueue()
         self.submit = self._runq.put
         self._on_exit = on_exit
@@ -94,6 +96,6 @@ class ThreadExecutor:
                     return
         finally:
             try:
-                self._on_exit(self)  # type: ignore[operator]
+                self._on_exit(self)
             except Exception:  # noqa: BLE001
                 logger.opt(exception=True).error("Exit hook of {} failed", self.thread.name)

@@ -30,7 +30,7 @@ from loguru import logger
 from pykka import ActorRegistry
 
 from actors.runtime import logbridge
-from actors.runtime.actor import PooledActor, bind_constructing, concrete_class, constructing
+from actors.runtime.actor import PooledActor, bind_constructing, concrete_class
 from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, current_executor
 from actors.runtime.clock import Clock, MonotonicClock
 from actors.runtime.deadletters import DeadLetters
@@ -118,8 +118,11 @@ class ActorSystem:
         self._pool.start()
         self.scheduler.start()
         self._guardian = self._new_cell(_Guardian, "pooled", None, None, _FIFO)
-        with constructing(self._guardian):
+        previous = bind_constructing(self._guardian)
+        try:
             self._guardian.actor = _Guardian()
+        finally:
+            bind_constructing(previous)
         self._guardian.state = RUNNING
         self._guardian.sched.release()
         _live_systems.add(self)
@@ -242,9 +245,7 @@ class ActorSystem:
         else:
             executor = self._pool
             throughput = self.throughput
-        cell = Cell.__new__(Cell)
-        ref: ActorRef[Any] = ActorRef(cell)
-        cell.__init__(  # type: ignore[misc]
+        cell = Cell(
             self,
             concrete,
             executor,
@@ -252,7 +253,7 @@ class ActorSystem:
             parent=parent,
             urn=f"{self._urn_prefix}{next(self._ids)}",
             throughput=throughput,
-            ref=ref,
+            ref_class=ActorRef,
         )
         cell.queue = mailbox.create(cell)
         with self.tree_lock:
