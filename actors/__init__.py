@@ -24,6 +24,7 @@ from actors.runtime.errors import (
     PatternError,
     PoolExhaustedError,
     ProtocolError,
+    RestartIntensityError,
     SpawnContextError,
     StrategyError,
     SystemShutdownError,
@@ -32,6 +33,17 @@ from actors.runtime.errors import (
 from actors.runtime.future import Future
 from actors.runtime.mailbox import BoundedMailbox, FifoMailbox, PriorityMailbox
 from actors.runtime.ref import ActorRef
+from actors.runtime.supervision import (
+    Backoff,
+    ChildSpec,
+    Decider,
+    Directive,
+    RestartType,
+    SupervisionPolicy,
+    SupervisionStrategy,
+    Terminated,
+)
+from actors.runtime.supervisor import ChildInfo, Supervisor
 from actors.runtime.system import ActorSystem, default_system
 from actors.runtime.timers import Timers
 from actors.state import (
@@ -83,7 +95,10 @@ __all__ = [
     "ActorNameTakenError",
     "ActorRef",
     "ActorSystem",
+    "Backoff",
     "BoundedMailbox",
+    "ChildInfo",
+    "ChildSpec",
     "Clock",
     "Conflict",
     "ConflictError",
@@ -98,7 +113,9 @@ __all__ = [
     "DeadLetterReason",
     "DeadLetterStatistics",
     "DeadLetters",
+    "Decider",
     "DeleteEntry",
+    "Directive",
     "Entry",
     "FifoMailbox",
     "Future",
@@ -121,6 +138,8 @@ __all__ = [
     "ProtocolError",
     "Resolution",
     "ResolveConflict",
+    "RestartIntensityError",
+    "RestartType",
     "SetAccessRules",
     "SetConflictStrategy",
     "SetEntry",
@@ -134,7 +153,11 @@ __all__ = [
     "StoreStatistics",
     "StrategyError",
     "SubscribeState",
+    "SupervisionPolicy",
+    "SupervisionStrategy",
+    "Supervisor",
     "SystemShutdownError",
+    "Terminated",
     "ThreadActor",
     "Timers",
     "Tombstone",

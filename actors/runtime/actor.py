@@ -22,11 +22,11 @@ Every mode is a `pykka.Actor`: `on_start`, `on_receive`, `on_stop`,
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
+from actors.runtime.cell import _SelfStop, constructing_cell
 from actors.runtime.errors import ModeError, NotAnActorError, SpawnContextError
 from actors.runtime.future import Future
 from actors.runtime.ref import StoppedFlag
@@ -35,29 +35,28 @@ if TYPE_CHECKING:
     from actors.runtime.cell import Cell
     from actors.runtime.mailbox import MailboxSpec
     from actors.runtime.ref import ActorRef
+    from actors.runtime.supervision import RestartType, SupervisionPolicy
     from actors.runtime.system import ActorSystem
     from actors.runtime.timers import Timers
 
-__all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "bind_constructing", "concrete_class", "mode_of"]
-
-_constructing = threading.local()
-
-
-def bind_constructing(cell: Cell | None) -> Cell | None:
-    """Make `cell` the one `Actor.__init__` binds to on this thread; return the previous one."""
-    previous = getattr(_constructing, "cell", None)
-    _constructing.cell = cell
-    return previous
+__all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "concrete_class", "mode_of"]
 
 
 class Actor(pykka.Actor):
     """The mode-neutral troupe actor. Subclass it; spawn it with `ActorSystem.spawn`.
 
-    Adds to pykka's `Actor`: `actor_system`, `actor_name`, `timers` and
-    `spawn` (children that stop before their parent).
+    Adds to pykka's `Actor`: `actor_system`, `actor_name`, `timers`, `spawn`
+    (children that stop before their parent and are supervised by it),
+    `watch`/`unwatch` (death watch) and the restart hooks `pre_restart` and
+    `post_restart` (see `actors.runtime.supervision`).
     """
 
     _troupe_mode: ClassVar[str | None] = None
+
+    supervision_policy: SupervisionPolicy
+    """How this actor supervises the children it spawns with a restart type
+    other than ``temporary`` (class or instance attribute; default: one_for_one,
+    at most 1 restart in 5 s, every exception restarts)."""
 
     _troupe_cell: Cell
 
@@ -66,7 +65,7 @@ class Actor(pykka.Actor):
 
         Call it from your ``__init__`` (``super().__init__()``) as with pykka.
         """
-        cell = getattr(_constructing, "cell", None)
+        cell = constructing_cell()
         if cell is None:
             msg = (
                 f"{type(self).__name__} was instantiated directly; troupe actors are created by "
@@ -142,20 +141,66 @@ class Actor(pykka.Actor):
         name: str | None = None,
         mode: str | None = None,
         mailbox: MailboxSpec | None = None,
+        restart: RestartType | str = "temporary",
         **kwargs: Any,
     ) -> ActorRef[Any]:
-        """Spawn a child: it is stopped before this actor stops (see `ActorSystem.spawn`)."""
+        """Spawn a child: it stops before this actor stops (see `ActorSystem.spawn`).
+
+        With a `restart` type other than ``"temporary"`` (the default) this
+        actor supervises it by its `supervision_policy`.
+        """
         cell = self._troupe_cell
         return cell.system._spawn(  # noqa: SLF001
-            actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, parent=cell
+            actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, parent=cell, restart=restart
         )
+
+    def watch(self, ref: pykka.ActorRef[Any]) -> None:
+        """Receive `Terminated(ref, reason)` in ``on_receive`` once `ref`'s actor is gone for good.
+
+        Restarts are not terminations. Watching an actor that has already
+        terminated delivers `Terminated` at once; watching twice delivers it once.
+        Call it from the actor's own handlers.
+        """
+        self._troupe_cell.watch(_cell_of(ref, "watch"))
+
+    def unwatch(self, ref: pykka.ActorRef[Any]) -> None:
+        """Stop watching `ref`; no `Terminated` for it is delivered after this returns."""
+        self._troupe_cell.unwatch(_cell_of(ref, "unwatch"))
+
+    def pre_restart(self, exc: BaseException | None) -> None:
+        """Hook: this instance is being replaced by a fresh one after `exc` (None: a normal exit).
+
+        Runs in the actor's own turn after its timers are cancelled, and
+        after ``on_stop`` if this instance did not fail (a sibling restarted
+        with it); its children are stopped right after. Default: nothing.
+        """
+
+    def post_restart(self, exc: BaseException | None) -> None:
+        """Hook: this fresh instance replaces one that ended with `exc`. Default: ``on_start()``.
+
+        Runs in the actor's own turn, before any queued message reaches the
+        new instance. An exception here counts as a failure.
+        """
+        self.on_start()
 
     def __str__(self) -> str:
         return str(self._troupe_cell.ref)
 
     def stop(self) -> None:
-        """Stop the actor after the messages already queued (pykka's `Actor.stop`)."""
-        self._troupe_cell.ref.tell(pykka.messages._ActorStop())  # noqa: SLF001
+        """Stop the actor after the messages already queued (pykka's `Actor.stop`).
+
+        This is the actor ending itself: a ``permanent`` child is restarted
+        (Erlang's rule for a normal exit); ``ref.stop()`` from outside never is.
+        """
+        self._troupe_cell.ref.tell(_SelfStop())
+
+
+def _cell_of(ref: Any, what: str) -> Cell:
+    cell = getattr(ref, "_cell", None)
+    if cell is None:
+        msg = f"{what}() needs an ActorRef of a troupe actor, got {ref!r}"
+        raise TypeError(msg)
+    return cell  # type: ignore[no-any-return]
 
 
 class PooledActor(Actor):

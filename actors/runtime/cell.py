@@ -44,7 +44,16 @@ from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import MailboxFullError
+from actors.runtime.errors import MailboxFullError, RestartIntensityError, SpawnContextError
+from actors.runtime.supervision import (
+    DEFAULT_POLICY,
+    Directive,
+    RestartLog,
+    RestartType,
+    SupervisionPolicy,
+    SupervisionStrategy,
+    Terminated,
+)
 from actors.runtime.timers import Timers, _TimerFired
 
 if TYPE_CHECKING:
@@ -54,24 +63,54 @@ if TYPE_CHECKING:
     from actors.runtime.ref import ActorRef
     from actors.runtime.system import ActorSystem
 
-__all__ = ["RUNNING", "STARTING", "STOPPING", "TERMINATED", "Cell", "current_executor", "unwrap"]
+__all__ = [
+    "RUNNING",
+    "STARTING",
+    "STOPPING",
+    "TERMINATED",
+    "Cell",
+    "bind_constructing",
+    "current_executor",
+    "unwrap",
+]
 
 # Cell states; they only move forward.
 STARTING, RUNNING, STOPPING, TERMINATED = range(4)
 
 # How `_process` treats a message, by its exact class. Anything else goes to
 # on_receive: one dict lookup per message on the hot path.
-_PROXY, _STOP_MESSAGE, _TIMER = 1, 2, 3
+_PROXY, _STOP_MESSAGE, _TIMER, _TERMINATED = 1, 2, 3, 4
+
+
+class _SelfStop(_ActorStop):
+    """`Actor.stop()`: the actor ends itself, a normal exit (a permanent child is restarted)."""
+
+
 _KINDS: dict[type, int] = {
     ProxyCall: _PROXY,
     ProxyGetAttr: _PROXY,
     ProxySetAttr: _PROXY,
     _ActorStop: _STOP_MESSAGE,
+    _SelfStop: _STOP_MESSAGE,
     _TimerFired: _TIMER,
+    Terminated: _TERMINATED,
 }
 _pykka_handle_receive = pykka.Actor._handle_receive  # noqa: SLF001 - reuse pykka's proxy dispatch
 
 _local = threading.local()
+_constructing = threading.local()
+
+
+def bind_constructing(cell: Cell | None) -> Cell | None:
+    """Make `cell` the one `Actor.__init__` binds to on this thread; return the previous one."""
+    previous = getattr(_constructing, "cell", None)
+    _constructing.cell = cell
+    return previous
+
+
+def constructing_cell() -> Cell | None:
+    """Return the cell an actor constructed on this thread right now belongs to, if any."""
+    return getattr(_constructing, "cell", None)
 
 
 def current_executor() -> object | None:
@@ -104,31 +143,39 @@ _DRAIN = _InlineDrain()
 class Cell:
     """One actor's mailbox, address, tree position and scheduling state.
 
-    Thread contract: `put`, `post_system`, `post_timer` and `on_terminated`
-    may be called from any thread. Everything else runs only while holding
+    Thread contract: `put`, `post_system`, `post_internal`, `on_terminated`
+    and `remove_on_terminated` may be called from any thread. Everything else runs only while holding
     `sched`, i.e. on the executor's thread during a turn.
     """
 
     __slots__ = (
         "__weakref__",
+        "_after_children",
         "_pending_stop",
+        "_restarts",
         "_stopped_event",
         "_timers",
         "_watchers",
+        "_watching",
         "actor",
         "actor_class",
         "alive",
         "children",
         "executor",
         "failed",
+        "incarnation",
         "name",
         "parent",
         "pykka_registered",
         "queue",
+        "reason",
         "ref",
+        "restart",
         "sched",
+        "spec",
         "state",
         "stop_replies",
+        "suspended",
         "sysq",
         "system",
         "throughput",
@@ -164,14 +211,35 @@ class Cell:
         # when stopping begins, and from then on tell/ask raise ActorDeadError.
         self.state = STARTING
         self.alive = True
+        # Invariant: True while the current instance must not get on_stop: it
+        # failed, or it was torn down for a restart.
         self.failed = False
+        # Invariant: while True no user message is handled (a failed child
+        # waiting for its supervisor's directive, or one being restarted);
+        # system messages still run and mail keeps queueing.
+        self.suspended = False
+        # None for a temporary child (never restarted); else its restart type,
+        # and `spec` holds the constructor arguments a restart uses again.
+        self.restart: RestartType | None = None
+        self.spec: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        # Counts instances: a failure report from an older instance is stale.
+        self.incarnation = 0
+        # Why the actor terminated: None (a normal stop) or the exception it failed with.
+        self.reason: BaseException | None = None
         self.queue: MessageQueue = None  # type: ignore[assignment]  # set by the system right after
         # System messages: callables run with this cell before any user message.
         self.sysq: list[Callable[[Cell], None]] = []
         # Guarded by system.tree_lock; insertion-ordered, so reversed() is youngest first.
         self.children: dict[Cell, None] | None = None
         self.stop_replies: list[pykka.Future[Any]] | None = None
-        self._watchers: list[Callable[[Cell], None]] | None = None
+        # Guarded by system.tree_lock: key -> callback run once this cell terminates.
+        self._watchers: dict[object, Callable[[Cell], None]] | None = None
+        # The cells this actor watches (death watch); only its own turn touches it.
+        self._watching: dict[Cell, None] | None = None
+        # What to do once the children are stopped (stopping, or a restart's teardown).
+        self._after_children: Callable[[], None] | None = None
+        # As a supervisor: recent restarts, and the group restart under way.
+        self._restarts: _Supervising | None = None
         self._timers: Timers | None = None
         # Children still to stop, youngest last; set when stopping begins.
         self._pending_stop: list[Cell] | None = None
@@ -213,31 +281,65 @@ class Cell:
             else:
                 self.executor.submit(self)
 
-    def post_timer(self, fired: _TimerFired) -> None:
-        """Queue a timer's message; never blocks (timers run on the scheduler's thread)."""
+    def post_internal(self, message: Any) -> None:
+        """Queue a message the runtime sends (a timer's, a `Terminated`); never blocks.
+
+        Timers fire on the scheduler's thread and `Terminated` on whichever
+        thread ended the watched actor: neither may wait for room in a bounded
+        mailbox, so a full one turns the message into a dead letter.
+        """
         if not self.alive:
             return
         queue = self.queue
         try:
-            if hasattr(queue, "_spec"):  # a bounded mailbox: never block the timer thread
-                queue.append(fired, may_block=False)  # type: ignore[call-arg]
+            if hasattr(queue, "_spec"):  # a bounded mailbox
+                queue.append(message, may_block=False)  # type: ignore[call-arg]
             else:
-                queue.append(fired)
+                queue.append(message)
         except MailboxFullError as exc:
-            self.reject(fired, DeadLetterReason.MAILBOX_OVERFLOW, exc)
+            self.reject(message, DeadLetterReason.MAILBOX_OVERFLOW, exc)
             return
         if self.sched.acquire(False):
             self.executor.submit(self)
 
-    def on_terminated(self, callback: Callable[[Cell], None]) -> None:
-        """Call `callback(cell)` once the actor has terminated; at once if it has."""
+    def on_terminated(self, callback: Callable[[Cell], None], *, key: object = None) -> None:
+        """Call `callback(cell)` once the actor has terminated; at once if it has.
+
+        `key` (default: the callback) names the registration for `remove_on_terminated`.
+        """
         with self.system.tree_lock:
             if self.state != TERMINATED:
                 if self._watchers is None:
-                    self._watchers = []
-                self._watchers.append(callback)
+                    self._watchers = {}
+                self._watchers[callback if key is None else key] = callback
                 return
         callback(self)
+
+    def remove_on_terminated(self, key: object) -> None:
+        """Forget the `on_terminated` callback registered under `key`, if any."""
+        with self.system.tree_lock:
+            if self._watchers is not None:
+                self._watchers.pop(key, None)
+
+    # -- death watch (called in the watcher's turn) ------------------------------
+
+    def watch(self, target: Cell) -> None:
+        """Deliver `Terminated(target.ref, reason)` to this actor when `target` terminates."""
+        if self._watching is None:
+            self._watching = {}
+        if target in self._watching:
+            return
+        self._watching[target] = None
+        target.on_terminated(self._watched_terminated, key=self)
+
+    def unwatch(self, target: Cell) -> None:
+        """Stop watching `target`; a `Terminated` already queued for it is dropped."""
+        if self._watching and target in self._watching:
+            del self._watching[target]
+            target.remove_on_terminated(self)
+
+    def _watched_terminated(self, target: Cell) -> None:
+        self.post_internal(Terminated(target.ref, target.reason))
 
     def stopped_event(self) -> threading.Event:
         """Return an event that is set once the actor stops being alive."""
@@ -272,7 +374,8 @@ class Cell:
                 self._process_system()
             state = self.state
             if state == RUNNING:
-                self._process(self.throughput, until)
+                if not self.suspended:
+                    self._process(self.throughput, until)
             elif state == TERMINATED:
                 self._drain()
         except BaseException:  # noqa: BLE001 - an executor thread must survive anything
@@ -283,7 +386,9 @@ class Cell:
             self.sched.release()
         # Re-check after releasing: a message that arrived during the turn found
         # `sched` held and did not schedule; whoever acquires now does.
-        if (self.sysq or (len(self.queue) and self.state != STOPPING)) and self.sched.acquire(False):
+        if (self.sysq or (len(self.queue) and self.state != STOPPING and not self.suspended)) and self.sched.acquire(
+            False
+        ):
             self.executor.submit(self)
 
     def _start(self) -> None:
@@ -324,17 +429,30 @@ class Cell:
                 elif kind == _PROXY:
                     result = _pykka_handle_receive(actor, message)
                 elif kind == _STOP_MESSAGE:
-                    self._begin_stop(reply_to)
+                    self._begin_stop(reply_to, self_stop=message.__class__ is _SelfStop)
                     return
-                else:
+                elif kind == _TIMER:
                     if self._timers is None or not self._timers._accept(message):  # noqa: SLF001
                         continue
                     actor.on_receive(message.message)
                     continue
+                else:  # Terminated: only while still watching (unwatch drops it)
+                    watching = self._watching
+                    target = message.ref._cell  # noqa: SLF001
+                    if watching is None or target not in watching:
+                        continue
+                    del watching[target]
+                    result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
                 if reply_to is not None:
+                    exc_info = sys.exc_info()
+                    if self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1]):
+                        # Fail first, so the supervisor hears of it before the asker does.
+                        self._fail(exc_info, message)
+                        reply_to.set_exception(exc_info)
+                        return
                     logger.opt(exception=True).info("Exception returned from {} to caller:", self.ref)
-                    reply_to.set_exception()
+                    reply_to.set_exception(exc_info)
                     if reply_to is until:
                         return
                 else:
@@ -349,22 +467,216 @@ class Cell:
                     if reply_to is until:
                         return
 
-    # -- failure ---------------------------------------------------------------
+    # -- failure and supervision (the child's side) --------------------------------
 
     def _fail(self, exc_info: Any, message: Any = None, *, during_start: bool = False) -> None:
-        """An exception escaped a tell handler or on_start: log it and stop (pykka semantics)."""
+        """An exception escaped a tell handler or a start hook: the single failure entry point.
+
+        Logs it, dead-letters the message, calls ``on_failure`` (not for a start
+        hook), then either stops the actor (pykka semantics: a temporary child,
+        the default) or suspends it and reports to its supervisor.
+        """
+        exc = exc_info[1]
         logger.opt(exception=exc_info).error("Unhandled exception in {}:", self.ref)
         if message is not None:
-            self.system.dead_letters.record(message, self.ref, DeadLetterReason.HANDLER_FAILED, exc_info[1])
+            self.system.dead_letters.record(message, self.ref, DeadLetterReason.HANDLER_FAILED, exc)
         self.failed = True
-        self._mark_dead()
-        if not during_start:
+        supervised = self.restart is not None and self.parent is not None
+        if not supervised:
+            self._mark_dead()
+        if not during_start and self.actor is not None:
             try:
                 self.actor.on_failure(*exc_info)
             except Exception:  # noqa: BLE001
                 logger.opt(exception=True).error("Unhandled exception in on_failure of {}:", self.ref)
+        if supervised:
+            self._report(exc)
+            return
+        self.reason = exc
         self.state = STOPPING
-        self._continue_stop()
+        self._stop_children(self._finish_stop)
+
+    def _report(self, exc: BaseException | None) -> None:
+        """Suspend and ask the supervisor what to do (`exc` None: a permanent child exited)."""
+        self.suspended = True
+        incarnation = self.incarnation
+        self.parent.post_system(lambda parent: parent._child_failed(self, exc, incarnation))  # type: ignore[union-attr]  # noqa: SLF001
+
+    def _policy_of_parent(self) -> SupervisionPolicy:
+        return getattr(self.parent.actor, "supervision_policy", DEFAULT_POLICY)  # type: ignore[union-attr]
+
+    def _teardown(self, exc: BaseException | None, then: Callable[[], None]) -> None:
+        """End the current instance for a restart: its timers, hooks and children; then `then()`."""
+        if self.state != RUNNING:
+            then()
+            return
+        self.suspended = True
+        if self._timers is not None:
+            self._timers.cancel_all()
+        old = self.actor
+        if old is not None:
+            if not self.failed:
+                try:
+                    old.on_stop()
+                except Exception:  # noqa: BLE001
+                    logger.opt(exception=True).error("Unhandled exception in on_stop of {}:", self.ref)
+            pre_restart = getattr(old, "pre_restart", None)
+            if pre_restart is not None:
+                try:
+                    pre_restart(exc)
+                except Exception:  # noqa: BLE001
+                    logger.opt(exception=True).error("Unhandled exception in pre_restart of {}:", self.ref)
+        self.failed = True
+        self._stop_children(then)
+
+    def _rebuild(self, exc: BaseException | None, then: Callable[[], None]) -> None:
+        """Build a fresh instance into this cell, run ``post_restart``, resume; then `then()`."""
+        if self.state != RUNNING:
+            then()
+            return
+        self.incarnation += 1
+        args, kwargs = self.spec  # type: ignore[misc]
+        previous = bind_constructing(self)
+        try:
+            actor = self.actor_class(*args, **kwargs)
+            if actor.__dict__.get("_troupe_cell") is not self:
+                msg = f"{self.actor_class.__qualname__}.__init__ did not call super().__init__()"
+                raise SpawnContextError(msg)  # noqa: TRY301
+        except Exception:  # noqa: BLE001
+            self.actor = None
+            self._fail(sys.exc_info(), during_start=True)
+            then()
+            return
+        finally:
+            bind_constructing(previous)
+        self.actor = actor
+        self.failed = False
+        self.suspended = False
+        try:
+            post_restart = getattr(actor, "post_restart", None)
+            if post_restart is not None:
+                post_restart(exc)
+            else:
+                actor.on_start()
+        except Exception:  # noqa: BLE001
+            self._fail(sys.exc_info(), during_start=True)
+        then()
+
+    def _resume(self) -> None:
+        if self.state == RUNNING:
+            self.failed = False
+            self.suspended = False
+
+    # -- failure and supervision (the supervisor's side) ----------------------------
+
+    def _child_failed(self, child: Cell, exc: BaseException | None, incarnation: int) -> None:
+        """Decide what happens to a failed child (a system message in this, the parent's, turn)."""
+        if self.state != RUNNING or child.state != RUNNING or child.incarnation != incarnation:
+            return  # we are stopping (the child will be too), or the report is stale
+        sup = self._supervising()
+        if sup.group is not None:
+            sup.deferred.append((child, exc, incarnation))
+            return
+        policy: SupervisionPolicy = getattr(self.actor, "supervision_policy", DEFAULT_POLICY)
+        if exc is None or child.actor is None:
+            directive = Directive.RESTART  # a normal exit, or no instance left to resume
+        else:
+            try:
+                directive = policy.decider(exc)
+                if not isinstance(directive, Directive):
+                    msg = f"the decider of {self.ref} returned {directive!r}, not a Directive"
+                    raise TypeError(msg)  # noqa: TRY301
+            except Exception:  # noqa: BLE001
+                logger.opt(exception=True).error("Decider of {} failed on {!r}; escalating", self.ref, exc)
+                directive = Directive.ESCALATE
+        if directive is Directive.RESUME:
+            child.post_system(_resume)
+        elif directive is Directive.STOP:
+            child.reason = exc
+            child.post_system(STOP)
+        elif directive is Directive.ESCALATE:
+            self._escalate(child, exc)  # type: ignore[arg-type]
+        else:
+            exceeded, attempt = sup.log.record(self.system.clock.now(), child.urn, policy)
+            if exceeded:
+                err = RestartIntensityError(
+                    f"{self.ref} gave up: more than {policy.max_restarts} restart(s) within "
+                    f"{policy.within_seconds} s; the last failure was in {child.ref}: {exc!r}. "
+                    "Fix the failing actor, or raise max_restarts / within_seconds in its supervision_policy"
+                )
+                err.__cause__ = exc
+                self._escalate(child, err)
+                return
+            delay = policy.backoff.delay(attempt) if policy.backoff is not None else 0.0
+            sup.group = _GroupRestart(self._restart_group(child, policy), exc, delay)
+            self._group_step()
+
+    def _restart_group(self, child: Cell, policy: SupervisionPolicy) -> list[Cell]:
+        if policy.strategy is SupervisionStrategy.ONE_FOR_ONE:
+            return [child]
+        with self.system.tree_lock:
+            children = list(self.children or ())
+        if policy.strategy is SupervisionStrategy.REST_FOR_ONE:
+            children = children[children.index(child) :] if child in children else [child]
+        return [c for c in children if c.state < STOPPING]
+
+    def _group_step(self) -> None:
+        """Advance the group restart by one child: teardown in reverse start order, then rebuild in order.
+
+        Each step is one system message to one child; the child posts
+        `_group_step` back to us when it is done, so the order holds across
+        executors and no thread ever waits for another.
+        """
+        sup = self._restarts
+        group = sup.group if sup is not None else None
+        if group is None or self.state != RUNNING:
+            return
+        step = self._continue_group
+        if group.teardown:
+            child = group.teardown.pop()
+            if child.restart is None:  # temporary: stopped, never restarted
+                group.members.remove(child)
+                child.post_system(STOP)
+                child.on_terminated(lambda _c: step())
+            else:
+                exc = group.exc
+                child.post_system(lambda c: c._teardown(exc, step))  # noqa: SLF001
+            return
+        if group.delay > 0:
+            delay, group.delay = group.delay, 0.0
+            self.system.scheduler.call_later(delay, step)
+            return
+        if group.next < len(group.members):
+            child = group.members[group.next]
+            group.next += 1
+            exc = group.exc
+            child.post_system(lambda c: c._rebuild(exc, step))  # noqa: SLF001
+            return
+        sup.group = None
+        deferred, sup.deferred = sup.deferred, []
+        for child, exc, incarnation in deferred:
+            self._child_failed(child, exc, incarnation)
+
+    def _continue_group(self) -> None:
+        self.post_system(_group_step)
+
+    def _escalate(self, child: Cell, exc: BaseException) -> None:
+        """Give up on `child`: at the root, stop it and log; elsewhere fail ourselves with `exc`."""
+        if self.parent is None:  # the system's root actor never fails
+            logger.opt(exception=exc).error("{} stopped for good: its failure reached the root", child.ref)
+            child.reason = exc
+            child.post_system(STOP)
+            return
+        # Erlang: a supervisor that gives up terminates its children, then exits.
+        self.suspended = True
+        self._stop_children(lambda: self._fail((type(exc), exc, exc.__traceback__)))
+
+    def _supervising(self) -> _Supervising:
+        if self._restarts is None:
+            self._restarts = _Supervising()
+        return self._restarts
+
+    # -- stopping --------------------------------------------------------------
 
     def _fatal(self, exc_info: Any) -> None:
         """A BaseException escaped a handler: stop this actor and every actor (as pykka)."""
@@ -374,25 +686,37 @@ class Cell:
         self._begin_stop()
         self.system._stop_all_actors()  # noqa: SLF001
 
-    # -- stopping --------------------------------------------------------------
-
-    def _begin_stop(self, reply_to: pykka.Future[Any] | None = None) -> None:
+    def _begin_stop(self, reply_to: pykka.Future[Any] | None = None, *, self_stop: bool = False) -> None:
         if reply_to is not None:
             if self.stop_replies is None:
                 self.stop_replies = []
             self.stop_replies.append(reply_to)
         if self.state >= STOPPING:
             return
+        if self_stop and self.restart is RestartType.PERMANENT and self.parent is not None:
+            self._report(None)  # Erlang: a permanent child that exits is restarted
+            return
         self._mark_dead()
         self.state = STOPPING
-        self._continue_stop()
+        after = self._after_children
+        if after is None:
+            self._stop_children(self._finish_stop)
+        else:
+            # A restart's teardown is stopping the children: finish stopping
+            # instead, then let the supervisor's group restart go on.
+            self._after_children = lambda: (self._finish_stop(), after())
 
-    def _continue_stop(self) -> None:
-        # Children go first, youngest first, one at a time. A child that cannot
-        # be stopped right here calls us back (a system message) when it has
-        # terminated; then we go on with the next one. The children are
-        # snapshotted once: a stopping cell accepts no new children, and
-        # walking a dict from its end after many deletions is O(n) per step.
+    def _stop_children(self, then: Callable[[], None]) -> None:
+        """Stop every child, youngest first, one at a time; then call `then()` (in a later turn maybe)."""
+        self._after_children = then
+        self._continue_children()
+
+    def _continue_children(self) -> None:
+        # A child that cannot be stopped right here calls us back (a system
+        # message) when it has terminated; then we go on with the next one.
+        # The children are snapshotted once: a stopping cell accepts no new
+        # children, and walking a dict from its end after many deletions is
+        # O(n) per step.
         pending = self._pending_stop
         if pending is None:
             with self.system.tree_lock:
@@ -405,10 +729,12 @@ class Cell:
                     child.on_terminated(self._child_terminated)
                     return
             pending.pop()
-        self._finish_stop()
+        self._pending_stop = None
+        then, self._after_children = self._after_children, None
+        then()  # type: ignore[misc]
 
     def _child_terminated(self, _child: Cell) -> None:
-        self.post_system(_continue_stop)
+        self.post_system(_continue_children)
 
     def _finish_stop(self) -> None:
         if self._timers is not None:
@@ -443,7 +769,10 @@ class Cell:
             if self.name is not None and system.registry.get(self.name) is self:
                 del system.registry[self.name]
             watchers, self._watchers = self._watchers, None
-        for callback in watchers or ():
+        for target in self._watching or ():
+            target.remove_on_terminated(self)
+        self._watching = None
+        for callback in (watchers or {}).values():
             try:
                 callback(self)
             except Exception:  # noqa: BLE001
@@ -457,10 +786,10 @@ class Cell:
             except IndexError:
                 return
             message, reply_to = unwrap(item)
-            if message.__class__ is _ActorStop:
+            if isinstance(message, _ActorStop):
                 if reply_to is not None:
                     reply_to.set(True)  # "was being stopped at the time of the call"
-            elif message.__class__ is not _TimerFired:
+            elif message.__class__ is not _TimerFired and message.__class__ is not Terminated:
                 self.reject(item, DeadLetterReason.QUEUED_AT_STOP)
 
     def reject(self, item: Any, reason: DeadLetterReason, exc: BaseException | None = None) -> None:
@@ -484,9 +813,43 @@ def _stop(cell: Cell) -> None:
     cell._begin_stop()  # noqa: SLF001
 
 
-def _continue_stop(cell: Cell) -> None:
-    if cell.state == STOPPING:
-        cell._continue_stop()  # noqa: SLF001
+def _continue_children(cell: Cell) -> None:
+    if cell._after_children is not None:  # noqa: SLF001
+        cell._continue_children()  # noqa: SLF001
+
+
+def _resume(cell: Cell) -> None:
+    cell._resume()  # noqa: SLF001
+
+
+def _group_step(cell: Cell) -> None:
+    cell._group_step()  # noqa: SLF001
+
+
+class _GroupRestart:
+    """A restart under way: `members` (start order) torn down last-first, then rebuilt in order."""
+
+    __slots__ = ("delay", "exc", "members", "next", "teardown")
+
+    def __init__(self, members: list[Cell], exc: BaseException | None, delay: float) -> None:
+        self.members = members
+        self.teardown = list(members)  # popped from the end: reverse start order
+        self.exc = exc
+        self.delay = delay
+        self.next = 0
+
+
+class _Supervising:
+    """A cell's state as a supervisor; only its own turn touches it."""
+
+    __slots__ = ("deferred", "group", "log")
+
+    def __init__(self) -> None:
+        self.log = RestartLog()
+        # Invariant: at most one group restart at a time; failures reported
+        # meanwhile wait in `deferred`, in arrival order.
+        self.group: _GroupRestart | None = None
+        self.deferred: list[tuple[Cell, BaseException | None, int]] = []
 
 
 STOP = _stop

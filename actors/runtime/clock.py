@@ -57,6 +57,8 @@ class ManualClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._lock = threading.RLock()
+        # Notified (under _lock) whenever an attached scheduler gets a new entry.
+        self._scheduled = threading.Condition(self._lock)
         # Invariant: only changes under _lock, and never decreases.
         self._now = float(start)
         self._schedulers: list[Scheduler] = []
@@ -79,6 +81,25 @@ class ManualClock:
             schedulers = list(self._schedulers)
         for scheduler in schedulers:
             scheduler.run_due()
+
+    def pending_timers(self) -> int:
+        """Return how many timers are waiting to fall due, over every system using this clock."""
+        with self._lock:
+            return sum(scheduler.pending() for scheduler in self._schedulers)
+
+    def wait_for_timers(self, count: int = 1, *, timeout: float | None = None) -> bool:
+        """Block until at least `count` timers are pending; return False on `timeout`.
+
+        For tests of work that schedules a timer from another thread (a
+        restart backoff, a pool's maintenance): wait for the timer to exist,
+        then `advance()` past it, instead of sleeping.
+        """
+        with self._scheduled:
+            return self._scheduled.wait_for(lambda: self.pending_timers() >= count, timeout)
+
+    def _timer_added(self) -> None:
+        with self._scheduled:
+            self._scheduled.notify_all()
 
     def _attach(self, scheduler: Scheduler) -> None:
         with self._lock:

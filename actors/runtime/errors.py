@@ -56,6 +56,10 @@ class MailboxFullError(TroupeError, RuntimeError):
     """A bounded mailbox refused a message (overflow policy `fail` or `block` timing out)."""
 
 
+class RestartIntensityError(TroupeError, RuntimeError):
+    """A supervisor restarted its children more often than its policy allows, and gave up."""
+
+
 class PoolExhaustedError(TroupeError, RuntimeError):
     """Every routee of a pool is busy and the pool is at its maximum size."""
 

@@ -193,7 +193,7 @@ class ActorRef(pykka.ActorRef[A]):
         return future
 
     def _dead(self, message: Any) -> None:
-        if message.__class__ is not _ActorStop:  # stop() on a dead actor is no dead letter
+        if not isinstance(message, _ActorStop):  # stop() on a dead actor is no dead letter
             self._cell.system.dead_letters.record(message, self, DeadLetterReason.RECIPIENT_STOPPED)
         msg = f"{self} not found: it has stopped; the message went to dead letters"
         raise ActorDeadError(msg)

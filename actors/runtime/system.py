@@ -30,14 +30,15 @@ from loguru import logger
 from pykka import ActorRegistry
 
 from actors.runtime import logbridge
-from actors.runtime.actor import PooledActor, bind_constructing, concrete_class
-from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, current_executor
+from actors.runtime.actor import PooledActor, concrete_class
+from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, bind_constructing, current_executor
 from actors.runtime.clock import Clock, MonotonicClock
 from actors.runtime.deadletters import DeadLetters
 from actors.runtime.dispatch import DispatcherPool, ThreadExecutor
 from actors.runtime.errors import ActorNameTakenError, SystemShutdownError
 from actors.runtime.mailbox import FifoMailbox, MailboxSpec
 from actors.runtime.ref import ActorRef
+from actors.runtime.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
 from actors.runtime.timers import Scheduler
 
 if TYPE_CHECKING:
@@ -61,7 +62,15 @@ _RUNNING, _STOPPING, _SHUT_DOWN = "running", "stopping", "shut down"
 
 
 class _Guardian(PooledActor):
-    """The root of a system's actor tree: every top-level actor is its child."""
+    """The root supervisor: every top-level actor is its child.
+
+    It never fails: a child it gives up on (escalation, restart intensity)
+    is stopped for good and logged.
+    """
+
+    def __init__(self, policy: SupervisionPolicy) -> None:
+        super().__init__()
+        self.supervision_policy = policy
 
     def on_receive(self, message: Any) -> None:
         pass
@@ -78,6 +87,8 @@ class ActorSystem:
         clock: where timers read the time (default `MonotonicClock`; tests
             pass a `ManualClock`).
         dead_letters_kept: how many recent dead letters are kept for `recent()`.
+        root_policy: how the root supervises top-level actors spawned with a
+            restart type other than ``temporary`` (default `SupervisionPolicy()`).
 
     Thread contract: every public method may be called from any thread,
     except `shutdown`, which must not be called from a thread of this system.
@@ -91,6 +102,7 @@ class ActorSystem:
         throughput: int = DEFAULT_THROUGHPUT,
         clock: Clock | None = None,
         dead_letters_kept: int = 1000,
+        root_policy: SupervisionPolicy = DEFAULT_POLICY,
     ) -> None:
         if throughput < 1:
             msg = f"throughput must be >= 1 message per turn, got {throughput}"
@@ -120,7 +132,7 @@ class ActorSystem:
         self._guardian = self._new_cell(_Guardian, "pooled", None, None, _FIFO)
         previous = bind_constructing(self._guardian)
         try:
-            self._guardian.actor = _Guardian()
+            self._guardian.actor = _Guardian(root_policy)
         finally:
             bind_constructing(previous)
         self._guardian.state = RUNNING
@@ -150,6 +162,7 @@ class ActorSystem:
         name: str | None = None,
         mode: str | None = None,
         mailbox: MailboxSpec | None = None,
+        restart: RestartType | str = "temporary",
         **kwargs: Any,
     ) -> ActorRef[Any]:
         """Start an actor and return its ref; `args` and `kwargs` go to its constructor.
@@ -162,6 +175,9 @@ class ActorSystem:
             mode: ``"pooled"`` (default for mode-neutral classes), ``"thread"``,
                 or any key of `actors.MODES`; a class bound to a mode runs in it.
             mailbox: a mailbox spec (default `FifoMailbox()`).
+            restart: ``"temporary"`` (default: a failure stops it, as in pykka),
+                ``"transient"`` or ``"permanent"``: the root supervisor restarts it
+                by the system's `root_policy` (see `actors.runtime.supervision`).
 
         Raises:
             ActorNameTakenError: `name` is used by a live actor.
@@ -169,7 +185,7 @@ class ActorSystem:
             NotAnActorError: `actor_class` is not a pykka actor class.
             SystemShutdownError: the system is shutting down or shut down.
         """
-        return self._spawn(actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox)
+        return self._spawn(actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, restart=restart)
 
     def _spawn(
         self,
@@ -182,6 +198,7 @@ class ActorSystem:
         mailbox: MailboxSpec | None = None,
         parent: Cell | None = None,
         pykka_registry: bool = False,
+        restart: RestartType | str = RestartType.TEMPORARY,
     ) -> ActorRef[Any]:
         if self._state != _RUNNING:
             what = getattr(actor_class, "__qualname__", actor_class)
@@ -197,7 +214,12 @@ class ActorSystem:
                 f"or BoundedMailbox(n), got {mailbox!r}"
             )
             raise TypeError(msg)
+        if restart is not RestartType.TEMPORARY:
+            restart = restart_type(restart)
         cell = self._new_cell(concrete, mode, name, self._guardian if parent is None else parent, mailbox or _FIFO)
+        if restart is not RestartType.TEMPORARY:
+            cell.restart = restart  # type: ignore[assignment]
+            cell.spec = (args, kwargs)
         # `cell.sched` is held: nothing can run the cell until it is started below.
         previous = bind_constructing(cell)  # a context manager here costs ~1 µs per spawn
         try:

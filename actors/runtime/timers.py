@@ -111,6 +111,8 @@ class Scheduler:
             heapq.heappush(self._heap, handle)
             if self._heap[0] is handle:
                 self._cond.notify()
+        if self._thread is None and isinstance(self.clock, ManualClock):
+            self.clock._timer_added()  # noqa: SLF001
         return handle
 
     def cancel(self, handle: TimerHandle) -> None:
@@ -265,7 +267,7 @@ class Timers:
         generation = next(_generations)
         cell = self._cell
         fired = _TimerFired(key, generation, message)
-        handle = cell.system.scheduler.call_later(delay, lambda: cell.post_timer(fired), interval=interval)
+        handle = cell.system.scheduler.call_later(delay, lambda: cell.post_internal(fired), interval=interval)
         self._table[key] = _Timer(generation, handle, periodic=interval is not None)
 
     def _accept(self, fired: _TimerFired) -> bool:
