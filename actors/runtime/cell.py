@@ -566,6 +566,10 @@ class Cell:
         if self.state == RUNNING:
             self.failed = False
             self.suspended = False
+            group = self._restarts.group if self._restarts is not None else None
+            if group is not None and group.parked:
+                group.parked = False
+                self._group_step()
 
     # -- failure and supervision (the supervisor's side) ----------------------------
 
@@ -631,6 +635,11 @@ class Cell:
         group = sup.group if sup is not None else None
         if group is None or self.state != RUNNING:
             return
+        if self.failed:  # we failed meanwhile: our parent decides; a resume goes on from here
+            group.parked = True
+            return
+        # Busy restarting: user messages wait, as an Erlang supervisor is busy too.
+        self.suspended = True
         step = self._continue_group
         if group.teardown:
             child = group.teardown.pop()
@@ -644,6 +653,7 @@ class Cell:
             return
         if group.delay > 0:
             delay, group.delay = group.delay, 0.0
+            self.suspended = False  # not busy while the backoff runs
             self.system.scheduler.call_later(delay, step)
             return
         if group.next < len(group.members):
@@ -653,6 +663,7 @@ class Cell:
             child.post_system(lambda c: c._rebuild(exc, step))  # noqa: SLF001
             return
         sup.group = None
+        self.suspended = False
         deferred, sup.deferred = sup.deferred, []
         for child, exc, incarnation in deferred:
             self._child_failed(child, exc, incarnation)
@@ -829,9 +840,10 @@ def _group_step(cell: Cell) -> None:
 class _GroupRestart:
     """A restart under way: `members` (start order) torn down last-first, then rebuilt in order."""
 
-    __slots__ = ("delay", "exc", "members", "next", "teardown")
+    __slots__ = ("delay", "exc", "members", "next", "parked", "teardown")
 
     def __init__(self, members: list[Cell], exc: BaseException | None, delay: float) -> None:
+        self.parked = False  # a step arrived while the supervisor itself had failed
         self.members = members
         self.teardown = list(members)  # popped from the end: reverse start order
         self.exc = exc
