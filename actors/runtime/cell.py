@@ -649,7 +649,14 @@ class Cell:
                 child.on_terminated(lambda _c: step())
             else:
                 exc = group.exc
-                child.post_system(lambda c: c._teardown(exc, step))  # noqa: SLF001
+                if not group.teardown and group.delay == 0 and child is group.members[0]:
+                    # The last one torn down is the first one rebuilt: one
+                    # system message does both (a one_for_one restart is then
+                    # three hand-offs: report, restart, done).
+                    group.next = 1
+                    child.post_system(lambda c: c._teardown(exc, lambda: c._rebuild(exc, step)))  # noqa: SLF001
+                else:
+                    child.post_system(lambda c: c._teardown(exc, step))  # noqa: SLF001
             return
         if group.delay > 0:
             delay, group.delay = group.delay, 0.0
