@@ -494,3 +494,49 @@ def test_a_decider_that_raises_escalates(system: ActorSystem, mode: str, logs: A
     log.wait_for("init", "w", count=2)  # the inner supervisor was restarted with a fresh child
     assert children(inner)["w"].ask("x", timeout=WAIT) == "x"
     assert any("Decider of" in m for m in logs.messages("ERROR"))
+
+
+def test_terminate_child_stops_it_for_good_and_start_child_adds_one(system: ActorSystem, mode: str) -> None:
+    log = Log()
+    sup = system.spawn(Supervisor, [spec(log, "a", mode)])
+    proxy = sup.proxy()
+    added = proxy.start_child(spec(log, "b", mode, restart="transient")).get(timeout=WAIT)
+    assert [(c.name, c.restart) for c in proxy.which_children().get(timeout=WAIT)] == [
+        ("a", RestartType.PERMANENT),
+        ("b", RestartType.TRANSIENT),
+    ]
+    a = children(sup)["a"]
+    assert proxy.terminate_child("a").get(timeout=WAIT) is True
+    assert a.actor_stopped.wait(WAIT)
+    assert proxy.terminate_child(a).get(timeout=WAIT) is False
+    assert [c.ref for c in proxy.which_children().get(timeout=WAIT)] == [added]
+    assert log.kinds("a") == ["init", "start", "stop"]
+
+
+def test_an_actor_that_fails_for_good_is_terminated_with_its_exception(system: ActorSystem, mode: str) -> None:
+    watcher = system.spawn(Watcher, mode=mode)
+    target = system.spawn(Worker, Log(), mode=mode)
+    watcher.proxy().watch(target).get(timeout=WAIT)
+    target.tell("boom")
+    [terminated] = wait_terminated(watcher, 1)
+    assert terminated.ref == target
+    assert isinstance(terminated.reason, Boom)
+
+
+def test_any_actor_supervises_the_children_it_spawns_with_a_restart_type(system: ActorSystem, mode: str) -> None:
+    log = Log()
+
+    class Parent(Actor):
+        supervision_policy = SupervisionPolicy(max_restarts=5)
+
+        def on_start(self) -> None:
+            self.child = self.spawn(Worker, log, "kid", mode=mode, restart="transient")
+
+        def on_receive(self, message: Any) -> Any:
+            return self.child
+
+    parent = system.spawn(Parent, mode=mode)
+    child = parent.ask("child", timeout=WAIT)
+    child.tell("boom")
+    assert child.ask("x", timeout=WAIT) == "x"
+    assert log.kinds("kid").count("init") == 2
