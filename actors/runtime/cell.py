@@ -44,7 +44,7 @@ from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import MailboxFullError, RestartIntensityError, SpawnContextError
+from actors.runtime.errors import MailboxFullError, RestartIntensityError
 from actors.runtime.supervision import (
     DEFAULT_POLICY,
     Directive,
@@ -357,6 +357,26 @@ class Cell:
             self._timers = Timers(self)
         return self._timers
 
+    def construct(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Instantiate `actor_class` bound to this cell (at spawn, and again at each restart).
+
+        Raises:
+            TypeError: the class's ``__init__`` did not call ``super().__init__()``.
+            Exception: whatever the constructor raised.
+        """
+        previous = bind_constructing(self)  # a context manager here costs ~1 µs per spawn
+        try:
+            actor = self.actor_class(*args, **kwargs)
+        finally:
+            bind_constructing(previous)
+        if actor.__dict__.get("_troupe_cell") is not self:
+            msg = (
+                f"{self.actor_class.__qualname__}.__init__ did not call super().__init__(); "
+                "call it so the actor is bound to its mailbox"
+            )
+            raise TypeError(msg)
+        return actor
+
     # -- a turn ----------------------------------------------------------------
 
     def run(self, until: pykka.Future[Any] | None = None) -> None:
@@ -535,20 +555,13 @@ class Cell:
             then()
             return
         self.incarnation += 1
-        args, kwargs = self.spec  # type: ignore[misc]
-        previous = bind_constructing(self)
         try:
-            actor = self.actor_class(*args, **kwargs)
-            if actor.__dict__.get("_troupe_cell") is not self:
-                msg = f"{self.actor_class.__qualname__}.__init__ did not call super().__init__()"
-                raise SpawnContextError(msg)  # noqa: TRY301
+            actor = self.construct(*self.spec)  # type: ignore[misc]
         except Exception:  # noqa: BLE001
             self.actor = None
             self._fail(sys.exc_info(), during_start=True)
             then()
             return
-        finally:
-            bind_constructing(previous)
         self.actor = actor
         self.failed = False
         self.suspended = False

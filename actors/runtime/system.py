@@ -31,7 +31,7 @@ from pykka import ActorRegistry
 
 from actors.runtime import logbridge
 from actors.runtime.actor import PooledActor, concrete_class
-from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, bind_constructing, current_executor
+from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, current_executor
 from actors.runtime.clock import Clock, MonotonicClock
 from actors.runtime.deadletters import DeadLetters
 from actors.runtime.dispatch import DispatcherPool, ThreadExecutor
@@ -130,11 +130,7 @@ class ActorSystem:
         self._pool.start()
         self.scheduler.start()
         self._guardian = self._new_cell(_Guardian, "pooled", None, None, _FIFO)
-        previous = bind_constructing(self._guardian)
-        try:
-            self._guardian.actor = _Guardian(root_policy)
-        finally:
-            bind_constructing(previous)
+        self._guardian.actor = self._guardian.construct((root_policy,), {})
         self._guardian.state = RUNNING
         self._guardian.sched.release()
         _live_systems.add(self)
@@ -221,20 +217,11 @@ class ActorSystem:
             cell.restart = restart  # type: ignore[assignment]
             cell.spec = (args, kwargs)
         # `cell.sched` is held: nothing can run the cell until it is started below.
-        previous = bind_constructing(cell)  # a context manager here costs ~1 µs per spawn
         try:
-            actor = concrete(*args, **kwargs)
-            if actor.__dict__.get("_troupe_cell") is not cell:
-                msg = (
-                    f"{concrete.__qualname__}.__init__ did not call super().__init__(); "
-                    "call it so the actor is bound to its mailbox"
-                )
-                raise TypeError(msg)  # noqa: TRY301
+            actor = cell.construct(args, kwargs)
         except BaseException:
             self._abandon(cell)
             raise
-        finally:
-            bind_constructing(previous)
         cell.actor = actor
         if pykka_registry:
             cell.pykka_registered = True
