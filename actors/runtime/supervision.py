@@ -30,7 +30,10 @@ child's own turn, on the child's executor, like its other hooks.
 Ordering promised: under ``one_for_all`` and ``rest_for_one`` the group is
 torn down in reverse start order, one at a time, then rebuilt in start order,
 one at a time; a failure reported while a group is being restarted waits for
-it to finish.
+it to finish. While it restarts a group a supervisor handles no user message
+(an Erlang supervisor is busy too), except while a backoff delay runs; so an
+ask sent to a supervisor after a child's failure was reported is answered
+once the restart is over.
 """
 
 from __future__ import annotations
