@@ -10,7 +10,8 @@ How a message is handled (the hot path)::
     executor thread -> cell.run(): up to `throughput` items, then release
 
 Mailbox items are either a bare message (a tell: no envelope is allocated,
-~15% of a tell's cost) or a pykka `Envelope` (an ask, with its reply future).
+~15% of a tell's cost) or a pykka `Envelope` (an ask, with its reply future,
+or a tell with a `Receipt`: a failure of its handler still fails the actor).
 
 `sched` is a plain lock used as an atomic test-and-set: whoever acquires it
 owns the right to run the actor, and it stays held from submission until the
@@ -45,6 +46,7 @@ from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from actors.runtime.deadletters import DeadLetterReason
 from actors.runtime.errors import MailboxFullError, RestartIntensityError
+from actors.runtime.future import Receipt
 from actors.runtime.supervision import (
     DEFAULT_POLICY,
     Directive,
@@ -464,7 +466,7 @@ class Cell:
                     del watching[target]
                     result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
-                if reply_to is not None:
+                if reply_to is not None and reply_to.__class__ is not Receipt:
                     exc_info = sys.exc_info()
                     if self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1]):
                         # Fail first, so the supervisor hears of it before the asker does.
@@ -476,7 +478,10 @@ class Cell:
                     if reply_to is until:
                         return
                 else:
-                    self._fail(sys.exc_info(), message)
+                    exc_info = sys.exc_info()
+                    self._fail(exc_info, message)
+                    if reply_to is not None:  # a tell with a receipt: it fails the actor as any tell, then says so
+                        reply_to.set_exception(exc_info)
                     return
             except BaseException:  # noqa: BLE001
                 self._fatal(sys.exc_info())

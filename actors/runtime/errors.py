@@ -17,6 +17,7 @@ __all__ = [
     "ConflictNotFoundError",
     "MailboxFullError",
     "ModeError",
+    "NoRouteeError",
     "NotAnActorError",
     "PatternError",
     "PoolExhaustedError",
@@ -64,6 +65,10 @@ class PoolExhaustedError(TroupeError, RuntimeError):
     """Every routee of a pool is busy and the pool is at its maximum size."""
 
 
+class NoRouteeError(TroupeError, LookupError):
+    """A router has no routee able to take a message (none at all, or none with the capabilities it needs)."""
+
+
 class ConflictError(TroupeError, RuntimeError):
     """A write lost a version conflict and the strategy for its key rejects it.
 
@@ -97,7 +102,7 @@ class PatternError(TroupeError, ValueError):
 
 
 class StrategyError(TroupeError, ValueError):
-    """A conflict strategy is unknown, or cannot be used where it was given."""
+    """A conflict or routing strategy is unknown, or cannot be used where it was given."""
 
 
 class AccessDeniedError(TroupeError, PermissionError):

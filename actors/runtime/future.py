@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from pykka._types import OptExcInfo
 
-__all__ = ["Future"]
+__all__ = ["Future", "Receipt"]
 
 T = TypeVar("T")
 
@@ -189,6 +189,20 @@ class Future(pykka.Future[T]):
         return self.get()
 
     __iter__ = __await__
+
+
+class Receipt(Future[T]):
+    """The reply future of a tell whose sender wants to know when it was handled.
+
+    It travels in the envelope like an ask's future, but the message keeps a
+    tell's semantics: if the handler raises, the receipt gets the error *and*
+    the actor fails (pykka's rule for tells), where an ask's error would only
+    go back to the asker. Routers with a per-routee limit use receipts to count
+    tells in flight. Set when the handler returns, raises, or when the message
+    becomes a dead letter.
+    """
+
+    __slots__ = ()
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -18,7 +18,7 @@ from pykka.messages import _ActorStop
 from actors.runtime.cell import inline_depth
 from actors.runtime.deadletters import DeadLetterReason
 from actors.runtime.errors import TroupeError
-from actors.runtime.future import Future
+from actors.runtime.future import Future, Receipt
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,13 +146,24 @@ class ActorRef(pykka.ActorRef[A]):
         """
         future: Future[Any] = Future()
         future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
+        self._post_ask(message, future, inline=block and timeout is None)
+        if block:
+            return future.get(timeout=timeout)
+        return future
+
+    def _post_ask(self, message: Any, future: Future[Any], *, inline: bool) -> None:
+        """Deliver an ask whose reply goes into `future`; errors in getting there are set on it.
+
+        With `inline` (a blocking ask without a timeout) an idle pooled actor
+        may run the handler on the calling thread. Routers override this to
+        forward the ask, future and all, to a routee.
+        """
         cell = self._cell
         try:
             if not cell.alive:
                 self._dead(message)
             envelope = Envelope(message, reply_to=future)
-            inline = block and timeout is None and cell.executor is cell.system.inline_executor
-            if inline and inline_depth() < _MAX_INLINE:
+            if inline and cell.executor is cell.system.inline_executor and inline_depth() < _MAX_INLINE:
                 # Inline ask: the asker would only sleep until a dispatcher
                 # thread woke up, ran the handler and woke it again. If the actor
                 # is idle, the asking thread runs the turn itself: the same
@@ -166,9 +177,18 @@ class ActorRef(pykka.ActorRef[A]):
                 cell.put(envelope)
         except (ActorDeadError, TroupeError):
             future.set_exception()
-        if block:
-            return future.get(timeout=timeout)
-        return future
+
+    def _post_tell(self, message: Any, receipt: Receipt[Any]) -> None:
+        """Deliver a tell whose sender wants to know when it has been handled.
+
+        `receipt` is set when the handler returns (to its result) or raises
+        (to the error, which still fails the actor as any tell's would), or
+        when the message becomes a dead letter. Raises as `tell` does.
+        """
+        cell = self._cell
+        if not cell.alive:
+            self._dead(message)
+        cell.put(Envelope(message, reply_to=receipt))
 
     def stop(self, *, block: bool = True, timeout: float | None = None) -> Any:
         """Ask the actor to stop after the messages already sent (pykka's `ActorRef.stop`).

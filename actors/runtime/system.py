@@ -262,7 +262,9 @@ class ActorSystem:
             parent=parent,
             urn=f"{self._urn_prefix}{next(self._ids)}",
             throughput=throughput,
-            ref_class=ActorRef,
+            # An actor class may give its address a behaviour of its own (a
+            # router's ref routes on the sender's thread).
+            ref_class=getattr(concrete, "_troupe_ref_class", ActorRef),
         )
         cell.queue = mailbox.create(cell)
         with self.tree_lock:
