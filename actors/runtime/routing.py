@@ -1,0 +1,1726 @@
+"""Routers: actors that forward each message to one or several routees, chosen by a strategy.
+
+    router = system.spawn(Router, [worker_a, worker_b], strategy="least_connections")
+    router.tell(job)                          # goes to one routee
+    router.ask(query)                         # the routee's reply comes straight back
+    router.tell(Broadcast(reset))             # goes to every routee
+    router.ask(AddRoutee(worker_c, capabilities={"sql"}, weight=2.0))
+    router.ask(GetStatistics())               # a frozen RouterStatistics snapshot
+
+The router actor is not on the message path (Akka's design, "routers route on
+the sender's thread"). A router's ref is a `RouterRef`: its `tell` and `ask`
+run the strategy on the caller's thread and hand the message straight to the
+chosen routee's mailbox, so a routed tell costs one mailbox hop, not two. An
+ask's future travels with the message: the routee replies into it and the
+router never waits. The router actor itself handles what changes or reads
+the routing table (`AddRoutee`, `RemoveRoutee`, `GetRoutees`,
+`GetStatistics`), proxy calls and `stop()`, in its mailbox, one at a time.
+
+The routing table is an immutable tuple of `Routee` objects, replaced (under
+a lock) whenever a routee joins or leaves; senders read whichever tuple is
+current, without a lock. A routee that stops is never routed to: the sender
+checks it is alive before handing it a message, and the router drops it from
+the table when it learns of its death. A message that races with a routee's
+death (the routee stops between that check and the hand-off) is a dead
+letter for that routee; a tell is then routed again, to another routee.
+
+Strategies. Each is a small class behind `RoutingStrategy`; `STRATEGIES`
+maps the names ``round_robin``, ``random``, ``least_connections``,
+``smallest_mailbox``, ``fastest_response``, ``weighted_capabilities``,
+``consistent_hash``, ``broadcast``, ``scatter_gather_first`` and
+``tail_chopping`` to them. A strategy's `select` runs on senders' threads,
+concurrently, so it must be thread-safe (every built-in one is: counters are
+`itertools.count`, random draws come from one `random.Random`, tables are
+replaced rather than mutated); a strategy that cannot be made so sets
+``thread_safe = False`` and its messages go through the router's mailbox.
+
+Load. The router measures each routee's asks: in flight, a moving average
+of response time (on the system's clock, so tests drive it), successes and
+failures. Tells are not tracked unless the router has `Admission` limits
+(what `actors.Pool` sets), in which case each tell carries a `Receipt` and
+counts as in flight until its handler returns.
+
+Randomness (``random``, ``weighted_capabilities``, ``tail_chopping``) comes
+from the router's `random.Random` (``rng=``), which tests seed; delays
+(``scatter_gather_first``'s and ``tail_chopping``'s deadlines) run on the
+system's scheduler, so a `ManualClock` drives them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import itertools
+import math
+import random
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import attrs
+import pykka
+from loguru import logger
+from pykka import ActorDeadError
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
+
+from actors.runtime.actor import Actor
+from actors.runtime.deadletters import DeadLetterReason
+from actors.runtime.errors import NoRouteeError, StrategyError, TroupeError
+from actors.runtime.future import Future, Receipt
+from actors.runtime.ref import ActorRef
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterable, Sequence
+
+    from actors.runtime.cell import Cell
+    from actors.runtime.clock import Clock
+    from actors.runtime.timers import Scheduler, TimerHandle
+
+__all__ = [
+    "STRATEGIES",
+    "AddRoutee",
+    "Admission",
+    "Broadcast",
+    "BroadcastRouting",
+    "ConsistentHashRouting",
+    "FastestResponseRouting",
+    "GetRoutees",
+    "GetStatistics",
+    "LeastConnectionsRouting",
+    "RandomRouting",
+    "RemoveRoutee",
+    "RoundRobinRouting",
+    "Routee",
+    "RouteeStatistics",
+    "Router",
+    "RouterRef",
+    "RouterStatistics",
+    "RoutingStrategy",
+    "RoutingTable",
+    "ScatterGatherFirstRouting",
+    "SmallestMailboxRouting",
+    "TailChoppingRouting",
+    "WeightedCapabilitiesRouting",
+    "routing_strategy",
+]
+
+A = TypeVar("A", bound=pykka.Actor)
+
+_EMA_WEIGHT = 0.1
+"""Weight of the newest sample in a routee's moving average of response time (the Rust pool's 0.9/0.1)."""
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def _check_routee_ref(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, ActorRef):
+        msg = (
+            f"{attribute.name} must be the ActorRef of a troupe actor (what system.spawn returns), "
+            f"got {value!r}; spawn the routee with an ActorSystem first"
+        )
+        raise TypeError(msg)
+
+
+def _capability_set(value: Iterable[str] | str) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset((value,))
+    return frozenset(value)
+
+
+def _check_weight(_: object, __: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        msg = f"a routee's weight must be a finite number > 0, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class AddRoutee:
+    """Add a routee to a router (or update what it declares, if it is one already).
+
+    Also what a `Router` takes for a routee that declares capabilities and a
+    weight (for ``weighted_capabilities``). Asked, the reply is None once the
+    routee is in the table.
+    """
+
+    ref: ActorRef[Any] = attrs.field(validator=_check_routee_ref)
+    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=_capability_set)
+    weight: float = attrs.field(default=1.0, validator=_check_weight)
+
+
+@attrs.frozen
+class RemoveRoutee:
+    """Remove a routee from a router. Asked, the reply says whether it was one."""
+
+    ref: ActorRef[Any]
+
+
+@attrs.frozen
+class GetRoutees:
+    """Ask a router for its routees' refs, in table order."""
+
+
+@attrs.frozen
+class GetStatistics:
+    """Ask a router (or a pool) for a snapshot of its statistics."""
+
+
+@attrs.frozen
+class Broadcast:
+    """Send `message` to every routee, whatever the router's strategy.
+
+    Told, each routee is told `message`. Asked, the reply is the tuple of
+    every routee's reply, in table order; the first failure fails the ask.
+    """
+
+    message: Any
+
+
+@attrs.frozen
+class _Managed:
+    """An ask of a management message: the router replies into `reply` (possibly later)."""
+
+    message: Any
+    reply: Future[Any]
+
+
+@attrs.frozen
+class _Route:
+    """A message the router must route from its own thread (strategy not thread-safe, or not yet installed)."""
+
+    message: Any
+    reply: Future[Any] | None
+    inline: bool = False
+
+
+@attrs.frozen
+class _RouteeTerminated:
+    ref: ActorRef[Any]
+
+
+# -- statistics --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RouteeStatistics:
+    """One routee's load, as the router measured it.
+
+    Attributes:
+        ref: the routee.
+        capabilities: what it declared.
+        weight: its weight for ``weighted_capabilities``.
+        active: messages in flight (asks; tells too under `Admission` limits).
+        queue_length: messages waiting in its mailbox.
+        average_response_time: moving average of its response time, in
+            seconds of the system's clock; None before its first reply.
+        processed: replies received (successes and failures).
+        failed: of which failures.
+        success_rate: ``(processed - failed) / processed``; 1.0 before any.
+        last_active: clock time it last started or finished a message.
+    """
+
+    ref: ActorRef[Any]
+    capabilities: frozenset[str]
+    weight: float
+    active: int
+    queue_length: int
+    average_response_time: float | None
+    processed: int
+    failed: int
+    success_rate: float
+    last_active: float
+
+
+@attrs.frozen
+class RouterStatistics:
+    """A router's state at one moment.
+
+    Attributes:
+        strategy: the strategy's name.
+        routees: each routee's load, in table order.
+        waiting: messages waiting in the router for a routee under its limits.
+        processed: replies (and, under limits, handled tells) received.
+        failed: of which failures.
+        average_response_time: mean response time over `processed`, in
+            seconds of the system's clock; 0.0 before any.
+        dead_routees_removed: routees dropped from the table because they stopped.
+    """
+
+    strategy: str
+    routees: tuple[RouteeStatistics, ...]
+    waiting: int
+    processed: int
+    failed: int
+    average_response_time: float
+    dead_routees_removed: int
+
+
+# -- routees -------------------------------------------------------------------------------------------
+
+
+class Routee:
+    """One routee as strategies see it: its ref, what it declares, and its load.
+
+    Strategies read these attributes without a lock, from any thread; the
+    router updates them under its table's lock. Treat them as read-only.
+
+    Attributes:
+        ref: the routee's `ActorRef`.
+        capabilities: what it declared (``weighted_capabilities``).
+        weight: its weight, > 0.
+        key: a stable identity (its URN), what ``consistent_hash`` hashes.
+        in_flight: messages handed to it and not yet answered (asks; tells
+            too under `Admission` limits).
+        average_response_time: moving average of response time in seconds
+            of the system's clock, or None before its first reply.
+        oldest_start: clock time the oldest message in flight was handed to
+            it, or None.
+        processed: replies received; failed: of which failures.
+        last_active: clock time it last started or finished a message.
+    """
+
+    __slots__ = (
+        "average_response_time",
+        "capabilities",
+        "cell",
+        "failed",
+        "in_flight",
+        "key",
+        "last_active",
+        "oldest_start",
+        "plain",
+        "processed",
+        "ref",
+        "started",
+        "weight",
+    )
+
+    def __init__(self, ref: ActorRef[Any], capabilities: frozenset[str], weight: float, now: float) -> None:
+        self.ref = ref
+        self.cell: Cell = ref.actor_inbox
+        # A plain ActorRef's tell is a mailbox append that fast paths may do
+        # themselves; anything else (a router) must be told through its ref.
+        self.plain = type(ref) is ActorRef
+        self.capabilities = capabilities
+        self.weight = weight
+        self.key = ref.actor_urn
+        self.in_flight = 0
+        # Invariant: the reply futures of the messages in flight and their start
+        # times, oldest first; guarded by the table's lock; len == in_flight.
+        self.started: dict[Future[Any], float] = {}
+        self.oldest_start: float | None = None
+        self.average_response_time: float | None = None
+        self.processed = 0
+        self.failed = 0
+        self.last_active = now
+
+    def __repr__(self) -> str:
+        return f"<Routee {self.ref} in_flight={self.in_flight}>"
+
+    @property
+    def alive(self) -> bool:
+        """Whether the routee's actor is alive."""
+        return self.cell.alive
+
+    @property
+    def mailbox_size(self) -> int:
+        """Messages waiting in its mailbox, plus one if it is handling one now (or about to)."""
+        cell = self.cell
+        return len(cell.queue) + (1 if cell.sched.locked() else 0)
+
+    def statistics(self) -> RouteeStatistics:
+        """Return a snapshot of this routee's load."""
+        processed = self.processed
+        return RouteeStatistics(
+            ref=self.ref,
+            capabilities=self.capabilities,
+            weight=self.weight,
+            active=self.in_flight,
+            queue_length=len(self.cell.queue),
+            average_response_time=self.average_response_time,
+            processed=processed,
+            failed=self.failed,
+            success_rate=(processed - self.failed) / processed if processed else 1.0,
+            last_active=self.last_active,
+        )
+
+
+# -- strategies ----------------------------------------------------------------------------------------
+
+
+class RoutingStrategy:
+    """How a router picks routees. Subclass it and implement `select` to add your own.
+
+    A strategy instance belongs to one router (it may keep counters or a
+    hash ring); give each router its own.
+
+    Thread contract: `select` runs on the threads of whoever sends through
+    the router, concurrently; make it thread-safe or set `thread_safe` to
+    False (the router then routes from its own thread, one message at a
+    time, at the cost of a second mailbox hop). `routees_changed` runs with
+    the table's lock held.
+    """
+
+    name: ClassVar[str] = "custom"
+    """The name the strategy is known by (``STRATEGIES`` key for the built-in ones)."""
+
+    thread_safe: ClassVar[bool] = True
+    """Whether `select` may run on senders' threads concurrently."""
+
+    single_target: ClassVar[bool] = True
+    """Whether each message goes to exactly one routee chosen by `select` (pools require it)."""
+
+    rng: random.Random
+    """The router's random source, set when the strategy is attached."""
+
+    router: str = "a router"
+    """How errors name the router, set when the strategy is attached."""
+
+    _table: RoutingTable | None = None
+
+    def attach(self, table: RoutingTable) -> None:
+        """Bind the strategy to its router's table (once). Override to set up state; call super."""
+        if self._table is not None and self._table is not table:
+            msg = (
+                f"this {type(self).__name__} already routes for {self.router}; "
+                "a strategy keeps per-router state: give each router its own instance"
+            )
+            raise StrategyError(msg)
+        self._table = table
+        self.rng = table.rng
+        self.router = str(table.ref)
+
+    def routees_changed(self, routees: tuple[Routee, ...]) -> None:
+        """Called (lock held) with the new table whenever routees join or leave."""
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return the routee for `message`, from `routees` (never empty)."""
+        raise NotImplementedError
+
+    # How messages are sent. The defaults suit single-target strategies.
+
+    turn: Callable[[], int] | None = None
+    """For a strategy that picks by turn alone: a callable (ideally C-level, such as
+    ``itertools.count().__next__``) whose result modulo the number of routees is the
+    routee for the next tell. Routers then route plain tells without calling `select`."""
+
+    def route_tell(self, table: RoutingTable, message: Any) -> None:
+        """Send `message` (a tell) to the routee(s) it goes to."""
+        while True:
+            routees = table.routees
+            if not routees:
+                raise table.no_routee(message)
+            routee = self.select(message, routees)
+            if routee.cell.alive and table.send_tell(routee, message):
+                return
+            table.drop_dead()
+
+    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
+        """Send `message` as an ask whose reply goes into `future`."""
+        while True:
+            routees = table.routees
+            if not routees:
+                raise table.no_routee(message)
+            routee = self.select(message, routees)
+            if routee.cell.alive:
+                table.send_ask(routee, message, future, inline=inline)
+                return
+            table.drop_dead()
+
+
+class RoundRobinRouting(RoutingStrategy):
+    """Each routee in turn. Over ``k * n`` messages to a stable set of n routees, each gets exactly k."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        # itertools.count's __next__ is one C call: atomic, so senders on any
+        # thread never skip or repeat a number.
+        self._next = itertools.count()
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return the next routee in turn."""
+        return routees[next(self._next) % len(routees)]
+
+    @property
+    def turn(self) -> Callable[[], int]:
+        """The C-level counter routers use on their hot path (see `RoutingStrategy.turn`)."""
+        return self._next.__next__
+
+
+class RandomRouting(RoutingStrategy):
+    """A routee drawn uniformly at random from the router's `random.Random`."""
+
+    name = "random"
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return a routee drawn uniformly."""
+        return routees[self.rng.randrange(len(routees))]
+
+
+class LeastConnectionsRouting(RoutingStrategy):
+    """The routee with the fewest messages in flight; ties go round in turn.
+
+    Without `Admission` limits only asks are counted, so a router that is
+    only told messages spreads them round robin.
+    """
+
+    name = "least_connections"
+
+    def __init__(self) -> None:
+        self._rotation = itertools.count()
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return a routee with the fewest messages in flight."""
+        n = len(routees)
+        start = next(self._rotation) % n
+        best = routees[start]
+        best_load = best.in_flight
+        for i in range(1, n):
+            if best_load == 0:
+                break
+            routee = routees[(start + i) % n]
+            load = routee.in_flight
+            if load < best_load:
+                best, best_load = routee, load
+        return best
+
+
+class SmallestMailboxRouting(RoutingStrategy):
+    """The routee with the fewest messages waiting (plus one if it is busy); ties go round in turn."""
+
+    name = "smallest_mailbox"
+
+    def __init__(self) -> None:
+        self._rotation = itertools.count()
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return a routee with the smallest mailbox."""
+        n = len(routees)
+        start = next(self._rotation) % n
+        best = routees[start]
+        best_size = best.mailbox_size
+        for i in range(1, n):
+            if best_size == 0:
+                break
+            routee = routees[(start + i) % n]
+            size = routee.mailbox_size
+            if size < best_size:
+                best, best_size = routee, size
+        return best
+
+
+class FastestResponseRouting(RoutingStrategy):
+    """The routee with the lowest moving average of response time.
+
+    A routee with no reply yet counts as 0 s, so each is tried early. A
+    routee whose oldest message in flight has already waited longer than its
+    average counts that wait instead, so one that hangs stops being chosen.
+    Ties (all untried, say) go to the one with fewer in flight, then round
+    in turn.
+    """
+
+    name = "fastest_response"
+
+    def __init__(self) -> None:
+        self._rotation = itertools.count()
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return the routee expected to answer soonest."""
+        assert self._table is not None
+        now = self._table.clock.now()
+        n = len(routees)
+        start = next(self._rotation) % n
+        best: Routee | None = None
+        best_key = (math.inf, 0)
+        for i in range(n):
+            routee = routees[(start + i) % n]
+            average = routee.average_response_time or 0.0
+            oldest = routee.oldest_start
+            if oldest is not None and now - oldest > average:
+                average = now - oldest
+            key = (average, routee.in_flight)
+            if key < best_key:
+                best, best_key = routee, key
+        assert best is not None
+        return best
+
+
+def _required_capabilities(message: Any) -> frozenset[str]:
+    """Read ``message.required_capabilities`` (none when absent): the default requirement."""
+    required = getattr(message, "required_capabilities", None)
+    if not required:
+        return frozenset()
+    return _capability_set(required)
+
+
+class WeightedCapabilitiesRouting(RoutingStrategy):
+    """Among routees having every capability a message requires, one drawn in proportion to weight.
+
+    Args:
+        requires: returns the capabilities a message needs (default: its
+            ``required_capabilities`` attribute, none if absent).
+
+    Raises (on routing):
+        NoRouteeError: no routee has them all; the error lists what each offers.
+    """
+
+    name = "weighted_capabilities"
+
+    def __init__(self, requires: Callable[[Any], Iterable[str]] = _required_capabilities) -> None:
+        self.requires = requires
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return a capable routee, drawn in proportion to weight."""
+        required = self.requires(message)
+        if required:
+            required = _capability_set(required)
+            capable = [r for r in routees if required <= r.capabilities]
+            if not capable:
+                raise self._unable(message, required, routees)
+        else:
+            capable = list(routees)
+        if len(capable) == 1:
+            return capable[0]
+        return self.rng.choices(capable, [r.weight for r in capable])[0]
+
+    def _unable(self, message: Any, required: frozenset[str], routees: Sequence[Routee]) -> NoRouteeError:
+        offers = "; ".join(f"{r.ref}: {sorted(r.capabilities)}" for r in routees)
+        msg = (
+            f"no routee of {self.router} has every capability {sorted(required)} that {type(message).__name__} "
+            f"requires; routees offer {offers}. Add a routee that has them "
+            "(AddRoutee(ref, capabilities=...)) or require less"
+        )
+        return NoRouteeError(msg)
+
+
+def _hash64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def _key_bytes(key: Any) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, int):
+        return str(key).encode()
+    return repr(key).encode()
+
+
+def _hash_key(message: Any) -> Hashable:
+    """Read ``message.hash_key``, or use the message itself: the default key function."""
+    return getattr(message, "hash_key", message)
+
+
+class ConsistentHashRouting(RoutingStrategy):
+    """The routee that owns a message's key on a hash ring: one key, one routee, while the set is stable.
+
+    Each routee owns `virtual_nodes` points on a 64-bit ring (BLAKE2b of its
+    URN and the point's number); a key goes to the owner of the first point
+    at or after its hash. When one routee joins or leaves, only the keys of
+    the ring segments it gains or loses move: about 1/n of them.
+
+    Keys should be str, bytes or int (hashed by value); other keys are
+    hashed by ``repr``. When `select` is given only part of the routees (a
+    pool's routees under their limit), the key goes to the next routee
+    along the ring that is among them.
+
+    Args:
+        key: returns a message's key (default: ``message.hash_key``, or the
+            message itself).
+        virtual_nodes: points per routee; more evens out the shares.
+    """
+
+    name = "consistent_hash"
+
+    def __init__(self, key: Callable[[Any], Any] = _hash_key, *, virtual_nodes: int = 160) -> None:
+        if virtual_nodes < 1:
+            msg = f"virtual_nodes must be >= 1, got {virtual_nodes}"
+            raise ValueError(msg)
+        self.key = key
+        self.virtual_nodes = virtual_nodes
+        # Invariant: (points sorted, owner of each point, the routees tuple it was built from); replaced whole.
+        self._ring: tuple[list[int], list[Routee], tuple[Routee, ...]] = ([], [], ())
+        self._points: dict[str, list[int]] = {}
+
+    def routees_changed(self, routees: tuple[Routee, ...]) -> None:
+        """Rebuild the ring (a routee's points are computed once and cached)."""
+        cache = {r.key: self._points.get(r.key) or self._points_of(r.key) for r in routees}
+        self._points = cache
+        pairs = sorted((point, i) for i, r in enumerate(routees) for point in cache[r.key])
+        self._ring = ([p for p, _ in pairs], [routees[i] for _, i in pairs], routees)
+
+    def _points_of(self, key: str) -> list[int]:
+        return [_hash64(f"{key}#{i}".encode()) for i in range(self.virtual_nodes)]
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return the owner of the message's key (or the next one along the ring among `routees`)."""
+        points, owners, ring_routees = self._ring
+        if not points:
+            return routees[0]
+        h = _hash64(_key_bytes(self.key(message)))
+        i = bisect.bisect_left(points, h)
+        if routees is ring_routees:
+            return owners[i % len(points)]
+        allowed = {id(r) for r in routees}
+        for step in range(len(points)):
+            owner = owners[(i + step) % len(points)]
+            if id(owner) in allowed:
+                return owner
+        return routees[0]  # none of `routees` is on the ring (it is being rebuilt)
+
+
+class BroadcastRouting(RoutingStrategy):
+    """Every message to every routee. Asked, the reply is the tuple of all replies, in table order."""
+
+    name = "broadcast"
+    single_target = False
+
+    def route_tell(self, table: RoutingTable, message: Any) -> None:
+        """Tell every live routee."""
+        table.broadcast_tell(message)
+
+    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
+        """Ask every live routee; the reply is the tuple of their replies."""
+        table.gather_ask(message, future)
+
+
+class ScatterGatherFirstRouting(RoutingStrategy):
+    """Ask every routee; the first successful reply wins and later ones are dropped.
+
+    If every routee fails, the ask fails with the first failure. With
+    `within`, an ask still unanswered after that many seconds of the
+    system's clock fails with `pykka.Timeout`. A tell goes to every routee
+    (there is no reply to pick), as Akka does.
+    """
+
+    name = "scatter_gather_first"
+    single_target = False
+
+    def __init__(self, within: float | None = None) -> None:
+        if within is not None and within <= 0:
+            msg = f"within must be None or > 0 seconds, got {within!r}"
+            raise ValueError(msg)
+        self.within = within
+
+    def route_tell(self, table: RoutingTable, message: Any) -> None:
+        """Tell every live routee."""
+        table.broadcast_tell(message)
+
+    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
+        """Ask every live routee; the first success answers."""
+        routees = table.live_routees()
+        if not routees:
+            raise table.no_routee(message)
+        race = _FirstReply(table, future, len(routees), self.within, message)
+        for routee in routees:
+            race.send(routee)
+        race.sent_all()
+
+
+class TailChoppingRouting(RoutingStrategy):
+    """Ask one routee; if no reply comes within `interval`, ask the next too; the first success wins.
+
+    Routees are tried in an order shuffled by the router's `random.Random`.
+    A failure moves on to the next routee at once. With `within`, an ask
+    still unanswered after that many seconds fails with `pykka.Timeout`;
+    without it, once every routee has been asked the ask waits for the
+    first reply, and fails with the first failure if all fail. Times are
+    seconds of the system's clock. A tell goes to one random routee.
+    """
+
+    name = "tail_chopping"
+    single_target = False
+
+    def __init__(self, interval: float, within: float | None = None) -> None:
+        if interval <= 0:
+            msg = f"interval must be > 0 seconds, got {interval!r}"
+            raise ValueError(msg)
+        if within is not None and within <= 0:
+            msg = f"within must be None or > 0 seconds, got {within!r}"
+            raise ValueError(msg)
+        self.interval = interval
+        self.within = within
+
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Return a random routee (where a tell goes)."""
+        return routees[self.rng.randrange(len(routees))]
+
+    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
+        """Ask routees one after another, `interval` apart, until one answers."""
+        routees = table.live_routees()
+        if not routees:
+            raise table.no_routee(message)
+        order = self.rng.sample(routees, len(routees))
+        _TailChop(table, future, order, interval=self.interval, within=self.within, message=message).start()
+
+
+STRATEGIES: dict[str, type[RoutingStrategy]] = {
+    cls.name: cls
+    for cls in (
+        RoundRobinRouting,
+        RandomRouting,
+        LeastConnectionsRouting,
+        SmallestMailboxRouting,
+        FastestResponseRouting,
+        WeightedCapabilitiesRouting,
+        ConsistentHashRouting,
+        BroadcastRouting,
+        ScatterGatherFirstRouting,
+    )
+}
+"""Strategy name -> class, for the strategies that need no arguments (``tail_chopping`` does)."""
+
+
+def routing_strategy(strategy: str | RoutingStrategy) -> RoutingStrategy:
+    """Return `strategy` itself, or a new instance of the strategy with that name.
+
+    Raises:
+        StrategyError: an unknown name, or a name whose strategy needs
+            arguments (build the instance yourself).
+        TypeError: neither a name nor a `RoutingStrategy`.
+    """
+    if isinstance(strategy, RoutingStrategy):
+        return strategy
+    if isinstance(strategy, str):
+        cls = STRATEGIES.get(strategy)
+        if cls is not None:
+            return cls()
+        if strategy == TailChoppingRouting.name:
+            msg = "tail_chopping needs an interval: pass TailChoppingRouting(interval=..., within=...)"
+            raise StrategyError(msg)
+        msg = (
+            f"unknown routing strategy {strategy!r}; choose one of {sorted([*STRATEGIES, 'tail_chopping'])} "
+            "or pass a RoutingStrategy instance"
+        )
+        raise StrategyError(msg)
+    msg = f"a routing strategy is a name such as 'round_robin' or a RoutingStrategy instance, got {strategy!r}"
+    raise TypeError(msg)
+
+
+# -- fan-out asks -------------------------------------------------------------------------------------
+
+
+class _FirstReply:
+    """The state of one scatter-gather ask: the first success answers, the rest are dropped."""
+
+    __slots__ = ("failures", "future", "lock", "message", "pending", "settled", "table", "timer", "within")
+
+    def __init__(
+        self, table: RoutingTable, future: Future[Any], count: int, within: float | None, message: Any
+    ) -> None:
+        self.table = table
+        self.future = future
+        self.lock = threading.Lock()
+        # Invariant: replies still to come; the ask is settled at most once.
+        self.pending = count
+        self.settled = False
+        self.failures: list[Any] = []
+        self.within = within
+        self.message = message
+        self.timer: TimerHandle | None = None
+
+    def send(self, routee: Routee) -> None:
+        sub: Future[Any] = Future()
+        sub.add_done_callback(self._replied)
+        self.table.send_ask(routee, self.message, sub, inline=False)
+
+    def sent_all(self) -> None:
+        if self.within is not None:
+            timer = self.table.scheduler.call_later(self.within, self._expired)
+            with self.lock:
+                if self.settled:
+                    self.table.scheduler.cancel(timer)
+                else:
+                    self.timer = timer
+
+    def _replied(self, sub: Future[Any]) -> None:
+        with self.lock:
+            self.pending -= 1
+            if self.settled:
+                return  # a late reply: dropped
+            if sub._exc_info is None:  # noqa: SLF001 - Future's own state; get() would raise
+                self.settled = True
+                outcome: Any = ("value", sub._value)  # noqa: SLF001
+            else:
+                self.failures.append(sub._exc_info)  # noqa: SLF001
+                if self.pending:
+                    return
+                self.settled = True
+                outcome = ("error", self.failures[0])
+            timer = self.timer
+        if timer is not None:
+            self.table.scheduler.cancel(timer)
+        _settle(self.future, outcome)
+
+    def _expired(self) -> None:
+        with self.lock:
+            if self.settled:
+                return
+            self.settled = True
+        msg = f"no routee of {self.table.ref} replied to {type(self.message).__name__} within {self.within} s"
+        _settle(self.future, ("error", (pykka.Timeout, pykka.Timeout(msg), None)))
+
+
+class _TailChop:
+    """The state of one tail-chopping ask: one more routee every `interval` until one succeeds."""
+
+    __slots__ = (
+        "deadline",
+        "failures",
+        "future",
+        "interval",
+        "lock",
+        "message",
+        "next_index",
+        "order",
+        "pending",
+        "settled",
+        "table",
+        "timers",
+        "within",
+    )
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        future: Future[Any],
+        order: list[Routee],
+        *,
+        interval: float,
+        within: float | None,
+        message: Any,
+    ) -> None:
+        self.table = table
+        self.future = future
+        self.order = order
+        self.interval = interval
+        self.within = within
+        self.message = message
+        self.lock = threading.Lock()
+        # Invariant: order[:next_index] have been asked; `pending` of them have not answered.
+        self.next_index = 0
+        self.pending = 0
+        self.settled = False
+        self.failures: list[Any] = []
+        self.timers: list[TimerHandle] = []
+
+    def start(self) -> None:
+        if self.within is not None:
+            self._arm(self.within, self._expired)
+        self._ask_next()
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        handle = self.table.scheduler.call_later(delay, callback)
+        with self.lock:
+            if self.settled:
+                self.table.scheduler.cancel(handle)
+            else:
+                self.timers.append(handle)
+
+    def _ask_next(self) -> None:
+        with self.lock:
+            if self.settled:
+                return
+            while self.next_index < len(self.order) and not self.order[self.next_index].cell.alive:
+                self.next_index += 1
+            if self.next_index >= len(self.order):
+                return
+            routee = self.order[self.next_index]
+            self.next_index += 1
+            self.pending += 1
+            more = self.next_index < len(self.order)
+        sub: Future[Any] = Future()
+        sub.add_done_callback(self._replied)
+        self.table.send_ask(routee, self.message, sub, inline=False)
+        if more:
+            self._arm(self.interval, self._ask_next)
+
+    def _replied(self, sub: Future[Any]) -> None:
+        with self.lock:
+            self.pending -= 1
+            if self.settled:
+                return
+            if sub._exc_info is None:  # noqa: SLF001
+                self.settled = True
+                outcome: Any = ("value", sub._value)  # noqa: SLF001
+            else:
+                self.failures.append(sub._exc_info)  # noqa: SLF001
+                exhausted = self.next_index >= len(self.order)
+                if not exhausted:
+                    outcome = None  # try the next one now rather than at the next tick
+                elif self.pending:
+                    return
+                else:
+                    self.settled = True
+                    outcome = ("error", self.failures[0])
+            timers = list(self.timers) if self.settled else ()
+        for handle in timers:
+            self.table.scheduler.cancel(handle)
+        if outcome is None:
+            self._ask_next()
+        else:
+            _settle(self.future, outcome)
+
+    def _expired(self) -> None:
+        with self.lock:
+            if self.settled:
+                return
+            self.settled = True
+            asked = self.next_index
+            timers = list(self.timers)
+        for handle in timers:
+            self.table.scheduler.cancel(handle)
+        msg = (
+            f"no routee of {self.table.ref} replied to {type(self.message).__name__} within {self.within} s "
+            f"({asked} of {len(self.order)} asked, {self.interval} s apart)"
+        )
+        _settle(self.future, ("error", (pykka.Timeout, pykka.Timeout(msg), None)))
+
+
+class _Gather:
+    """The state of one broadcast ask: every reply, in order; the first failure fails it."""
+
+    __slots__ = ("future", "lock", "pending", "replies", "settled")
+
+    def __init__(self, future: Future[Any], count: int) -> None:
+        self.future = future
+        self.lock = threading.Lock()
+        self.pending = count
+        self.replies: list[Any] = [None] * count
+        self.settled = False
+
+    def callback(self, index: int) -> Callable[[Future[Any]], None]:
+        def replied(sub: Future[Any]) -> None:
+            with self.lock:
+                if self.settled:
+                    return
+                if sub._exc_info is not None:  # noqa: SLF001
+                    self.settled = True
+                    outcome: Any = ("error", sub._exc_info)  # noqa: SLF001
+                else:
+                    self.replies[index] = sub._value  # noqa: SLF001
+                    self.pending -= 1
+                    if self.pending:
+                        return
+                    self.settled = True
+                    outcome = ("value", tuple(self.replies))
+            _settle(self.future, outcome)
+
+        return replied
+
+
+def _settle(future: Future[Any], outcome: tuple[str, Any]) -> None:
+    kind, value = outcome
+    try:
+        if kind == "value":
+            future.set(value)
+        else:
+            future.set_exception(value)
+    except Exception:  # noqa: BLE001 - queue.Full: settled elsewhere (it never is, by the flags)
+        logger.opt(exception=True).error("A routed ask's future was set twice")
+
+
+# -- admission limits ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Admission:
+    """Limits on the work a router hands its routees, and what happens beyond them (what `Pool` sets).
+
+    With limits, every message in flight is counted (tells carry a
+    `Receipt`), a routee at `max_concurrent` is not chosen, and a message
+    for which no routee has room waits in the router (in order) or is
+    refused.
+
+    Attributes:
+        max_concurrent: messages a routee may have in flight at once.
+        queue_capacity: messages that may wait when every routee is at its
+            limit and the router cannot grow (0: refuse at once).
+        max_size: routees the router may grow to; None: it never grows.
+        grow: called, on a sender's thread and without locks held, when the
+            router should get one more routee; the owner then calls
+            `RoutingTable.add` with ``grown=True``, or `growth_failed`. While
+            routees are being grown, as many messages as they will have room
+            for wait for them.
+        exhausted: builds the error a refused message gets.
+    """
+
+    max_concurrent: int
+    queue_capacity: int = 0
+    max_size: int | None = None
+    grow: Callable[[], None] | None = None
+    exhausted: Callable[[], BaseException] | None = None
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+
+class RoutingTable:
+    """A router's routees, strategy and load accounting, shared by its ref and its actor.
+
+    Thread contract: reads (`routees`) are lock-free from any thread; every
+    change and every load update happens under `lock`, from any thread
+    (senders, routees' threads finishing a message, the router itself).
+    """
+
+    def __init__(
+        self,
+        ref: RouterRef[Any],
+        strategy: RoutingStrategy,
+        *,
+        rng: random.Random,
+        admission: Admission | None,
+        special: dict[type, int],
+    ) -> None:
+        self.ref = ref
+        cell = ref.actor_inbox
+        self.clock: Clock = cell.system.clock
+        self.scheduler: Scheduler = cell.system.scheduler
+        self.dead_letters = cell.system.dead_letters
+        self.rng = rng
+        self.strategy = strategy
+        self.admission = admission
+        # Message classes the ref must not route (see RouterRef); read lock-free.
+        self.special = special
+        self.lock = threading.Lock()
+        # Invariant: replaced whole under `lock`, never mutated; order is join order.
+        self.routees: tuple[Routee, ...] = ()
+        # Messages waiting for room under admission limits: (message, future, is_tell), oldest first.
+        self.pending: deque[tuple[Any, Future[Any], bool]] = deque()
+        # Routees being grown (admission.grow called, not yet added or failed).
+        self.growing = 0
+        # Set when the router drains for shutdown: no new work is taken.
+        self.closed = False
+        self.on_idle: Callable[[], None] | None = None
+        # The ref's hot path for turn-based strategies: the routees' cells, in
+        # table order, when every routee is a plain ActorRef (whose tell is a
+        # mailbox append); empty means "call route_tell". Replaced with `routees`.
+        self.turn = strategy.turn if admission is None and strategy.thread_safe else None
+        self.turn_cells: tuple[Cell, ...] = ()
+        self.processed = 0
+        self.failed = 0
+        self.total_time = 0.0
+        self.admitted_at_once = 0
+        self.admitted_after_wait = 0
+        self.refused = 0
+        self.dead_removed = 0
+        strategy.attach(self)
+        strategy.routees_changed(())
+        if admission is not None:
+            self.route_tell = self._admit_tell  # type: ignore[method-assign]
+            self.route_ask = self._admit_ask  # type: ignore[method-assign]
+        elif not strategy.thread_safe:
+            self.route_tell = self._tell_via_router  # type: ignore[method-assign]
+            self.route_ask = self._ask_via_router  # type: ignore[method-assign]
+        else:
+            self.route_tell = self._route_tell_here  # type: ignore[method-assign]
+            self.route_ask = self._route_ask_here  # type: ignore[method-assign]
+
+    # -- entry points (the ref calls these on the sender's thread) ------------------------------------
+
+    def route_tell(self, message: Any) -> None:
+        """Route a tell (bound at construction to the path this table takes)."""
+        raise NotImplementedError
+
+    def route_ask(self, message: Any, future: Future[Any], inline: bool) -> None:
+        """Route an ask into `future` (bound at construction to the path this table takes)."""
+        raise NotImplementedError
+
+    def _route_tell_here(self, message: Any) -> None:
+        self.strategy.route_tell(self, message)
+
+    def _route_ask_here(self, message: Any, future: Future[Any], inline: bool) -> None:
+        self.strategy.route_ask(self, message, future, inline)
+
+    def _tell_via_router(self, message: Any) -> None:
+        ActorRef.tell(self.ref, _Route(message, None))
+
+    def _ask_via_router(self, message: Any, future: Future[Any], inline: bool) -> None:
+        ActorRef.tell(self.ref, _Route(message, future))
+
+    def route_here(self, route: _Route) -> None:
+        """Route a message that came through the router's mailbox (on the router's thread)."""
+        if route.reply is None:
+            if self.admission is not None:
+                self._admit_tell(route.message)
+            else:
+                self.strategy.route_tell(self, route.message)
+            return
+        try:
+            if self.admission is not None:
+                self._admit_ask(route.message, route.reply, False)
+            else:
+                self.strategy.route_ask(self, route.message, route.reply, False)
+        except (ActorDeadError, TroupeError):
+            route.reply.set_exception()
+
+    # -- sending to one routee ---------------------------------------------------------------------
+
+    def send_tell(self, routee: Routee, message: Any) -> bool:
+        """Tell `routee`; return False if it turned out to have stopped (the message is a dead letter)."""
+        try:
+            routee.ref.tell(message)
+        except ActorDeadError:
+            return False
+        return True
+
+    def send_ask(self, routee: Routee, message: Any, future: Future[Any], *, inline: bool) -> None:
+        """Ask `routee` into `future`, counting the ask in flight until `future` is set."""
+        now = self.clock.now()
+        with self.lock:
+            self._start(routee, future, now)
+        future.add_done_callback(lambda done: self._finished(routee, done))
+        routee.ref._post_ask(message, future, inline=inline)  # noqa: SLF001 - the runtime's own seam
+
+    def _start(self, routee: Routee, future: Future[Any], now: float) -> None:
+        # Called with `lock` held.
+        routee.in_flight += 1
+        routee.started[future] = now
+        if routee.oldest_start is None:
+            routee.oldest_start = now
+        routee.last_active = now
+
+    def _finished(self, routee: Routee, future: Future[Any]) -> None:
+        # Runs on the thread that set `future`: usually the routee's, at the end of its handler.
+        now = self.clock.now()
+        failed = future._exc_info is not None  # noqa: SLF001
+        work = None
+        with self.lock:
+            start = routee.started.pop(future, None)
+            if start is None:
+                return
+            routee.in_flight -= 1
+            routee.oldest_start = next(iter(routee.started.values()), None)
+            elapsed = max(0.0, now - start)
+            average = routee.average_response_time
+            routee.average_response_time = (
+                elapsed if average is None else (1 - _EMA_WEIGHT) * average + _EMA_WEIGHT * elapsed
+            )
+            routee.processed += 1
+            routee.last_active = now
+            self.processed += 1
+            self.total_time += elapsed
+            if failed:
+                routee.failed += 1
+                self.failed += 1
+            if self.pending and self.admission is not None:
+                work = self._next_pending()
+            idle = self.on_idle is not None and not self.pending and not any(r.in_flight for r in self.routees)
+        if work is not None:
+            self._deliver_all(work)
+        if idle and self.on_idle is not None:
+            self.on_idle()
+
+    # -- fan-out helpers -----------------------------------------------------------------------------
+
+    def live_routees(self) -> list[Routee]:
+        """Return the routees that are alive, dropping the dead ones from the table."""
+        routees = self.routees
+        live = [r for r in routees if r.cell.alive]
+        if len(live) != len(routees):
+            self.drop_dead()
+        return live
+
+    def broadcast_tell(self, message: Any) -> None:
+        """Tell every live routee `message`."""
+        routees = self.live_routees()
+        if not routees:
+            raise self.no_routee(message)
+        for routee in routees:
+            self.send_tell(routee, message)
+
+    def gather_ask(self, message: Any, future: Future[Any]) -> None:
+        """Ask every live routee; `future` gets the tuple of replies, or the first failure."""
+        routees = self.live_routees()
+        if not routees:
+            raise self.no_routee(message)
+        gather = _Gather(future, len(routees))
+        for index, routee in enumerate(routees):
+            sub: Future[Any] = Future()
+            sub.add_done_callback(gather.callback(index))
+            self.send_ask(routee, message, sub, inline=False)
+
+    # -- membership ------------------------------------------------------------------------------------
+
+    def find(self, ref: ActorRef[Any]) -> Routee | None:
+        """Return the routee for `ref`, or None."""
+        for routee in self.routees:
+            if routee.ref is ref:
+                return routee
+        return None
+
+    def add(self, spec: AddRoutee, *, grown: bool = False) -> Routee:
+        """Add a routee (or update what an existing one declares); return it.
+
+        With `grown`, this answers an `Admission.grow` call. Messages waiting
+        for room go to the new routee at once.
+        """
+        now = self.clock.now()
+        with self.lock:
+            if grown:
+                self.growing = max(0, self.growing - 1)
+            routee = self.find(spec.ref)
+            if routee is not None:
+                routee.capabilities = spec.capabilities
+                routee.weight = spec.weight
+                self._publish(self.routees)
+            else:
+                routee = Routee(spec.ref, spec.capabilities, spec.weight, now)
+                self._publish((*self.routees, routee))
+            work = self._next_pending() if self.pending and self.admission is not None else None
+        if work is not None:
+            self._deliver_all(work)
+        return routee
+
+    def remove(self, ref: ActorRef[Any], *, only_if_idle: bool = False) -> Routee | None:
+        """Remove the routee for `ref` and return it (None if absent, or busy with `only_if_idle`)."""
+        with self.lock:
+            routee = self.find(ref)
+            if routee is None or (only_if_idle and routee.in_flight):
+                return None
+            self._publish(tuple(r for r in self.routees if r is not routee))
+        return routee
+
+    def drop_dead(self) -> int:
+        """Remove every routee that has stopped; return how many."""
+        with self.lock:
+            live = tuple(r for r in self.routees if r.cell.alive)
+            dropped = len(self.routees) - len(live)
+            if dropped:
+                self.dead_removed += dropped
+                self._publish(live)
+        return dropped
+
+    def growth_failed(self, error: BaseException) -> None:
+        """Answer an `Admission.grow` call that produced no routee.
+
+        If no routee is left to take them, the messages waiting for room get
+        `error` (asks) or become dead letters (tells).
+        """
+        with self.lock:
+            self.growing = max(0, self.growing - 1)
+            stranded: list[tuple[Any, Future[Any], bool]] = []
+            if not self.growing and not any(r.cell.alive for r in self.routees):
+                stranded = list(self.pending)
+                self.pending.clear()
+        for message, future, is_tell in stranded:
+            self._reject(message, future, is_tell, error)
+
+    def _publish(self, routees: tuple[Routee, ...]) -> None:
+        # Called with `lock` held. `turn_cells` is cleared first and set last, so
+        # a sender never pairs a new turn with a stale table for long.
+        self.turn_cells = ()
+        self.strategy.routees_changed(routees)
+        self.routees = routees
+        if self.turn is not None and all(r.plain for r in routees):
+            self.turn_cells = tuple(r.cell for r in routees)
+
+    # -- admission (pools) -----------------------------------------------------------------------------
+
+    def _admit_tell(self, message: Any) -> None:
+        receipt: Receipt[Any] = Receipt()
+        self._admit(message, receipt, is_tell=True)
+
+    def _admit_ask(self, message: Any, future: Future[Any], inline: bool) -> None:
+        self._admit(message, future, is_tell=False)
+
+    def _admit(self, message: Any, future: Future[Any], *, is_tell: bool) -> None:
+        admission = self.admission
+        assert admission is not None
+        grow = False
+        routee: Routee | None = None
+        with self.lock:
+            if self.closed:
+                refused: BaseException | None = ActorDeadError(
+                    f"{self.ref} is draining for shutdown and takes no new work"
+                )
+            else:
+                refused = None
+                routee = self._choose(message) if not self.pending else None
+                if routee is not None:
+                    self.admitted_at_once += 1
+                    self._start(routee, future, self.clock.now())
+                else:
+                    grow, waits = self._saturated()
+                    if waits:
+                        self.pending.append((message, future, is_tell))
+                    else:
+                        self.refused += 1
+                        refused = (admission.exhausted or self._exhausted)()
+        if grow and admission.grow is not None:
+            admission.grow()
+        if refused is not None:
+            if is_tell:
+                raise refused
+            future.set_exception((type(refused), refused, None))
+            return
+        if routee is not None:
+            self._deliver(routee, message, future, is_tell)
+
+    def _choose(self, message: Any) -> Routee | None:
+        # Called with `lock` held: a routee with room, by the strategy, or None.
+        # Raises NoRouteeError only if no routee could take the message even
+        # with room (weighted_capabilities: none has the capabilities).
+        assert self.admission is not None
+        limit = self.admission.max_concurrent
+        routees = self.routees
+        eligible = [r for r in routees if r.in_flight < limit and r.cell.alive]
+        if len(eligible) == len(routees):
+            return self.strategy.select(message, routees) if routees else None
+        try:
+            return self.strategy.select(message, eligible) if eligible else None
+        except NoRouteeError:
+            self.strategy.select(message, routees)  # raises if none could, busy or not
+            return None
+
+    def _saturated(self) -> tuple[bool, bool]:
+        # Called with `lock` held: (ask for one more routee?, may this message wait?).
+        admission = self.admission
+        assert admission is not None
+        waiting = len(self.pending)
+        room_coming = self.growing * admission.max_concurrent
+        grow = False
+        size = sum(1 for r in self.routees if r.cell.alive) + self.growing
+        if waiting >= room_coming and admission.max_size is not None and size < admission.max_size:
+            self.growing += 1
+            room_coming += admission.max_concurrent
+            grow = True
+        return grow, waiting < room_coming + admission.queue_capacity
+
+    def _next_pending(self) -> list[tuple[Routee | None, Any, Future[Any], bool]]:
+        # Called with `lock` held: hand waiting messages, oldest first, to routees
+        # with room. A message no routee could ever take is paired with None.
+        work: list[tuple[Routee | None, Any, Future[Any], bool]] = []
+        now = self.clock.now()
+        while self.pending:
+            message, future, is_tell = self.pending[0]
+            try:
+                routee = self._choose(message)
+            except NoRouteeError as exc:
+                self.pending.popleft()
+                work.append((None, message, future, is_tell))
+                future._label = exc  # type: ignore[assignment]  # noqa: SLF001 - carried to _deliver_all
+                continue
+            if routee is None:
+                break
+            self.pending.popleft()
+            self.admitted_after_wait += 1
+            self._start(routee, future, now)
+            work.append((routee, message, future, is_tell))
+        return work
+
+    def _deliver_all(self, work: list[tuple[Routee | None, Any, Future[Any], bool]]) -> None:
+        for routee, message, future, is_tell in work:
+            if routee is None:
+                error = future._label  # noqa: SLF001
+                future._label = None  # noqa: SLF001
+                assert isinstance(error, BaseException)
+                self._reject(message, future, is_tell, error)
+            else:
+                self._deliver(routee, message, future, is_tell)
+
+    def _deliver(self, routee: Routee, message: Any, future: Future[Any], is_tell: bool) -> None:
+        future.add_done_callback(lambda done: self._finished(routee, done))
+        if is_tell:
+            try:
+                routee.ref._post_tell(message, future)  # noqa: SLF001
+            except (ActorDeadError, TroupeError):
+                future.set_exception()  # recorded as a dead letter by the ref; frees the slot
+        else:
+            routee.ref._post_ask(message, future, inline=False)  # noqa: SLF001
+
+    def _reject(self, message: Any, future: Future[Any], is_tell: bool, error: BaseException) -> None:
+        if is_tell:
+            self.dead_letters.record(message, self.ref, DeadLetterReason.RECIPIENT_STOPPED, error)
+        if not future.done():
+            future.set_exception((type(error), error, None))
+
+    def _exhausted(self) -> BaseException:
+        assert self.admission is not None
+        msg = (
+            f"every routee of {self.ref} has {self.admission.max_concurrent} messages in flight and "
+            f"{len(self.pending)} wait; retry later or raise its limits"
+        )
+        return NoRouteeError(msg)
+
+    def close(self) -> list[tuple[Any, Future[Any], bool]]:
+        """Take no new work from now on; return (and forget) the messages still waiting."""
+        with self.lock:
+            self.closed = True
+            waiting = list(self.pending)
+            self.pending.clear()
+        return waiting
+
+    def busy(self) -> bool:
+        """Whether any message is in flight or waiting."""
+        return bool(self.pending) or any(r.in_flight for r in self.routees)
+
+    # -- errors and statistics ------------------------------------------------------------------------
+
+    def no_routee(self, message: Any) -> NoRouteeError:
+        """Build the error for a message that finds no routee at all."""
+        msg = (
+            f"{self.ref} has no live routee to take {type(message).__name__}; "
+            "add one with AddRoutee(ref) or wait for its pool to grow"
+        )
+        return NoRouteeError(msg)
+
+    def statistics(self) -> RouterStatistics:
+        """Return a snapshot of the routees' load and the router's counters."""
+        with self.lock:
+            return RouterStatistics(
+                strategy=self.strategy.name,
+                routees=tuple(r.statistics() for r in self.routees),
+                waiting=len(self.pending),
+                processed=self.processed,
+                failed=self.failed,
+                average_response_time=self.total_time / self.processed if self.processed else 0.0,
+                dead_routees_removed=self.dead_removed,
+            )
+
+
+# -- the ref and the actor ---------------------------------------------------------------------------
+
+_TO_ROUTER, _MANAGE, _BROADCAST = 1, 2, 3
+_PYKKA_CONTROL: dict[type, int] = {
+    ProxyCall: _TO_ROUTER,
+    ProxyGetAttr: _TO_ROUTER,
+    ProxySetAttr: _TO_ROUTER,
+    _ActorStop: _TO_ROUTER,
+    _Managed: _TO_ROUTER,
+    _Route: _TO_ROUTER,
+    _RouteeTerminated: _TO_ROUTER,
+    Broadcast: _BROADCAST,
+}
+
+
+class RouterRef(ActorRef[A]):
+    """The address of a router: `tell` and `ask` route on the caller's thread.
+
+    Messages the router itself handles (its management messages, proxy calls,
+    `stop()`) go to its mailbox; every other message goes to the routee the
+    strategy picks, and an ask's reply comes straight from that routee. If
+    the router has stopped, `tell` raises `ActorDeadError` as for any actor;
+    if it has no routee to take the message, `tell` raises `NoRouteeError`
+    (an ask gets it on its future).
+    """
+
+    __slots__ = ("_routing",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        # Installed by the Router's constructor; until then messages go through the mailbox.
+        self._routing: RoutingTable | None = None
+
+    def tell(self, message: Any) -> None:
+        """Send `message` to the routee the strategy picks (or to the router, for its own messages)."""
+        table = self._routing
+        if table is None or message.__class__ in table.special or not self._cell.alive:
+            self._tell_special(table, message)
+            return
+        # The hot path of a strategy that picks by turn alone (round robin): a
+        # C-level counter and the mailbox append `ActorRef.tell` does, with no
+        # Python call in between (each call is ~8% of a tell; measured on
+        # pinned pooled tells: 1.52x -> see benchmarks/routing.py).
+        cells = table.turn_cells
+        if cells:
+            cell = cells[table.turn() % len(cells)]  # type: ignore[misc]
+            if cell.alive:
+                cell.queue.append(message)
+                if cell.sched.acquire(False):
+                    cell.executor.submit(cell)
+                return
+        table.route_tell(message)
+
+    def _tell_special(self, table: RoutingTable | None, message: Any) -> None:
+        if table is None:
+            cls = message.__class__
+            for_router = cls in _PYKKA_CONTROL or cls in getattr(self._cell.actor_class, "management_messages", ())
+            ActorRef.tell(self, message if for_router else _Route(message, None))
+        elif table.special.get(message.__class__) == _BROADCAST and self._cell.alive:
+            table.broadcast_tell(message.message)
+        else:
+            ActorRef.tell(self, message)
+
+    def _post_ask(self, message: Any, future: Future[Any], *, inline: bool) -> None:
+        table = self._routing
+        kind = None if table is None else table.special.get(message.__class__)
+        try:
+            if not self._cell.alive:
+                self._dead(message)
+            if table is None:
+                if message.__class__ in _PYKKA_CONTROL:
+                    super()._post_ask(message, future, inline=inline)
+                else:
+                    ActorRef.tell(self, _Route(message, future))
+            elif kind is None:
+                table.route_ask(message, future, inline)
+            elif kind == _BROADCAST:
+                table.gather_ask(message.message, future)
+            elif kind == _MANAGE:
+                ActorRef.tell(self, _Managed(message, future))
+            else:
+                super()._post_ask(message, future, inline=inline)
+        except (ActorDeadError, TroupeError):
+            future.set_exception()
+
+    @property
+    def routing(self) -> RoutingTable | None:
+        """The router's table (None while the router is being built)."""
+        return self._routing
+
+
+class Router(Actor):
+    """An actor that forwards each message to routees chosen by a strategy (see the module docs).
+
+    Args:
+        routees: the initial routees: refs, or `AddRoutee` for routees that
+            declare capabilities and a weight.
+        strategy: a name from `STRATEGIES` or a `RoutingStrategy` instance
+            (default ``"round_robin"``).
+        rng: the random source for random choices (default: a fresh
+            `random.Random()`; tests pass a seeded one).
+        admission: per-routee limits (see `Admission`); `actors.Pool` sets them.
+
+    Raises:
+        StrategyError: unknown strategy name.
+        TypeError: a routee that is not a troupe `ActorRef`.
+
+    The router does not own its routees (Akka's "group"): stopping it leaves
+    them running. A routee that stops is removed from the table; subclasses
+    hear of it in `on_routee_terminated`.
+
+    Threading: the management methods below run on the router's own thread
+    (call them from its handlers, or send the messages); routing runs on
+    senders' threads.
+    """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = RouterRef
+
+    management_messages: ClassVar[frozenset[type]] = frozenset({AddRoutee, RemoveRoutee, GetRoutees, GetStatistics})
+    """Messages the router handles itself (in `on_management`) instead of routing. Extend it in subclasses."""
+
+    def __init__(
+        self,
+        routees: Iterable[ActorRef[Any] | AddRoutee] = (),
+        strategy: str | RoutingStrategy = "round_robin",
+        *,
+        rng: random.Random | None = None,
+        admission: Admission | None = None,
+    ) -> None:
+        super().__init__()
+        ref = self._troupe_cell.ref
+        if not isinstance(ref, RouterRef):
+            msg = f"{type(self).__name__} must be spawned with its RouterRef; do not override _troupe_ref_class"
+            raise TypeError(msg)
+        special = dict(_PYKKA_CONTROL)
+        special.update(dict.fromkeys(type(self).management_messages, _MANAGE))
+        self.routing = RoutingTable(
+            ref,
+            routing_strategy(strategy),
+            rng=rng if rng is not None else random.Random(),
+            admission=admission,
+            special=special,
+        )
+        for spec in routees:
+            self.add_routee(spec if isinstance(spec, AddRoutee) else AddRoutee(spec))
+        ref._routing = self.routing  # noqa: SLF001 - from here on, senders route themselves
+
+    # -- the actor ------------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle management messages; route anything else that reached the mailbox."""
+        cls = message.__class__
+        if cls is _Managed:
+            self._manage(message.message, message.reply)
+        elif cls is _Route:
+            self.routing.route_here(message)
+        elif cls is _RouteeTerminated:
+            self._routee_terminated(message.ref)
+        elif cls in type(self).management_messages:
+            # Told (or asked past the RouterRef): an error fails the router, as any tell's.
+            reply: Future[Any] = Future()
+            self._manage(message, reply)
+            return reply.get() if reply.done() else None
+        else:
+            self.routing.route_tell(message)
+        return None
+
+    def _manage(self, message: Any, reply: Future[Any]) -> None:
+        try:
+            handled = self.on_management(message, reply)
+        except Exception:  # noqa: BLE001 - the error goes to whoever asked
+            if not reply.done():
+                reply.set_exception()
+            return
+        if not handled and not reply.done():
+            msg = f"{type(self).__name__} lists {type(message).__name__} in management_messages but does not handle it"
+            reply.set_exception((TypeError, TypeError(msg), None))
+
+    def on_management(self, message: Any, reply: Future[Any]) -> bool:
+        """Handle a management message, on the router's thread; return whether it was one.
+
+        Set `reply` (now or later) to answer an ask; a told message's reply
+        is dropped. Subclasses extend this and call ``super()``.
+        """
+        match message:
+            case AddRoutee():
+                self.add_routee(message)
+                reply.set(None)
+            case RemoveRoutee(ref=ref):
+                reply.set(self.remove_routee(ref))
+            case GetRoutees():
+                reply.set(self.routee_refs())
+            case GetStatistics():
+                reply.set(self.statistics())
+            case _:
+                return False
+        return True
+
+    # -- management, on the router's thread -----------------------------------------------------------
+
+    def add_routee(self, spec: AddRoutee | ActorRef[Any]) -> None:
+        """Add a routee (or update what it declares). A routee that stops is removed."""
+        if not isinstance(spec, AddRoutee):
+            spec = AddRoutee(spec)
+        if spec.ref is self._troupe_cell.ref:
+            msg = f"{self} cannot be its own routee: every message would come back to it"
+            raise ValueError(msg)
+        known = self.routing.find(spec.ref) is not None
+        self.routing.add(spec)
+        if not known:
+            self._watch(spec.ref)
+
+    def remove_routee(self, ref: ActorRef[Any]) -> bool:
+        """Remove a routee; return whether it was one. Messages already handed to it are not recalled."""
+        return self.routing.remove(ref) is not None
+
+    def routee_refs(self) -> tuple[ActorRef[Any], ...]:
+        """Return the routees' refs, in table order."""
+        return tuple(r.ref for r in self.routing.routees)
+
+    def statistics(self) -> RouterStatistics:
+        """Return a snapshot of the routees' load and the router's counters."""
+        return self.routing.statistics()
+
+    def _watch(self, ref: ActorRef[Any]) -> None:
+        own = self._troupe_cell.ref
+
+        def terminated(_cell: Cell) -> None:
+            with contextlib.suppress(ActorDeadError):  # the router stopped first
+                ActorRef.tell(own, _RouteeTerminated(ref))
+
+        ref.actor_inbox.on_terminated(terminated)
+
+    def _routee_terminated(self, ref: ActorRef[Any]) -> None:
+        routee = self.routing.remove(ref)
+        if routee is not None:
+            with self.routing.lock:
+                self.routing.dead_removed += 1
+            self.on_routee_terminated(ref)
+
+    def on_routee_terminated(self, ref: ActorRef[Any]) -> None:
+        """Called on the router's thread after a routee that stopped was removed. Override to replace it."""
