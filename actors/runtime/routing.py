@@ -49,7 +49,6 @@ system's scheduler, so a `ManualClock` drives them.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import itertools
 import math
@@ -69,6 +68,7 @@ from actors.runtime.deadletters import DeadLetterReason
 from actors.runtime.errors import NoRouteeError, StrategyError, TroupeError
 from actors.runtime.future import Future, Receipt
 from actors.runtime.ref import ActorRef
+from actors.runtime.supervision import Terminated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -192,11 +192,6 @@ class _Route:
     message: Any
     reply: Future[Any] | None
     inline: bool = False
-
-
-@attrs.frozen
-class _RouteeTerminated:
-    ref: ActorRef[Any]
 
 
 # -- statistics --------------------------------------------------------------------------------------
@@ -1492,7 +1487,6 @@ _PYKKA_CONTROL: dict[type, int] = {
     _ActorStop: _TO_ROUTER,
     _Managed: _TO_ROUTER,
     _Route: _TO_ROUTER,
-    _RouteeTerminated: _TO_ROUTER,
     Broadcast: _BROADCAST,
 }
 
@@ -1590,8 +1584,9 @@ class Router(Actor):
         TypeError: a routee that is not a troupe `ActorRef`.
 
     The router does not own its routees (Akka's "group"): stopping it leaves
-    them running. A routee that stops is removed from the table; subclasses
-    hear of it in `on_routee_terminated`.
+    them running. It watches each routee (`Actor.watch`): one that terminates
+    is removed from the table and subclasses hear of it in
+    `on_routee_terminated`; one restarted in place by its supervisor stays.
 
     Threading: the management methods below run on the router's own thread
     (call them from its handlers, or send the messages); routing runs on
@@ -1638,8 +1633,8 @@ class Router(Actor):
             self._manage(message.message, message.reply)
         elif cls is _Route:
             self.routing.route_here(message)
-        elif cls is _RouteeTerminated:
-            self._routee_terminated(message.ref)
+        elif cls is Terminated:
+            self._routee_terminated(message)
         elif cls in type(self).management_messages:
             # Told (or asked past the RouterRef): an error fails the router, as any tell's.
             reply: Future[Any] = Future()
@@ -1692,11 +1687,14 @@ class Router(Actor):
         known = self.routing.find(spec.ref) is not None
         self.routing.add(spec)
         if not known:
-            self._watch(spec.ref)
+            self.watch(spec.ref)
 
     def remove_routee(self, ref: ActorRef[Any]) -> bool:
         """Remove a routee; return whether it was one. Messages already handed to it are not recalled."""
-        return self.routing.remove(ref) is not None
+        if self.routing.remove(ref) is None:
+            return False
+        self.unwatch(ref)
+        return True
 
     def routee_refs(self) -> tuple[ActorRef[Any], ...]:
         """Return the routees' refs, in table order."""
@@ -1706,21 +1704,15 @@ class Router(Actor):
         """Return a snapshot of the routees' load and the router's counters."""
         return self.routing.statistics()
 
-    def _watch(self, ref: ActorRef[Any]) -> None:
-        own = self._troupe_cell.ref
-
-        def terminated(_cell: Cell) -> None:
-            with contextlib.suppress(ActorDeadError):  # the router stopped first
-                ActorRef.tell(own, _RouteeTerminated(ref))
-
-        ref.actor_inbox.on_terminated(terminated)
-
-    def _routee_terminated(self, ref: ActorRef[Any]) -> None:
-        routee = self.routing.remove(ref)
+    def _routee_terminated(self, message: Terminated) -> None:
+        routee = self.routing.remove(message.ref)
         if routee is not None:
             with self.routing.lock:
                 self.routing.dead_removed += 1
-            self.on_routee_terminated(ref)
+        self.on_routee_terminated(message)
 
-    def on_routee_terminated(self, ref: ActorRef[Any]) -> None:
-        """Called on the router's thread after a routee that stopped was removed. Override to replace it."""
+    def on_routee_terminated(self, message: Terminated) -> None:
+        """Called on the router's thread when a routee has terminated (it is out of the table by now).
+
+        A routee restarted by its supervisor has not terminated and stays. Override to replace it.
+        """
