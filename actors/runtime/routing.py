@@ -1539,6 +1539,20 @@ class RouterRef(ActorRef[A]):
         else:
             ActorRef.tell(self, message)
 
+    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
+        """Send `message` to the routee the strategy picks and wait for its reply (see `ActorRef.ask`).
+
+        The reply comes straight from the routee. An error in getting the
+        message to a routee (none able to take it, the router stopped) is
+        set on the future, as in pykka.
+        """
+        future: Future[Any] = Future()
+        future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
+        self._post_ask(message, future, inline=block and timeout is None)
+        if block:
+            return future.get(timeout=timeout)
+        return future
+
     def _post_ask(self, message: Any, future: Future[Any], *, inline: bool) -> None:
         table = self._routing
         kind = None if table is None else table.special.get(message.__class__)
