@@ -61,9 +61,9 @@ import attrs
 import pykka
 from loguru import logger
 from pykka import ActorDeadError
-from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from actors.runtime.actor import Actor
+from actors.runtime.cell import _KINDS as _CELL_KINDS
 from actors.runtime.deadletters import DeadLetterReason
 from actors.runtime.errors import NoRouteeError, StrategyError, TroupeError
 from actors.runtime.future import Future, Receipt
@@ -1480,11 +1480,11 @@ class RoutingTable:
 # -- the ref and the actor ---------------------------------------------------------------------------
 
 _TO_ROUTER, _MANAGE, _BROADCAST = 1, 2, 3
+# Never routed: every message the cell itself interprets (proxy calls, both
+# kinds of stop, timers, Terminated: the cell's own table, so none is
+# forgotten), the router's private messages, and Broadcast.
 _PYKKA_CONTROL: dict[type, int] = {
-    ProxyCall: _TO_ROUTER,
-    ProxyGetAttr: _TO_ROUTER,
-    ProxySetAttr: _TO_ROUTER,
-    _ActorStop: _TO_ROUTER,
+    **dict.fromkeys(_CELL_KINDS, _TO_ROUTER),
     _Managed: _TO_ROUTER,
     _Route: _TO_ROUTER,
     Broadcast: _BROADCAST,

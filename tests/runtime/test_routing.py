@@ -530,3 +530,28 @@ def test_a_strategy_that_is_not_thread_safe_routes_from_the_router_thread(system
     assert refs[2].ask("got") == ["t", "a"]
     assert threading.current_thread().name not in strategy.threads
     assert len(strategy.threads) == 2
+
+
+@attrs.frozen
+class Quit:
+    pass
+
+
+class QuittingRouter(Router):
+    management_messages = Router.management_messages | {Quit}
+
+    def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
+        if isinstance(message, Quit):
+            self.stop()
+            reply.set(None)
+            return True
+        return super().on_management(message, reply)
+
+
+def test_a_router_that_stops_itself_stops_itself_not_a_routee(system: ActorSystem, mode: str) -> None:
+    refs = workers(system, mode, 2)
+    router = system.spawn(QuittingRouter, refs, mode=mode)
+    router.ask(Quit())
+    assert router.actor_stopped.wait(WAIT)
+    assert all(ref.is_alive() for ref in refs)
+    assert [ref.ask("got") for ref in refs] == [[], []]
