@@ -10,6 +10,7 @@ libraries); ``from loguru import logger; logger.enable("actors")`` turns it on.
 
 from loguru import logger as _logger
 
+from actors.pool import AwaitStarted, Drain, DrainResult, Pool, PoolConfig, PoolStatistics, Resizer
 from actors.runtime.actor import MODES, Actor, PooledActor, ThreadActor
 from actors.runtime.clock import Clock, ManualClock, MonotonicClock
 from actors.runtime.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
@@ -26,6 +27,7 @@ from actors.runtime.errors import (
     PoolExhaustedError,
     ProtocolError,
     RestartIntensityError,
+    RouteeStartError,
     SpawnContextError,
     StrategyError,
     SystemShutdownError,
@@ -125,6 +127,7 @@ __all__ = [
     "ActorSystem",
     "AddRoutee",
     "Admission",
+    "AwaitStarted",
     "Backoff",
     "BoundedMailbox",
     "Broadcast",
@@ -149,6 +152,8 @@ __all__ = [
     "Decider",
     "DeleteEntry",
     "Directive",
+    "Drain",
+    "DrainResult",
     "Entry",
     "FastestResponseRouting",
     "FifoMailbox",
@@ -169,19 +174,24 @@ __all__ = [
     "NoRouteeError",
     "NotAnActorError",
     "PatternError",
+    "Pool",
+    "PoolConfig",
     "PoolExhaustedError",
+    "PoolStatistics",
     "PooledActor",
     "PriorityMailbox",
     "Proposal",
     "ProtocolError",
     "RandomRouting",
     "RemoveRoutee",
+    "Resizer",
     "Resolution",
     "ResolveConflict",
     "RestartIntensityError",
     "RestartType",
     "RoundRobinRouting",
     "Routee",
+    "RouteeStartError",
     "RouteeStatistics",
     "Router",
     "RouterRef",

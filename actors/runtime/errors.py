@@ -65,6 +65,10 @@ class PoolExhaustedError(TroupeError, RuntimeError):
     """Every routee of a pool is busy and the pool is at its maximum size."""
 
 
+class RouteeStartError(TroupeError, RuntimeError):
+    """A pool could not start a routee: its constructor or ``on_start`` raised, or it took too long."""
+
+
 class NoRouteeError(TroupeError, LookupError):
     """A router has no routee able to take a message (none at all, or none with the capabilities it needs)."""
 

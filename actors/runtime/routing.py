@@ -1320,9 +1320,9 @@ class RoutingTable:
         self._admit(message, receipt, is_tell=True)
 
     def _admit_ask(self, message: Any, future: Future[Any], inline: bool) -> None:
-        self._admit(message, future, is_tell=False)
+        self._admit(message, future, is_tell=False, inline=inline)
 
-    def _admit(self, message: Any, future: Future[Any], *, is_tell: bool) -> None:
+    def _admit(self, message: Any, future: Future[Any], *, is_tell: bool, inline: bool = False) -> None:
         admission = self.admission
         assert admission is not None
         grow = False
@@ -1353,7 +1353,7 @@ class RoutingTable:
             future.set_exception((type(refused), refused, None))
             return
         if routee is not None:
-            self._deliver(routee, message, future, is_tell)
+            self._deliver(routee, message, future, is_tell, inline=inline)
 
     def _choose(self, message: Any) -> Routee | None:
         # Called with `lock` held: a routee with room, by the strategy, or None.
@@ -1417,7 +1417,9 @@ class RoutingTable:
             else:
                 self._deliver(routee, message, future, is_tell)
 
-    def _deliver(self, routee: Routee, message: Any, future: Future[Any], is_tell: bool) -> None:
+    def _deliver(
+        self, routee: Routee, message: Any, future: Future[Any], is_tell: bool, *, inline: bool = False
+    ) -> None:
         future.add_done_callback(lambda done: self._finished(routee, done))
         if is_tell:
             try:
@@ -1425,7 +1427,7 @@ class RoutingTable:
             except (ActorDeadError, TroupeError):
                 future.set_exception()  # recorded as a dead letter by the ref; frees the slot
         else:
-            routee.ref._post_ask(message, future, inline=False)  # noqa: SLF001
+            routee.ref._post_ask(message, future, inline=inline)  # noqa: SLF001
 
     def _reject(self, message: Any, future: Future[Any], is_tell: bool, error: BaseException) -> None:
         if is_tell:
