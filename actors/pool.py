@@ -401,7 +401,7 @@ class Pool(Router):
         stranded = self.routing.close()
         for message, future, is_tell in stranded:
             error = ActorDeadError(f"{self._troupe_cell.ref} stopped before a routee could take the message")
-            self.routing._reject(message, future, is_tell, error)  # noqa: SLF001 - the pool's own table
+            self.routing.reject(message, future, is_tell, error)
         result = DrainResult(drained=self._drained, abandoned=self._abandoned)
         for reply in self._drain_replies:
             if not reply.done():
@@ -450,7 +450,7 @@ class Pool(Router):
                         "could take the message"
                     )
                     for waiting, future, is_tell in table.close():
-                        table._reject(waiting, future, is_tell, error)  # noqa: SLF001 - the pool's own table
+                        table.reject(waiting, future, is_tell, error)
                     self._stop_for_good()
             case AddRoutee():
                 msg = f"{self._troupe_cell.ref} creates its own routees from its factory; it takes no AddRoutee"
@@ -464,27 +464,29 @@ class Pool(Router):
     def statistics(self) -> PoolStatistics:  # type: ignore[override]
         """Return a snapshot of the pool's sizes, counters and routees' load."""
         table = self.routing
+        processed, failed, spent = table.totals()
         with table.lock:
-            routees = tuple(r.statistics() for r in table.routees)
+            members, waiting, refused = table.routees, len(table.pending), table.refused
             at_once, after_wait = table.admitted_at_once, table.admitted_after_wait
-            return PoolStatistics(
-                size=len(routees),
-                starting=len(self._starting),
-                busy=sum(1 for r in routees if r.active),
-                waiting=len(table.pending),
-                min_size=self.config.min_size,
-                max_size=self.config.max_size,
-                max_concurrent=self.config.max_concurrent,
-                created=self.created,
-                destroyed=self.destroyed,
-                failed_creations=self.failed_creations,
-                processed=table.processed,
-                failed=table.failed,
-                refused=table.refused,
-                average_operation_time=table.total_time / table.processed if table.processed else 0.0,
-                hit_rate=at_once / (at_once + after_wait) if at_once + after_wait else 1.0,
-                routees=routees,
-            )
+        routees = tuple(r.statistics() for r in members)
+        return PoolStatistics(
+            size=len(routees),
+            starting=len(self._starting),
+            busy=sum(1 for r in routees if r.active),
+            waiting=waiting,
+            min_size=self.config.min_size,
+            max_size=self.config.max_size,
+            max_concurrent=self.config.max_concurrent,
+            created=self.created,
+            destroyed=self.destroyed,
+            failed_creations=self.failed_creations,
+            processed=processed,
+            failed=failed,
+            refused=refused,
+            average_operation_time=spent / processed if processed else 0.0,
+            hit_rate=at_once / (at_once + after_wait) if at_once + after_wait else 1.0,
+            routees=routees,
+        )
 
     # -- creating routees ------------------------------------------------------------------------------------
 

@@ -10,6 +10,12 @@ implementation:
 - ``thread`` / ``pooled``: troupe's `Router` and `Pool`, with routees in
   that execution mode.
 
+`pool_throughput` runs the same tasks through a `Pool` of N routees
+(round robin, ``max_concurrent=8``, overflow queued) and through the pykka
+round robin: CPU-light tasks (the pool's own cost) and tasks that sleep
+(`time.sleep`, a blocking wait: what thread mode is for; in pooled mode a
+sleeping handler holds one of the CPU-count dispatcher threads).
+
 `routed_tell` measures direct and routed tells in the same process, in
 alternating rounds, so the ratio compares figures taken a few milliseconds
 apart; ``router_overhead`` is direct throughput over routed throughput (the
@@ -26,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors import Actor, ActorSystem, Router
+from actors import Actor, ActorSystem, AwaitStarted, ChildSpec, Pool, PoolConfig, Router
 from benchmarks._harness import Benchmark, Metric, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["BENCHMARKS", "routed_tell"]
+__all__ = ["BENCHMARKS", "pool_throughput", "routed_tell"]
 
 _WAIT_S = 600.0
 """Timeout of the waits that end a measurement: generous, they only guard against hangs."""
@@ -126,6 +132,73 @@ def routed_tell(impl: str, *, messages: int, rounds: int) -> dict[str, float]:
     return figures
 
 
+_LIGHT_WORK = 50
+"""Iterations of the CPU-light task: ~1 µs of Python, about the cost of a message."""
+
+
+def _task(message: tuple[str, float]) -> int:
+    kind, seconds = message
+    if kind == "wait":
+        time.sleep(seconds)
+        return 0
+    return sum(range(_LIGHT_WORK))
+
+
+class Worker(Actor):
+    """Run a task: ``("light", 0)`` computes a little, ``("wait", s)`` sleeps s seconds."""
+
+    def on_receive(self, message: tuple[str, float]) -> int:
+        return _task(message)
+
+
+class PykkaWorker(pykka.ThreadingActor):
+    """The same task in a plain pykka actor."""
+
+    def on_receive(self, message: tuple[str, float]) -> int:
+        return _task(message)
+
+
+@contextmanager
+def _pool(impl: str, n: int) -> Iterator[Callable[[Any], pykka.Future[Any]]]:
+    """Yield a function that sends one task (an ask) and returns its future; stop everything on exit."""
+    if impl == "pykka":
+        try:
+            refs = [PykkaWorker.start() for _ in range(n)]
+            turn = itertools.count().__next__
+            yield lambda task: refs[turn() % n].ask(task, block=False)
+        finally:
+            pykka.ActorRegistry.stop_all()
+    else:
+        config = PoolConfig(
+            min_size=n, max_size=n, max_concurrent=8, strategy="round_robin", overflow="queue", queue_capacity=10**6
+        )
+        with ActorSystem(name="bench") as system:
+            pool = system.spawn(Pool, ChildSpec(Worker, mode=impl), config=config)
+            pool.ask(AwaitStarted(), timeout=_WAIT_S)
+            yield lambda task: pool.ask(task, block=False)
+
+
+def _throughput(send: Callable[[Any], pykka.Future[Any]], task: tuple[str, float], count: int) -> float:
+    start = time.perf_counter()
+    futures = [send(task) for _ in range(count)]
+    for future in futures:
+        future.get(timeout=_WAIT_S)
+    return count / (time.perf_counter() - start)
+
+
+def pool_throughput(impl: str, *, n: int, light_tasks: int, wait_tasks: int, wait_s: float) -> dict[str, float]:
+    """Tasks per second through N routees: `light_tasks` CPU-light ones, then `wait_tasks` that sleep `wait_s`.
+
+    Every task is an ask sent at once (``block=False``); the clock stops when
+    the last reply is in. The median of three rounds counts for light tasks.
+    """
+    with _pool(impl, n) as send:
+        _throughput(send, ("light", 0.0), max(1, light_tasks // 10))  # warm-up
+        light = statistics.median(_throughput(send, ("light", 0.0), light_tasks) for _ in range(3))
+        wait = _throughput(send, ("wait", wait_s), wait_tasks)
+    return {"light_tasks_per_s": light, "wait_tasks_per_s": wait}
+
+
 BENCHMARKS = (
     Benchmark(
         name="routed_tell",
@@ -144,6 +217,18 @@ BENCHMARKS = (
             Target("router overhead <= 1.5x direct tell", "router_overhead", 1.5, unit="x"),
             Target("router overhead <= 1.5x direct tell (thread)", "router_overhead", 1.5, impl="thread", unit="x"),
         ),
+    ),
+    Benchmark(
+        name="pool",
+        func=pool_throughput,
+        metrics=(
+            Metric("light_tasks_per_s", "pool, CPU-light tasks (tasks/s)", higher_is_better=True, plot=True),
+            Metric("wait_tasks_per_s", "pool, tasks sleeping 2 ms (tasks/s)", higher_is_better=True, plot=True),
+        ),
+        params={"light_tasks": 20_000, "wait_tasks": 1_000, "wait_s": 0.002},
+        quick_params={"light_tasks": 500, "wait_tasks": 40, "wait_s": 0.002},
+        sizes=(1, 2, 4, 8, 16),
+        quick_sizes=(1, 4),
     ),
 )
 """The routing benchmarks, in report order."""

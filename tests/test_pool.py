@@ -451,3 +451,16 @@ def test_an_idle_pool_drains_at_once(system: ActorSystem, mode: str) -> None:
     pool = spawn_pool(system, mode, min_size=2)
     assert pool.ask(Drain()) == DrainResult(drained=True, abandoned=0)
     assert pool.actor_stopped.wait(WAIT)
+
+
+def test_a_reply_frees_its_routees_slot_before_it_wakes_the_asker(roomy: ActorSystem, mode: str) -> None:
+    # So a client that asks one at a time always finds room in a pool of one.
+    pool = spawn_pool(roomy, mode, min_size=1, max_size=1, max_concurrent=1)
+    (routee,) = pool.routing.routees
+    gate, held = hold(pool)
+    load_when_woken: list[int] = []
+    held.add_done_callback(lambda _: load_when_woken.append(routee.in_flight))  # runs as waiters wake
+    gate.released.set()
+    held.get(timeout=WAIT)
+    assert load_when_woken == [0]
+    assert pool.ask("next", timeout=WAIT)[1] == "next"

@@ -466,7 +466,7 @@ class Cell:
                     del watching[target]
                     result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
-                if reply_to is not None and reply_to.__class__ is not Receipt:
+                if reply_to is not None and not isinstance(reply_to, Receipt):
                     exc_info = sys.exc_info()
                     if self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1]):
                         # Fail first, so the supervisor hears of it before the asker does.

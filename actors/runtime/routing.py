@@ -54,6 +54,7 @@ import itertools
 import math
 import random
 import threading
+from _thread import allocate_lock
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -257,8 +258,8 @@ class RouterStatistics:
 class Routee:
     """One routee as strategies see it: its ref, what it declares, and its load.
 
-    Strategies read these attributes without a lock, from any thread; the
-    router updates them under its table's lock. Treat them as read-only.
+    Strategies read these attributes without a lock, from any thread. Treat
+    them as read-only.
 
     Attributes:
         ref: the routee's `ActorRef`.
@@ -272,6 +273,7 @@ class Routee:
         oldest_start: clock time the oldest message in flight was handed to
             it, or None.
         processed: replies received; failed: of which failures.
+        total_time: seconds spent on the processed ones.
         last_active: clock time it last started or finished a message.
     """
 
@@ -280,14 +282,15 @@ class Routee:
         "capabilities",
         "cell",
         "failed",
-        "in_flight",
         "key",
         "last_active",
-        "oldest_start",
+        "lock",
         "plain",
         "processed",
         "ref",
+        "retired",
         "started",
+        "total_time",
         "weight",
     )
 
@@ -300,18 +303,40 @@ class Routee:
         self.capabilities = capabilities
         self.weight = weight
         self.key = ref.actor_urn
-        self.in_flight = 0
-        # Invariant: the reply futures of the messages in flight and their start
-        # times, oldest first; guarded by the table's lock; len == in_flight.
+        # Invariant: the reply futures of the messages in flight, with the
+        # clock time each was handed over, oldest first. Only single dict
+        # operations touch it (atomic), so senders and finishing routees never
+        # wait for each other: len() is the load, exact at every moment.
         self.started: dict[Future[Any], float] = {}
-        self.oldest_start: float | None = None
+        # Guards the reply statistics below. A routee's replies are set one at
+        # a time by its own turns, so this lock is all but never contended.
+        self.lock = allocate_lock()
         self.average_response_time: float | None = None
         self.processed = 0
         self.failed = 0
+        self.total_time = 0.0
         self.last_active = now
+        # Set once it has left the table; its counts then go to the router's totals.
+        self.retired = False
 
     def __repr__(self) -> str:
         return f"<Routee {self.ref} in_flight={self.in_flight}>"
+
+    @property
+    def in_flight(self) -> int:
+        """Messages handed to it and not yet answered."""
+        return len(self.started)
+
+    @property
+    def oldest_start(self) -> float | None:
+        """Clock time the oldest message in flight was handed to it, or None."""
+        started = self.started
+        for _ in range(3):
+            try:
+                return next(iter(started.values()), None)
+            except RuntimeError:  # changed under our feet by another thread: look again
+                continue
+        return None
 
     @property
     def alive(self) -> bool:
@@ -324,21 +349,73 @@ class Routee:
         cell = self.cell
         return len(cell.queue) + (1 if cell.sched.locked() else 0)
 
+    def _replied(self, elapsed: float, now: float, *, failed: bool) -> None:
+        with self.lock:
+            average = self.average_response_time
+            self.average_response_time = (
+                elapsed if average is None else (1 - _EMA_WEIGHT) * average + _EMA_WEIGHT * elapsed
+            )
+            self.processed += 1
+            self.total_time += elapsed
+            if failed:
+                self.failed += 1
+            self.last_active = now
+
     def statistics(self) -> RouteeStatistics:
         """Return a snapshot of this routee's load."""
-        processed = self.processed
+        with self.lock:
+            processed, failed, average = self.processed, self.failed, self.average_response_time
         return RouteeStatistics(
             ref=self.ref,
             capabilities=self.capabilities,
             weight=self.weight,
-            active=self.in_flight,
+            active=len(self.started),
             queue_length=len(self.cell.queue),
-            average_response_time=self.average_response_time,
+            average_response_time=average,
             processed=processed,
-            failed=self.failed,
-            success_rate=(processed - self.failed) / processed if processed else 1.0,
+            failed=failed,
+            success_rate=(processed - failed) / processed if processed else 1.0,
             last_active=self.last_active,
         )
+
+
+class _TrackedFuture(Future[Any]):
+    """A reply future that settles its routee's load before anyone waiting on it wakes.
+
+    Accounting first means a caller that sends its next message the moment
+    it has a reply finds the routee's slot free again (a done-callback would
+    run after the waiter woke). It also takes no lock shared across routees.
+    """
+
+    __slots__ = ("_routee", "_table")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._table: RoutingTable | None = None
+        self._routee: Routee | None = None
+
+    def _settle(self) -> None:
+        table = self._table
+        if table is not None:
+            table.finished(self)
+        Future._settle(self)  # noqa: SLF001 - the base class's own step
+
+
+class _TrackedReceipt(Receipt[Any]):
+    """A tell's receipt that settles its routee's load as `_TrackedFuture` does."""
+
+    __slots__ = ("_routee", "_table")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._table: RoutingTable | None = None
+        self._routee: Routee | None = None
+
+    def _settle(self) -> None:
+        table = self._table
+        if table is not None:
+            table.finished(self)  # type: ignore[arg-type]
+        Future._settle(self)  # noqa: SLF001
 
 
 # -- strategies ----------------------------------------------------------------------------------------
@@ -818,7 +895,7 @@ class _FirstReply:
         self.timer: TimerHandle | None = None
 
     def send(self, routee: Routee) -> None:
-        sub: Future[Any] = Future()
+        sub = _TrackedFuture()
         sub.add_done_callback(self._replied)
         self.table.send_ask(routee, self.message, sub, inline=False)
 
@@ -927,7 +1004,7 @@ class _TailChop:
             self.next_index += 1
             self.pending += 1
             more = self.next_index < len(self.order)
-        sub: Future[Any] = Future()
+        sub = _TrackedFuture()
         sub.add_done_callback(self._replied)
         self.table.send_ask(routee, self.message, sub, inline=False)
         if more:
@@ -1056,9 +1133,11 @@ class Admission:
 class RoutingTable:
     """A router's routees, strategy and load accounting, shared by its ref and its actor.
 
-    Thread contract: reads (`routees`) are lock-free from any thread; every
-    change and every load update happens under `lock`, from any thread
-    (senders, routees' threads finishing a message, the router itself).
+    Thread contract: every method may be called from any thread. Reads of
+    `routees` take no lock. A routee's load is kept in its own `Routee`
+    (see there), so sending and finishing take no lock shared across
+    routees; `lock` guards membership changes and, under `Admission`
+    limits, the decision where a message goes and the waiting queue.
     """
 
     def __init__(
@@ -1083,21 +1162,25 @@ class RoutingTable:
         self.lock = threading.Lock()
         # Invariant: replaced whole under `lock`, never mutated; order is join order.
         self.routees: tuple[Routee, ...] = ()
-        # Messages waiting for room under admission limits: (message, future, is_tell), oldest first.
+        # Messages waiting for room under admission limits, oldest first;
+        # guarded by `lock`: (message, reply future or receipt, is it a tell).
         self.pending: deque[tuple[Any, Future[Any], bool]] = deque()
-        # Routees being grown (admission.grow called, not yet added or failed).
+        # Routees being grown (admission.grow called, not yet added or failed); guarded by `lock`.
         self.growing = 0
         # Set when the router drains for shutdown: no new work is taken.
         self.closed = False
+        # Called (on whichever thread finished the last message) when nothing is in flight or waiting.
         self.on_idle: Callable[[], None] | None = None
         # The ref's hot path for turn-based strategies: the routees' cells, in
         # table order, when every routee is a plain ActorRef (whose tell is a
         # mailbox append); empty means "call route_tell". Replaced with `routees`.
         self.turn = strategy.turn if admission is None and strategy.thread_safe else None
         self.turn_cells: tuple[Cell, ...] = ()
-        self.processed = 0
-        self.failed = 0
-        self.total_time = 0.0
+        # Reply counts of routees that have left the table (theirs are in the Routee).
+        self.retired_processed = 0
+        self.retired_failed = 0
+        self.retired_time = 0.0
+        # Admission counters, guarded by `lock`.
         self.admitted_at_once = 0
         self.admitted_after_wait = 0
         self.refused = 0
@@ -1164,49 +1247,47 @@ class RoutingTable:
 
     def send_ask(self, routee: Routee, message: Any, future: Future[Any], *, inline: bool) -> None:
         """Ask `routee` into `future`, counting the ask in flight until `future` is set."""
-        now = self.clock.now()
-        with self.lock:
-            self._start(routee, future, now)
-        future.add_done_callback(lambda done: self._finished(routee, done))
-        routee.ref._post_ask(message, future, inline=inline)  # noqa: SLF001 - the runtime's own seam
+        tracked = self._track(routee, future, self.clock.now())
+        routee.ref._post_ask(message, tracked, inline=inline)  # noqa: SLF001 - the runtime's own seam
 
-    def _start(self, routee: Routee, future: Future[Any], now: float) -> None:
-        # Called with `lock` held.
-        routee.in_flight += 1
-        routee.started[future] = now
-        if routee.oldest_start is None:
-            routee.oldest_start = now
+    def _track(self, routee: Routee, future: Future[Any], now: float) -> Future[Any]:
+        """Count `future` in flight on `routee`; return the future to hand the routee."""
+        cls = future.__class__
+        if (cls is _TrackedFuture or cls is _TrackedReceipt) and future._table is None:  # type: ignore[attr-defined]  # noqa: SLF001
+            tracked = future
+        else:
+            # Someone else's future (an outer router's, when routers nest):
+            # track a future of our own and pass its outcome on.
+            tracked = _TrackedReceipt() if isinstance(future, Receipt) else _TrackedFuture()
+            tracked.add_done_callback(lambda done: _forward(done, future))
+        tracked._table = self  # type: ignore[attr-defined]  # noqa: SLF001
+        tracked._routee = routee  # type: ignore[attr-defined]  # noqa: SLF001
+        routee.started[tracked] = now
         routee.last_active = now
+        return tracked
 
-    def _finished(self, routee: Routee, future: Future[Any]) -> None:
-        # Runs on the thread that set `future`: usually the routee's, at the end of its handler.
+    def finished(self, future: _TrackedFuture) -> None:
+        """Settle the load of the routee `future` was handed to (runs just before `future` wakes anyone).
+
+        Runs on the thread that sets the future: usually the routee's, at the
+        end of its handler. Must not raise.
+        """
+        routee = future._routee  # noqa: SLF001
+        assert routee is not None
+        start = routee.started.pop(future, None)
+        if start is None:
+            return  # settled twice (two parties raced to set it)
         now = self.clock.now()
-        failed = future._exc_info is not None  # noqa: SLF001
-        work = None
-        with self.lock:
-            start = routee.started.pop(future, None)
-            if start is None:
-                return
-            routee.in_flight -= 1
-            routee.oldest_start = next(iter(routee.started.values()), None)
-            elapsed = max(0.0, now - start)
-            average = routee.average_response_time
-            routee.average_response_time = (
-                elapsed if average is None else (1 - _EMA_WEIGHT) * average + _EMA_WEIGHT * elapsed
-            )
-            routee.processed += 1
-            routee.last_active = now
-            self.processed += 1
-            self.total_time += elapsed
-            if failed:
-                routee.failed += 1
-                self.failed += 1
-            if self.pending and self.admission is not None:
-                work = self._next_pending()
-            idle = self.on_idle is not None and not self.pending and not any(r.in_flight for r in self.routees)
-        if work is not None:
-            self._deliver_all(work)
-        if idle and self.on_idle is not None:
+        routee._replied(max(0.0, now - start), now, failed=future._exc_info is not None)  # noqa: SLF001
+        if routee.retired:
+            with self.lock:
+                self._retire(routee)
+        if self.pending:
+            # Room just appeared: hand it to whatever waits. A sender that saw
+            # no room appends under the lock and then looks again (see
+            # `_admit`), so a message never waits with room free.
+            self._drain_pending()
+        if self.on_idle is not None and not self.busy():
             self.on_idle()
 
     # -- fan-out helpers -----------------------------------------------------------------------------
@@ -1234,7 +1315,7 @@ class RoutingTable:
             raise self.no_routee(message)
         gather = _Gather(future, len(routees))
         for index, routee in enumerate(routees):
-            sub: Future[Any] = Future()
+            sub = _TrackedFuture()
             sub.add_done_callback(gather.callback(index))
             self.send_ask(routee, message, sub, inline=False)
 
@@ -1265,29 +1346,45 @@ class RoutingTable:
             else:
                 routee = Routee(spec.ref, spec.capabilities, spec.weight, now)
                 self._publish((*self.routees, routee))
-            work = self._next_pending() if self.pending and self.admission is not None else None
-        if work is not None:
-            self._deliver_all(work)
+        if self.pending:
+            self._drain_pending()
         return routee
 
     def remove(self, ref: ActorRef[Any], *, only_if_idle: bool = False) -> Routee | None:
-        """Remove the routee for `ref` and return it (None if absent, or busy with `only_if_idle`)."""
+        """Remove the routee for `ref` and return it (None if absent, or busy with `only_if_idle`).
+
+        Messages already handed to it are not recalled; their replies still count.
+        """
         with self.lock:
             routee = self.find(ref)
-            if routee is None or (only_if_idle and routee.in_flight):
+            if routee is None or (only_if_idle and routee.started):
                 return None
             self._publish(tuple(r for r in self.routees if r is not routee))
+            self._retire(routee)
         return routee
 
     def drop_dead(self) -> int:
         """Remove every routee that has stopped; return how many."""
         with self.lock:
             live = tuple(r for r in self.routees if r.cell.alive)
-            dropped = len(self.routees) - len(live)
-            if dropped:
-                self.dead_removed += dropped
+            dead = [r for r in self.routees if not r.cell.alive]
+            if dead:
+                self.dead_removed += len(dead)
                 self._publish(live)
-        return dropped
+                for routee in dead:
+                    self._retire(routee)
+        return len(dead)
+
+    def _retire(self, routee: Routee) -> None:
+        # Called with `lock` held: move its counts into the router's totals.
+        # Replies still due from it are moved as they come (see `finished`).
+        routee.retired = True
+        with routee.lock:
+            self.retired_processed += routee.processed
+            self.retired_failed += routee.failed
+            self.retired_time += routee.total_time
+            routee.processed = routee.failed = 0
+            routee.total_time = 0.0
 
     def growth_failed(self, error: BaseException) -> None:
         """Answer an `Admission.grow` call that produced no routee.
@@ -1302,7 +1399,7 @@ class RoutingTable:
                 stranded = list(self.pending)
                 self.pending.clear()
         for message, future, is_tell in stranded:
-            self._reject(message, future, is_tell, error)
+            self.reject(message, future, is_tell, error)
 
     def _publish(self, routees: tuple[Routee, ...]) -> None:
         # Called with `lock` held. `turn_cells` is cleared first and set last, so
@@ -1316,8 +1413,7 @@ class RoutingTable:
     # -- admission (pools) -----------------------------------------------------------------------------
 
     def _admit_tell(self, message: Any) -> None:
-        receipt: Receipt[Any] = Receipt()
-        self._admit(message, receipt, is_tell=True)
+        self._admit(message, _TrackedReceipt(), is_tell=True)
 
     def _admit_ask(self, message: Any, future: Future[Any], inline: bool) -> None:
         self._admit(message, future, is_tell=False, inline=inline)
@@ -1327,17 +1423,16 @@ class RoutingTable:
         assert admission is not None
         grow = False
         routee: Routee | None = None
+        refused: BaseException | None = None
         with self.lock:
             if self.closed:
-                refused: BaseException | None = ActorDeadError(
-                    f"{self.ref} is draining for shutdown and takes no new work"
-                )
+                refused = ActorDeadError(f"{self.ref} is draining for shutdown and takes no new work")
             else:
-                refused = None
-                routee = self._choose(message) if not self.pending else None
+                # Behind messages already waiting, a message waits too (order is kept).
+                routee = None if self.pending else self._choose(message)
                 if routee is not None:
                     self.admitted_at_once += 1
-                    self._start(routee, future, self.clock.now())
+                    future = self._track(routee, future, self.clock.now())
                 else:
                     grow, waits = self._saturated()
                     if waits:
@@ -1351,9 +1446,17 @@ class RoutingTable:
             if is_tell:
                 raise refused
             future.set_exception((type(refused), refused, None))
-            return
-        if routee is not None:
+        elif routee is not None:
             self._deliver(routee, message, future, is_tell, inline=inline)
+        else:
+            # It waits. Room may have appeared since we looked (a routee that
+            # finished before we appended found nothing waiting): look again.
+            # A finishing routee frees its slot before it looks at `pending`,
+            # so either it sees this message or we see its room. Looking needs
+            # no lock; the lock is taken only if there is room to hand out.
+            limit = admission.max_concurrent
+            if any(len(r.started) < limit for r in self.routees):
+                self._drain_pending()
 
     def _choose(self, message: Any) -> Routee | None:
         # Called with `lock` held: a routee with room, by the strategy, or None.
@@ -1362,7 +1465,7 @@ class RoutingTable:
         assert self.admission is not None
         limit = self.admission.max_concurrent
         routees = self.routees
-        eligible = [r for r in routees if r.in_flight < limit and r.cell.alive]
+        eligible = [r for r in routees if len(r.started) < limit and r.cell.alive]
         if len(eligible) == len(routees):
             return self.strategy.select(message, routees) if routees else None
         try:
@@ -1378,49 +1481,43 @@ class RoutingTable:
         waiting = len(self.pending)
         room_coming = self.growing * admission.max_concurrent
         grow = False
-        size = sum(1 for r in self.routees if r.cell.alive) + self.growing
-        if waiting >= room_coming and admission.max_size is not None and size < admission.max_size:
-            self.growing += 1
-            room_coming += admission.max_concurrent
-            grow = True
+        if waiting >= room_coming and admission.max_size is not None:
+            size = sum(1 for r in self.routees if r.cell.alive) + self.growing
+            if size < admission.max_size:
+                self.growing += 1
+                room_coming += admission.max_concurrent
+                grow = True
         return grow, waiting < room_coming + admission.queue_capacity
 
-    def _next_pending(self) -> list[tuple[Routee | None, Any, Future[Any], bool]]:
-        # Called with `lock` held: hand waiting messages, oldest first, to routees
-        # with room. A message no routee could ever take is paired with None.
-        work: list[tuple[Routee | None, Any, Future[Any], bool]] = []
-        now = self.clock.now()
-        while self.pending:
-            message, future, is_tell = self.pending[0]
-            try:
-                routee = self._choose(message)
-            except NoRouteeError as exc:
-                self.pending.popleft()
-                work.append((None, message, future, is_tell))
-                future._label = exc  # type: ignore[assignment]  # noqa: SLF001 - carried to _deliver_all
-                continue
-            if routee is None:
-                break
-            self.pending.popleft()
-            self.admitted_after_wait += 1
-            self._start(routee, future, now)
-            work.append((routee, message, future, is_tell))
-        return work
-
-    def _deliver_all(self, work: list[tuple[Routee | None, Any, Future[Any], bool]]) -> None:
-        for routee, message, future, is_tell in work:
-            if routee is None:
-                error = future._label  # noqa: SLF001
-                future._label = None  # noqa: SLF001
-                assert isinstance(error, BaseException)
-                self._reject(message, future, is_tell, error)
-            else:
-                self._deliver(routee, message, future, is_tell)
+    def _drain_pending(self) -> None:
+        """Hand waiting messages, oldest first, to routees with room; refuse those none could take."""
+        ready: list[tuple[Routee, Any, Future[Any], bool]] = []
+        unable: list[tuple[Any, Future[Any], bool, BaseException]] = []
+        with self.lock:
+            now = self.clock.now()
+            pending = self.pending
+            while pending:
+                message, future, is_tell = pending[0]
+                try:
+                    routee = self._choose(message)
+                except NoRouteeError as exc:
+                    pending.popleft()
+                    unable.append((message, future, is_tell, exc))
+                    continue
+                if routee is None:
+                    break
+                pending.popleft()
+                self.admitted_after_wait += 1
+                ready.append((routee, message, self._track(routee, future, now), is_tell))
+        for message, future, is_tell, error in unable:
+            self.reject(message, future, is_tell, error)
+        for routee, message, future, is_tell in ready:
+            self._deliver(routee, message, future, is_tell)
 
     def _deliver(
         self, routee: Routee, message: Any, future: Future[Any], is_tell: bool, *, inline: bool = False
     ) -> None:
-        future.add_done_callback(lambda done: self._finished(routee, done))
+        # `future` is tracked on `routee` already.
         if is_tell:
             try:
                 routee.ref._post_tell(message, future)  # noqa: SLF001
@@ -1429,7 +1526,8 @@ class RoutingTable:
         else:
             routee.ref._post_ask(message, future, inline=inline)  # noqa: SLF001
 
-    def _reject(self, message: Any, future: Future[Any], is_tell: bool, error: BaseException) -> None:
+    def reject(self, message: Any, future: Future[Any], is_tell: bool, error: BaseException) -> None:
+        """Refuse a message that waited: an ask gets `error`; a tell becomes a dead letter."""
         if is_tell:
             self.dead_letters.record(message, self.ref, DeadLetterReason.RECIPIENT_STOPPED, error)
         if not future.done():
@@ -1453,7 +1551,7 @@ class RoutingTable:
 
     def busy(self) -> bool:
         """Whether any message is in flight or waiting."""
-        return bool(self.pending) or any(r.in_flight for r in self.routees)
+        return bool(self.pending) or any(r.started for r in self.routees)
 
     # -- errors and statistics ------------------------------------------------------------------------
 
@@ -1465,18 +1563,39 @@ class RoutingTable:
         )
         return NoRouteeError(msg)
 
+    def totals(self) -> tuple[int, int, float]:
+        """Return (processed, failed, seconds spent) over every routee it has had."""
+        with self.lock:
+            processed, failed, spent = self.retired_processed, self.retired_failed, self.retired_time
+            for routee in self.routees:
+                with routee.lock:
+                    processed += routee.processed
+                    failed += routee.failed
+                    spent += routee.total_time
+        return processed, failed, spent
+
     def statistics(self) -> RouterStatistics:
         """Return a snapshot of the routees' load and the router's counters."""
+        processed, failed, spent = self.totals()
         with self.lock:
-            return RouterStatistics(
-                strategy=self.strategy.name,
-                routees=tuple(r.statistics() for r in self.routees),
-                waiting=len(self.pending),
-                processed=self.processed,
-                failed=self.failed,
-                average_response_time=self.total_time / self.processed if self.processed else 0.0,
-                dead_routees_removed=self.dead_removed,
-            )
+            routees, waiting, dead_removed = self.routees, len(self.pending), self.dead_removed
+        return RouterStatistics(
+            strategy=self.strategy.name,
+            routees=tuple(r.statistics() for r in routees),
+            waiting=waiting,
+            processed=processed,
+            failed=failed,
+            average_response_time=spent / processed if processed else 0.0,
+            dead_routees_removed=dead_removed,
+        )
+
+
+def _forward(done: Future[Any], future: Future[Any]) -> None:
+    """Pass a settled future's outcome on to another."""
+    if done._exc_info is not None:  # noqa: SLF001
+        future.set_exception(done._exc_info)  # noqa: SLF001
+    else:
+        future.set(done._value)  # noqa: SLF001
 
 
 # -- the ref and the actor ---------------------------------------------------------------------------
@@ -1548,7 +1667,7 @@ class RouterRef(ActorRef[A]):
         message to a routee (none able to take it, the router stopped) is
         set on the future, as in pykka.
         """
-        future: Future[Any] = Future()
+        future = _TrackedFuture()
         future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
         self._post_ask(message, future, inline=block and timeout is None)
         if block:

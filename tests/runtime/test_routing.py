@@ -556,3 +556,25 @@ def test_a_router_that_stops_itself_stops_itself_not_a_routee(system: ActorSyste
     assert router.actor_stopped.wait(WAIT)
     assert all(ref.is_alive() for ref in refs)
     assert [ref.ask("got") for ref in refs] == [[], []]
+
+
+# -- the runtime seam under pools: tells with receipts ------------------------------------------------
+
+
+def test_a_tell_with_a_receipt_reports_its_outcome_and_keeps_tell_semantics(system: ActorSystem, mode: str) -> None:
+    from actors.runtime.future import Receipt
+
+    sup = system.spawn(Supervisor, [ChildSpec(Worker, args=("w0",), mode=mode)])
+    (ref,) = [info.ref for info in sup.proxy().which_children().get(timeout=WAIT)]
+    done: Receipt[Any] = Receipt()
+    ref._post_tell("hello", done)
+    assert done.get(timeout=WAIT) == ("w0", "hello")
+    failed: Receipt[Any] = Receipt()
+    ref._post_tell("fail", failed)
+    with pytest.raises(ValueError, match="fails on purpose"):
+        failed.get(timeout=WAIT)
+    assert ref.ask("got") == []  # the failure failed the actor: its supervisor restarted it
+    ref.stop()
+    lost: Receipt[Any] = Receipt()
+    with pytest.raises(ActorDeadError):
+        ref._post_tell("late", lost)

@@ -66,6 +66,12 @@ def make_routees(names: list[str], **declared: Any) -> tuple[Routee, ...]:
     )
 
 
+def load(routee: Routee, count: int, since: float = 0.0) -> None:
+    """Put `count` messages in flight on `routee`, handed over at clock time `since`."""
+    for _ in range(count):
+        routee.started[object()] = since  # type: ignore[index]
+
+
 def attached(strategy: RoutingStrategy, *, seed: int = 0, clock: ManualClock | None = None) -> RoutingStrategy:
     table = SimpleNamespace(rng=random.Random(seed), ref="router-under-test", clock=clock or ManualClock())
     strategy.attach(table)  # type: ignore[arg-type]
@@ -179,8 +185,8 @@ def test_consistent_hash_given_part_of_the_routees_picks_the_next_one_along_the_
 def test_least_connections_never_picks_a_routee_busier_than_the_least_busy(loads: list[int], picks: int) -> None:
     strategy = attached(LeastConnectionsRouting())
     routees = make_routees([f"r{i}" for i in range(len(loads))])
-    for routee, load in zip(routees, loads, strict=True):
-        routee.in_flight = load
+    for routee, count in zip(routees, loads, strict=True):
+        load(routee, count)
     for _ in range(picks):
         assert strategy.select(None, routees).in_flight == min(loads)
 
@@ -217,7 +223,7 @@ def test_fastest_response_stops_choosing_a_routee_whose_reply_is_overdue() -> No
     strategy = attached(FastestResponseRouting(), clock=clock)
     fast_but_stuck, steady = make_routees(["stuck", "steady"])
     fast_but_stuck.average_response_time, steady.average_response_time = 0.01, 0.5
-    fast_but_stuck.in_flight, fast_but_stuck.oldest_start = 1, clock.now()
+    load(fast_but_stuck, 1, since=clock.now())
     assert strategy.select(None, (fast_but_stuck, steady)) is fast_but_stuck
     clock.advance(2.0)  # its one message in flight has now waited 2 s, far beyond its 10 ms average
     assert strategy.select(None, (fast_but_stuck, steady)) is steady
