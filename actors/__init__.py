@@ -37,24 +37,26 @@ from actors.runtime.future import Future
 from actors.runtime.mailbox import BoundedMailbox, FifoMailbox, PriorityMailbox
 from actors.runtime.ref import ActorRef
 from actors.runtime.routing import (
-    STRATEGIES,
     AddRoutee,
     Admission,
     Broadcast,
-    BroadcastRouting,
-    ConsistentHashRouting,
-    FastestResponseRouting,
     GetRoutees,
     GetStatistics,
-    LeastConnectionsRouting,
-    RandomRouting,
     RemoveRoutee,
-    RoundRobinRouting,
     Routee,
     RouteeStatistics,
     Router,
     RouterRef,
     RouterStatistics,
+)
+from actors.runtime.routing_strategies import (
+    STRATEGIES,
+    BroadcastRouting,
+    ConsistentHashRouting,
+    FastestResponseRouting,
+    LeastConnectionsRouting,
+    RandomRouting,
+    RoundRobinRouting,
     RoutingStrategy,
     ScatterGatherFirstRouting,
     SmallestMailboxRouting,

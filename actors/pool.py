@@ -52,15 +52,8 @@ from pykka.messages import ProxyGetAttr
 from actors.runtime.errors import PoolExhaustedError, RouteeStartError, StrategyError
 from actors.runtime.future import Future
 from actors.runtime.ref import ActorRef
-from actors.runtime.routing import (
-    AddRoutee,
-    Admission,
-    RemoveRoutee,
-    RouteeStatistics,
-    Router,
-    RoutingStrategy,
-    routing_strategy,
-)
+from actors.runtime.routing import AddRoutee, Admission, RemoveRoutee, RouteeStatistics, Router
+from actors.runtime.routing_strategies import RoutingStrategy, routing_strategy
 from actors.runtime.supervision import ChildSpec, SupervisionPolicy, Terminated
 
 if TYPE_CHECKING:

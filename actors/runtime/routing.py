@@ -24,21 +24,18 @@ the table when it learns of its death. A message that races with a routee's
 death (the routee stops between that check and the hand-off) is a dead
 letter for that routee; a tell is then routed again, to another routee.
 
-Strategies. Each is a small class behind `RoutingStrategy`; `STRATEGIES`
-maps the names ``round_robin``, ``random``, ``least_connections``,
-``smallest_mailbox``, ``fastest_response``, ``weighted_capabilities``,
-``consistent_hash``, ``broadcast``, ``scatter_gather_first`` and
-``tail_chopping`` to them. A strategy's `select` runs on senders' threads,
-concurrently, so it must be thread-safe (every built-in one is: counters are
-`itertools.count`, random draws come from one `random.Random`, tables are
-replaced rather than mutated); a strategy that cannot be made so sets
-``thread_safe = False`` and its messages go through the router's mailbox.
+Strategies (`actors.runtime.routing_strategies`) pick the routee(s) for each
+message. A strategy's `select` runs on senders' threads, concurrently, so it
+must be thread-safe (every built-in one is); a strategy that cannot be made
+so sets ``thread_safe = False`` and its messages go through the router's
+mailbox instead, one at a time.
 
 Load. The router measures each routee's asks: in flight, a moving average
 of response time (on the system's clock, so tests drive it), successes and
-failures. Tells are not tracked unless the router has `Admission` limits
-(what `actors.Pool` sets), in which case each tell carries a `Receipt` and
-counts as in flight until its handler returns.
+failures. A reply future settles its routee's load before it wakes the
+asker, and no lock is shared across routees to do it. Tells are not tracked
+unless the router has `Admission` limits (what `actors.Pool` sets): then
+each tell carries a `Receipt` and counts as in flight until it is handled.
 
 Randomness (``random``, ``weighted_capabilities``, ``tail_chopping``) comes
 from the router's `random.Random` (``rng=``), which tests seed; delays
@@ -48,9 +45,6 @@ system's scheduler, so a `ManualClock` drives them.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import itertools
 import math
 import random
 import threading
@@ -60,50 +54,37 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 import pykka
-from loguru import logger
 from pykka import ActorDeadError
 
 from actors.runtime.actor import Actor
 from actors.runtime.cell import _KINDS as _CELL_KINDS
 from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import NoRouteeError, StrategyError, TroupeError
+from actors.runtime.errors import NoRouteeError, TroupeError
 from actors.runtime.future import Future, Receipt
 from actors.runtime.ref import ActorRef
+from actors.runtime.routing_strategies import RoutingStrategy, capability_set, gather, routing_strategy
 from actors.runtime.supervision import Terminated
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
 
     from actors.runtime.cell import Cell
     from actors.runtime.clock import Clock
-    from actors.runtime.timers import Scheduler, TimerHandle
+    from actors.runtime.timers import Scheduler
 
 __all__ = [
-    "STRATEGIES",
     "AddRoutee",
     "Admission",
     "Broadcast",
-    "BroadcastRouting",
-    "ConsistentHashRouting",
-    "FastestResponseRouting",
     "GetRoutees",
     "GetStatistics",
-    "LeastConnectionsRouting",
-    "RandomRouting",
     "RemoveRoutee",
-    "RoundRobinRouting",
     "Routee",
     "RouteeStatistics",
     "Router",
     "RouterRef",
     "RouterStatistics",
-    "RoutingStrategy",
     "RoutingTable",
-    "ScatterGatherFirstRouting",
-    "SmallestMailboxRouting",
-    "TailChoppingRouting",
-    "WeightedCapabilitiesRouting",
-    "routing_strategy",
 ]
 
 A = TypeVar("A", bound=pykka.Actor)
@@ -124,12 +105,6 @@ def _check_routee_ref(_: object, attribute: attrs.Attribute[Any], value: object)
         raise TypeError(msg)
 
 
-def _capability_set(value: Iterable[str] | str) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset((value,))
-    return frozenset(value)
-
-
 def _check_weight(_: object, __: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
         msg = f"a routee's weight must be a finite number > 0, got {value!r}"
@@ -146,7 +121,7 @@ class AddRoutee:
     """
 
     ref: ActorRef[Any] = attrs.field(validator=_check_routee_ref)
-    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=_capability_set)
+    capabilities: frozenset[str] = attrs.field(default=frozenset(), converter=capability_set)
     weight: float = attrs.field(default=1.0, validator=_check_weight)
 
 
@@ -418,683 +393,6 @@ class _TrackedReceipt(Receipt[Any]):
         Future._settle(self)  # noqa: SLF001
 
 
-# -- strategies ----------------------------------------------------------------------------------------
-
-
-class RoutingStrategy:
-    """How a router picks routees. Subclass it and implement `select` to add your own.
-
-    A strategy instance belongs to one router (it may keep counters or a
-    hash ring); give each router its own.
-
-    Thread contract: `select` runs on the threads of whoever sends through
-    the router, concurrently; make it thread-safe or set `thread_safe` to
-    False (the router then routes from its own thread, one message at a
-    time, at the cost of a second mailbox hop). `routees_changed` runs with
-    the table's lock held.
-    """
-
-    name: ClassVar[str] = "custom"
-    """The name the strategy is known by (``STRATEGIES`` key for the built-in ones)."""
-
-    thread_safe: ClassVar[bool] = True
-    """Whether `select` may run on senders' threads concurrently."""
-
-    single_target: ClassVar[bool] = True
-    """Whether each message goes to exactly one routee chosen by `select` (pools require it)."""
-
-    rng: random.Random
-    """The router's random source, set when the strategy is attached."""
-
-    router: str = "a router"
-    """How errors name the router, set when the strategy is attached."""
-
-    _table: RoutingTable | None = None
-
-    def attach(self, table: RoutingTable) -> None:
-        """Bind the strategy to its router's table (once). Override to set up state; call super."""
-        if self._table is not None and self._table is not table:
-            msg = (
-                f"this {type(self).__name__} already routes for {self.router}; "
-                "a strategy keeps per-router state: give each router its own instance"
-            )
-            raise StrategyError(msg)
-        self._table = table
-        self.rng = table.rng
-        self.router = str(table.ref)
-
-    def routees_changed(self, routees: tuple[Routee, ...]) -> None:
-        """Called (lock held) with the new table whenever routees join or leave."""
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return the routee for `message`, from `routees` (never empty)."""
-        raise NotImplementedError
-
-    # How messages are sent. The defaults suit single-target strategies.
-
-    turn: Callable[[], int] | None = None
-    """For a strategy that picks by turn alone: a callable (ideally C-level, such as
-    ``itertools.count().__next__``) whose result modulo the number of routees is the
-    routee for the next tell. Routers then route plain tells without calling `select`."""
-
-    def route_tell(self, table: RoutingTable, message: Any) -> None:
-        """Send `message` (a tell) to the routee(s) it goes to."""
-        while True:
-            routees = table.routees
-            if not routees:
-                raise table.no_routee(message)
-            routee = self.select(message, routees)
-            if routee.cell.alive and table.send_tell(routee, message):
-                return
-            table.drop_dead()
-
-    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
-        """Send `message` as an ask whose reply goes into `future`."""
-        while True:
-            routees = table.routees
-            if not routees:
-                raise table.no_routee(message)
-            routee = self.select(message, routees)
-            if routee.cell.alive:
-                table.send_ask(routee, message, future, inline=inline)
-                return
-            table.drop_dead()
-
-
-class RoundRobinRouting(RoutingStrategy):
-    """Each routee in turn. Over ``k * n`` messages to a stable set of n routees, each gets exactly k."""
-
-    name = "round_robin"
-
-    def __init__(self) -> None:
-        # itertools.count's __next__ is one C call: atomic, so senders on any
-        # thread never skip or repeat a number.
-        self._next = itertools.count()
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return the next routee in turn."""
-        return routees[next(self._next) % len(routees)]
-
-    @property
-    def turn(self) -> Callable[[], int]:
-        """The C-level counter routers use on their hot path (see `RoutingStrategy.turn`)."""
-        return self._next.__next__
-
-
-class RandomRouting(RoutingStrategy):
-    """A routee drawn uniformly at random from the router's `random.Random`."""
-
-    name = "random"
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return a routee drawn uniformly."""
-        return routees[self.rng.randrange(len(routees))]
-
-
-class LeastConnectionsRouting(RoutingStrategy):
-    """The routee with the fewest messages in flight; ties go round in turn.
-
-    Without `Admission` limits only asks are counted, so a router that is
-    only told messages spreads them round robin.
-    """
-
-    name = "least_connections"
-
-    def __init__(self) -> None:
-        self._rotation = itertools.count()
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return a routee with the fewest messages in flight."""
-        n = len(routees)
-        start = next(self._rotation) % n
-        best = routees[start]
-        best_load = best.in_flight
-        for i in range(1, n):
-            if best_load == 0:
-                break
-            routee = routees[(start + i) % n]
-            load = routee.in_flight
-            if load < best_load:
-                best, best_load = routee, load
-        return best
-
-
-class SmallestMailboxRouting(RoutingStrategy):
-    """The routee with the fewest messages waiting (plus one if it is busy); ties go round in turn."""
-
-    name = "smallest_mailbox"
-
-    def __init__(self) -> None:
-        self._rotation = itertools.count()
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return a routee with the smallest mailbox."""
-        n = len(routees)
-        start = next(self._rotation) % n
-        best = routees[start]
-        best_size = best.mailbox_size
-        for i in range(1, n):
-            if best_size == 0:
-                break
-            routee = routees[(start + i) % n]
-            size = routee.mailbox_size
-            if size < best_size:
-                best, best_size = routee, size
-        return best
-
-
-class FastestResponseRouting(RoutingStrategy):
-    """The routee with the lowest moving average of response time.
-
-    A routee with no reply yet counts as 0 s, so each is tried early. A
-    routee whose oldest message in flight has already waited longer than its
-    average counts that wait instead, so one that hangs stops being chosen.
-    Ties (all untried, say) go to the one with fewer in flight, then round
-    in turn.
-    """
-
-    name = "fastest_response"
-
-    def __init__(self) -> None:
-        self._rotation = itertools.count()
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return the routee expected to answer soonest."""
-        assert self._table is not None
-        now = self._table.clock.now()
-        n = len(routees)
-        start = next(self._rotation) % n
-        best: Routee | None = None
-        best_key = (math.inf, 0)
-        for i in range(n):
-            routee = routees[(start + i) % n]
-            average = routee.average_response_time or 0.0
-            oldest = routee.oldest_start
-            if oldest is not None and now - oldest > average:
-                average = now - oldest
-            key = (average, routee.in_flight)
-            if key < best_key:
-                best, best_key = routee, key
-        assert best is not None
-        return best
-
-
-def _required_capabilities(message: Any) -> frozenset[str]:
-    """Read ``message.required_capabilities`` (none when absent): the default requirement."""
-    required = getattr(message, "required_capabilities", None)
-    if not required:
-        return frozenset()
-    return _capability_set(required)
-
-
-class WeightedCapabilitiesRouting(RoutingStrategy):
-    """Among routees having every capability a message requires, one drawn in proportion to weight.
-
-    Args:
-        requires: returns the capabilities a message needs (default: its
-            ``required_capabilities`` attribute, none if absent).
-
-    Raises (on routing):
-        NoRouteeError: no routee has them all; the error lists what each offers.
-    """
-
-    name = "weighted_capabilities"
-
-    def __init__(self, requires: Callable[[Any], Iterable[str]] = _required_capabilities) -> None:
-        self.requires = requires
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return a capable routee, drawn in proportion to weight."""
-        required = self.requires(message)
-        if required:
-            required = _capability_set(required)
-            capable = [r for r in routees if required <= r.capabilities]
-            if not capable:
-                raise self._unable(message, required, routees)
-        else:
-            capable = list(routees)
-        if len(capable) == 1:
-            return capable[0]
-        return self.rng.choices(capable, [r.weight for r in capable])[0]
-
-    def _unable(self, message: Any, required: frozenset[str], routees: Sequence[Routee]) -> NoRouteeError:
-        offers = "; ".join(f"{r.ref}: {sorted(r.capabilities)}" for r in routees)
-        msg = (
-            f"no routee of {self.router} has every capability {sorted(required)} that {type(message).__name__} "
-            f"requires; routees offer {offers}. Add a routee that has them "
-            "(AddRoutee(ref, capabilities=...)) or require less"
-        )
-        return NoRouteeError(msg)
-
-
-def _hash64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def _key_bytes(key: Any) -> bytes:
-    if isinstance(key, bytes):
-        return key
-    if isinstance(key, str):
-        return key.encode()
-    if isinstance(key, int):
-        return str(key).encode()
-    return repr(key).encode()
-
-
-def _hash_key(message: Any) -> Hashable:
-    """Read ``message.hash_key``, or use the message itself: the default key function."""
-    return getattr(message, "hash_key", message)
-
-
-class ConsistentHashRouting(RoutingStrategy):
-    """The routee that owns a message's key on a hash ring: one key, one routee, while the set is stable.
-
-    Each routee owns `virtual_nodes` points on a 64-bit ring (BLAKE2b of its
-    URN and the point's number); a key goes to the owner of the first point
-    at or after its hash. When one routee joins or leaves, only the keys of
-    the ring segments it gains or loses move: about 1/n of them.
-
-    Keys should be str, bytes or int (hashed by value); other keys are
-    hashed by ``repr``. When `select` is given only part of the routees (a
-    pool's routees under their limit), the key goes to the next routee
-    along the ring that is among them.
-
-    Args:
-        key: returns a message's key (default: ``message.hash_key``, or the
-            message itself).
-        virtual_nodes: points per routee; more evens out the shares.
-    """
-
-    name = "consistent_hash"
-
-    def __init__(self, key: Callable[[Any], Any] = _hash_key, *, virtual_nodes: int = 160) -> None:
-        if virtual_nodes < 1:
-            msg = f"virtual_nodes must be >= 1, got {virtual_nodes}"
-            raise ValueError(msg)
-        self.key = key
-        self.virtual_nodes = virtual_nodes
-        # Invariant: (points sorted, owner of each point, the routees tuple it was built from); replaced whole.
-        self._ring: tuple[list[int], list[Routee], tuple[Routee, ...]] = ([], [], ())
-        self._points: dict[str, list[int]] = {}
-
-    def routees_changed(self, routees: tuple[Routee, ...]) -> None:
-        """Rebuild the ring (a routee's points are computed once and cached)."""
-        cache = {r.key: self._points.get(r.key) or self._points_of(r.key) for r in routees}
-        self._points = cache
-        pairs = sorted((point, i) for i, r in enumerate(routees) for point in cache[r.key])
-        self._ring = ([p for p, _ in pairs], [routees[i] for _, i in pairs], routees)
-
-    def _points_of(self, key: str) -> list[int]:
-        return [_hash64(f"{key}#{i}".encode()) for i in range(self.virtual_nodes)]
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return the owner of the message's key (or the next one along the ring among `routees`)."""
-        points, owners, ring_routees = self._ring
-        if not points:
-            return routees[0]
-        h = _hash64(_key_bytes(self.key(message)))
-        i = bisect.bisect_left(points, h)
-        if routees is ring_routees:
-            return owners[i % len(points)]
-        allowed = {id(r) for r in routees}
-        for step in range(len(points)):
-            owner = owners[(i + step) % len(points)]
-            if id(owner) in allowed:
-                return owner
-        return routees[0]  # none of `routees` is on the ring (it is being rebuilt)
-
-
-class BroadcastRouting(RoutingStrategy):
-    """Every message to every routee. Asked, the reply is the tuple of all replies, in table order."""
-
-    name = "broadcast"
-    single_target = False
-
-    def route_tell(self, table: RoutingTable, message: Any) -> None:
-        """Tell every live routee."""
-        table.broadcast_tell(message)
-
-    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
-        """Ask every live routee; the reply is the tuple of their replies."""
-        table.gather_ask(message, future)
-
-
-class ScatterGatherFirstRouting(RoutingStrategy):
-    """Ask every routee; the first successful reply wins and later ones are dropped.
-
-    If every routee fails, the ask fails with the first failure. With
-    `within`, an ask still unanswered after that many seconds of the
-    system's clock fails with `pykka.Timeout`. A tell goes to every routee
-    (there is no reply to pick), as Akka does.
-    """
-
-    name = "scatter_gather_first"
-    single_target = False
-
-    def __init__(self, within: float | None = None) -> None:
-        if within is not None and within <= 0:
-            msg = f"within must be None or > 0 seconds, got {within!r}"
-            raise ValueError(msg)
-        self.within = within
-
-    def route_tell(self, table: RoutingTable, message: Any) -> None:
-        """Tell every live routee."""
-        table.broadcast_tell(message)
-
-    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
-        """Ask every live routee; the first success answers."""
-        routees = table.live_routees()
-        if not routees:
-            raise table.no_routee(message)
-        race = _FirstReply(table, future, len(routees), self.within, message)
-        for routee in routees:
-            race.send(routee)
-        race.sent_all()
-
-
-class TailChoppingRouting(RoutingStrategy):
-    """Ask one routee; if no reply comes within `interval`, ask the next too; the first success wins.
-
-    Routees are tried in an order shuffled by the router's `random.Random`.
-    A failure moves on to the next routee at once. With `within`, an ask
-    still unanswered after that many seconds fails with `pykka.Timeout`;
-    without it, once every routee has been asked the ask waits for the
-    first reply, and fails with the first failure if all fail. Times are
-    seconds of the system's clock. A tell goes to one random routee.
-    """
-
-    name = "tail_chopping"
-    single_target = False
-
-    def __init__(self, interval: float, within: float | None = None) -> None:
-        if interval <= 0:
-            msg = f"interval must be > 0 seconds, got {interval!r}"
-            raise ValueError(msg)
-        if within is not None and within <= 0:
-            msg = f"within must be None or > 0 seconds, got {within!r}"
-            raise ValueError(msg)
-        self.interval = interval
-        self.within = within
-
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
-        """Return a random routee (where a tell goes)."""
-        return routees[self.rng.randrange(len(routees))]
-
-    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
-        """Ask routees one after another, `interval` apart, until one answers."""
-        routees = table.live_routees()
-        if not routees:
-            raise table.no_routee(message)
-        order = self.rng.sample(routees, len(routees))
-        _TailChop(table, future, order, interval=self.interval, within=self.within, message=message).start()
-
-
-STRATEGIES: dict[str, type[RoutingStrategy]] = {
-    cls.name: cls
-    for cls in (
-        RoundRobinRouting,
-        RandomRouting,
-        LeastConnectionsRouting,
-        SmallestMailboxRouting,
-        FastestResponseRouting,
-        WeightedCapabilitiesRouting,
-        ConsistentHashRouting,
-        BroadcastRouting,
-        ScatterGatherFirstRouting,
-    )
-}
-"""Strategy name -> class, for the strategies that need no arguments (``tail_chopping`` does)."""
-
-
-def routing_strategy(strategy: str | RoutingStrategy) -> RoutingStrategy:
-    """Return `strategy` itself, or a new instance of the strategy with that name.
-
-    Raises:
-        StrategyError: an unknown name, or a name whose strategy needs
-            arguments (build the instance yourself).
-        TypeError: neither a name nor a `RoutingStrategy`.
-    """
-    if isinstance(strategy, RoutingStrategy):
-        return strategy
-    if isinstance(strategy, str):
-        cls = STRATEGIES.get(strategy)
-        if cls is not None:
-            return cls()
-        if strategy == TailChoppingRouting.name:
-            msg = "tail_chopping needs an interval: pass TailChoppingRouting(interval=..., within=...)"
-            raise StrategyError(msg)
-        msg = (
-            f"unknown routing strategy {strategy!r}; choose one of {sorted([*STRATEGIES, 'tail_chopping'])} "
-            "or pass a RoutingStrategy instance"
-        )
-        raise StrategyError(msg)
-    msg = f"a routing strategy is a name such as 'round_robin' or a RoutingStrategy instance, got {strategy!r}"
-    raise TypeError(msg)
-
-
-# -- fan-out asks -------------------------------------------------------------------------------------
-
-
-class _FirstReply:
-    """The state of one scatter-gather ask: the first success answers, the rest are dropped."""
-
-    __slots__ = ("failures", "future", "lock", "message", "pending", "settled", "table", "timer", "within")
-
-    def __init__(
-        self, table: RoutingTable, future: Future[Any], count: int, within: float | None, message: Any
-    ) -> None:
-        self.table = table
-        self.future = future
-        self.lock = threading.Lock()
-        # Invariant: replies still to come; the ask is settled at most once.
-        self.pending = count
-        self.settled = False
-        self.failures: list[Any] = []
-        self.within = within
-        self.message = message
-        self.timer: TimerHandle | None = None
-
-    def send(self, routee: Routee) -> None:
-        sub = _TrackedFuture()
-        sub.add_done_callback(self._replied)
-        self.table.send_ask(routee, self.message, sub, inline=False)
-
-    def sent_all(self) -> None:
-        if self.within is not None:
-            timer = self.table.scheduler.call_later(self.within, self._expired)
-            with self.lock:
-                if self.settled:
-                    self.table.scheduler.cancel(timer)
-                else:
-                    self.timer = timer
-
-    def _replied(self, sub: Future[Any]) -> None:
-        with self.lock:
-            self.pending -= 1
-            if self.settled:
-                return  # a late reply: dropped
-            if sub._exc_info is None:  # noqa: SLF001 - Future's own state; get() would raise
-                self.settled = True
-                outcome: Any = ("value", sub._value)  # noqa: SLF001
-            else:
-                self.failures.append(sub._exc_info)  # noqa: SLF001
-                if self.pending:
-                    return
-                self.settled = True
-                outcome = ("error", self.failures[0])
-            timer = self.timer
-        if timer is not None:
-            self.table.scheduler.cancel(timer)
-        _settle(self.future, outcome)
-
-    def _expired(self) -> None:
-        with self.lock:
-            if self.settled:
-                return
-            self.settled = True
-        msg = f"no routee of {self.table.ref} replied to {type(self.message).__name__} within {self.within} s"
-        _settle(self.future, ("error", (pykka.Timeout, pykka.Timeout(msg), None)))
-
-
-class _TailChop:
-    """The state of one tail-chopping ask: one more routee every `interval` until one succeeds."""
-
-    __slots__ = (
-        "deadline",
-        "failures",
-        "future",
-        "interval",
-        "lock",
-        "message",
-        "next_index",
-        "order",
-        "pending",
-        "settled",
-        "table",
-        "timers",
-        "within",
-    )
-
-    def __init__(
-        self,
-        table: RoutingTable,
-        future: Future[Any],
-        order: list[Routee],
-        *,
-        interval: float,
-        within: float | None,
-        message: Any,
-    ) -> None:
-        self.table = table
-        self.future = future
-        self.order = order
-        self.interval = interval
-        self.within = within
-        self.message = message
-        self.lock = threading.Lock()
-        # Invariant: order[:next_index] have been asked; `pending` of them have not answered.
-        self.next_index = 0
-        self.pending = 0
-        self.settled = False
-        self.failures: list[Any] = []
-        self.timers: list[TimerHandle] = []
-
-    def start(self) -> None:
-        if self.within is not None:
-            self._arm(self.within, self._expired)
-        self._ask_next()
-
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        handle = self.table.scheduler.call_later(delay, callback)
-        with self.lock:
-            if self.settled:
-                self.table.scheduler.cancel(handle)
-            else:
-                self.timers.append(handle)
-
-    def _ask_next(self) -> None:
-        with self.lock:
-            if self.settled:
-                return
-            while self.next_index < len(self.order) and not self.order[self.next_index].cell.alive:
-                self.next_index += 1
-            if self.next_index >= len(self.order):
-                return
-            routee = self.order[self.next_index]
-            self.next_index += 1
-            self.pending += 1
-            more = self.next_index < len(self.order)
-        sub = _TrackedFuture()
-        sub.add_done_callback(self._replied)
-        self.table.send_ask(routee, self.message, sub, inline=False)
-        if more:
-            self._arm(self.interval, self._ask_next)
-
-    def _replied(self, sub: Future[Any]) -> None:
-        with self.lock:
-            self.pending -= 1
-            if self.settled:
-                return
-            if sub._exc_info is None:  # noqa: SLF001
-                self.settled = True
-                outcome: Any = ("value", sub._value)  # noqa: SLF001
-            else:
-                self.failures.append(sub._exc_info)  # noqa: SLF001
-                exhausted = self.next_index >= len(self.order)
-                if not exhausted:
-                    outcome = None  # try the next one now rather than at the next tick
-                elif self.pending:
-                    return
-                else:
-                    self.settled = True
-                    outcome = ("error", self.failures[0])
-            timers = list(self.timers) if self.settled else ()
-        for handle in timers:
-            self.table.scheduler.cancel(handle)
-        if outcome is None:
-            self._ask_next()
-        else:
-            _settle(self.future, outcome)
-
-    def _expired(self) -> None:
-        with self.lock:
-            if self.settled:
-                return
-            self.settled = True
-            asked = self.next_index
-            timers = list(self.timers)
-        for handle in timers:
-            self.table.scheduler.cancel(handle)
-        msg = (
-            f"no routee of {self.table.ref} replied to {type(self.message).__name__} within {self.within} s "
-            f"({asked} of {len(self.order)} asked, {self.interval} s apart)"
-        )
-        _settle(self.future, ("error", (pykka.Timeout, pykka.Timeout(msg), None)))
-
-
-class _Gather:
-    """The state of one broadcast ask: every reply, in order; the first failure fails it."""
-
-    __slots__ = ("future", "lock", "pending", "replies", "settled")
-
-    def __init__(self, future: Future[Any], count: int) -> None:
-        self.future = future
-        self.lock = threading.Lock()
-        self.pending = count
-        self.replies: list[Any] = [None] * count
-        self.settled = False
-
-    def callback(self, index: int) -> Callable[[Future[Any]], None]:
-        def replied(sub: Future[Any]) -> None:
-            with self.lock:
-                if self.settled:
-                    return
-                if sub._exc_info is not None:  # noqa: SLF001
-                    self.settled = True
-                    outcome: Any = ("error", sub._exc_info)  # noqa: SLF001
-                else:
-                    self.replies[index] = sub._value  # noqa: SLF001
-                    self.pending -= 1
-                    if self.pending:
-                        return
-                    self.settled = True
-                    outcome = ("value", tuple(self.replies))
-            _settle(self.future, outcome)
-
-        return replied
-
-
-def _settle(future: Future[Any], outcome: tuple[str, Any]) -> None:
-    kind, value = outcome
-    try:
-        if kind == "value":
-            future.set(value)
-        else:
-            future.set_exception(value)
-    except Exception:  # noqa: BLE001 - queue.Full: settled elsewhere (it never is, by the flags)
-        logger.opt(exception=True).error("A routed ask's future was set twice")
-
-
 # -- admission limits ---------------------------------------------------------------------------------
 
 
@@ -1308,16 +606,9 @@ class RoutingTable:
         for routee in routees:
             self.send_tell(routee, message)
 
-    def gather_ask(self, message: Any, future: Future[Any]) -> None:
-        """Ask every live routee; `future` gets the tuple of replies, or the first failure."""
-        routees = self.live_routees()
-        if not routees:
-            raise self.no_routee(message)
-        gather = _Gather(future, len(routees))
-        for index, routee in enumerate(routees):
-            sub = _TrackedFuture()
-            sub.add_done_callback(gather.callback(index))
-            self.send_ask(routee, message, sub, inline=False)
+    def new_future(self) -> Future[Any]:
+        """Return a reply future whose routee's load `send_ask` can track (for fan-out strategies)."""
+        return _TrackedFuture()
 
     # -- membership ------------------------------------------------------------------------------------
 
@@ -1688,7 +979,7 @@ class RouterRef(ActorRef[A]):
             elif kind is None:
                 table.route_ask(message, future, inline)
             elif kind == _BROADCAST:
-                table.gather_ask(message.message, future)
+                gather(table, message.message, future)
             elif kind == _MANAGE:
                 ActorRef.tell(self, _Managed(message, future))
             else:
