@@ -50,7 +50,7 @@ import random
 import threading
 from _thread import allocate_lock
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import attrs
 import pykka
@@ -811,7 +811,7 @@ class RoutingTable:
         # `future` is tracked on `routee` already.
         if is_tell:
             try:
-                routee.ref._post_tell(message, future)  # noqa: SLF001
+                routee.ref._post_tell(message, cast("Receipt[Any]", future))  # noqa: SLF001 - a tell's is a receipt
             except (ActorDeadError, TroupeError):
                 future.set_exception()  # recorded as a dead letter by the ref; frees the slot
         else:

@@ -158,15 +158,12 @@ class RoundRobinRouting(RoutingStrategy):
         # itertools.count's __next__ is one C call: atomic, so senders on any
         # thread never skip or repeat a number.
         self._next = itertools.count()
+        # The C-level counter routers use on their hot path (see `RoutingStrategy.turn`).
+        self.turn = self._next.__next__
 
     def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
         """Return the next routee in turn."""
         return routees[next(self._next) % len(routees)]
-
-    @property
-    def turn(self) -> Callable[[], int]:
-        """The C-level counter routers use on their hot path (see `RoutingStrategy.turn`)."""
-        return self._next.__next__
 
 
 class RandomRouting(RoutingStrategy):
