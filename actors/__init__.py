@@ -10,7 +10,7 @@ libraries); ``from loguru import logger; logger.enable("actors")`` turns it on.
 
 from loguru import logger as _logger
 
-from actors.runtime.actor import MODES, Actor, PooledActor, ThreadActor
+from actors.runtime.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors.runtime.clock import Clock, ManualClock, MonotonicClock
 from actors.runtime.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors.runtime.errors import (
@@ -18,6 +18,7 @@ from actors.runtime.errors import (
     ActorNameTakenError,
     ConflictError,
     ConflictNotFoundError,
+    EventLoopError,
     MailboxFullError,
     ModeError,
     NotAnActorError,
@@ -95,6 +96,7 @@ __all__ = [
     "ActorNameTakenError",
     "ActorRef",
     "ActorSystem",
+    "AsyncioActor",
     "Backoff",
     "BoundedMailbox",
     "ChildInfo",
@@ -117,6 +119,7 @@ __all__ = [
     "DeleteEntry",
     "Directive",
     "Entry",
+    "EventLoopError",
     "FifoMailbox",
     "Future",
     "GetEntries",
