@@ -22,13 +22,17 @@ from actors import (
     ActorSystem,
     AsyncioActor,
     BoundedMailbox,
+    ChildSpec,
     DeadLetterReason,
     EventLoopError,
     Future,
     MailboxFullError,
     ModeError,
     PooledActor,
+    SupervisionPolicy,
+    Supervisor,
     SystemShutdownError,
+    Terminated,
 )
 from tests.runtime.actors_for_tests import WAIT, Recorder
 
@@ -755,3 +759,105 @@ def test_a_sender_on_the_loop_cannot_wait_for_room_in_a_full_blocking_mailbox(sy
         filler.ask("one too many", timeout=WAIT)
     hold.release()
     assert target.ask("log", timeout=WAIT) == ["start busy", "end busy", "handled fills the mailbox"]
+
+
+# -- supervision ------------------------------------------------------------------------------
+
+
+class AsyncWorker(AsyncioActor):
+    """Every hook a coroutine that yields to the loop once; logs each one; ``"boom"`` raises."""
+
+    def __init__(self, log: list[str], tag: str) -> None:
+        super().__init__()
+        self.log = log
+        self.tag = tag
+
+    async def on_start(self) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"start {self.tag}")
+
+    async def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Hold):
+            message.entered.set(None)
+            try:
+                return await message.gate
+            except asyncio.CancelledError:
+                self.log.append(f"cancelled {self.tag}")
+                raise
+        await asyncio.sleep(0)
+        if message == "boom":
+            msg = f"boom in {self.tag}"
+            raise ValueError(msg)
+        return message
+
+    async def on_stop(self) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"stop {self.tag}")
+
+    async def pre_restart(self, exc: BaseException | None) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"pre_restart {self.tag} {type(exc).__name__}")
+
+    async def post_restart(self, exc: BaseException | None) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"post_restart {self.tag}")
+        await super().post_restart(exc)  # on_start
+
+
+def test_a_permanent_asyncio_actor_is_restarted_after_a_coroutine_fails_and_its_hooks_are_awaited(
+    system: ActorSystem,
+) -> None:
+    log: list[str] = []
+    ref = system.spawn(AsyncWorker, log, "w", restart="permanent")
+    ref.tell("boom")
+    assert ref.ask("after", timeout=WAIT) == "after"  # queued behind the failure: the new instance answers
+    assert log == ["start w", "pre_restart w ValueError", "post_restart w", "start w"]  # failed: no on_stop
+    assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.HANDLER_FAILED]
+
+
+def test_a_one_for_all_restart_cancels_a_siblings_handler_in_flight_and_awaits_the_hooks(system: ActorSystem) -> None:
+    log: list[str] = []
+    specs = [
+        ChildSpec(AsyncWorker, (log, "a"), name="a", restart="permanent"),
+        ChildSpec(AsyncWorker, (log, "b"), name="b", restart="permanent"),
+    ]
+    sup = system.spawn(Supervisor, specs, policy=SupervisionPolicy("one_for_all"))
+    refs = {c.name: c.ref for c in sup.proxy().which_children().get(timeout=WAIT)}
+    hold = Hold("in flight")
+    pending = refs["b"].ask(hold, block=False)
+    hold.wait_entered()
+    del log[:]
+    refs["a"].tell("boom")
+    with pytest.raises(ActorDeadError, match=r"'b'.*restarted while handling"):
+        pending.get(timeout=WAIT)
+    assert refs["a"].ask("x", timeout=WAIT) == "x"
+    assert refs["b"].ask("y", timeout=WAIT) == "y"
+    # Torn down youngest first ("b" did not fail: its on_stop runs), rebuilt oldest first.
+    assert log == [
+        "cancelled b",
+        "stop b",
+        "pre_restart b ValueError",
+        "pre_restart a ValueError",
+        "post_restart a",
+        "start a",
+        "post_restart b",
+        "start b",
+    ]
+
+
+def test_an_asyncio_actor_watches_another_and_gets_terminated_in_a_coroutine(system: ActorSystem) -> None:
+    seen: Future[Any] = Future()
+
+    class AsyncWatcher(AsyncioActor):
+        async def on_receive(self, message: Any) -> None:
+            if isinstance(message, Terminated):
+                await asyncio.sleep(0)
+                seen.set(message)
+            else:
+                self.watch(message)
+
+    watcher = system.spawn(AsyncWatcher)
+    target = system.spawn(Waiter)
+    watcher.ask(target, timeout=WAIT)
+    target.stop()
+    assert seen.get(timeout=WAIT) == Terminated(target, None)
