@@ -26,16 +26,19 @@ Asyncio cells (``cell.aio`` is set) add one thing, on the loop's thread only:
 a handler (``on_receive``, a proxied method, a lifecycle hook) may return a
 coroutine. The cell runs it as a task and the turn is *suspended*, not ended:
 `awaiting` holds the task and `sched` stays held, so no other message is
-handled meanwhile. The task's done-callback delivers the outcome exactly as
-the synchronous path does (the reply future; `_fail` for a tell; a hook's
-continuation) and then carries on with the turn (`run()`). A reentrant actor
-does not suspend for message handlers: the turn goes on at once and each
-outcome is delivered when its task ends (through a system message, so that
-it runs inside a turn). System messages are not held up by a suspended turn:
-the executor runs them between steps of the handler. Whatever stops the
-children (stopping, a restart's teardown) first cancels the handlers in
-flight and waits for them to end. Only asyncio cells look at handler results
-(`_process_async`), so the pooled and thread hot paths pay one test per turn
+handled meanwhile. When the coroutine ends, its task (`handler_done`, in the
+task's last step) delivers the outcome exactly as the synchronous path does
+(the reply future; `_fail` for a tell; a hook's continuation) and carries on
+with the turn (`run()`); a coroutine the rest of the turn meets is driven by
+that same task, so a busy actor costs one task, not one per message. A
+reentrant actor does not suspend for message handlers: each runs in a task
+of its own, the turn goes on at once, and each outcome is delivered when its
+task ends (through a system message, so that it runs inside a turn).
+System messages are not held up by a suspended turn: the executor runs them
+between steps of the handler. Whatever stops the children (stopping, a
+restart's teardown) first cancels the handlers in flight and waits for them
+to end. Only asyncio cells look at handler results (`_process_async`), so
+the pooled and thread hot paths pay one test per turn
 for all this.
 
 Stopping is asynchronous, Akka-style, so that no executor thread ever blocks
@@ -213,7 +216,7 @@ class AsyncioState:
     except `loop` and `reentrant`, which never change.
     """
 
-    __slots__ = ("after_cancel", "handling", "loop", "reentrant")
+    __slots__ = ("after_cancel", "driver", "handling", "loop", "reentrant")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, reentrant: bool) -> None:
         self.loop = loop
@@ -224,6 +227,10 @@ class AsyncioState:
         # Set while the cancelled handlers are ending: what to do once every
         # task of this actor has ended.
         self.after_cancel: Callable[[], None] | None = None
+        # The executor's driver of the task whose coroutine just ended, while
+        # it delivers (`handler_done`): the next coroutine of the turn is given
+        # to it instead of a new task.
+        self.driver: Any = None
 
 
 def _is_coroutine(value: Any) -> bool:
@@ -688,7 +695,12 @@ class Cell:
         """Run a handler's coroutine as a task; return whether the turn is now suspended on it."""
         aio = self.aio
         assert aio is not None
-        task = self.executor.start_handler(self, coro)
+        driver = aio.driver
+        if driver is not None and driver.next is None and (hook is not None or not aio.reentrant):
+            driver.next = coro  # the task that just finished a coroutine of this turn runs this one too
+            task = driver.task
+        else:
+            task = self.executor.start_handler(self, coro)
         aio.handling[task] = _InFlight(message, reply_to, hook)
         if hook is None and aio.reentrant:
             return False
@@ -725,40 +737,42 @@ class Cell:
             return
         done(None)
 
-    def handler_done(self, task: asyncio.Task[Any]) -> None:
-        """Deliver a finished handler task's outcome (its done-callback, on the loop thread)."""
+    def handler_done(self, task: asyncio.Task[Any], value: Any, exc: BaseException | None) -> None:
+        """Deliver what a handler coroutine of `task` ended with (loop thread, in the task's last step).
+
+        `exc` is what it raised (a `CancelledError` if it was cancelled), or
+        None and `value` is what it returned.
+        """
         if self.awaiting is task:
             # The suspended turn goes on: we hold `sched`.
             self.awaiting = None
-            self._finish_handler(task)
+            self._finish_handler(task, value, exc)
             if self.awaiting is None:
                 self.run()
         else:
             # A reentrant handler: deliver inside a turn of its own.
-            self.post_system(lambda cell: cell._finish_handler(task))  # noqa: SLF001
+            self.post_system(lambda cell: cell._finish_handler(task, value, exc))  # noqa: SLF001
 
-    def _finish_handler(self, task: asyncio.Task[Any]) -> None:
+    def _finish_handler(self, task: asyncio.Task[Any], value: Any, exc: BaseException | None) -> None:
         aio = self.aio
         if aio is None:  # the loop was lost meanwhile (`lose_loop`)
             return
         entry = aio.handling.pop(task)
-        if task.cancelled():
+        if isinstance(exc, asyncio.CancelledError):
             if entry.hook is not None:
-                entry.hook.done(asyncio.CancelledError())
+                entry.hook.done(exc)
             elif entry.abandoned is None and self.state == RUNNING and aio.after_cancel is None:
                 # Cancelled by someone else than troupe (the loop shutting down?): a failure.
                 msg = f"the handler of {self.ref} was cancelled, but not by troupe; was its event loop closed?"
                 self._handler_raised(entry, EventLoopError(msg))
             else:
                 self._handler_cancelled(entry)
-        else:
-            exc = task.exception()
-            if exc is not None:
-                self._handler_raised(entry, exc)
-            elif entry.hook is not None:
-                entry.hook.done(None)
-            elif entry.reply_to is not None:
-                _reply(entry.reply_to, task.result())
+        elif exc is not None:
+            self._handler_raised(entry, exc)
+        elif entry.hook is not None:
+            entry.hook.done(None)
+        elif entry.reply_to is not None:
+            _reply(entry.reply_to, value)
         if aio.after_cancel is not None and not aio.handling:
             then, aio.after_cancel = aio.after_cancel, None
             then()

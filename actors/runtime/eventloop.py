@@ -15,10 +15,10 @@ on shutdown: remaining tasks are cancelled, async generators and the default
 executor shut down, the loop closed. Given a running loop instead
 (``ActorSystem(loop=...)``), the system uses it and never stops or closes it.
 
-Blocking the loop: every callback the executor runs (a turn, a handler's
-completion) and every step of a handler's coroutine is timed on the system's
-clock; one that holds the loop longer than ``slow_callback_duration`` (0.1 s
-by default, as asyncio's own debug-mode threshold) logs a warning naming the
+Blocking the loop: every callback the executor runs (a turn, system
+messages) and every step of a handler task is timed on the system's clock;
+one that holds the loop longer than ``slow_callback_duration`` (0.1 s by
+default, as asyncio's own debug-mode threshold) logs a warning naming the
 actor and the time held. All actors on the loop stand still while one holds
 it.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import math
 import threading
 from asyncio import _get_running_loop
@@ -184,12 +183,12 @@ class AsyncioExecutor:
         except RuntimeError:
             self._lost(cell)
 
-    def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run a handler's coroutine as a task; `cell.handler_done(task)` is called when it ends."""
+    def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run a handler's coroutine as a task; ``cell.handler_done(task, ...)`` is called when it ends."""
         loop = self.loop
         assert loop is not None
-        task = loop.create_task(_TimedHandler(coro, cell, self))
-        task.add_done_callback(functools.partial(self._done, cell))
+        driver = _Driver(coro, cell, self)
+        driver.task = task = loop.create_task(driver)
         return task
 
     def _run(self, cell: Cell) -> None:
@@ -203,9 +202,6 @@ class AsyncioExecutor:
     def _wake(self, cell: Cell) -> None:
         if cell.awaiting is not None and cell.sysq:
             self._timed(cell, cell._process_system)  # noqa: SLF001
-
-    def _done(self, cell: Cell, task: asyncio.Task[Any]) -> None:
-        self._timed(cell, functools.partial(cell.handler_done, task))
 
     def _timed(self, cell: Cell, callback: Callable[[], None]) -> None:
         now = self._now
@@ -249,21 +245,31 @@ class AsyncioExecutor:
         self._fallback.submit(cell)
 
 
-class _TimedHandler(Coroutine[Any, Any, Any]):
-    """A handler's coroutine, as its task drives it: each step timed, fatal exits contained.
+class _Driver(Coroutine[Any, Any, None]):
+    """What a handler task runs: an asyncio cell's coroutines, one after the other.
 
-    asyncio re-raises SystemExit and KeyboardInterrupt out of the loop itself;
-    they leave here as `HandlerExit` so the cell can apply pykka's rule. An
-    asyncio future of another loop gets a clear `EventLoopError` thrown in
-    instead of asyncio's bare RuntimeError.
+    The task drives this object; it drives the current handler coroutine and
+    times each step. When that coroutine ends, the outcome is delivered right
+    here, in the task's last step (`Cell.handler_done`), instead of from a
+    done-callback one loop iteration later; if the turn that goes on then
+    meets another coroutine, it hands it to this driver (`next`) and the same
+    task runs it: a busy actor costs one task, not one per message.
+
+    asyncio re-raises SystemExit and KeyboardInterrupt out of the loop
+    itself; they are delivered as `HandlerExit`, so the cell can apply
+    pykka's rule. An asyncio future of another loop gets a clear
+    `EventLoopError` thrown in instead of asyncio's bare RuntimeError.
     """
 
-    __slots__ = ("_cell", "_coro", "_executor")
+    __slots__ = ("_cell", "_coro", "_executor", "next", "task")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], cell: Cell, executor: AsyncioExecutor) -> None:
         self._coro = coro
         self._cell = cell
         self._executor = executor
+        self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set as soon as the task exists
+        # The coroutine to run once the current one has ended (set by `Cell._await`).
+        self.next: Coroutine[Any, Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<handler of {self._cell.ref}: {self._coro!r}>"
@@ -271,35 +277,35 @@ class _TimedHandler(Coroutine[Any, Any, Any]):
     # What asyncio reads to show a task (repr, get_stack, print_stack).
     @property
     def __name__(self) -> str:
-        """The wrapped coroutine's qualified name (``Agent.on_receive``)."""
+        """The current coroutine's qualified name (``Agent.on_receive``)."""
         return getattr(self._coro, "__qualname__", type(self._coro).__qualname__)
 
     @property
     def cr_frame(self) -> Any:
-        """The wrapped coroutine's frame."""
+        """The current coroutine's frame."""
         return getattr(self._coro, "cr_frame", None)
 
     @property
     def cr_code(self) -> Any:
-        """The wrapped coroutine's code."""
+        """The current coroutine's code."""
         return getattr(self._coro, "cr_code", None)
 
     @property
     def cr_running(self) -> bool:
-        """Whether the wrapped coroutine is running."""
+        """Whether the current coroutine is running."""
         return bool(getattr(self._coro, "cr_running", False))
 
     @property
     def cr_await(self) -> Any:
-        """What the wrapped coroutine awaits."""
+        """What the current coroutine awaits."""
         return getattr(self._coro, "cr_await", None)
 
     def send(self, value: Any) -> Any:
-        """Run the coroutine to its next suspension point."""
-        return self._step(self._coro.send, value)
+        """Run the current coroutine to its next suspension point."""
+        return self._step(None, value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
-        """Raise an exception (a cancellation) at the coroutine's suspension point."""
+        """Raise an exception (a cancellation) at the current coroutine's suspension point."""
         exc = typ if val is None and isinstance(typ, BaseException) else (val if val is not None else typ())
         if type(exc) is RuntimeError and "attached to a different loop" in str(exc):
             wrong = EventLoopError(
@@ -310,24 +316,56 @@ class _TimedHandler(Coroutine[Any, Any, Any]):
             )
             wrong.__cause__ = exc
             exc = wrong
-        return self._step(self._coro.throw, exc)
+        return self._step(exc, None)
 
     def close(self) -> None:
-        """Close the coroutine."""
+        """Close the current coroutine."""
         self._coro.close()
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._coro.__await__()
 
-    def _step(self, method: Callable[[Any], Any], arg: Any) -> Any:
+    def _step(self, exc: BaseException | None, value: Any) -> Any:
         executor = self._executor
         now = executor._now  # noqa: SLF001
         start = now()
         try:
-            return method(arg)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            raise HandlerExit(exc) from exc
+            while True:
+                try:
+                    if exc is None:
+                        return self._coro.send(value)  # suspended at an await: the task waits on it
+                    return self._coro.throw(exc)
+                except StopIteration as stop:
+                    value, exc = stop.value, None
+                except (SystemExit, KeyboardInterrupt) as caught:
+                    value, exc = None, HandlerExit(caught)
+                except BaseException as caught:  # noqa: BLE001 - delivered like any outcome
+                    value, exc = None, caught
+                if not self._ended(value, exc):
+                    raise StopIteration
+                value, exc = None, None
         finally:
             held = now() - start
             if held > executor._slow:  # noqa: SLF001
                 executor.warn_slow(self._cell, held)
+
+    def _ended(self, value: Any, exc: BaseException | None) -> bool:
+        """Deliver the current coroutine's outcome; return whether there is a next one to run."""
+        cell = self._cell
+        aio = cell.aio
+        if aio is None:  # the loop was lost (`Cell.lose_loop`): nothing to deliver to
+            return False
+        aio.driver = self
+        try:
+            cell.handler_done(self.task, value, exc)
+        finally:
+            aio.driver = None
+        coro = self.next
+        if coro is None:
+            return False
+        self.next = None
+        self._coro = coro
+        task = self.task
+        while task.cancelling():  # a cancellation was for the coroutine that ended
+            task.uncancel()
+        return True

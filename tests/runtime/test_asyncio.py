@@ -288,6 +288,51 @@ def test_while_a_handler_awaits_its_actor_handles_no_other_message(system: Actor
     assert log == ["start first", "end first", "handled second"]
 
 
+def test_coroutine_handlers_that_suspend_or_not_are_handled_one_by_one_in_order(system: ActorSystem) -> None:
+    class Mixed(AsyncioActor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.log: list[int] = []
+            self.running = False
+
+        async def on_receive(self, message: int) -> Any:
+            assert not self.running, "two handlers of one actor overlapped"
+            self.running = True
+            for _ in range(message % 3):  # 0, 1 or 2 suspensions
+                await asyncio.sleep(0)
+            self.log.append(message)
+            self.running = False
+            return message if message % 5 else list(self.log)
+
+    ref = system.spawn(Mixed)
+    futures = [ref.ask(i, block=False) if i % 2 else ref.tell(i) for i in range(300)]
+    replies = [f.get(timeout=WAIT) for f in futures if f is not None]
+    assert ref.proxy().log.get(timeout=WAIT) == list(range(300))
+    odd = [i for i in range(300) if i % 2]
+    assert [r for r in replies if not isinstance(r, list)] == [i for i in odd if i % 5]
+    assert [r for r in replies if isinstance(r, list)] == [list(range(i + 1)) for i in odd if not i % 5]
+
+
+def test_a_cancellation_meant_for_one_handler_does_not_reach_the_next(system: ActorSystem) -> None:
+    class Probe(Waiter):
+        async def on_receive(self, message: Any) -> Any:
+            if message == "cancelling":
+                task = asyncio.current_task()
+                assert task is not None
+                return task.cancelling()
+            return await super().on_receive(message)
+
+    ref = system.spawn(Probe)
+    hold = Hold("abandoned")
+    abandoned = ref.ask(hold, block=False)
+    probe = ref.ask("cancelling", block=False)  # queued behind: handled once the first is cancelled
+    hold.wait_entered()
+    ref._cell.abandon(abandoned, pykka.Timeout("given up"))
+    with pytest.raises(pykka.Timeout, match="given up"):
+        abandoned.get(timeout=WAIT)
+    assert probe.get(timeout=WAIT) == 0
+
+
 def test_a_reentrant_actor_handles_the_next_message_while_a_handler_awaits(system: ActorSystem) -> None:
     class Reentrant(Waiter):
         reentrant = True
