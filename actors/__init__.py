@@ -11,7 +11,7 @@ libraries); ``from loguru import logger; logger.enable("actors")`` turns it on.
 from loguru import logger as _logger
 
 from actors.pool import AwaitStarted, Drain, DrainResult, Pool, PoolConfig, PoolStatistics, Resizer
-from actors.runtime.actor import MODES, Actor, PooledActor, ThreadActor
+from actors.runtime.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors.runtime.clock import Clock, ManualClock, MonotonicClock
 from actors.runtime.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors.runtime.errors import (
@@ -19,6 +19,7 @@ from actors.runtime.errors import (
     ActorNameTakenError,
     ConflictError,
     ConflictNotFoundError,
+    EventLoopError,
     MailboxFullError,
     ModeError,
     NoRouteeError,
@@ -129,6 +130,7 @@ __all__ = [
     "ActorSystem",
     "AddRoutee",
     "Admission",
+    "AsyncioActor",
     "AwaitStarted",
     "Backoff",
     "BoundedMailbox",
@@ -157,6 +159,7 @@ __all__ = [
     "Drain",
     "DrainResult",
     "Entry",
+    "EventLoopError",
     "FastestResponseRouting",
     "FifoMailbox",
     "Future",

@@ -4,12 +4,16 @@ Write agents against `Actor`; choose where they run when you spawn them::
 
     system.spawn(Agent)                  # pooled: shares the dispatcher threads
     system.spawn(Agent, mode="thread")   # its own OS thread, for blocking work
+    system.spawn(Agent, mode="asyncio")  # the system's event loop; handlers may be async
 
-A class derived from a mode's base (`PooledActor`, `ThreadActor`) or from
-pykka's `ThreadingActor` always runs in that mode. For a mode-neutral class
-the system builds (once per class and mode) a subclass ``(YourClass, ModeBase)``
-with the same name, so ``isinstance(actor, YourClass)`` holds and your methods
-come first in the MRO.
+A class derived from a mode's base (`PooledActor`, `ThreadActor`,
+`AsyncioActor`) or from pykka's `ThreadingActor` always runs in that mode. A
+mode-neutral class with coroutine handlers (``async def on_receive`` or any
+``async def`` method a proxy may call, ``on_start``, ``on_stop``) runs as
+``"asyncio"`` by default, and cannot run in a mode without an event loop. For a
+mode-neutral class the system builds (once per class and mode) a subclass
+``(YourClass, ModeBase)`` with the same name, so ``isinstance(actor, YourClass)``
+holds and your methods come first in the MRO.
 
 Every mode is a `pykka.Actor`: `on_start`, `on_receive`, `on_stop`,
 `on_failure`, proxies and futures behave as pykka documents them for
@@ -17,11 +21,14 @@ Every mode is a `pykka.Actor`: `on_start`, `on_receive`, `on_stop`,
 
 - thread mode: the actor's own thread (``__init__`` runs on the spawner's);
 - pooled mode: one of the system's dispatcher threads, never two at once for
-  the same actor; consecutive messages may run on different threads.
+  the same actor; consecutive messages may run on different threads;
+- asyncio mode: the system's event loop thread (``troupe-<system>-asyncio``,
+  or the thread running the loop given to the system); see `AsyncioActor`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     from actors.runtime.system import ActorSystem
     from actors.runtime.timers import Timers
 
-__all__ = ["MODES", "Actor", "PooledActor", "ThreadActor", "concrete_class", "mode_of"]
+__all__ = ["MODES", "Actor", "AsyncioActor", "PooledActor", "ThreadActor", "concrete_class", "mode_of"]
 
 
 class Actor(pykka.Actor):
@@ -57,6 +64,9 @@ class Actor(pykka.Actor):
     """How this actor supervises the children it spawns with a restart type
     other than ``temporary`` (class or instance attribute; default: one_for_one,
     at most 1 restart in 5 s, every exception restarts)."""
+
+    reentrant: ClassVar[bool] = False
+    """Asyncio mode only: handle the next message while a handler awaits (see `AsyncioActor`)."""
 
     _troupe_cell: Cell
 
@@ -175,13 +185,15 @@ class Actor(pykka.Actor):
         with it); its children are stopped right after. Default: nothing.
         """
 
-    def post_restart(self, exc: BaseException | None) -> None:
+    def post_restart(self, exc: BaseException | None) -> Any:
         """Hook: this fresh instance replaces one that ended with `exc`. Default: ``on_start()``.
 
         Runs in the actor's own turn, before any queued message reaches the
-        new instance. An exception here counts as a failure.
+        new instance. An exception here counts as a failure. What it returns
+        is ``on_start``'s result: in asyncio mode a coroutine, which is awaited
+        (a coroutine ``pre_restart``/``post_restart`` is awaited too).
         """
-        self.on_start()
+        return self.on_start()
 
     def __str__(self) -> str:
         return str(self._troupe_cell.ref)
@@ -218,7 +230,43 @@ class ThreadActor(Actor, pykka.ThreadingActor):
     _troupe_mode = "thread"
 
 
+class AsyncioActor(Actor):
+    """Base of actors run on the system's event loop (mode ``"asyncio"``); handlers may be coroutines.
+
+    ``on_receive``, proxied methods, ``on_start``, ``on_stop``, ``pre_restart``
+    and ``post_restart`` may each be a plain function or an ``async def``;
+    ``on_failure`` must be plain (it runs as the actor fails). Every hook runs on the loop's thread: the
+    system's own (``troupe-<system>-asyncio``), or the thread running the loop
+    given as ``ActorSystem(loop=...)``; ``__init__`` runs on the spawner's.
+
+    Ordering, by default: while a handler awaits, its actor handles no other
+    message; messages are handled one at a time, in order, as in every mode,
+    while the other actors on the loop keep running. With ``reentrant = True``
+    on the class, the next message is taken as soon as a handler awaits:
+    handlers still *start* in mailbox order and never run in parallel (one
+    loop thread), but they interleave at their ``await`` points, so replies
+    may come back out of order and state read before an ``await`` may have
+    changed after it. ``on_start`` and ``on_stop`` are always awaited before
+    anything else happens.
+
+    Stopping: `ActorRef.stop` keeps pykka's order (the handler in flight
+    finishes first); stops that preempt the mailbox (a parent stopping, the
+    system shutting down, a failure) cancel the handler in flight, and its
+    asker gets `pykka.ActorDeadError`. An exception in a coroutine handler
+    follows the same path as in the other modes (the asker, or
+    ``on_failure``, then stopping or its supervisor's directive); a restart
+    cancels the handlers in flight like a stop, then awaits the old
+    instance's teardown hooks and the new one's start hooks. Inside
+    handlers, await other actors
+    (``await ref.ask(msg, block=False)``, ``await proxy.method()``): a blocking
+    ask of an actor on the same loop raises `EventLoopError`.
+    """
+
+    _troupe_mode = "asyncio"
+
+
 MODES: dict[str, type[Actor]] = {
+    "asyncio": AsyncioActor,
     "pooled": PooledActor,
     "thread": ThreadActor,
 }
@@ -269,8 +317,9 @@ def _resolve(
     actor_class: type[pykka.Actor], mode: str | None, resolved: dict[str | None, tuple[type[Actor], str]]
 ) -> tuple[type[Actor], str]:
     own = mode_of(actor_class)
+    coroutines = _coroutine_functions(actor_class)
     if mode is None:
-        mode = own or "pooled"
+        mode = own or ("asyncio" if coroutines else "pooled")
     elif mode not in MODES:
         msg = f"unknown execution mode {mode!r}; choose one of {sorted(MODES)}"
         raise ModeError(msg)
@@ -282,6 +331,25 @@ def _resolve(
             f"derive it from actors.Actor to choose the mode at spawn time"
         )
         raise ModeError(msg)
+    if "on_failure" in coroutines:
+        msg = (
+            f"{actor_class.__qualname__}.on_failure is a coroutine function; it must be a plain function "
+            "(it runs as the actor fails, in every mode)"
+        )
+        raise ModeError(msg)
+    if mode != "asyncio":
+        if coroutines:
+            msg = (
+                f"{actor_class.__qualname__} has coroutine handlers ({', '.join(coroutines)}) and cannot run as "
+                f"{mode!r}: that mode has no event loop to await them; spawn it with mode='asyncio'"
+            )
+            raise ModeError(msg)
+        if getattr(actor_class, "reentrant", False):
+            msg = (
+                f"{actor_class.__qualname__} sets reentrant = True, which only applies to mode 'asyncio' "
+                f"(handlers that await); it cannot run as {mode!r}"
+            )
+            raise ModeError(msg)
     base = MODES[mode]
     if issubclass(actor_class, base):
         return actor_class, mode  # type: ignore[return-value]
@@ -291,3 +359,17 @@ def _resolve(
         {"__module__": actor_class.__module__, "__qualname__": actor_class.__qualname__},
     )
     return derived, mode
+
+
+def _coroutine_functions(actor_class: type) -> list[str]:
+    """Return the names of the hooks and public methods of `actor_class` that are coroutine functions."""
+    names = []
+    for name in dir(actor_class):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(actor_class, name, None)
+        if isinstance(attr, (staticmethod, classmethod)):
+            attr = attr.__func__
+        if inspect.iscoroutinefunction(attr):
+            names.append(name)
+    return names

@@ -1,14 +1,16 @@
 """Dead letters: where messages go that no actor will handle.
 
 A message becomes a dead letter when it is sent to an actor that has stopped,
-when it is still queued as its actor stops, or when a bounded mailbox drops
-it. Each is recorded (a bounded window of recent ones), counted by reason,
-and handed to subscribers. Recording never raises into the runtime's threads.
+when it is still queued as its actor stops, when a bounded mailbox drops it,
+or when an asyncio handler is cancelled before it finishes. Each is recorded
+(a bounded window of recent ones), counted by reason, and handed to
+subscribers. Recording never raises into the runtime's threads.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import threading
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,11 @@ class DeadLetterReason(enum.StrEnum):
     """Dropped by a bounded mailbox (policy `drop_oldest` or `drop_newest`)."""
     HANDLER_FAILED = "handler_failed"
     """Its handler raised; `DeadLetter.exception` holds what."""
+    STOPPED_WHILE_HANDLING = "stopped_while_handling"
+    """Its (asyncio) handler was cancelled mid-way because its actor stopped."""
+    ASK_ABANDONED = "ask_abandoned"
+    """The asker of an asyncio actor gave up (ask timeout, or the awaiting task
+    was cancelled): the message was skipped, or its handler cancelled."""
 
 
 @attrs.frozen
@@ -91,7 +98,19 @@ class DeadLetters:
             self._deliver(subscriber, letter)
 
     def subscribe(self, subscriber: pykka.ActorRef[Any] | Callable[[DeadLetter], object]) -> None:
-        """Receive every future dead letter: an actor is told it, a callable is called with it."""
+        """Receive every future dead letter: an actor is told it, a callable is called with it.
+
+        Raises:
+            TypeError: `subscriber` is a coroutine function: it would be called
+                on the recording thread and never awaited (subscribe an asyncio
+                actor instead).
+        """
+        if inspect.iscoroutinefunction(subscriber):
+            msg = (
+                f"dead-letter subscriber {subscriber!r} is a coroutine function, which nothing would await; "
+                "subscribe a plain function, or an actor (e.g. an asyncio actor with an async on_receive)"
+            )
+            raise TypeError(msg)
         with self._lock:
             self._subscribers = (*self._subscribers, subscriber)
 

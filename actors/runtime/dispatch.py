@@ -8,6 +8,9 @@ submitted at most once at a time.
   queue, a C `queue.SimpleQueue` (put/get without Python-level locks).
 - `ThreadExecutor` (thread mode): one thread for one actor, alive from spawn
   until the actor terminates, as pykka's `ThreadingActor`.
+
+The third executor, for asyncio mode, is an event loop:
+`actors.runtime.eventloop.AsyncioExecutor`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ class DispatcherPool:
         for thread in self.threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
+
+    def wake(self, cell: Cell) -> None:
+        """Nothing to do: a turn here is never suspended (see `Cell.post_system`).
+
+        A cell whose event loop closed is finished off here (`AsyncioExecutor`),
+        and its running turn takes every system message.
+        """
 
     def _loop(self) -> None:
         bind_executor(self)

@@ -15,6 +15,7 @@ __all__ = [
     "ActorNameTakenError",
     "ConflictError",
     "ConflictNotFoundError",
+    "EventLoopError",
     "MailboxFullError",
     "ModeError",
     "NoRouteeError",
@@ -51,6 +52,17 @@ class SpawnContextError(TroupeError, RuntimeError):
 
 class SystemShutdownError(TroupeError, RuntimeError):
     """The actor system was asked to do work after it shut down."""
+
+
+class EventLoopError(TroupeError, RuntimeError):
+    """An asyncio event loop was used in a way that cannot work.
+
+    Raised for a blocking call on an event loop's thread that this same loop
+    would have to answer (it would deadlock: await instead), for an actor
+    spawned on a loop that is not running or is closed, and, inside an
+    asyncio handler, for awaiting an asyncio future that belongs to another
+    loop.
+    """
 
 
 class MailboxFullError(TroupeError, RuntimeError):

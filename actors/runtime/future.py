@@ -9,7 +9,14 @@ as pykka documents them. Two things differ from `pykka.ThreadingFuture`:
   per waiter and runs in Python; the lock is C and is ~4x cheaper per ask);
 - `await future` inside a coroutine suspends only that coroutine: the value
   is handed to the event loop with `call_soon_threadsafe` (pykka's own
-  `__await__` blocks the loop, pykka issue #99).
+  `__await__` blocks the loop, pykka issue #99). Futures derived with `map`,
+  `filter`, `join` and `reduce` remember their sources, so awaiting them
+  waits for those sources the same way: no thread is used.
+
+A reply that an asyncio actor will produce knows that actor's cell, which
+lets two mistakes fail clearly instead of hanging (a blocking `get()` on the
+very loop that must produce the value; a handler awaiting a reply from its
+own actor) and lets a cancelled awaiter cancel the handler it waits for.
 
 Like pykka's futures, it does not copy the value it carries: send immutable
 values across actors.
@@ -18,23 +25,32 @@ values across actors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import queue
 import sys
+import threading
 from _thread import allocate_lock
+from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 from loguru import logger
 from pykka._future import _Unset
 
+from actors.runtime.errors import EventLoopError
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Generator, Iterable
 
     from pykka._types import OptExcInfo
+
+    from actors.runtime.cell import Cell
 
 __all__ = ["Future", "Receipt"]
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 _UNSET = _Unset()
 
@@ -45,11 +61,21 @@ class Future(pykka.Future[T]):
     Thread contract: any number of threads may wait in `get()` and any number
     of coroutines (on any loops) may await it; exactly one party sets it.
     Done-callbacks run on the thread that sets the future.
+
+    Awaiting: the awaiting coroutine is resumed on its own loop. If it is
+    cancelled while it waits for a reply from an asyncio actor, that ask is
+    abandoned: the message is skipped if still queued, its handler cancelled
+    if running (as asyncio cancels the future a cancelled task awaits; wrap
+    the future in `asyncio.shield` to keep the handler running).
     """
 
     # pykka.Future reads these; class-level defaults save two allocations per ask.
     _get_hook = None
     _get_hook_result: Any = _UNSET
+    # The futures a derived future (map/filter/join/reduce) computes from.
+    _sources: tuple[pykka.Future[Any], ...] | None = None
+    # The asyncio cell that will set this future (its reply), or None.
+    _cell: Cell | None = None
 
     __slots__ = ("_callbacks", "_done", "_exc_info", "_label", "_value", "_waiter")
 
@@ -81,6 +107,8 @@ class Future(pykka.Future[T]):
             pykka.Timeout: no value arrived within `timeout` seconds.
         """
         if not self._done and self._get_hook is None:
+            if self._cell is not None:
+                self._refuse_blocking_on_loop()
             waiter = self._waiter
             if not waiter.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
                 what = f"a reply from {self._label}" if self._label else "a value"
@@ -138,12 +166,40 @@ class Future(pykka.Future[T]):
         except RuntimeError:
             raise queue.Full from None
 
+    def map(self, func: Callable[[T], M]) -> Future[M]:  # type: ignore[override]
+        """Return a future of `func(value)`, computed on get (as pykka); awaitable without a thread."""
+        return _derived(super().map(func), (self,))  # type: ignore[arg-type]
+
+    def filter(self, func: Callable[[Any], bool]) -> Future[Iterable[Any]]:  # type: ignore[override]
+        """Return a future of the items of the value for which `func` is true (as pykka)."""
+        return _derived(super().filter(func), (self,))  # type: ignore[arg-type]
+
+    def join(self, *futures: pykka.Future[Any]) -> Future[Iterable[Any]]:  # type: ignore[override]
+        """Return a future of the list of this future's value and those of `futures` (as pykka)."""
+        return _derived(super().join(*futures), (self, *futures))  # type: ignore[arg-type]
+
+    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> Future[Any]:  # type: ignore[override]
+        """Return a future of `functools.reduce(func, value, *args)` (as pykka)."""
+        return _derived(super().reduce(func, *args), (self,))  # type: ignore[arg-type]
+
     def add_done_callback(self, fn: Callable[[Future[T]], None]) -> None:
         """Call `fn(self)` once the future is set; at once if it already is.
 
         The callback runs on the thread that sets the future. An exception from
         it is logged, never raised into the setter.
+
+        Raises:
+            TypeError: `fn` is a coroutine function: nothing would await it.
         """
+        if asyncio.iscoroutinefunction(fn):
+            msg = (
+                f"add_done_callback() needs a plain function, got coroutine function {fn!r}: "
+                "it would be called on the setter's thread and never awaited; await the future instead"
+            )
+            raise TypeError(msg)
+        self._add_done_callback(fn)
+
+    def _add_done_callback(self, fn: Callable[[Future[T]], None]) -> None:
         with _callbacks_lock:
             if not self._done:
                 if self._callbacks is None:
@@ -175,20 +231,105 @@ class Future(pykka.Future[T]):
             # behave as pykka does.
             yield
             return self.get()
-        waiter = loop.create_future()
-        if self._get_hook is not None:
-            # A derived future (map/join/...): its sources are unknown here, so
-            # compute it on the loop's default executor instead of blocking.
-            return (yield from loop.run_in_executor(None, self.get).__await__())  # type: ignore[no-any-return]
-
-        def wake(_: Future[T]) -> None:
-            loop.call_soon_threadsafe(_resolve, waiter)
-
-        self.add_done_callback(wake)
-        yield from waiter.__await__()
+        if self._get_hook is None:
+            self._refuse_awaiting_own_reply()
+            leaves = [self]
+        else:
+            # A derived future: wait for the futures it is computed from, then
+            # compute it here. A hook of unknown sources runs on a thread.
+            leaves = []
+            if not _collect_leaves(self, leaves):
+                return (yield from _get_on_a_thread(self, loop))
+        try:
+            for leaf in leaves:
+                if not leaf._done:  # noqa: SLF001
+                    yield from leaf._wait(loop)  # noqa: SLF001
+        except asyncio.CancelledError:
+            for leaf in leaves:
+                cell = leaf._cell  # noqa: SLF001
+                if cell is not None and not leaf._done:  # noqa: SLF001
+                    cell.abandon(leaf, asyncio.CancelledError("the coroutine awaiting this reply was cancelled"))
+            raise
         return self.get()
 
+    def _wait(self, loop: asyncio.AbstractEventLoop) -> Generator[Any, None, None]:
+        waiter = loop.create_future()
+        self._add_done_callback(functools.partial(_wake, loop, waiter))
+        yield from waiter
+
+    def _refuse_blocking_on_loop(self) -> None:
+        cell = self._cell
+        assert cell is not None
+        if cell.aio is not None and _get_running_loop() is cell.aio.loop:
+            msg = (
+                f"a blocking wait for a reply from {self._label} on the thread of the event loop that must "
+                "produce that reply would deadlock; from a coroutine, await it instead: "
+                "`await ref.ask(msg, block=False)`, `await proxy.method()`, `await ref.stop(block=False)`"
+            )
+            raise EventLoopError(msg)
+
+    def _refuse_awaiting_own_reply(self) -> None:
+        cell = self._cell
+        if cell is not None and cell.awaiting is not None and cell.awaiting is asyncio.current_task():
+            msg = (
+                f"a handler of {self._label} awaits a reply from its own actor, which only handles the message "
+                "once this handler returns (deadlock); call the method directly, or set `reentrant = True` "
+                "on the actor class"
+            )
+            raise EventLoopError(msg)
+
     __iter__ = __await__
+
+
+def _derived(future: Future[T], sources: tuple[pykka.Future[Any], ...]) -> Future[T]:
+    future._sources = sources  # noqa: SLF001
+    return future
+
+
+def _collect_leaves(future: pykka.Future[Any], leaves: list[Future[Any]]) -> bool:
+    """Add to `leaves` the plain futures `future` is computed from; False if some are unknown."""
+    if not isinstance(future, Future):
+        return False  # a foreign future: no way to be told when it is set
+    if future._get_hook is None:  # noqa: SLF001
+        leaves.append(future)
+        return True
+    if not isinstance(future._get_hook_result, _Unset):  # noqa: SLF001
+        return True  # computed already
+    sources = future._sources  # noqa: SLF001
+    return sources is not None and all(_collect_leaves(source, leaves) for source in sources)
+
+
+def _get_on_a_thread(future: Future[T], loop: asyncio.AbstractEventLoop) -> Generator[Any, None, T]:
+    # A user's get hook may block for as long as it likes: run it on a thread
+    # of its own, which ends when the hook returns (an executor's threads
+    # would outlive it).
+    waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+    def compute() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, future.get())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits this any more
+            loop.call_soon_threadsafe(_settle_waiter, waiter, outcome)
+
+    threading.Thread(target=compute, name="troupe-future-get-hook", daemon=True).start()
+    ok, value = yield from waiter
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+def _settle_waiter(waiter: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(outcome)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], _future: Future[Any]) -> None:
+    if _get_running_loop() is loop:
+        _resolve(waiter)  # set on the awaiter's own loop thread: no wake-up needed
+    else:
+        loop.call_soon_threadsafe(_resolve, waiter)
 
 
 class Receipt(Future[T]):

@@ -11,7 +11,8 @@ from these immutable specs:
   ``"fail"`` (the sender gets `MailboxFullError`), ``"drop_oldest"`` /
   ``"drop_newest"`` (the dropped message goes to dead letters; an ask that is
   dropped fails with `MailboxFullError`), or ``"block"`` (the sender waits up
-  to `block_timeout` seconds for room, then gets `MailboxFullError`).
+  to `block_timeout` seconds for room, then gets `MailboxFullError`; a sender
+  on the event loop of the asyncio actor it fills gets it at once).
 
 Each spec builds a queue object with the small interface the runtime uses:
 ``append(item)``, ``popleft()`` (raises `IndexError` when empty) and
@@ -26,6 +27,7 @@ import heapq
 import itertools
 import threading
 import time
+from asyncio import _get_running_loop
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -201,6 +203,15 @@ class _BoundedQueue:
 
     def _wait_for_room(self) -> None:
         # Called with _cond held.
+        aio = self._cell.aio
+        if aio is not None and _get_running_loop() is aio.loop:
+            # Only this loop can make room: waiting here would block it for good.
+            msg = (
+                f"{self._full_message()}; the sender runs on the event loop that {self._cell.ref} runs on, "
+                "so it cannot wait for room (the loop would stop); tell from another thread, or pick "
+                "another overflow policy"
+            )
+            raise MailboxFullError(msg)
         timeout = self._spec.block_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self._inner) >= self._spec.capacity:

@@ -8,6 +8,7 @@ mail waiting in its mailbox carry on.
 
 from __future__ import annotations
 
+from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
@@ -17,7 +18,7 @@ from pykka.messages import _ActorStop
 
 from actors.runtime.cell import inline_depth
 from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import TroupeError
+from actors.runtime.errors import EventLoopError, TroupeError
 from actors.runtime.future import Future, Receipt
 
 if TYPE_CHECKING:
@@ -67,6 +68,11 @@ class ActorRef(pykka.ActorRef[A]):
 
     Thread contract: every method may be called from any thread. Messages
     sent from one thread to one actor arrive in the order they were sent.
+
+    From a coroutine, ``await ref.ask(msg, block=False)`` (and ``await
+    proxy.method()``) suspends only that coroutine, whatever the actor's mode.
+    A blocking `ask` or `stop` on the thread running the loop of the asyncio
+    actor it addresses raises `EventLoopError` instead of deadlocking.
     """
 
     __slots__ = ("_cell",)
@@ -140,8 +146,14 @@ class ActorRef(pykka.ActorRef[A]):
         As in pykka, an error in getting the message to the actor (it has
         stopped, its bounded mailbox refused it) is set on the future.
 
+        Asyncio actors: on a `timeout` the ask is abandoned: the message is
+        skipped if it is still queued, its handler cancelled if it is running
+        (the same happens when a coroutine awaiting the future is cancelled).
+
         Raises:
             pykka.Timeout: with `block`, no reply within `timeout` seconds.
+            EventLoopError: with `block`, called on the thread running the
+                loop of the asyncio actor it addresses (await it instead).
             Exception: with `block`, whatever the actor raised.
         """
         future: Future[Any] = Future()
@@ -162,11 +174,17 @@ class ActorRef(pykka.ActorRef[A]):
                 cell.queue.append(envelope)
                 if cell.sched.acquire(False):
                     cell.run(future)
+            elif cell.aio is not None:
+                self._refuse_blocking_on_loop(block, "ask")
+                future._cell = cell  # noqa: SLF001 - it replies from its loop
+                cell.put(envelope)
             else:
                 cell.put(envelope)
         except (ActorDeadError, TroupeError):
             future.set_exception()
         if block:
+            if timeout is not None and future._cell is not None:  # noqa: SLF001
+                return self._get_or_abandon(future, timeout)
             return future.get(timeout=timeout)
         return future
 
@@ -205,6 +223,25 @@ class ActorRef(pykka.ActorRef[A]):
             self._dead(message)
         cell.put(Envelope(message, reply_to=receipt))
 
+    def _get_or_abandon(self, future: Future[Any], timeout: float) -> Any:
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout as exc:
+            timed_out = pykka.Timeout(f"{exc}. The ask was abandoned: its handler is cancelled, or skipped if queued")
+            if not self._cell.abandon(future, timed_out):
+                return future.get()  # the reply came in the meantime
+            raise timed_out from None
+
+    def _refuse_blocking_on_loop(self, block: bool, what: str) -> None:
+        aio = self._cell.aio
+        if block and aio is not None and _get_running_loop() is aio.loop:
+            msg = (
+                f"a blocking {what}() of {self} on the thread of the event loop it runs on would deadlock "
+                f"(the loop cannot run the actor while it waits); from a coroutine, "
+                f"use `await ref.{what}(..., block=False)`"
+            )
+            raise EventLoopError(msg)
+
     def stop(self, *, block: bool = True, timeout: float | None = None) -> Any:
         """Ask the actor to stop after the messages already sent (pykka's `ActorRef.stop`).
 
@@ -212,10 +249,21 @@ class ActorRef(pykka.ActorRef[A]):
         call, False if it was already dead; with ``block=False``, a future of
         that. The reply comes once the actor has terminated (its children
         first, then its ``on_stop``).
+
+        An asyncio actor's handler in flight is one of the messages sent
+        before: it finishes first (a reentrant actor's running handlers are
+        cancelled when the stop is reached). Stops that do not wait their
+        turn (a parent stopping, `ActorSystem.shutdown`, a failure) cancel
+        the handler in flight.
+
+        Raises:
+            EventLoopError: with `block`, called on the thread running the
+                loop of the asyncio actor it addresses (await it instead).
         """
         future: Future[bool] = Future()
         future._label = self  # type: ignore[assignment]  # noqa: SLF001
         cell = self._cell
+        self._refuse_blocking_on_loop(block, "stop")
         if not cell.alive:
             future.set(False)
         else:

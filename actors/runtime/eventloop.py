@@ -1,0 +1,371 @@
+"""The asyncio executor: one event loop that runs the turns of a system's asyncio actors.
+
+It is the third executor beside the dispatcher pool and the per-actor thread,
+with the same one-method contract: ``submit(cell)`` runs ``cell.run()`` soon,
+here as a callback on the loop (``call_soon`` on the loop's thread,
+``call_soon_threadsafe`` from any other). What a turn does with a handler
+that returns a coroutine is the cell's business (see `actors.runtime.cell`);
+the executor runs that coroutine as a task and hands the task back to the
+cell when it is done.
+
+Which loop: by default the system starts its own, on a daemon thread named
+``troupe-<system>-asyncio``, the first time an asyncio actor is spawned (a
+system with no asyncio actor starts no such thread), and stops and joins it
+on shutdown: remaining tasks are cancelled, async generators and the default
+executor shut down, the loop closed. Given a running loop instead
+(``ActorSystem(loop=...)``), the system uses it and never stops or closes it.
+
+Blocking the loop: every callback the executor runs (a turn, system
+messages) and every step of a handler task is timed on the system's clock;
+one that holds the loop longer than ``slow_callback_duration`` (0.1 s by
+default, as asyncio's own debug-mode threshold) logs a warning naming the
+actor and the time held. All actors on the loop stand still while one holds
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import math
+import threading
+from asyncio import _get_running_loop
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from actors.runtime.cell import HandlerExit, bind_executor
+from actors.runtime.errors import EventLoopError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from actors.runtime.cell import Cell
+    from actors.runtime.clock import Clock
+
+__all__ = ["DEFAULT_SLOW_CALLBACK_DURATION", "AsyncioExecutor"]
+
+DEFAULT_SLOW_CALLBACK_DURATION = 0.1
+"""Seconds a callback or handler step may hold the loop before a warning (asyncio's debug default)."""
+
+
+class AsyncioExecutor:
+    """Runs cell turns and handler tasks on one event loop.
+
+    Args:
+        system_name: names the loop thread (``troupe-<system>-asyncio``).
+        loop: a running loop to use; None: start one on a thread of our own
+            when `ensure_running` is first called.
+        clock: where the time each callback holds the loop is read.
+        slow_callback_duration: seconds above which holding the loop logs a
+            warning; None never warns.
+        fallback: the executor that finishes off actors whose given loop has
+            closed (the system's dispatcher pool).
+
+    Thread contract: `submit`, `wake`, `ensure_running` and `shutdown` may
+    be called from any thread; everything else runs on the loop's thread.
+    """
+
+    def __init__(
+        self,
+        system_name: str,
+        *,
+        loop: asyncio.AbstractEventLoop | None,
+        clock: Clock,
+        slow_callback_duration: float | None,
+        fallback: Any,
+    ) -> None:
+        if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
+            msg = f"loop must be an asyncio event loop (e.g. asyncio.get_running_loop()), got {loop!r}"
+            raise TypeError(msg)
+        if slow_callback_duration is not None and not slow_callback_duration >= 0:
+            msg = f"slow_callback_duration must be None (never warn) or >= 0 seconds, got {slow_callback_duration!r}"
+            raise ValueError(msg)
+        self.system_name = system_name
+        self.thread_name = f"troupe-{system_name}-asyncio"
+        self.given = loop is not None
+        # Invariant: None until an asyncio actor is first spawned (own loop);
+        # never changes after that.
+        self.loop: asyncio.AbstractEventLoop | None = loop
+        self.slow_callback_duration = slow_callback_duration
+        self._slow = math.inf if slow_callback_duration is None else slow_callback_duration
+        self._now = clock.now
+        self._fallback = fallback
+        self._thread: threading.Thread | None = None
+        self._stop_serving: asyncio.Event | None = None
+        self._lock = threading.Lock()
+        # Turns run in one context of their own, not in a copy of each sender's.
+        self._context = contextvars.Context()
+
+    def __repr__(self) -> str:
+        return f"<AsyncioExecutor {self.thread_name} loop={self.loop!r}>"
+
+    # -- the loop ----------------------------------------------------------------
+
+    def ensure_running(self) -> asyncio.AbstractEventLoop:
+        """Return the loop, starting our own thread on first use.
+
+        Raises:
+            EventLoopError: the given loop is closed or not running.
+        """
+        if self.given:
+            loop = self.loop
+            assert loop is not None
+            if loop.is_closed() or not loop.is_running():
+                state = "closed" if loop.is_closed() else "not running"
+                msg = (
+                    f"system {self.system_name!r} was given an event loop that is {state}; spawn asyncio actors "
+                    "from code running on that loop (e.g. inside asyncio.run(main())), or create the system "
+                    "without loop= so that it runs a loop of its own"
+                )
+                raise EventLoopError(msg)
+            return loop
+        with self._lock:
+            if self.loop is None:
+                loop = asyncio.new_event_loop()
+                self._stop_serving = asyncio.Event()
+                self._thread = threading.Thread(target=self._serve, args=(loop,), name=self.thread_name, daemon=True)
+                self.loop = loop
+                self._thread.start()
+            return self.loop
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        bind_executor(self)
+        assert self._stop_serving is not None
+        try:
+            # The Runner cancels leftover tasks, shuts down async generators and
+            # the default executor, and closes the loop when we stop serving.
+            with asyncio.Runner(loop_factory=lambda: loop) as runner:
+                runner.run(self._stop_serving.wait())
+        except BaseException:  # noqa: BLE001 - a thread's last words go to the log
+            logger.opt(exception=True).critical("The event loop thread {} died; please report it", self.thread_name)
+
+    def on_loop_thread(self) -> bool:
+        """Return whether the calling thread is running this executor's loop right now."""
+        return self.loop is not None and _get_running_loop() is self.loop
+
+    def shutdown(self) -> None:
+        """Stop and join our own loop thread (no-op for a given loop or one never started)."""
+        with self._lock:
+            thread, loop, stop = self._thread, self.loop, self._stop_serving
+        if thread is None or loop is None or stop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # already closed
+            loop.call_soon_threadsafe(stop.set)
+        if thread is not threading.current_thread():
+            thread.join()
+
+    # -- running cells -------------------------------------------------------------
+
+    def submit(self, cell: Cell) -> None:
+        """Run ``cell.run()`` soon on the loop (the caller holds ``cell.sched``)."""
+        loop = self.loop
+        assert loop is not None
+        if _get_running_loop() is loop:
+            loop.call_soon(self._run, cell, context=self._context)
+            return
+        try:
+            loop.call_soon_threadsafe(self._run, cell, context=self._context)
+        except RuntimeError:
+            self._lost(cell)
+
+    def wake(self, cell: Cell) -> None:
+        """Have a suspended turn of `cell` run its system messages now."""
+        loop = self.loop
+        assert loop is not None
+        try:
+            if _get_running_loop() is loop:
+                loop.call_soon(self._wake, cell, context=self._context)
+            else:
+                loop.call_soon_threadsafe(self._wake, cell, context=self._context)
+        except RuntimeError:
+            self._lost(cell)
+
+    def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run a handler's coroutine as a task; ``cell.handler_done(task, ...)`` is called when it ends."""
+        loop = self.loop
+        assert loop is not None
+        driver = _Driver(coro, cell, self)
+        driver.task = task = loop.create_task(driver)
+        return task
+
+    def _run(self, cell: Cell) -> None:
+        now = self._now
+        start = now()
+        cell.run()  # never raises: it logs
+        held = now() - start
+        if held > self._slow:
+            self.warn_slow(cell, held)
+
+    def _wake(self, cell: Cell) -> None:
+        if cell.awaiting is not None and cell.sysq:
+            self._timed(cell, cell._process_system)  # noqa: SLF001
+
+    def _timed(self, cell: Cell, callback: Callable[[], None]) -> None:
+        now = self._now
+        start = now()
+        try:
+            callback()
+        except BaseException:  # noqa: BLE001 - the loop must survive anything
+            logger.opt(exception=True).critical("troupe runtime error while running {}; please report it", cell.ref)
+        held = now() - start
+        if held > self._slow:
+            self.warn_slow(cell, held)
+
+    def warn_slow(self, cell: Cell, held: float) -> None:
+        """Log that `cell`'s actor held the loop for `held` seconds."""
+        logger.warning(
+            "{} held the event loop of system {!r} for {:.3f} s (slow_callback_duration is {} s); "
+            "every asyncio actor stood still meanwhile. Await instead of blocking (e.g. asyncio.to_thread "
+            "for a blocking call), or spawn the actor with mode='thread'",
+            cell.ref,
+            self.system_name,
+            held,
+            self.slow_callback_duration,
+        )
+
+    def _lost(self, cell: Cell) -> None:
+        # The given loop has closed under live actors. Nothing can run on it
+        # again: the actor fails, on the system's dispatcher pool, so that its
+        # children stop, its askers hear why and shutdown does not hang. The
+        # caller holds `sched` (or the dead turn did): hand it to the pool.
+        with self._lock:
+            if cell.executor is not self:
+                return  # another thread got here first; its turn takes our system message too
+            msg = (
+                f"the event loop that ran {cell.ref} in system {self.system_name!r} is closed; "
+                "shut the system down (await system.ashutdown()) before its loop stops"
+            )
+            exc = EventLoopError(msg)
+            cell.sysq.insert(0, lambda c: c.lose_loop(exc))
+            cell.executor = self._fallback
+        logger.error("{}", msg)
+        self._fallback.submit(cell)
+
+
+class _Driver(Coroutine[Any, Any, None]):
+    """What a handler task runs: an asyncio cell's coroutines, one after the other.
+
+    The task drives this object; it drives the current handler coroutine and
+    times each step. When that coroutine ends, the outcome is delivered right
+    here, in the task's last step (`Cell.handler_done`), instead of from a
+    done-callback one loop iteration later; if the turn that goes on then
+    meets another coroutine, it hands it to this driver (`next`) and the same
+    task runs it: a busy actor costs one task, not one per message.
+
+    asyncio re-raises SystemExit and KeyboardInterrupt out of the loop
+    itself; they are delivered as `HandlerExit`, so the cell can apply
+    pykka's rule. An asyncio future of another loop gets a clear
+    `EventLoopError` thrown in instead of asyncio's bare RuntimeError.
+    """
+
+    __slots__ = ("_cell", "_coro", "_executor", "next", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], cell: Cell, executor: AsyncioExecutor) -> None:
+        self._coro = coro
+        self._cell = cell
+        self._executor = executor
+        self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set as soon as the task exists
+        # The coroutine to run once the current one has ended (set by `Cell._await`).
+        self.next: Coroutine[Any, Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<handler of {self._cell.ref}: {self._coro!r}>"
+
+    # What asyncio reads to show a task (repr, get_stack, print_stack).
+    @property
+    def __name__(self) -> str:
+        """The current coroutine's qualified name (``Agent.on_receive``)."""
+        return getattr(self._coro, "__qualname__", type(self._coro).__qualname__)
+
+    @property
+    def cr_frame(self) -> Any:
+        """The current coroutine's frame."""
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_code(self) -> Any:
+        """The current coroutine's code."""
+        return getattr(self._coro, "cr_code", None)
+
+    @property
+    def cr_running(self) -> bool:
+        """Whether the current coroutine is running."""
+        return bool(getattr(self._coro, "cr_running", False))
+
+    @property
+    def cr_await(self) -> Any:
+        """What the current coroutine awaits."""
+        return getattr(self._coro, "cr_await", None)
+
+    def send(self, value: Any) -> Any:
+        """Run the current coroutine to its next suspension point."""
+        return self._step(None, value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
+        """Raise an exception (a cancellation) at the current coroutine's suspension point."""
+        exc = typ if val is None and isinstance(typ, BaseException) else (val if val is not None else typ())
+        if type(exc) is RuntimeError and "attached to a different loop" in str(exc):
+            wrong = EventLoopError(
+                f"a handler of {self._cell.ref} awaited an asyncio future that belongs to another event loop "
+                f"({exc}); actors of system {self._executor.system_name!r} run on its own loop. "
+                "To cross loops, await troupe futures (ask/proxy), or use asyncio.run_coroutine_threadsafe / "
+                "asyncio.wrap_future"
+            )
+            wrong.__cause__ = exc
+            exc = wrong
+        return self._step(exc, None)
+
+    def close(self) -> None:
+        """Close the current coroutine."""
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    def _step(self, exc: BaseException | None, value: Any) -> Any:
+        executor = self._executor
+        now = executor._now  # noqa: SLF001
+        start = now()
+        try:
+            while True:
+                try:
+                    if exc is None:
+                        return self._coro.send(value)  # suspended at an await: the task waits on it
+                    return self._coro.throw(exc)
+                except StopIteration as stop:
+                    value, exc = stop.value, None
+                except (SystemExit, KeyboardInterrupt) as caught:
+                    value, exc = None, HandlerExit(caught)
+                except BaseException as caught:  # noqa: BLE001 - delivered like any outcome
+                    value, exc = None, caught
+                if not self._ended(value, exc):
+                    raise StopIteration
+                value, exc = None, None
+        finally:
+            held = now() - start
+            if held > executor._slow:  # noqa: SLF001
+                executor.warn_slow(self._cell, held)
+
+    def _ended(self, value: Any, exc: BaseException | None) -> bool:
+        """Deliver the current coroutine's outcome; return whether there is a next one to run."""
+        cell = self._cell
+        aio = cell.aio
+        if aio is None:  # the loop was lost (`Cell.lose_loop`): nothing to deliver to
+            return False
+        aio.driver = self
+        try:
+            cell.handler_done(self.task, value, exc)
+        finally:
+            aio.driver = None
+        coro = self.next
+        if coro is None:
+            return False
+        self.next = None
+        self._coro = coro
+        task = self.task
+        while task.cancelling():  # a cancellation was for the coroutine that ended
+            task.uncancel()
+        return True
