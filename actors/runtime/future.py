@@ -30,8 +30,10 @@ import functools
 import queue
 import sys
 import threading
+import weakref
 from _thread import allocate_lock
 from asyncio import _get_running_loop
+from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
@@ -328,8 +330,50 @@ def _settle_waiter(waiter: asyncio.Future[Any], outcome: tuple[bool, Any]) -> No
 def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], _future: Future[Any]) -> None:
     if _get_running_loop() is loop:
         _resolve(waiter)  # set on the awaiter's own loop thread: no wake-up needed
-    else:
-        loop.call_soon_threadsafe(_resolve, waiter)
+        return
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _callbacks_lock:
+            waker = _wakers.setdefault(loop, _Waker(loop))
+    waker.wake(waiter)
+
+
+class _Waker:
+    """Resolves waiters on one loop from other threads, one ``call_soon_threadsafe`` per burst.
+
+    A reply set from another thread must wake the awaiting coroutine's loop,
+    and each ``call_soon_threadsafe`` writes to a socket: 10,000 replies
+    arriving together would cost 10,000 writes and as many loop wake-ups.
+    Waiters queue here instead and one callback resolves them all (the same
+    scheme as `actors.runtime.eventloop.AsyncioExecutor.submit`).
+    """
+
+    __slots__ = ("__weakref__", "_loop", "_pending", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Invariant: while True, a `_resolve_all` that has not cleared it yet is scheduled.
+        self._pending = False
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        self._waiters.append(waiter)
+        if not self._pending:
+            self._pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._resolve_all)
+            except RuntimeError:
+                self._pending = False  # the loop has closed: nobody awaits there any more
+                self._waiters.clear()
+
+    def _resolve_all(self) -> None:
+        self._pending = False  # first: a waiter queued from now on schedules another round
+        pop = self._waiters.popleft
+        for _ in range(len(self._waiters)):
+            _resolve(pop())
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
 
 
 class Receipt(Future[T]):

@@ -643,6 +643,25 @@ def test_actors_whose_given_loop_closed_fail_clearly_and_the_system_still_shuts_
     assert any("is closed" in m for m in logs.messages("ERROR"))
 
 
+def test_mail_sent_while_a_given_loop_stops_and_closes_is_not_stranded() -> None:
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="test-loop")
+    loop_thread.start()
+    system = ActorSystem("stranded", loop=loop, dispatchers=1)
+    first = system.spawn(Waiter, name="first")
+    second = system.spawn(Waiter, name="second")
+    loop.call_soon_threadsafe(loop.stop)
+    loop_thread.join()
+    first.tell("queued while the loop is stopped")  # schedules a wake-up the loop will never run
+    loop.close()
+    with pytest.raises(EventLoopError, match=r"'second'.*is closed"):
+        second.ask("after the loop closed", timeout=WAIT)
+    assert first.actor_stopped.wait(WAIT)  # found in the queue the closed loop left behind
+    letters = [(d.message, d.reason) for d in system.dead_letters.recent()]
+    assert ("queued while the loop is stopped", DeadLetterReason.QUEUED_AT_STOP) in letters
+    system.shutdown(timeout=WAIT)
+
+
 def test_ashutdown_from_a_coroutine_on_another_loop_and_from_an_own_actor(system: ActorSystem) -> None:
     class Shutter(AsyncioActor):
         async def on_receive(self, message: Any) -> None:
