@@ -14,6 +14,7 @@ ratios compare figures taken seconds apart on a machine whose speed drifts.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -125,6 +126,8 @@ class Benchmark:
             prediction extrapolates the same implementation's smaller sizes,
             at least linearly.
         timeout_s: a case still running after this is killed.
+        requires: implementation -> the module it needs (an optional
+            benchmark dependency); without it its cases are skipped.
     """
 
     name: str
@@ -139,6 +142,7 @@ class Benchmark:
     max_n: Mapping[str, int] = field(default_factory=dict)
     budget_s: float = 20.0
     timeout_s: float = 120.0
+    requires: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -236,6 +240,9 @@ class Runner:
 
     def skip_reason(self, case: Case) -> str | None:
         """Return why `case` will not run, or None if it will."""
+        needed = case.benchmark.requires.get(case.impl)
+        if needed is not None and importlib.util.find_spec(needed) is None:
+            return f"skipped: needs {needed}, which is not installed (pip install troupe-actors[bench])"
         if case.n is None:
             return None
         key = (case.benchmark.full_name, case.impl, case.placement)

@@ -63,6 +63,8 @@ def _cell(record: Record | None, key: str) -> str:
         return "over budget"
     if record.note.startswith("skipped: above"):
         return "not run"
+    if record.note.startswith("skipped: needs"):
+        return "not installed"
     return record.status
 
 

@@ -1,0 +1,208 @@
+"""Asyncio-mode benchmarks: IO-bound agents, and what a message costs on an event loop.
+
+Implementations (one subprocess each, see `benchmarks._harness`):
+
+- ``pykka``: plain `pykka.ThreadingActor`, the baseline (one thread per actor);
+- ``pooled``: troupe's pooled mode, the mode asyncio is compared with;
+- ``asyncio``: troupe's asyncio mode on the system's own loop thread, the
+  caller on another thread (or on a loop of its own);
+- ``asyncio-same-loop``: the same, the system given the caller's running
+  loop (``ActorSystem(loop=...)``): no thread hop at all;
+- ``autogen``: autogen-core's `SingleThreadedAgentRuntime` (optional
+  dependency: ``pip install troupe-actors[bench]``; skipped when missing).
+
+IO agents: each of N agents handles one request whose handler waits 100 ms
+of simulated IO (``asyncio.sleep`` in a coroutine; ``time.sleep`` in a pykka
+thread, which is what a thread-per-actor agent does with blocking IO). The
+figure is the wall time from the first request sent to the last reply: with
+overlapping waits it stays near 0.1 s. Spawning is timed apart (autogen
+creates its agents on their first message, inside the timed part).
+
+Ask and tell: an echo actor; asyncio actors echo from an ``async def``
+handler (a task per message: the cost a coroutine handler carries). Asks
+are awaited from a coroutine (``await ref.ask(msg, block=False)``); pykka's
+future blocks the loop while it waits, which in a one-coroutine loop only
+costs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors import Actor, ActorSystem
+from benchmarks._harness import Benchmark, Metric, Target
+from benchmarks.runtime import Echo, PykkaEcho
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["BENCHMARKS", "AsyncEcho", "IOAgent", "PykkaIOAgent", "coroutine_ask", "io_agents", "tell"]
+
+_WAIT_S = 600.0
+"""Timeout of the waits that end a measurement: generous, they only guard against hangs."""
+
+_IO_S = 0.1
+"""Simulated IO per request, seconds."""
+
+
+class IOAgent(Actor):
+    """Awaits 100 ms of simulated IO per request (a mode-neutral class with a coroutine: asyncio mode)."""
+
+    async def on_receive(self, message: Any) -> Any:
+        await asyncio.sleep(_IO_S)
+        return message
+
+
+class PykkaIOAgent(pykka.ThreadingActor):
+    """Blocks its thread for 100 ms of simulated IO per request (plain pykka)."""
+
+    def on_receive(self, message: Any) -> Any:
+        time.sleep(_IO_S)
+        return message
+
+
+class AsyncEcho(Actor):
+    """Reply with the message from a coroutine handler."""
+
+    async def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def io_agents(impl: str, *, n: int) -> dict[str, float]:
+    """Spawn `n` agents, send each one request that waits 100 ms of IO, time until every reply."""
+    clock = time.perf_counter
+    if impl == "autogen":
+        from benchmarks._autogen_agents import run_io_agents  # the optional dependency
+
+        spawn_s, all_s = asyncio.run(run_io_agents(n, _IO_S, clock))
+    elif impl == "pykka":
+        try:
+            start = clock()
+            refs = [PykkaIOAgent.start() for _ in range(n)]
+            spawn_s = clock() - start
+            all_s = _ask_all(refs, clock)
+        finally:
+            pykka.ActorRegistry.stop_all()
+    else:
+        with ActorSystem(name="bench") as system:
+            start = clock()
+            refs = [system.spawn(IOAgent, mode="asyncio") for _ in range(n)]
+            spawn_s = clock() - start
+            all_s = _ask_all(refs, clock)
+    return {"all_done_s": all_s, "spawn_s": spawn_s, "overlap": n * _IO_S / all_s}
+
+
+def _ask_all(refs: list[Any], clock: Callable[[], float]) -> float:
+    start = clock()
+    futures = [ref.ask(i, block=False) for i, ref in enumerate(refs)]
+    replies = [future.get(timeout=_WAIT_S) for future in futures]
+    elapsed = clock() - start
+    assert replies == list(range(len(refs)))
+    return elapsed
+
+
+def _with_actor(impl: str, body: Callable[[Any], Awaitable[dict[str, float]]]) -> dict[str, float]:
+    """Run ``body(ref)`` in a coroutine on a fresh loop, against one echo actor of `impl`."""
+    if impl == "pykka":
+        try:
+            return asyncio.run(body(PykkaEcho.start()))
+        finally:
+            pykka.ActorRegistry.stop_all()
+    if impl == "pooled":
+        with ActorSystem(name="bench") as system:
+            return asyncio.run(body(system.spawn(Echo, mode="pooled")))
+    if impl == "asyncio":
+        with ActorSystem(name="bench") as system:
+            return asyncio.run(body(system.spawn(AsyncEcho)))
+
+    async def on_the_same_loop() -> dict[str, float]:
+        async with ActorSystem(name="bench", loop=asyncio.get_running_loop()) as system:
+            return await body(system.spawn(AsyncEcho))
+
+    return asyncio.run(on_the_same_loop())
+
+
+def coroutine_ask(impl: str, *, asks: int) -> dict[str, float]:
+    """Time `asks` awaited asks (``await ref.ask(i, block=False)``) from a coroutine."""
+
+    async def body(ref: Any) -> dict[str, float]:
+        clock = time.perf_counter_ns
+        ask = ref.ask
+        for i in range(max(1, asks // 10)):  # warm-up
+            await ask(i, block=False)
+        samples = [0] * asks
+        for i in range(asks):
+            start = clock()
+            await ask(i, block=False)
+            samples[i] = clock() - start
+        samples.sort()
+        return {
+            "coro_ask_median_us": statistics.median(samples) / 1000,
+            "coro_ask_p99_us": samples[min(asks - 1, int(asks * 0.99))] / 1000,
+        }
+
+    return _with_actor(impl, body)
+
+
+def tell(impl: str, *, messages: int, rounds: int) -> dict[str, float]:
+    """Send `messages` tells from a coroutine, then await one ask so all were handled; median of `rounds`."""
+
+    async def body(ref: Any) -> dict[str, float]:
+        await ref.ask(None, block=False)  # the actor is up before the clock starts
+        send = ref.tell
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for i in range(messages):
+                send(i)
+            await ref.ask(None, block=False)  # mailboxes are FIFO: this reply comes last
+            rates.append(messages / (time.perf_counter() - start))
+        return {"tell_per_s": statistics.median(rates)}
+
+    return _with_actor(impl, body)
+
+
+_ECHO_IMPLS = ("pykka", "pooled", "asyncio", "asyncio-same-loop")
+
+BENCHMARKS = (
+    Benchmark(
+        name="io_agents",
+        func=io_agents,
+        metrics=(
+            Metric("all_done_s", "N agents, one request each awaiting 100 ms of IO: until every reply (s)", plot=True),
+            Metric("overlap", "waits overlapped (N x 0.1 s / wall time)", higher_is_better=True, better="more"),
+            Metric("spawn_s", "spawn N agents (s; autogen: registration, agents made on first message)"),
+        ),
+        sizes=(1_000, 10_000),
+        quick_sizes=(100,),
+        impls=("pykka", "asyncio", "autogen"),
+        max_n={"pykka": 10_000},
+        requires={"autogen": "autogen_core"},
+        targets=(Target("10,000 IO agents in < 1 s", "all_done_s", 1.0, n=10_000, unit="s", impl="asyncio"),),
+    ),
+    Benchmark(
+        name="coro_ask",
+        func=coroutine_ask,
+        metrics=(
+            Metric("coro_ask_median_us", "await ask from a coroutine, median (µs)"),
+            Metric("coro_ask_p99_us", "await ask from a coroutine, p99 (µs)"),
+        ),
+        params={"asks": 20_000},
+        quick_params={"asks": 1_000},
+        impls=_ECHO_IMPLS,
+    ),
+    Benchmark(
+        name="coro_tell",
+        func=tell,
+        metrics=(Metric("tell_per_s", "tell throughput from a coroutine, one actor (msg/s)", higher_is_better=True),),
+        params={"messages": 100_000, "rounds": 5},
+        quick_params={"messages": 5_000, "rounds": 1},
+        impls=_ECHO_IMPLS,
+    ),
+)
+"""The asyncio-mode benchmarks, in report order."""
