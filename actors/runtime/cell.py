@@ -596,11 +596,11 @@ class Cell:
                         continue
                     result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
-                if reply_to is not None:
+                if reply_to is not None and not isinstance(reply_to, Receipt):
                     if self._ask_failed(sys.exc_info(), message, reply_to) or reply_to is until:
                         return
-                else:
-                    self._fail(sys.exc_info(), message)
+                else:  # a tell (with a receipt or not): it fails the actor
+                    self._tell_failed(sys.exc_info(), message, reply_to)
                     return
             except BaseException:  # noqa: BLE001
                 self._fatal(sys.exc_info())
@@ -656,8 +656,8 @@ class Cell:
                         continue
                     result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
-                if reply_to is None:
-                    self._fail(sys.exc_info(), message)
+                if reply_to is None or isinstance(reply_to, Receipt):
+                    self._tell_failed(sys.exc_info(), message, reply_to)
                     return
                 if self._ask_failed(sys.exc_info(), message, reply_to):
                     return
@@ -680,15 +680,15 @@ class Cell:
         del watching[target]
         return True
 
-    def _ask_failed(self, exc_info: OptExcInfo, message: Any, reply_to: pykka.Future[Any]) -> bool:
-        """Give an ask's exception to its asker; return True if the actor failed too.
+    def _tell_failed(self, exc_info: OptExcInfo, message: Any, receipt: pykka.Future[Any] | None) -> None:
+        """A tell's handler raised: the actor fails; a tell with a `Receipt` then says so."""
+        self._fail(exc_info, message)
+        if receipt is not None:
+            _reply_exception(receipt, exc_info)
 
-        It does when the message was a tell with a `Receipt` (a tell's failure
-        fails the actor, as any tell's), or by its supervisor's policy.
-        """
-        if isinstance(reply_to, Receipt) or (
-            self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1])
-        ):
+    def _ask_failed(self, exc_info: OptExcInfo, message: Any, reply_to: pykka.Future[Any]) -> bool:
+        """Give an ask's exception to its asker; return True if the actor failed too (its supervisor's policy)."""
+        if self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1]):
             # Fail first, so the supervisor hears of it before the asker does.
             self._fail(exc_info, message)
             _reply_exception(reply_to, exc_info)
@@ -806,15 +806,17 @@ class Cell:
                 entry.hook.done(None)
         elif entry.hook is not None:
             entry.hook.done(exc)
-        elif entry.reply_to is not None:
+        elif entry.reply_to is not None and not isinstance(entry.reply_to, Receipt):
             self._ask_failed(_exc_info(exc), entry.message, entry.reply_to)
         elif self.state >= STOPPING or self.failed:
             # This instance is already on its way out (a reentrant handler that
             # ended after the failure that ends it): log it, once is enough.
             logger.opt(exception=_exc_info(exc)).error("Unhandled exception in {} as it was ending:", self.ref)
             self.system.dead_letters.record(entry.message, self.ref, DeadLetterReason.HANDLER_FAILED, exc)
+            if entry.reply_to is not None:
+                _reply_exception(entry.reply_to, _exc_info(exc))
         else:
-            self._fail(_exc_info(exc), entry.message)
+            self._tell_failed(_exc_info(exc), entry.message, entry.reply_to)
 
     def _quiesce(self, then: Callable[[], None]) -> None:
         """Cancel the message handlers and start hooks in flight; `then()` once every task has ended.

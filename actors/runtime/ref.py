@@ -207,6 +207,8 @@ class ActorRef(pykka.ActorRef[A]):
                 if cell.sched.acquire(False):
                     cell.run(future)
             else:
+                if cell.aio is not None:
+                    future._cell = cell  # noqa: SLF001 - it replies from its loop (as in `ask`)
                 cell.put(envelope)
         except (ActorDeadError, TroupeError):
             future.set_exception()

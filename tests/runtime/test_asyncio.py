@@ -34,6 +34,7 @@ from actors import (
     SystemShutdownError,
     Terminated,
 )
+from actors.runtime.future import Receipt
 from tests.runtime.actors_for_tests import WAIT, Recorder
 
 if TYPE_CHECKING:
@@ -907,6 +908,20 @@ def test_a_one_for_all_restart_cancels_a_siblings_handler_in_flight_and_awaits_t
         "post_restart b",
         "start b",
     ]
+
+
+def test_a_tell_with_a_receipt_to_a_coroutine_handler_keeps_tell_semantics(system: ActorSystem) -> None:
+    log: list[str] = []
+    ref = system.spawn(AsyncWorker, log, "w", restart="permanent")
+    done: Receipt[Any] = Receipt()
+    ref._post_tell("hello", done)
+    assert done.get(timeout=WAIT) == "hello"
+    failed: Receipt[Any] = Receipt()
+    ref._post_tell("boom", failed)
+    with pytest.raises(ValueError, match="boom in w"):
+        failed.get(timeout=WAIT)
+    assert ref.ask("after", timeout=WAIT) == "after"
+    assert "pre_restart w ValueError" in log  # the failure failed the actor: it was restarted
 
 
 def test_an_asyncio_actor_watches_another_and_gets_terminated_in_a_coroutine(system: ActorSystem) -> None:
