@@ -41,35 +41,6 @@ from actors import (
 )
 from tests.runtime.actors_for_tests import WAIT, Gate
 
-# Known gap (open in issue 5): these tests hold a routee with a blocking
-# `Gate` (or time its work by blocking), which in asyncio mode blocks the one
-# loop every asyncio actor shares, so they hang or fail there. They need
-# awaitable gates, and the asyncio behaviour they cover needs checking.
-_ASYNCIO_GAPS = frozenset(
-    {
-        "test_the_resizer_grows_under_pressure_and_shrinks_when_idle",
-        "test_statistics_measure_load_and_time_on_the_injected_clock",
-        "test_max_concurrent_lets_messages_wait_in_the_routees_mailbox",
-        "test_idle_routees_are_evicted_after_max_idle_but_never_below_min_size",
-        "test_drain_stops_everything_when_its_timeout_passes",
-        "test_drain_finishes_the_work_taken_then_stops_routees_and_pool",
-        "test_a_routee_that_does_not_start_in_time_fails_the_messages_waiting_for_it",
-        "test_a_routee_in_use_is_not_evicted",
-        "test_a_pool_grows_on_demand_when_every_routee_is_full",
-        "test_a_full_pool_with_a_queue_keeps_messages_in_order_up_to_its_capacity",
-        "test_a_full_pool_at_max_size_refuses_with_its_name_and_limits",
-        "test_a_routee_that_crashes_is_restarted_in_place_and_the_pool_keeps_serving",
-    }
-)
-
-
-@pytest.fixture(autouse=True)
-def _skip_asyncio_gaps(request: pytest.FixtureRequest) -> None:
-    gap = "mode" in request.fixturenames and request.node.originalname in _ASYNCIO_GAPS
-    if gap and request.getfixturevalue("mode") == "asyncio":
-        pytest.skip("blocking test actors in asyncio mode: open in issue 5")
-
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -88,8 +59,8 @@ class Agent(Actor):
     def on_receive(self, message: Any) -> Any:
         self.handled += 1
         if isinstance(message, Gate):
-            message.hold()
-        elif message == "crash":
+            return message.hold_then(lambda: (self.actor_urn, message, self.handled))
+        if message == "crash":
             msg = "crashed on purpose"
             raise Crash(msg)
         return (self.actor_urn, message, self.handled)
@@ -102,8 +73,8 @@ class SlowStart(Actor):
         super().__init__()
         self.gate = gate
 
-    def on_start(self) -> None:
-        self.gate.hold()
+    def on_start(self) -> Any:
+        return self.gate.hold_then(lambda: None)
 
     def on_receive(self, message: Any) -> Any:
         return message
@@ -470,7 +441,11 @@ def test_drain_stops_everything_when_its_timeout_passes(roomy: ActorSystem, cloc
             waiting.get(timeout=WAIT)  # what still waited is refused
     finally:
         gate.released.set()
-    held.get(timeout=WAIT)  # the handler that was running finishes: it cannot be interrupted
+    if mode == "asyncio":  # a coroutine handler can be interrupted: stopping the routee cancels it
+        with pytest.raises(ActorDeadError, match="stopped while handling"):
+            held.get(timeout=WAIT)
+    else:
+        held.get(timeout=WAIT)  # the handler that was running finishes: it cannot be interrupted
     assert drained.get(timeout=WAIT) == DrainResult(drained=False, abandoned=2)
     assert not routee.is_alive()
     assert not pool.is_alive()

@@ -40,27 +40,6 @@ from actors import (
 )
 from tests.runtime.actors_for_tests import WAIT, Gate
 
-# Known gap (open in issue 5): these tests hold a routee with a blocking
-# `Gate` (or time its work by blocking), which in asyncio mode blocks the one
-# loop every asyncio actor shares, so they hang or fail there. They need
-# awaitable gates, and the asyncio behaviour they cover needs checking.
-_ASYNCIO_GAPS = frozenset(
-    {
-        "test_scatter_gather_gives_up_within_its_deadline_on_the_injected_clock",
-        "test_scatter_gather_first_reply_wins_and_late_replies_are_dropped",
-        "test_routed_messages_bypass_the_router_actor_even_while_it_is_busy",
-        "test_least_connections_routes_around_a_routee_with_an_ask_in_flight",
-        "test_a_routee_that_stops_is_never_routed_to_and_leaves_the_table",
-    }
-)
-
-
-@pytest.fixture(autouse=True)
-def _skip_asyncio_gaps(request: pytest.FixtureRequest) -> None:
-    gap = "mode" in request.fixturenames and request.node.originalname in _ASYNCIO_GAPS
-    if gap and request.getfixturevalue("mode") == "asyncio":
-        pytest.skip("blocking test actors in asyncio mode: open in issue 5")
-
 
 class Worker(Actor):
     """Replies ``(name, message)`` and keeps what it got; holds a `Gate`; ``"fail"`` raises."""
@@ -72,8 +51,7 @@ class Worker(Actor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Gate):
-            message.hold()
-            return self.name
+            return message.hold_then(lambda: self.name)
         if message == "fail":
             msg = f"{self.name} fails on purpose"
             raise ValueError(msg)
@@ -117,7 +95,7 @@ class Replica(Actor):
             msg = f"{self.name} fails on purpose"
             raise ValueError(msg)
         if self.arrivals.arrive(self.name):
-            self.arrivals.gate.hold()
+            return self.arrivals.gate.hold_then(lambda: self.name)
         return self.name
 
 
@@ -135,6 +113,11 @@ class WatchfulRouter(Router):
         super().__init__(*args, **kwargs)
         self.lost = threading.Event()
         self.lost_refs: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Hold):  # told: held in a handler, which may await (asyncio mode)
+            return message.gate.hold_then(lambda: None)
+        return super().on_receive(message)
 
     def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
         if isinstance(message, Hold):
