@@ -688,7 +688,9 @@ class Cell:
 
     def _ask_failed(self, exc_info: OptExcInfo, message: Any, reply_to: pykka.Future[Any]) -> bool:
         """Give an ask's exception to its asker; return True if the actor failed too (its supervisor's policy)."""
-        if self.parent is not None and self._policy_of_parent().fails_on_ask(exc_info[1]):
+        exc = exc_info[1]
+        assert exc is not None
+        if self.parent is not None and self._policy_of_parent().fails_on_ask(exc):
             # Fail first, so the supervisor hears of it before the asker does.
             self._fail(exc_info, message)
             _reply_exception(reply_to, exc_info)
@@ -828,7 +830,15 @@ class Cell:
             then()
             return
         previous = aio.after_cancel
-        aio.after_cancel = then if previous is None else (lambda: (previous(), then()))
+        if previous is None:
+            aio.after_cancel = then
+        else:
+
+            def both() -> None:
+                previous()
+                then()
+
+            aio.after_cancel = both
         for task, entry in aio.handling.items():
             if entry.hook is None or entry.hook.cancellable:
                 task.cancel(f"{self.ref} is stopping or restarting")

@@ -334,7 +334,7 @@ class _Driver(Coroutine[Any, Any, None]):
         """Run the current coroutine to its next suspension point."""
         return self._step(None, value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         """Raise an exception (a cancellation) at the current coroutine's suspension point."""
         exc = typ if val is None and isinstance(typ, BaseException) else (val if val is not None else typ())
         if type(exc) is RuntimeError and "attached to a different loop" in str(exc):

@@ -34,7 +34,7 @@ import weakref
 from _thread import allocate_lock
 from asyncio import _get_running_loop
 from collections import deque
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 from loguru import logger
@@ -168,21 +168,21 @@ class Future(pykka.Future[T]):
         except RuntimeError:
             raise queue.Full from None
 
-    def map(self, func: Callable[[T], M]) -> Future[M]:  # type: ignore[override]
+    def map(self, func: Callable[[T], M]) -> Future[M]:
         """Return a future of `func(value)`, computed on get (as pykka); awaitable without a thread."""
-        return _derived(super().map(func), (self,))  # type: ignore[arg-type]
+        return _derived(super().map(func), (self,))
 
-    def filter(self, func: Callable[[Any], bool]) -> Future[Iterable[Any]]:  # type: ignore[override]
+    def filter(self, func: Callable[[Any], bool]) -> Future[Iterable[Any]]:
         """Return a future of the items of the value for which `func` is true (as pykka)."""
-        return _derived(super().filter(func), (self,))  # type: ignore[arg-type]
+        return _derived(super().filter(func), (self,))  # type: ignore[misc]  # pykka types self as iterable
 
-    def join(self, *futures: pykka.Future[Any]) -> Future[Iterable[Any]]:  # type: ignore[override]
+    def join(self, *futures: pykka.Future[Any]) -> Future[Iterable[Any]]:
         """Return a future of the list of this future's value and those of `futures` (as pykka)."""
-        return _derived(super().join(*futures), (self, *futures))  # type: ignore[arg-type]
+        return _derived(super().join(*futures), (self, *futures))
 
-    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> Future[Any]:  # type: ignore[override]
+    def reduce(self, func: Callable[[Any, Any], Any], *args: Any) -> Future[Any]:
         """Return a future of `functools.reduce(func, value, *args)` (as pykka)."""
-        return _derived(super().reduce(func, *args), (self,))  # type: ignore[arg-type]
+        return _derived(super().reduce(func, *args), (self,))  # type: ignore[misc]  # pykka types self as iterable
 
     def add_done_callback(self, fn: Callable[[Future[T]], None]) -> None:
         """Call `fn(self)` once the future is set; at once if it already is.
@@ -283,9 +283,11 @@ class Future(pykka.Future[T]):
     __iter__ = __await__
 
 
-def _derived(future: Future[T], sources: tuple[pykka.Future[Any], ...]) -> Future[T]:
-    future._sources = sources  # noqa: SLF001
-    return future
+def _derived(future: pykka.Future[Any], sources: tuple[pykka.Future[Any], ...]) -> Any:
+    # pykka's map/filter/join/reduce build `self.__class__()`: one of ours.
+    derived = cast("Future[Any]", future)
+    derived._sources = sources  # noqa: SLF001
+    return derived
 
 
 def _collect_leaves(future: pykka.Future[Any], leaves: list[Future[Any]]) -> bool:
@@ -318,7 +320,7 @@ def _get_on_a_thread(future: Future[T], loop: asyncio.AbstractEventLoop) -> Gene
     threading.Thread(target=compute, name="troupe-future-get-hook", daemon=True).start()
     ok, value = yield from waiter
     if ok:
-        return value  # type: ignore[no-any-return]
+        return value
     raise value
 
 

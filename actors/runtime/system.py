@@ -433,7 +433,10 @@ class ActorSystem:
             if not guardian_done.done():
                 guardian_done.set_result(None)
 
-        self._guardian.on_terminated(lambda _cell: loop.call_soon_threadsafe(settle))
+        def terminated(_cell: Cell) -> None:
+            loop.call_soon_threadsafe(settle)
+
+        self._guardian.on_terminated(terminated)
         try:
             await asyncio.wait_for(asyncio.shield(guardian_done), timeout)
         except TimeoutError:
