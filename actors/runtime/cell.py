@@ -260,9 +260,11 @@ def _reply_exception(reply_to: pykka.Future[Any], exc_info: OptExcInfo) -> None:
 class Cell:
     """One actor's mailbox, address, tree position and scheduling state.
 
-    Thread contract: `put`, `post_system`, `post_internal`, `on_terminated`
-    and `remove_on_terminated` may be called from any thread. Everything else runs only while holding
-    `sched`, i.e. on the executor's thread during a turn.
+    Thread contract: `put`, `post_system`, `post_internal`, `on_terminated`,
+    `remove_on_terminated` and `abandon` may be called from any thread.
+    Everything else runs only while holding `sched`, i.e. on the executor's
+    thread during a turn; for an asyncio cell that is always the loop's
+    thread, where `handler_done` also runs (in a handler task's last step).
     """
 
     __slots__ = (
