@@ -24,6 +24,7 @@ import bisect
 import hashlib
 import itertools
 import math
+import operator
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -190,18 +191,7 @@ class LeastConnectionsRouting(RoutingStrategy):
 
     def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
         """Return a routee with the fewest messages in flight."""
-        n = len(routees)
-        start = next(self._rotation) % n
-        best = routees[start]
-        best_load = best.in_flight
-        for i in range(1, n):
-            if best_load == 0:
-                break
-            routee = routees[(start + i) % n]
-            load = routee.in_flight
-            if load < best_load:
-                best, best_load = routee, load
-        return best
+        return _least(routees, next(self._rotation), _IN_FLIGHT)
 
 
 class SmallestMailboxRouting(RoutingStrategy):
@@ -214,18 +204,30 @@ class SmallestMailboxRouting(RoutingStrategy):
 
     def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
         """Return a routee with the smallest mailbox."""
-        n = len(routees)
-        start = next(self._rotation) % n
-        best = routees[start]
-        best_size = best.mailbox_size
-        for i in range(1, n):
-            if best_size == 0:
-                break
-            routee = routees[(start + i) % n]
-            size = routee.mailbox_size
-            if size < best_size:
-                best, best_size = routee, size
-        return best
+        return _least(routees, next(self._rotation), _MAILBOX_SIZE)
+
+
+_IN_FLIGHT = operator.attrgetter("in_flight")
+_MAILBOX_SIZE = operator.attrgetter("mailbox_size")
+
+
+def _least(routees: Sequence[Routee], turn: int, load: Callable[[Routee], int]) -> Routee:
+    """Return the routee with the smallest `load`, scanning from ``turn % n`` so ties go round.
+
+    Stops at the first routee with no load at all.
+    """
+    n = len(routees)
+    start = turn % n
+    best = routees[start]
+    best_load = load(best)
+    for i in range(1, n):
+        if best_load == 0:
+            break
+        routee = routees[(start + i) % n]
+        current = load(routee)
+        if current < best_load:
+            best, best_load = routee, current
+    return best
 
 
 class FastestResponseRouting(RoutingStrategy):
