@@ -10,11 +10,37 @@ libraries); ``from loguru import logger; logger.enable("actors")`` turns it on.
 
 from loguru import logger as _logger
 
-from actors.pool import AwaitStarted, Drain, DrainResult, Pool, PoolConfig, PoolStatistics, Resizer
-from actors.runtime.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
-from actors.runtime.clock import Clock, ManualClock, MonotonicClock
-from actors.runtime.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
-from actors.runtime.errors import (
+from actors._core import (
+    MODES,
+    Actor,
+    ActorRef,
+    ActorSystem,
+    AsyncioActor,
+    Backoff,
+    BoundedMailbox,
+    ChildSpec,
+    Clock,
+    DeadLetter,
+    DeadLetterReason,
+    DeadLetters,
+    DeadLetterStatistics,
+    Decider,
+    Directive,
+    FifoMailbox,
+    Future,
+    ManualClock,
+    MonotonicClock,
+    PooledActor,
+    PriorityMailbox,
+    RestartType,
+    SupervisionPolicy,
+    SupervisionStrategy,
+    Terminated,
+    ThreadActor,
+    Timers,
+    default_system,
+)
+from actors.errors import (
     AccessDeniedError,
     ActorNameTakenError,
     ConflictError,
@@ -33,31 +59,34 @@ from actors.runtime.errors import (
     StrategyError,
     SystemShutdownError,
     TroupeError,
+    TroupeInternalError,
 )
-from actors.runtime.future import Future
-from actors.runtime.mailbox import BoundedMailbox, FifoMailbox, PriorityMailbox
-from actors.runtime.ref import ActorRef
-from actors.runtime.routing import (
+from actors.routing import (
+    STRATEGIES,
     AddRoutee,
     Admission,
+    AwaitStarted,
     Broadcast,
+    BroadcastRouting,
+    ConsistentHashRouting,
+    Drain,
+    DrainResult,
+    FastestResponseRouting,
     GetRoutees,
     GetStatistics,
+    LeastConnectionsRouting,
+    Pool,
+    PoolConfig,
+    PoolStatistics,
+    RandomRouting,
     RemoveRoutee,
+    Resizer,
+    RoundRobinRouting,
     Routee,
     RouteeStatistics,
     Router,
     RouterRef,
     RouterStatistics,
-)
-from actors.runtime.routing_strategies import (
-    STRATEGIES,
-    BroadcastRouting,
-    ConsistentHashRouting,
-    FastestResponseRouting,
-    LeastConnectionsRouting,
-    RandomRouting,
-    RoundRobinRouting,
     RoutingStrategy,
     ScatterGatherFirstRouting,
     SmallestMailboxRouting,
@@ -65,19 +94,6 @@ from actors.runtime.routing_strategies import (
     WeightedCapabilitiesRouting,
     routing_strategy,
 )
-from actors.runtime.supervision import (
-    Backoff,
-    ChildSpec,
-    Decider,
-    Directive,
-    RestartType,
-    SupervisionPolicy,
-    SupervisionStrategy,
-    Terminated,
-)
-from actors.runtime.supervisor import ChildInfo, Supervisor
-from actors.runtime.system import ActorSystem, default_system
-from actors.runtime.timers import Timers
 from actors.state import (
     AccessRule,
     Conflict,
@@ -116,6 +132,7 @@ from actors.state import (
     WriteResult,
     three_way_merge,
 )
+from actors.supervisor import ChildInfo, Supervisor
 
 _logger.disable("actors")
 
@@ -227,6 +244,7 @@ __all__ = [
     "Timers",
     "Tombstone",
     "TroupeError",
+    "TroupeInternalError",
     "UnsubscribeState",
     "WeightedCapabilitiesRouting",
     "WriteBatch",

@@ -61,7 +61,7 @@ from attrs.validators import instance_of, optional
 from cattrs.errors import ClassValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from actors.runtime.errors import ProtocolError
+from actors.errors import ProtocolError
 
 __all__ = [
     "PROTOCOL_VERSION",

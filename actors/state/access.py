@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from actors.runtime.errors import AccessDeniedError
+from actors.errors import AccessDeniedError
 
 __all__ = ["ANY_AGENT", "AccessRule", "AccessRules"]
 

@@ -47,9 +47,9 @@ from typing import Any, Final
 import attrs
 from loguru import logger
 
+from actors._core import Actor
+from actors.errors import ConflictError, ConflictNotFoundError, StrategyError
 from actors.protocol import FrozenMapping
-from actors.runtime.actor import Actor
-from actors.runtime.errors import ConflictError, ConflictNotFoundError, StrategyError
 from actors.state.entry import EMPTY_METADATA, Entry, freeze_value
 from actors.state.globs import Glob, compile_glob
 

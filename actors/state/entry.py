@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
+from actors.errors import ProtocolError
 from actors.protocol import FrozenMapping
-from actors.runtime.errors import ProtocolError
 
 __all__ = ["EMPTY_METADATA", "Entry", "Tombstone", "freeze_metadata", "freeze_value"]
 

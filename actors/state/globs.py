@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from actors.runtime.errors import PatternError
+from actors.errors import PatternError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

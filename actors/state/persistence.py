@@ -26,8 +26,8 @@ import os
 import sqlite3
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from actors.errors import ProtocolError
 from actors.protocol import FrozenMapping
-from actors.runtime.errors import ProtocolError
 from actors.state.entry import EMPTY_METADATA, Entry, Tombstone, freeze_metadata, freeze_value
 
 if TYPE_CHECKING:

@@ -45,10 +45,8 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors.runtime.actor import Actor
-from actors.runtime.cell import unwrap
-from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import ConflictError, ConflictNotFoundError, MailboxFullError
+from actors._core import Actor, DeadLetterReason, unwrap
+from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
     ABSENT,
@@ -94,7 +92,7 @@ if TYPE_CHECKING:
 
     import pykka
 
-    from actors.runtime.clock import Clock
+    from actors._core import Clock
     from actors.state.conflicts import ConflictRecord, Handler
 
 __all__ = ["StateStore"]

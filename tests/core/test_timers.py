@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from actors import Actor, ActorSystem, ManualClock
-from tests.runtime.actors_for_tests import WAIT, Gate
+from tests.core.actors_for_tests import WAIT, Gate
 
 
 class Ticker(Actor):

@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
-from actors.runtime.cell import _SelfStop, constructing_cell
-from actors.runtime.errors import ModeError, NotAnActorError, SpawnContextError
-from actors.runtime.future import Future
-from actors.runtime.ref import StoppedFlag
+from actors._core.cell import _SelfStop, constructing_cell
+from actors._core.future import Future
+from actors._core.ref import StoppedFlag
+from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
 if TYPE_CHECKING:
-    from actors.runtime.cell import Cell
-    from actors.runtime.mailbox import MailboxSpec
-    from actors.runtime.ref import ActorRef
-    from actors.runtime.supervision import RestartType, SupervisionPolicy
-    from actors.runtime.system import ActorSystem
-    from actors.runtime.timers import Timers
+    from actors._core.cell import Cell
+    from actors._core.mailbox import MailboxSpec
+    from actors._core.ref import ActorRef
+    from actors._core.supervision import RestartType, SupervisionPolicy
+    from actors._core.system import ActorSystem
+    from actors._core.timers import Timers
 
 __all__ = ["MODES", "Actor", "AsyncioActor", "PooledActor", "ThreadActor", "concrete_class", "mode_of"]
 
@@ -55,7 +55,7 @@ class Actor(pykka.Actor):
     Adds to pykka's `Actor`: `actor_system`, `actor_name`, `timers`, `spawn`
     (children that stop before their parent and are supervised by it),
     `watch`/`unwatch` (death watch) and the restart hooks `pre_restart` and
-    `post_restart` (see `actors.runtime.supervision`).
+    `post_restart` (see `actors._core.supervision`).
     """
 
     _troupe_mode: ClassVar[str | None] = None
@@ -91,7 +91,7 @@ class Actor(pykka.Actor):
         All arguments go to the constructor. The actor is also registered in
         `pykka.ActorRegistry`, so ``ActorRegistry.stop_all()`` stops it.
         """
-        from actors.runtime.system import default_system  # noqa: PLC0415 - system imports this module
+        from actors._core.system import default_system  # noqa: PLC0415 - system imports this module
 
         return default_system()._spawn(cls, args, kwargs, pykka_registry=True)  # noqa: SLF001
 
@@ -141,7 +141,7 @@ class Actor(pykka.Actor):
 
     @property
     def timers(self) -> Timers:
-        """This actor's keyed timers (see `actors.runtime.timers.Timers`)."""
+        """This actor's keyed timers (see `actors._core.timers.Timers`)."""
         return self._troupe_cell.timers
 
     def spawn(

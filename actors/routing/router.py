@@ -24,7 +24,7 @@ the table when it learns of its death. A message that races with a routee's
 death (the routee stops between that check and the hand-off) is a dead
 letter for that routee; a tell is then routed again, to another routee.
 
-Strategies (`actors.runtime.routing_strategies`) pick the routee(s) for each
+Strategies (`actors.routing.strategies`) pick the routee(s) for each
 message. A strategy's `select` runs on senders' threads, concurrently, so it
 must be thread-safe (every built-in one is); a strategy that cannot be made
 so sets ``thread_safe = False`` and its messages go through the router's
@@ -56,21 +56,15 @@ import attrs
 import pykka
 from pykka import ActorDeadError
 
-from actors.runtime.actor import Actor
-from actors.runtime.cell import _KINDS as _CELL_KINDS
-from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import NoRouteeError, TroupeError
-from actors.runtime.future import Future, Receipt
-from actors.runtime.ref import ActorRef
-from actors.runtime.routing_strategies import RoutingStrategy, capability_set, gather, routing_strategy
-from actors.runtime.supervision import Terminated
+from actors._core import MESSAGE_KINDS as _CELL_KINDS
+from actors._core import Actor, ActorRef, DeadLetterReason, Future, Receipt, Terminated
+from actors.errors import NoRouteeError, TroupeError
+from actors.routing.strategies import RoutingStrategy, capability_set, gather, routing_strategy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from actors.runtime.cell import Cell
-    from actors.runtime.clock import Clock
-    from actors.runtime.timers import Scheduler
+    from actors._core import Cell, Clock, Scheduler
 
 __all__ = [
     "AddRoutee",

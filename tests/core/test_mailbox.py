@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors import ActorSystem, BoundedMailbox, DeadLetterReason, MailboxFullError, PriorityMailbox
-from tests.runtime.actors_for_tests import WAIT, Gate, Recorder
+from tests.core.actors_for_tests import WAIT, Gate, Recorder
 
 
 @attrs.frozen

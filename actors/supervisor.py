@@ -1,7 +1,7 @@
 """`Supervisor`: an actor whose job is to start children from specs and keep them running.
 
 Any actor supervises the children it spawns with a restart type (see
-`actors.runtime.supervision`); a `Supervisor` adds Erlang's shape to that:
+`actors._core.supervision`); a `Supervisor` adds Erlang's shape to that:
 children declared up front as `ChildSpec`s and started in order by
 ``on_start``, children added and terminated at run time, and a policy given
 as an argument. Supervisors nest: a `ChildSpec` may name another `Supervisor`.
@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from actors.runtime.actor import Actor
-from actors.runtime.cell import STOP
-from actors.runtime.supervision import DEFAULT_POLICY, ChildSpec, RestartType, SupervisionPolicy
+from actors._core import DEFAULT_POLICY, STOP, Actor, ChildSpec, RestartType, SupervisionPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from actors.runtime.ref import ActorRef
+    from actors._core import ActorRef
 
 __all__ = ["ChildInfo", "Supervisor"]
 

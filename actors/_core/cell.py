@@ -68,10 +68,9 @@ from pykka import ActorDeadError, ActorRegistry
 from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
-from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import EventLoopError, MailboxFullError, ModeError, RestartIntensityError
-from actors.runtime.future import Receipt
-from actors.runtime.supervision import (
+from actors._core.deadletters import DeadLetterReason
+from actors._core.future import Receipt
+from actors._core.supervision import (
     DEFAULT_POLICY,
     Directive,
     RestartLog,
@@ -80,16 +79,17 @@ from actors.runtime.supervision import (
     SupervisionStrategy,
     Terminated,
 )
-from actors.runtime.timers import Timers, _TimerFired
+from actors._core.timers import Timers, _TimerFired
+from actors.errors import EventLoopError, MailboxFullError, ModeError, RestartIntensityError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pykka._types import OptExcInfo
 
-    from actors.runtime.mailbox import MessageQueue
-    from actors.runtime.ref import ActorRef
-    from actors.runtime.system import ActorSystem
+    from actors._core.mailbox import MessageQueue
+    from actors._core.ref import ActorRef
+    from actors._core.system import ActorSystem
 
 __all__ = [
     "RUNNING",

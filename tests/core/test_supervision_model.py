@@ -30,7 +30,7 @@ from actors import (
     SupervisionPolicy,
     Supervisor,
 )
-from tests.runtime.actors_for_tests import WAIT
+from tests.core.actors_for_tests import WAIT
 
 
 class Boom(Exception):

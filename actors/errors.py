@@ -23,15 +23,27 @@ __all__ = [
     "PatternError",
     "PoolExhaustedError",
     "ProtocolError",
+    "RestartIntensityError",
+    "RouteeStartError",
     "SpawnContextError",
     "StrategyError",
     "SystemShutdownError",
     "TroupeError",
+    "TroupeInternalError",
 ]
 
 
 class TroupeError(Exception):
     """Root of every error troupe raises on purpose."""
+
+
+class TroupeInternalError(TroupeError, RuntimeError):
+    """A path that cannot happen did: a bug in troupe, never in the caller's code.
+
+    It is raised, or delivered to the asker, instead of being logged and
+    carried on past (trio's ``TrioInternalError``). Please report it, with its
+    traceback, in the project's issue tracker.
+    """
 
 
 class ActorNameTakenError(TroupeError, ValueError):

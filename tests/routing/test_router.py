@@ -38,7 +38,7 @@ from actors import (
     Terminated,
     WeightedCapabilitiesRouting,
 )
-from tests.runtime.actors_for_tests import WAIT, Gate
+from tests.core.actors_for_tests import WAIT, Gate
 
 
 class Worker(Actor):
@@ -566,7 +566,7 @@ def test_a_router_that_stops_itself_stops_itself_not_a_routee(system: ActorSyste
 
 
 def test_a_tell_with_a_receipt_reports_its_outcome_and_keeps_tell_semantics(system: ActorSystem, mode: str) -> None:
-    from actors.runtime.future import Receipt
+    from actors._core.future import Receipt
 
     sup = system.spawn(Supervisor, [ChildSpec(Worker, args=("w0",), mode=mode)])
     (ref,) = [info.ref for info in sup.proxy().which_children().get(timeout=WAIT)]

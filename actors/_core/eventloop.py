@@ -7,7 +7,7 @@ other, the cell joins a queue that one ``call_soon_threadsafe`` callback
 drains, so a burst of sends from another thread wakes the loop once, not once
 per actor (one wake-up is a socket write, and 10,000 of them cost the sender
 ~0.5 s). What a turn does with a handler
-that returns a coroutine is the cell's business (see `actors.runtime.cell`);
+that returns a coroutine is the cell's business (see `actors._core.cell`);
 the executor runs that coroutine as a task and hands the task back to the
 cell when it is done.
 
@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from actors.runtime.cell import HandlerExit, bind_executor
-from actors.runtime.errors import EventLoopError
+from actors._core.cell import HandlerExit, bind_executor
+from actors.errors import EventLoopError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-    from actors.runtime.cell import Cell
-    from actors.runtime.clock import Clock
+    from actors._core.cell import Cell
+    from actors._core.clock import Clock
 
 __all__ = ["DEFAULT_SLOW_CALLBACK_DURATION", "AsyncioExecutor"]
 

@@ -29,7 +29,7 @@ from actors import (
     Supervisor,
     Terminated,
 )
-from tests.runtime.actors_for_tests import WAIT, Gate
+from tests.core.actors_for_tests import WAIT, Gate
 
 
 class Boom(Exception):

@@ -49,12 +49,10 @@ import attrs
 from pykka import ActorDeadError
 from pykka.messages import ProxyGetAttr
 
-from actors.runtime.errors import PoolExhaustedError, RouteeStartError, StrategyError
-from actors.runtime.future import Future
-from actors.runtime.ref import ActorRef
-from actors.runtime.routing import AddRoutee, Admission, RemoveRoutee, RouteeStatistics, Router
-from actors.runtime.routing_strategies import RoutingStrategy, routing_strategy
-from actors.runtime.supervision import ChildSpec, SupervisionPolicy, Terminated
+from actors._core import ActorRef, ChildSpec, Future, SupervisionPolicy, Terminated
+from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError
+from actors.routing.router import AddRoutee, Admission, RemoveRoutee, RouteeStatistics, Router
+from actors.routing.strategies import RoutingStrategy, routing_strategy
 
 if TYPE_CHECKING:
     import random

@@ -34,8 +34,8 @@ from actors import (
     SystemShutdownError,
     Terminated,
 )
-from actors.runtime.future import Receipt
-from tests.runtime.actors_for_tests import WAIT, Recorder
+from actors._core.future import Receipt
+from tests.core.actors_for_tests import WAIT, Recorder
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine

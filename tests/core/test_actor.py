@@ -10,7 +10,7 @@ import pytest
 from pykka import ActorDeadError
 
 from actors import Actor, ActorSystem, DeadLetterReason, PooledActor, ThreadActor
-from tests.runtime.actors_for_tests import WAIT, Gate, Recorder
+from tests.core.actors_for_tests import WAIT, Gate, Recorder
 
 
 class Lifecycle(Actor):

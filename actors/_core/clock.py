@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from actors.runtime.timers import Scheduler
+    from actors._core.timers import Scheduler
 
 __all__ = ["Clock", "ManualClock", "MonotonicClock"]
 

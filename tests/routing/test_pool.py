@@ -39,7 +39,7 @@ from actors import (
     SupervisionPolicy,
     Terminated,
 )
-from tests.runtime.actors_for_tests import WAIT, Gate
+from tests.core.actors_for_tests import WAIT, Gate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

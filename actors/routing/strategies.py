@@ -31,15 +31,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pykka
 from loguru import logger
 
-from actors.runtime.errors import NoRouteeError, StrategyError
+from actors.errors import NoRouteeError, StrategyError
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Hashable, Iterable, Sequence
 
-    from actors.runtime.future import Future
-    from actors.runtime.routing import Routee, RoutingTable
-    from actors.runtime.timers import TimerHandle
+    from actors._core import Future, TimerHandle
+    from actors.routing.router import Routee, RoutingTable
 
 __all__ = [
     "STRATEGIES",

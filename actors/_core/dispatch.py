@@ -10,7 +10,7 @@ submitted at most once at a time.
   until the actor terminates, as pykka's `ThreadingActor`.
 
 The third executor, for asyncio mode, is an event loop:
-`actors.runtime.eventloop.AsyncioExecutor`.
+`actors._core.eventloop.AsyncioExecutor`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from actors.runtime.cell import TERMINATED, bind_executor
+from actors._core.cell import TERMINATED, bind_executor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors.runtime.cell import Cell
+    from actors._core.cell import Cell
 
 __all__ = ["DispatcherPool", "ThreadExecutor"]
 

@@ -19,8 +19,8 @@ from actors import (
     SystemShutdownError,
     ThreadActor,
 )
-from actors.runtime.cell import STOP
-from tests.runtime.actors_for_tests import WAIT, Gate, Recorder
+from actors._core.cell import STOP
+from tests.core.actors_for_tests import WAIT, Gate, Recorder
 
 
 class Node(Actor):

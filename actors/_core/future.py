@@ -40,14 +40,14 @@ import pykka
 from loguru import logger
 from pykka._future import _Unset
 
-from actors.runtime.errors import EventLoopError
+from actors.errors import EventLoopError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
     from pykka._types import OptExcInfo
 
-    from actors.runtime.cell import Cell
+    from actors._core.cell import Cell
 
 __all__ = ["Future", "Receipt"]
 
@@ -347,7 +347,7 @@ class _Waker:
     and each ``call_soon_threadsafe`` writes to a socket: 10,000 replies
     arriving together would cost 10,000 writes and as many loop wake-ups.
     Waiters queue here instead and one callback resolves them all (the same
-    scheme as `actors.runtime.eventloop.AsyncioExecutor.submit`).
+    scheme as `actors._core.eventloop.AsyncioExecutor.submit`).
     """
 
     __slots__ = ("__weakref__", "_loop", "_pending", "_waiters")

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from actors.runtime.clock import ManualClock
+from actors._core.clock import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-    from actors.runtime.cell import Cell
-    from actors.runtime.clock import Clock
+    from actors._core.cell import Cell
+    from actors._core.clock import Clock
 
 __all__ = ["Scheduler", "TimerHandle", "Timers"]
 

@@ -48,8 +48,8 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from actors.runtime.mailbox import MailboxSpec
-    from actors.runtime.ref import ActorRef
+    from actors._core.mailbox import MailboxSpec
+    from actors._core.ref import ActorRef
 
 __all__ = [
     "DEFAULT_POLICY",

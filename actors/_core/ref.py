@@ -16,16 +16,16 @@ from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-from actors.runtime.cell import inline_depth
-from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import EventLoopError, TroupeError
-from actors.runtime.future import Future, Receipt
+from actors._core.cell import inline_depth
+from actors._core.deadletters import DeadLetterReason
+from actors._core.future import Future, Receipt
+from actors.errors import EventLoopError, TroupeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors.runtime.cell import Cell
-    from actors.runtime.system import ActorSystem
+    from actors._core.cell import Cell
+    from actors._core.system import ActorSystem
 
 __all__ = ["ActorRef", "StoppedFlag"]
 

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 from pykka._envelope import Envelope
 
-from actors.runtime.deadletters import DeadLetterReason
-from actors.runtime.errors import MailboxFullError
+from actors._core.deadletters import DeadLetterReason
+from actors.errors import MailboxFullError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors.runtime.cell import Cell
+    from actors._core.cell import Cell
 
 __all__ = [
     "BoundedMailbox",

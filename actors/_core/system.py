@@ -39,18 +39,18 @@ import pykka
 from loguru import logger
 from pykka import ActorRegistry
 
-from actors.runtime import logbridge
-from actors.runtime.actor import PooledActor, concrete_class
-from actors.runtime.cell import RUNNING, STOP, STOPPING, TERMINATED, AsyncioState, Cell, current_executor
-from actors.runtime.clock import Clock, MonotonicClock
-from actors.runtime.deadletters import DeadLetters
-from actors.runtime.dispatch import DispatcherPool, ThreadExecutor
-from actors.runtime.errors import ActorNameTakenError, SystemShutdownError
-from actors.runtime.eventloop import DEFAULT_SLOW_CALLBACK_DURATION, AsyncioExecutor
-from actors.runtime.mailbox import FifoMailbox, MailboxSpec
-from actors.runtime.ref import ActorRef
-from actors.runtime.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
-from actors.runtime.timers import Scheduler
+from actors._core import logbridge
+from actors._core.actor import PooledActor, concrete_class
+from actors._core.cell import RUNNING, STOP, STOPPING, TERMINATED, AsyncioState, Cell, current_executor
+from actors._core.clock import Clock, MonotonicClock
+from actors._core.deadletters import DeadLetters
+from actors._core.dispatch import DispatcherPool, ThreadExecutor
+from actors._core.eventloop import DEFAULT_SLOW_CALLBACK_DURATION, AsyncioExecutor
+from actors._core.mailbox import FifoMailbox, MailboxSpec
+from actors._core.ref import ActorRef
+from actors._core.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
+from actors._core.timers import Scheduler
+from actors.errors import ActorNameTakenError, SystemShutdownError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -212,7 +212,7 @@ class ActorSystem:
             mailbox: a mailbox spec (default `FifoMailbox()`).
             restart: ``"temporary"`` (default: a failure stops it, as in pykka),
                 ``"transient"`` or ``"permanent"``: the root supervisor restarts it
-                by the system's `root_policy` (see `actors.runtime.supervision`).
+                by the system's `root_policy` (see `actors._core.supervision`).
 
         Raises:
             ActorNameTakenError: `name` is used by a live actor.

@@ -1,0 +1,81 @@
+"""The machinery under every troupe actor: system, modes, cells, mailboxes, timers, futures.
+
+This package is private (trio's ``_core``). Users import from `actors`. The
+services (`actors.routing`, `actors.state`, `actors.supervisor` and the ones
+after them) import from here only the names below, the seams the core offers
+them; they never import one of its modules directly (tests/test_layers.py
+checks it).
+
+The public ones (re-exported by `actors`) are the actor base classes, refs,
+futures, clocks, timers, dead letters and supervision's data. The low-level
+ones are for services built on the runtime:
+
+- `Cell`: the type of ``ref.actor_inbox``, for a service (the router) that
+  must put mail straight into a routee's queue on the sender's thread.
+- `MESSAGE_KINDS`: the message classes a cell interprets itself (proxy calls,
+  stops, timers, `Terminated`); a router never routes them.
+- `STOP`: the system message that stops a cell (``cell.post_system(STOP)``).
+- `unwrap`: a mailbox item as ``(message, reply future or None)``.
+"""
+
+from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
+from actors._core.cell import _KINDS as MESSAGE_KINDS
+from actors._core.cell import STOP, Cell, unwrap
+from actors._core.clock import Clock, ManualClock, MonotonicClock
+from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
+from actors._core.future import Future, Receipt
+from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
+from actors._core.ref import ActorRef
+from actors._core.supervision import (
+    DEFAULT_POLICY,
+    Backoff,
+    ChildSpec,
+    Decider,
+    Directive,
+    RestartType,
+    SupervisionPolicy,
+    SupervisionStrategy,
+    Terminated,
+)
+from actors._core.system import ActorSystem, default_system
+from actors._core.timers import Scheduler, TimerHandle, Timers
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "MESSAGE_KINDS",
+    "MODES",
+    "STOP",
+    "Actor",
+    "ActorRef",
+    "ActorSystem",
+    "AsyncioActor",
+    "Backoff",
+    "BoundedMailbox",
+    "Cell",
+    "ChildSpec",
+    "Clock",
+    "DeadLetter",
+    "DeadLetterReason",
+    "DeadLetterStatistics",
+    "DeadLetters",
+    "Decider",
+    "Directive",
+    "FifoMailbox",
+    "Future",
+    "MailboxSpec",
+    "ManualClock",
+    "MonotonicClock",
+    "PooledActor",
+    "PriorityMailbox",
+    "Receipt",
+    "RestartType",
+    "Scheduler",
+    "SupervisionPolicy",
+    "SupervisionStrategy",
+    "Terminated",
+    "ThreadActor",
+    "TimerHandle",
+    "Timers",
+    "default_system",
+    "unwrap",
+]
