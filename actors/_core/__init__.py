@@ -16,6 +16,7 @@ ones are for services built on the runtime:
   stops, timers, `Terminated`); a router never routes them.
 - `STOP`: the system message that stops a cell (``cell.post_system(STOP)``).
 - `unwrap`: a mailbox item as ``(message, reply future or None)``.
+- `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
 """
 
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
@@ -23,6 +24,7 @@ from actors._core.cell import _KINDS as MESSAGE_KINDS
 from actors._core.cell import STOP, Cell, unwrap
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
+from actors._core.frozendict import FrozenDict
 from actors._core.future import Future, Receipt
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
 from actors._core.ref import ActorRef
@@ -61,6 +63,7 @@ __all__ = [
     "Decider",
     "Directive",
     "FifoMailbox",
+    "FrozenDict",
     "Future",
     "MailboxSpec",
     "ManualClock",
