@@ -78,6 +78,10 @@ class _Beat:
 _BEAT_TIMER = "troupe-agent-heartbeat"
 
 
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 class Agent(Actor):
     """Base class of agents; see the module docstring.
 
@@ -252,10 +256,6 @@ class Agent(Actor):
         key = (task.task_id, task.attempt)
         clock = self.actor_system.clock
 
-        async def attempt() -> Any:
-            _current.set(key)
-            return await awaitable
-
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -267,7 +267,11 @@ class Agent(Actor):
                 awaitable.close()
             self._tell(coordinator, TaskFinished(self.agent_id, task.task_id, task.attempt, None, TypeError(msg), 0.0))
             return
-        running = loop.create_task(attempt(), name=f"{self.agent_id}:{task.task_id}#{task.attempt}")
+        if not inspect.iscoroutine(awaitable):
+            awaitable = _await(awaitable)
+        context = contextvars.copy_context()
+        context.run(_current.set, key)  # report_progress inside the task knows its attempt
+        running = loop.create_task(awaitable, name=f"{self.agent_id}:{task.task_id}#{task.attempt}", context=context)
         self._running[key] = running
 
         def done(t: asyncio.Task[Any]) -> None:

@@ -629,6 +629,7 @@ class Coordinator(Actor):
     def _heard(self, agent: _Agent) -> None:
         """Any message from an agent is a heartbeat."""
         agent.last_heard = self._clock.now()
+        agent.info = None
         beats = agent.beats
         if beats is not None:
             if agent.id in beats:
