@@ -79,7 +79,12 @@ class TestProbe:
         self.ref: ActorRef[Any] = kit.system.spawn(_ProbeActor, self, name=name)
 
     def reply_with(self, reply: Callable[[Any], Any] | Any) -> None:
-        """Answer every ask with `reply(message)` if callable, else with `reply`."""
+        """Answer every ask with `reply(message)` if callable, else with `reply`.
+
+        It is called for every message, asked or told (an actor cannot tell
+        them apart); return None for those you do not answer. An exception
+        it raises for a told message fails the probe, as any actor's would.
+        """
         self._reply = reply if callable(reply) else (lambda _message: reply)
 
     def watch(self, ref: pykka.ActorRef[Any]) -> None:
@@ -230,13 +235,16 @@ class ActorTestKit:
         """Return the `AgentId` of a running agent."""
         return agent.proxy().agent_id.get(timeout=DEFAULT_TIMEOUT)  # type: ignore[no-any-return]
 
-    def shutdown(self, *, timeout: float = 10.0) -> None:
-        """Stop the system; raise `ExpectationError` if a thread started since the kit was made is still alive."""
+    def shutdown(self, *, timeout: float = 10.0, grace: float = 2.0) -> None:
+        """Stop the system; raise `ExpectationError` if a thread started since the kit was made is still alive.
+
+        A thread that is finishing gets `grace` real seconds to end.
+        """
         if self.system.is_running:
             self.system.shutdown(timeout=timeout)
         leaked = [t for t in threading.enumerate() if t not in self._before and t.is_alive()]
         for thread in leaked:
-            thread.join(timeout=2)
+            thread.join(timeout=grace)
         leaked = [t.name for t in leaked if t.is_alive()]
         if leaked:
             msg = f"the test left threads running after the kit's system shut down: {leaked}"
