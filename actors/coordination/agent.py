@@ -48,7 +48,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, ActorRef, FrozenDict
+from actors._core import Actor, FrozenDict
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
     AgentDeclared,
@@ -102,7 +102,7 @@ class Agent(Actor):
         capabilities: Iterable[str] | None = None,
         attributes: Mapping[str, Any] | None = None,
         max_concurrent_tasks: int | None = None,
-        coordinator: ActorRef[Any] | None = None,
+        coordinator: pykka.ActorRef[Any] | None = None,
         heartbeat_interval: float | None = None,
     ) -> None:
         """Build the agent's descriptor; `key` defaults to the actor's name, or its URN's tail."""
@@ -178,7 +178,7 @@ class Agent(Actor):
             future = self.coordinator.ask(
                 Register(self.actor_ref, self.descriptor, self.heartbeat_interval), block=False
             )
-            future.add_done_callback(self._registered)
+            future.add_done_callback(self._registered)  # type: ignore[attr-defined]  # troupe's Future
         return None
 
     def _registered(self, future: Any) -> None:
@@ -210,7 +210,7 @@ class Agent(Actor):
             return None
         return self.handle_message(message)
 
-    def _tell(self, coordinator: ActorRef[Any] | None, message: Any) -> None:
+    def _tell(self, coordinator: pykka.ActorRef[Any] | None, message: Any) -> None:
         """Tell the coordinator; if it has stopped the message is a dead letter already, and the agent goes on."""
         if coordinator is None:
             return
@@ -252,7 +252,7 @@ class Agent(Actor):
             coordinator, TaskFinished(self.agent_id, task.task_id, task.attempt, result, None, clock.now() - started)
         )
 
-    def _start_async(self, task: Task, coordinator: ActorRef[Any], awaitable: Any, started: float) -> None:
+    def _start_async(self, task: Task, coordinator: pykka.ActorRef[Any], awaitable: Any, started: float) -> None:
         key = (task.task_id, task.attempt)
         clock = self.actor_system.clock
 

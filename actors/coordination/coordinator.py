@@ -42,6 +42,7 @@ settled on it; their callbacks run there too, so keep them short.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import uuid
@@ -53,7 +54,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, ActorRef, DeadLetterReason, FrozenDict, Future, Terminated
+from actors._core import Actor, DeadLetterReason, FrozenDict, Future, Terminated
 from actors.coordination.health import Health, HealthPolicy, HealthTracker
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
@@ -133,6 +134,7 @@ class _Agent:
         "last_heard",
         "max",
         "offline",
+        "order",
         "ref",
         "registered_at",
         "session",
@@ -143,11 +145,12 @@ class _Agent:
         "urn",
     )
 
-    def __init__(self, ref: ActorRef[Any], descriptor: AgentDescriptor, now: float, timeout: float) -> None:
+    def __init__(self, ref: pykka.ActorRef[Any], descriptor: AgentDescriptor, now: float, timeout: float) -> None:
         self.ref = ref
         self.urn = ref.actor_urn
         self.descriptor = descriptor
         self.id = descriptor.id
+        self.order = (self.id.type, self.id.key)  # sorts like the id, ~10x faster than attrs' __lt__
         self.caps = descriptor.capabilities
         self.max = descriptor.max_concurrent_tasks
         # Invariant: the attempts this agent was sent and has not reported, nor
@@ -279,7 +282,7 @@ class Coordinator(Actor):
         self._qseq = itertools.count()
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
-        self._watchers: dict[str, ActorRef[Any]] = {}
+        self._watchers: dict[str, pykka.ActorRef[Any]] = {}
         self._event_seq = 0
         self._overall = _Counters()
         self._per_cap: dict[str, _Counters] = {}
@@ -327,19 +330,20 @@ class Coordinator(Actor):
         handler = self._handlers.get(message.__class__)
         if handler is not None:
             return handler(message)
-        notify = self._notifications.get(message.__class__)
+        notify = self._notifications.get(message.__class__, self._on_unknown)
         try:
-            if notify is None:
-                msg = (
-                    f"{self} does not understand {message!r}; send a message of actors.coordination "
-                    "(Register, FindAgents, Submit, CancelTask, GetTask, GetCoordinationStatistics, ...)"
-                )
-                raise TypeError(msg)
             notify(message)
         except Exception as error:  # noqa: BLE001 - a bad notification must not stop the service
             logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
             self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
         return None
+
+    def _on_unknown(self, message: Any) -> None:
+        msg = (
+            f"{self} does not understand {message!r}; send a message of actors.coordination "
+            "(Register, FindAgents, Submit, CancelTask, GetTask, GetCoordinationStatistics, ...)"
+        )
+        raise TypeError(msg)
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -420,10 +424,8 @@ class Coordinator(Actor):
             agent.beats.pop(aid, None)
         self._unready(agent)
         if agent.urn not in self._watchers:
-            try:
+            with contextlib.suppress(TypeError):  # not a troupe ref: nothing was watched
                 self.unwatch(agent.ref)
-            except TypeError:  # not a troupe ref: nothing was watched
-                pass
         old = agent.status
         agent.offline = True
         self._set_status(agent, AgentStatus.OFFLINE, emit=False)
@@ -440,13 +442,14 @@ class Coordinator(Actor):
         agents = self._agents
         candidates: Iterable[AgentId]
         if q.all_of:
-            sets = []
+            sets: list[set[AgentId]] = []
             for cap in q.all_of:
                 ids = self._by_cap.get(cap)
                 if not ids:
                     return ()
                 sets.append(ids)
-            candidates = min(sets, key=len)
+            smallest: set[AgentId] = min(sets, key=len)
+            candidates = smallest
         elif q.types is not None:
             candidates = set().union(*(self._by_type.get(t, ()) for t in q.types))
         elif q.any_of:
@@ -476,7 +479,7 @@ class Coordinator(Actor):
             if q.where is not None and not q.where(a.descriptor.attributes):
                 continue
             found.append(a)
-        found.sort(key=lambda a: a.id)
+        found.sort(key=_order)
         if q.limit is not None:
             found = found[: q.limit]
         return tuple(a.snapshot() for a in found)
@@ -499,7 +502,7 @@ class Coordinator(Actor):
             if urn not in self._by_urn:
                 self.watch(ref)
         snapshot = RegistrySnapshot(
-            self._event_seq, tuple(a.snapshot() for a in sorted(self._agents.values(), key=lambda a: a.id))
+            self._event_seq, tuple(a.snapshot() for a in sorted(self._agents.values(), key=_order))
         )
         try:
             ref.tell(snapshot)
@@ -513,10 +516,8 @@ class Coordinator(Actor):
         if ref is None:
             return False
         if urn not in self._by_urn:
-            try:
+            with contextlib.suppress(TypeError):
                 self.unwatch(ref)
-            except TypeError:
-                pass
         return True
 
     def _emit(self, kind: RegistryEventKind, agent: _Agent, change: StatusChange | None) -> None:
@@ -760,7 +761,8 @@ class Coordinator(Actor):
                     smallest = ids
             assert smallest is not None
             if len(smallest) <= _SMALL_INDEX:
-                best, best_key = None, None
+                best: _Agent | None = None
+                best_key: tuple[tuple[int, int], float] | None = None
                 agents = self._agents
                 for aid in smallest:
                     a = agents[aid]
@@ -770,10 +772,10 @@ class Coordinator(Actor):
                     if best_key is None or key < best_key:
                         best, best_key = a, key
                 return best
-        for key in self._ready_keys:
+        for level in self._ready_keys:
             best = None
             seen = 0
-            for a in self._ready[key].values():
+            for a in self._ready[level].values():
                 if requires and not requires <= a.caps:
                     continue
                 if best is None or a.ema < best.ema:
@@ -810,12 +812,10 @@ class Coordinator(Actor):
             timers.start_single_timer(("hb", task.id), _TaskTimer(task.id, attempt, "heartbeat"), timeouts.heartbeat)
         # Moving the agent to the end of its new bucket is the round robin.
         self._refresh(agent)
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):  # its Terminated is on the way: reassigned then
             agent.ref.tell(
                 RunTask(Task(task.id, task.spec.kind, task.spec.payload, attempt, task.idem), self.actor_ref)
             )
-        except pykka.ActorDeadError:
-            pass  # its Terminated is on the way: the attempt is reassigned then
 
     def _pull(self, agent: _Agent) -> None:
         """Let `agent` take the best queued tasks it can run, while it has credit."""
@@ -981,7 +981,8 @@ class Coordinator(Actor):
         if which == "schedule_to_close":
             error = TaskTimeoutError(
                 f"task {task.id} ({task.spec.kind!r}) did not finish within its schedule_to_close timeout of "
-                f"{task.spec.timeouts.schedule_to_close} s ({task.attempt} attempts); raise the timeout or find why it is slow",
+                f"{task.spec.timeouts.schedule_to_close} s ({task.attempt} attempts); "
+                "raise the timeout or find why it is slow",
                 timeout=which,
                 task_id=task.id,
             )
@@ -1014,10 +1015,8 @@ class Coordinator(Actor):
         agent = task.agent
         if agent is None:
             return
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):
             agent.ref.tell(CancelRun(task.id, task.attempt))
-        except pykka.ActorDeadError:
-            pass
         task.agent = None
 
     def _abort(self, task: _Task, state: TaskState, error: BaseException) -> None:
@@ -1095,3 +1094,7 @@ class Coordinator(Actor):
 
 
 _MISSING = object()
+
+
+def _order(agent: _Agent) -> tuple[str, str]:
+    return agent.order

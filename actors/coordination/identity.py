@@ -19,7 +19,8 @@ __all__ = ["AgentDescriptor", "AgentId"]
 def _name(what: str) -> Any:
     def check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if not isinstance(value, str) or not value or ("/" in value and what == "type"):
-            msg = f"an agent id's {attribute.name} must be a non-empty string{' without /' if what == 'type' else ''}, got {value!r}"
+            extra = " without /" if what == "type" else ""
+            msg = f"an agent id's {attribute.name} must be a non-empty string{extra}, got {value!r}"
             raise AgentRegistrationError(msg)
 
     return check

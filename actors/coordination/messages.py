@@ -360,8 +360,10 @@ def _get(content: Any, key: str, kind: type | tuple[type, ...]) -> Any:
 
 
 def from_agent_message(message: AgentMessage) -> Any:
-    """Read a TASK_RESPONSE / ERROR_REPORT into `TaskFinished`, a HEARTBEAT into `AgentHeartbeat`,
-    a STATUS_UPDATE into `StatusChange`, a TASK_REQUEST into `Task`.
+    """Read an `AgentMessage` back into its coordination form.
+
+    TASK_RESPONSE and ERROR_REPORT become `TaskFinished`, HEARTBEAT
+    `AgentHeartbeat`, STATUS_UPDATE `StatusChange`, TASK_REQUEST `Task`.
 
     Raises:
         ProtocolError: another type, or a field missing or of the wrong type (``field`` names it).
@@ -400,8 +402,8 @@ def from_agent_message(message: AgentMessage) -> Any:
             return StatusChange(
                 AgentId.parse(_get(c, "agent", str)),
                 _get(c, "seq", int),
-                None if old is None else AgentStatus(old),
-                AgentStatus(_get(c, "new", str)),
+                None if old is None else AgentStatus(str(old)),
+                AgentStatus(str(_get(c, "new", str))),
                 float(_get(c, "at", (int, float))),
             )
     msg = f"AgentMessage of type {message.type} has no coordination form"

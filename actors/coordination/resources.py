@@ -285,12 +285,15 @@ class ResourceManager(Actor):
             elif isinstance(message, Terminated):
                 self._on_terminated(message)
             else:
-                msg = f"{self} does not understand {message!r}; send Acquire, Release, KeepAlive, ValidateLease, ..."
-                raise TypeError(msg)
+                self._on_unknown(message)
         except Exception as error:  # noqa: BLE001 - a bad tell must not stop the service
             logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
             self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
         return None
+
+    def _on_unknown(self, message: Any) -> None:
+        msg = f"{self} does not understand {message!r}; send Acquire, Release, KeepAlive, ValidateLease, ..."
+        raise TypeError(msg)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -374,7 +377,7 @@ class ResourceManager(Actor):
         if message.timeout is not None:
             self.timers.cancel(("wait", waiting.id))
         token = next(self._tokens)
-        for name, units in message.bundle.items():
+        for name in message.bundle:
             in_use = self._capacity[name] - self._free[name]
             self._peak[name] = max(self._peak[name], in_use)
             self._last_token[name] = token

@@ -118,7 +118,8 @@ class TestProbe:
         with self._cond:
             if not self._cond.wait_for(lambda: bool(self._inbox), timeout):
                 what = "any message" if expected is _NOTHING else repr(expected)
-                msg = f"{self.ref} expected {what}, but nothing arrived (within {within} s on the clock, {timeout} s real)"
+                msg = f"{self.ref} expected {what}, but nothing arrived "
+                msg += f" (within {within} s on the clock, {timeout} s real)"
                 raise ExpectationError(msg)
             message = self._inbox.popleft()
         if expected is _NOTHING:
@@ -129,7 +130,9 @@ class TestProbe:
             raise ExpectationError(msg)
         return message
 
-    def expect_messages(self, count: int, *, within: float | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+    def expect_messages(
+        self, count: int, *, within: float | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[Any]:
         """Take the next `count` messages, in order."""
         if within is not None:
             self.kit.advance(within)
@@ -157,7 +160,7 @@ class TestProbe:
         if message.ref != ref:
             msg = f"{self.ref} expected Terminated of {ref}, got one of {message.ref}"
             raise ExpectationError(msg)
-        return message  # type: ignore[no-any-return]
+        return message
 
 
 class ActorTestKit:
@@ -212,7 +215,7 @@ class ActorTestKit:
         probe = self.probe()
         try:
             agent.tell(RunTask(Task(task_id, kind, payload, attempt, task_id), probe.ref))
-            return probe.fish_for(lambda m: isinstance(m, TaskFinished) and m.task_id == task_id, timeout=timeout)  # type: ignore[no-any-return]
+            return probe.fish_for(lambda m: isinstance(m, TaskFinished) and m.task_id == task_id, timeout=timeout)
         finally:
             probe.ref.stop()
 
@@ -233,7 +236,7 @@ class ActorTestKit:
 
     def agent_id(self, agent: ActorRef[Any]) -> AgentId:
         """Return the `AgentId` of a running agent."""
-        return agent.proxy().agent_id.get(timeout=DEFAULT_TIMEOUT)  # type: ignore[no-any-return]
+        return agent.proxy().agent_id.get(timeout=DEFAULT_TIMEOUT)
 
     def shutdown(self, *, timeout: float = 10.0, grace: float = 2.0) -> None:
         """Stop the system; raise `ExpectationError` if a thread started since the kit was made is still alive.
@@ -245,7 +248,7 @@ class ActorTestKit:
         leaked = [t for t in threading.enumerate() if t not in self._before and t.is_alive()]
         for thread in leaked:
             thread.join(timeout=grace)
-        leaked = [t.name for t in leaked if t.is_alive()]
-        if leaked:
-            msg = f"the test left threads running after the kit's system shut down: {leaked}"
+        names = [t.name for t in leaked if t.is_alive()]
+        if names:
+            msg = f"the test left threads running after the kit's system shut down: {names}"
             raise ExpectationError(msg)

@@ -76,7 +76,9 @@ class Gate:
         self.opened.set()
 
 
-def spawn_agent(kit: ActorTestKit, cls: type[Agent], key: str, coordinator: ActorRef[Any], **kwargs: Any) -> ActorRef[Any]:
+def spawn_agent(
+    kit: ActorTestKit, cls: type[Agent], key: str, coordinator: ActorRef[Any], **kwargs: Any
+) -> ActorRef[Any]:
     """Spawn an agent and return once its registration is in the coordinator's mailbox."""
     ref = kit.spawn(cls, key, coordinator=coordinator, **kwargs)
     kit.agent_id(ref)  # its on_start (which sends Register) has run
@@ -100,7 +102,9 @@ def settle(kit: ActorTestKit, coordinator: ActorRef[Any], *agents: ActorRef[Any]
     coordinator.ask(GetCoordinationStatistics())
 
 
-def beat(kit: ActorTestKit, coordinator: ActorRef[Any], agents: list[ActorRef[Any]], seconds: float, step: float) -> None:
+def beat(
+    kit: ActorTestKit, coordinator: ActorRef[Any], agents: list[ActorRef[Any]], seconds: float, step: float
+) -> None:
     """Advance the clock by `seconds` in steps of `step`, letting every message settle between steps."""
     done = 0.0
     while done < seconds:

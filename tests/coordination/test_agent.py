@@ -27,13 +27,15 @@ from actors import (
     to_agent_message,
 )
 from actors.coordination.health import HealthTracker
-from actors.protocol import AgentMessage, MessageType, from_json, to_json
 from actors.coordination.status import LEGAL, derive_status, is_legal
+from actors.protocol import AgentMessage, MessageType, from_json, to_json
 from actors.testing import ActorTestKit
 from tests.coordination.agents_for_tests import AsyncEcho, Echo, Gate, info, settle, spawn_agent, spawn_coordinator
 
 
-def test_heartbeats_are_timer_messages_handled_in_the_agents_own_mailbox(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_heartbeats_are_timer_messages_handled_in_the_agents_own_mailbox(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     probe = actor_testkit.probe()  # stands in for the coordinator
     probe.reply_with(lambda m: RegistrationResult(m.descriptor.id, replaced=False) if isinstance(m, Register) else None)
     agent = actor_testkit.spawn(Echo, "e1", coordinator=probe.ref, mode=mode, heartbeat_interval=10)
@@ -106,7 +108,9 @@ def test_status_is_derived_in_a_fixed_order_and_only_legal_changes_exist() -> No
     derive = derive_status
     assert derive(offline=True, blocked=True, session=True, in_flight=1, max_concurrent=1) is AgentStatus.OFFLINE
     assert derive(offline=False, blocked=True, session=True, in_flight=1, max_concurrent=1) is AgentStatus.BLOCKED
-    assert derive(offline=False, blocked=False, session=True, in_flight=0, max_concurrent=1) is AgentStatus.COLLABORATING
+    assert (
+        derive(offline=False, blocked=False, session=True, in_flight=0, max_concurrent=1) is AgentStatus.COLLABORATING
+    )
     assert derive(offline=False, blocked=False, session=False, in_flight=2, max_concurrent=2) is AgentStatus.BUSY
     assert derive(offline=False, blocked=False, session=False, in_flight=1, max_concurrent=2) is AgentStatus.WORKING
     assert derive(offline=False, blocked=False, session=False, in_flight=0, max_concurrent=2) is AgentStatus.IDLE
@@ -157,7 +161,9 @@ def test_coordinator_messages_cross_the_edge_as_agent_messages() -> None:
     done = TaskFinished(AgentId("echo", "e1"), "t1", 2, value=[1, 2], run_time=0.5)
     back = from_agent_message(to_agent_message(done, sender="echo/e1"))
     assert (back.value, back.attempt, back.run_time) == ((1, 2), 2, 0.5)
-    failed = from_agent_message(to_agent_message(TaskFinished(AgentId("e", "1"), "t", 1, error=KeyError("k")), sender="e/1"))
+    failed = from_agent_message(
+        to_agent_message(TaskFinished(AgentId("e", "1"), "t", 1, error=KeyError("k")), sender="e/1")
+    )
     assert failed.error.error_type == "KeyError"
     beat = from_agent_message(to_agent_message(AgentHeartbeat(AgentId("e", "1"), 3), sender="e/1"))
     assert beat == AgentHeartbeat(AgentId("e", "1"), 3)

@@ -144,14 +144,19 @@ class ResourceModel(RuleBasedStateMachine):
                 self.requests.remove((owner, request))
                 try:
                     granted.append(request.future.get(timeout=0))
-                except Exception:  # noqa: BLE001, S112 - timed out: not a grant
+                except Exception:
                     continue
         for lease in sorted(granted, key=lambda lease: lease.fencing_token):
             assert lease.fencing_token > self.last_token
             self.last_token = lease.fencing_token
             self.held[lease.lease_id] = lease
 
-    @rule(bundle=BUNDLES, priority=st.integers(0, 2), ttl=st.sampled_from([None, 5.0]), timeout=st.sampled_from([None, 3.0]))
+    @rule(
+        bundle=BUNDLES,
+        priority=st.integers(0, 2),
+        ttl=st.sampled_from([None, 5.0]),
+        timeout=st.sampled_from([None, 3.0]),
+    )
     def acquire(self, bundle: dict[str, int], priority: int, ttl: float | None, timeout: float | None) -> None:
         self.owners += 1
         owner = f"o{self.owners}"
@@ -169,7 +174,9 @@ class ResourceModel(RuleBasedStateMachine):
         try:
             self.rm.ask(Release(lease_id, lease.owner))
         except LeaseNotHeldError:
-            assert lease.expires_at is not None and lease.expires_at <= self.clock.now(), "only an expired lease is gone"
+            assert lease.expires_at is not None and lease.expires_at <= self.clock.now(), (
+                "only an expired lease is gone"
+            )
         self._collect()
 
     @rule(seconds=st.sampled_from([1.0, 3.0, 6.0]))

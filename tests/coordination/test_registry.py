@@ -33,7 +33,9 @@ class Planner(Echo):
     capabilities = frozenset({"plan", "search"})
 
 
-def test_an_agent_given_a_coordinator_registers_itself_with_its_descriptor(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_an_agent_given_a_coordinator_registers_itself_with_its_descriptor(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode, attributes={"model": "m1"}, max_concurrent_tasks=3)
     found = info(coord, "echo/e1")
@@ -129,7 +131,9 @@ def test_discovery_filters_by_capabilities_types_attributes_and_predicates(actor
     assert dict(coord.ask(ListCapabilities())) == {"plan": 1, "x": 2, "y": 2, "z": 1}
 
 
-def test_a_watcher_gets_a_snapshot_then_every_change_numbered_without_gaps(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_a_watcher_gets_a_snapshot_then_every_change_numbered_without_gaps(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, Echo, "before", coord, mode=mode)
     probe = actor_testkit.probe()
@@ -139,7 +143,11 @@ def test_a_watcher_gets_a_snapshot_then_every_change_numbered_without_gaps(actor
     assert _ids(snapshot.agents) == ["echo/before"]
     late = spawn_agent(actor_testkit, Echo, "late", coord, mode=mode)
     registered = probe.expect_message(RegistryEvent)
-    assert (registered.kind, str(registered.agent.id), registered.seq) == (RegistryEventKind.REGISTERED, "echo/late", seq + 1)
+    assert (registered.kind, str(registered.agent.id), registered.seq) == (
+        RegistryEventKind.REGISTERED,
+        "echo/late",
+        seq + 1,
+    )
     assert registered.status_change.seq == 1
     late.stop()
     deregistered = probe.expect_message(RegistryEvent)

@@ -1,4 +1,7 @@
-"""Task assignment: credit, ranking, queueing, Temporal's timeouts, retries, reassignment, cancel, on the manual clock."""
+"""Task assignment: credit, ranking, queueing, Temporal's timeouts, retries, reassignment, cancel.
+
+All on the manual clock.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from actors import (
     ActorSystem,
     AgentStatus,
     CancelTask,
-    Coordinator,
     CoordinationStoppedError,
+    Coordinator,
     FindAgents,
     GetCoordinationStatistics,
     GetTask,
@@ -33,7 +36,16 @@ from actors import (
     WatchRegistry,
 )
 from actors.testing import ActorTestKit
-from tests.coordination.agents_for_tests import AsyncEcho, Echo, Gate, beat, info, settle, spawn_agent, spawn_coordinator
+from tests.coordination.agents_for_tests import (
+    AsyncEcho,
+    Echo,
+    Gate,
+    beat,
+    info,
+    settle,
+    spawn_agent,
+    spawn_coordinator,
+)
 
 WAIT = 5.0
 
@@ -52,7 +64,9 @@ def test_a_task_runs_on_a_capable_agent_and_its_future_gets_the_result(actor_tes
     assert (task.state, task.attempt, str(task.agent)) == (TaskState.COMPLETED, 1, "echo/e1")
 
 
-def test_an_async_handler_runs_on_the_loop_and_tasks_overlap_up_to_the_agents_slots(actor_testkit: ActorTestKit) -> None:
+def test_an_async_handler_runs_on_the_loop_and_tasks_overlap_up_to_the_agents_slots(
+    actor_testkit: ActorTestKit,
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, AsyncEcho, "a1", coord)  # async def handle_task: asyncio mode, 4 slots
     held = [concurrent.futures.Future() for _ in range(5)]
@@ -108,7 +122,9 @@ def test_a_degraded_agent_gets_work_only_after_the_healthy_ones(actor_testkit: A
     assert str(coord.ask(GetTask(handle.task_id)).agent) == "echo/good"
 
 
-def test_a_task_no_agent_can_take_waits_and_starts_when_a_capable_agent_registers(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_a_task_no_agent_can_take_waits_and_starts_when_a_capable_agent_registers(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
     handle = submit(coord, payload="late", requires={"echo", "rare"})
@@ -136,7 +152,9 @@ def test_the_schedule_to_start_timeout_names_the_missing_capabilities(actor_test
     assert submit(coord, payload="still serving").result(timeout=WAIT) == "still serving"
 
 
-def test_queued_tasks_start_by_priority_and_aging_keeps_low_ones_from_starving(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_queued_tasks_start_by_priority_and_aging_keeps_low_ones_from_starving(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit, aging=10.0)
     gate = Gate()
     ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
@@ -212,7 +230,9 @@ def test_start_to_close_ends_a_slow_attempt_and_the_retry_goes_to_a_free_agent(a
     coord.ask(WatchRegistry(probe.ref))
 
     def status_becomes(status: AgentStatus) -> None:
-        probe.fish_for(lambda m: isinstance(m, RegistryEvent) and m.status_change is not None and m.status_change.new is status)
+        probe.fish_for(
+            lambda m: isinstance(m, RegistryEvent) and m.status_change is not None and m.status_change.new is status
+        )
 
     retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
     handle = submit(coord, payload=("forever",), timeouts=Timeouts(start_to_close=5), retry=retry)
@@ -228,7 +248,9 @@ def test_start_to_close_ends_a_slow_attempt_and_the_retry_goes_to_a_free_agent(a
     assert caught.value.timeout == "start_to_close"
 
 
-def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_alive(actor_testkit: ActorTestKit) -> None:
+def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_alive(
+    actor_testkit: ActorTestKit,
+) -> None:
     import asyncio
 
     class Reporter(AsyncEcho):
@@ -280,7 +302,9 @@ def test_schedule_to_close_bounds_all_attempts_together(actor_testkit: ActorTest
     assert caught.value.timeout == "schedule_to_close"
 
 
-def test_tasks_in_flight_on_an_agent_that_stops_are_reassigned_with_the_next_attempt(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_tasks_in_flight_on_an_agent_that_stops_are_reassigned_with_the_next_attempt(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     doomed = spawn_agent(actor_testkit, AsyncEcho, "doomed", coord)
     held: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -293,7 +317,9 @@ def test_tasks_in_flight_on_an_agent_that_stops_are_reassigned_with_the_next_att
     assert coord.ask(GetCoordinationStatistics()).tasks.reassignments == 1
 
 
-def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_move(actor_testkit: ActorTestKit, mode: str) -> None:
+def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_move(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     gate = Gate()
     stuck = spawn_agent(actor_testkit, Echo, "stuck", coord, mode=mode, heartbeat_interval=10)
@@ -301,6 +327,7 @@ def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_m
     assert gate.entered.wait(WAIT)  # its handler blocks: no heartbeat gets through its mailbox
     probe = actor_testkit.probe()
     coord.ask(WatchRegistry(probe.ref))
+
     class Mover(Echo):
         def handle_task(self, task: Any) -> Any:
             return ("moved", task.attempt)
@@ -315,7 +342,13 @@ def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_m
     settle(actor_testkit, coord, free)
     assert info(coord, "echo/stuck").status is AgentStatus.OFFLINE
     assert handle.result(timeout=WAIT) == ("moved", 2)  # reassigned to "free"
-    offline = probe.fish_for(lambda m: isinstance(m, RegistryEvent) and m.kind is RegistryEventKind.STATUS and m.status_change.new is AgentStatus.OFFLINE)
+    offline = probe.fish_for(
+        lambda m: (
+            isinstance(m, RegistryEvent)
+            and m.kind is RegistryEventKind.STATUS
+            and m.status_change.new is AgentStatus.OFFLINE
+        )
+    )
     assert str(offline.agent.id) == "echo/stuck"
     gate.open()  # it comes back: its late result is dropped, and it is heard again
     actor_testkit.advance(10)
@@ -375,7 +408,9 @@ def test_results_can_be_written_to_a_store_key(actor_testkit: ActorTestKit) -> N
     assert store.ask(GetEntry("results/t1")).value == "kept"
 
 
-def test_bad_requests_get_errors_and_bad_notifications_become_dead_letters(actor_testkit: ActorTestKit, logs: Any) -> None:
+def test_bad_requests_get_errors_and_bad_notifications_become_dead_letters(
+    actor_testkit: ActorTestKit, logs: Any
+) -> None:
     coord = spawn_coordinator(actor_testkit)
     with pytest.raises(UnknownTaskError, match="no task 'nope'"):
         coord.ask(GetTask("nope"))

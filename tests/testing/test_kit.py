@@ -24,7 +24,9 @@ class Forwarder(Actor):
         return None
 
 
-def test_a_probe_expects_messages_in_order_by_type_or_value(actor_testkit: ActorTestKit, test_probe: TestProbe, mode: str) -> None:
+def test_a_probe_expects_messages_in_order_by_type_or_value(
+    actor_testkit: ActorTestKit, test_probe: TestProbe, mode: str
+) -> None:
     forwarder = actor_testkit.spawn(Forwarder, test_probe.ref, mode=mode)
     forwarder.tell("a")
     forwarder.tell(2)
