@@ -25,7 +25,7 @@ import os
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import pykka
@@ -92,7 +92,7 @@ class _PlainCoordinator:
     def __init__(self) -> None:
         self.agents: dict[str, _PlainAgent] = {}
         self.by_cap: dict[str, set[str]] = {}
-        self.ready: dict[str, _PlainAgent] = {}  # agents with credit, in round-robin order
+        self.ready: OrderedDict[str, _PlainAgent] = OrderedDict()  # agents with credit, round-robin order
         self.queue: deque[tuple[int, frozenset[str], Any]] = deque()
         self.results: dict[int, Any] = {}
         self.subscribers: list[Any] = []

@@ -273,7 +273,9 @@ class Coordinator(Actor):
         # One OrderedDict per heartbeat timeout, least recently heard first.
         self._beats: dict[float, OrderedDict[AgentId, _Agent]] = {}
         # Ready buckets: (health rank, in flight) -> agents with credit, in round-robin order.
-        self._ready: dict[tuple[int, int], dict[AgentId, _Agent]] = {}
+        # OrderedDicts: a plain dict used as a queue keeps the holes of deleted entries at its
+        # front, and iterating from there costs O(holes) (22 µs a pick at 1,000 agents).
+        self._ready: dict[tuple[int, int], OrderedDict[AgentId, _Agent]] = {}
         self._ready_keys: list[tuple[int, int]] = []
         self._tasks: dict[str, _Task] = {}
         self._by_idem: dict[str, _Task] = {}
@@ -601,7 +603,7 @@ class Coordinator(Actor):
         self._unready(agent)
         bucket = self._ready.get(key)
         if bucket is None:
-            bucket = self._ready[key] = {}
+            bucket = self._ready[key] = OrderedDict()
             self._ready_keys = sorted(self._ready)
         bucket[agent.id] = agent
         agent.bucket = key
