@@ -52,7 +52,7 @@ from actors import (
 )
 from benchmarks._harness import Benchmark, Metric, Target
 
-__all__ = ["BENCHMARKS", "registry", "resources", "status_stream", "tasks"]
+__all__ = ["BENCHMARKS", "registry", "resources", "services", "status_stream", "tasks"]
 
 _WAIT_S = 600.0
 """Timeout of the waits that end a measurement: generous, they only guard against hangs."""
@@ -468,6 +468,24 @@ def resources(impl: str, *, ops: int = 50_000) -> dict[str, float]:
     return {"grants_per_s": ops / elapsed}
 
 
+def services(
+    impl: str,
+    *,
+    agents: int = 1_000,
+    count: int = 20_000,
+    window: int = 2_000,
+    latency_samples: int = 2_000,
+    changes: int = 5_000,
+    ops: int = 50_000,
+) -> dict[str, float]:
+    """Tasks end to end, status to a watcher and resource grants, in one process (one case each impl)."""
+    return {
+        **tasks(impl, agents=agents, count=count, window=window, latency_samples=latency_samples),
+        **status_stream(impl, changes=changes),
+        **resources(impl, ops=ops),
+    }
+
+
 BENCHMARKS = (
     Benchmark(
         name="registry",
@@ -483,7 +501,7 @@ BENCHMARKS = (
         quick_sizes=(1_000,),
         quick_params={"queries": 200},
         impls=_IMPLS,
-        budget_s=60.0,
+        budget_s=90.0,
         timeout_s=300.0,
         targets=(
             Target(
@@ -498,36 +516,31 @@ BENCHMARKS = (
         ),
     ),
     Benchmark(
-        name="status",
-        func=status_stream,
-        metrics=(Metric("status_us", "status change to a watcher (µs)"),),
-        quick_params={"changes": 200},
-        impls=_IMPLS,
-    ),
-    Benchmark(
-        name="tasks",
-        func=tasks,
+        name="services",
+        func=services,
         metrics=(
             Metric("tasks_per_s", "tasks end to end, 1,000 agents (tasks/s)", higher_is_better=True),
             Metric("task_p50_us", "one task, closed loop: median (µs)"),
             Metric("task_p99_us", "one task, closed loop: p99 (µs)"),
+            Metric("status_us", "status change to a watcher (µs)"),
+            Metric("grants_per_s", "resource request + grant + release (ops/s)", higher_is_better=True),
         ),
-        quick_params={"agents": 50, "count": 500, "window": 100, "latency_samples": 100},
+        quick_params={
+            "agents": 50,
+            "count": 500,
+            "window": 100,
+            "latency_samples": 100,
+            "changes": 200,
+            "ops": 500,
+        },
         impls=_IMPLS,
-        budget_s=60.0,
+        budget_s=90.0,
         timeout_s=300.0,
         targets=(
             Target(">= 50,000 tasks/s end to end", "tasks_per_s", 50_000, at_most=False, unit="/s"),
             Target(">= 5x the pykka coordinator's tasks/s", "tasks_per_s", 5, at_most=False, relative=True),
+            Target("resource grants >= 100,000/s", "grants_per_s", 100_000, at_most=False, unit="/s"),
         ),
-    ),
-    Benchmark(
-        name="resources",
-        func=resources,
-        metrics=(Metric("grants_per_s", "resource request + grant + release (ops/s)", higher_is_better=True),),
-        quick_params={"ops": 500},
-        impls=_IMPLS,
-        targets=(Target("resource grants >= 100,000/s", "grants_per_s", 100_000, at_most=False, unit="/s"),),
     ),
 )
 """The coordination benchmarks, in report order."""

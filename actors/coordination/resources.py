@@ -106,6 +106,11 @@ class Acquire:
     priority: int = 0
     timeout: float | None = None
     ttl: float | None = None
+    units: tuple[tuple[str, int], ...] = attrs.field(init=False, repr=False, eq=False)
+    """The bundle's (name, units) pairs, read once: a `FrozenDict`'s items view iterates in Python."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(self.bundle.items()))
 
 
 @attrs.frozen(eq=False)
@@ -208,10 +213,11 @@ class _Waiting:
 
 
 class _Held:
-    __slots__ = ("expires_version", "holder_urn", "lease", "ttl")
+    __slots__ = ("expires_version", "holder_urn", "lease", "ttl", "units")
 
-    def __init__(self, lease: Lease, holder_urn: str | None) -> None:
+    def __init__(self, lease: Lease, holder_urn: str | None, units: tuple[tuple[str, int], ...]) -> None:
         self.lease = lease
+        self.units = units
         self.holder_urn = holder_urn
         self.ttl: float | None = None
         # Invariant: only the TTL timer message carrying this version may expire the lease.
@@ -310,11 +316,18 @@ class ResourceManager(Actor):
             future.set(lease)
             return LeaseRequest(0, future)
         waiting = _Waiting(next(self._rids), message, now)
-        bisect.insort(self._queue, waiting)
         self._waiting[waiting.id] = waiting
         if message.holder is not None:
             self._watch(message.holder)
-        self._grant_waiting()
+        free = self._free
+        if not self._queue and all(free[name] >= units for name, units in message.units):
+            # Nobody waits and it fits: grant at once (the queue pass would grant it first anyway).
+            for name, units in message.units:
+                free[name] -= units
+            self._grant(waiting, now)
+        else:
+            bisect.insort(self._queue, waiting)
+            self._grant_waiting()
         if not waiting.future.done() and message.timeout is not None:
             self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
         return LeaseRequest(waiting.id, waiting.future)
@@ -323,7 +336,7 @@ class ResourceManager(Actor):
         problem = None
         if not message.bundle:
             problem = "the bundle is empty"
-        for name, units in message.bundle.items():
+        for name, units in message.units:
             if name not in self._capacity:
                 problem = f"there is no resource {name!r} (known: {sorted(self._capacity)})"
             elif isinstance(units, bool) or not isinstance(units, int) or units <= 0:
@@ -355,9 +368,9 @@ class ResourceManager(Actor):
             bundle = waiting.message.bundle
             if blocked and not blocked.isdisjoint(bundle):
                 continue
-            if all(free[name] >= units for name, units in bundle.items()):
+            if all(free[name] >= units for name, units in waiting.message.units):
                 granted.append(waiting)
-                for name, units in bundle.items():
+                for name, units in waiting.message.units:
                     free[name] -= units
             else:
                 blocked.update(bundle)
@@ -377,13 +390,13 @@ class ResourceManager(Actor):
         if message.timeout is not None:
             self.timers.cancel(("wait", waiting.id))
         token = next(self._tokens)
-        for name in message.bundle:
+        for name, _ in message.units:
             in_use = self._capacity[name] - self._free[name]
             self._peak[name] = max(self._peak[name], in_use)
             self._last_token[name] = token
         lease_id = f"lease-{token}"
         lease = Lease(lease_id, message.owner, message.bundle, token, now, None)
-        held = _Held(lease, waiting.holder_urn)
+        held = _Held(lease, waiting.holder_urn, message.units)
         self._leases[lease_id] = held
         self._by_owner_bundle[(message.owner, message.bundle)] = lease_id
         if message.ttl is not None:
@@ -426,8 +439,9 @@ class ResourceManager(Actor):
         lease = held.lease
         del self._leases[lease.lease_id]
         self._by_owner_bundle.pop((lease.owner, lease.bundle), None)
-        self.timers.cancel(("ttl", lease.lease_id))
-        for name, units in lease.bundle.items():
+        if held.ttl is not None:
+            self.timers.cancel(("ttl", lease.lease_id))
+        for name, units in held.units:
             self._free[name] += units
         self._counts[why] += 1
         if held.holder_urn is not None:
