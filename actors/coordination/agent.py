@@ -194,6 +194,10 @@ class Agent(Actor):
             task.cancel()
         self._running.clear()
 
+    def on_failure(self, *_exc_info: object) -> None:
+        """The agent failed: cancel its async attempts too (the coordinator reassigns them)."""
+        Agent.on_stop(self)
+
     def on_receive(self, message: Any) -> Any:
         """Run tasks and heartbeats; pass anything else to `handle_message`."""
         cls = message.__class__

@@ -46,7 +46,7 @@ import contextlib
 import heapq
 import itertools
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -244,6 +244,8 @@ class Coordinator(Actor):
         result_writer: called as ``result_writer(result_key, value)`` for a
             completed task with a ``result_key``, on the coordinator's turn
             (e.g. ``lambda k, v: store.tell(SetEntry(k, v))``); its errors are logged.
+        keep_finished: how many finished tasks `GetTask` (and idempotency keys)
+            remember, the most recent; older ones are forgotten (10,000).
     """
 
     def __init__(
@@ -254,6 +256,7 @@ class Coordinator(Actor):
         health: HealthPolicy | None = None,
         aging: float = 60.0,
         result_writer: Callable[[str, Any], object] | None = None,
+        keep_finished: int = 10_000,
     ) -> None:
         super().__init__()
         for name, value in (("tick", tick), ("aging", aging), ("heartbeat_timeout", heartbeat_timeout)):
@@ -278,6 +281,9 @@ class Coordinator(Actor):
         self._ready: dict[tuple[int, int], OrderedDict[AgentId, _Agent]] = {}
         self._ready_keys: list[tuple[int, int]] = []
         self._tasks: dict[str, _Task] = {}
+        # Invariant: the finished tasks still in _tasks, oldest first, at most keep_finished.
+        self._finished: deque[_Task] = deque()
+        self._keep_finished = max(0, keep_finished)
         self._by_idem: dict[str, _Task] = {}
         # Queued tasks per required-capability set: heaps of (rank, seq, task); lazy deletion.
         self._queues: dict[frozenset[str], list[tuple[float, int, _Task]]] = {}
@@ -320,12 +326,20 @@ class Coordinator(Actor):
 
     def on_stop(self) -> None:
         """Fail every unfinished task's future with `CoordinationStoppedError`: no caller waits forever."""
+        self._fail_unfinished()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """The coordinator itself failed (a bug of its own): its callers still get an answer."""
+        self._fail_unfinished()
+
+    def _fail_unfinished(self) -> None:
         for task in self._tasks.values():
             if task.state not in FINAL_STATES:
                 error = CoordinationStoppedError(
                     f"{self} stopped before task {task.id} ({task.spec.kind!r}) finished; submit it again elsewhere"
                 )
                 task.future.set_exception((type(error), error, None))
+                task.state = TaskState.FAILED  # answered: a second call leaves it alone
 
     def on_receive(self, message: Any) -> Any:
         """Answer a request (its errors reach the asker), or handle a notification (which never fails us)."""
@@ -906,6 +920,13 @@ class Coordinator(Actor):
             self._finish(task, TaskState.FAILED, error=error)
 
     def _finish(self, task: _Task, state: TaskState, *, value: Any = None, error: BaseException | None = None) -> None:
+        finished = self._finished
+        finished.append(task)
+        while len(finished) > self._keep_finished:
+            old = finished.popleft()
+            del self._tasks[old.id]
+            if old.spec.idempotency_key is not None and self._by_idem.get(old.spec.idempotency_key) is old:
+                del self._by_idem[old.spec.idempotency_key]
         task.state = state
         task.finished_at = self._clock.now()
         task.result = value

@@ -115,8 +115,9 @@ class HealthTracker:
     def __init__(self, policy: HealthPolicy, *, lag_degraded: float | None) -> None:
         self.policy = policy
         self.lag_degraded = policy.lag_degraded if policy.lag_degraded is not None else lag_degraded
-        # Invariant: at most policy.window (ok, run_time) pairs, oldest first.
-        self._outcomes: deque[tuple[bool, float]] = deque(maxlen=policy.window)
+        # Invariant: at most policy.window (ok, run_time) pairs, oldest first; made on the
+        # first outcome (an empty deque is ~600 bytes, a third of a registration's memory).
+        self._outcomes: deque[tuple[bool, float]] | None = None
         # Invariant: how many of _outcomes failed (kept as outcomes come and go: no sum per evaluation).
         self._errors = 0
         # The p95 needs a sort: only when a rule may read it (~60% of a task's cost otherwise).
@@ -129,6 +130,8 @@ class HealthTracker:
     def record(self, *, ok: bool, run_time: float) -> None:
         """Add one task outcome."""
         outcomes = self._outcomes
+        if outcomes is None:
+            outcomes = self._outcomes = deque(maxlen=self.policy.window)
         if len(outcomes) == outcomes.maxlen and not outcomes[0][0]:
             self._errors -= 1  # the oldest, about to drop out, was a failure
         outcomes.append((ok, run_time))
@@ -137,7 +140,7 @@ class HealthTracker:
 
     def sample(self, lag: float) -> HealthSample:
         """Return what the rules see now, with `lag` seconds since the last beat."""
-        outcomes = self._outcomes
+        outcomes = self._outcomes or ()
         n = len(outcomes)
         p95 = None
         if n and self._needs_p95:

@@ -273,6 +273,10 @@ class ResourceManager(Actor):
             GetResourceStatistics: self._on_statistics,
         }
 
+    def on_failure(self, *_exc_info: object) -> None:
+        """The manager itself failed (a bug of its own): its waiting askers still get an answer."""
+        self.on_stop()
+
     def on_stop(self) -> None:
         """Fail every waiting request: no asker waits forever."""
         for waiting in self._queue:

@@ -248,6 +248,31 @@ def test_start_to_close_ends_a_slow_attempt_and_the_retry_goes_to_a_free_agent(a
     assert caught.value.timeout == "start_to_close"
 
 
+def test_start_to_close_times_out_a_blocked_plain_handler_and_the_late_result_is_dropped(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    class Mover(Echo):
+        def handle_task(self, task: Any) -> Any:
+            return ("moved", task.attempt)
+
+    coord = spawn_coordinator(actor_testkit)
+    gate = Gate()
+    slow = spawn_agent(actor_testkit, Echo, "slow", coord, mode=mode)
+    retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
+    handle = submit(coord, payload=("gate", gate), timeouts=Timeouts(start_to_close=5), retry=retry)
+    assert gate.entered.wait(WAIT)
+    # (pooled: in asyncio mode the blocked handler holds the loop, and every actor on it)
+    spawn_agent(actor_testkit, Mover, "free", coord)
+    actor_testkit.advance(5)
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.BACKOFF
+    actor_testkit.advance(1)  # the retry goes to the free agent: the slow one still holds its slot
+    assert handle.result(timeout=WAIT) == ("moved", 2)
+    gate.open()
+    settle(actor_testkit, coord, slow)
+    assert coord.ask(GetTask(handle.task_id)).result == ("moved", 2)  # attempt 1's late "opened" is dropped
+    assert info(coord, "echo/slow").in_flight == 0
+
+
 def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_alive(
     actor_testkit: ActorTestKit,
 ) -> None:
@@ -396,6 +421,17 @@ def test_a_second_submission_with_the_same_idempotency_key_gets_the_first_handle
     first = submit(coord, payload=1, idempotency_key="once")
     second = submit(coord, payload=2, idempotency_key="once")
     assert first.task_id == second.task_id
+
+
+def test_the_coordinator_remembers_only_the_most_recent_finished_tasks(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit, keep_finished=2)
+    spawn_agent(actor_testkit, Echo, "e1", coord)
+    handles = [submit(coord, payload=i, idempotency_key=f"k{i}") for i in range(3)]
+    assert [h.result(timeout=WAIT) for h in handles] == [0, 1, 2]
+    with pytest.raises(UnknownTaskError):
+        coord.ask(GetTask(handles[0].task_id))
+    assert coord.ask(GetTask(handles[2].task_id)).state is TaskState.COMPLETED
+    assert submit(coord, payload="again", idempotency_key="k0").task_id != handles[0].task_id  # forgotten key
 
 
 def test_results_can_be_written_to_a_store_key(actor_testkit: ActorTestKit) -> None:
