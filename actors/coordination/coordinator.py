@@ -568,13 +568,17 @@ class Coordinator(Actor):
     def _refresh(self, agent: _Agent) -> None:
         """Re-derive `agent`'s status and its place among the ready; call after any fact changed."""
         agent.info = None
-        new = derive_status(
-            offline=agent.offline,
-            blocked=agent.blocked is not None,
-            session=agent.session is not None,
-            in_flight=len(agent.in_flight),
-            max_concurrent=agent.max,
-        )
+        if agent.offline or agent.blocked is not None or agent.session is not None:
+            new = derive_status(
+                offline=agent.offline,
+                blocked=agent.blocked is not None,
+                session=agent.session is not None,
+                in_flight=len(agent.in_flight),
+                max_concurrent=agent.max,
+            )
+        else:  # the common case, inlined: derive_status's last three rules
+            n = len(agent.in_flight)
+            new = AgentStatus.BUSY if n >= agent.max else AgentStatus.WORKING if n else AgentStatus.IDLE
         if (
             agent.offline is False
             and agent.status is AgentStatus.OFFLINE
@@ -938,7 +942,8 @@ class Coordinator(Actor):
             timers.cancel(("s2close", task.id))
         if timeouts.schedule_to_start is not None:
             timers.cancel(("s2start", task.id))
-        timers.cancel(("retry", task.id))
+        if task.attempt > 1 or state is TaskState.CANCELLED:
+            timers.cancel(("retry", task.id))  # only a task that failed an attempt can have one
         if error is None:
             task.future.set(value)
             key = task.spec.result_key

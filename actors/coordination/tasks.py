@@ -77,6 +77,7 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(maximum_attempts=1)
+DEFAULT_RETRY = RetryPolicy()
 
 
 @attrs.frozen
@@ -87,6 +88,9 @@ class Timeouts:
     start_to_close: float | None = attrs.field(default=None, validator=_positive_or_none)
     schedule_to_close: float | None = attrs.field(default=None, validator=_positive_or_none)
     heartbeat: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+
+NO_TIMEOUTS = Timeouts()
 
 
 def _caps(value: Iterable[str]) -> frozenset[str]:
@@ -115,8 +119,8 @@ class TaskSpec:
     requires: frozenset[str] = attrs.field(default=frozenset(), converter=_caps)
     priority: int = 0
     idempotency_key: str | None = None
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    retry: RetryPolicy = DEFAULT_RETRY  # frozen: one shared default, not one per task
+    timeouts: Timeouts = attrs.field(default=NO_TIMEOUTS)
     result_key: str | None = None
 
 

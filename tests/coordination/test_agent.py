@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from actors import (
     AgentHeartbeat,
@@ -175,3 +177,39 @@ def test_coordinator_messages_cross_the_edge_as_agent_messages() -> None:
     with pytest.raises(ProtocolError, match="mailbox_depth") as caught:
         from_agent_message(bad)
     assert caught.value.field == "content.mailbox_depth"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3).map(tuple) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_names = st.text(st.characters(codec="ascii", exclude_characters="/"), min_size=1, max_size=8)
+
+
+@given(
+    task_id=_names,
+    kind=_names,
+    payload=_json,
+    attempt=st.integers(1, 50),
+    key=_names,
+    value=_json,
+    run_time=st.floats(0, 1e6, allow_nan=False),
+)
+def test_tasks_and_results_round_trip_through_the_json_wire(
+    task_id: str, kind: str, payload: Any, attempt: int, key: str, value: Any, run_time: float
+) -> None:
+    from actors.protocol import FrozenMapping
+
+    def frozen(v: Any) -> Any:
+        if isinstance(v, dict):
+            return FrozenMapping({k: frozen(x) for k, x in v.items()})
+        if isinstance(v, tuple):
+            return tuple(frozen(x) for x in v)
+        return v
+
+    task = Task(task_id, kind, frozen(payload), attempt, key)
+    assert from_agent_message(from_json(to_json(to_agent_message(RunTask(task, None), sender="c")))) == task  # type: ignore[arg-type]
+    done = TaskFinished(AgentId("t", key), task_id, attempt, value=frozen(value), run_time=run_time)
+    back = from_agent_message(from_json(to_json(to_agent_message(done, sender="t/k"))))
+    assert back == done
