@@ -197,7 +197,7 @@ _names = st.text(st.characters(codec="ascii", exclude_characters="/"), min_size=
     run_time=st.floats(0, 1e6, allow_nan=False),
 )
 def test_tasks_and_results_round_trip_through_the_json_wire(
-    task_id: str, kind: str, payload: Any, attempt: int, key: str, value: Any, run_time: float
+    *, task_id: str, kind: str, payload: Any, attempt: int, key: str, value: Any, run_time: float
 ) -> None:
     from actors.protocol import FrozenMapping
 
