@@ -49,7 +49,7 @@ def test_an_agent_given_a_coordinator_registers_itself_with_its_descriptor(
 
 
 def test_an_agent_that_stops_leaves_the_registry_by_itself(actor_testkit: ActorTestKit, mode: str) -> None:
-    coord = spawn_coordinator(actor_testkit)
+    coord = spawn_coordinator(actor_testkit, mode=mode)
     ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
     assert coord.ask(GetAgent("echo/e1")) is not None
     ref.stop()

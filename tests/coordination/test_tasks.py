@@ -56,7 +56,7 @@ def submit(coord: Any, kind: str = "echo", payload: Any = None, **kwargs: Any) -
 
 
 def test_a_task_runs_on_a_capable_agent_and_its_future_gets_the_result(actor_testkit: ActorTestKit, mode: str) -> None:
-    coord = spawn_coordinator(actor_testkit)
+    coord = spawn_coordinator(actor_testkit, mode=mode)  # the coordinator runs in every mode too
     spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
     handle = submit(coord, payload={"n": 1})
     assert handle.result(timeout=WAIT) == {"n": 1}
@@ -171,7 +171,7 @@ def test_queued_tasks_start_by_priority_and_aging_keeps_low_ones_from_starving(
 
 
 def test_a_failing_handler_is_retried_with_backoff_on_timer_messages(actor_testkit: ActorTestKit, mode: str) -> None:
-    coord = spawn_coordinator(actor_testkit)
+    coord = spawn_coordinator(actor_testkit, mode=mode)
     ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
     policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_attempts=3)
     handle = submit(coord, payload=("fail", 2), retry=policy, idempotency_key="k-1")
