@@ -97,6 +97,7 @@ from actors.coordination import (
     ValidateLease,
     WatchRegistry,
     from_agent_message,
+    submit_task,
     to_agent_message,
 )
 from actors.errors import (
@@ -392,6 +393,7 @@ __all__ = [
     "default_system",
     "from_agent_message",
     "routing_strategy",
+    "submit_task",
     "three_way_merge",
     "to_agent_message",
 ]

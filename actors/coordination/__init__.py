@@ -6,7 +6,7 @@ See `agent`, `coordinator` and `resources` for the contracts.
 """
 
 from actors.coordination.agent import DEFAULT_HEARTBEAT_INTERVAL, Agent
-from actors.coordination.coordinator import Coordinator
+from actors.coordination.coordinator import Coordinator, submit_task
 from actors.coordination.health import Health, HealthPolicy, HealthSample
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
@@ -108,5 +108,6 @@ __all__ = [
     "ValidateLease",
     "WatchRegistry",
     "from_agent_message",
+    "submit_task",
     "to_agent_message",
 ]

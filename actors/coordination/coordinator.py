@@ -95,7 +95,7 @@ from actors.errors import (
     UnknownTaskError,
 )
 
-__all__ = ["Coordinator"]
+__all__ = ["Coordinator", "submit_task"]
 
 _EMA_ALPHA = 0.2
 _RANK_SCAN = 8  # capable agents compared by run time within one load level
@@ -711,8 +711,20 @@ class Coordinator(Actor):
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    def _on_submit(self, message: Submit) -> TaskHandle:
-        spec = message.spec
+    def _on_submit(self, message: Submit) -> TaskHandle | None:
+        future = message.future
+        if future is None:
+            return self._submit(message.spec, None, None)
+        try:  # told with its own future (submit_task): errors go there, never into the coordinator
+            handle = self._submit(message.spec, future, message.task_id)
+        except Exception:  # noqa: BLE001 - handed to the caller's future
+            future.set_exception()
+            return None
+        if handle.future is not future:  # an idempotent repeat: the caller's future follows the first
+            handle.future.add_done_callback(lambda done: _copy_outcome(done, future))
+        return handle
+
+    def _submit(self, spec: TaskSpec, future: Future[Any] | None, task_id: str | None) -> TaskHandle:
         if not isinstance(spec, TaskSpec):
             msg = f"Submit needs a TaskSpec, got {spec!r}"
             raise TaskSpecError(msg)
@@ -725,8 +737,13 @@ class Coordinator(Actor):
                 TaskState.CANCELLED,
             ):
                 return TaskHandle(existing.id, existing.future)
+        if task_id is not None and task_id in self._tasks:
+            msg = f"{self} already has a task {task_id!r}; give every submission its own task_id"
+            raise TaskSpecError(msg)
         now = self._clock.now()
-        task = _Task(f"{self._prefix}-{next(self._ids)}", spec, now, self._aging)
+        task = _Task(task_id or f"{self._prefix}-{next(self._ids)}", spec, now, self._aging)
+        if future is not None:
+            task.future = future
         self._tasks[task.id] = task
         if key is not None:
             self._by_idem[key] = task
@@ -1122,6 +1139,34 @@ class Coordinator(Actor):
 
 
 _MISSING = object()
+
+_client_prefix = uuid.uuid4().hex[:8]
+_client_ids = itertools.count(1)  # next() on a count is atomic under the GIL: any thread may call it
+
+
+def submit_task(coordinator: pykka.ActorRef[Any], spec: TaskSpec) -> TaskHandle:
+    """Submit `spec` without waiting for the coordinator's turn; return its `TaskHandle` at once.
+
+    The handle's future and task id are made here and travel in a told
+    `Submit`: a busy coordinator costs the caller nothing, and a bad
+    submission (or a stopped coordinator) fails the future. Any thread may call it.
+    """
+    future: Future[Any] = Future()
+    task_id = f"c{_client_prefix}-{next(_client_ids)}"
+    try:
+        coordinator.tell(Submit(spec, future, task_id))
+    except pykka.ActorDeadError:
+        future.set_exception()
+    return TaskHandle(task_id, future)
+
+
+def _copy_outcome(done: Future[Any], into: Future[Any]) -> None:
+    try:
+        value = done.get(timeout=0)
+    except BaseException:  # noqa: BLE001 - copied, not handled
+        into.set_exception()
+    else:
+        into.set(value)
 
 
 def _order(agent: _Agent) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import pykka
 
-from actors._core import FrozenDict
+from actors._core import FrozenDict, Future
 from actors.coordination.health import Health
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.status import AgentStatus, StatusChange
@@ -176,9 +176,16 @@ class UnwatchRegistry:
 
 @attrs.frozen
 class Submit:
-    """Submit a task; answers a `TaskHandle`."""
+    """Submit a task; answers a `TaskHandle`.
+
+    Sent with `tell` by `submit_task`, it carries the caller's `future` and
+    `task_id`: then nothing waits for the coordinator's turn, and a bad
+    submission fails that future instead of the coordinator.
+    """
 
     spec: TaskSpec
+    future: Future[Any] | None = attrs.field(default=None, eq=False, repr=False)
+    task_id: str | None = None
 
 
 @attrs.frozen

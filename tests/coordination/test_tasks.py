@@ -423,6 +423,27 @@ def test_a_second_submission_with_the_same_idempotency_key_gets_the_first_handle
     assert first.task_id == second.task_id
 
 
+def test_submit_task_tells_the_submission_and_its_errors_reach_the_handle(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    from actors import submit_task
+
+    coord = spawn_coordinator(actor_testkit, mode=mode)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit_task(coord, TaskSpec("echo", "told", requires={"echo"}))
+    assert handle.result(timeout=WAIT) == "told"
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.COMPLETED
+    bad = submit_task(coord, "not a spec")  # type: ignore[arg-type]
+    with pytest.raises(TaskSpecError):
+        bad.result(timeout=WAIT)
+    first = submit_task(coord, TaskSpec("echo", 1, requires={"echo"}, idempotency_key="same"))
+    again = submit_task(coord, TaskSpec("echo", 2, requires={"echo"}, idempotency_key="same"))
+    assert first.result(timeout=WAIT) == again.result(timeout=WAIT) == 1  # the repeat follows the first
+    coord.stop()
+    with pytest.raises(pykka.ActorDeadError):
+        submit_task(coord, TaskSpec("echo")).result(timeout=WAIT)
+
+
 def test_the_coordinator_remembers_only_the_most_recent_finished_tasks(actor_testkit: ActorTestKit) -> None:
     coord = spawn_coordinator(actor_testkit, keep_finished=2)
     spawn_agent(actor_testkit, Echo, "e1", coord)
