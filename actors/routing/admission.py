@@ -91,6 +91,8 @@ class AdmissionControl:
     Args:
         table: the table it decides for; it shares the table's lock.
         limits: the limits it keeps.
+        receipt: builds a tell's receipt the table can track (the table's
+            own class: one call per tell, no method in between).
     """
 
     __slots__ = (
@@ -100,16 +102,18 @@ class AdmissionControl:
         "_growing",
         "_on_idle",
         "_pending",
+        "_receipt",
         "_refused",
         "limits",
         "lock",
         "table",
     )
 
-    def __init__(self, table: RoutingTable, limits: Admission) -> None:
+    def __init__(self, table: RoutingTable, limits: Admission, receipt: Callable[[], Receipt[Any]]) -> None:
         self.table = table
         self.limits = limits
         self.lock = table.lock
+        self._receipt = receipt
         # Invariant: the messages waiting for room, oldest first; none waits
         # while a routee has room (a sender that appends looks again, and a
         # finishing routee frees its slot before it looks here).
@@ -160,7 +164,7 @@ class AdmissionControl:
 
     def tell(self, message: Any) -> None:
         """Admit a tell (it carries a receipt, so it counts in flight until handled)."""
-        self._admit(message, self.table.new_receipt(), is_tell=True)
+        self._admit(message, self._receipt(), is_tell=True)
 
     def ask(self, message: Any, future: Future[Any], inline: bool) -> None:
         """Admit an ask whose reply goes into `future`."""

@@ -289,7 +289,7 @@ class RoutingTable:
         # Routees dropped because they stopped; guarded by `lock`.
         self.dead_removed = 0
         # Under limits, what decides where each message goes (it shares `lock`).
-        self.admission = None if admission is None else AdmissionControl(self, admission)
+        self.admission = None if admission is None else AdmissionControl(self, admission, _TrackedReceipt)
         strategy.attach(self)
         strategy.routees_changed(())
         if self.admission is not None:
@@ -395,10 +395,6 @@ class RoutingTable:
     def new_future(self) -> Future[Any]:
         """Return a reply future whose routee's load `send_ask` can track (for fan-out strategies)."""
         return _TrackedFuture()
-
-    def new_receipt(self) -> Receipt[Any]:
-        """Return a tell's receipt whose routee's load `track` can count (for admission)."""
-        return _TrackedReceipt()
 
     # -- fan-out helpers -----------------------------------------------------------------------------
 
