@@ -77,7 +77,7 @@ def tables(benchmarks: list[Benchmark], records: list[Record], placement_titles:
         members = [bench for bench in benchmarks if bench.module == module]
         impls = list(dict.fromkeys(impl for bench in members for impl in bench.impls))
         for placement, title in placement_titles.items():
-            rows = []
+            rows: list[list[str]] = []
             for bench in members:
                 sizes = sorted({r.n for r in records if r.benchmark == bench.full_name}, key=lambda n: n or 0)
                 for metric in bench.metrics:

@@ -16,6 +16,7 @@ from pykka import ActorDeadError
 
 from actors import (
     Actor,
+    ActorRef,
     ActorSystem,
     Backoff,
     ChildSpec,
@@ -112,7 +113,7 @@ def spec(log: Log, tag: str, mode: str, restart: str = "permanent", **kwargs: An
     return ChildSpec(Worker, (log, tag), kwargs, name=tag, mode=mode, restart=restart)
 
 
-def children(sup: pykka.ActorRef[Any]) -> dict[str, pykka.ActorRef[Any]]:
+def children(sup: ActorRef[Any]) -> dict[str, ActorRef[Any]]:
     return {c.name: c.ref for c in sup.proxy().which_children().get(timeout=WAIT)}
 
 
@@ -475,7 +476,7 @@ def test_bad_supervision_input_is_refused_with_clear_errors(system: ActorSystem)
     with pytest.raises(ValueError, match="maximum"):
         Backoff(minimum=5, maximum=1)
     with pytest.raises(TypeError, match="must be a Directive"):
-        Decider({Boom: "restart"})  # type: ignore[dict-item]
+        Decider({Boom: "restart"})  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match="ChildSpec"):
         system.spawn(Supervisor, [Worker])
     assert ChildSpec(Worker).restart is RestartType.PERMANENT

@@ -54,7 +54,7 @@ def test_names_are_unique_lookup_finds_them_and_stopped_actors_leave_the_registr
 
 def test_shutdown_stops_children_before_parents_and_siblings_in_reverse_start_order(mode: str) -> None:
     stops: list[str] = []
-    tree = {"a1": {"a1x": {}, "a1y": {}}, "a2": {}}
+    tree: dict[str, Any] = {"a1": {"a1x": {}, "a1y": {}}, "a2": {}}
     with ActorSystem("tree", dispatchers=2) as system:
         system.spawn(Node, "a", tree, stops, mode, mode=mode)
         system.spawn(Node, "b", {"b1": {}}, stops, mode, mode=mode)

@@ -23,6 +23,7 @@ from actors import (
     Broadcast,
     ChildSpec,
     ConsistentHashRouting,
+    Future,
     GetRoutees,
     GetStatistics,
     ManualClock,
@@ -119,7 +120,7 @@ class WatchfulRouter(Router):
             return message.gate.hold_then(lambda: None)
         return super().on_receive(message)
 
-    def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
+    def on_management(self, message: Any, reply: Future[Any]) -> bool:
         if isinstance(message, Hold):
             message.gate.hold()
             reply.set(None)
@@ -545,7 +546,7 @@ class Quit:
 class QuittingRouter(Router):
     management_messages = Router.management_messages | {Quit}
 
-    def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
+    def on_management(self, message: Any, reply: Future[Any]) -> bool:
         if isinstance(message, Quit):
             self.stop()
             reply.set(None)
