@@ -102,7 +102,9 @@ def _ask_all(refs: list[Any], clock: Callable[[], float]) -> float:
     futures = [ref.ask(i, block=False) for i, ref in enumerate(refs)]
     replies = [future.get(timeout=_WAIT_S) for future in futures]
     elapsed = clock() - start
-    assert replies == list(range(len(refs)))
+    if replies != list(range(len(refs))):
+        msg = f"the IO agents replied {replies!r}, not each its own request number"
+        raise RuntimeError(msg)
     return elapsed
 
 

@@ -7,6 +7,7 @@ sent after the failure is answered by whatever instance comes next.
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -376,8 +377,6 @@ def test_backoff_delays_the_restart_on_the_injected_clock(system: ActorSystem, c
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
-    import random
-
     backoff = Backoff(minimum=1, maximum=30, factor=2, jitter=0.5, random=random.Random(7))
     for attempt, base in enumerate([1, 2, 4, 8, 16, 30, 30]):
         assert base <= backoff.delay(attempt) <= base * 1.5
