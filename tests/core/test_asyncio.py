@@ -491,7 +491,7 @@ class AsyncLifecycle(AsyncioActor):
         self.events = events
         self.fail_in = fail_in
 
-    async def on_start(self) -> None:
+    async def on_start(self) -> None:  # type: ignore[override]  # pykka types it -> None; asyncio mode awaits it
         await asyncio.sleep(0)
         self.events.append("on_start")
         if self.fail_in == "on_start":
@@ -503,7 +503,7 @@ class AsyncLifecycle(AsyncioActor):
         self.events.append(f"receive {message}")
         return message
 
-    async def on_stop(self) -> None:
+    async def on_stop(self) -> None:  # type: ignore[override]  # pykka types it -> None; asyncio mode awaits it
         await asyncio.sleep(0)
         self.events.append("on_stop")
         if self.fail_in == "on_stop":
@@ -842,7 +842,7 @@ class AsyncWorker(AsyncioActor):
         self.log = log
         self.tag = tag
 
-    async def on_start(self) -> None:
+    async def on_start(self) -> None:  # type: ignore[override]  # pykka types it -> None; asyncio mode awaits it
         await asyncio.sleep(0)
         self.log.append(f"start {self.tag}")
 
@@ -860,7 +860,7 @@ class AsyncWorker(AsyncioActor):
             raise ValueError(msg)
         return message
 
-    async def on_stop(self) -> None:
+    async def on_stop(self) -> None:  # type: ignore[override]  # pykka types it -> None; asyncio mode awaits it
         await asyncio.sleep(0)
         self.log.append(f"stop {self.tag}")
 

@@ -474,8 +474,9 @@ def test_bad_supervision_input_is_refused_with_clear_errors(system: ActorSystem)
         SupervisionPolicy(within_seconds=0)
     with pytest.raises(ValueError, match="maximum"):
         Backoff(minimum=5, maximum=1)
+    not_directives: Any = {Boom: "restart"}  # the wrong type is the point
     with pytest.raises(TypeError, match="must be a Directive"):
-        Decider({Boom: "restart"})  # type: ignore[arg-type]  # the wrong type is the point
+        Decider(not_directives)
     with pytest.raises(TypeError, match="ChildSpec"):
         system.spawn(Supervisor, [Worker])
     assert ChildSpec(Worker).restart is RestartType.PERMANENT
