@@ -1,0 +1,171 @@
+"""Batching: a handler takes the messages queued right behind its own (`Actor.take_queued`).
+
+An actor that does one costly thing per message (a commit, a flush, a call
+over the network) can do it once for a run of messages: its handler takes the
+matching messages queued behind the current one, handles them all, does the
+costly thing once, then answers each. The StateStore's group commit is built
+on it::
+
+    def on_receive(self, message):
+        batch = [message]
+        with self.take_queued(lambda m: isinstance(m, Write), limit=99) as taken:
+            for queued in taken:
+                batch.append(queued)
+            self.commit(batch)           # if this raises, every ask taken gets the error
+            for queued in batch[1:]:
+                queued.reply(None)       # an ask's reply; a tell has none
+        return None                      # the current message's reply, as always
+
+Semantics, the same on every mailbox kind (FIFO, priority, bounded) and in
+every mode:
+
+- *Mailbox order.* Messages are taken from the head of the mailbox, in the
+  order the actor would otherwise receive them (priority first, then arrival,
+  on a priority mailbox), and the take stops at the first message the
+  predicate refuses. It never skips one: what is taken is exactly what the
+  next turns would have handled first, so handling a batch is handling those
+  messages in order, only sooner. (A selective receive that skipped messages
+  would reorder them around the ones it left.)
+- *Lazily.* The iterator takes a message only when it yields it, and calls
+  the predicate on it then, so the predicate may depend on what the handler
+  did with the previous ones. Stop iterating and the rest stay queued.
+- *At most `limit`* messages, fewer if the mailbox runs out, a message is
+  refused, or a system message is waiting (a stop that does not wait its
+  turn, a supervisor's directive): a batch never holds those up.
+- *Never a runtime message*: the take stops at a message the runtime handles
+  itself (``ref.stop()``'s stop, a proxy call, a timer's message, a
+  `Terminated`); the predicate never sees them.
+- *Abandoned asks* (an asyncio asker that gave up) are not yielded: they
+  become dead letters, as when the turn reaches them.
+
+Nothing is lost: each `QueuedMessage` carries the reply future the handler
+now owns. A taken ask must be answered (`QueuedMessage.reply` or `fail`),
+now or later; a taken tell is the handler's, as the current message is. Used
+as a context manager, `TakenMessages` answers every ask it yielded and the
+handler has not answered with the exception that leaves the block, so a
+failing handler fails its whole batch as it would fail one ask.
+
+Bounded mailboxes: each message taken frees its slot at once, as one handled
+would, so a sender waiting for room (``overflow="block"``) is woken.
+
+Thread contract: only the actor's own handlers call `Actor.take_queued` and
+iterate what it returns, during a turn (``on_receive``, a proxied method,
+a hook; in asyncio mode also after an ``await`` in one, on the loop's
+thread). The mailbox's single consumer is the turn; a take from any other
+thread would race it.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+from pykka._envelope import Envelope
+
+from actors._core.cell import _KINDS
+from actors._core.deadletters import DeadLetterReason
+from actors._core.mailbox import NOTHING, take_head
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    import pykka
+
+    from actors._core.cell import Cell
+
+__all__ = ["QueuedMessage", "TakenMessages"]
+
+
+@attrs.frozen
+class QueuedMessage:
+    """A message taken from the mailbox, with the reply future its handler now owns.
+
+    `reply_to` is None for a plain tell; for an ask (or a tell sent with a
+    receipt) it is the future to settle, through `reply` or `fail`.
+    """
+
+    message: Any
+    reply_to: pykka.Future[Any] | None = None
+
+    def reply(self, value: Any = None) -> None:
+        """Answer the ask with `value` (nothing for a tell; an asker that gave up is ignored)."""
+        if self.reply_to is not None:
+            try:  # noqa: SIM105 - as the cell's _reply
+                self.reply_to.set(value)
+            except queue.Full:
+                pass  # already settled: its asker gave up
+
+    def fail(self, exc: BaseException | None = None) -> None:
+        """Answer the ask with `exc` (default: the exception being handled); nothing for a tell."""
+        if self.reply_to is None:
+            return
+        exc_info = sys.exc_info() if exc is None else (type(exc), exc, exc.__traceback__)
+        try:  # noqa: SIM105 - as the cell's _reply_exception
+            self.reply_to.set_exception(exc_info)
+        except queue.Full:
+            pass
+
+
+class TakenMessages:
+    """The messages `Actor.take_queued` takes, one per step of iteration; also a context manager.
+
+    See `actors._core.batching` for the semantics and the thread contract.
+    """
+
+    __slots__ = ("_accept", "_cell", "_left", "_taken")
+
+    def __init__(self, cell: Cell, predicate: Callable[[Any], bool], limit: int) -> None:
+        if limit < 0:
+            msg = f"take_queued(limit={limit!r}) on {cell.ref}: the limit must be >= 0 messages"
+            raise ValueError(msg)
+        self._cell = cell
+        self._left = limit
+        kinds = _KINDS
+
+        def accept(message: Any) -> bool:
+            return message.__class__ not in kinds and bool(predicate(message))
+
+        self._accept = accept
+        # Invariant: every item yielded so far that has a reply future.
+        self._taken: list[QueuedMessage] = []
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> QueuedMessage:
+        cell = self._cell
+        while self._left > 0 and not cell.sysq:
+            item = take_head(cell.queue, self._accept)
+            if item is NOTHING:
+                break
+            if item.__class__ is not Envelope:
+                self._left -= 1
+                return QueuedMessage(item)
+            reply_to = item.reply_to
+            if getattr(reply_to, "_done", False):
+                # Settled before it was handled: its asker gave up (`Cell.abandon`).
+                cell.system.dead_letters.record(item.message, cell.ref, DeadLetterReason.ASK_ABANDONED)
+                continue
+            self._left -= 1
+            taken = QueuedMessage(item.message, reply_to)
+            self._taken.append(taken)
+            return taken
+        self._left = 0  # once it has stopped, it stays stopped
+        raise StopIteration
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._left = 0
+        if exc is None:
+            return
+        for taken in self._taken:
+            reply_to = taken.reply_to
+            if reply_to is not None and not getattr(reply_to, "_done", False):
+                taken.fail(exc)
