@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
-from actors._core.batching import TakenMessages
+from actors._core.batching import QueuedMessage, TakenMessages
 from actors._core.cell import _SelfStop, constructing_cell
 from actors._core.future import Future
 from actors._core.ref import StoppedFlag
@@ -181,18 +181,19 @@ class Actor(pykka.Actor):
         """Stop watching `ref`; no `Terminated` for it is delivered after this returns."""
         self._troupe_cell.unwatch(_cell_of(ref, "unwatch"))
 
-    def take_queued(self, predicate: Callable[[Any], bool], *, limit: int) -> TakenMessages:
-        """Take the messages queued right behind the current one while `predicate(message)` holds.
+    def take_queued(self, predicate: Callable[[QueuedMessage], bool], *, limit: int) -> TakenMessages:
+        """Take the messages queued right behind the current one while `predicate(queued)` holds.
 
         Iterating the result takes them one at a time, in mailbox order, up
         to `limit`, stopping at the first message `predicate` refuses (or a
         message the runtime handles itself, or a waiting system message);
-        each is a `QueuedMessage`, with the reply future the handler must now
-        settle for an ask (``queued.reply(value)`` / ``queued.fail(exc)``).
+        each is a `QueuedMessage` (the message, and the reply future the
+        predicate may look at and the handler must now
+        settle for an ask: ``queued.reply(value)`` / ``queued.fail(exc)``).
         Use it as a context manager so that an exception leaving the block
         fails every taken ask not yet answered::
 
-            with self.take_queued(lambda m: isinstance(m, Write), limit=100) as taken:
+            with self.take_queued(lambda queued: isinstance(queued.message, Write), limit=100) as taken:
                 writes = [queued for queued in taken]
                 ...
 

@@ -8,7 +8,7 @@ on it::
 
     def on_receive(self, message):
         batch = [message]
-        with self.take_queued(lambda m: isinstance(m, Write), limit=99) as taken:
+        with self.take_queued(lambda queued: isinstance(queued.message, Write), limit=99) as taken:
             for queued in taken:
                 batch.append(queued)
             self.commit(batch)           # if this raises, every ask taken gets the error
@@ -29,6 +29,9 @@ every mode:
 - *Lazily.* The iterator takes a message only when it yields it, and calls
   the predicate on it then, so the predicate may depend on what the handler
   did with the previous ones. Stop iterating and the rest stay queued.
+  The predicate gets the `QueuedMessage` it would yield, so it can tell an
+  ask (whose error would reach its asker) from a tell (whose error would
+  fail the actor).
 - *At most `limit`* messages, fewer if the mailbox runs out, a message is
   refused, or a system message is waiting (a stop that does not wait its
   turn, a supervisor's directive): a batch never holds those up.
@@ -115,22 +118,34 @@ class TakenMessages:
     See `actors._core.batching` for the semantics and the thread contract.
     """
 
-    __slots__ = ("_accept", "_cell", "_left", "_taken")
+    __slots__ = ("_candidate", "_cell", "_left", "_predicate", "_taken")
 
-    def __init__(self, cell: Cell, predicate: Callable[[Any], bool], limit: int) -> None:
+    def __init__(self, cell: Cell, predicate: Callable[[QueuedMessage], bool], limit: int) -> None:
         if limit < 0:
             msg = f"take_queued(limit={limit!r}) on {cell.ref}: the limit must be >= 0 messages"
             raise ValueError(msg)
         self._cell = cell
         self._left = limit
-        kinds = _KINDS
-
-        def accept(message: Any) -> bool:
-            return message.__class__ not in kinds and bool(predicate(message))
-
-        self._accept = accept
+        self._predicate = predicate
+        # The item `_accept` was last asked about, as the handler will see it.
+        self._candidate: QueuedMessage | None = None
         # Invariant: every item yielded so far that has a reply future.
         self._taken: list[QueuedMessage] = []
+
+    def _accept(self, item: Any) -> bool:
+        if item.__class__ is Envelope:
+            message, reply_to = item.message, item.reply_to
+            if getattr(reply_to, "_done", False):
+                # Settled before it was handled: its asker gave up (`Cell.abandon`).
+                # Take it whatever the predicate says: the turn would skip it too.
+                self._candidate = None
+                return True
+        else:
+            message, reply_to = item, None
+        if message.__class__ in _KINDS:
+            return False
+        self._candidate = candidate = QueuedMessage(message, reply_to)
+        return bool(self._predicate(candidate))
 
     def __iter__(self) -> Self:
         return self
@@ -141,17 +156,13 @@ class TakenMessages:
             item = take_head(cell.queue, self._accept)
             if item is NOTHING:
                 break
-            if item.__class__ is not Envelope:
-                self._left -= 1
-                return QueuedMessage(item)
-            reply_to = item.reply_to
-            if getattr(reply_to, "_done", False):
-                # Settled before it was handled: its asker gave up (`Cell.abandon`).
+            taken = self._candidate
+            if taken is None:  # an abandoned ask
                 cell.system.dead_letters.record(item.message, cell.ref, DeadLetterReason.ASK_ABANDONED)
                 continue
             self._left -= 1
-            taken = QueuedMessage(item.message, reply_to)
-            self._taken.append(taken)
+            if taken.reply_to is not None:
+                self._taken.append(taken)
             return taken
         self._left = 0  # once it has stopped, it stays stopped
         raise StopIteration

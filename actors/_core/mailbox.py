@@ -285,10 +285,10 @@ def _pop_head(queue: Any, item: Any) -> bool:
 
 
 def take_head(queue: MessageQueue, accept: Callable[[Any], bool]) -> Any:
-    """Take the head item of `queue` if `accept(its message)`; return it, or `NOTHING`.
+    """Take the head item of `queue` if `accept(item)`; return it, or `NOTHING`.
 
-    The message of an item is the item itself (a tell) or its envelope's
-    ``message`` (an ask). `accept` runs with no lock held; if the head
+    An item is a bare message (a tell) or an `Envelope` (an ask, or a tell
+    with a receipt). `accept` runs with no lock held; if the head
     changed while it ran, the new head is tested instead.
 
     Thread contract: only the queue's consumer (the actor's turn) calls it.
@@ -298,7 +298,7 @@ def take_head(queue: MessageQueue, accept: Callable[[Any], bool]) -> Any:
             item = _peek(queue)
         except IndexError:
             return NOTHING
-        if accept(item.message if item.__class__ is Envelope else item):
+        if accept(item):
             if _pop_head(queue, item):
                 return item
             continue

@@ -16,8 +16,9 @@ after the backend transaction holding it has committed, and a subscriber
 hears of a change only after that too. Reads see committed state only.
 
 Group commit. A write handler applies its write, then takes the writes
-queued right behind it in the mailbox (up to ``max_batch`` records), applies
-those, commits them all in one transaction, and only then answers each.
+queued right behind it in the mailbox (up to ``max_batch`` records, through
+`Actor.take_queued`, so on every mailbox kind: FIFO, priority, bounded),
+applies those, commits them all in one transaction, and only then answers each.
 Under load (many writers, or one that pipelines ``ask(..., block=False)``)
 one commit serves hundreds of writes; an idle store commits each write
 alone, at once. Nothing is ever left uncommitted between two messages.
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,7 +45,7 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, DeadLetterReason, unwrap
+from actors._core import Actor, DeadLetterReason
 from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
 
     import pykka
 
-    from actors._core import Clock
+    from actors._core import Clock, QueuedMessage
     from actors.state.conflicts import ConflictRecord, Handler
 
 __all__ = ["StateStore"]
@@ -214,15 +214,6 @@ class StateStore(Actor):
         self._race_window = float(race_window)
         self._bases_kept = bases_kept
         self._clock: Clock = clock if clock is not None else self.actor_system.clock
-        # The mailbox, when it is a plain deque (the default FIFO mailbox): its
-        # head may be looked at and taken by this actor's own handlers (the
-        # only consumer), which is what group commit needs. Its items are what
-        # the runtime queues (a bare message for a tell, an Envelope for an
-        # ask); `unwrap` reads both. Other mailboxes (priority, bounded) get no
-        # group commit across messages.
-        queue = getattr(self.actor_inbox, "queue", None)
-        self._queue: deque[Any] | None = queue if isinstance(queue, deque) else None
-
         # Committed state. Invariant: a key is in at most one of _entries
         # (live, possibly expired but not swept yet) and _removed (tombstone
         # version); _expiring holds (expires_at, key, version) for every entry
@@ -352,61 +343,63 @@ class StateStore(Actor):
     def _on_write(self, message: Any) -> Any:
         now = self._clock.now()
         result = self._apply(message, now)
-        acks = self._drain(now) if self._queue else None
-        try:
-            self._commit()
-        except BaseException:
-            for reply_to, _, _ in acks or ():
-                if reply_to is not None:
-                    reply_to.set_exception()
-            if acks and any(reply_to is None for reply_to, _, _ in acks):
-                logger.error("{}: a failed commit lost writes sent with tell", self)
-            raise
-        for reply_to, value, exc_info in acks or ():
-            if reply_to is None:
-                continue
-            if exc_info is None:
-                reply_to.set(value)
-            else:
-                reply_to.set_exception(exc_info)
+        # Take the writes queued right behind this one into the same commit.
+        # If anything below raises, the context manager fails every ask taken.
+        with self.take_queued(self._takeable(now), limit=self._max_batch) as taken:
+            acks = self._drain(taken, now)
+            try:
+                self._commit()
+            except BaseException:
+                if any(queued.reply_to is None for queued, _, _ in acks):
+                    logger.error("{}: a failed commit lost writes sent with tell", self)
+                raise
+            for queued, value, error in acks:
+                if error is None:
+                    queued.reply(value)
+                else:
+                    queued.fail(error)
         return result
 
-    def _drain(self, now: float) -> list[tuple[Any, Any, Any]]:
-        # Take the writes queued right behind this one into the same commit.
-        # This handler is the mailbox's only consumer, so its head cannot
-        # change under us; senders only append. A write sent with tell is
-        # taken only if it will certainly succeed: one that would raise is
-        # left for the runtime to deliver, so it fails as pykka says it must.
-        queue = self._queue
-        assert queue is not None
-        acks: list[tuple[Any, Any, Any]] = []
-        limit = self._max_batch
+    def _takeable(self, now: float) -> Callable[[QueuedMessage], bool]:
+        """Return what `_drain` may take: a write, while the transaction has room.
+
+        A write sent with tell is taken only if it will certainly succeed: one
+        that would raise is left for the runtime to deliver, so it fails the
+        store as pykka says it must. The take is lazy, so each test sees what
+        the writes taken before it staged.
+        """
         drainable = _DRAINABLE
         undo = self._undo  # one entry per record staged: the transaction's size
+        limit = self._max_batch
         # Without access rules or race detection, a blind set or delete cannot fail.
         blind_is_certain = self._access is None and not self._race_window
-        while queue and len(undo) < limit:
-            message, reply_to = unwrap(queue[0])
+
+        def takeable(queued: QueuedMessage) -> bool:
+            message = queued.message
             kind = message.__class__
-            if kind not in drainable:
-                break
-            if reply_to is None:
-                if not (
-                    (blind_is_certain and kind is SetEntry and message.expected_version is None)
-                    or self._certain(message, now)
-                ):
-                    break
-                queue.popleft()
-                if kind is SetEntry:
-                    self._set(message, now, answer=False)
-                    continue
-            else:
-                queue.popleft()
+            if kind not in drainable or len(undo) >= limit:
+                return False
+            if queued.reply_to is not None:
+                return True
+            return (blind_is_certain and kind is SetEntry and message.expected_version is None) or self._certain(
+                message, now
+            )
+
+        return takeable
+
+    def _drain(self, taken: Iterable[QueuedMessage], now: float) -> list[tuple[QueuedMessage, Any, Any]]:
+        """Stage every write `taken` yields; return (write, its result, its error) for those to answer."""
+        acks: list[tuple[QueuedMessage, Any, Any]] = []
+        for queued in taken:
+            message = queued.message
+            if queued.reply_to is None and message.__class__ is SetEntry:
+                self._set(message, now, answer=False)
+                continue
             try:
-                acks.append((reply_to, self._apply(message, now), None))
+                acks.append((queued, self._apply(message, now), None))
             except Exception as error:  # noqa: BLE001 - it reaches the asker, as a handler's would
-                if reply_to is not None:
-                    acks.append((reply_to, None, sys.exc_info()))
+                if queued.reply_to is not None:
+                    acks.append((queued, None, error))
                 else:  # `_certain` said it could not happen
                     logger.opt(exception=True).error("{}: a write sent with tell failed: {!r}", self, message)
                     self.actor_system.dead_letters.record(

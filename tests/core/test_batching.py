@@ -78,7 +78,8 @@ class Batcher(Actor):
         self.log: list[tuple[str, int]] = []
         self.asked: list[int] = []  # the items the predicate was asked about
 
-    def _matches(self, message: Any) -> bool:
+    def _matches(self, queued: QueuedMessage) -> bool:
+        message = queued.message
         if isinstance(message, Item):
             self.asked.append(message.seq)
             return message.match
@@ -283,6 +284,27 @@ def test_an_ask_abandoned_before_it_is_taken_becomes_a_dead_letter(system: Actor
     assert [letter.reason for letter in letters] == [DeadLetterReason.ASK_ABANDONED]
 
 
+class AsksOnly(Batcher):
+    """Takes only asks: the predicate sees each message's reply future."""
+
+    def _matches(self, queued: QueuedMessage) -> bool:
+        return isinstance(queued.message, Item) and queued.reply_to is not None
+
+
+def test_the_predicate_can_tell_an_ask_from_a_tell(system: ActorSystem, mode: str, kind: str) -> None:
+    ref = system.spawn(AsksOnly, mode=mode, mailbox=KINDS[kind](4))
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    ref.tell(Take(limit=10))
+    asked = [ref.ask(Item(0), block=False), ref.ask(Item(1), block=False)]
+    ref.tell(Item(2))
+    gate.released.set()
+    log, _ = ref.ask(Get(), timeout=WAIT)
+    assert log == [("took", 0), ("took", 1), ("turn", 2)]
+    assert [future.get(timeout=WAIT) for future in asked] == [("took", 0), ("took", 1)]
+
+
 def test_a_negative_limit_is_a_clear_error(system: ActorSystem, mode: str) -> None:
     class Negative(Actor):
         def on_receive(self, message: Any) -> Any:
@@ -318,7 +340,7 @@ def test_take_head_takes_the_head_while_it_matches_and_leaves_the_rest_in_order(
         queue.append(message)
     taken = []
     for _ in range(takes):
-        item = take_head(queue, lambda m: m.match)
+        item = take_head(queue, lambda item: item.match)
         if item is NOTHING:
             break
         taken.append(item)
