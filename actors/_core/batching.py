@@ -72,7 +72,7 @@ from actors._core.deadletters import DeadLetterReason
 from actors._core.mailbox import NOTHING, take_head
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
     import pykka
@@ -113,7 +113,7 @@ class QueuedMessage:
 
 
 class TakenMessages:
-    """The messages `Actor.take_queued` takes, one per step of iteration; also a context manager.
+    """The messages `Actor.take_queued` takes, one per step of iteration (iterate it once); a context manager.
 
     See `actors._core.batching` for the semantics and the thread contract.
     """
@@ -147,25 +147,25 @@ class TakenMessages:
         self._candidate = candidate = QueuedMessage(message, reply_to)
         return bool(self._predicate(candidate))
 
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> QueuedMessage:
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        # A generator, not __next__: ending it costs no StopIteration (a store
+        # write pays for one empty take per commit).
         cell = self._cell
+        accept = self._accept
+        taken = self._taken
         while self._left > 0 and not cell.sysq:
-            item = take_head(cell.queue, self._accept)
+            item = take_head(cell.queue, accept)
             if item is NOTHING:
                 break
-            taken = self._candidate
-            if taken is None:  # an abandoned ask
+            candidate = self._candidate
+            if candidate is None:  # an abandoned ask
                 cell.system.dead_letters.record(item.message, cell.ref, DeadLetterReason.ASK_ABANDONED)
                 continue
             self._left -= 1
-            if taken.reply_to is not None:
-                self._taken.append(taken)
-            return taken
+            if candidate.reply_to is not None:
+                taken.append(candidate)
+            yield candidate
         self._left = 0  # once it has stopped, it stays stopped
-        raise StopIteration
 
     def __enter__(self) -> Self:
         return self

@@ -294,6 +294,8 @@ def take_head(queue: MessageQueue, accept: Callable[[Any], bool]) -> Any:
     Thread contract: only the queue's consumer (the actor's turn) calls it.
     """
     while True:
+        if not len(queue):  # the common case, without raising IndexError
+            return NOTHING
         try:
             item = _peek(queue)
         except IndexError:

@@ -235,6 +235,7 @@ class StateStore(Actor):
         self._staged_events: list[_Event] = []
         self._replaced: list[Entry] = []
         self._expiring_staged = False  # whether an expiry is staged (to count it)
+        self._now = 0.0  # the time of the write being handled, for `_takeable`
 
         self._seq = itertools.count(1)
         self._history: deque[_Event] = deque(maxlen=history_limit)
@@ -345,7 +346,8 @@ class StateStore(Actor):
         result = self._apply(message, now)
         # Take the writes queued right behind this one into the same commit.
         # If anything below raises, the context manager fails every ask taken.
-        with self.take_queued(self._takeable(now), limit=self._max_batch) as taken:
+        self._now = now
+        with self.take_queued(self._takeable, limit=self._max_batch) as taken:
             acks = self._drain(taken, now)
             try:
                 self._commit()
@@ -360,32 +362,24 @@ class StateStore(Actor):
                     queued.fail(error)
         return result
 
-    def _takeable(self, now: float) -> Callable[[QueuedMessage], bool]:
-        """Return what `_drain` may take: a write, while the transaction has room.
+    def _takeable(self, queued: QueuedMessage) -> bool:
+        """Return whether `_drain` may take `queued`: a write, while the transaction has room.
 
         A write sent with tell is taken only if it will certainly succeed: one
         that would raise is left for the runtime to deliver, so it fails the
         store as pykka says it must. The take is lazy, so each test sees what
         the writes taken before it staged.
         """
-        drainable = _DRAINABLE
-        undo = self._undo  # one entry per record staged: the transaction's size
-        limit = self._max_batch
-        # Without access rules or race detection, a blind set or delete cannot fail.
-        blind_is_certain = self._access is None and not self._race_window
-
-        def takeable(queued: QueuedMessage) -> bool:
-            message = queued.message
-            kind = message.__class__
-            if kind not in drainable or len(undo) >= limit:
-                return False
-            if queued.reply_to is not None:
-                return True
-            return (blind_is_certain and kind is SetEntry and message.expected_version is None) or self._certain(
-                message, now
-            )
-
-        return takeable
+        message = queued.message
+        kind = message.__class__
+        if kind not in _DRAINABLE or len(self._undo) >= self._max_batch:  # _undo: one entry per record staged
+            return False
+        if queued.reply_to is not None:
+            return True
+        # Without access rules or race detection, a blind set cannot fail.
+        if kind is SetEntry and message.expected_version is None and self._access is None and not self._race_window:
+            return True
+        return self._certain(message, self._now)
 
     def _drain(self, taken: Iterable[QueuedMessage], now: float) -> list[tuple[QueuedMessage, Any, Any]]:
         """Stage every write `taken` yields; return (write, its result, its error) for those to answer."""

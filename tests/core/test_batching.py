@@ -250,24 +250,28 @@ def test_taking_from_a_blocking_bounded_mailbox_wakes_a_sender_waiting_for_room(
     system: ActorSystem, mode: str
 ) -> None:
     ref, gate = _held(system, mode, BoundedMailbox(2, overflow="block", block_timeout=WAIT))
-    sent = threading.Event()
-    room = threading.Event()
+    sent = [threading.Event(), threading.Event()]
+    both_sent = threading.Event()
 
-    def sender() -> None:
-        ref.tell(Item(1))
-        sent.set()
+    def then() -> None:
+        # Inside the turn, after the take: the turn took the Take (room for one
+        # sender) and the take took Item(0); only the take can have made room
+        # for the other sender.
+        if all(event.wait(WAIT) for event in sent):
+            both_sent.set()
 
-    # The take waits, inside the turn, for the sender: only the take can have made room.
-    ref.tell(Take(limit=1, then=lambda: room.set() if sent.wait(WAIT) else None))
-    ref.tell(Item(0))
-    thread = threading.Thread(target=sender)
-    thread.start()
+    ref.tell(Take(limit=1, then=then))
+    ref.tell(Item(0))  # the mailbox is full
+    threads = [threading.Thread(target=lambda i=i: (ref.tell(Item(i + 1)), sent[i].set())) for i in range(2)]
+    for thread in threads:
+        thread.start()
     gate.released.set()
-    thread.join(WAIT)
-    assert sent.is_set()
-    assert room.is_set()
+    for thread in threads:
+        thread.join(WAIT)
     log, _ = ref.ask(Get(), timeout=WAIT)
-    assert log == [("took", 0), ("turn", 1)]
+    assert both_sent.is_set()
+    assert log[0] == ("took", 0)
+    assert sorted(log[1:]) == [("turn", 1), ("turn", 2)]
 
 
 def test_an_ask_abandoned_before_it_is_taken_becomes_a_dead_letter(system: ActorSystem, mode: str, kind: str) -> None:
