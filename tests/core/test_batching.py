@@ -262,13 +262,18 @@ def test_taking_from_a_blocking_bounded_mailbox_wakes_a_sender_waiting_for_room(
 
     ref.tell(Take(limit=1, then=then))
     ref.tell(Item(0))  # the mailbox is full
-    threads = [threading.Thread(target=lambda i=i: (ref.tell(Item(i + 1)), sent[i].set())) for i in range(2)]
+    def sender(i: int) -> None:
+        ref.tell(Item(i + 1))
+        sent[i].set()
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     gate.released.set()
     for thread in threads:
         thread.join(WAIT)
-    log, _ = ref.ask(Get(), timeout=WAIT)
+    got: Any = ref.ask(Get(), timeout=WAIT)
+    log, _ = got
     assert both_sent.is_set()
     assert log[0] == ("took", 0)
     assert sorted(log[1:]) == [("turn", 1), ("turn", 2)]
