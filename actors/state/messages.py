@@ -18,23 +18,28 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pykka
 
+from actors._core import FrozenDict
 from actors.protocol import FrozenMapping
 from actors.state.access import AccessRule
-from actors.state.conflicts import Resolution
+from actors.state.conflicts import Conflict, ConflictStrategy, Resolution, check_fallback, check_strategy
 from actors.state.entry import EMPTY_METADATA, Entry, freeze_metadata, freeze_value
 from actors.state.globs import Glob, compile_glob
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
+    "CloseParkedConflict",
+    "DecideConflict",
     "DeleteEntry",
     "GetEntries",
     "GetEntry",
     "ListEntries",
+    "ListParkedConflicts",
     "MergeEntries",
     "ResolveConflict",
     "SetAccessRules",
+    "SetConflictStrategy",
     "SetEntry",
     "StateChanged",
     "StateEvent",
@@ -319,6 +324,78 @@ class SetAccessRules:
     rules: tuple[AccessRule, ...] | None = attrs.field(converter=_rules)
 
 
+# -- conflict resolution (sent to a ConflictResolver) -------------------------
+
+
+def _conflict_pattern(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    compile_glob(value)
+
+
+def _strategy(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_strategy(value)
+
+
+def _optional_fallback(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_fallback(value)
+
+
+@attrs.frozen
+class SetConflictStrategy:
+    """Use `strategy` for conflicts on keys matching `pattern` (replaces that pattern's rule).
+
+    Send it to a `ConflictResolver`; answers None.
+
+    Attributes:
+        pattern: a key glob such as ``analysis:*``.
+        strategy: a `ConflictStrategy` (or its name), or a callable
+            ``handler(conflict) -> Resolution`` that runs in the resolver.
+        fallback: for ``auto_merge``: how overlapping changes are settled
+            (default: the resolver's ``merge_fallback``).
+
+    Raises:
+        PatternError: the pattern is malformed.
+        StrategyError: the strategy or fallback is unknown.
+    """
+
+    pattern: str = attrs.field(validator=_conflict_pattern)
+    strategy: ConflictStrategy | str | Callable[[Conflict], Resolution] = attrs.field(validator=_strategy)
+    fallback: ConflictStrategy | str | None = attrs.field(default=None, validator=_optional_fallback)
+
+
+@attrs.frozen
+class ListParkedConflicts:
+    """Ask a `ConflictResolver` for the parked conflicts, oldest first (optionally by key pattern).
+
+    Answers a tuple of `ConflictRecord`.
+    """
+
+    pattern: str | None = attrs.field(default=None, validator=attrs.validators.optional(_conflict_pattern))
+
+
+@attrs.frozen
+class DecideConflict:
+    """Store -> resolver: settle this conflict by its key's rule. Answers a `Resolution`.
+
+    Sent by a `StateStore` only (not exported from `actors`).
+    """
+
+    conflict: Conflict
+
+
+@attrs.frozen
+class CloseParkedConflict:
+    """Store -> resolver: close parked conflict `conflict_id`. Answers its `ConflictRecord`.
+
+    Sent by a `StateStore` only (not exported from `actors`).
+    """
+
+    conflict_id: int
+    resolution: Resolution
+    store: str
+    agent: str | None
+
+
 # -- answers and notifications ---------------------------------------------------
 
 
@@ -401,13 +478,18 @@ class StateChanged:
         return self.event.key
 
 
+def _frozen_counts(counts: Mapping[str, int]) -> FrozenDict[str, int]:
+    """Freeze a snapshot's counters (a copy: the actor's own dict keeps changing)."""
+    return counts if isinstance(counts, FrozenDict) else FrozenDict(counts)
+
+
 @attrs.frozen
 class StoreStatistics:
-    """A snapshot of a store's counters.
+    """A snapshot of a store's counters: immutable all the way down, hashable.
 
     Attributes:
         keys: live (unexpired) keys now.
-        ops: operations handled, by kind (``get``, ``set``, ``cas``,
+        ops: operations handled, by kind (a `FrozenDict`) (``get``, ``set``, ``cas``,
             ``delete``, ``list``, ``batch``, ``merge``, ...), refused ones
             included.
         conflicts: conflicts met.
@@ -422,7 +504,7 @@ class StoreStatistics:
     """
 
     keys: int
-    ops: dict[str, int]
+    ops: FrozenDict[str, int] = attrs.field(converter=_frozen_counts)
     conflicts: int
     expiries: int
     subscribers: int

@@ -53,24 +53,23 @@ from actors.state.conflicts import (
     Conflict,
     ConflictKind,
     ConflictOutcome,
-    ConflictResolver,
     ConflictStrategy,
-    ListParkedConflicts,
     Proposal,
     Resolution,
-    _check_fallback,
-    _Resolve,
-    _same,
-    _Settle,
+    check_fallback,
     check_strategy,
 )
 from actors.state.entry import Entry, Tombstone, freeze_metadata, freeze_value
 from actors.state.globs import Glob, compile_glob
+from actors.state.merge import same_json
 from actors.state.messages import (
+    CloseParkedConflict,
+    DecideConflict,
     DeleteEntry,
     GetEntries,
     GetEntry,
     ListEntries,
+    ListParkedConflicts,
     MergeEntries,
     ResolveConflict,
     SetAccessRules,
@@ -86,6 +85,7 @@ from actors.state.messages import (
     WriteResult,
 )
 from actors.state.persistence import MemoryBackend, StateBackend
+from actors.state.resolver import ConflictResolver
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -200,7 +200,7 @@ class StateStore(Actor):
         if default_strategy is not None:
             check_strategy(default_strategy, what="default strategy")
         if merge_fallback is not None:
-            _check_fallback(merge_fallback)
+            check_fallback(merge_fallback)
         self._resolver_args: dict[str, Any] = {"strategies": dict(strategies or {})}
         if default_strategy is not None:
             self._resolver_args["default"] = default_strategy
@@ -506,7 +506,7 @@ class StateStore(Actor):
             current, last = self._current_for_write(key, now)
             value = freeze_value(remote.value)
             metadata = freeze_metadata(remote.metadata)
-            if remote.expired(now) or (current is not None and _same(current.value, value)):
+            if remote.expired(now) or (current is not None and same_json(current.value, value)):
                 results.append(WriteResult(key, WriteOutcome.UNCHANGED, last, current))
             elif current is None:
                 entry = self._stage_set(
@@ -543,7 +543,7 @@ class StateStore(Actor):
             self._access.check(message.agent, key, write=True, what="resolve a conflict")
         settled = cast(
             "ConflictRecord",
-            resolver.ask(_Settle(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
+            resolver.ask(CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
         )
         current, last = self._current_for_write(key, now)
         return self._carry_out(
@@ -581,7 +581,7 @@ class StateStore(Actor):
         expected = proposal.expected_version
         base = self._bases.get((key, expected), ABSENT) if expected else ABSENT
         conflict = Conflict(key, kind, current, proposal, base, self.actor_urn)
-        resolution = cast("Resolution", self._require_resolver().ask(_Resolve(conflict)))
+        resolution = cast("Resolution", self._require_resolver().ask(DecideConflict(conflict)))
         if resolution.outcome is ConflictOutcome.REJECTED:
             raise _rejection(conflict, resolution)
         return self._carry_out(
@@ -847,7 +847,7 @@ class StateStore(Actor):
         now = self._clock.now()
         return StoreStatistics(
             keys=sum(1 for entry in self._entries.values() if not entry.expired(now)),
-            ops=dict(self._ops),
+            ops=self._ops,  # frozen (copied) by the snapshot
             conflicts=self._conflicts,
             expiries=self._expiries,
             subscribers=len(self._subscriptions),

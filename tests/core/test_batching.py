@@ -246,9 +246,7 @@ def test_a_take_stops_at_a_stop_queued_behind_the_messages(system: ActorSystem, 
     assert stopped.get(timeout=WAIT) is True
 
 
-def test_taking_from_a_blocking_bounded_mailbox_wakes_a_sender_waiting_for_room(
-    system: ActorSystem, mode: str
-) -> None:
+def test_taking_from_a_blocking_bounded_mailbox_wakes_a_sender_waiting_for_room(system: ActorSystem, mode: str) -> None:
     ref, gate = _held(system, mode, BoundedMailbox(2, overflow="block", block_timeout=WAIT))
     sent = [threading.Event(), threading.Event()]
     both_sent = threading.Event()
@@ -262,6 +260,7 @@ def test_taking_from_a_blocking_bounded_mailbox_wakes_a_sender_waiting_for_room(
 
     ref.tell(Take(limit=1, then=then))
     ref.tell(Item(0))  # the mailbox is full
+
     def sender(i: int) -> None:
         ref.tell(Item(i + 1))
         sent[i].set()

@@ -437,6 +437,25 @@ def test_notification_fans_out_to_many_subscribers(system: ActorSystem) -> None:
 # -- history and statistics ----------------------------------------------------------------
 
 
+def test_store_statistics_are_immutable_all_the_way_down_hashable_and_equal_when_equal(
+    system: ActorSystem, mode: str
+) -> None:
+    store = system.spawn(StateStore, mode=mode)
+    store.ask(SetEntry("k", 1))
+    proxy = store.proxy()
+    stats = proxy.statistics().get()
+    with pytest.raises((AttributeError, TypeError)):
+        stats.ops.clear()
+    with pytest.raises(TypeError):
+        stats.ops["set"] = 5
+    assert hash(stats) == hash(proxy.statistics().get())
+    assert stats == proxy.statistics().get()
+    store.ask(SetEntry("k", 2))
+    later = proxy.statistics().get()
+    assert later != stats
+    assert (stats.ops["set"], later.ops["set"]) == (1, 2)  # the earlier snapshot did not change
+
+
 def test_history_is_bounded_and_queryable_by_key_pattern_time_and_kind(system: ActorSystem, clock: ManualClock) -> None:
     store = system.spawn(StateStore, history_limit=5)
     for i in range(4):
