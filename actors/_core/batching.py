@@ -7,13 +7,11 @@ costly thing once, then answers each. The StateStore's group commit is built
 on it::
 
     def on_receive(self, message):
-        batch = [message]
         with self.take_queued(lambda queued: isinstance(queued.message, Write), limit=99) as taken:
-            for queued in taken:
-                batch.append(queued)
-            self.commit(batch)           # if this raises, every ask taken gets the error
-            for queued in batch[1:]:
-                queued.reply(None)       # an ask's reply; a tell has none
+            batch = list(taken)
+            self.commit([message, *(queued.message for queued in batch)])  # raises: every ask taken fails
+            for queued in batch:
+                queued.reply(None)       # an ask's reply (or a receipt's); nothing for a plain tell
         return None                      # the current message's reply, as always
 
 Semantics, the same on every mailbox kind (FIFO, priority, bounded) and in
@@ -43,7 +41,8 @@ every mode:
 
 Nothing is lost: each `QueuedMessage` carries the reply future the handler
 now owns. A taken ask must be answered (`QueuedMessage.reply` or `fail`),
-now or later; a taken tell is the handler's, as the current message is. Used
+now or later; a taken tell is the handler's, as the current message is (a
+tell sent with a receipt carries it as `reply_to`: settle it too). Used
 as a context manager, `TakenMessages` answers every ask it yielded and the
 handler has not answered with the exception that leaves the block, so a
 failing handler fails its whole batch as it would fail one ask.
@@ -55,7 +54,9 @@ Thread contract: only the actor's own handlers call `Actor.take_queued` and
 iterate what it returns, during a turn (``on_receive``, a proxied method,
 a hook; in asyncio mode also after an ``await`` in one, on the loop's
 thread). The mailbox's single consumer is the turn; a take from any other
-thread would race it.
+thread would race it. In a reentrant asyncio actor a take after an ``await``
+runs beside the turn (on the same thread, so it is safe), but what it takes
+then comes after messages other handlers have already started on.
 """
 
 from __future__ import annotations

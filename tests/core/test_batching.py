@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
@@ -311,6 +312,43 @@ def test_the_predicate_can_tell_an_ask_from_a_tell(system: ActorSystem, mode: st
     log, _ = ref.ask(Get(), timeout=WAIT)
     assert log == [("took", 0), ("took", 1), ("turn", 2)]
     assert [future.get(timeout=WAIT) for future in asked] == [("took", 0), ("took", 1)]
+
+
+class AsyncBatcher(Actor):
+    """Takes the queued items after an await, in a coroutine handler (asyncio mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, int]] = []
+
+    async def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Gate):
+            message.entered.set()
+            await asyncio.wait_for(message.released.opened, WAIT)
+            return None
+        if isinstance(message, Get):
+            return list(self.log)
+        if isinstance(message, Take):
+            await asyncio.sleep(0)  # give the loop a turn: the take happens after an await
+            with self.take_queued(lambda queued: isinstance(queued.message, Item), limit=message.limit) as taken:
+                for queued in taken:
+                    self.log.append(("took", queued.message.seq))
+                    queued.reply(("took", queued.message.seq))
+            return "taken"
+        self.log.append(("turn", message.seq))
+        return ("turn", message.seq)
+
+
+def test_a_coroutine_handler_can_take_after_an_await(system: ActorSystem, kind: str) -> None:
+    ref = system.spawn(AsyncBatcher, mode="asyncio", mailbox=KINDS[kind](4))
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    ref.tell(Take(limit=2))
+    asked = [ref.ask(Item(seq), block=False) for seq in range(3)]
+    gate.released.set()
+    assert [future.get(timeout=WAIT) for future in asked] == [("took", 0), ("took", 1), ("turn", 2)]
+    assert ref.ask(Get(), timeout=WAIT) == [("took", 0), ("took", 1), ("turn", 2)]
 
 
 def test_a_negative_limit_is_a_clear_error(system: ActorSystem, mode: str) -> None:
