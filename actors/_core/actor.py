@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
-from actors._core.batching import QueuedMessage, TakenMessages
+from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages
 from actors._core.cell import _SelfStop, constructing_cell
 from actors._core.future import Future
 from actors._core.ref import StoppedFlag
@@ -185,11 +185,12 @@ class Actor(pykka.Actor):
         """Take the messages queued right behind the current one while `predicate(queued)` holds.
 
         Iterating the result takes them one at a time, in mailbox order, up
-        to `limit`, stopping at the first message `predicate` refuses (or a
-        message the runtime handles itself, or a waiting system message);
-        each is a `QueuedMessage` (the message, and the reply future the
-        predicate may look at and the handler must now
-        settle for an ask: ``queued.reply(value)`` / ``queued.fail(exc)``).
+        to `limit` (none if the mailbox is empty when this is called),
+        stopping at the first message `predicate` refuses (or a message the
+        runtime handles itself, or a waiting system message). Each is a
+        `QueuedMessage`: the message, and the reply future the predicate may
+        look at and the handler must now settle for an ask
+        (``queued.reply(value)`` / ``queued.fail(exc)``).
         Use it as a context manager so that an exception leaving the block
         fails every taken ask not yet answered::
 
@@ -208,7 +209,12 @@ class Actor(pykka.Actor):
         Raises:
             ValueError: `limit` is negative.
         """
-        return TakenMessages(self._troupe_cell, predicate, limit)
+        cell = self._troupe_cell
+        if not len(cell.queue) and limit >= 0:
+            # Nothing queued now: what arrives later is for the next turns. A
+            # store write pays for this call once per commit.
+            return NO_MESSAGES
+        return TakenMessages(cell, predicate, limit)
 
     def pre_restart(self, exc: BaseException | None) -> None:
         """Hook: this instance is being replaced by a fresh one after `exc` (None: a normal exit).
