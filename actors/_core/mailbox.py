@@ -221,7 +221,8 @@ class _BoundedQueue:
     def peek(self) -> Envelope[Any]:
         """Return the item `popleft` would take (IndexError when empty)."""
         with self._cond:
-            return _peek(self._inner)
+            head: Envelope[Any] = _peek(self._inner)
+            return head
 
     def pop_head(self, item: Envelope[Any]) -> bool:
         """Take the head if it is still `item`, and wake a sender waiting for room; return whether it was."""

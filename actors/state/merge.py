@@ -22,7 +22,7 @@ from actors.state.entry import freeze_value
 __all__ = ["same_json", "three_way_merge", "try_merge"]
 
 
-class _Overlap(Exception):
+class _Overlap(Exception):  # noqa: N818 - a carrier inside the merge, never raised out of this module
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self.path = path

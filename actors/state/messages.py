@@ -62,13 +62,13 @@ def _key(instance: object, attribute: attrs.Attribute[Any], value: object) -> No
         raise (ValueError if isinstance(value, str) else TypeError)(msg)
 
 
-def _agent(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _agent(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value):
         msg = f"{type(instance).__name__}.agent must be a non-empty str naming the agent, or None, got {value!r}"
         raise TypeError(msg)
 
 
-def _ttl(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _ttl(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -102,7 +102,7 @@ def _keys(value: Iterable[str]) -> tuple[str, ...]:
     return keys
 
 
-def _prefix(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _prefix(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str):
         msg = f"{type(instance).__name__}.prefix must be a str ('' for every key), got {value!r}"
         raise TypeError(msg)
@@ -235,13 +235,13 @@ class MergeEntries:
     agent: str | None = attrs.field(default=None, validator=_agent)
 
 
-def _conflict_id(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _conflict_id(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         msg = f"ResolveConflict.conflict_id must be a conflict id (an int >= 1), got {value!r}"
         raise TypeError(msg)
 
 
-def _resolution(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _resolution(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Resolution):
         msg = (
             "ResolveConflict.resolution must be Resolution.keep_local(), Resolution.take_remote() "
@@ -275,7 +275,7 @@ def _glob(value: object) -> Glob:
     return value if isinstance(value, Glob) else compile_glob(value)
 
 
-def _subscriber(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _subscriber(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, pykka.ActorRef):
         msg = f"SubscribeState.subscriber must be an ActorRef (the actor to notify), got {value!r}"
         raise TypeError(msg)
@@ -327,15 +327,15 @@ class SetAccessRules:
 # -- conflict resolution (sent to a ConflictResolver) -------------------------
 
 
-def _conflict_pattern(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _conflict_pattern(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     compile_glob(value)
 
 
-def _strategy(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _strategy(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     check_strategy(value)
 
 
-def _optional_fallback(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _optional_fallback(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
         check_fallback(value)
 

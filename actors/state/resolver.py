@@ -46,7 +46,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, default=dict, sort_keys=True, separators=(",", ":"))
 
 
-def _order(at: float, writer: str | None, deleted: bool, value: Any) -> tuple[float, str, int, str]:
+def _order(at: float, writer: str | None, value: Any, *, deleted: bool) -> tuple[float, str, int, str]:
     # A total order on writes that does not depend on which side is local:
     # time, then writer, then deletes before values, then the value itself.
     return (at, writer or "", 0 if deleted else 1, "" if deleted else _canonical(value))
@@ -56,8 +56,8 @@ def _remote_is_later(conflict: Conflict) -> bool:
     local, remote = conflict.local, conflict.remote
     if local is None:
         return True
-    return _order(remote.at, remote.writer, remote.delete, remote.value) > _order(
-        local.updated_at, local.writer, False, local.value
+    return _order(remote.at, remote.writer, remote.value, deleted=remote.delete) > _order(
+        local.updated_at, local.writer, local.value, deleted=False
     )
 
 
