@@ -26,7 +26,8 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pykka
 
@@ -60,9 +61,20 @@ _WAIT_S = 600.0
 _IMPLS = ("pykka", "pooled", "floor")
 
 
+_MATCHES = 10
+"""How many agents the measured capability query matches, at every registry size."""
+
+
+def _check(condition: object, what: str) -> None:
+    """Fail the case if a measurement did not do what it claims (asserts vanish under -O)."""
+    if not condition:
+        msg = f"benchmark check failed: {what}"
+        raise RuntimeError(msg)
+
+
 def _rss_kb() -> float:
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+    statm = Path(f"/proc/{os.getpid()}/statm").read_text()
+    return int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 def _caps(i: int, n: int) -> frozenset[str]:
@@ -212,7 +224,7 @@ class _Signal(pykka.ThreadingActor):
         super().__init__()
         self.event = event
 
-    def on_receive(self, message: Any) -> None:
+    def on_receive(self, _message: Any) -> None:
         self.event.set()
 
 
@@ -228,7 +240,7 @@ class _Worker(Agent):
     def handle_task(self, task: Task) -> Any:
         return task.payload
 
-    def handle_message(self, message: Any) -> Any:
+    def handle_message(self, _message: Any) -> Any:
         return None  # "ping": see _settle_spawned
 
 
@@ -271,7 +283,7 @@ def registry(impl: str, *, n: int, queries: int = 2_000) -> dict[str, float]:
         for _ in range(queries):
             found = plain.find(query_caps)
         query_s = (time.perf_counter() - start) / queries
-        assert len(found) == 10
+        _check(len(found) == _MATCHES, "the query matches 10 agents")
     elif impl == "pykka":
         coordinator = _PykkaCoordinator.start()
         try:
@@ -285,9 +297,9 @@ def registry(impl: str, *, n: int, queries: int = 2_000) -> dict[str, float]:
             rounds = max(3, min(queries, 200_000 // n))
             start = time.perf_counter()
             for _ in range(rounds):
-                found = coordinator.ask(("find", query_caps), timeout=_WAIT_S)
+                listed = cast("list[str]", coordinator.ask(("find", query_caps), timeout=_WAIT_S))
             query_s = (time.perf_counter() - start) / rounds
-            assert len(found) == 10
+            _check(len(listed) == _MATCHES, "the query matches 10 agents")
         finally:
             coordinator.stop()
     else:
@@ -309,7 +321,7 @@ def registry(impl: str, *, n: int, queries: int = 2_000) -> dict[str, float]:
             for _ in range(queries):
                 found = coordinator.ask(query)
             query_s = (time.perf_counter() - start) / queries
-            assert len(found) == 10
+            _check(len(found) == _MATCHES, "the query matches 10 agents")
     return {
         "register_s": elapsed,
         "register_us": elapsed / n * 1e6,
@@ -332,7 +344,7 @@ def tasks(
         for i in range(count):
             plain.submit(i, requires, i)
         elapsed = time.perf_counter() - start
-        assert len(plain.results) == count
+        _check(len(plain.results) == count, "every task ran")
         latencies = []
         for i in range(latency_samples):
             t0 = time.perf_counter()
@@ -388,7 +400,7 @@ def _drive(submit: Any, count: int, window: int, samples: int) -> tuple[float, l
     latencies = []
     for i in range(samples):
         t0 = time.perf_counter()
-        assert submit(i).get(timeout=_WAIT_S) == i
+        _check(submit(i).get(timeout=_WAIT_S) == i, "the task echoes its payload")
         latencies.append(time.perf_counter() - t0)
     return elapsed, latencies
 
@@ -403,7 +415,7 @@ def status_stream(impl: str, *, changes: int = 5_000) -> dict[str, float]:
         for i in range(changes):
             event.clear()
             plain.declare("w/w0", "busy" if i % 2 == 0 else None)
-            assert event.is_set()
+            _check(event.is_set(), "the subscriber was called")
         elapsed = time.perf_counter() - start
     elif impl == "pykka":
         coordinator = _PykkaCoordinator.start()
@@ -414,7 +426,7 @@ def status_stream(impl: str, *, changes: int = 5_000) -> dict[str, float]:
             for i in range(changes):
                 event.clear()
                 coordinator.tell(("declare", "w/w0", "busy" if i % 2 == 0 else None))
-                assert event.wait(_WAIT_S)
+                _check(event.wait(_WAIT_S), "the watcher got the change")
             elapsed = time.perf_counter() - start
         finally:
             signal.stop()
@@ -431,7 +443,7 @@ def status_stream(impl: str, *, changes: int = 5_000) -> dict[str, float]:
             for i in range(changes):
                 event.clear()
                 coordinator.tell(AgentDeclared(agent_id, blocked="busy" if i % 2 == 0 else None))
-                assert event.wait(_WAIT_S)
+                _check(event.wait(_WAIT_S), "the watcher got the change")
             elapsed = time.perf_counter() - start
     return {"status_us": elapsed / changes * 1e6}
 

@@ -796,8 +796,7 @@ class Coordinator(Actor):
                     return None
                 if smallest is None or len(ids) < len(smallest):
                     smallest = ids
-            assert smallest is not None
-            if len(smallest) <= _SMALL_INDEX:
+            if smallest is not None and len(smallest) <= _SMALL_INDEX:
                 best: _Agent | None = None
                 best_key: tuple[tuple[int, int], float] | None = None
                 agents = self._agents
@@ -903,8 +902,7 @@ class Coordinator(Actor):
                 agent.ema = (
                     message.run_time if agent.ema == 0.0 else agent.ema + _EMA_ALPHA * (message.run_time - agent.ema)
                 )
-        if current:
-            assert task is not None
+        if current and task is not None:
             self._end_attempt(task)
             if message.error is None:
                 self._overall.run_times.append(message.run_time)

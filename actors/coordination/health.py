@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -58,6 +58,10 @@ def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float |
         raise TaskSpecError(msg)
 
 
+def _rules(value: Iterable[Callable[[HealthSample], Health]]) -> tuple[Callable[[HealthSample], Health], ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class HealthPolicy:
     """The rules and thresholds of agent health. A threshold of None turns its rule off.
@@ -78,7 +82,7 @@ class HealthPolicy:
     mailbox_degraded: int | None = attrs.field(default=1000, validator=_non_negative)
     mailbox_unhealthy: int | None = attrs.field(default=10000, validator=_non_negative)
     lag_degraded: float | None = attrs.field(default=None, validator=_non_negative)
-    rules: tuple[Callable[[HealthSample], Health], ...] = attrs.field(default=(), converter=tuple)
+    rules: tuple[Callable[[HealthSample], Health], ...] = attrs.field(default=(), converter=_rules)
     confirmations: int = 2
 
     def __attrs_post_init__(self) -> None:

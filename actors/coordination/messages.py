@@ -66,6 +66,10 @@ def _caps(value: Iterable[str]) -> frozenset[str]:
     return frozenset((value,) if isinstance(value, str) else value)
 
 
+def _frozen(value: Mapping[str, Any]) -> FrozenDict[str, Any]:
+    return value if isinstance(value, FrozenDict) else FrozenDict(value)
+
+
 def _opt_set(value: Iterable[Any] | Any | None) -> frozenset[Any] | None:
     if value is None:
         return None
@@ -137,7 +141,7 @@ class FindAgents:
     none_of: frozenset[str] = attrs.field(default=frozenset(), converter=_caps)
     status: frozenset[AgentStatus] | None = attrs.field(default=None, converter=_opt_set)
     health: frozenset[Health] | None = attrs.field(default=None, converter=_opt_set)
-    attributes: FrozenDict[str, Any] = attrs.field(factory=FrozenDict, converter=FrozenDict)
+    attributes: FrozenDict[str, Any] = attrs.field(factory=FrozenDict, converter=_frozen)
     where: Callable[[Mapping[str, Any]], bool] | None = None
     types: frozenset[str] | None = attrs.field(default=None, converter=_opt_set)
     limit: int | None = None

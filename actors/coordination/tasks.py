@@ -40,6 +40,10 @@ def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: flo
         raise TaskSpecError(msg)
 
 
+def _error_types(value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class RetryPolicy:
     """When and how often a failed attempt is tried again; waits are timer messages, never sleeps.
@@ -54,7 +58,7 @@ class RetryPolicy:
     backoff_coefficient: float = 2.0
     maximum_interval: float | None = attrs.field(default=None, validator=_positive_or_none)
     maximum_attempts: int = 3
-    non_retryable_error_types: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
+    non_retryable_error_types: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_error_types)
 
     def __attrs_post_init__(self) -> None:
         if not (isinstance(self.backoff_coefficient, int | float) and self.backoff_coefficient >= 1):

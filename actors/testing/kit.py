@@ -11,7 +11,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self, cast
 
 import attrs
 import pykka
@@ -128,7 +128,7 @@ class TestProbe:
         if not ok:
             msg = f"{self.ref} expected {expected!r}, got {message!r}"
             raise ExpectationError(msg)
-        return message
+        return cast("Terminated", message)
 
     def expect_messages(
         self, count: int, *, within: float | None = None, timeout: float = DEFAULT_TIMEOUT
@@ -160,7 +160,7 @@ class TestProbe:
         if message.ref != ref:
             msg = f"{self.ref} expected Terminated of {ref}, got one of {message.ref}"
             raise ExpectationError(msg)
-        return message
+        return cast("Terminated", message)
 
 
 class ActorTestKit:
@@ -181,7 +181,7 @@ class ActorTestKit:
         self.clock = clock if clock is not None else ManualClock()
         self.system = ActorSystem(name or f"testkit-{next(self._ids)}", clock=self.clock, dispatchers=dispatchers)
 
-    def __enter__(self) -> ActorTestKit:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -215,7 +215,8 @@ class ActorTestKit:
         probe = self.probe()
         try:
             agent.tell(RunTask(Task(task_id, kind, payload, attempt, task_id), probe.ref))
-            return probe.fish_for(lambda m: isinstance(m, TaskFinished) and m.task_id == task_id, timeout=timeout)
+            done = probe.fish_for(lambda m: isinstance(m, TaskFinished) and m.task_id == task_id, timeout=timeout)
+            return cast("TaskFinished", done)
         finally:
             probe.ref.stop()
 
@@ -236,7 +237,7 @@ class ActorTestKit:
 
     def agent_id(self, agent: ActorRef[Any]) -> AgentId:
         """Return the `AgentId` of a running agent."""
-        return agent.proxy().agent_id.get(timeout=DEFAULT_TIMEOUT)
+        return cast("AgentId", agent.proxy().agent_id.get(timeout=DEFAULT_TIMEOUT))
 
     def shutdown(self, *, timeout: float = 10.0, grace: float = 2.0) -> None:
         """Stop the system; raise `ExpectationError` if a thread started since the kit was made is still alive.

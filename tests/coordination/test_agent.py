@@ -30,7 +30,7 @@ from actors import (
 )
 from actors.coordination.health import HealthTracker
 from actors.coordination.status import LEGAL, derive_status, is_legal
-from actors.protocol import AgentMessage, MessageType, from_json, to_json
+from actors.protocol import AgentMessage, FrozenMapping, MessageType, from_json, to_json
 from actors.testing import ActorTestKit
 from tests.coordination.agents_for_tests import AsyncEcho, Echo, Gate, info, settle, spawn_agent, spawn_coordinator
 
@@ -135,9 +135,11 @@ def test_health_is_the_worst_rule_and_needs_confirmations_to_move() -> None:
     assert tracker.evaluate(0) is Health.UNHEALTHY  # twice: it moves
     assert _sample(policy, tracker, [True] * 10) is Health.UNHEALTHY  # good once: stays (no flapping)
     assert tracker.evaluate(0) is Health.HEALTHY
-    assert tracker.evaluate(50) is Health.HEALTHY and tracker.evaluate(50) is Health.DEGRADED  # heartbeat lag
+    assert tracker.evaluate(50) is Health.HEALTHY  # heartbeat lag, once
+    assert tracker.evaluate(50) is Health.DEGRADED
     tracker.mailbox_depth = 20_000
-    assert tracker.evaluate(0) is Health.DEGRADED and tracker.evaluate(0) is Health.UNHEALTHY
+    assert tracker.evaluate(0) is Health.DEGRADED
+    assert tracker.evaluate(0) is Health.UNHEALTHY
     assert tracker.sample(0).outcomes == 10
 
 
@@ -199,8 +201,6 @@ _names = st.text(st.characters(codec="ascii", exclude_characters="/"), min_size=
 def test_tasks_and_results_round_trip_through_the_json_wire(
     *, task_id: str, kind: str, payload: Any, attempt: int, key: str, value: Any, run_time: float
 ) -> None:
-    from actors.protocol import FrozenMapping
-
     def frozen(v: Any) -> Any:
         if isinstance(v, dict):
             return FrozenMapping({k: frozen(x) for k, x in v.items()})

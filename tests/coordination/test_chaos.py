@@ -67,7 +67,8 @@ def test_no_task_is_lost_when_agents_die_mid_flight_and_duplicates_carry_a_later
     duplicated = {task_id: seen for task_id, seen in attempts.items() if len(seen) > 1}
     assert duplicated  # the victims died holding tasks
     for seen in duplicated.values():  # a task ran twice only as a later attempt, never twice as the same one
-        assert len(set(seen)) == len(seen) and max(seen) > 1
+        assert len(set(seen)) == len(seen)
+        assert max(seen) > 1
     stats = coord.ask(GetCoordinationStatistics())
     died = AGENTS - stats.agents  # a victim spawned late may finish before its turn to die
     assert 0 < died <= KILLED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import hypothesis.strategies as st
@@ -17,12 +18,15 @@ from actors import (
     AgentId,
     AgentStatus,
     Coordinator,
+    Deregister,
     FindAgents,
     GetResourceStatistics,
+    LeaseNotHeldError,
     ManualClock,
     Register,
     Release,
     ResourceManager,
+    ResourceWaitTimeoutError,
 )
 
 CAPS = ["a", "b", "c"]
@@ -65,8 +69,6 @@ class RegistryModel(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.model))
     @rule(data=st.data())
     def deregister(self, data: st.DataObject) -> None:
-        from actors import Deregister
-
         key = data.draw(st.sampled_from(sorted(self.model)))
         ref = self.model.pop(key)[0]
         assert self.coord.ask(Deregister(f"agent/{key}")) is True
@@ -142,10 +144,8 @@ class ResourceModel(RuleBasedStateMachine):
         for owner, request in list(self.requests):
             if request.future.done():
                 self.requests.remove((owner, request))
-                try:
+                with contextlib.suppress(ResourceWaitTimeoutError):  # timed out in the queue: not a grant
                     granted.append(request.future.get(timeout=0))
-                except Exception:
-                    continue
         for lease in sorted(granted, key=lambda lease: lease.fencing_token):
             assert lease.fencing_token > self.last_token
             self.last_token = lease.fencing_token
@@ -169,14 +169,11 @@ class ResourceModel(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         lease_id = data.draw(st.sampled_from(sorted(self.held)))
         lease = self.held.pop(lease_id)
-        from actors import LeaseNotHeldError
-
         try:
             self.rm.ask(Release(lease_id, lease.owner))
         except LeaseNotHeldError:
-            assert lease.expires_at is not None and lease.expires_at <= self.clock.now(), (
-                "only an expired lease is gone"
-            )
+            assert lease.expires_at is not None, "only an expired lease is gone"
+            assert lease.expires_at <= self.clock.now(), "only an expired lease is gone"
         self._collect()
 
     @rule(seconds=st.sampled_from([1.0, 3.0, 6.0]))

@@ -14,6 +14,7 @@ from actors import (
     Deregister,
     FindAgents,
     GetAgent,
+    GetCoordinationStatistics,
     Health,
     ListAgentTypes,
     ListCapabilities,
@@ -167,6 +168,4 @@ def test_a_dead_watcher_is_dropped_and_the_others_keep_their_stream(actor_testki
     spawn_agent(actor_testkit, Echo, "e1", coord)
     alive.expect_message(RegistrySnapshot)
     assert alive.expect_message(RegistryEvent).kind is RegistryEventKind.REGISTERED
-    from actors import GetCoordinationStatistics
-
     assert coord.ask(GetCoordinationStatistics()).watchers == 1

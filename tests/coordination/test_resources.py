@@ -76,7 +76,8 @@ def test_a_waiting_request_holds_up_only_requests_for_the_same_resources(rm: Any
     small_gpu = rm.ask(Acquire("small", {"gpu": 1}))  # would fit, but must not overtake "big"
     api = rm.ask(Acquire("api", {"llm-api": 1}))  # unrelated: granted at once
     assert api.future.done()
-    assert not big.future.done() and not small_gpu.future.done()
+    assert not big.future.done()
+    assert not small_gpu.future.done()
 
 
 def test_a_request_that_waits_past_its_timeout_fails_clearly(actor_testkit: ActorTestKit, rm: Any) -> None:

@@ -5,6 +5,7 @@ All on the manual clock.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from typing import Any
 
@@ -19,11 +20,16 @@ from actors import (
     Coordinator,
     FindAgents,
     GetCoordinationStatistics,
+    GetEntry,
     GetTask,
+    Health,
+    HealthPolicy,
     ManualClock,
     RegistryEvent,
     RegistryEventKind,
     RetryPolicy,
+    SetEntry,
+    StateStore,
     Submit,
     TaskCancelledError,
     TaskFinished,
@@ -34,6 +40,7 @@ from actors import (
     Timeouts,
     UnknownTaskError,
     WatchRegistry,
+    submit_task,
 )
 from actors.testing import ActorTestKit
 from tests.coordination.agents_for_tests import (
@@ -69,7 +76,7 @@ def test_an_async_handler_runs_on_the_loop_and_tasks_overlap_up_to_the_agents_sl
 ) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, AsyncEcho, "a1", coord)  # async def handle_task: asyncio mode, 4 slots
-    held = [concurrent.futures.Future() for _ in range(5)]
+    held: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(5)]
     handles = [submit(coord, payload=("hold", f)) for f in held]
     agent = info(coord, "async-echo/a1")
     assert (agent.in_flight, agent.status) == (4, AgentStatus.BUSY)  # the fifth waits: no credit
@@ -106,15 +113,11 @@ def test_tasks_spread_over_idle_agents_by_load_then_round_robin(actor_testkit: A
 
 
 def test_a_degraded_agent_gets_work_only_after_the_healthy_ones(actor_testkit: ActorTestKit) -> None:
-    from actors import HealthPolicy
-
     coord = spawn_coordinator(actor_testkit, health=HealthPolicy(min_outcomes=2, confirmations=1))
     spawn_agent(actor_testkit, Echo, "flaky", coord)
     for _ in range(2):  # two failures: error rate 100 % -> unhealthy
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="on purpose"):
             submit(coord, payload=("fail", 9), retry=RetryPolicy(maximum_attempts=1)).result(timeout=WAIT)
-    from actors import Health
-
     assert info(coord, "echo/flaky").health is Health.UNHEALTHY
     spawn_agent(actor_testkit, Echo, "good", coord)
     handle = submit(coord, payload="x")
@@ -206,7 +209,7 @@ def test_a_non_retryable_error_fails_the_task_at_once(actor_testkit: ActorTestKi
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, Echo, "e1", coord)
     handle = submit(coord, payload=("fail", 1), retry=RetryPolicy(non_retryable_error_types=(ValueError,)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="attempt 1 fails"):
         handle.result(timeout=WAIT)
     assert coord.ask(GetTask(handle.task_id)).attempt == 1
 
@@ -215,9 +218,9 @@ def test_the_retry_policys_delays_grow_to_their_cap() -> None:
     policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0)
     assert [policy.delay(n) for n in (1, 2, 3, 8, 20)] == [1.0, 2.0, 4.0, 100.0, 100.0]  # cap: 100x initial
     assert RetryPolicy(initial_interval=0.5, maximum_interval=3).delay(10) == 3
-    for bad in (dict(initial_interval=0), dict(backoff_coefficient=0.5), dict(maximum_attempts=-1)):
+    for bad in ({"initial_interval": 0}, {"backoff_coefficient": 0.5}, {"maximum_attempts": -1}):
         with pytest.raises(TaskSpecError):
-            RetryPolicy(**bad)  # type: ignore[arg-type]
+            RetryPolicy(**bad)
     for bad_timeout in (0, -1, float("inf")):
         with pytest.raises(TaskSpecError, match="start_to_close"):
             Timeouts(start_to_close=bad_timeout)
@@ -276,8 +279,6 @@ def test_start_to_close_times_out_a_blocked_plain_handler_and_the_late_result_is
 def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_alive(
     actor_testkit: ActorTestKit,
 ) -> None:
-    import asyncio
-
     class Reporter(AsyncEcho):
         async def handle_task(self, task: Any) -> Any:
             if task.payload[0] == "steps":
@@ -371,6 +372,7 @@ def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_m
         lambda m: (
             isinstance(m, RegistryEvent)
             and m.kind is RegistryEventKind.STATUS
+            and m.status_change is not None
             and m.status_change.new is AgentStatus.OFFLINE
         )
     )
@@ -426,8 +428,6 @@ def test_a_second_submission_with_the_same_idempotency_key_gets_the_first_handle
 def test_submit_task_tells_the_submission_and_its_errors_reach_the_handle(
     actor_testkit: ActorTestKit, mode: str
 ) -> None:
-    from actors import submit_task
-
     coord = spawn_coordinator(actor_testkit, mode=mode)
     spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
     handle = submit_task(coord, TaskSpec("echo", "told", requires={"echo"}))
@@ -456,8 +456,6 @@ def test_the_coordinator_remembers_only_the_most_recent_finished_tasks(actor_tes
 
 
 def test_results_can_be_written_to_a_store_key(actor_testkit: ActorTestKit) -> None:
-    from actors import GetEntry, SetEntry, StateStore
-
     store = actor_testkit.spawn(StateStore)
     coord = spawn_coordinator(actor_testkit, result_writer=lambda key, value: store.tell(SetEntry(key, value)))
     spawn_agent(actor_testkit, Echo, "e1", coord)
@@ -506,4 +504,5 @@ def test_statistics_report_agents_by_status_and_tasks_per_capability(actor_testk
     echo = stats.per_capability["echo"]
     assert (echo.submitted, echo.completed, echo.queued, echo.running) == (3, 3, 0, 0)
     assert echo.completion_rate == 1.0
-    assert echo.wait_p95 is not None and echo.run_p50 is not None
+    assert echo.wait_p95 is not None
+    assert echo.run_p50 is not None

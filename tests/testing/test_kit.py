@@ -88,7 +88,7 @@ class Summarizer(Agent):
     capabilities = frozenset({"summarize"})
 
     def handle_task(self, task: Task) -> str:
-        return task.payload.split(".")[0]
+        return str(task.payload).split(".")[0]
 
 
 def test_a_custom_agent_summarizes_and_heartbeats(actor_testkit: ActorTestKit, test_probe: TestProbe) -> None:
