@@ -463,10 +463,13 @@ class BrokerRef(ServiceRef):
         assert core is not None
         return core
 
-    def publish(self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False) -> int:
+    def publish(
+        self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False, if_subscribed: bool = False
+    ) -> int:
         """Publish `message` on `topic`; return how many subscribers' buffers took it.
 
         `sender` is the publisher's ref or agent id (default: an `AgentMessage`'s ``sender``).
+        With `if_subscribed`, nobody subscribed is no dead letter (events nobody need hear).
 
         Raises:
             TopicError: `topic` is empty or malformed.
@@ -481,7 +484,7 @@ class BrokerRef(ServiceRef):
         if core.history is not None:
             check_payload(message)
             core.record(f"topic:{topic}", topic, message, sender, None)
-        return core.fanout(topic, message, sender, include_self)
+        return core.fanout(topic, message, sender, include_self, quiet=if_subscribed)
 
     def publish_acked(self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False) -> Future[int]:
         """Publish as `publish` does; return a future of the count, settled once the history has committed it.
