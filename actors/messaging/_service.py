@@ -60,6 +60,27 @@ class Service(Actor):
             self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, exc)
             return None
 
+    def take_queued(self, cls: type) -> list[Any]:
+        """Take from this actor's own mailbox the told messages of class `cls` (call it from ``on_stop``).
+
+        A system shutdown stops a service without waiting for its mailbox;
+        what a service accepted with a promise (an append, a send) is then
+        still queued. Taking it lets ``on_stop`` keep the promise; anything
+        else goes back to the mailbox, where the runtime settles it (asks
+        fail with `ActorDeadError`, tells become dead letters).
+        """
+        queue = self.actor_inbox.queue
+        taken, others = [], []
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            (taken if item.__class__ is cls else others).append(item)
+        for item in others:
+            queue.append(item)
+        return taken
+
     def handle(self, message: Any) -> Any:
         """Handle one request and return the reply; raise to refuse it."""
         msg = f"{type(self).__name__} does not understand {type(message).__name__} messages: {message!r}"

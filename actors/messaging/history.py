@@ -342,8 +342,10 @@ class MessageHistory(Service, ThreadActor):
         self.timers.start_periodic_timer("retention", EnforceRetention(), self.retention.interval)
 
     def on_stop(self) -> None:
-        """Commit what waits and close the database."""
+        """Commit what waits (queued appends included) and close the database."""
         try:
+            for entry in self.take_queued(Append):
+                self._append(entry)
             self._commit()
         finally:
             self.db.close()

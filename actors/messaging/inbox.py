@@ -204,8 +204,9 @@ class DurableInbox(Service, ThreadActor):
         self.timers.start_periodic_timer("redeliver", _Redeliver(), self.visibility_timeout)
 
     def on_stop(self) -> None:
-        """Commit the sends that wait and close the database."""
+        """Commit the sends that wait (queued ones included) and close the database."""
         try:
+            self.pending.extend(self.take_queued(_Send))
             self._commit()
         finally:
             self.db.close()
