@@ -268,7 +268,7 @@ class SessionManager(Service):
             case _Resume():
                 return self._resume(message)
             case Terminated(ref=gone):
-                running = self.actor_system.is_running()
+                running = self.actor_system.is_running
                 for session in self.sessions.values():
                     for agent, ref in list(session.members.items()):
                         if ref is not None and ref == gone:
