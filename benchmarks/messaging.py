@@ -119,7 +119,7 @@ def publish(impl: str, *, n: int, deliveries: int) -> dict[str, float]:
 
 def _build_log(path: Path, rows: int) -> None:
     """Fill a history file with `rows` entries: 1,000 agents, 1,000 sessions."""
-    import sqlite3  # noqa: PLC0415
+    import sqlite3
 
     with ActorSystem(name="bench-setup") as system:
         system.spawn(MessageHistory, path).stop()  # creates the schema

@@ -1,5 +1,19 @@
-"""Messaging: the broker, sessions, history, durable inboxes and reliable delivery (see each module)."""
+"""Messaging: the broker, sessions, history, durable inboxes and reliable delivery (see each module).
 
+The errors these raise live in `actors.errors`; they are re-exported here too.
+"""
+
+from actors.errors import (
+    CoroutineSubscriberError,
+    HistoryPayloadError,
+    HistoryQueryError,
+    NotASessionMemberError,
+    SessionClosedError,
+    SessionNotFoundError,
+    SubscriberOverflowError,
+    TopicError,
+    UnknownMessageError,
+)
 from actors.messaging.broker import (
     MEMBERSHIP_TOPIC,
     BrokerRef,
@@ -16,11 +30,11 @@ from actors.messaging.history import (
     DEFAULT_MAX_AGE,
     HistoryEntry,
     HistoryPage,
+    HistoryQuery,
     HistoryRef,
+    HistoryRetention,
     HistoryStatistics,
     MessageHistory,
-    Query,
-    Retention,
 )
 from actors.messaging.inbox import DurableInbox, InboxItem, InboxRef, InboxStatistics
 from actors.messaging.reliable import (
@@ -49,10 +63,15 @@ __all__ = [
     "BrokerStatistics",
     "ConsumerController",
     "ConsumerStatistics",
+    "CoroutineSubscriberError",
     "DurableInbox",
     "HistoryEntry",
     "HistoryPage",
+    "HistoryPayloadError",
+    "HistoryQuery",
+    "HistoryQueryError",
     "HistoryRef",
+    "HistoryRetention",
     "HistoryStatistics",
     "InboxItem",
     "InboxRef",
@@ -62,23 +81,27 @@ __all__ = [
     "MemberLeft",
     "MessageBroker",
     "MessageHistory",
+    "NotASessionMemberError",
     "ProducerController",
     "ProducerStatistics",
     "Publish",
     "Published",
-    "Query",
     "Request",
-    "Retention",
     "SequencedMessage",
+    "SessionClosedError",
     "SessionInfo",
     "SessionManager",
     "SessionMemberJoined",
     "SessionMemberLeft",
+    "SessionNotFoundError",
     "SessionRef",
     "SessionTranscript",
+    "SubscriberOverflowError",
     "SubscriberStatistics",
     "Subscription",
+    "TopicError",
     "TopicPattern",
+    "UnknownMessageError",
     "check_topic",
     "compile_pattern",
 ]

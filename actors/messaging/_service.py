@@ -70,7 +70,8 @@ class Service(Actor):
         fail with `ActorDeadError`, tells become dead letters).
         """
         queue = self.actor_inbox.queue
-        taken, others = [], []
+        taken: list[Any] = []
+        others: list[Any] = []
         while True:
             try:
                 item = queue.popleft()

@@ -436,7 +436,7 @@ def _agent_of(sender: Any, message: Any) -> str | None:
     if isinstance(sender, str):
         return sender
     if message.__class__ is AgentMessage:
-        return message.sender  # type: ignore[no-any-return]
+        return message.sender
     if sender is not None:
         name = getattr(sender, "actor_name", None)
         return name if name is not None else str(sender)
@@ -597,20 +597,20 @@ class BrokerRef(ServiceRef):
                 msg = f"{what} must be a non-empty str or None, got {value!r}"
                 raise TypeError(msg)
         request = _Subscribe(compiled, subscriber, group, agent, capacity, overflow, envelope)
-        return self.ask(request)  # type: ignore[no-any-return]
+        return self.ask(request)
 
     def unsubscribe(self, subscription: Subscription | int) -> bool:
         """End a subscription; return whether it was one. Messages already in its buffer stay there."""
         sub_id = subscription.id if isinstance(subscription, Subscription) else subscription
-        return self.ask(_Unsubscribe(sub_id))  # type: ignore[no-any-return]
+        return self.ask(_Unsubscribe(sub_id))
 
     def subscriptions(self) -> tuple[Subscription, ...]:
         """Return the current subscriptions, by id."""
-        return self.ask(_List())  # type: ignore[no-any-return]
+        return self.ask(_List())
 
     def statistics(self) -> BrokerStatistics:
         """Return a snapshot of the broker's counters."""
-        return self.ask(_Statistics())  # type: ignore[no-any-return]
+        return self.ask(_Statistics())
 
 
 def _check_subscriber(subscriber: object) -> None:

@@ -28,12 +28,12 @@ encode (a nested non-JSON value) fails its ``ack`` and becomes a
 back goes through the protocol's converter: a row that is not a valid
 message raises `ProtocolError` naming the field.
 
-Queries (`Query`): by agent (either side), sender, recipient, session, topic,
+Queries (`HistoryQuery`): by agent (either side), sender, recipient, session, topic,
 stream, message type, correlation id and time range, newest-last, with
 keyset paging (``after=page.next_cursor``). Every filter has an index. A
 query sees every entry appended before it (it commits what waits first).
 
-Retention is always on: entries older than ``max_age`` (default 30 days) and
+HistoryRetention is always on: entries older than ``max_age`` (default 30 days) and
 beyond the newest ``max_rows`` (default unlimited) are deleted every
 ``interval`` seconds of the system's clock (a timer, so a `ManualClock`
 drives it), and on `EnforceRetention`. Timestamps come from ``now`` (default
@@ -69,11 +69,11 @@ __all__ = [
     "EnforceRetention",
     "HistoryEntry",
     "HistoryPage",
+    "HistoryQuery",
     "HistoryRef",
+    "HistoryRetention",
     "HistoryStatistics",
     "MessageHistory",
-    "Query",
-    "Retention",
     "check_payload",
 ]
 
@@ -168,7 +168,7 @@ class Append:
 
 
 @attrs.frozen
-class Query:
+class HistoryQuery:
     """Find entries. All filters combine with AND; ``agent`` matches the sender or the recipient.
 
     ``since`` / ``until`` bound the timestamp (inclusive); ``after`` is the
@@ -250,7 +250,7 @@ class HistoryStatistics:
 
 
 @attrs.frozen
-class Retention:
+class HistoryRetention:
     """How long entries are kept: by age (seconds) and/or count; checked every `interval` seconds."""
 
     max_age: float | None = DEFAULT_MAX_AGE
@@ -259,13 +259,13 @@ class Retention:
 
     def __attrs_post_init__(self) -> None:
         if self.max_age is not None and not self.max_age > 0:
-            msg = f"Retention.max_age must be > 0 seconds or None, got {self.max_age!r}"
+            msg = f"HistoryRetention.max_age must be > 0 seconds or None, got {self.max_age!r}"
             raise ValueError(msg)
         if self.max_rows is not None and self.max_rows < 1:
-            msg = f"Retention.max_rows must be >= 1 or None, got {self.max_rows!r}"
+            msg = f"HistoryRetention.max_rows must be >= 1 or None, got {self.max_rows!r}"
             raise ValueError(msg)
         if not self.interval > 0:
-            msg = f"Retention.interval must be > 0 seconds, got {self.interval!r}"
+            msg = f"HistoryRetention.interval must be > 0 seconds, got {self.interval!r}"
             raise ValueError(msg)
 
 
@@ -285,8 +285,8 @@ class HistoryRef(ServiceRef):
         return ack
 
     def query(self, *, timeout: float | None = None, **filters: Any) -> HistoryPage:
-        """Run a `Query` (keyword arguments are its fields)."""
-        return self.ask(Query(**filters), timeout=timeout)  # type: ignore[no-any-return]
+        """Run a `HistoryQuery` (keyword arguments are its fields)."""
+        return self.ask(HistoryQuery(**filters), timeout=timeout)
 
     def flush(self) -> None:
         """Return once everything appended before this call has committed."""
@@ -294,11 +294,11 @@ class HistoryRef(ServiceRef):
 
     def enforce_retention(self) -> int:
         """Apply the retention rules now; return how many entries were deleted."""
-        return self.ask(EnforceRetention())  # type: ignore[no-any-return]
+        return self.ask(EnforceRetention())
 
     def statistics(self) -> HistoryStatistics:
         """Return a snapshot of the history's counters."""
-        return self.ask(_Stats())  # type: ignore[no-any-return]
+        return self.ask(_Stats())
 
 
 class MessageHistory(Service, ThreadActor):
@@ -318,7 +318,7 @@ class MessageHistory(Service, ThreadActor):
         self,
         path: str | os.PathLike[str],
         *,
-        retention: Retention | None = None,
+        retention: HistoryRetention | None = None,
         now: Callable[[], float] = time.time,
         batch: int = 4096,
         synchronous: Synchronous = "NORMAL",
@@ -328,7 +328,7 @@ class MessageHistory(Service, ThreadActor):
             msg = f"synchronous must be 'NORMAL', 'FULL' or 'EXTRA', got {synchronous!r}"
             raise ValueError(msg)
         self.path = os.fspath(path)
-        self.retention = retention if retention is not None else Retention()
+        self.retention = retention if retention is not None else HistoryRetention()
         self.now = now
         self.batch = batch
         self.db = _open(self.path, _SCHEMA, synchronous)
@@ -359,7 +359,7 @@ class MessageHistory(Service, ThreadActor):
             return None
         self._commit()
         match message:
-            case Query():
+            case HistoryQuery():
                 return self._query(message)
             case EnforceRetention():
                 return self._enforce()
@@ -432,7 +432,7 @@ class MessageHistory(Service, ThreadActor):
 
     # -- queries ----------------------------------------------------------------------------------------------
 
-    def _query(self, query: Query) -> HistoryPage:
+    def _query(self, query: HistoryQuery) -> HistoryPage:
         limit = query.limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             msg = f"a history query's limit must be an int >= 0, got {limit!r}"

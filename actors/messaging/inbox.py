@@ -122,7 +122,7 @@ class InboxRef(ServiceRef):
 
     def send(self, message: AgentMessage | str | bytes, *, timeout: float | None = None) -> str:
         """Store `message` for its recipient; return its id once committed."""
-        return self.send_nowait(message).get(timeout=timeout)  # type: ignore[no-any-return]
+        return self.send_nowait(message).get(timeout=timeout)
 
     def send_nowait(self, message: AgentMessage | str | bytes) -> Future[str]:
         """Store `message`; return a future of its id, settled once committed.
@@ -149,7 +149,7 @@ class InboxRef(ServiceRef):
 
     def get_messages(self, agent: str, limit: int = 10) -> tuple[InboxItem, ...]:
         """Hand out up to `limit` of `agent`'s messages (priority, then FIFO), each leased for a while."""
-        return self.ask(_Get(agent, limit))  # type: ignore[no-any-return]
+        return self.ask(_Get(agent, limit))
 
     def mark_processed(self, message_id: str) -> None:
         """Retire a message for good."""
@@ -157,7 +157,7 @@ class InboxRef(ServiceRef):
 
     def register(self, agent: str, ref: ActorRef[Any]) -> int:
         """Tell `ref` the backlog of `agent` in order, and each new message; return the backlog's size."""
-        return self.ask(_Register(agent, ref))  # type: ignore[no-any-return]
+        return self.ask(_Register(agent, ref))
 
     def unregister(self, agent: str) -> None:
         """Stop telling `agent`'s messages to its ref; they wait again."""
@@ -165,7 +165,7 @@ class InboxRef(ServiceRef):
 
     def statistics(self) -> InboxStatistics:
         """Return a snapshot of the inbox's counters."""
-        return self.ask(_Stats())  # type: ignore[no-any-return]
+        return self.ask(_Stats())
 
 
 class DurableInbox(Service, ThreadActor):
@@ -286,7 +286,7 @@ class DurableInbox(Service, ThreadActor):
         for send in pending:
             send.ack.set(send.message.message_id)
         for agent in {s.message.recipient for s in pending if s.message.recipient in self.registered}:
-            self._tell_backlog(agent)  # type: ignore[arg-type]
+            self._tell_backlog(agent)
 
     def _hand_out(self, agent: str, limit: int | None) -> tuple[InboxItem, ...]:
         now = self.now()

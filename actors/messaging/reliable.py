@@ -148,7 +148,7 @@ class ProducerController(Actor):
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
-        self.consumer.tell(_Register(self.actor_ref))
+        self.consumer.tell(_Register(self.actor_ref))  # type: ignore[arg-type]
         self.timers.start_single_timer("resend", _Tick(), self.interval)
 
     def on_receive(self, message: Any) -> Any:

@@ -42,7 +42,7 @@ from pykka import ActorDeadError
 from actors._core import ActorRef, FrozenDict, Terminated
 from actors.errors import NotASessionMemberError, SessionClosedError, SessionNotFoundError, TroupeError
 from actors.messaging._service import Service, ServiceRef
-from actors.messaging.history import Append, HistoryEntry, Query, check_payload
+from actors.messaging.history import Append, HistoryEntry, HistoryQuery, check_payload
 from actors.messaging.topics import check_topic
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class SessionRef(ServiceRef):
         session_id: str | None = None,
     ) -> str:
         """Create a session owned by agent `owner` (a member from the start); return its id."""
-        return self.ask(_Create(owner, ref, dict(metadata or {}), session_id))  # type: ignore[no-any-return]
+        return self.ask(_Create(owner, ref, dict(metadata or {}), session_id))
 
     def join(self, session: str, agent: str, ref: ActorRef[Any] | None = None) -> None:
         """Add agent `agent` (receiving at `ref`) to `session`; joining twice rebinds its ref."""
@@ -188,11 +188,11 @@ class SessionRef(ServiceRef):
 
     def broadcast(self, session: str, message: Any, *, sender: str) -> int:
         """Send `message` to every member but `sender` (a member); return how many it reached."""
-        return self.ask(_Broadcast(session, message, sender))  # type: ignore[no-any-return]
+        return self.ask(_Broadcast(session, message, sender))
 
     def members(self, session: str) -> tuple[str, ...]:
         """Return the members' agent ids, sorted."""
-        return self.ask(_Members(session))  # type: ignore[no-any-return]
+        return self.ask(_Members(session))
 
     def close(self, session: str) -> None:
         """Close `session`: its members leave; nobody may join or speak after. Closing twice is a no-op."""
@@ -200,15 +200,15 @@ class SessionRef(ServiceRef):
 
     def info(self, session: str) -> SessionInfo:
         """Return a snapshot of `session`."""
-        return self.ask(_Info(session))  # type: ignore[no-any-return]
+        return self.ask(_Info(session))
 
     def sessions(self) -> tuple[SessionInfo, ...]:
         """Return a snapshot of every session this manager holds, by id."""
-        return self.ask(_Info(None))  # type: ignore[no-any-return]
+        return self.ask(_Info(None))
 
     def resume(self, session: str, refs: Mapping[str, ActorRef[Any]] | None = None) -> SessionTranscript:
         """Rebuild `session` from the history, binding members to `refs`; return it with its messages in order."""
-        return self.ask(_Resume(session, dict(refs or {})))  # type: ignore[no-any-return]
+        return self.ask(_Resume(session, dict(refs or {})))
 
 
 def _check_agent(agent: object) -> str:
@@ -379,7 +379,7 @@ class SessionManager(Service):
         entries: list[HistoryEntry] = []
         cursor = None
         while True:
-            page = self.history.ask(Query(stream=f"session:{sid}", after=cursor, limit=10_000))
+            page = self.history.ask(HistoryQuery(stream=f"session:{sid}", after=cursor, limit=10_000))
             entries.extend(page.entries)
             cursor = page.next_cursor
             if cursor is None:

@@ -8,7 +8,7 @@ import pytest
 
 from actors import ActorSystem, DeadLetterReason, ManualClock
 from actors.errors import HistoryPayloadError, HistoryQueryError
-from actors.messaging import MessageBroker, MessageHistory, Retention
+from actors.messaging import HistoryRetention, MessageBroker, MessageHistory
 from actors.protocol import AgentMessage, MessageType
 from tests.messaging.helpers import Recorder
 
@@ -50,7 +50,7 @@ def test_the_broker_records_every_publication_and_an_acked_one_is_committed(
     broker.subscribe("tasks.*", sink)
     broker.publish("tasks.a", _message("planner", None, 1))
     assert broker.publish_acked("tasks.b", _message("planner", None, 2)).get(timeout=5) == 1
-    import sqlite3  # noqa: PLC0415
+    import sqlite3
 
     with sqlite3.connect(path) as other:  # another connection sees it: committed
         assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 2
@@ -123,9 +123,11 @@ def test_malformed_queries_are_refused_and_the_history_keeps_serving(
     assert history.append("s", 1).get(timeout=5) == 1
 
 
-def test_retention_deletes_by_age_on_the_system_clock_timer(system: ActorSystem, clock: ManualClock, tmp_path: Path) -> None:
+def test_retention_deletes_by_age_on_the_system_clock_timer(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
     history = system.spawn(
-        MessageHistory, tmp_path / "h.db", now=clock.now, retention=Retention(max_age=100.0, interval=10.0)
+        MessageHistory, tmp_path / "h.db", now=clock.now, retention=HistoryRetention(max_age=100.0, interval=10.0)
     )
     history.append("s", "old").get(timeout=5)
     clock.advance(95)
@@ -148,7 +150,7 @@ def test_the_default_retention_is_thirty_days(system: ActorSystem, tmp_path: Pat
 
 
 def test_retention_by_row_count_keeps_the_newest(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db", retention=Retention(max_rows=3))
+    history = system.spawn(MessageHistory, tmp_path / "h.db", retention=HistoryRetention(max_rows=3))
     for i in range(10):
         history.append("s", i)
     assert history.enforce_retention() == 7

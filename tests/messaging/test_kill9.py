@@ -15,7 +15,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 def _storm_then_kill(kind: str, path: Path, acknowledged: int) -> list[str]:
-    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    child = subprocess.Popen(
         [sys.executable, "-m", "tests.messaging._storm", kind, str(path)],
         cwd=_ROOT,
         stdout=subprocess.PIPE,

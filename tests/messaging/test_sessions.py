@@ -42,7 +42,7 @@ def test_members_join_hear_each_other_but_not_themselves_and_leave(system: Actor
 def test_bad_session_requests_are_named_errors_and_the_manager_keeps_serving(system: ActorSystem) -> None:
     sessions = system.spawn(SessionManager)
     sid = sessions.create("owner")
-    with pytest.raises(NotASessionMemberError, match="never|not a member"):
+    with pytest.raises(NotASessionMemberError, match="not a member"):
         sessions.leave(sid, "stranger")
     with pytest.raises(NotASessionMemberError):
         sessions.broadcast(sid, "hi", sender="stranger")

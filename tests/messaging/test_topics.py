@@ -28,7 +28,9 @@ patterns = st.lists(st.one_of(segments, st.just("*"), st.just("**")), min_size=1
 
 
 @given(patterns, topics)
-def test_compiled_patterns_match_exactly_what_the_reference_matcher_matches(pattern: list[str], topic: list[str]) -> None:
+def test_compiled_patterns_match_exactly_what_the_reference_matcher_matches(
+    pattern: list[str], topic: list[str]
+) -> None:
     assert compile_pattern(".".join(pattern)).matches(".".join(topic)) == reference_match(pattern, topic)
 
 
