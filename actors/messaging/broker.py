@@ -73,7 +73,7 @@ from pykka import ActorDeadError
 from actors._core import ActorRef, DeadLetterReason, Future, Terminated
 from actors.errors import CoroutineSubscriberError, SubscriberOverflowError, TroupeError
 from actors.messaging._service import Service, ServiceRef
-from actors.messaging.history import check_payload
+from actors.messaging.history import Append, check_payload
 from actors.messaging.topics import TopicPattern, check_topic, compile_pattern
 from actors.protocol import AgentMessage
 
@@ -421,14 +421,14 @@ class _Core:
             raise SubscriberOverflowError(msg)
         return delivered
 
-    def record(self, stream: str, topic: str | None, message: Any, sender: Any, recipient: str | None) -> Future[Any]:
-        from actors.messaging.history import Append  # noqa: PLC0415 - one module imports the other's message
-
-        ack: Future[Any] = Future()
-        assert self.history is not None
-        self.history.tell(
-            Append(stream, message, sender=_agent_of(sender, message), recipient=recipient, topic=topic, ack=ack)
-        )
+    def record(
+        self, stream: str, topic: str | None, message: Any, sender: Any, recipient: str | None, *, acked: bool = False
+    ) -> Future[Any] | None:
+        """Tell the history one entry (on the sender's thread); with `acked`, return a future of its commit."""
+        ack: Future[Any] | None = Future() if acked else None
+        history = self.history
+        assert history is not None
+        history.tell(Append(stream, message, _agent_of(sender, message), recipient, topic, None, None, ack))
         return ack
 
 
@@ -498,7 +498,8 @@ class BrokerRef(ServiceRef):
             raise TypeError(msg)
         check_topic(topic)
         check_payload(message)
-        committed = core.record(f"topic:{topic}", topic, message, sender, None)
+        committed = core.record(f"topic:{topic}", topic, message, sender, None, acked=True)
+        assert committed is not None
         count = core.fanout(topic, message, sender, include_self)
         result: Future[int] = Future()
 

@@ -29,8 +29,11 @@ back goes through the protocol's converter: a row that is not a valid
 message raises `ProtocolError` naming the field.
 
 Queries (`HistoryQuery`): by agent (either side), sender, recipient, session, topic,
-stream, message type, correlation id and time range, newest-last, with
-keyset paging (``after=page.next_cursor``). Every filter has an index. A
+stream, message type, correlation id and time range, oldest first, with
+keyset paging (``after=page.next_cursor``). Every filter has an index; the
+per-column ones are partial (``WHERE column IS NOT NULL``), so an entry
+pays only for the columns it has (a topic publication has no recipient,
+session or correlation id): each index is a B-tree insert on every append. A
 query sees every entry appended before it (it commits what waits first).
 
 HistoryRetention is always on: entries older than ``max_age`` (default 30 days) and
@@ -50,7 +53,7 @@ import math
 import os
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import attrs
 from loguru import logger
@@ -81,6 +84,8 @@ DEFAULT_MAX_AGE = 30 * 24 * 3600.0
 """Thirty days, in seconds: how long entries are kept by default (the seed's retention)."""
 
 _MAX_LIMIT = 10_000
+# One encoder: json.dumps with options builds a new JSONEncoder per call (~40% of encoding a small value).
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 _JSON_SCALARS = (str, int, float, bool, type(None))
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
@@ -102,12 +107,12 @@ CREATE TABLE IF NOT EXISTS entries (
     UNIQUE (stream, seq)
 );
 CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_sender ON entries (sender, id);
-CREATE INDEX IF NOT EXISTS entries_recipient ON entries (recipient, id);
-CREATE INDEX IF NOT EXISTS entries_session ON entries (session, id);
-CREATE INDEX IF NOT EXISTS entries_topic ON entries (topic, id);
-CREATE INDEX IF NOT EXISTS entries_type ON entries (message_type, id);
-CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, id);
+CREATE INDEX IF NOT EXISTS entries_sender ON entries (sender, id) WHERE sender IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_recipient ON entries (recipient, id) WHERE recipient IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_session ON entries (session, id) WHERE session IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_topic ON entries (topic, id) WHERE topic IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_type ON entries (message_type, id) WHERE message_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, id) WHERE correlation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
 """
 
@@ -143,7 +148,7 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
     if message.__class__ is AgentMessage:
         return "agent", to_json(message), message.type.value, message.correlation_id, message.message_id
     try:
-        payload = json.dumps(message, allow_nan=False, separators=(",", ":"))
+        payload = _JSON.encode(message)
     except (TypeError, ValueError) as exc:
         msg = f"the history cannot store {message!r} as JSON: {exc}; send JSON-compatible data or an AgentMessage"
         raise HistoryPayloadError(msg) from exc
@@ -153,9 +158,13 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
 # -- requests and results -----------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Append:
-    """Append one message to `stream` (told; `ack`, if given, settles with the entry's seq once committed)."""
+class Append(NamedTuple):
+    """Append one message to `stream` (told; `ack`, if given, settles with the entry's seq once committed).
+
+    A named tuple, not an attrs class as the other messages are: it is built
+    on every publication's path, and a tuple is ~5x cheaper to make (2.75 ->
+    0.5 us on the machine of the benchmarks). It is just as immutable.
+    """
 
     stream: str
     message: Any
@@ -164,7 +173,7 @@ class Append:
     topic: str | None = None
     session: str | None = None
     kind: str | None = None
-    ack: Future[Any] | None = attrs.field(default=None, eq=False)
+    ack: Future[Any] | None = None
 
 
 @attrs.frozen
@@ -354,6 +363,7 @@ class MessageHistory(Service, ThreadActor):
         cls = message.__class__
         if cls is Append:
             self._append(message)
+            self._take_appends()
             if len(self.pending) >= self.batch or not len(self.actor_inbox.queue):
                 self._commit()
             return None
@@ -384,6 +394,29 @@ class MessageHistory(Service, ThreadActor):
             entry.session, mtype, correlation, message_id, payload,
         )  # fmt: skip
         self.pending.append((entry, row))
+
+    def _take_appends(self) -> None:
+        """Take the appends queued right behind this one, in order, without a turn each.
+
+        Group commit's other half: a turn per entry costs about as much as the
+        entry's encoding. Only this actor's own thread pops its queue; a
+        message that is not an append goes back to the front, so order holds.
+        """
+        queue = self.actor_inbox.queue
+        put_back = getattr(queue, "appendleft", None)
+        if put_back is None:  # not a plain deque (a bounded or priority mailbox): one turn per entry
+            return
+        pop = queue.popleft
+        append = self._append
+        while len(self.pending) < self.batch:
+            try:
+                item = pop()
+            except IndexError:
+                return
+            if item.__class__ is not Append:
+                put_back(item)
+                return
+            append(item)
 
     def _reject(self, entry: Append, exc: Exception) -> None:
         self.rejected += 1
