@@ -17,7 +17,9 @@ Protocol (Akka's, from akka-actor-typed's reliable delivery):
   `Request(confirmed, up_to)` and grants more when half of it is used, each
   request also confirming what it has delivered. The producer sends only up
   to ``up_to``; the rest waits in its buffer.
-- The producer resends what is unconfirmed when a resend tick passes without
+- A repeated confirmation while more is out means the next message was lost:
+  the producer resends it at once (once per gap). It also resends what is
+  unconfirmed when a resend tick passes without
   progress, the interval doubling from ``resend_interval`` to
   ``max_resend_interval`` (reset on progress); the consumer repeats its
   request on its own tick when it has news or hears nothing, and on every
@@ -31,47 +33,62 @@ function taking the destination's ``tell`` and returning the function to
 send with: the default is the tell itself. `LossyLink` drops, duplicates and
 reorders a seeded fraction of messages, for tests and benchmarks.
 
+Where it runs. As the router and the broker do, the controllers' refs run
+the protocol on the caller's thread: telling a `ProducerController` numbers
+and sends the message at once, and a `ConsumerController`'s ref checks a
+`SequencedMessage` and tells the handler on the thread that delivered it;
+neither message waits for a turn of a controller actor. Each side's state
+sits behind its own lock, held for a few dict operations and the handler's
+mailbox append (which keeps delivery in order); what one side sends the
+other is sent after its lock is released, so the two locks never nest. The
+controller actors themselves handle the timer ticks, registration and
+statistics, in their mailboxes.
+
 Timers run on the system's clock (a `ManualClock` drives them in tests).
-Threading: each controller is an ordinary actor; its state is touched only by
-its own turns; `LossyLink` may be called from any thread.
+`LossyLink` may be called from any thread.
 """
 
 from __future__ import annotations
 
 import random
 import threading
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
-from actors._core import Actor, ActorRef
+from actors._core import MESSAGE_KINDS, Actor, ActorRef
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors._core import Cell
+
 __all__ = [
     "ConsumerController",
+    "ConsumerRef",
     "ConsumerStatistics",
     "LossyLink",
     "ProducerController",
+    "ProducerRef",
     "ProducerStatistics",
     "Request",
     "SequencedMessage",
 ]
 
-Link = "Callable[[Callable[[Any], None]], Callable[[Any], None]]"
 
+class SequencedMessage(NamedTuple):
+    """A message on its way from a producer controller to its consumer controller.
 
-@attrs.frozen
-class SequencedMessage:
-    """A message on its way from a producer controller to its consumer controller."""
+    Named tuples, here and in `Request`, for speed: one is built per message
+    (an attrs instance costs ~3x as much to make).
+    """
 
     seq: int
     message: Any
 
 
-@attrs.frozen
-class Request:
+class Request(NamedTuple):
     """Demand from the consumer: everything up to `confirmed` was delivered; send up to `up_to`."""
 
     confirmed: int
@@ -114,14 +131,156 @@ class GetStatistics:
     """Ask either controller for its statistics."""
 
 
+_CONTROL = frozenset({*MESSAGE_KINDS, _Register, _Tick, GetStatistics})
+
+
+# -- the producer side ---------------------------------------------------------------------------------
+
+
+class _ProducerState:
+    """The producer's protocol state; every method may run on any thread."""
+
+    def __init__(self, send: Callable[[Any], None], initial: float, maximum: float) -> None:
+        self.lock = threading.Lock()
+        self._send = send
+        self.local = threading.local()
+        self.initial = initial
+        self.maximum = maximum
+        self.interval = initial
+        # Invariant: buffer holds seq confirmed+1 .. next_seq-1; of those, up to sent_up_to went out at least once.
+        self.buffer: dict[int, Any] = {}
+        self.next_seq = 1
+        self.confirmed = 0
+        self.sent_up_to = 0
+        self.up_to = 0
+        self.progress = False
+        self.fast_resent = -1
+        self.repeats = 0
+        self.sent = self.resent = 0
+
+    def send(self, item: SequencedMessage) -> None:
+        """Send `item` to the consumer, after what this thread is sending already.
+
+        The consumer runs on the caller's thread too, and its request may
+        come straight back here: sent at once, it would overtake the rest of
+        the batch being sent (and each window's request would nest one call
+        deeper). So a thread already sending a batch queues it (a trampoline).
+        """
+        local = self.local
+        queue = getattr(local, "queue", None)
+        if queue is not None:
+            queue.append(item)
+            return
+        local.queue = queue = deque((item,))
+        send = self._send
+        try:
+            while queue:
+                send(queue.popleft())
+        finally:
+            local.queue = None
+
+    def accept(self, message: Any) -> int:
+        with self.lock:
+            seq = self.next_seq
+            self.next_seq = seq + 1
+            self.buffer[seq] = message
+            send_now = seq <= self.up_to and self.sent_up_to == seq - 1
+            if send_now:
+                self.sent_up_to = seq
+                self.sent += 1
+        if send_now:
+            # Straight out, without the trampoline: everything before it is out already, and a
+            # request coming back during this call finds nothing of this thread's to overtake.
+            self._send(SequencedMessage(seq, message))
+        return seq
+
+    def requested(self, request: Request) -> None:
+        retry = 0
+        with self.lock:
+            if request.confirmed > self.confirmed:
+                buffer = self.buffer
+                for seq in range(self.confirmed + 1, min(request.confirmed, self.next_seq - 1) + 1):
+                    buffer.pop(seq, None)
+                self.confirmed = request.confirmed
+                self.sent_up_to = max(self.sent_up_to, self.confirmed)
+                self.progress = True
+            elif request.confirmed == self.confirmed < self.sent_up_to:
+                # A repeated confirmation while more is out: the next one was lost (TCP's fast
+                # retransmit). Resent on the first repeat and every 8th after (the resend
+                # may be lost too); the tick covers the rest.
+                if self.fast_resent != self.confirmed:
+                    self.fast_resent, self.repeats = self.confirmed, 0
+                if self.repeats % 8 == 0:
+                    retry = self.confirmed + 1
+                self.repeats += 1
+            self.up_to = max(self.up_to, request.up_to)
+            first = self.sent_up_to + 1
+            last = min(self.up_to, self.next_seq - 1)
+            out = [SequencedMessage(seq, self.buffer[seq]) for seq in range(first, last + 1)]
+            if out:
+                self.sent_up_to = last
+                self.sent += len(out)
+            if retry:
+                self.resent += 1
+                out.insert(0, SequencedMessage(retry, self.buffer[retry]))
+        for each in out:
+            self.send(each)
+
+    def tick(self) -> float:
+        """Resend what is out if nothing was confirmed since the last tick; return the next interval."""
+        with self.lock:
+            if self.progress or self.sent_up_to == self.confirmed:
+                self.interval = self.initial
+                out = []
+            else:
+                out = [
+                    SequencedMessage(seq, self.buffer[seq]) for seq in range(self.confirmed + 1, self.sent_up_to + 1)
+                ]
+                self.resent += len(out)
+                self.interval = min(self.interval * 2, self.maximum)
+            self.progress = False
+            interval = self.interval
+        for each in out:
+            self.send(each)
+        return interval
+
+    def statistics(self) -> ProducerStatistics:
+        with self.lock:
+            return ProducerStatistics(self.next_seq - 1, self.sent, self.resent, self.confirmed, len(self.buffer))
+
+
+class ProducerRef(ActorRef[Any]):
+    """The address of a `ProducerController`: telling it a message sends it on the caller's thread."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        self._state: _ProducerState | None = None  # installed by the controller's constructor
+
+    def tell(self, message: Any) -> None:
+        """Accept `message` for reliable delivery (or hand a protocol message to the controller)."""
+        state = self._state
+        if state is None or message.__class__ in _CONTROL or not self._cell.alive:
+            super().tell(message)
+        elif message.__class__ is Request:
+            state.requested(message)
+        else:
+            state.accept(message)
+
+
 class ProducerController(Actor):
     """The sending side (see the module docs): tell it messages; they reach the consumer's handler.
+
+    Asked a message, the reply is its seq (the ask goes through the mailbox).
 
     Args:
         consumer: the `ConsumerController` ref.
         link: wraps the tell toward the consumer (default: none).
         resend_interval / max_resend_interval: the resend backoff, in seconds of the system's clock.
     """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ProducerRef
 
     def __init__(
         self,
@@ -133,69 +292,130 @@ class ProducerController(Actor):
     ) -> None:
         super().__init__()
         self.consumer = consumer
-        self.send = link(consumer.tell) if link is not None else consumer.tell
-        self.initial = resend_interval
-        self.maximum = max_resend_interval
-        self.interval = resend_interval
-        # Invariant: buffer holds seq confirmed+1 .. next_seq-1; of those, up to sent_up_to went out at least once.
-        self.buffer: dict[int, Any] = {}
-        self.next_seq = 1
-        self.confirmed = 0
-        self.sent_up_to = 0
-        self.up_to = 0
-        self.progress = False
-        self.sent = self.resent = 0
+        send = link(consumer.tell) if link is not None else consumer.tell
+        self.state = _ProducerState(send, resend_interval, max_resend_interval)
+        ref = self.actor_ref
+        if isinstance(ref, ProducerRef):
+            ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
         self.consumer.tell(_Register(self.actor_ref))  # type: ignore[arg-type]
-        self.timers.start_single_timer("resend", _Tick(), self.interval)
+        self.timers.start_single_timer("resend", _Tick(), self.state.interval)
 
     def on_receive(self, message: Any) -> Any:
-        """Accept a message (its seq is the reply to an ask), or handle the protocol's own."""
+        """Handle a tick, statistics, or a message that came through the mailbox."""
         cls = message.__class__
-        if cls is Request:
-            self._requested(message)
-        elif cls is _Tick:
-            self._tick()
+        if cls is _Tick:
+            self.timers.start_single_timer("resend", _Tick(), self.state.tick())
         elif cls is GetStatistics:
-            return ProducerStatistics(self.next_seq - 1, self.sent, self.resent, self.confirmed, len(self.buffer))
+            return self.state.statistics()
+        elif cls is Request:
+            self.state.requested(message)
         else:
-            seq = self.next_seq
-            self.next_seq += 1
-            self.buffer[seq] = message
-            if seq <= self.up_to:
-                self.sent_up_to = seq
-                self.sent += 1
-                self.send(SequencedMessage(seq, message))
-            return seq
+            return self.state.accept(message)
         return None
 
-    def _requested(self, request: Request) -> None:
-        if request.confirmed > self.confirmed:
-            for seq in range(self.confirmed + 1, min(request.confirmed, self.next_seq - 1) + 1):
-                self.buffer.pop(seq, None)
-            self.confirmed = request.confirmed
-            self.sent_up_to = max(self.sent_up_to, self.confirmed)
-            self.progress = True
-        self.up_to = max(self.up_to, request.up_to)
-        last = min(self.up_to, self.next_seq - 1)
-        while self.sent_up_to < last:
-            self.sent_up_to += 1
-            self.sent += 1
-            self.send(SequencedMessage(self.sent_up_to, self.buffer[self.sent_up_to]))
 
-    def _tick(self) -> None:
-        if self.progress or self.sent_up_to == self.confirmed:
-            self.interval = self.initial
+# -- the consumer side ---------------------------------------------------------------------------------
+
+
+class _ConsumerState:
+    """The consumer's protocol state; every method may run on any thread."""
+
+    def __init__(self, deliver: Callable[[Any], None], window: int) -> None:
+        self.lock = threading.Lock()
+        self.deliver = deliver
+        self.window = window
+        self.reply: Callable[[Any], None] | None = None
+        # Invariant: every seq <= delivered was told to the handler exactly once, in order;
+        # early holds seqs in delivered + 2 .. requested.
+        self.delivered = 0
+        self.requested = 0
+        self.acked = 0
+        self.early: dict[int, Any] = {}
+        self.heard = False
+        self.duplicates = self.early_count = self.requests = 0
+
+    def arrived(self, sequenced: SequencedMessage) -> None:
+        seq = sequenced.seq
+        with self.lock:
+            self.heard = True
+            if seq == self.delivered + 1 and not self.early and self.requested - seq > self.window // 2:
+                # The common case: the next one, no gap, no request due.
+                self.deliver(sequenced.message)
+                self.delivered = seq
+                return
+            request = None
+            if seq <= self.delivered or seq in self.early:
+                self.duplicates += 1
+                request = self._request()  # the producer did not hear our confirmation
+            elif seq != self.delivered + 1:
+                if seq <= self.requested:
+                    request = self._request()  # a gap: say where it starts (the producer resends)
+                    self.early[seq] = sequenced.message
+                    self.early_count += 1
+            else:
+                # Told under the lock: a mailbox append, and what keeps the handler's order.
+                deliver = self.deliver
+                deliver(sequenced.message)
+                self.delivered = seq
+                early = self.early
+                while early:
+                    following = early.pop(self.delivered + 1, None)
+                    if following is None:
+                        break
+                    deliver(following)
+                    self.delivered += 1
+                if self.requested - self.delivered <= self.window // 2:
+                    self.requested = self.delivered + self.window
+                    request = self._request()
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def _request(self) -> Request | None:
+        if self.reply is None:
+            return None
+        self.requests += 1
+        self.acked = self.delivered
+        return Request(self.delivered, self.requested)
+
+    def register(self, reply: Callable[[Any], None]) -> None:
+        with self.lock:
+            self.reply = reply
+            self.requested = self.delivered + self.window
+            request = self._request()
+        if request is not None:
+            reply(request)
+
+    def tick(self) -> None:
+        with self.lock:
+            request = self._request() if self.delivered > self.acked or self.early or not self.heard else None
+            self.heard = False
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def statistics(self) -> ConsumerStatistics:
+        with self.lock:
+            return ConsumerStatistics(self.delivered, self.duplicates, self.early_count, self.requests)
+
+
+class ConsumerRef(ActorRef[Any]):
+    """The address of a `ConsumerController`: a `SequencedMessage` is handled on the caller's thread."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        self._state: _ConsumerState | None = None  # installed by the controller's constructor
+
+    def tell(self, message: Any) -> None:
+        """Take a sequenced message (or hand anything else to the controller's mailbox)."""
+        state = self._state
+        if state is not None and message.__class__ is SequencedMessage and self._cell.alive:
+            state.arrived(message)
         else:
-            # No confirmation since the last tick: resend what is out, and back off.
-            for seq in range(self.confirmed + 1, self.sent_up_to + 1):
-                self.resent += 1
-                self.send(SequencedMessage(seq, self.buffer[seq]))
-            self.interval = min(self.interval * 2, self.maximum)
-        self.progress = False
-        self.timers.start_single_timer("resend", _Tick(), self.interval)
+            super().tell(message)
 
 
 class ConsumerController(Actor):
@@ -207,6 +427,8 @@ class ConsumerController(Actor):
         link: wraps the tell toward the producer (default: none).
         request_interval: seconds between repeated requests when it has news or hears nothing.
     """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ConsumerRef
 
     def __init__(
         self,
@@ -220,71 +442,28 @@ class ConsumerController(Actor):
         if isinstance(window, bool) or not isinstance(window, int) or window < 2:
             msg = f"the window must be an int >= 2 messages, got {window!r}"
             raise ValueError(msg)
-        self.deliver_to = deliver_to
-        self.window = window
         self.link = link
         self.interval = request_interval
-        self.reply: Callable[[Any], None] | None = None
-        # Invariant: every seq <= delivered was told to deliver_to exactly once, in order;
-        # early holds seqs > delivered + 1.
-        self.delivered = 0
-        self.requested = 0
-        self.acked = 0
-        self.early: dict[int, Any] = {}
-        self.heard = False
-        self.duplicates = self.early_count = self.requests = 0
+        self.state = _ConsumerState(deliver_to.tell, window)
+        ref = self.actor_ref
+        if isinstance(ref, ConsumerRef):
+            ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
 
     def on_receive(self, message: Any) -> Any:
-        """Handle the protocol's messages."""
+        """Handle registration, ticks, statistics, and sequenced messages that came through the mailbox."""
         cls = message.__class__
         if cls is SequencedMessage:
-            self._arrived(message)
+            self.state.arrived(message)
         elif cls is _Tick:
-            if self.delivered > self.acked or self.early or not self.heard:
-                self._request()
-            self.heard = False
+            self.state.tick()
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is _Register:
             producer = message.producer
-            self.reply = self.link(producer.tell) if self.link is not None else producer.tell
-            self.requested = self.delivered + self.window
-            self._request()
+            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell)
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is GetStatistics:
-            return ConsumerStatistics(self.delivered, self.duplicates, self.early_count, self.requests)
+            return self.state.statistics()
         return None
-
-    def _arrived(self, sequenced: SequencedMessage) -> None:
-        self.heard = True
-        seq = sequenced.seq
-        if seq <= self.delivered or seq in self.early:
-            self.duplicates += 1
-            self._request()  # the producer did not hear our confirmation
-            return
-        if seq != self.delivered + 1:
-            if seq <= self.requested:
-                self.early[seq] = sequenced.message
-                self.early_count += 1
-            return
-        tell = self.deliver_to.tell
-        tell(sequenced.message)
-        self.delivered = seq
-        early = self.early
-        while early:
-            following = early.pop(self.delivered + 1, None)
-            if following is None:
-                break
-            tell(following)
-            self.delivered += 1
-        if self.requested - self.delivered <= self.window // 2:
-            self.requested = self.delivered + self.window
-            self._request()
-
-    def _request(self) -> None:
-        if self.reply is not None:
-            self.requests += 1
-            self.acked = self.delivered
-            self.reply(Request(self.delivered, self.requested))
 
 
 class LossyLink:

@@ -44,7 +44,9 @@ def test_the_consumer_grants_a_window_and_refills_it_at_half(system: ActorSystem
     handler = system.spawn(Recorder)
     consumer = system.spawn(ConsumerController, handler, window=10)
     producer = system.spawn(ProducerController, consumer)
-    for i in range(25):
+    producer.ask(GetStatistics())  # barriers: the producer has registered,
+    consumer.ask(GetStatistics())  # and the consumer has granted its first window
+    for i in range(25):  # one thread sends: nothing overtakes anything, nothing is resent
         producer.tell(i)
     producer.ask(GetStatistics())
     consumer.ask(GetStatistics())
