@@ -248,7 +248,7 @@ BENCHMARKS = (
         params={"deliveries": 200_000},
         quick_params={"deliveries": 5_000},
         sizes=(1, 100, 10_000),
-        quick_sizes=(1, 100),
+        quick_sizes=(100,),
         impls=("pykka", "pooled"),
         max_n={"pykka": 1_000},
     ),

@@ -294,21 +294,47 @@ class _Table:
 
     __slots__ = ("agents", "cache", "literal", "outlets", "wild")
 
-    def __init__(self, outlets: tuple[_Outlet, ...]) -> None:
+    def __init__(
+        self,
+        outlets: tuple[_Outlet, ...],
+        literal: dict[str, tuple[_Outlet, ...]],
+        wild: tuple[_Outlet, ...],
+        agents: dict[str, _Outlet],
+    ) -> None:
+        # Invariant: outlets in subscription-id order (ids only grow), split into literal and wild.
         self.outlets = outlets
-        literal: dict[str, list[_Outlet]] = {}
-        for outlet in outlets:
-            if outlet.pattern.literal:
-                literal.setdefault(outlet.pattern.pattern, []).append(outlet)
-        self.literal = {topic: tuple(found) for topic, found in literal.items()}
-        self.wild = tuple(o for o in outlets if not o.pattern.literal)
-        agents: dict[str, _Outlet] = {}
-        for outlet in outlets:
-            if outlet.sub.agent is not None:
-                agents.setdefault(outlet.sub.agent, outlet)
+        self.literal = literal
+        self.wild = wild
         self.agents = agents
         # Single dict operations only (atomic): senders fill it concurrently.
         self.cache: dict[str, _Route] = {}
+
+    @classmethod
+    def build(cls, outlets: tuple[_Outlet, ...]) -> _Table:
+        """Build a table from scratch (after removals): O(n) in Python."""
+        literal: dict[str, list[_Outlet]] = {}
+        agents: dict[str, _Outlet] = {}
+        for outlet in outlets:
+            if outlet.pattern.literal:
+                literal.setdefault(outlet.pattern.pattern, []).append(outlet)
+            if outlet.sub.agent is not None:
+                agents.setdefault(outlet.sub.agent, outlet)
+        wild = tuple(o for o in outlets if not o.pattern.literal)
+        return cls(outlets, {topic: tuple(found) for topic, found in literal.items()}, wild, agents)
+
+    def added(self, outlet: _Outlet) -> _Table:
+        """Return this table plus `outlet` (the newest id): copies at C speed, so 10,000 subscribes stay cheap."""
+        literal, wild, agents = self.literal, self.wild, self.agents
+        if outlet.pattern.literal:
+            literal = dict(literal)
+            literal[outlet.pattern.pattern] = (*literal.get(outlet.pattern.pattern, ()), outlet)
+        else:
+            wild = (*wild, outlet)
+        agent = outlet.sub.agent
+        if agent is not None and agent not in agents:
+            agents = dict(agents)
+            agents[agent] = outlet
+        return _Table((*self.outlets, outlet), literal, wild, agents)
 
     def route(self, topic: str) -> _Route:
         route = self.cache.get(topic)
@@ -338,7 +364,7 @@ class _Core:
         self.history = history
         self.dead_letters = ref.actor_system.dead_letters
         # Invariant: replaced, never mutated, and only by the broker actor's thread (under lock).
-        self.table = _Table(())
+        self.table = _Table.build(())
         self.lock = threading.Lock()
         self.turns: dict[str, Callable[[], int]] = {}
         # Counters, under lock.
@@ -674,10 +700,16 @@ class MessageBroker(Service):
         self.core = _Core(ref, history)
         self.callback_mode = callback_mode
         self.ids = itertools.count(1)
+        # Invariant: outlets in id order; by_cell maps each subscriber's cell to its subscription ids;
+        # dirty: some were removed and the table still lists them (rebuilt before any other request).
         self.outlets: dict[int, _Outlet] = {}
+        self.by_cell: dict[Cell, list[int]] = {}
+        self.dirty = False
         ref._core = self.core  # noqa: SLF001 - from here on, senders publish themselves
 
     def handle(self, message: Any) -> Any:
+        if self.dirty and message.__class__ is not Terminated:
+            self._install(_Table.build(tuple(self.outlets.values())))
         match message:
             case _Subscribe():
                 return self._subscribe(message)
@@ -690,8 +722,7 @@ class MessageBroker(Service):
             case Publish(topic=topic, message=payload, sender=sender, include_self=include_self):
                 return self.core.ref.publish(topic, payload, sender=sender, include_self=include_self)
             case Terminated(ref=gone):
-                for outlet in [o for o in self.outlets.values() if o.sub.ref == gone]:
-                    self._remove(outlet.sub.id, "terminated")
+                self._terminated(gone)
                 return None
         return super().handle(message)
 
@@ -708,28 +739,47 @@ class MessageBroker(Service):
         outlet = _Outlet(sub, request.pattern, request.capacity, request.overflow, request.envelope)
         if not isinstance(subscriber, ActorRef):
             ref.tell(outlet)
-        if all(o.sub.ref != ref for o in self.outlets.values()):
+        ids = self.by_cell.get(outlet.cell)
+        if ids is None:
+            self.by_cell[outlet.cell] = ids = []
             self.watch(ref)
+        ids.append(sub.id)
         self.outlets[sub.id] = outlet
-        self._install()
+        self._install(self.core.table.added(outlet))
         self.core.fanout(MEMBERSHIP_TOPIC, MemberJoined(sub), self.actor_ref, False, quiet=True)
         return sub
 
-    def _remove(self, sub_id: int, reason: str) -> bool:
+    def _remove(self, sub_id: int, reason: str, *, install: bool = True) -> bool:
         outlet = self.outlets.pop(sub_id, None)
         if outlet is None:
             return False
         ref = outlet.sub.ref
-        if all(o.sub.ref != ref for o in self.outlets.values()):
-            self.unwatch(ref)
-            if ref.actor_class is _CallbackSubscriber or issubclass(ref.actor_class, _CallbackSubscriber):
-                ref.stop(block=False)
-        self._install()
+        ids = self.by_cell.get(outlet.cell)
+        if ids is not None:
+            ids.remove(sub_id)
+            if not ids:
+                del self.by_cell[outlet.cell]
+                if install:  # not terminated: stop watching; a callback's actor is ours to stop
+                    self.unwatch(ref)
+                    if issubclass(ref.actor_class, _CallbackSubscriber):
+                        ref.stop(block=False)
+        if install:
+            self._install(_Table.build(tuple(self.outlets.values())))
+        else:
+            self.dirty = True
         self.core.fanout(MEMBERSHIP_TOPIC, MemberLeft(outlet.sub, reason), self.actor_ref, False, quiet=True)
         return True
 
-    def _install(self) -> None:
-        table = _Table(tuple(sorted(self.outlets.values(), key=lambda o: o.sub.id)))
+    def _terminated(self, gone: ActorRef[Any]) -> None:
+        for sub_id in list(self.by_cell.get(gone.actor_inbox, ())):
+            self._remove(sub_id, "terminated", install=False)
+        # Batched like a group commit: many subscribers stopping at once (a shutdown) cost one
+        # rebuild. Until then the table still lists them; a hand-off to one is a dead letter.
+        if self.dirty and not len(self.actor_inbox.queue):
+            self._install(_Table.build(tuple(self.outlets.values())))
+
+    def _install(self, table: _Table) -> None:
+        self.dirty = False
         with self.core.lock:
             self.core.table = table
 
