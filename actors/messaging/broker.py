@@ -269,7 +269,13 @@ class _Outlet:
             if not cell.alive:
                 cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.RECIPIENT_STOPPED)
                 return 0
-            cell.queue.append(item)
+            try:
+                cell.queue.append(item)
+            except TroupeError:  # its own bounded mailbox, policy "fail", refused it
+                with self.drop_lock:
+                    self.dropped += 1
+                cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.MAILBOX_OVERFLOW)
+                return 0
             if cell.sched.acquire(False):
                 cell.executor.submit(cell)
             return 1
@@ -454,7 +460,13 @@ class _Core:
         ack: Future[Any] | None = Future() if acked else None
         history = self.history
         assert history is not None
-        history.tell(Append(stream, message, _agent_of(sender, message), recipient, topic, None, None, ack))
+        try:
+            history.tell(Append(stream, message, _agent_of(sender, message), recipient, topic, None, None, ack))
+        except ActorDeadError:
+            # The history has stopped: the entry is a dead letter (the ref recorded it); delivery goes on,
+            # and an acknowledged publication fails.
+            if ack is not None:
+                ack.set_exception()
         return ack
 
 

@@ -388,6 +388,12 @@ class SessionManager(Service):
             msg = f"the history holds no session {sid!r}"
             raise SessionNotFoundError(msg)
         first = entries[0].message
+        if entries[0].kind != "event" or not isinstance(first, dict) or first.get("event") != "created":
+            msg = (
+                f"the history no longer holds the start of session {sid!r} (retention deleted it, or the stream "
+                "was written by something else), so its members cannot be rebuilt"
+            )
+            raise SessionNotFoundError(msg)
         session = _Session(sid, first["owner"], dict(first["metadata"]))
         messages = []
         for entry in entries:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pykka import ActorDeadError
 
-from actors import ActorSystem, DeadLetterReason
+from actors import ActorSystem, BoundedMailbox, DeadLetterReason
 from actors.errors import CoroutineSubscriberError, SubscriberOverflowError, TopicError
 from actors.messaging import MEMBERSHIP_TOPIC, MemberJoined, MemberLeft, MessageBroker, Publish, Published
 from actors.protocol import AgentMessage, MessageType
@@ -256,3 +256,20 @@ def test_unsubscribing_stops_delivery(system: ActorSystem, mode: str) -> None:
     assert broker.unsubscribe(sub) is False
     broker.publish("t", 2)
     assert sink.ask("get") == [1]
+
+
+def test_a_subscriber_whose_own_bounded_mailbox_refuses_is_counted_as_a_drop_not_an_error(system: ActorSystem) -> None:
+    broker = system.spawn(MessageBroker)
+    gate = Gate()
+    slow = system.spawn(Recorder, mailbox=BoundedMailbox(1, overflow="fail"))
+    fast = system.spawn(Recorder)
+    slow.tell(("hold", gate))
+    gate.wait_entered()
+    broker.subscribe("t", slow)
+    broker.subscribe("t", fast)
+    assert broker.publish("t", 0) == 2
+    assert broker.publish("t", 1) == 1  # slow's mailbox holds one already
+    assert fast.ask("get") == [0, 1]
+    assert broker.statistics().subscribers[0].dropped == 1
+    assert _reasons(system, DeadLetterReason.MAILBOX_OVERFLOW) == [1]
+    gate.released.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pykka import ActorDeadError
 
 from actors import ActorSystem, DeadLetterReason, ManualClock
 from actors.errors import HistoryPayloadError, HistoryQueryError
@@ -167,3 +168,18 @@ def test_a_reopened_history_continues_every_stream_numbering(tmp_path: Path) -> 
         history = second.spawn(MessageHistory, path)
         assert history.append("s", 3).get(timeout=5) == 3
         assert [e.message for e in history.query(stream="s").entries] == [1, 2, 3]
+
+
+def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publications_fail(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    history = system.spawn(MessageHistory, tmp_path / "h.db")
+    broker = system.spawn(MessageBroker, history=history)
+    sink = system.spawn(Recorder)
+    broker.subscribe("t", sink)
+    history.stop()
+    assert broker.publish("t", 1) == 1
+    with pytest.raises(ActorDeadError):
+        broker.publish_acked("t", 2).get(timeout=5)
+    assert sink.ask("get") == [1, 2]
+    assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.RECIPIENT_STOPPED] * 2
