@@ -33,7 +33,10 @@ stream, message type, correlation id and time range, oldest first, with
 keyset paging (``after=page.next_cursor``). Every filter has an index; the
 per-column ones are partial (``WHERE column IS NOT NULL``), so an entry
 pays only for the columns it has (a topic publication has no recipient,
-session or correlation id): each index is a B-tree insert on every append. A
+session or correlation id): each index is a B-tree insert on every append.
+Time has no index: timestamps never decrease along the log (a clock stepped
+back repeats its last reading), so a time bound becomes an id bound, found
+by bisection on the primary key (O(log^2 n) lookups). A
 query sees every entry appended before it (it commits what waits first).
 
 HistoryRetention is always on: entries older than ``max_age`` (default 30 days) and
@@ -113,7 +116,6 @@ CREATE INDEX IF NOT EXISTS entries_session ON entries (session, id) WHERE sessio
 CREATE INDEX IF NOT EXISTS entries_topic ON entries (topic, id) WHERE topic IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_type ON entries (message_type, id) WHERE message_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, id) WHERE correlation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_ts ON entries (ts);
 """
 
 _INSERT = (
@@ -343,6 +345,8 @@ class MessageHistory(Service, ThreadActor):
         self.db = _open(self.path, _SCHEMA, synchronous)
         # Invariant: the last seq given in each stream, committed or pending.
         self.seqs: dict[str, int] = dict(self.db.execute("SELECT stream, last_seq FROM streams").fetchall())
+        last = self.db.execute("SELECT ts FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        self.last_ts: float = last[0] if last is not None else -math.inf
         self.pending: list[tuple[Append, tuple[Any, ...]]] = []
         self.appended = self.commits = self.rejected = self.deleted = self.largest = 0
 
@@ -390,10 +394,37 @@ class MessageHistory(Service, ThreadActor):
         seq = self.seqs.get(entry.stream, 0) + 1
         self.seqs[entry.stream] = seq
         row = (
-            entry.stream, seq, self.now(), entry.kind or kind, entry.sender, entry.recipient, entry.topic,
+            entry.stream, seq, self._stamp(), entry.kind or kind, entry.sender, entry.recipient, entry.topic,
             entry.session, mtype, correlation, message_id, payload,
         )  # fmt: skip
         self.pending.append((entry, row))
+
+    def _stamp(self) -> float:
+        # Invariant: timestamps never decrease along ids (a wall clock stepped back repeats its last
+        # reading), so a time bound is an id bound, found by bisection on the primary key: no
+        # timestamp index to update on every append.
+        now = self.now()
+        if now < self.last_ts:
+            return self.last_ts
+        self.last_ts = now
+        return now
+
+    def _first_id(self, ts: float, *, after: bool) -> int:
+        """Return the first id whose timestamp is >= `ts` (> `ts` with `after`), or the next id if none."""
+        db = self.db
+        lo, hi = db.execute("SELECT MIN(id), MAX(id) FROM entries").fetchone()
+        if lo is None:
+            return 0
+        hi += 1
+        probe = "SELECT id, ts FROM entries WHERE id >= ? ORDER BY id LIMIT 1"
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found_id, found_ts = db.execute(probe, (mid,)).fetchone()
+            if found_ts < ts or (after and found_ts == ts):
+                lo = found_id + 1
+            else:
+                hi = mid
+        return lo
 
     def _take_appends(self) -> None:
         """Take the appends queued right behind this one, in order, without a turn each.
@@ -490,11 +521,11 @@ class MessageHistory(Service, ThreadActor):
                 clauses.append(f"{column} = ?")
                 params.append(value)
         if query.since is not None:
-            clauses.append("ts >= ?")
-            params.append(query.since)
+            clauses.append("id >= ?")
+            params.append(self._first_id(query.since, after=False))
         if query.until is not None:
-            clauses.append("ts <= ?")
-            params.append(query.until)
+            clauses.append("id < ?")
+            params.append(self._first_id(query.until, after=True))
         if query.after is not None:
             clauses.append("id > ?")
             params.append(query.after)
@@ -515,9 +546,8 @@ class MessageHistory(Service, ThreadActor):
         db.execute("BEGIN IMMEDIATE")
         try:
             if self.retention.max_age is not None:
-                deleted += db.execute(
-                    "DELETE FROM entries WHERE ts < ?", (self.now() - self.retention.max_age,)
-                ).rowcount
+                cutoff = self._first_id(self.now() - self.retention.max_age, after=False)
+                deleted += db.execute("DELETE FROM entries WHERE id < ?", (cutoff,)).rowcount
             if self.retention.max_rows is not None:
                 row = db.execute(
                     "SELECT id FROM entries ORDER BY id DESC LIMIT 1 OFFSET ?", (self.retention.max_rows,)

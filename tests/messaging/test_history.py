@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pykka import ActorDeadError
 
 from actors import ActorSystem, DeadLetterReason, ManualClock
@@ -183,3 +185,40 @@ def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publicat
         broker.publish_acked("t", 2).get(timeout=5)
     assert sink.ask("get") == [1, 2]
     assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.RECIPIENT_STOPPED] * 2
+
+
+def test_a_clock_stepped_back_repeats_its_last_reading_so_time_bounds_stay_exact(tmp_path: Path) -> None:
+    readings = iter([10.0, 20.0, 15.0, 30.0])
+    with ActorSystem("clocked") as system:
+        history = system.spawn(MessageHistory, tmp_path / "h.db", now=lambda: next(readings))
+        for i in range(4):
+            history.append("s", i).get(timeout=5)
+        page = history.query(stream="s")
+        assert [e.timestamp for e in page.entries] == [10.0, 20.0, 20.0, 30.0]
+        assert [e.message for e in history.query(since=20.0, until=20.0).entries] == [1, 2]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]), min_size=0, max_size=30),
+    since=st.one_of(st.none(), st.floats(-1, 20)),
+    until=st.one_of(st.none(), st.floats(-1, 20)),
+)
+def test_time_range_queries_match_a_scan_of_the_log(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[float], since: float | None, until: float | None
+) -> None:
+    if since is not None and until is not None and since > until:
+        since, until = until, since
+    clock = ManualClock(0.0)
+    with ActorSystem("ranges") as system:
+        history = system.spawn(MessageHistory, tmp_path_factory.mktemp("h") / "h.db", now=clock.now)
+        for i, step in enumerate(steps):
+            if step >= 0:
+                clock.advance(step)
+            history.append("s", i)
+        stamps = [e.timestamp for e in history.query(stream="s", limit=100).entries]
+        expected = [
+            i for i, ts in enumerate(stamps) if (since is None or ts >= since) and (until is None or ts <= until)
+        ]
+        got = [e.message for e in history.query(since=since, until=until, limit=100).entries]
+        assert got == expected
