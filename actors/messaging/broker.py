@@ -71,11 +71,11 @@ from loguru import logger
 from pykka import ActorDeadError
 
 from actors._core import ActorRef, DeadLetterReason, Future, Terminated
-from actors.errors import CoroutineSubscriberError, SubscriberOverflowError, TroupeError
+from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TroupeError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Append, check_payload
 from actors.messaging.topics import TopicPattern, check_topic, compile_pattern
-from actors.protocol import AgentMessage
+from actors.protocol import AgentMessage, from_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -523,6 +523,20 @@ class BrokerRef(ServiceRef):
             check_payload(message)
             core.record(f"topic:{topic}", topic, message, sender, None)
         return core.fanout(topic, message, sender, include_self, quiet=if_subscribed)
+
+    def publish_json(self, topic: str, text: str | bytes, *, sender: Any = None, include_self: bool = False) -> int:
+        """Publish an `AgentMessage` given in its JSON wire form (an edge); return the deliveries made.
+
+        Raises:
+            ProtocolError: `text` is not a valid message of a supported version (the field is named);
+                the text is recorded as a ``REJECTED`` dead letter and the broker serves on.
+        """
+        try:
+            message = from_json(text)
+        except ProtocolError as exc:
+            self.actor_system.dead_letters.record(text, self, DeadLetterReason.REJECTED, exc)
+            raise
+        return self.publish(topic, message, sender=sender, include_self=include_self)
 
     def publish_acked(self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False) -> Future[int]:
         """Publish as `publish` does; return a future of the count, settled once the history has committed it.

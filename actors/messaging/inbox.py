@@ -20,8 +20,8 @@ clock). An agent whose actor stops is unregistered; its mail keeps waiting.
 
 Edges. `send` takes an `AgentMessage` or its JSON wire form (decoded by the
 protocol's converter: a malformed message raises `ProtocolError` naming the
-field); a message without a recipient is refused (`ValueError`: a broadcast
-has no inbox). Marking an unknown id raises `UnknownMessageError`.
+field, and the text is recorded as a ``REJECTED`` dead letter); a message
+without a recipient is refused (`ValueError`: a broadcast has no inbox). Marking an unknown id raises `UnknownMessageError`.
 
 Times come from ``now`` (default `time.time`: leases carry across restarts).
 Threading: a thread-mode actor; its connection is used only by its own turns.
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import ActorRef, Future, Terminated, ThreadActor
-from actors.errors import UnknownMessageError
+from actors._core import ActorRef, DeadLetterReason, Future, Terminated, ThreadActor
+from actors.errors import ProtocolError, UnknownMessageError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Synchronous, _open
 from actors.protocol import AgentMessage, from_json, to_json
@@ -133,7 +133,12 @@ class InboxRef(ServiceRef):
             ValueError: the message has no recipient.
         """
         if isinstance(message, (str, bytes)):
-            message = from_json(message)
+            try:
+                message = from_json(message)
+            except ProtocolError as exc:
+                # An edge: the refused text is recorded (with why), and the inbox serves on.
+                self.actor_system.dead_letters.record(message, self, DeadLetterReason.REJECTED, exc)
+                raise
         if not isinstance(message, AgentMessage):
             msg = f"a durable inbox stores AgentMessages (or their JSON), got {type(message).__name__} {message!r}"
             raise TypeError(msg)

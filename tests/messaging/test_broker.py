@@ -9,9 +9,9 @@ import pytest
 from pykka import ActorDeadError
 
 from actors import ActorSystem, BoundedMailbox, DeadLetterReason
-from actors.errors import CoroutineSubscriberError, SubscriberOverflowError, TopicError
+from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TopicError
 from actors.messaging import MEMBERSHIP_TOPIC, MemberJoined, MemberLeft, MessageBroker, Publish, Published
-from actors.protocol import AgentMessage, MessageType
+from actors.protocol import AgentMessage, MessageType, to_json
 from tests.core.actors_for_tests import WAIT, Gate
 from tests.messaging.helpers import Recorder
 
@@ -273,3 +273,21 @@ def test_a_subscriber_whose_own_bounded_mailbox_refuses_is_counted_as_a_drop_not
     assert broker.statistics().subscribers[0].dropped == 1
     assert _reasons(system, DeadLetterReason.MAILBOX_OVERFLOW) == [1]
     gate.released.set()
+
+
+def test_a_malformed_or_unknown_version_json_message_is_rejected_naming_the_field_and_dead_lettered(
+    system: ActorSystem,
+) -> None:
+    broker = system.spawn(MessageBroker)
+    sink = system.spawn(Recorder)
+    broker.subscribe("t", sink)
+    good = AgentMessage(sender="a", type=MessageType.STATUS_UPDATE, content={"ok": True})
+    future_version = to_json(good).replace('"1.0"', '"9.0"')
+    with pytest.raises(ProtocolError) as caught:
+        broker.publish_json("t", future_version)
+    assert caught.value.field == "protocol_version"
+    with pytest.raises(ProtocolError):
+        broker.publish_json("t", "{not json")
+    assert broker.publish_json("t", to_json(good)) == 1
+    assert sink.ask("get") == [good]
+    assert _reasons(system, DeadLetterReason.REJECTED) == [future_version, "{not json"]

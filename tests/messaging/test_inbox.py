@@ -84,6 +84,7 @@ def test_malformed_json_is_refused_naming_the_field_and_the_inbox_keeps_serving(
     with pytest.raises(ProtocolError) as caught:
         inbox.send(text)
     assert caught.value.field == "type"
+    assert [d.message for d in system.dead_letters.recent()] == [text]
     with pytest.raises(ValueError, match="no recipient"):
         inbox.send(AgentMessage(sender="p", type=MessageType.STATUS_UPDATE))
     assert inbox.send(to_json(_to("a", 2)))
