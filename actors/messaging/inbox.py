@@ -21,7 +21,8 @@ clock). An agent whose actor stops is unregistered; its mail keeps waiting.
 Edges. `send` takes an `AgentMessage` or its JSON wire form (decoded by the
 protocol's converter: a malformed message raises `ProtocolError` naming the
 field, and the text is recorded as a ``REJECTED`` dead letter); a message
-without a recipient is refused (`ValueError`: a broadcast has no inbox). Marking an unknown id raises `UnknownMessageError`.
+without a recipient is refused (`ValueError`: a broadcast has no inbox).
+Marking an unknown id raises `UnknownMessageError`.
 
 Times come from ``now`` (default `time.time`: leases carry across restarts).
 Threading: a thread-mode actor; its connection is used only by its own turns.
