@@ -6,8 +6,10 @@
 
 The guarantee, in one sentence: every message the producer controller
 accepts reaches the handler at least once and, while both controllers live,
-exactly once and in the order accepted (at-least-once, deduplicated; there
-is no durable outbox yet, so what a killed producer had accepted is lost).
+exactly once and in the order accepted (at-least-once, deduplicated); with
+the durable outbox (``outbox=path``) what a killed producer had accepted is
+sent by the next producer opened on the file, so with a consumer that lived
+through it (or an idempotent handler) it is effectively once.
 
 Protocol (Akka's, from akka-actor-typed's reliable delivery):
 
@@ -50,6 +52,8 @@ Timers run on the system's clock (a `ManualClock` drives them in tests).
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import threading
 from collections import deque
@@ -58,6 +62,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import attrs
 
 from actors._core import MESSAGE_KINDS, Actor, ActorRef
+from actors.errors import HistoryPayloadError
+from actors.protocol import AgentMessage, from_json, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -119,6 +125,7 @@ class ConsumerStatistics:
 @attrs.frozen
 class _Register:
     producer: ActorRef[Any]
+    first: int = 1  # the producer's first unconfirmed seq (a producer resumed from its outbox starts past 1)
 
 
 @attrs.frozen
@@ -137,12 +144,77 @@ _CONTROL = frozenset({*MESSAGE_KINDS, _Register, _Tick, GetStatistics})
 # -- the producer side ---------------------------------------------------------------------------------
 
 
+class _Outbox:
+    """A producer's durable outbox: accepted, unconfirmed messages in SQLite (WAL), and the next seq.
+
+    Used under the producer state's lock only. Each accept is one committed
+    transaction (so a tell to a durable producer returns once its message is
+    on disk); confirmations delete in bulk, once per request.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        from actors.messaging.history import _open  # noqa: PLC0415 - the one WAL opener of the package
+
+        self.db = _open(
+            path,
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS meta (one INTEGER PRIMARY KEY CHECK (one = 1), next_seq INTEGER NOT NULL);"
+            "INSERT OR IGNORE INTO meta VALUES (1, 1);",
+            synchronous,
+        )
+
+    def load(self) -> tuple[int, dict[int, Any]]:
+        next_seq = self.db.execute("SELECT next_seq FROM meta").fetchone()[0]
+        rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
+        return next_seq, {seq: _decode_payload(payload) for seq, payload in rows}
+
+    def accept(self, seq: int, message: Any) -> None:
+        payload = _encode_payload(message)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO outbox VALUES (?, ?)", (seq, payload))
+            db.execute("UPDATE meta SET next_seq = ?", (seq + 1,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def confirm(self, confirmed: int) -> None:
+        self.db.execute("DELETE FROM outbox WHERE seq <= ?", (confirmed,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _encode_payload(message: Any) -> str:
+    """An outbox row: an `AgentMessage` in its wire form, or a JSON value (`HistoryPayloadError` otherwise)."""
+    from actors.messaging.history import _JSON, check_payload  # noqa: PLC0415
+
+    check_payload(message)
+    if message.__class__ is AgentMessage:
+        return "A" + to_json(message)
+    try:
+        return "J" + _JSON.encode(message)
+    except (TypeError, ValueError) as exc:
+        msg = f"a durable outbox stores AgentMessages and JSON values; cannot store {message!r}: {exc}"
+        raise HistoryPayloadError(msg) from exc
+
+
+def _decode_payload(payload: str) -> Any:
+    return from_json(payload[1:]) if payload[0] == "A" else json.loads(payload[1:])
+
+
 class _ProducerState:
     """The producer's protocol state; every method may run on any thread."""
 
-    def __init__(self, send: Callable[[Any], None], initial: float, maximum: float) -> None:
+    def __init__(
+        self, send: Callable[[Any], None], initial: float, maximum: float, outbox: _Outbox | None = None
+    ) -> None:
         self.lock = threading.Lock()
         self._send = send
+        self.outbox = outbox
         self.local = threading.local()
         self.initial = initial
         self.maximum = maximum
@@ -157,6 +229,10 @@ class _ProducerState:
         self.fast_resent = -1
         self.repeats = 0
         self.sent = self.resent = 0
+        if outbox is not None:
+            # Resumed: what was accepted and never confirmed is sent again, under its own numbers.
+            self.next_seq, self.buffer = outbox.load()
+            self.confirmed = self.sent_up_to = min(self.buffer, default=self.next_seq) - 1
 
     def send(self, item: SequencedMessage) -> None:
         """Send `item` to the consumer, after what this thread is sending already.
@@ -182,6 +258,8 @@ class _ProducerState:
     def accept(self, message: Any) -> int:
         with self.lock:
             seq = self.next_seq
+            if self.outbox is not None:
+                self.outbox.accept(seq, message)  # committed before the tell returns
             self.next_seq = seq + 1
             self.buffer[seq] = message
             send_now = seq <= self.up_to and self.sent_up_to == seq - 1
@@ -202,6 +280,8 @@ class _ProducerState:
                 for seq in range(self.confirmed + 1, min(request.confirmed, self.next_seq - 1) + 1):
                     buffer.pop(seq, None)
                 self.confirmed = request.confirmed
+                if self.outbox is not None:
+                    self.outbox.confirm(request.confirmed)
                 self.sent_up_to = max(self.sent_up_to, self.confirmed)
                 self.progress = True
             elif request.confirmed == self.confirmed < self.sent_up_to:
@@ -278,6 +358,10 @@ class ProducerController(Actor):
         consumer: the `ConsumerController` ref.
         link: wraps the tell toward the consumer (default: none).
         resend_interval / max_resend_interval: the resend backoff, in seconds of the system's clock.
+        outbox: a SQLite file (WAL) for the durable outbox: every accepted message is committed there
+            before the tell returns, deleted once confirmed, and a producer opened on the same file
+            after a crash sends what was never confirmed, under the same seqs (None: no outbox).
+        synchronous: the outbox's ``PRAGMA synchronous`` (``"NORMAL"`` survives kill -9).
     """
 
     _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ProducerRef
@@ -289,19 +373,28 @@ class ProducerController(Actor):
         link: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None = None,
         resend_interval: float = 1.0,
         max_resend_interval: float = 30.0,
+        outbox: str | os.PathLike[str] | None = None,
+        synchronous: str = "NORMAL",
     ) -> None:
         super().__init__()
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
-        self.state = _ProducerState(send, resend_interval, max_resend_interval)
+        self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
+        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox)
         ref = self.actor_ref
         if isinstance(ref, ProducerRef):
             ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
-        self.consumer.tell(_Register(self.actor_ref))  # type: ignore[arg-type]
+        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1))  # type: ignore[arg-type]
         self.timers.start_single_timer("resend", _Tick(), self.state.interval)
+
+    def on_stop(self) -> None:
+        """Close the outbox, if any (what it holds is sent by the next producer opened on it)."""
+        if self.outbox is not None:
+            with self.state.lock:
+                self.outbox.close()
 
     def on_receive(self, message: Any) -> Any:
         """Handle a tick, statistics, or a message that came through the mailbox."""
@@ -380,9 +473,13 @@ class _ConsumerState:
         self.acked = self.delivered
         return Request(self.delivered, self.requested)
 
-    def register(self, reply: Callable[[Any], None]) -> None:
+    def register(self, reply: Callable[[Any], None], first: int) -> None:
         with self.lock:
             self.reply = reply
+            if self.delivered < first - 1 and not self.early:
+                # A producer resumed from its outbox: what precedes its first unconfirmed seq was
+                # delivered by an earlier incarnation (or this consumer is new): start after it.
+                self.delivered = first - 1
             self.requested = self.delivered + self.window
             request = self._request()
         if request is not None:
@@ -459,7 +556,7 @@ class ConsumerController(Actor):
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is _Register:
             producer = message.producer
-            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell)
+            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell, message.first)
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is GetStatistics:
             return self.state.statistics()

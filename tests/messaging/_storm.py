@@ -1,6 +1,6 @@
 """A child process for the kill -9 tests: a publish storm (or inbox sends), printing each acknowledgement.
 
-    python -m tests.messaging._storm history|inbox PATH
+    python -m tests.messaging._storm history|inbox|outbox PATH
 
 Each line on stdout is the id of an entry the store has acknowledged (committed).
 The parent kills this process with SIGKILL mid-storm.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from actors import Actor, ActorSystem
-from actors.messaging import DurableInbox, MessageBroker, MessageHistory
+from actors.messaging import DurableInbox, MessageBroker, MessageHistory, ProducerController
 from actors.protocol import AgentMessage, MessageType
 
 
@@ -33,6 +33,14 @@ def main(kind: str, path: str) -> None:
                     future.get(timeout=30)
                     print(i + k, flush=True)
                 i += 50
+        elif kind == "outbox":
+            # A consumer that never grants credit: everything accepted stays in the outbox.
+            producer = system.spawn(ProducerController, system.spawn(_Sink), outbox=path)
+            i = 0
+            while True:
+                producer.tell({"n": i})  # returns once committed
+                print(i, flush=True)
+                i += 1
         else:
             inbox = system.spawn(DurableInbox, path)
             i = 0

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from actors import ActorSystem
+from actors.messaging import ConsumerController, ProducerController
+from actors.messaging.reliable import GetStatistics
+from tests.messaging.helpers import Recorder
+
 _ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,3 +59,24 @@ def test_kill_9_during_a_storm_loses_no_acknowledged_entry_and_leaves_the_databa
         else:
             stored_ids = {row[0] for row in db.execute("SELECT message_id FROM inbox")}
             assert set(acknowledged) <= stored_ids
+
+
+def test_what_a_killed_producer_accepted_into_its_outbox_is_sent_in_order_by_the_next_one(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    accepted = [int(n) for n in _storm_then_kill("outbox", path, 200)]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with ActorSystem("resumed") as system:
+        handler = system.spawn(Recorder)
+        consumer = system.spawn(ConsumerController, handler)
+        producer = system.spawn(ProducerController, consumer, outbox=path)
+        producer.ask(GetStatistics())
+        consumer.ask(GetStatistics())
+        stats = producer.ask(GetStatistics())
+        got = [m["n"] for m in handler.ask("get")]
+        assert got == list(range(len(got)))  # in order, each once
+        assert set(accepted) <= set(got)
+        assert stats.buffered <= 25  # confirmed at each half window; the rest waits for a tick
+        producer.tell({"n": len(got)})  # numbering carries on after the resumed ones
+        consumer.ask(GetStatistics())
+        assert [m["n"] for m in handler.ask("get")][-1] == len(got)
