@@ -15,7 +15,9 @@ Group commit, off the sender's path. Senders only tell the history an
 `Append` (on their own thread that is one mailbox append). The history
 collects entries and commits them in one transaction when its mailbox is
 empty or `batch` entries wait, then settles each entry's ``ack`` future:
-**acknowledged means committed**. In WAL mode with ``synchronous="NORMAL"``
+**acknowledged means committed**. Entries nobody awaits (a plain
+publication) may wait ``commit_delay`` (5 ms of the system's clock) for
+more: a storm of publications then commits in batches, not one by one. In WAL mode with ``synchronous="NORMAL"``
 (the default) a committed transaction survives the process being killed;
 ``"FULL"`` also survives a power loss, at the cost of an fsync per commit.
 
@@ -211,6 +213,11 @@ class _Flush:
 
 
 @attrs.frozen
+class _CommitDue:
+    pass
+
+
+@attrs.frozen
 class _Stats:
     pass
 
@@ -321,6 +328,9 @@ class MessageHistory(Service, ThreadActor):
         now: where timestamps come from (default `time.time`).
         batch: entries committed at most in one transaction.
         synchronous: SQLite's ``PRAGMA synchronous``.
+        commit_delay: seconds of the system's clock that entries nobody awaits (plain publications)
+            may wait for company before they commit; an entry with an ack, a query, a flush or a
+            stop commits at once. 0: commit whenever the mailbox is empty.
     """
 
     _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = HistoryRef
@@ -333,6 +343,7 @@ class MessageHistory(Service, ThreadActor):
         now: Callable[[], float] = time.time,
         batch: int = 4096,
         synchronous: Synchronous = "NORMAL",
+        commit_delay: float = 0.005,
     ) -> None:
         super().__init__()
         if synchronous not in ("NORMAL", "FULL", "EXTRA"):
@@ -342,12 +353,15 @@ class MessageHistory(Service, ThreadActor):
         self.retention = retention if retention is not None else HistoryRetention()
         self.now = now
         self.batch = batch
+        self.commit_delay = commit_delay
         self.db = _open(self.path, _SCHEMA, synchronous)
         # Invariant: the last seq given in each stream, committed or pending.
         self.seqs: dict[str, int] = dict(self.db.execute("SELECT stream, last_seq FROM streams").fetchall())
         last = self.db.execute("SELECT ts FROM entries ORDER BY id DESC LIMIT 1").fetchone()
         self.last_ts: float = last[0] if last is not None else -math.inf
         self.pending: list[tuple[Append, tuple[Any, ...]]] = []
+        # Invariant: awaited is True iff an entry in pending has an ack future.
+        self.awaited = False
         self.appended = self.commits = self.rejected = self.deleted = self.largest = 0
 
     def on_start(self) -> None:
@@ -368,8 +382,18 @@ class MessageHistory(Service, ThreadActor):
         if cls is Append:
             self._append(message)
             self._take_appends()
-            if len(self.pending) >= self.batch or not len(self.actor_inbox.queue):
+            if len(self.pending) >= self.batch:
                 self._commit()
+            elif not len(self.actor_inbox.queue):
+                if self.awaited or self.commit_delay == 0:
+                    self._commit()  # somebody waits for an acknowledgement: now
+                elif not self.timers.is_timer_active("commit"):
+                    # Nobody waits: gather more before paying for a transaction (a publication
+                    # storm would otherwise commit one entry at a time).
+                    self.timers.start_single_timer("commit", _CommitDue(), self.commit_delay)
+            return None
+        if cls is _CommitDue:
+            self._commit()
             return None
         self._commit()
         match message:
@@ -398,6 +422,8 @@ class MessageHistory(Service, ThreadActor):
             entry.session, mtype, correlation, message_id, payload,
         )  # fmt: skip
         self.pending.append((entry, row))
+        if entry.ack is not None:
+            self.awaited = True
 
     def _stamp(self) -> float:
         # Invariant: timestamps never decrease along ids (a wall clock stepped back repeats its last
@@ -461,6 +487,7 @@ class MessageHistory(Service, ThreadActor):
         if not pending:
             return
         self.pending = []
+        self.awaited = False
         rows = [row for _, row in pending]
         streams: dict[str, int] = {}
         for row in rows:
