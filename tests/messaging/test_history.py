@@ -12,6 +12,7 @@ from pykka import ActorDeadError
 from actors import ActorSystem, DeadLetterReason, ManualClock
 from actors.errors import HistoryPayloadError, HistoryQueryError
 from actors.messaging import HistoryRetention, MessageBroker, MessageHistory
+from actors.messaging.history import Append
 from actors.protocol import AgentMessage, MessageType
 from tests.messaging.helpers import Recorder
 
@@ -222,3 +223,22 @@ def test_time_range_queries_match_a_scan_of_the_log(
         ]
         got = [e.message for e in history.query(since=since, until=until, limit=100).entries]
         assert got == expected
+
+
+def test_entries_nobody_awaits_commit_together_once_the_commit_delay_passes(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "h.db"
+    history = system.spawn(MessageHistory, path, commit_delay=0.005)
+    for i in range(10):
+        history.tell(Append("s", i))
+    assert clock.wait_for_timers(2, timeout=5)  # the retention timer, then the commit timer
+    with sqlite3.connect(path) as other:  # nothing commits before the delay (or another request)
+        assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
+    clock.advance(0.005)
+    stats = history.statistics()  # handled after the timer's commit (mailboxes are FIFO)
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 10
+    assert (stats.appended, stats.commits) == (10, 1)
