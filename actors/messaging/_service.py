@@ -60,27 +60,17 @@ class Service(Actor):
             self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, exc)
             return None
 
-    def take_queued(self, cls: type) -> list[Any]:
-        """Take from this actor's own mailbox the told messages of class `cls` (call it from ``on_stop``).
+    def take_told(self, cls: type, limit: int = 1 << 30) -> list[Any]:
+        """Take the told messages of class `cls` queued behind the current one (`Actor.take_queued`).
 
-        A system shutdown stops a service without waiting for its mailbox;
-        what a service accepted with a promise (an append, a send) is then
-        still queued. Taking it lets ``on_stop`` keep the promise; anything
-        else goes back to the mailbox, where the runtime settles it (asks
-        fail with `ActorDeadError`, tells become dead letters).
+        From ``on_stop``: a system shutdown stops a service without waiting
+        for its mailbox, and what it accepted with a promise (an append, a
+        send) may still be queued; taking it lets ``on_stop`` keep the
+        promise. Anything else stays queued, where the runtime settles it
+        (asks fail with `ActorDeadError`, tells become dead letters).
         """
-        queue = self.actor_inbox.queue
-        taken: list[Any] = []
-        others: list[Any] = []
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            (taken if item.__class__ is cls else others).append(item)
-        for item in others:
-            queue.append(item)
-        return taken
+        with self.take_queued(lambda queued: queued.message.__class__ is cls, limit=limit) as taken:
+            return [queued.message for queued in taken]
 
     def handle(self, message: Any) -> Any:
         """Handle one request and return the reply; raise to refuse it."""

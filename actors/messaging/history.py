@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 import attrs
 from loguru import logger
 
-from actors._core import ActorRef, DeadLetterReason, Future, ThreadActor
+from actors._core import ActorRef, DeadLetterReason, Future, QueuedMessage, ThreadActor
 from actors.errors import HistoryPayloadError, HistoryQueryError, ProtocolError
 from actors.messaging._service import Service, ServiceRef
 from actors.protocol import AgentMessage, from_json, to_json
@@ -125,6 +125,10 @@ _INSERT = (
     "correlation_id, message_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = "id, stream, seq, ts, kind, sender, recipient, topic, session, message_type, correlation_id, payload"
+
+
+def _is_append(queued: QueuedMessage) -> bool:
+    return queued.message.__class__ is Append
 
 
 def check_payload(message: object) -> None:
@@ -371,7 +375,7 @@ class MessageHistory(Service, ThreadActor):
     def on_stop(self) -> None:
         """Commit what waits (queued appends included) and close the database."""
         try:
-            for entry in self.take_queued(Append):
+            for entry in self.take_told(Append):
                 self._append(entry)
             self._commit()
         finally:
@@ -455,25 +459,15 @@ class MessageHistory(Service, ThreadActor):
     def _take_appends(self) -> None:
         """Take the appends queued right behind this one, in order, without a turn each.
 
-        Group commit's other half: a turn per entry costs about as much as the
-        entry's encoding. Only this actor's own thread pops its queue; a
-        message that is not an append goes back to the front, so order holds.
+        Group commit's other half: a turn per entry costs about as much as
+        the entry's encoding (`Actor.take_queued`, the core's batching seam).
         """
-        queue = self.actor_inbox.queue
-        put_back = getattr(queue, "appendleft", None)
-        if put_back is None:  # not a plain deque (a bounded or priority mailbox): one turn per entry
-            return
-        pop = queue.popleft
-        append = self._append
-        while len(self.pending) < self.batch:
-            try:
-                item = pop()
-            except IndexError:
-                return
-            if item.__class__ is not Append:
-                put_back(item)
-                return
-            append(item)
+        room = self.batch - len(self.pending)
+        if room > 0:
+            append = self._append
+            with self.take_queued(_is_append, limit=room) as taken:
+                for queued in taken:
+                    append(queued.message)
 
     def _reject(self, entry: Append, exc: Exception) -> None:
         self.rejected += 1

@@ -212,7 +212,7 @@ class DurableInbox(Service, ThreadActor):
     def on_stop(self) -> None:
         """Commit the sends that wait (queued ones included) and close the database."""
         try:
-            self.pending.extend(self.take_queued(_Send))
+            self.pending.extend(self.take_told(_Send))
             self._commit()
         finally:
             self.db.close()
