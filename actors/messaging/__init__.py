@@ -54,6 +54,7 @@ from actors.messaging.sessions import (
     SessionRef,
     SessionTranscript,
 )
+from actors.messaging.spawning import spawn_service
 from actors.messaging.topics import TopicPattern, check_topic, compile_pattern
 
 __all__ = [
@@ -104,4 +105,5 @@ __all__ = [
     "UnknownMessageError",
     "check_topic",
     "compile_pattern",
+    "spawn_service",
 ]

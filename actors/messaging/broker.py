@@ -64,7 +64,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import attrs
 from loguru import logger
@@ -243,7 +243,9 @@ class _Outlet:
         "sub",
     )
 
-    def __init__(self, sub: Subscription, pattern: TopicPattern, capacity: int, overflow: str, envelope: bool) -> None:
+    def __init__(
+        self, sub: Subscription, pattern: TopicPattern, capacity: int, overflow: str, *, envelope: bool
+    ) -> None:
         self.sub = sub
         self.pattern = pattern
         self.cell: Cell = sub.ref.actor_inbox
@@ -385,7 +387,7 @@ class _Core:
             counter = self.turns.setdefault(group, itertools.count().__next__)
         return counter()
 
-    def fanout(self, topic: str, message: Any, sender: Any, include_self: bool, *, quiet: bool = False) -> int:
+    def fanout(self, topic: str, message: Any, sender: Any, *, include_self: bool, quiet: bool = False) -> int:
         """Deliver one publication on this (the sender's) thread; return the hand-offs made."""
         route = self.table.route(topic)
         skip_cell = skip_agent = None
@@ -459,7 +461,7 @@ class _Core:
         """Tell the history one entry (on the sender's thread); with `acked`, return a future of its commit."""
         ack: Future[Any] | None = Future() if acked else None
         history = self.history
-        assert history is not None
+        assert history is not None  # noqa: S101 - record is called only when a history is set
         try:
             history.tell(Append(stream, message, _agent_of(sender, message), recipient, topic, None, None, ack))
         except ActorDeadError:
@@ -498,7 +500,7 @@ class BrokerRef(ServiceRef):
         core = self._core
         if core is None or not self._cell.alive:
             self._dead(message)
-        assert core is not None
+        assert core is not None  # noqa: S101 - _dead raised otherwise
         return core
 
     def publish(
@@ -522,7 +524,7 @@ class BrokerRef(ServiceRef):
         if core.history is not None:
             check_payload(message)
             core.record(f"topic:{topic}", topic, message, sender, None)
-        return core.fanout(topic, message, sender, include_self, quiet=if_subscribed)
+        return core.fanout(topic, message, sender, include_self=include_self, quiet=if_subscribed)
 
     def publish_json(self, topic: str, text: str | bytes, *, sender: Any = None, include_self: bool = False) -> int:
         """Publish an `AgentMessage` given in its JSON wire form (an edge); return the deliveries made.
@@ -551,8 +553,8 @@ class BrokerRef(ServiceRef):
         check_topic(topic)
         check_payload(message)
         committed = core.record(f"topic:{topic}", topic, message, sender, None, acked=True)
-        assert committed is not None
-        count = core.fanout(topic, message, sender, include_self)
+        assert committed is not None  # noqa: S101 - acked=True returns the future
+        count = core.fanout(topic, message, sender, include_self=include_self)
         result: Future[int] = Future()
 
         def settle(done: Any) -> None:
@@ -650,20 +652,20 @@ class BrokerRef(ServiceRef):
                 msg = f"{what} must be a non-empty str or None, got {value!r}"
                 raise TypeError(msg)
         request = _Subscribe(compiled, subscriber, group, agent, capacity, overflow, envelope)
-        return self.ask(request)
+        return cast("Subscription", self.ask(request))
 
     def unsubscribe(self, subscription: Subscription | int) -> bool:
         """End a subscription; return whether it was one. Messages already in its buffer stay there."""
         sub_id = subscription.id if isinstance(subscription, Subscription) else subscription
-        return self.ask(_Unsubscribe(sub_id))
+        return cast("bool", self.ask(_Unsubscribe(sub_id)))
 
     def subscriptions(self) -> tuple[Subscription, ...]:
         """Return the current subscriptions, by id."""
-        return self.ask(_List())
+        return cast("tuple[Subscription, ...]", self.ask(_List()))
 
     def statistics(self) -> BrokerStatistics:
         """Return a snapshot of the broker's counters."""
-        return self.ask(_Statistics())
+        return cast("BrokerStatistics", self.ask(_Statistics()))
 
 
 def _check_subscriber(subscriber: object) -> None:
@@ -734,6 +736,7 @@ class MessageBroker(Service):
         ref._core = self.core  # noqa: SLF001 - from here on, senders publish themselves
 
     def handle(self, message: Any) -> Any:
+        """Handle a subscription change, a query, a mailbox publication or a subscriber's termination."""
         if self.dirty and message.__class__ is not Terminated:
             self._install(_Table.build(tuple(self.outlets.values())))
         match message:
@@ -762,7 +765,7 @@ class MessageBroker(Service):
         else:
             ref = self.spawn(_CallbackSubscriber, subscriber, mode=self.callback_mode)
         sub = Subscription(next(self.ids), request.pattern.pattern, ref, request.group, request.agent)
-        outlet = _Outlet(sub, request.pattern, request.capacity, request.overflow, request.envelope)
+        outlet = _Outlet(sub, request.pattern, request.capacity, request.overflow, envelope=request.envelope)
         if not isinstance(subscriber, ActorRef):
             ref.tell(outlet)
         ids = self.by_cell.get(outlet.cell)
@@ -772,7 +775,7 @@ class MessageBroker(Service):
         ids.append(sub.id)
         self.outlets[sub.id] = outlet
         self._install(self.core.table.added(outlet))
-        self.core.fanout(MEMBERSHIP_TOPIC, MemberJoined(sub), self.actor_ref, False, quiet=True)
+        self.core.fanout(MEMBERSHIP_TOPIC, MemberJoined(sub), self.actor_ref, include_self=False, quiet=True)
         return sub
 
     def _remove(self, sub_id: int, reason: str, *, install: bool = True) -> bool:
@@ -793,7 +796,9 @@ class MessageBroker(Service):
             self._install(_Table.build(tuple(self.outlets.values())))
         else:
             self.dirty = True
-        self.core.fanout(MEMBERSHIP_TOPIC, MemberLeft(outlet.sub, reason), self.actor_ref, False, quiet=True)
+        self.core.fanout(
+            MEMBERSHIP_TOPIC, MemberLeft(outlet.sub, reason), self.actor_ref, include_self=False, quiet=True
+        )
         return True
 
     def _terminated(self, gone: ActorRef[Any]) -> None:

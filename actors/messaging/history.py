@@ -58,7 +58,7 @@ import math
 import os
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, cast
 
 import attrs
 from loguru import logger
@@ -308,7 +308,7 @@ class HistoryRef(ServiceRef):
 
     def query(self, *, timeout: float | None = None, **filters: Any) -> HistoryPage:
         """Run a `HistoryQuery` (keyword arguments are its fields)."""
-        return self.ask(HistoryQuery(**filters), timeout=timeout)
+        return cast("HistoryPage", self.ask(HistoryQuery(**filters), timeout=timeout))
 
     def flush(self) -> None:
         """Return once everything appended before this call has committed."""
@@ -316,11 +316,11 @@ class HistoryRef(ServiceRef):
 
     def enforce_retention(self) -> int:
         """Apply the retention rules now; return how many entries were deleted."""
-        return self.ask(EnforceRetention())
+        return cast("int", self.ask(EnforceRetention()))
 
     def statistics(self) -> HistoryStatistics:
         """Return a snapshot of the history's counters."""
-        return self.ask(_Stats())
+        return cast("HistoryStatistics", self.ask(_Stats()))
 
 
 class MessageHistory(Service, ThreadActor):
@@ -382,6 +382,7 @@ class MessageHistory(Service, ThreadActor):
             self.db.close()
 
     def handle(self, message: Any) -> Any:
+        """Handle an append (group commit), a query, retention, a flush or statistics."""
         cls = message.__class__
         if cls is Append:
             self._append(message)
@@ -454,7 +455,7 @@ class MessageHistory(Service, ThreadActor):
                 lo = found_id + 1
             else:
                 hi = mid
-        return lo
+        return cast("int", lo)
 
     def _take_appends(self) -> None:
         """Take the appends queued right behind this one, in order, without a turn each.
@@ -552,7 +553,7 @@ class MessageHistory(Service, ThreadActor):
             params.append(query.after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY id LIMIT ?",
+            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY id LIMIT ?",  # noqa: S608 - our clauses; values bound
             [*params, limit + 1],
         ).fetchall()
         more = len(rows) > limit

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 from pykka import ActorDeadError
@@ -155,7 +155,7 @@ class InboxRef(ServiceRef):
 
     def get_messages(self, agent: str, limit: int = 10) -> tuple[InboxItem, ...]:
         """Hand out up to `limit` of `agent`'s messages (priority, then FIFO), each leased for a while."""
-        return self.ask(_Get(agent, limit))
+        return cast("tuple[InboxItem, ...]", self.ask(_Get(agent, limit)))
 
     def mark_processed(self, message_id: str) -> None:
         """Retire a message for good."""
@@ -163,7 +163,7 @@ class InboxRef(ServiceRef):
 
     def register(self, agent: str, ref: ActorRef[Any]) -> int:
         """Tell `ref` the backlog of `agent` in order, and each new message; return the backlog's size."""
-        return self.ask(_Register(agent, ref))
+        return cast("int", self.ask(_Register(agent, ref)))
 
     def unregister(self, agent: str) -> None:
         """Stop telling `agent`'s messages to its ref; they wait again."""
@@ -171,7 +171,7 @@ class InboxRef(ServiceRef):
 
     def statistics(self) -> InboxStatistics:
         """Return a snapshot of the inbox's counters."""
-        return self.ask(_Stats())
+        return cast("InboxStatistics", self.ask(_Stats()))
 
 
 class DurableInbox(Service, ThreadActor):
@@ -218,6 +218,7 @@ class DurableInbox(Service, ThreadActor):
             self.db.close()
 
     def handle(self, message: Any) -> Any:
+        """Handle a send (group commit), a get, a mark, a registration, a redelivery tick or statistics."""
         if message.__class__ is _Send:
             self.pending.append(message)
             if not len(self.actor_inbox.queue):

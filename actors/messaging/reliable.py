@@ -138,6 +138,9 @@ class GetStatistics:
     """Ask either controller for its statistics."""
 
 
+_MIN_WINDOW = 2
+"""The smallest window: refilled at half, a window of 1 would never be refilled."""
+
 _CONTROL = frozenset({*MESSAGE_KINDS, _Register, _Tick, GetStatistics})
 
 
@@ -536,7 +539,7 @@ class ConsumerController(Actor):
         request_interval: float = 1.0,
     ) -> None:
         super().__init__()
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        if isinstance(window, bool) or not isinstance(window, int) or window < _MIN_WINDOW:
             msg = f"the window must be an int >= 2 messages, got {window!r}"
             raise ValueError(msg)
         self.link = link

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 from pykka import ActorDeadError
@@ -176,7 +176,7 @@ class SessionRef(ServiceRef):
         session_id: str | None = None,
     ) -> str:
         """Create a session owned by agent `owner` (a member from the start); return its id."""
-        return self.ask(_Create(owner, ref, dict(metadata or {}), session_id))
+        return cast("str", self.ask(_Create(owner, ref, dict(metadata or {}), session_id)))
 
     def join(self, session: str, agent: str, ref: ActorRef[Any] | None = None) -> None:
         """Add agent `agent` (receiving at `ref`) to `session`; joining twice rebinds its ref."""
@@ -188,11 +188,11 @@ class SessionRef(ServiceRef):
 
     def broadcast(self, session: str, message: Any, *, sender: str) -> int:
         """Send `message` to every member but `sender` (a member); return how many it reached."""
-        return self.ask(_Broadcast(session, message, sender))
+        return cast("int", self.ask(_Broadcast(session, message, sender)))
 
     def members(self, session: str) -> tuple[str, ...]:
         """Return the members' agent ids, sorted."""
-        return self.ask(_Members(session))
+        return cast("tuple[str, ...]", self.ask(_Members(session)))
 
     def close(self, session: str) -> None:
         """Close `session`: its members leave; nobody may join or speak after. Closing twice is a no-op."""
@@ -200,15 +200,15 @@ class SessionRef(ServiceRef):
 
     def info(self, session: str) -> SessionInfo:
         """Return a snapshot of `session`."""
-        return self.ask(_Info(session))
+        return cast("SessionInfo", self.ask(_Info(session)))
 
     def sessions(self) -> tuple[SessionInfo, ...]:
         """Return a snapshot of every session this manager holds, by id."""
-        return self.ask(_Info(None))
+        return cast("tuple[SessionInfo, ...]", self.ask(_Info(None)))
 
     def resume(self, session: str, refs: Mapping[str, ActorRef[Any]] | None = None) -> SessionTranscript:
         """Rebuild `session` from the history, binding members to `refs`; return it with its messages in order."""
-        return self.ask(_Resume(session, dict(refs or {})))
+        return cast("SessionTranscript", self.ask(_Resume(session, dict(refs or {}))))
 
 
 def _check_agent(agent: object) -> str:
@@ -235,6 +235,7 @@ class SessionManager(Service):
         self.sessions: dict[str, _Session] = {}
 
     def handle(self, message: Any) -> Any:
+        """Handle one session request, or a member's termination."""
         match message:
             case _Broadcast():
                 return self._broadcast(message)
@@ -286,7 +287,7 @@ class SessionManager(Service):
         if session is None:
             msg = f"no session {sid!r} in {self}; create it, or resume it from the history"
             raise SessionNotFoundError(msg)
-        return session
+        return cast("_Session", session)
 
     def _open(self, sid: object) -> _Session:
         session = self._get(sid)

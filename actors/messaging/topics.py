@@ -1,4 +1,4 @@
-"""Topic names and the glob patterns subscriptions are keyed by.
+r"""Topic names and the glob patterns subscriptions are keyed by.
 
 A topic name is one or more dot-separated segments, each of letters, digits,
 ``_``, ``-`` or ``:`` (``tasks.review``, ``session:42.chat``). A pattern has
@@ -12,7 +12,7 @@ the same shape, and a segment may also be a wildcard:
 
 Matching is case-sensitive and covers the whole name. A pattern is compiled
 once, to a regular expression over the name with a dot in front of every
-segment (``.tasks.review``), so ``**`` is ``(?:\\.[^.]+)*``.
+segment (``.tasks.review``), so ``**`` is ``(?:\.[^.]+)*``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def compile_pattern(pattern: object) -> TopicPattern:
     if problem is not None:
         msg = f"topic pattern {pattern!r} {problem}; use segments such as 'tasks.*' or 'tasks.**'"
         raise TopicError(msg)
-    assert isinstance(pattern, str)
+    assert isinstance(pattern, str)  # noqa: S101 - _problem checked it
     segments = pattern.split(".")
     if not any(s in ("*", "**") for s in segments):
         return TopicPattern(pattern, literal=True, regex=None)

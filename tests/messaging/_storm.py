@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from actors import Actor, ActorSystem
-from actors.messaging import DurableInbox, MessageBroker, MessageHistory, ProducerController
+from actors.messaging import DurableInbox, MessageBroker, MessageHistory, ProducerController, spawn_service
 from actors.protocol import AgentMessage, MessageType
 
 
@@ -20,33 +20,38 @@ class _Sink(Actor):
         pass
 
 
+def _say(acknowledged: object) -> None:
+    sys.stdout.write(f"{acknowledged}\n")
+    sys.stdout.flush()
+
+
 def main(kind: str, path: str) -> None:
     with ActorSystem("storm") as system:
         if kind == "history":
-            history = system.spawn(MessageHistory, path)
-            broker = system.spawn(MessageBroker, history=history)
+            history = spawn_service(system, MessageHistory, path)
+            broker = spawn_service(system, MessageBroker, history=history)
             broker.subscribe("storm.*", system.spawn(_Sink))
             i = 0
             while True:
                 futures = [broker.publish_acked("storm.x", {"n": i + k}) for k in range(50)]
                 for k, future in enumerate(futures):
                     future.get(timeout=30)
-                    print(i + k, flush=True)
+                    _say(i + k)
                 i += 50
         elif kind == "outbox":
             # A consumer that never grants credit: everything accepted stays in the outbox.
-            producer = system.spawn(ProducerController, system.spawn(_Sink), outbox=path)
+            producer = spawn_service(system, ProducerController, system.spawn(_Sink), outbox=path)
             i = 0
             while True:
                 producer.tell({"n": i})  # returns once committed
-                print(i, flush=True)
+                _say(i)
                 i += 1
         else:
-            inbox = system.spawn(DurableInbox, path)
+            inbox = spawn_service(system, DurableInbox, path)
             i = 0
             while True:
                 message = AgentMessage(sender="s", recipient="r", type=MessageType.TASK_REQUEST, content=i)
-                print(inbox.send(message, timeout=30), flush=True)
+                _say(inbox.send(message, timeout=30))
                 i += 1
 
 

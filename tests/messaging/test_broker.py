@@ -10,7 +10,15 @@ from pykka import ActorDeadError
 
 from actors import ActorSystem, BoundedMailbox, DeadLetterReason
 from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TopicError
-from actors.messaging import MEMBERSHIP_TOPIC, MemberJoined, MemberLeft, MessageBroker, Publish, Published
+from actors.messaging import (
+    MEMBERSHIP_TOPIC,
+    MemberJoined,
+    MemberLeft,
+    MessageBroker,
+    Publish,
+    Published,
+    spawn_service,
+)
 from actors.protocol import AgentMessage, MessageType, to_json
 from tests.core.actors_for_tests import WAIT, Gate
 from tests.messaging.helpers import Recorder
@@ -21,7 +29,7 @@ def _reasons(system: ActorSystem, reason: DeadLetterReason) -> list[Any]:
 
 
 def test_a_publication_reaches_every_subscriber_whose_pattern_matches(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     one, many, other = (system.spawn(Recorder, mode=mode) for _ in range(3))
     broker.subscribe("tasks.*", one)
     broker.subscribe("tasks.**", many)
@@ -35,7 +43,7 @@ def test_a_publication_reaches_every_subscriber_whose_pattern_matches(system: Ac
 
 
 def test_a_plain_callable_subscriber_is_called_with_each_message(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     got: list[Any] = []
     done = threading.Event()
 
@@ -52,7 +60,7 @@ def test_a_plain_callable_subscriber_is_called_with_each_message(system: ActorSy
 
 
 def test_a_coroutine_function_is_refused_where_a_plain_callable_is_required(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
 
     async def handler(message: Any) -> None:
         pass
@@ -66,7 +74,7 @@ def test_a_coroutine_function_is_refused_where_a_plain_callable_is_required(syst
 def test_publishing_to_an_empty_or_malformed_topic_is_a_topic_error_and_the_broker_keeps_serving(
     system: ActorSystem, topic: Any
 ) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     sink = system.spawn(Recorder)
     broker.subscribe("ok", sink)
     with pytest.raises(TopicError):
@@ -76,14 +84,14 @@ def test_publishing_to_an_empty_or_malformed_topic_is_a_topic_error_and_the_brok
 
 
 def test_a_publication_nobody_takes_is_a_dead_letter_with_its_own_reason(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     assert broker.publish("nobody.home", "lost") == 0
     assert _reasons(system, DeadLetterReason.NO_SUBSCRIBER) == ["lost"]
     assert broker.statistics().no_subscriber == 1
 
 
 def test_the_sender_does_not_receive_its_own_publication_unless_it_asks(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     me, you = system.spawn(Recorder, mode=mode), system.spawn(Recorder, mode=mode)
     broker.subscribe("chat", me, agent="me")
     broker.subscribe("chat", you, agent="you")
@@ -97,7 +105,7 @@ def test_the_sender_does_not_receive_its_own_publication_unless_it_asks(system: 
 
 
 def test_only_the_sender_is_skipped_so_a_lone_self_subscriber_makes_it_a_dead_letter(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     me = system.spawn(Recorder)
     broker.subscribe("chat", me)
     assert broker.publish("chat", "alone", sender=me) == 0
@@ -105,7 +113,7 @@ def test_only_the_sender_is_skipped_so_a_lone_self_subscriber_makes_it_a_dead_le
 
 
 def test_a_subscription_group_gets_one_copy_shared_among_its_members_in_turn(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     workers = [system.spawn(Recorder, mode=mode) for _ in range(3)]
     audit = system.spawn(Recorder, mode=mode)
     for worker in workers:
@@ -120,7 +128,7 @@ def test_a_subscription_group_gets_one_copy_shared_among_its_members_in_turn(sys
 
 
 def test_multicast_reaches_exactly_the_named_agents_and_refs(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     a, b, c, d = (system.spawn(Recorder, mode=mode) for _ in range(4))
     broker.subscribe("x", a, agent="a")
     broker.subscribe("x", b, agent="b")
@@ -131,7 +139,7 @@ def test_multicast_reaches_exactly_the_named_agents_and_refs(system: ActorSystem
 
 
 def test_a_subscriber_that_stops_is_removed_by_death_watch(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     left: list[Any] = []
     seen = threading.Event()
 
@@ -156,7 +164,7 @@ def test_a_subscriber_that_stops_is_removed_by_death_watch(system: ActorSystem, 
 def test_a_raising_callable_subscriber_does_not_affect_the_others_and_stays_subscribed(
     system: ActorSystem, mode: str
 ) -> None:
-    broker = system.spawn(MessageBroker, callback_mode=mode)
+    broker = spawn_service(system, MessageBroker, callback_mode=mode)
     calls: list[Any] = []
     done = threading.Event()
 
@@ -180,7 +188,7 @@ def test_a_raising_callable_subscriber_does_not_affect_the_others_and_stays_subs
 
 
 def test_a_slow_subscriber_drops_what_overflows_its_buffer_and_delays_no_one(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     slow, fast = system.spawn(Recorder, mode=mode), system.spawn(Recorder, mode=mode)
     gate = Gate()
     slow.tell(("hold", gate))
@@ -197,7 +205,7 @@ def test_a_slow_subscriber_drops_what_overflows_its_buffer_and_delays_no_one(sys
 
 
 def test_overflow_policy_fail_raises_to_the_publisher_after_the_others_got_it(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     slow, fast = system.spawn(Recorder), system.spawn(Recorder)
     gate = Gate()
     slow.tell(("hold", gate))
@@ -213,7 +221,7 @@ def test_overflow_policy_fail_raises_to_the_publisher_after_the_others_got_it(sy
 
 
 def test_envelope_subscribers_receive_the_topic_and_sender(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     sink = system.spawn(Recorder)
     broker.subscribe("a.*", sink, envelope=True)
     broker.publish("a.b", "m", sender="me")
@@ -223,7 +231,7 @@ def test_envelope_subscribers_receive_the_topic_and_sender(system: ActorSystem) 
 def test_a_bad_told_request_is_a_rejected_dead_letter_and_an_asked_one_fails_only_its_asker(
     system: ActorSystem, logs: Any
 ) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     sink = system.spawn(Recorder)
     broker.subscribe("ok", sink)
     broker.tell(Publish("bad topic", 1))
@@ -239,7 +247,7 @@ def test_a_bad_told_request_is_a_rejected_dead_letter_and_an_asked_one_fails_onl
 
 
 def test_a_stopped_broker_refuses_publications_and_its_asks_resolve(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     broker.stop()
     with pytest.raises(ActorDeadError):
         broker.publish("t", 1)
@@ -248,7 +256,7 @@ def test_a_stopped_broker_refuses_publications_and_its_asks_resolve(system: Acto
 
 
 def test_unsubscribing_stops_delivery(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker, mode=mode)
+    broker = spawn_service(system, MessageBroker, mode=mode)
     sink = system.spawn(Recorder, mode=mode)
     sub = broker.subscribe("t", sink)
     broker.publish("t", 1)
@@ -259,7 +267,7 @@ def test_unsubscribing_stops_delivery(system: ActorSystem, mode: str) -> None:
 
 
 def test_a_subscriber_whose_own_bounded_mailbox_refuses_is_counted_as_a_drop_not_an_error(system: ActorSystem) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     gate = Gate()
     slow = system.spawn(Recorder, mailbox=BoundedMailbox(1, overflow="fail"))
     fast = system.spawn(Recorder)
@@ -278,7 +286,7 @@ def test_a_subscriber_whose_own_bounded_mailbox_refuses_is_counted_as_a_drop_not
 def test_a_malformed_or_unknown_version_json_message_is_rejected_naming_the_field_and_dead_lettered(
     system: ActorSystem,
 ) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     sink = system.spawn(Recorder)
     broker.subscribe("t", sink)
     good = AgentMessage(sender="a", type=MessageType.STATUS_UPDATE, content={"ok": True})

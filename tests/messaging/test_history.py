@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -11,7 +12,7 @@ from pykka import ActorDeadError
 
 from actors import ActorSystem, DeadLetterReason, ManualClock
 from actors.errors import HistoryPayloadError, HistoryQueryError
-from actors.messaging import HistoryRetention, MessageBroker, MessageHistory
+from actors.messaging import HistoryRetention, MessageBroker, MessageHistory, spawn_service
 from actors.messaging.history import Append
 from actors.protocol import AgentMessage, MessageType
 from tests.messaging.helpers import Recorder
@@ -27,7 +28,7 @@ def _message(sender: str, recipient: str | None, n: int, correlation: str | None
 
 
 def test_each_stream_numbers_its_entries_from_one_in_append_order(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
     acks = [history.append("topic:a" if i % 2 else "topic:b", i, topic="a" if i % 2 else "b") for i in range(6)]
     assert [ack.get(timeout=5) for ack in acks] == [1, 1, 2, 2, 3, 3]
     page = history.query(stream="topic:a")
@@ -35,7 +36,7 @@ def test_each_stream_numbers_its_entries_from_one_in_append_order(system: ActorS
 
 
 def test_appends_that_arrive_together_share_a_commit(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
     acks = [history.append("s", i) for i in range(2000)]
     assert acks[-1].get(timeout=10) == 2000
     stats = history.statistics()
@@ -48,22 +49,20 @@ def test_the_broker_records_every_publication_and_an_acked_one_is_committed(
     system: ActorSystem, tmp_path: Path
 ) -> None:
     path = tmp_path / "h.db"
-    history = system.spawn(MessageHistory, path)
-    broker = system.spawn(MessageBroker, history=history)
+    history = spawn_service(system, MessageHistory, path)
+    broker = spawn_service(system, MessageBroker, history=history)
     sink = system.spawn(Recorder)
     broker.subscribe("tasks.*", sink)
     broker.publish("tasks.a", _message("planner", None, 1))
     assert broker.publish_acked("tasks.b", _message("planner", None, 2)).get(timeout=5) == 1
-    import sqlite3
-
     with sqlite3.connect(path) as other:  # another connection sees it: committed
         assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 2
     assert [e.topic for e in history.query(agent="planner").entries] == ["tasks.a", "tasks.b"]
 
 
 def test_a_non_json_payload_is_refused_before_delivery_when_history_is_on(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
-    broker = system.spawn(MessageBroker, history=history)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    broker = spawn_service(system, MessageBroker, history=history)
     sink = system.spawn(Recorder)
     broker.subscribe("t", sink)
     with pytest.raises(HistoryPayloadError, match="JSON"):
@@ -78,7 +77,7 @@ def test_a_non_json_payload_is_refused_before_delivery_when_history_is_on(system
 
 def test_queries_filter_by_agent_session_topic_type_correlation_and_time(system: ActorSystem, tmp_path: Path) -> None:
     clock = ManualClock(1000.0)
-    history = system.spawn(MessageHistory, tmp_path / "h.db", now=clock.now)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=clock.now)
     history.append("direct:a:b", _message("a", "b", 1, "c1"), sender="a", recipient="b").get(timeout=5)
     clock.advance(10)
     history.append("session:s", _message("b", None, 2), sender="b", session="s").get(timeout=5)
@@ -100,7 +99,7 @@ def test_queries_filter_by_agent_session_topic_type_correlation_and_time(system:
 
 
 def test_paging_walks_every_entry_once_in_order(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
     for i in range(25):
         history.append("s", i)
     seen: list[int] = []
@@ -121,7 +120,7 @@ def test_paging_walks_every_entry_once_in_order(system: ActorSystem, tmp_path: P
 def test_malformed_queries_are_refused_and_the_history_keeps_serving(
     system: ActorSystem, tmp_path: Path, filters: dict[str, Any], match: str
 ) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
     with pytest.raises(HistoryQueryError, match=match):
         history.query(**filters)
     assert history.append("s", 1).get(timeout=5) == 1
@@ -130,8 +129,12 @@ def test_malformed_queries_are_refused_and_the_history_keeps_serving(
 def test_retention_deletes_by_age_on_the_system_clock_timer(
     system: ActorSystem, clock: ManualClock, tmp_path: Path
 ) -> None:
-    history = system.spawn(
-        MessageHistory, tmp_path / "h.db", now=clock.now, retention=HistoryRetention(max_age=100.0, interval=10.0)
+    history = spawn_service(
+        system,
+        MessageHistory,
+        tmp_path / "h.db",
+        now=clock.now,
+        retention=HistoryRetention(max_age=100.0, interval=10.0),
     )
     history.append("s", "old").get(timeout=5)
     clock.advance(95)
@@ -145,7 +148,7 @@ def test_retention_deletes_by_age_on_the_system_clock_timer(
 
 def test_the_default_retention_is_thirty_days(system: ActorSystem, tmp_path: Path) -> None:
     clock = ManualClock(0.0)
-    history = system.spawn(MessageHistory, tmp_path / "h.db", now=clock.now)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=clock.now)
     history.append("s", 1).get(timeout=5)
     clock.advance(30 * 24 * 3600 - 1)
     assert history.enforce_retention() == 0
@@ -154,7 +157,7 @@ def test_the_default_retention_is_thirty_days(system: ActorSystem, tmp_path: Pat
 
 
 def test_retention_by_row_count_keeps_the_newest(system: ActorSystem, tmp_path: Path) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db", retention=HistoryRetention(max_rows=3))
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", retention=HistoryRetention(max_rows=3))
     for i in range(10):
         history.append("s", i)
     assert history.enforce_retention() == 7
@@ -164,11 +167,11 @@ def test_retention_by_row_count_keeps_the_newest(system: ActorSystem, tmp_path: 
 def test_a_reopened_history_continues_every_stream_numbering(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     with ActorSystem("one") as first:
-        history = first.spawn(MessageHistory, path)
+        history = spawn_service(first, MessageHistory, path)
         history.append("s", 1)
         history.append("s", 2)
     with ActorSystem("two") as second:
-        history = second.spawn(MessageHistory, path)
+        history = spawn_service(second, MessageHistory, path)
         assert history.append("s", 3).get(timeout=5) == 3
         assert [e.message for e in history.query(stream="s").entries] == [1, 2, 3]
 
@@ -176,8 +179,8 @@ def test_a_reopened_history_continues_every_stream_numbering(tmp_path: Path) -> 
 def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publications_fail(
     system: ActorSystem, tmp_path: Path
 ) -> None:
-    history = system.spawn(MessageHistory, tmp_path / "h.db")
-    broker = system.spawn(MessageBroker, history=history)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    broker = spawn_service(system, MessageBroker, history=history)
     sink = system.spawn(Recorder)
     broker.subscribe("t", sink)
     history.stop()
@@ -191,7 +194,7 @@ def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publicat
 def test_a_clock_stepped_back_repeats_its_last_reading_so_time_bounds_stay_exact(tmp_path: Path) -> None:
     readings = iter([10.0, 20.0, 15.0, 30.0])
     with ActorSystem("clocked") as system:
-        history = system.spawn(MessageHistory, tmp_path / "h.db", now=lambda: next(readings))
+        history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=lambda: next(readings))
         for i in range(4):
             history.append("s", i).get(timeout=5)
         page = history.query(stream="s")
@@ -212,7 +215,7 @@ def test_time_range_queries_match_a_scan_of_the_log(
         since, until = until, since
     clock = ManualClock(0.0)
     with ActorSystem("ranges") as system:
-        history = system.spawn(MessageHistory, tmp_path_factory.mktemp("h") / "h.db", now=clock.now)
+        history = spawn_service(system, MessageHistory, tmp_path_factory.mktemp("h") / "h.db", now=clock.now)
         for i, step in enumerate(steps):
             if step >= 0:
                 clock.advance(step)
@@ -228,10 +231,8 @@ def test_time_range_queries_match_a_scan_of_the_log(
 def test_entries_nobody_awaits_commit_together_once_the_commit_delay_passes(
     system: ActorSystem, clock: ManualClock, tmp_path: Path
 ) -> None:
-    import sqlite3
-
     path = tmp_path / "h.db"
-    history = system.spawn(MessageHistory, path, commit_delay=0.005)
+    history = spawn_service(system, MessageHistory, path, commit_delay=0.005)
     for i in range(10):
         history.tell(Append("s", i))
     assert clock.wait_for_timers(2, timeout=5)  # the retention timer, then the commit timer

@@ -8,7 +8,7 @@ import pytest
 
 from actors import ActorSystem, ManualClock
 from actors.errors import ProtocolError, UnknownMessageError
-from actors.messaging import DurableInbox
+from actors.messaging import DurableInbox, spawn_service
 from actors.protocol import AgentMessage, MessageType, Priority, to_json
 from tests.messaging.helpers import Recorder
 
@@ -21,7 +21,7 @@ def _to(agent: str, n: int, priority: Priority = Priority.MEDIUM) -> AgentMessag
 
 
 def test_messages_come_out_by_priority_then_in_the_order_sent(system: ActorSystem, tmp_path: Path) -> None:
-    inbox = system.spawn(DurableInbox, tmp_path / "i.db")
+    inbox = spawn_service(system, DurableInbox, tmp_path / "i.db")
     for n, priority in [(1, Priority.LOW), (2, Priority.HIGH), (3, Priority.MEDIUM), (4, Priority.HIGH)]:
         inbox.send(_to("coder", n, priority))
     inbox.send(_to("other", 5))
@@ -31,7 +31,7 @@ def test_messages_come_out_by_priority_then_in_the_order_sent(system: ActorSyste
 def test_a_message_marked_processed_is_gone_and_marking_an_unknown_one_is_an_error(
     system: ActorSystem, tmp_path: Path
 ) -> None:
-    inbox = system.spawn(DurableInbox, tmp_path / "i.db")
+    inbox = spawn_service(system, DurableInbox, tmp_path / "i.db")
     message_id = inbox.send(_to("a", 1))
     inbox.mark_processed(message_id)
     with pytest.raises(UnknownMessageError, match="already processed"):
@@ -42,7 +42,7 @@ def test_a_message_marked_processed_is_gone_and_marking_an_unknown_one_is_an_err
 def test_a_message_fetched_but_not_marked_comes_back_after_the_visibility_timeout(
     system: ActorSystem, clock: ManualClock, tmp_path: Path
 ) -> None:
-    inbox = system.spawn(DurableInbox, tmp_path / "i.db", visibility_timeout=30.0, now=clock.now)
+    inbox = spawn_service(system, DurableInbox, tmp_path / "i.db", visibility_timeout=30.0, now=clock.now)
     inbox.send(_to("a", 1))
     first = inbox.get_messages("a")
     assert [i.deliveries for i in first] == [1]
@@ -55,7 +55,7 @@ def test_a_message_fetched_but_not_marked_comes_back_after_the_visibility_timeou
 
 
 def test_a_registering_agent_gets_its_backlog_in_order_and_then_new_mail(system: ActorSystem, tmp_path: Path) -> None:
-    inbox = system.spawn(DurableInbox, tmp_path / "i.db")
+    inbox = spawn_service(system, DurableInbox, tmp_path / "i.db")
     for n in range(3):
         inbox.send(_to("coder", n))
     coder = system.spawn(Recorder)
@@ -68,18 +68,18 @@ def test_a_registering_agent_gets_its_backlog_in_order_and_then_new_mail(system:
 def test_the_inbox_survives_a_restart_and_keeps_what_was_not_processed(tmp_path: Path) -> None:
     path = tmp_path / "i.db"
     with ActorSystem("one") as system:
-        inbox = system.spawn(DurableInbox, path)
+        inbox = spawn_service(system, DurableInbox, path)
         kept = inbox.send(_to("a", 1))
         inbox.mark_processed(inbox.send(_to("a", 2)))
     with ActorSystem("two") as system:
-        inbox = system.spawn(DurableInbox, path)
+        inbox = spawn_service(system, DurableInbox, path)
         assert [i.message_id for i in inbox.get_messages("a")] == [kept]
 
 
 def test_malformed_json_is_refused_naming_the_field_and_the_inbox_keeps_serving(
     system: ActorSystem, tmp_path: Path
 ) -> None:
-    inbox = system.spawn(DurableInbox, tmp_path / "i.db")
+    inbox = spawn_service(system, DurableInbox, tmp_path / "i.db")
     text = to_json(_to("a", 1)).replace('"TASK_REQUEST"', '"nonsense"').replace('"task_request"', '"nonsense"')
     with pytest.raises(ProtocolError) as caught:
         inbox.send(text)

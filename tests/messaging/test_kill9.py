@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from actors import ActorSystem
-from actors.messaging import ConsumerController, ProducerController
+from actors.messaging import ConsumerController, ProducerController, spawn_service
 from actors.messaging.reliable import GetStatistics
 from tests.messaging.helpers import Recorder
 
@@ -68,8 +68,8 @@ def test_what_a_killed_producer_accepted_into_its_outbox_is_sent_in_order_by_the
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with ActorSystem("resumed") as system:
         handler = system.spawn(Recorder)
-        consumer = system.spawn(ConsumerController, handler)
-        producer = system.spawn(ProducerController, consumer, outbox=path)
+        consumer = spawn_service(system, ConsumerController, handler)
+        producer = spawn_service(system, ProducerController, consumer, outbox=path)
         producer.ask(GetStatistics())
         consumer.ask(GetStatistics())
         stats = producer.ask(GetStatistics())

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from actors import ActorSystem, ManualClock
-from actors.messaging import ConsumerController, LossyLink, ProducerController
+from actors.messaging import ConsumerController, LossyLink, ProducerController, spawn_service
 from actors.messaging.reliable import GetStatistics
 from tests.messaging.helpers import Recorder
 
 
 def _run(system: ActorSystem, clock: ManualClock, mode: str, link: LossyLink | None, count: int) -> list[int]:
     handler = system.spawn(Recorder, mode=mode)
-    consumer = system.spawn(ConsumerController, handler, window=10, link=link, mode=mode)
-    producer = system.spawn(ProducerController, consumer, link=link, mode=mode)
+    consumer = spawn_service(system, ConsumerController, handler, window=10, link=link, mode=mode)
+    producer = spawn_service(system, ProducerController, consumer, link=link, mode=mode)
     for i in range(count):
         producer.tell(i)
     got: list[int] = []
@@ -37,13 +37,15 @@ def test_over_a_lossy_link_every_message_reaches_the_handler_exactly_once_in_ord
 ) -> None:
     link = LossyLink(drop=0.1, duplicate=0.1, reorder=0.1, seed=seed)
     assert _run(system, clock, mode, link, 200) == list(range(200))
-    assert link.dropped and link.duplicated and link.reordered
+    assert link.dropped
+    assert link.duplicated
+    assert link.reordered
 
 
 def test_the_consumer_grants_a_window_and_refills_it_at_half(system: ActorSystem, clock: ManualClock) -> None:
     handler = system.spawn(Recorder)
-    consumer = system.spawn(ConsumerController, handler, window=10)
-    producer = system.spawn(ProducerController, consumer)
+    consumer = spawn_service(system, ConsumerController, handler, window=10)
+    producer = spawn_service(system, ProducerController, consumer)
     producer.ask(GetStatistics())  # barriers: the producer has registered,
     consumer.ask(GetStatistics())  # and the consumer has granted its first window
     for i in range(25):  # one thread sends: nothing overtakes anything, nothing is resent

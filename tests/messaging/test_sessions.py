@@ -15,6 +15,7 @@ from actors.messaging import (
     SessionManager,
     SessionMemberJoined,
     SessionMemberLeft,
+    spawn_service,
 )
 from tests.core.actors_for_tests import WAIT
 from tests.messaging.helpers import Recorder
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def test_members_join_hear_each_other_but_not_themselves_and_leave(system: ActorSystem, mode: str) -> None:
-    sessions = system.spawn(SessionManager, mode=mode)
+    sessions = spawn_service(system, SessionManager, mode=mode)
     planner, coder, tester = (system.spawn(Recorder, mode=mode) for _ in range(3))
     sid = sessions.create("planner", planner, metadata={"goal": "ship"})
     sessions.join(sid, "coder", coder)
@@ -40,7 +41,7 @@ def test_members_join_hear_each_other_but_not_themselves_and_leave(system: Actor
 
 
 def test_bad_session_requests_are_named_errors_and_the_manager_keeps_serving(system: ActorSystem) -> None:
-    sessions = system.spawn(SessionManager)
+    sessions = spawn_service(system, SessionManager)
     sid = sessions.create("owner")
     with pytest.raises(NotASessionMemberError, match="not a member"):
         sessions.leave(sid, "stranger")
@@ -58,7 +59,7 @@ def test_bad_session_requests_are_named_errors_and_the_manager_keeps_serving(sys
 
 
 def test_a_member_that_stops_leaves_the_session(system: ActorSystem, mode: str) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = spawn_service(system, MessageBroker)
     events: list[Any] = []
     left = threading.Event()
 
@@ -68,7 +69,7 @@ def test_a_member_that_stops_leaves_the_session(system: ActorSystem, mode: str) 
             left.set()
 
     broker.subscribe("troupe.sessions.**", on_event)
-    sessions = system.spawn(SessionManager, broker=broker, mode=mode)
+    sessions = spawn_service(system, SessionManager, broker=broker, mode=mode)
     owner, member = system.spawn(Recorder, mode=mode), system.spawn(Recorder, mode=mode)
     sid = sessions.create("owner", owner)
     sessions.join(sid, "member", member)
@@ -85,8 +86,8 @@ def test_a_member_that_stops_leaves_the_session(system: ActorSystem, mode: str) 
 def test_a_session_resumes_from_the_history_with_its_members_and_messages_in_order(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     with ActorSystem("before") as system:
-        history = system.spawn(MessageHistory, path)
-        sessions = system.spawn(SessionManager, history=history)
+        history = spawn_service(system, MessageHistory, path)
+        sessions = spawn_service(system, SessionManager, history=history)
         a, b, c = (system.spawn(Recorder) for _ in range(3))
         sid = sessions.create("a", a, metadata={"topic": "design"})
         sessions.join(sid, "b", b)
@@ -96,8 +97,8 @@ def test_a_session_resumes_from_the_history_with_its_members_and_messages_in_ord
         sessions.leave(sid, "c")
         history.flush()
     with ActorSystem("after") as system:
-        history = system.spawn(MessageHistory, path)
-        sessions = system.spawn(SessionManager, history=history)
+        history = spawn_service(system, MessageHistory, path)
+        sessions = spawn_service(system, SessionManager, history=history)
         a, b = system.spawn(Recorder), system.spawn(Recorder)
         transcript = sessions.resume(sid, {"a": a, "b": b})
         assert transcript.info.members == ("a", "b")
