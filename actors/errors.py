@@ -244,6 +244,8 @@ class RemoteTaskError(TroupeError, RuntimeError):
 
 class ExpectationError(TroupeError, AssertionError):
     """A test-kit expectation failed (a message that did not come, or one that should not have)."""
+
+
 # -- messaging (actors.messaging) ------------------------------------------------------------------
 
 
