@@ -13,12 +13,16 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
+    "AgentRegistrationError",
     "ConflictError",
     "ConflictNotFoundError",
+    "CoordinationStoppedError",
     "CoroutineSubscriberError",
     "EventLoopError",
+    "ExpectationError",
     "HistoryPayloadError",
     "HistoryQueryError",
+    "LeaseNotHeldError",
     "MailboxFullError",
     "ModeError",
     "NoRouteeError",
@@ -27,18 +31,27 @@ __all__ = [
     "PatternError",
     "PoolExhaustedError",
     "ProtocolError",
+    "RemoteTaskError",
+    "ResourceRequestError",
+    "ResourceWaitTimeoutError",
     "RestartIntensityError",
     "RouteeStartError",
     "SessionClosedError",
     "SessionNotFoundError",
     "SpawnContextError",
+    "StaleFencingTokenError",
     "StrategyError",
     "SubscriberOverflowError",
     "SystemShutdownError",
+    "TaskCancelledError",
+    "TaskSpecError",
+    "TaskTimeoutError",
     "TopicError",
     "TroupeError",
     "TroupeInternalError",
+    "UnknownAgentError",
     "UnknownMessageError",
+    "UnknownTaskError",
 ]
 
 
@@ -157,6 +170,80 @@ class ProtocolError(TroupeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+# -- coordination (actors.coordination) and its test kit (actors.testing) ---------
+
+
+class AgentRegistrationError(TroupeError, ValueError):
+    """A registration the coordinator cannot accept (one actor under two agent ids, a bad descriptor)."""
+
+
+class UnknownAgentError(TroupeError, LookupError):
+    """No agent with this id is registered with the coordinator."""
+
+
+class TaskSpecError(TroupeError, ValueError):
+    """A task, retry policy or timeout that cannot be valid (a zero or negative timeout, say)."""
+
+
+class UnknownTaskError(TroupeError, LookupError):
+    """No task with this id was ever submitted to the coordinator."""
+
+
+class TaskTimeoutError(TroupeError, TimeoutError):
+    """One of a task's timeouts passed (Temporal's four).
+
+    Attributes:
+        timeout: which one: ``"schedule_to_start"``, ``"start_to_close"``,
+            ``"schedule_to_close"`` or ``"heartbeat"``.
+        task_id: the task it ended (or whose attempt it ended).
+    """
+
+    def __init__(self, message: str, *, timeout: str, task_id: str) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.task_id = task_id
+
+
+class TaskCancelledError(TroupeError, RuntimeError):
+    """The task was cancelled before it finished; it is never retried."""
+
+
+class CoordinationStoppedError(TroupeError, RuntimeError):
+    """The coordinator or resource manager stopped before it could answer this task or request."""
+
+
+class ResourceRequestError(TroupeError, ValueError):
+    """A resource request that can never be granted (unknown resource, more than the capacity, no units)."""
+
+
+class ResourceWaitTimeoutError(TroupeError, TimeoutError):
+    """A resource request waited in the queue longer than its timeout and was withdrawn."""
+
+
+class LeaseNotHeldError(TroupeError, LookupError):
+    """The lease is not held by this owner: released already, expired, revoked, or someone else's."""
+
+
+class StaleFencingTokenError(TroupeError, PermissionError):
+    """A fencing token older than the resource's current grant: its lease ended; do not act on it."""
+
+
+class RemoteTaskError(TroupeError, RuntimeError):
+    """A task's error as it came over the protocol (an ERROR_REPORT): its type is named, not rebuilt.
+
+    Attributes:
+        error_type: the name of the remote exception's type.
+    """
+
+    def __init__(self, message: str, *, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class ExpectationError(TroupeError, AssertionError):
+    """A test-kit expectation failed (a message that did not come, or one that should not have)."""
 
 
 # -- messaging (actors.messaging) ------------------------------------------------------------------

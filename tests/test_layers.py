@@ -5,7 +5,7 @@
   package added beside them) imports from troupe only `actors._core`'s named
   seams (``from actors._core import X``, X in its ``__all__``), `actors.errors`,
   `actors.protocol` and its own package; never a private name of a sibling.
-- `patterns/` imports only what `actors/__init__.py` exports.
+- `patterns/` and the test kit `actors.testing` import only what `actors/__init__.py` exports.
 - Only `actors._core` touches pykka's private modules.
 """
 
@@ -51,7 +51,7 @@ def _package_of(path: Path) -> str:
 def _service_modules() -> Iterator[Path]:
     for path in ACTORS.rglob("*.py"):
         top = path.relative_to(ACTORS).parts[0]
-        if top not in ("_core", "__init__.py", "errors.py", "protocol.py"):
+        if top not in ("_core", "__init__.py", "errors.py", "protocol.py", "testing"):
             yield path
 
 
@@ -109,6 +109,19 @@ def test_patterns_use_only_the_public_api_of_actors() -> None:
     public = set(actors.__all__)
     for path in (ROOT / "patterns").rglob("*.py"):
         for imp in _imports(path):
+            if imp.module.startswith("actors"):
+                assert imp.module == "actors", f"{imp}: import it from actors"
+                assert set(imp.names) <= public, f"{imp}: only what actors.__all__ exports"
+
+
+def test_the_test_kit_uses_only_the_public_api_of_actors() -> None:
+    import actors
+
+    public = set(actors.__all__)
+    for path in (ACTORS / "testing").rglob("*.py"):
+        for imp in _imports(path):
+            if imp.module == "actors.testing" or imp.module.startswith("actors.testing."):
+                continue
             if imp.module.startswith("actors"):
                 assert imp.module == "actors", f"{imp}: import it from actors"
                 assert set(imp.names) <= public, f"{imp}: only what actors.__all__ exports"

@@ -1,0 +1,113 @@
+"""Agents, the Coordinator and the ResourceManager: identity, status, health, discovery, tasks, leases.
+
+Each service is an actor built on the runtime's named seams only
+(`actors._core`), talking by the messages of `messages` and `resources`.
+See `agent`, `coordinator` and `resources` for the contracts.
+"""
+
+from actors.coordination.agent import DEFAULT_HEARTBEAT_INTERVAL, Agent
+from actors.coordination.coordinator import Coordinator, submit_task
+from actors.coordination.health import Health, HealthPolicy, HealthSample
+from actors.coordination.identity import AgentDescriptor, AgentId
+from actors.coordination.messages import (
+    AgentDeclared,
+    AgentHeartbeat,
+    AgentInfo,
+    CancelRun,
+    CancelTask,
+    Deregister,
+    FindAgents,
+    GetAgent,
+    GetCoordinationStatistics,
+    GetTask,
+    ListAgentTypes,
+    ListCapabilities,
+    Register,
+    RegistrationResult,
+    RegistryEvent,
+    RegistryEventKind,
+    RegistrySnapshot,
+    RunTask,
+    Submit,
+    TaskFinished,
+    TaskProgress,
+    UnwatchRegistry,
+    WatchRegistry,
+    from_agent_message,
+    to_agent_message,
+)
+from actors.coordination.resources import (
+    Acquire,
+    CancelRequest,
+    GetResourceStatistics,
+    KeepAlive,
+    Lease,
+    LeaseRequest,
+    Release,
+    ResourceManager,
+    ResourceStatistics,
+    ResourceUsage,
+    ValidateLease,
+)
+from actors.coordination.statistics import CapabilityStatistics, CoordinationStatistics
+from actors.coordination.status import AgentStatus, StatusChange
+from actors.coordination.tasks import RetryPolicy, Task, TaskHandle, TaskInfo, TaskSpec, TaskState, Timeouts
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "Acquire",
+    "Agent",
+    "AgentDeclared",
+    "AgentDescriptor",
+    "AgentHeartbeat",
+    "AgentId",
+    "AgentInfo",
+    "AgentStatus",
+    "CancelRequest",
+    "CancelRun",
+    "CancelTask",
+    "CapabilityStatistics",
+    "CoordinationStatistics",
+    "Coordinator",
+    "Deregister",
+    "FindAgents",
+    "GetAgent",
+    "GetCoordinationStatistics",
+    "GetResourceStatistics",
+    "GetTask",
+    "Health",
+    "HealthPolicy",
+    "HealthSample",
+    "KeepAlive",
+    "Lease",
+    "LeaseRequest",
+    "ListAgentTypes",
+    "ListCapabilities",
+    "Register",
+    "RegistrationResult",
+    "RegistryEvent",
+    "RegistryEventKind",
+    "RegistrySnapshot",
+    "Release",
+    "ResourceManager",
+    "ResourceStatistics",
+    "ResourceUsage",
+    "RetryPolicy",
+    "RunTask",
+    "StatusChange",
+    "Submit",
+    "Task",
+    "TaskFinished",
+    "TaskHandle",
+    "TaskInfo",
+    "TaskProgress",
+    "TaskSpec",
+    "TaskState",
+    "Timeouts",
+    "UnwatchRegistry",
+    "ValidateLease",
+    "WatchRegistry",
+    "from_agent_message",
+    "submit_task",
+    "to_agent_message",
+]

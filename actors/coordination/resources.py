@@ -1,0 +1,562 @@
+"""`ResourceManager`: named resources with capacities, granted as all-or-nothing bundles under leases.
+
+::
+
+    rm = system.spawn(ResourceManager, {"gpu": 4, "llm-api": 100})
+    request = rm.ask(Acquire("planner", {"gpu": 1, "llm-api": 10}, holder=planner_ref, ttl=30))
+    lease = request.future.get(timeout=5)        # a Lease, with a fencing token
+    ...
+    rm.ask(Release(lease.lease_id, "planner"))
+
+Semantics:
+
+- A bundle is granted whole or not at all, so no holder ever waits while
+  holding part of what it needs (no deadlock by hold-and-wait; Ray's
+  placement groups).
+- A request that can never be granted (an unknown resource, more units than
+  the capacity, zero or negative units) is rejected at once with
+  `ResourceRequestError`; the others wait.
+- Waiting requests are served by priority (higher first), FIFO within a
+  priority. A request waits only behind earlier (or higher) requests that
+  want one of the same resources: a big GPU request does not hold up an
+  ``llm-api`` one, and cannot be overtaken by later GPU requests (no
+  starvation). A request with a ``timeout`` that is not granted in time fails
+  with `ResourceWaitTimeoutError`.
+- A lease with a ``ttl`` expires unless kept alive (`KeepAlive`); a lease
+  whose holder actor stops is released (death watch), within one turn.
+- Leases are reentrant per owner: the same owner acquiring the same bundle
+  while it holds it gets the same lease back (``holds`` + 1, TTL renewed);
+  it is freed when released as many times.
+- Every grant carries a fencing token, increasing across the manager. A
+  resource that must not be used on a stale grant checks it with
+  `ValidateLease` (or compares tokens: a newer grant has a larger one).
+- A lease released twice, by another owner, or after it ended raises
+  `LeaseNotHeldError`; the manager keeps serving.
+
+Threading: every handler runs on the manager's turn; request futures are
+settled there. `Lease` and the statistics are frozen.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import pykka
+from loguru import logger
+
+from actors._core import Actor, ActorRef, DeadLetterReason, FrozenDict, Future, Terminated
+from actors.coordination.statistics import percentile
+from actors.errors import (
+    CoordinationStoppedError,
+    LeaseNotHeldError,
+    ResourceRequestError,
+    ResourceWaitTimeoutError,
+    StaleFencingTokenError,
+)
+
+__all__ = [
+    "Acquire",
+    "CancelRequest",
+    "GetResourceStatistics",
+    "KeepAlive",
+    "Lease",
+    "LeaseRequest",
+    "Release",
+    "ResourceManager",
+    "ResourceStatistics",
+    "ResourceUsage",
+    "ValidateLease",
+]
+
+
+def _bundle(value: Mapping[str, int]) -> FrozenDict[str, int]:
+    return value if isinstance(value, FrozenDict) else FrozenDict(value)
+
+
+@attrs.frozen
+class Lease:
+    """A grant: `bundle` is held by `owner` until released, expired or its holder stops."""
+
+    lease_id: str
+    owner: str
+    bundle: FrozenDict[str, int]
+    fencing_token: int
+    granted_at: float
+    expires_at: float | None
+    holds: int = 1
+
+
+@attrs.frozen
+class Acquire:
+    """Ask for a bundle; answers a `LeaseRequest` whose future resolves to the `Lease`.
+
+    ``holder``: the actor the lease dies with (watched). ``timeout``: seconds
+    to wait in the queue (None: as long as it takes). ``ttl``: the lease's
+    time to live, renewed by `KeepAlive` (None: until released).
+    """
+
+    owner: str
+    bundle: FrozenDict[str, int] = attrs.field(converter=_bundle)
+    holder: pykka.ActorRef[Any] | None = attrs.field(default=None, eq=False)
+    priority: int = 0
+    timeout: float | None = None
+    ttl: float | None = None
+    units: tuple[tuple[str, int], ...] = attrs.field(init=False, repr=False, eq=False)
+    """The bundle's (name, units) pairs, read once: a `FrozenDict`'s items view iterates in Python."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(self.bundle.items()))
+
+
+@attrs.frozen(eq=False)
+class LeaseRequest:
+    """What `Acquire` answers: the request's id (for `CancelRequest`) and the future of its `Lease`."""
+
+    request_id: int
+    future: Future[Lease]
+
+
+@attrs.frozen
+class Release:
+    """Release one hold of a lease; answers the units still held by that lease (0 when freed)."""
+
+    lease_id: str
+    owner: str
+
+
+@attrs.frozen
+class KeepAlive:
+    """Renew a lease's TTL; answers the renewed `Lease` (raises `LeaseNotHeldError` if it ended)."""
+
+    lease_id: str
+    owner: str
+
+
+@attrs.frozen
+class ValidateLease:
+    """Answer the `Lease` if it is still held with this token; raise `StaleFencingTokenError` if not."""
+
+    lease_id: str
+    fencing_token: int
+
+
+@attrs.frozen
+class CancelRequest:
+    """Withdraw a waiting request; answers whether it was still waiting (its future gets `LeaseNotHeldError`)."""
+
+    request_id: int
+
+
+@attrs.frozen
+class GetResourceStatistics:
+    """Answer a `ResourceStatistics` snapshot."""
+
+
+@attrs.frozen
+class ResourceUsage:
+    """One resource's capacity and use."""
+
+    capacity: int
+    in_use: int
+    peak: int
+    last_fencing_token: int
+
+    @property
+    def utilization(self) -> float:
+        """In use over capacity."""
+        return self.in_use / self.capacity
+
+
+@attrs.frozen
+class ResourceStatistics:
+    """A snapshot of a `ResourceManager`."""
+
+    resources: FrozenDict[str, ResourceUsage]
+    leases: int
+    waiting: int
+    granted: int
+    released: int
+    expired: int
+    revoked: int
+    """Leases released because their holder stopped."""
+    timed_out: int
+    rejected: int
+    wait_p50: float | None
+    wait_p95: float | None
+
+
+@attrs.frozen
+class _Expire:
+    kind: str  # "wait" or "ttl"
+    key: Any
+    version: int = 0
+
+
+class _Waiting:
+    __slots__ = ("future", "holder_urn", "id", "message", "queued_at", "sort")
+
+    def __init__(self, rid: int, message: Acquire, now: float) -> None:
+        self.id = rid
+        self.message = message
+        self.future: Future[Lease] = Future()
+        self.queued_at = now
+        self.sort = (-message.priority, rid)
+        self.holder_urn = message.holder.actor_urn if message.holder is not None else None
+
+    def __lt__(self, other: _Waiting) -> bool:
+        return self.sort < other.sort
+
+
+class _Held:
+    __slots__ = ("expires_version", "holder_urn", "lease", "ttl", "units")
+
+    def __init__(self, lease: Lease, holder_urn: str | None, units: tuple[tuple[str, int], ...]) -> None:
+        self.lease = lease
+        self.units = units
+        self.holder_urn = holder_urn
+        self.ttl: float | None = None
+        # Invariant: only the TTL timer message carrying this version may expire the lease.
+        self.expires_version = 0
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+        msg = f"Acquire.{name} must be > 0 seconds (or None), got {value!r}"
+        raise ResourceRequestError(msg)
+
+
+class ResourceManager(Actor):
+    """Named resources with capacities, granted as leases on bundles (see the module docstring).
+
+    Args:
+        capacities: resource name -> units (ints > 0).
+    """
+
+    def __init__(self, capacities: Mapping[str, int]) -> None:
+        super().__init__()
+        for name, units in capacities.items():
+            if (
+                not isinstance(name, str)
+                or not name
+                or isinstance(units, bool)
+                or not isinstance(units, int)
+                or units <= 0
+            ):
+                msg = f"ResourceManager capacities must map names to ints > 0, got {name!r}: {units!r}"
+                raise ResourceRequestError(msg)
+        self._capacity: dict[str, int] = dict(capacities)
+        self._free: dict[str, int] = dict(capacities)
+        self._peak: dict[str, int] = dict.fromkeys(capacities, 0)
+        self._last_token: dict[str, int] = dict.fromkeys(capacities, 0)
+        self._clock = self.actor_system.clock
+        # Invariant: sorted by (-priority, request id): FIFO within a priority.
+        self._queue: list[_Waiting] = []
+        self._waiting: dict[int, _Waiting] = {}
+        self._leases: dict[str, _Held] = {}
+        self._by_owner_bundle: dict[tuple[str, FrozenDict[str, int]], str] = {}
+        self._watched: dict[str, tuple[ActorRef[Any], int]] = {}  # urn -> (ref, users)
+        self._rids = itertools.count(1)
+        self._tokens = itertools.count(1)
+        self._counts = dict.fromkeys(("granted", "released", "expired", "revoked", "timed_out", "rejected"), 0)
+        self._waits: deque[float] = deque(maxlen=4096)
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Acquire: self._on_acquire,
+            Release: self._on_release,
+            KeepAlive: self._on_keep_alive,
+            ValidateLease: self._on_validate,
+            CancelRequest: self._on_cancel,
+            GetResourceStatistics: self._on_statistics,
+        }
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """The manager itself failed (a bug of its own): its waiting askers still get an answer."""
+        self.on_stop()
+
+    def on_stop(self) -> None:
+        """Fail every waiting request: no asker waits forever."""
+        for waiting in self._queue:
+            error = CoordinationStoppedError(f"{self} stopped before granting request {waiting.id}")
+            waiting.future.set_exception((type(error), error, None))
+        self._queue.clear()
+
+    def on_receive(self, message: Any) -> Any:
+        """Answer a request (its errors reach the asker); timers and `Terminated` never fail the manager."""
+        handler = self._handlers.get(message.__class__)
+        if handler is not None:
+            return handler(message)
+        try:
+            if isinstance(message, _Expire):
+                self._on_expire(message)
+            elif isinstance(message, Terminated):
+                self._on_terminated(message)
+            else:
+                self._on_unknown(message)
+        except Exception as error:  # noqa: BLE001 - a bad tell must not stop the service
+            logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
+            self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
+        return None
+
+    def _on_unknown(self, message: Any) -> None:
+        msg = f"{self} does not understand {message!r}; send Acquire, Release, KeepAlive, ValidateLease, ..."
+        raise TypeError(msg)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _on_acquire(self, message: Acquire) -> LeaseRequest:
+        self._validate(message)
+        now = self._clock.now()
+        reentry = self._by_owner_bundle.get((message.owner, message.bundle))
+        if reentry is not None:
+            held = self._leases[reentry]
+            lease = held.lease = attrs.evolve(
+                held.lease, holds=held.lease.holds + 1, expires_at=self._renew(held, message.ttl, now)
+            )
+            future: Future[Lease] = Future()
+            future.set(lease)
+            return LeaseRequest(0, future)
+        waiting = _Waiting(next(self._rids), message, now)
+        self._waiting[waiting.id] = waiting
+        if message.holder is not None:
+            self._watch(message.holder)
+        free = self._free
+        if not self._queue and all(free[name] >= units for name, units in message.units):
+            # Nobody waits and it fits: grant at once (the queue pass would grant it first anyway).
+            for name, units in message.units:
+                free[name] -= units
+            self._grant(waiting, now)
+        else:
+            bisect.insort(self._queue, waiting)
+            self._grant_waiting()
+        if not waiting.future.done() and message.timeout is not None:
+            self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
+        return LeaseRequest(waiting.id, waiting.future)
+
+    def _validate(self, message: Acquire) -> None:
+        problem = None
+        if not message.bundle:
+            problem = "the bundle is empty"
+        for name, units in message.units:
+            if name not in self._capacity:
+                problem = f"there is no resource {name!r} (known: {sorted(self._capacity)})"
+            elif isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+                problem = f"{name!r} asks for {units!r} units; ask for an int > 0"
+            elif units > self._capacity[name]:
+                problem = f"{name!r} asks for {units} units, more than its capacity of {self._capacity[name]}"
+            if problem:
+                break
+        if problem is None:
+            try:
+                _check_seconds("timeout", message.timeout)
+                _check_seconds("ttl", message.ttl)
+            except ResourceRequestError:
+                self._counts["rejected"] += 1
+                raise
+            return
+        self._counts["rejected"] += 1
+        msg = f"{self}: request of {message.owner!r} for {dict(message.bundle)} can never be granted: {problem}"
+        raise ResourceRequestError(msg)
+
+    def _grant_waiting(self) -> None:
+        """Grant waiting requests in queue order; a request that does not fit blocks its resources for later ones."""
+        if not self._queue:
+            return
+        free = self._free
+        blocked: set[str] = set()
+        granted = []
+        for waiting in self._queue:
+            bundle = waiting.message.bundle
+            if blocked and not blocked.isdisjoint(bundle):
+                continue
+            if all(free[name] >= units for name, units in waiting.message.units):
+                granted.append(waiting)
+                for name, units in waiting.message.units:
+                    free[name] -= units
+            else:
+                blocked.update(bundle)
+                if len(blocked) == len(free):
+                    break
+        if not granted:
+            return
+        now = self._clock.now()
+        gone = {w.id for w in granted}
+        self._queue = [w for w in self._queue if w.id not in gone]
+        for waiting in granted:
+            self._grant(waiting, now)
+
+    def _grant(self, waiting: _Waiting, now: float) -> None:
+        message = waiting.message
+        del self._waiting[waiting.id]
+        if message.timeout is not None:
+            self.timers.cancel(("wait", waiting.id))
+        token = next(self._tokens)
+        for name, _ in message.units:
+            in_use = self._capacity[name] - self._free[name]
+            self._peak[name] = max(self._peak[name], in_use)
+            self._last_token[name] = token
+        lease_id = f"lease-{token}"
+        lease = Lease(lease_id, message.owner, message.bundle, token, now, None)
+        held = _Held(lease, waiting.holder_urn, message.units)
+        self._leases[lease_id] = held
+        self._by_owner_bundle[(message.owner, message.bundle)] = lease_id
+        if message.ttl is not None:
+            lease = held.lease = attrs.evolve(lease, expires_at=self._renew(held, message.ttl, now))
+        self._counts["granted"] += 1
+        self._waits.append(now - waiting.queued_at)
+        waiting.future.set(lease)
+
+    def _renew(self, held: _Held, ttl: float | None, now: float) -> float | None:
+        """Restart the lease's TTL (`ttl`, or the one it was granted with); return the new expiry."""
+        if ttl is None:
+            ttl = held.ttl
+            if ttl is None:
+                return None
+        held.ttl = ttl
+        held.expires_version += 1
+        lease_id = held.lease.lease_id
+        self.timers.start_single_timer(("ttl", lease_id), _Expire("ttl", lease_id, held.expires_version), ttl)
+        return now + ttl
+
+    def _held(self, lease_id: str, owner: str, what: str) -> _Held:
+        held = self._leases.get(lease_id)
+        if held is None:
+            msg = f"{self}: cannot {what} lease {lease_id!r}: it is not held (released already, expired or revoked)"
+            raise LeaseNotHeldError(msg)
+        if held.lease.owner != owner:
+            msg = f"{self}: cannot {what} lease {lease_id!r} as {owner!r}: it is held by {held.lease.owner!r}"
+            raise LeaseNotHeldError(msg)
+        return held
+
+    def _on_release(self, message: Release) -> int:
+        held = self._held(message.lease_id, message.owner, "release")
+        if held.lease.holds > 1:
+            held.lease = attrs.evolve(held.lease, holds=held.lease.holds - 1)
+            return sum(held.lease.bundle.values())
+        self._free_lease(held, "released")
+        return 0
+
+    def _free_lease(self, held: _Held, why: str) -> None:
+        lease = held.lease
+        del self._leases[lease.lease_id]
+        self._by_owner_bundle.pop((lease.owner, lease.bundle), None)
+        if held.ttl is not None:
+            self.timers.cancel(("ttl", lease.lease_id))
+        for name, units in held.units:
+            self._free[name] += units
+        self._counts[why] += 1
+        if held.holder_urn is not None:
+            self._unwatch(held.holder_urn)
+        self._grant_waiting()
+
+    def _on_keep_alive(self, message: KeepAlive) -> Lease:
+        held = self._held(message.lease_id, message.owner, "keep alive")
+        if held.ttl is not None:
+            held.lease = attrs.evolve(held.lease, expires_at=self._renew(held, None, self._clock.now()))
+        return held.lease
+
+    def _on_validate(self, message: ValidateLease) -> Lease:
+        held = self._leases.get(message.lease_id)
+        if held is None or held.lease.fencing_token != message.fencing_token:
+            msg = (
+                f"{self}: fencing token {message.fencing_token} of lease {message.lease_id!r} is stale: the lease "
+                "ended (released, expired or revoked); acquire the resources again before acting"
+            )
+            raise StaleFencingTokenError(msg)
+        return held.lease
+
+    def _on_cancel(self, message: CancelRequest) -> bool:
+        waiting = self._waiting.pop(message.request_id, None)
+        if waiting is None:
+            return False
+        self._queue.remove(waiting)
+        self.timers.cancel(("wait", waiting.id))
+        if waiting.holder_urn is not None:
+            self._unwatch(waiting.holder_urn)
+        error = LeaseNotHeldError(f"{self}: request {waiting.id} of {waiting.message.owner!r} was cancelled")
+        waiting.future.set_exception((type(error), error, None))
+        self._grant_waiting()
+        return True
+
+    def _on_statistics(self, _message: GetResourceStatistics) -> ResourceStatistics:
+        resources = FrozenDict(
+            {
+                name: ResourceUsage(cap, cap - self._free[name], self._peak[name], self._last_token[name])
+                for name, cap in sorted(self._capacity.items())
+            }
+        )
+        waits = list(self._waits)
+        c = self._counts
+        return ResourceStatistics(
+            resources,
+            len(self._leases),
+            len(self._queue),
+            c["granted"],
+            c["released"],
+            c["expired"],
+            c["revoked"],
+            c["timed_out"],
+            c["rejected"],
+            percentile(waits, 0.5),
+            percentile(waits, 0.95),
+        )
+
+    # -- timers, death watch ----------------------------------------------------------------
+
+    def _on_expire(self, message: _Expire) -> None:
+        if message.kind == "wait":
+            waiting = self._waiting.pop(message.key, None)
+            if waiting is None:
+                return
+            self._queue.remove(waiting)
+            self._counts["timed_out"] += 1
+            if waiting.holder_urn is not None:
+                self._unwatch(waiting.holder_urn)
+            error = ResourceWaitTimeoutError(
+                f"{self}: request {waiting.id} of {waiting.message.owner!r} for {dict(waiting.message.bundle)} "
+                f"was not granted within {waiting.message.timeout} s; free: {self._free}. Retry later or ask for less"
+            )
+            waiting.future.set_exception((type(error), error, None))
+            self._grant_waiting()
+            return
+        held = self._leases.get(message.key)
+        if held is not None and held.expires_version == message.version:
+            logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
+            self._free_lease(held, "expired")
+
+    def _watch(self, ref: pykka.ActorRef[Any]) -> None:
+        urn = ref.actor_urn
+        entry = self._watched.get(urn)
+        if entry is None:
+            self._watched[urn] = (ref, 1)  # type: ignore[assignment]
+            self.watch(ref)
+        else:
+            self._watched[urn] = (entry[0], entry[1] + 1)
+
+    def _unwatch(self, urn: str) -> None:
+        entry = self._watched.get(urn)
+        if entry is None:
+            return
+        if entry[1] <= 1:
+            del self._watched[urn]
+            self.unwatch(entry[0])
+        else:
+            self._watched[urn] = (entry[0], entry[1] - 1)
+
+    def _on_terminated(self, message: Terminated) -> None:
+        urn = message.ref.actor_urn
+        if self._watched.pop(urn, None) is None:
+            return
+        for waiting in [w for w in self._queue if w.holder_urn == urn]:
+            self._waiting.pop(waiting.id, None)
+            self._queue.remove(waiting)
+            self.timers.cancel(("wait", waiting.id))
+            error = pykka.ActorDeadError(f"{self}: request {waiting.id} withdrawn: its holder {message.ref} stopped")
+            waiting.future.set_exception((type(error), error, None))
+        for held in [h for h in self._leases.values() if h.holder_urn == urn]:
+            held.holder_urn = None  # its watch is gone already
+            logger.info("{}: lease {} released: its holder {} stopped", self, held.lease.lease_id, message.ref)
+            self._free_lease(held, "revoked")

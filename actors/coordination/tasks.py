@@ -1,0 +1,195 @@
+"""Tasks: what is submitted (`TaskSpec`), its retry policy and timeouts, and what callers get back.
+
+Defaults, chosen from the anchors (../shared/research/anchors-coordination.md):
+
+- `RetryPolicy`: Temporal's shape (1 s initial interval, x2 backoff, capped
+  at 100x the initial interval, `non_retryable_error_types`), but at most 3
+  attempts (Ray's and LangGraph's limit) rather than Temporal's unlimited
+  ones, so that a handler that always raises reaches its caller.
+- `Timeouts`: none by default: a task waits for a capable agent as long as it
+  takes and is never dropped. Set ``schedule_to_start`` to bound that wait,
+  ``start_to_close`` per attempt (catches a lost task), ``schedule_to_close``
+  over all attempts, ``heartbeat`` for a hung one (the agent calls
+  `Agent.report_progress`).
+
+Threading: frozen values, and a `TaskHandle` whose future any thread may wait on.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from actors._core import Future
+from actors.coordination.identity import AgentId
+from actors.errors import TaskSpecError
+
+__all__ = ["RetryPolicy", "Task", "TaskHandle", "TaskInfo", "TaskSpec", "TaskState", "Timeouts"]
+
+
+def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        msg = f"{attribute.name} must be a finite number of seconds > 0 (or None for no limit), got {value!r}"
+        raise TaskSpecError(msg)
+
+
+def _error_types(value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """When and how often a failed attempt is tried again; waits are timer messages, never sleeps.
+
+    The n-th retry waits ``min(initial_interval * backoff_coefficient**(n-1),
+    maximum_interval)``; `maximum_interval` None means 100x the initial.
+    `maximum_attempts` counts every start (the first included; 0 = no limit).
+    An attempt ended by its agent's death is retried at once, as a reassignment.
+    """
+
+    initial_interval: float = attrs.field(default=1.0, validator=_positive_or_none)
+    backoff_coefficient: float = 2.0
+    maximum_interval: float | None = attrs.field(default=None, validator=_positive_or_none)
+    maximum_attempts: int = 3
+    non_retryable_error_types: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_error_types)
+
+    def __attrs_post_init__(self) -> None:
+        if not (isinstance(self.backoff_coefficient, int | float) and self.backoff_coefficient >= 1):
+            msg = f"RetryPolicy.backoff_coefficient must be >= 1, got {self.backoff_coefficient!r}"
+            raise TaskSpecError(msg)
+        if not isinstance(self.maximum_attempts, int) or self.maximum_attempts < 0:
+            msg = f"RetryPolicy.maximum_attempts must be an int >= 0 (0: no limit), got {self.maximum_attempts!r}"
+            raise TaskSpecError(msg)
+
+    def delay(self, retry: int) -> float:
+        """Return the wait before retry number `retry` (1 for the first retry)."""
+        cap = self.maximum_interval if self.maximum_interval is not None else 100 * self.initial_interval
+        return float(min(self.initial_interval * self.backoff_coefficient ** (retry - 1), cap))
+
+    def allows(self, attempts: int, error: BaseException | None) -> bool:
+        """Return whether a task that made `attempts` starts and ended with `error` may start again."""
+        if error is not None and isinstance(error, self.non_retryable_error_types):
+            return False
+        return self.maximum_attempts == 0 or attempts < self.maximum_attempts
+
+
+NO_RETRY = RetryPolicy(maximum_attempts=1)
+DEFAULT_RETRY = RetryPolicy()
+
+
+@attrs.frozen
+class Timeouts:
+    """Temporal's four timeouts, in seconds on the system clock; None: no limit (the default)."""
+
+    schedule_to_start: float | None = attrs.field(default=None, validator=_positive_or_none)
+    start_to_close: float | None = attrs.field(default=None, validator=_positive_or_none)
+    schedule_to_close: float | None = attrs.field(default=None, validator=_positive_or_none)
+    heartbeat: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+
+NO_TIMEOUTS = Timeouts()
+
+
+def _caps(value: Iterable[str]) -> frozenset[str]:
+    return frozenset((value,) if isinstance(value, str) else value)
+
+
+@attrs.frozen
+class TaskSpec:
+    """A task to submit to a `Coordinator`.
+
+    Attributes:
+        kind: what to do; the agent's handler dispatches on it.
+        payload: its input (pass immutable values: it is shared, not copied).
+        requires: capabilities the agent must hold, all of them.
+        priority: higher first; waiting raises a task's rank (see `Coordinator`).
+        idempotency_key: a second submission with the same key while the first
+            is not failed returns the first's handle; it travels with every attempt.
+        retry: the `RetryPolicy`.
+        timeouts: the `Timeouts`.
+        result_key: if set, the result is handed to the coordinator's
+            ``result_writer(key, value)`` (a `StateStore` write, say).
+    """
+
+    kind: str
+    payload: Any = None
+    requires: frozenset[str] = attrs.field(default=frozenset(), converter=_caps)
+    priority: int = 0
+    idempotency_key: str | None = None
+    retry: RetryPolicy = DEFAULT_RETRY  # frozen: one shared default, not one per task
+    timeouts: Timeouts = attrs.field(default=NO_TIMEOUTS)
+    result_key: str | None = None
+
+
+@attrs.frozen
+class Task:
+    """One attempt of a task, as its agent receives it."""
+
+    task_id: str
+    kind: str
+    payload: Any
+    attempt: int
+    """1 for the first start; above 1 the task may have run before (a retry or a reassignment)."""
+    idempotency_key: str
+    """The spec's key, or the task id when none was given: the same on every attempt."""
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is. The last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.TIMED_OUT, TaskState.CANCELLED})
+
+
+@attrs.frozen
+class TaskInfo:
+    """A snapshot of one task."""
+
+    task_id: str
+    kind: str
+    state: TaskState
+    attempt: int
+    agent: AgentId | None
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: Any = None
+    error: BaseException | None = None
+
+
+@attrs.frozen(eq=False)
+class TaskHandle:
+    """What `Submit` returns: the task's id and the future of its result.
+
+    ``handle.future.get(timeout=...)`` (or ``await handle.future``) returns the
+    result, or raises what ended the task: the handler's exception after the
+    retries, `TaskTimeoutError`, `TaskCancelledError`, or
+    `CoordinationStoppedError` if the coordinator stopped first.
+    """
+
+    task_id: str
+    future: Future[Any]
+
+    def result(self, *, timeout: float | None = None) -> Any:
+        """Wait for the result (`Future.get`)."""
+        return self.future.get(timeout=timeout)
+
+
+def new_task_id() -> str:
+    """Return a fresh task id."""
+    return uuid.uuid4().hex

@@ -1,0 +1,197 @@
+"""The ResourceManager: bundles, queue order, timeouts, leases, fencing, bad input, in every mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+import pytest
+
+from actors import (
+    Acquire,
+    ActorSystem,
+    CancelRequest,
+    CoordinationStoppedError,
+    GetResourceStatistics,
+    KeepAlive,
+    LeaseNotHeldError,
+    ManualClock,
+    Release,
+    ResourceManager,
+    ResourceRequestError,
+    ResourceWaitTimeoutError,
+    StaleFencingTokenError,
+    ValidateLease,
+)
+from actors.testing import ActorTestKit
+
+WAIT = 5.0
+
+
+@pytest.fixture
+def rm(actor_testkit: ActorTestKit, mode: str) -> Any:
+    return actor_testkit.spawn(ResourceManager, {"gpu": 4, "llm-api": 100}, mode=mode)
+
+
+def test_a_bundle_that_fits_is_granted_at_once_with_a_fencing_token(rm: Any) -> None:
+    lease = rm.ask(Acquire("a", {"gpu": 1, "llm-api": 10})).future.get(timeout=WAIT)
+    assert dict(lease.bundle) == {"gpu": 1, "llm-api": 10}
+    assert lease.fencing_token == 1
+    usage = rm.ask(GetResourceStatistics()).resources
+    assert (usage["gpu"].in_use, usage["llm-api"].in_use) == (1, 10)
+    assert usage["gpu"].utilization == 0.25
+    assert rm.ask(Release(lease.lease_id, "a")) == 0
+    assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 0
+
+
+def test_a_bundle_is_granted_whole_or_not_at_all(rm: Any) -> None:
+    big = rm.ask(Acquire("a", {"gpu": 3})).future.get(timeout=WAIT)
+    both = rm.ask(Acquire("b", {"gpu": 2, "llm-api": 50}))
+    assert not both.future.done()
+    assert rm.ask(GetResourceStatistics()).resources["llm-api"].in_use == 0  # nothing held while waiting
+    rm.ask(Release(big.lease_id, "a"))
+    assert dict(both.future.get(timeout=WAIT).bundle) == {"gpu": 2, "llm-api": 50}
+
+
+def test_waiting_requests_are_served_by_priority_then_in_arrival_order(rm: Any) -> None:
+    hog = rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
+    low1 = rm.ask(Acquire("low1", {"gpu": 4}, priority=0))
+    low2 = rm.ask(Acquire("low2", {"gpu": 4}, priority=0))
+    high = rm.ask(Acquire("high", {"gpu": 4}, priority=5))
+    order = []
+    for request in (low1, low2, high):
+        request.future.add_done_callback(lambda f: order.append(f.get().owner))
+    rm.ask(Release(hog.lease_id, "hog"))
+    lease = high.future.get(timeout=WAIT)
+    rm.ask(Release(lease.lease_id, "high"))
+    lease = low1.future.get(timeout=WAIT)
+    rm.ask(Release(lease.lease_id, "low1"))
+    low2.future.get(timeout=WAIT)
+    assert order == ["high", "low1", "low2"]
+
+
+def test_a_waiting_request_holds_up_only_requests_for_the_same_resources(rm: Any) -> None:
+    rm.ask(Acquire("hog", {"gpu": 3})).future.get(timeout=WAIT)
+    big = rm.ask(Acquire("big", {"gpu": 2}))
+    small_gpu = rm.ask(Acquire("small", {"gpu": 1}))  # would fit, but must not overtake "big"
+    api = rm.ask(Acquire("api", {"llm-api": 1}))  # unrelated: granted at once
+    assert api.future.done()
+    assert not big.future.done()
+    assert not small_gpu.future.done()
+
+
+def test_a_request_that_waits_past_its_timeout_fails_clearly(actor_testkit: ActorTestKit, rm: Any) -> None:
+    rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("w", {"gpu": 1}, timeout=5))
+    actor_testkit.advance(4.9)
+    assert not waiting.future.done()
+    actor_testkit.advance(0.1)
+    with pytest.raises(ResourceWaitTimeoutError, match="not granted within 5 s"):
+        waiting.future.get(timeout=WAIT)
+    assert rm.ask(GetResourceStatistics()).timed_out == 1
+
+
+def test_a_lease_expires_after_its_ttl_unless_kept_alive(actor_testkit: ActorTestKit, rm: Any) -> None:
+    lease = rm.ask(Acquire("a", {"gpu": 4}, ttl=10)).future.get(timeout=WAIT)
+    assert lease.expires_at == 10
+    actor_testkit.advance(8)
+    renewed = rm.ask(KeepAlive(lease.lease_id, "a"))
+    assert renewed.expires_at == 18
+    actor_testkit.advance(8)
+    assert rm.ask(ValidateLease(lease.lease_id, lease.fencing_token)).owner == "a"
+    waiting = rm.ask(Acquire("b", {"gpu": 1}))
+    actor_testkit.advance(2)
+    successor = waiting.future.get(timeout=WAIT)
+    assert successor.fencing_token > lease.fencing_token
+    with pytest.raises(StaleFencingTokenError, match="stale"):
+        rm.ask(ValidateLease(lease.lease_id, lease.fencing_token))
+    with pytest.raises(LeaseNotHeldError):
+        rm.ask(KeepAlive(lease.lease_id, "a"))
+    assert rm.ask(GetResourceStatistics()).expired == 1
+
+
+def test_leases_are_reentrant_per_owner(rm: Any) -> None:
+    first = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    again = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    assert (again.lease_id, again.fencing_token, again.holds) == (first.lease_id, first.fencing_token, 2)
+    assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 2
+    assert rm.ask(Release(first.lease_id, "a")) == 2  # one hold left
+    assert rm.ask(Release(first.lease_id, "a")) == 0
+    assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 0
+
+
+def test_a_lease_is_released_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
+    holder = actor_testkit.probe()
+    lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("b", {"gpu": 4}))
+    holder.ref.stop()
+    assert waiting.future.get(timeout=WAIT).fencing_token > lease.fencing_token
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.revoked, stats.leases) == (1, 1)
+
+
+def test_a_waiting_request_is_withdrawn_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
+    rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
+    holder = actor_testkit.probe()
+    waiting = rm.ask(Acquire("a", {"gpu": 1}, holder=holder.ref))
+    holder.ref.stop()
+    with pytest.raises(pykka.ActorDeadError, match="holder"):
+        waiting.future.get(timeout=WAIT)
+
+
+def test_impossible_requests_are_rejected_at_once_and_the_manager_keeps_serving(rm: Any) -> None:
+    for bundle, match in [
+        ({"gpu": 5}, "more than its capacity of 4"),
+        ({"tpu": 1}, "no resource 'tpu'"),
+        ({"gpu": 0}, "ask for an int > 0"),
+        ({"gpu": -1}, "ask for an int > 0"),
+        ({}, "empty"),
+    ]:
+        with pytest.raises(ResourceRequestError, match=match):
+            rm.ask(Acquire("a", bundle))
+    with pytest.raises(ResourceRequestError, match="timeout"):
+        rm.ask(Acquire("a", {"gpu": 1}, timeout=0))
+    with pytest.raises(ResourceRequestError, match="ttl"):
+        rm.ask(Acquire("a", {"gpu": 1}, ttl=-1))
+    assert rm.ask(GetResourceStatistics()).rejected == 7
+    assert rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT).fencing_token == 1
+
+
+def test_releasing_twice_or_as_another_owner_is_refused(rm: Any) -> None:
+    lease = rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT)
+    with pytest.raises(LeaseNotHeldError, match="held by 'a'"):
+        rm.ask(Release(lease.lease_id, "mallory"))
+    rm.ask(Release(lease.lease_id, "a"))
+    with pytest.raises(LeaseNotHeldError, match="not held"):
+        rm.ask(Release(lease.lease_id, "a"))
+
+
+def test_a_waiting_request_can_be_cancelled(rm: Any) -> None:
+    rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("a", {"gpu": 1}))
+    assert rm.ask(CancelRequest(waiting.request_id)) is True
+    assert rm.ask(CancelRequest(waiting.request_id)) is False
+    with pytest.raises(LeaseNotHeldError, match="cancelled"):
+        waiting.future.get(timeout=WAIT)
+
+
+def test_bad_capacities_are_refused_when_the_manager_is_built(actor_testkit: ActorTestKit) -> None:
+    for capacities in ({"gpu": 0}, {"gpu": -2}, {"": 1}, {"gpu": 1.5}):
+        with pytest.raises(ResourceRequestError, match="ints > 0"):
+            actor_testkit.spawn(ResourceManager, capacities)
+
+
+def test_waiting_requests_fail_when_the_manager_stops(mode: str) -> None:
+    with ActorSystem("rm-stop", clock=ManualClock(), dispatchers=2) as system:
+        rm = system.spawn(ResourceManager, {"gpu": 1}, mode=mode)
+        rm.ask(Acquire("hog", {"gpu": 1}))
+        waiting = rm.ask(Acquire("a", {"gpu": 1}))
+        rm.stop()
+        with pytest.raises(CoordinationStoppedError):
+            waiting.future.get(timeout=WAIT)
+
+
+def test_a_bad_tell_becomes_a_dead_letter_and_the_manager_keeps_serving(actor_testkit: ActorTestKit, rm: Any) -> None:
+    rm.tell("gibberish")
+    assert rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT).owner == "a"
+    assert [letter.message for letter in actor_testkit.system.dead_letters.recent()] == ["gibberish"]

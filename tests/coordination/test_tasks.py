@@ -1,0 +1,508 @@
+"""Task assignment: credit, ranking, queueing, Temporal's timeouts, retries, reassignment, cancel.
+
+All on the manual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+import pykka
+import pytest
+
+from actors import (
+    ActorSystem,
+    AgentStatus,
+    CancelTask,
+    CoordinationStoppedError,
+    Coordinator,
+    FindAgents,
+    GetCoordinationStatistics,
+    GetEntry,
+    GetTask,
+    Health,
+    HealthPolicy,
+    ManualClock,
+    RegistryEvent,
+    RegistryEventKind,
+    RetryPolicy,
+    SetEntry,
+    StateStore,
+    Submit,
+    TaskCancelledError,
+    TaskFinished,
+    TaskSpec,
+    TaskSpecError,
+    TaskState,
+    TaskTimeoutError,
+    Timeouts,
+    UnknownTaskError,
+    WatchRegistry,
+    submit_task,
+)
+from actors.testing import ActorTestKit
+from tests.coordination.agents_for_tests import (
+    AsyncEcho,
+    Echo,
+    Gate,
+    beat,
+    info,
+    settle,
+    spawn_agent,
+    spawn_coordinator,
+)
+
+WAIT = 5.0
+
+
+def submit(coord: Any, kind: str = "echo", payload: Any = None, **kwargs: Any) -> Any:
+    kwargs.setdefault("requires", {"echo"})
+    return coord.ask(Submit(TaskSpec(kind, payload, **kwargs)))
+
+
+def test_a_task_runs_on_a_capable_agent_and_its_future_gets_the_result(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit, mode=mode)  # the coordinator runs in every mode too
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit(coord, payload={"n": 1})
+    assert handle.result(timeout=WAIT) == {"n": 1}
+    task = coord.ask(GetTask(handle.task_id))
+    assert (task.state, task.attempt, str(task.agent)) == (TaskState.COMPLETED, 1, "echo/e1")
+
+
+def test_an_async_handler_runs_on_the_loop_and_tasks_overlap_up_to_the_agents_slots(
+    actor_testkit: ActorTestKit,
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, AsyncEcho, "a1", coord)  # async def handle_task: asyncio mode, 4 slots
+    held: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(5)]
+    handles = [submit(coord, payload=("hold", f)) for f in held]
+    agent = info(coord, "async-echo/a1")
+    assert (agent.in_flight, agent.status) == (4, AgentStatus.BUSY)  # the fifth waits: no credit
+    assert coord.ask(GetTask(handles[4].task_id)).state is TaskState.QUEUED
+    for i, f in enumerate(held):
+        f.set_result(i)
+    assert [h.result(timeout=WAIT) for h in handles] == [0, 1, 2, 3, 4]
+
+
+def test_an_agent_is_never_sent_more_tasks_than_its_credit(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode, max_concurrent_tasks=2)
+    gate = Gate()
+    handles = [submit(coord, payload=("gate", gate)) for _ in range(5)]
+    agent = info(coord, "echo/e1")
+    assert (agent.in_flight, agent.status) == (2, AgentStatus.BUSY)
+    assert coord.ask(GetCoordinationStatistics()).tasks.queued == 3
+    gate.open()
+    assert [h.result(timeout=WAIT) for h in handles] == ["opened"] * 5
+
+
+def test_tasks_spread_over_idle_agents_by_load_then_round_robin(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    refs = [spawn_agent(actor_testkit, Echo, f"e{i}", coord, mode=mode, max_concurrent_tasks=2) for i in range(3)]
+    gate = Gate()
+    handles = [submit(coord, payload=("gate", gate)) for _ in range(3)]
+    assert sorted(a.in_flight for a in coord.ask(FindAgents())) == [1, 1, 1]  # least load first
+    gate.open()
+    for h in handles:
+        h.result(timeout=WAIT)
+    settle(actor_testkit, coord, *refs)
+    agents = {str(coord.ask(GetTask(h.task_id)).agent) for h in handles}
+    assert agents == {"echo/e0", "echo/e1", "echo/e2"}
+
+
+def test_a_degraded_agent_gets_work_only_after_the_healthy_ones(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit, health=HealthPolicy(min_outcomes=2, confirmations=1))
+    spawn_agent(actor_testkit, Echo, "flaky", coord)
+    for _ in range(2):  # two failures: error rate 100 % -> unhealthy
+        with pytest.raises(ValueError, match="on purpose"):
+            submit(coord, payload=("fail", 9), retry=RetryPolicy(maximum_attempts=1)).result(timeout=WAIT)
+    assert info(coord, "echo/flaky").health is Health.UNHEALTHY
+    spawn_agent(actor_testkit, Echo, "good", coord)
+    handle = submit(coord, payload="x")
+    handle.result(timeout=WAIT)
+    assert str(coord.ask(GetTask(handle.task_id)).agent) == "echo/good"
+
+
+def test_a_task_no_agent_can_take_waits_and_starts_when_a_capable_agent_registers(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit(coord, payload="late", requires={"echo", "rare"})
+    actor_testkit.advance(3600)  # no timeout: it is never dropped
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.QUEUED
+
+    class Rare(Echo):
+        capabilities = frozenset({"echo", "rare"})
+
+    spawn_agent(actor_testkit, Rare, "r1", coord, mode=mode)
+    assert handle.result(timeout=WAIT) == "late"
+
+
+def test_the_schedule_to_start_timeout_names_the_missing_capabilities(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit(coord, requires={"echo", "gpu"}, timeouts=Timeouts(schedule_to_start=10))
+    actor_testkit.advance(9.9)
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.QUEUED
+    actor_testkit.advance(0.1)
+    with pytest.raises(TaskTimeoutError, match=r"no registered agent has \['gpu'\].*1 agents registered") as caught:
+        handle.result(timeout=WAIT)
+    assert caught.value.timeout == "schedule_to_start"
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.TIMED_OUT
+    assert submit(coord, payload="still serving").result(timeout=WAIT) == "still serving"
+
+
+def test_queued_tasks_start_by_priority_and_aging_keeps_low_ones_from_starving(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit, aging=10.0)
+    gate = Gate()
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    blocker = submit(coord, payload=("gate", gate))
+    old_low = submit(coord, payload="old-low", priority=0)
+    actor_testkit.advance(25)  # waiting 25 s is worth 2.5 priority levels
+    high = submit(coord, payload="high", priority=2)
+    higher = submit(coord, payload="higher", priority=5)
+    gate.open()
+    for h in (blocker, old_low, high, higher):
+        h.result(timeout=WAIT)
+    order = [t for t, _, _ in ref.ask("seen")]
+    assert order == [blocker.task_id, higher.task_id, old_low.task_id, high.task_id]
+
+
+def test_a_failing_handler_is_retried_with_backoff_on_timer_messages(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit, mode=mode)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_attempts=3)
+    handle = submit(coord, payload=("fail", 2), retry=policy, idempotency_key="k-1")
+    settle(actor_testkit, coord, ref)
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.BACKOFF
+    actor_testkit.advance(0.99)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 1
+    actor_testkit.advance(0.01)  # first retry after 1 s
+    settle(actor_testkit, coord, ref)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 2
+    actor_testkit.advance(1.99)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 2
+    actor_testkit.advance(0.01)  # second retry after 2 s more
+    assert handle.result(timeout=WAIT) == ("fail", 2)
+    assert ref.ask("seen") == [(handle.task_id, n, "k-1") for n in (1, 2, 3)]
+    assert coord.ask(GetCoordinationStatistics()).tasks.retries == 2
+
+
+def test_after_the_last_attempt_the_caller_gets_the_handlers_exception(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_interval=1, maximum_attempts=2))
+    settle(actor_testkit, coord, ref)  # attempt 1 failed; its retry timer is armed
+    actor_testkit.advance(1)
+    with pytest.raises(ValueError, match="attempt 2 fails on purpose"):
+        handle.result(timeout=WAIT)
+    stats = coord.ask(GetCoordinationStatistics())
+    assert (stats.tasks.failed, stats.tasks.retries, stats.per_capability["echo"].failed) == (1, 1, 1)
+
+
+def test_a_non_retryable_error_fails_the_task_at_once(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, Echo, "e1", coord)
+    handle = submit(coord, payload=("fail", 1), retry=RetryPolicy(non_retryable_error_types=(ValueError,)))
+    with pytest.raises(ValueError, match="attempt 1 fails"):
+        handle.result(timeout=WAIT)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 1
+
+
+def test_the_retry_policys_delays_grow_to_their_cap() -> None:
+    policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0)
+    assert [policy.delay(n) for n in (1, 2, 3, 8, 20)] == [1.0, 2.0, 4.0, 100.0, 100.0]  # cap: 100x initial
+    assert RetryPolicy(initial_interval=0.5, maximum_interval=3).delay(10) == 3
+    for bad in ({"initial_interval": 0}, {"backoff_coefficient": 0.5}, {"maximum_attempts": -1}):
+        with pytest.raises(TaskSpecError):
+            RetryPolicy(**bad)
+    for bad_timeout in (0, -1, float("inf")):
+        with pytest.raises(TaskSpecError, match="start_to_close"):
+            Timeouts(start_to_close=bad_timeout)
+
+
+def test_start_to_close_ends_a_slow_attempt_and_the_retry_goes_to_a_free_agent(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, AsyncEcho, "slow", coord, max_concurrent_tasks=1)
+    probe = actor_testkit.probe()
+    coord.ask(WatchRegistry(probe.ref))
+
+    def status_becomes(status: AgentStatus) -> None:
+        probe.fish_for(
+            lambda m: isinstance(m, RegistryEvent) and m.status_change is not None and m.status_change.new is status
+        )
+
+    retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
+    handle = submit(coord, payload=("forever",), timeouts=Timeouts(start_to_close=5), retry=retry)
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.RUNNING
+    actor_testkit.advance(5)  # attempt 1 times out; the agent is told to cancel it
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.BACKOFF
+    status_becomes(AgentStatus.IDLE)  # the cancelled handler reported: the slot is back
+    actor_testkit.advance(1)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 2
+    actor_testkit.advance(5)
+    with pytest.raises(TaskTimeoutError, match="start_to_close timeout of 5") as caught:
+        handle.result(timeout=WAIT)
+    assert caught.value.timeout == "start_to_close"
+
+
+def test_start_to_close_times_out_a_blocked_plain_handler_and_the_late_result_is_dropped(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    class Mover(Echo):
+        def handle_task(self, task: Any) -> Any:
+            return ("moved", task.attempt)
+
+    coord = spawn_coordinator(actor_testkit)
+    gate = Gate()
+    slow = spawn_agent(actor_testkit, Echo, "slow", coord, mode=mode)
+    retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
+    handle = submit(coord, payload=("gate", gate), timeouts=Timeouts(start_to_close=5), retry=retry)
+    assert gate.entered.wait(WAIT)
+    # (pooled: in asyncio mode the blocked handler holds the loop, and every actor on it)
+    spawn_agent(actor_testkit, Mover, "free", coord)
+    actor_testkit.advance(5)
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.BACKOFF
+    actor_testkit.advance(1)  # the retry goes to the free agent: the slow one still holds its slot
+    assert handle.result(timeout=WAIT) == ("moved", 2)
+    gate.open()
+    settle(actor_testkit, coord, slow)
+    assert coord.ask(GetTask(handle.task_id)).result == ("moved", 2)  # attempt 1's late "opened" is dropped
+    assert info(coord, "echo/slow").in_flight == 0
+
+
+def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_alive(
+    actor_testkit: ActorTestKit,
+) -> None:
+    class Reporter(AsyncEcho):
+        async def handle_task(self, task: Any) -> Any:
+            if task.payload[0] == "steps":
+                _, steps, probe = task.payload
+                for i, step in enumerate(steps):
+                    await asyncio.wrap_future(step)
+                    self.report_progress(i)
+                    probe.tell(i)  # after the progress: once the probe has it, so has the coordinator's mailbox
+                return "done"
+            return await super().handle_task(task)
+
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, Reporter, "r1", coord)
+    probe = actor_testkit.probe()
+    steps: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(2)]
+    hung = submit(coord, payload=("forever",), timeouts=Timeouts(heartbeat=3), retry=RetryPolicy(maximum_attempts=1))
+    alive = submit(coord, payload=("steps", steps, probe.ref), timeouts=Timeouts(heartbeat=3))
+    for i, step in enumerate(steps):
+        actor_testkit.advance(2)
+        step.set_result(None)
+        probe.expect_message(i)
+        state = coord.ask(GetTask(alive.task_id))
+        assert (state.state, state.attempt) in ((TaskState.RUNNING, 1), (TaskState.COMPLETED, 1))
+    with pytest.raises(TaskTimeoutError, match="heartbeat timeout of 3") as caught:
+        hung.result(timeout=WAIT)
+    assert caught.value.timeout == "heartbeat"
+    assert alive.result(timeout=WAIT) == "done"
+    assert coord.ask(GetTask(alive.task_id)).attempt == 1
+
+
+def test_schedule_to_close_bounds_all_attempts_together(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit(
+        coord,
+        payload=("fail", 99),
+        retry=RetryPolicy(initial_interval=4, maximum_attempts=0),
+        timeouts=Timeouts(schedule_to_close=10),
+    )
+    settle(actor_testkit, coord, ref)
+    actor_testkit.advance(4)
+    settle(actor_testkit, coord, ref)
+    assert coord.ask(GetTask(handle.task_id)).attempt == 2
+    actor_testkit.advance(6)
+    with pytest.raises(TaskTimeoutError, match="schedule_to_close") as caught:
+        handle.result(timeout=WAIT)
+    assert caught.value.timeout == "schedule_to_close"
+
+
+def test_tasks_in_flight_on_an_agent_that_stops_are_reassigned_with_the_next_attempt(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    doomed = spawn_agent(actor_testkit, AsyncEcho, "doomed", coord)
+    held: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    handle = submit(coord, payload=("hold", held), idempotency_key="job-7")
+    assert str(coord.ask(GetTask(handle.task_id)).agent) == "async-echo/doomed"
+    survivor = spawn_agent(actor_testkit, Echo, "survivor", coord, mode=mode)
+    doomed.stop()  # its handler is cancelled mid-await; the attempt is lost
+    assert handle.result(timeout=WAIT) == ("hold", held)  # Echo returns the payload
+    assert survivor.ask("seen") == [(handle.task_id, 2, "job-7")]
+    assert coord.ask(GetCoordinationStatistics()).tasks.reassignments == 1
+
+
+def test_an_agent_silent_past_its_heartbeat_timeout_goes_offline_and_its_tasks_move(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    gate = Gate()
+    stuck = spawn_agent(actor_testkit, Echo, "stuck", coord, mode=mode, heartbeat_interval=10)
+    handle = submit(coord, payload=("gate", gate))
+    assert gate.entered.wait(WAIT)  # its handler blocks: no heartbeat gets through its mailbox
+    probe = actor_testkit.probe()
+    coord.ask(WatchRegistry(probe.ref))
+
+    class Mover(Echo):
+        def handle_task(self, task: Any) -> Any:
+            return ("moved", task.attempt)
+
+    # (pooled: in asyncio mode the stuck handler holds the loop, and every actor on it)
+    free = spawn_agent(actor_testkit, Mover, "free", coord, heartbeat_interval=10)
+    for _ in range(19):
+        actor_testkit.advance(1)
+        settle(actor_testkit, coord, free)
+    assert info(coord, "echo/stuck").status is AgentStatus.BUSY  # 19 s of silence < 20 s timeout
+    actor_testkit.advance(1)
+    settle(actor_testkit, coord, free)
+    assert info(coord, "echo/stuck").status is AgentStatus.OFFLINE
+    assert handle.result(timeout=WAIT) == ("moved", 2)  # reassigned to "free"
+    offline = probe.fish_for(
+        lambda m: (
+            isinstance(m, RegistryEvent)
+            and m.kind is RegistryEventKind.STATUS
+            and m.status_change is not None
+            and m.status_change.new is AgentStatus.OFFLINE
+        )
+    )
+    assert str(offline.agent.id) == "echo/stuck"
+    gate.open()  # it comes back: its late result is dropped, and it is heard again
+    actor_testkit.advance(10)
+    settle(actor_testkit, coord, stuck, free)
+    assert info(coord, "echo/stuck").status is AgentStatus.IDLE
+
+
+def test_heartbeats_keep_an_idle_agent_online_indefinitely(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    beat(actor_testkit, coord, [ref], seconds=300, step=15)  # default 30 s beats, 60 s timeout
+    assert info(coord, "echo/e1").status is AgentStatus.IDLE
+    assert info(coord, "echo/e1").last_heard == 300
+
+
+def test_cancelling_a_queued_task_means_it_never_starts(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    gate = Gate()
+    blocker = submit(coord, payload=("gate", gate))
+    queued = submit(coord, payload="never")
+    assert coord.ask(CancelTask(queued.task_id)) is True
+    assert coord.ask(CancelTask(queued.task_id)) is False
+    with pytest.raises(TaskCancelledError):
+        queued.result(timeout=WAIT)
+    gate.open()
+    blocker.result(timeout=WAIT)
+    settle(actor_testkit, coord, ref)
+    assert [t for t, _, _ in ref.ask("seen")] == [blocker.task_id]
+
+
+def test_cancelling_a_running_async_task_cancels_its_handler(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    spawn_agent(actor_testkit, AsyncEcho, "a1", coord, max_concurrent_tasks=1)
+    running = submit(coord, payload=("forever",))
+    after = submit(coord, payload="next")
+    assert coord.ask(CancelTask(running.task_id)) is True
+    with pytest.raises(TaskCancelledError):
+        running.result(timeout=WAIT)
+    assert after.result(timeout=WAIT) == "next"  # the slot came back once the handler was cancelled
+
+
+def test_a_second_submission_with_the_same_idempotency_key_gets_the_first_handle(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    first = submit(coord, payload=1, idempotency_key="once")
+    second = submit(coord, payload=2, idempotency_key="once")
+    assert first.task_id == second.task_id
+
+
+def test_submit_task_tells_the_submission_and_its_errors_reach_the_handle(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit, mode=mode)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handle = submit_task(coord, TaskSpec("echo", "told", requires={"echo"}))
+    assert handle.result(timeout=WAIT) == "told"
+    assert coord.ask(GetTask(handle.task_id)).state is TaskState.COMPLETED
+    bad = submit_task(coord, "not a spec")  # type: ignore[arg-type]
+    with pytest.raises(TaskSpecError):
+        bad.result(timeout=WAIT)
+    first = submit_task(coord, TaskSpec("echo", 1, requires={"echo"}, idempotency_key="same"))
+    again = submit_task(coord, TaskSpec("echo", 2, requires={"echo"}, idempotency_key="same"))
+    assert first.result(timeout=WAIT) == again.result(timeout=WAIT) == 1  # the repeat follows the first
+    coord.stop()
+    with pytest.raises(pykka.ActorDeadError):
+        submit_task(coord, TaskSpec("echo")).result(timeout=WAIT)
+
+
+def test_the_coordinator_remembers_only_the_most_recent_finished_tasks(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit, keep_finished=2)
+    spawn_agent(actor_testkit, Echo, "e1", coord)
+    handles = [submit(coord, payload=i, idempotency_key=f"k{i}") for i in range(3)]
+    assert [h.result(timeout=WAIT) for h in handles] == [0, 1, 2]
+    with pytest.raises(UnknownTaskError):
+        coord.ask(GetTask(handles[0].task_id))
+    assert coord.ask(GetTask(handles[2].task_id)).state is TaskState.COMPLETED
+    assert submit(coord, payload="again", idempotency_key="k0").task_id != handles[0].task_id  # forgotten key
+
+
+def test_results_can_be_written_to_a_store_key(actor_testkit: ActorTestKit) -> None:
+    store = actor_testkit.spawn(StateStore)
+    coord = spawn_coordinator(actor_testkit, result_writer=lambda key, value: store.tell(SetEntry(key, value)))
+    spawn_agent(actor_testkit, Echo, "e1", coord)
+    submit(coord, payload="kept", result_key="results/t1").result(timeout=WAIT)
+    assert store.ask(GetEntry("results/t1")).value == "kept"
+
+
+def test_bad_requests_get_errors_and_bad_notifications_become_dead_letters(
+    actor_testkit: ActorTestKit, logs: Any
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    with pytest.raises(UnknownTaskError, match="no task 'nope'"):
+        coord.ask(GetTask("nope"))
+    with pytest.raises(TaskSpecError):
+        coord.ask(Submit("not a spec"))  # type: ignore[arg-type]
+    coord.tell("gibberish")
+    coord.tell(TaskFinished("echo/x", "t", 1))  # type: ignore[arg-type]  # an unknown agent's result: ignored
+    spawn_agent(actor_testkit, Echo, "e1", coord)
+    assert submit(coord, payload="served").result(timeout=WAIT) == "served"
+    letters = actor_testkit.system.dead_letters.recent()
+    assert [letter.message for letter in letters] == ["gibberish"]
+    assert any("dropped 'gibberish'" in m for m in logs.messages())
+
+
+def test_every_unfinished_task_fails_when_the_coordinator_stops(mode: str) -> None:
+    with ActorSystem("stopping", clock=ManualClock(), dispatchers=2) as system:
+        coord = system.spawn(Coordinator)
+        handle = coord.ask(Submit(TaskSpec("x", requires={"nobody"})))
+        coord.stop()
+        with pytest.raises(CoordinationStoppedError, match="stopped before task"):
+            handle.result(timeout=WAIT)
+        with pytest.raises(pykka.ActorDeadError):
+            coord.ask(GetCoordinationStatistics())
+
+
+def test_statistics_report_agents_by_status_and_tasks_per_capability(actor_testkit: ActorTestKit) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord)
+    for i in range(3):
+        submit(coord, payload=i).result(timeout=WAIT)
+    settle(actor_testkit, coord, ref)
+    stats = coord.ask(GetCoordinationStatistics())
+    assert stats.agents == 1
+    assert dict(stats.by_status) == {"idle": 1}
+    assert dict(stats.by_health) == {"healthy": 1}
+    echo = stats.per_capability["echo"]
+    assert (echo.submitted, echo.completed, echo.queued, echo.running) == (3, 3, 0, 0)
+    assert echo.completion_rate == 1.0
+    assert echo.wait_p95 is not None
+    assert echo.run_p50 is not None
