@@ -31,6 +31,9 @@ Versions. A message carries ``"MAJOR.MINOR"``. A message of a supported
 major version is accepted whatever its minor version, and keeps the version it
 arrived with; any other major version is refused.
 
+Depth. Content nests at most `MAX_DEPTH` (100) containers deep, on every
+path in and out: building, decoding, encoding, comparing, storing.
+
 Errors. `from_json` and `structure` raise `ProtocolError` whose message and
 ``field`` name the offending field (a dotted path inside ``content``). Building
 a message in Python with a value the protocol forbids (an empty id, a
@@ -64,12 +67,14 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from actors.errors import ProtocolError
 
 __all__ = [
+    "MAX_DEPTH",
     "PROTOCOL_VERSION",
     "AgentMessage",
     "FrozenMapping",
     "JsonValue",
     "MessageType",
     "Priority",
+    "freeze_json",
     "from_json",
     "structure",
     "to_json",
@@ -80,9 +85,19 @@ PROTOCOL_VERSION: Final = "1.0"
 """The protocol version this runtime writes, as ``"MAJOR.MINOR"``."""
 
 _SUPPORTED_MAJOR_VERSIONS: Final = frozenset({1})
+_MAJOR_DIGITS: Final = max(len(str(major)) for major in _SUPPORTED_MAJOR_VERSIONS)
 
 # ASCII digits only (`\d` would take any Unicode digit), no leading zeros, so
 # that every accepted version has one spelling.
+MAX_DEPTH: Final = 100
+"""How deeply containers may nest in content (a dict holding a list is depth 2).
+
+One limit for building, decoding, encoding, comparing and storing a value
+(the StateStore's values too): what is accepted can always be compared and
+encoded again, whatever the caller's stack. Deeper content is refused with a
+`ProtocolError` naming the field.
+"""
+
 _VERSION_PATTERN: Final = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
 
 JsonValue: TypeAlias = Union[bool, int, float, str, tuple["JsonValue", ...], "FrozenMapping", None]
@@ -124,7 +139,7 @@ def _child_path(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _freeze(value: object, path: str) -> JsonValue:
+def _freeze(value: object, path: str, depth: int = 0) -> JsonValue:
     """Return *value* as a frozen JSON value, copying every container in it.
 
     Subclasses of the JSON scalars (a `Priority` or `MessageType` member, say)
@@ -135,10 +150,12 @@ def _freeze(value: object, path: str) -> JsonValue:
         value: a JSON-like value: dicts with str keys, lists, tuples, str,
             int, float, bool or None, nested to any depth.
         path: the dotted path of *value*, for error messages.
+        depth: how many containers hold *value* already.
 
     Raises:
-        ProtocolError: *value* holds something JSON cannot carry; the error's
-            ``field`` is the dotted path to it.
+        ProtocolError: *value* holds something JSON cannot carry, or nests
+            containers deeper than `MAX_DEPTH`; the error's ``field`` is the
+            dotted path to it.
     """
     # Exact scalar types first: most content is made of them.
     if value is None or type(value) in (bool, int, str):
@@ -154,10 +171,19 @@ def _freeze(value: object, path: str) -> JsonValue:
         return int(value)
     if isinstance(value, str):
         return str.__str__(value)
-    if isinstance(value, Mapping):
-        return FrozenMapping._adopt(_freeze_items(value, path))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(item, _child_path(path, index)) for index, item in enumerate(value))
+    if isinstance(value, (Mapping, list, tuple)):
+        # The limit is checked before going one level down, so the recursion
+        # is bounded by MAX_DEPTH whatever the input, and whatever is accepted
+        # here can be compared, encoded and decoded again.
+        if depth >= MAX_DEPTH:
+            msg = (
+                f"field {path!r} nests containers deeper than MAX_DEPTH ({MAX_DEPTH}); "
+                "flatten the structure, or send the deep part as a JSON string"
+            )
+            raise ProtocolError(msg, field=path)
+        if isinstance(value, Mapping):
+            return FrozenMapping._adopt(_freeze_items(value, path, depth + 1))
+        return tuple(_freeze(item, _child_path(path, index), depth + 1) for index, item in enumerate(value))
     msg = (
         f"field {path!r} holds {_describe(value)}, which JSON cannot carry; "
         "use dicts with str keys, lists, str, int, float, bool or None"
@@ -165,8 +191,10 @@ def _freeze(value: object, path: str) -> JsonValue:
     raise ProtocolError(msg, field=path)
 
 
-def _freeze_items(items: Mapping[Any, object], path: str) -> dict[str, JsonValue]:
+def _freeze_items(items: Mapping[Any, object], path: str, depth: int = 1) -> dict[str, JsonValue]:
     """Return a new dict of *items* with str keys and frozen values.
+
+    *depth* counts the mapping that holds *items* (see `_freeze`).
 
     Raises:
         ProtocolError: a key is not a str, or a value is not JSON.
@@ -178,7 +206,7 @@ def _freeze_items(items: Mapping[Any, object], path: str) -> dict[str, JsonValue
             msg = f"{where} has the key {_describe(key)}, but JSON object keys are strings; convert the key to str"
             raise ProtocolError(msg, field=path or None)
         key_path = _child_path(path, key)
-        frozen[str.__str__(key)] = _freeze(value, key_path)
+        frozen[str.__str__(key)] = _freeze(value, key_path, depth)
     return frozen
 
 
@@ -270,6 +298,23 @@ def _non_empty(
     return validate
 
 
+def freeze_json(value: object, field: str = "content") -> JsonValue:
+    """Return *value* frozen as message content is: dicts as `FrozenMapping`, lists as tuples.
+
+    The one freezer behind `AgentMessage.content` and every other JSON value
+    troupe keeps (the StateStore's values), with the same `MAX_DEPTH`.
+
+    Args:
+        value: a JSON-like value.
+        field: the name to report in errors; paths inside extend it.
+
+    Raises:
+        ProtocolError: *value* holds something JSON cannot carry, or nests
+            deeper than `MAX_DEPTH`; ``field`` is the dotted path to it.
+    """
+    return _freeze(value, field)
+
+
 def _freeze_content(value: object) -> JsonValue:
     """Freeze a message's content (the attrs converter of `AgentMessage.content`)."""
     return _freeze(value, "content")
@@ -311,7 +356,10 @@ def _version_problem(version: object) -> str | None:
             f"like {PROTOCOL_VERSION!r}, got {version!r}; send the version the "
             "message was written for"
         )
-    if int(match[1]) not in _SUPPORTED_MAJOR_VERSIONS:
+    # A major of more digits than any supported one is unsupported: checked
+    # before int(), which refuses over 4,300 digits with a ValueError.
+    major = match[1]
+    if len(major) > _MAJOR_DIGITS or int(major) not in _SUPPORTED_MAJOR_VERSIONS:
         supported = ", ".join(f"{major}.x" for major in sorted(_SUPPORTED_MAJOR_VERSIONS))
         return (
             f"field 'protocol_version' is {version!r}, but this runtime supports "
@@ -541,6 +589,20 @@ def structure(data: Mapping[str, Any]) -> AgentMessage:
         raise _decode_error(error) from error
 
 
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET: Final = re.compile(rb"[\[\]{}]")
+
+
+def _json_depth(text: str | bytes | bytearray) -> int:
+    """Return how deeply *text*'s containers nest, without recursion (strings skipped)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def to_json(message: AgentMessage) -> str:
     """Encode *message* as one compact JSON object (ASCII, non-ASCII escaped).
 
@@ -563,12 +625,28 @@ def from_json(text: str | bytes) -> AgentMessage:
         The message, its content frozen.
 
     Raises:
-        ProtocolError: *text* is not valid JSON (``field`` is None), or
-            `structure` refuses the object it holds.
+        ProtocolError: *text* is not str or bytes, is not valid JSON
+            (``field`` is None), nests deeper than `MAX_DEPTH`, or `structure`
+            refuses the object it holds.
     """
+    if not isinstance(text, (str, bytes, bytearray)):
+        msg = f"cannot decode AgentMessage: expected JSON text as str or bytes, got {_describe(text)}"
+        raise ProtocolError(msg)
     try:
         data = json.loads(text)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+    except RecursionError as error:
+        # json's decoder recurses once per level: either the text nests far
+        # deeper than MAX_DEPTH, or the caller had little stack left.
+        depth = _json_depth(text) - 1  # the message object itself is not content
+        if depth > MAX_DEPTH:
+            msg = f"cannot decode AgentMessage: its content nests {depth} deep, over MAX_DEPTH ({MAX_DEPTH})"
+        else:
+            msg = (
+                f"cannot decode AgentMessage: its content nests {depth} deep, within MAX_DEPTH, but the "
+                "calling thread's stack is nearly exhausted; decode it from a shallower call"
+            )
+        raise ProtocolError(msg) from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         msg = (
             f"cannot decode AgentMessage: malformed JSON ({error}); send one JSON object per message, encoded as UTF-8"
         )

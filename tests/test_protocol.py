@@ -466,3 +466,91 @@ def test_cattrs_global_converter_is_left_alone() -> None:
 
     # The global converter still coerces, as it does out of the box.
     assert cattrs.structure(123, str) == "123"
+
+
+# The edges: every bad input is a ProtocolError, whatever its shape
+
+
+def _nested(depth: int) -> Any:
+    """Return a list nested *depth* containers deep (depth 1 is ``[0]``)."""
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _wire_text_nested(depth: int) -> str:
+    """Return a wire message whose content is an empty list nested *depth* deep, as text."""
+    text = json.dumps(_wire(content=0), separators=(",", ":"))
+    return text.replace('"content":0', '"content":' + "[" * depth + "]" * depth)
+
+
+def _deep_stack(frames_left: int, call: Any) -> Any:
+    """Run *call* with about *frames_left* frames left before the recursion limit."""
+    import inspect
+    import sys
+
+    def down(n: int) -> Any:
+        return call() if n <= 0 else down(n - 1)
+
+    return down(sys.getrecursionlimit() - len(inspect.stack()) - frames_left)
+
+
+def test_a_protocol_version_with_thousands_of_digits_is_a_protocol_error_not_a_value_error() -> None:
+    with pytest.raises(ProtocolError, match="supports major version") as raised:
+        structure(_wire(protocol_version="1" * 5000 + ".0"))
+    assert raised.value.field == "protocol_version"
+    with pytest.raises(ProtocolError, match="supports major version"):
+        from_json(json.dumps(_wire(protocol_version="9" * 5000 + ".0")))
+
+
+@pytest.mark.parametrize("text", [5, None, 1.5, ["{}"], {"a": 1}, object()])
+def test_from_json_refuses_what_is_not_text_with_a_protocol_error(text: Any) -> None:
+    with pytest.raises(ProtocolError, match="expected JSON text as str or bytes"):
+        from_json(text)
+
+
+def test_from_json_accepts_bytearray() -> None:
+    text = json.dumps(_wire()).encode()
+    assert from_json(bytearray(text)) == from_json(text)
+
+
+def test_content_nested_to_max_depth_round_trips_and_compares() -> None:
+    from actors.protocol import MAX_DEPTH
+
+    first = AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content=_nested(MAX_DEPTH))
+    second = from_json(to_json(first))
+    assert second == first
+    assert from_json(to_json(second)) == second
+
+
+@pytest.mark.parametrize("depth", [101, 500, 5_000])
+def test_content_nested_past_max_depth_is_refused_on_every_path_in(depth: int) -> None:
+    from actors.protocol import MAX_DEPTH
+
+    assert depth > MAX_DEPTH
+    with pytest.raises(ProtocolError, match="MAX_DEPTH"):
+        AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content=_nested(depth))
+    with pytest.raises(ProtocolError, match="MAX_DEPTH"):
+        structure(_wire(content=_nested(depth)))
+    text = _wire_text_nested(depth)
+    with pytest.raises(ProtocolError, match="MAX_DEPTH"):
+        from_json(text)
+
+
+def test_the_depth_limit_does_not_depend_on_how_deep_the_callers_stack_is() -> None:
+    from actors.protocol import MAX_DEPTH
+
+    text = _wire_text_nested(300)
+    for frames_left in (5_000, 400):
+        with pytest.raises(ProtocolError, match="MAX_DEPTH"):
+            _deep_stack(frames_left, lambda: from_json(text))
+    ok = json.dumps(_wire(content=_nested(MAX_DEPTH)))
+    assert _deep_stack(400, lambda: from_json(ok)).content == from_json(ok).content
+
+
+def test_a_depth_error_names_the_path_to_the_deep_value() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content={"plan": _nested(200)})
+    assert raised.value.field is not None
+    assert raised.value.field.startswith("content.plan.0.0")
