@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import pickle
+import sys
 from typing import Any
 
 import attrs
@@ -16,6 +18,7 @@ from hypothesis import given
 
 from actors import ProtocolError
 from actors.protocol import (
+    MAX_DEPTH,
     PROTOCOL_VERSION,
     AgentMessage,
     FrozenMapping,
@@ -487,8 +490,6 @@ def _wire_text_nested(depth: int) -> str:
 
 def _deep_stack(frames_left: int, call: Any) -> Any:
     """Run *call* with about *frames_left* frames left before the recursion limit."""
-    import inspect
-    import sys
 
     def down(n: int) -> Any:
         return call() if n <= 0 else down(n - 1)
@@ -516,8 +517,6 @@ def test_from_json_accepts_bytearray() -> None:
 
 
 def test_content_nested_to_max_depth_round_trips_and_compares() -> None:
-    from actors.protocol import MAX_DEPTH
-
     first = AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content=_nested(MAX_DEPTH))
     second = from_json(to_json(first))
     assert second == first
@@ -526,8 +525,6 @@ def test_content_nested_to_max_depth_round_trips_and_compares() -> None:
 
 @pytest.mark.parametrize("depth", [101, 500, 5_000])
 def test_content_nested_past_max_depth_is_refused_on_every_path_in(depth: int) -> None:
-    from actors.protocol import MAX_DEPTH
-
     assert depth > MAX_DEPTH
     with pytest.raises(ProtocolError, match="MAX_DEPTH"):
         AgentMessage(sender="a", type=MessageType.TASK_REQUEST, content=_nested(depth))
@@ -539,8 +536,6 @@ def test_content_nested_past_max_depth_is_refused_on_every_path_in(depth: int) -
 
 
 def test_the_depth_limit_does_not_depend_on_how_deep_the_callers_stack_is() -> None:
-    from actors.protocol import MAX_DEPTH
-
     text = _wire_text_nested(300)
     for frames_left in (5_000, 400):
         with pytest.raises(ProtocolError, match="MAX_DEPTH"):
