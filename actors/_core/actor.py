@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
-from actors._core.cell import _SelfStop, constructing_cell
+from actors._core.cell import constructing_cell
 from actors._core.future import Future
+from actors._core.messages import SelfStop
 from actors._core.ref import StoppedFlag
 from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
@@ -204,7 +205,7 @@ class Actor(pykka.Actor):
         This is the actor ending itself: a ``permanent`` child is restarted
         (Erlang's rule for a normal exit); ``ref.stop()`` from outside never is.
         """
-        self._troupe_cell.ref.tell(_SelfStop())
+        self._troupe_cell.ref.tell(SelfStop())
 
 
 def _cell_of(ref: Any, what: str) -> Cell:
@@ -212,7 +213,7 @@ def _cell_of(ref: Any, what: str) -> Cell:
     if cell is None:
         msg = f"{what}() needs an ActorRef of a troupe actor, got {ref!r}"
         raise TypeError(msg)
-    return cell  # type: ignore[no-any-return]
+    return cell
 
 
 class PooledActor(Actor):
@@ -304,7 +305,7 @@ def concrete_class(actor_class: type[pykka.Actor], mode: str | None) -> tuple[ty
     # so the derived class lives exactly as long as the class.
     resolved = getattr(actor_class, "__dict__", {}).get("_troupe_resolved")
     if resolved is not None and mode in resolved:
-        return resolved[mode]  # type: ignore[no-any-return]
+        return resolved[mode]
     result = _resolve(actor_class, mode, resolved or {})
     if resolved is None:
         resolved = {}
@@ -352,7 +353,7 @@ def _resolve(
             raise ModeError(msg)
     base = MODES[mode]
     if issubclass(actor_class, base):
-        return actor_class, mode  # type: ignore[return-value]
+        return actor_class, mode
     derived = type(
         actor_class.__name__,
         (actor_class, base),

@@ -38,15 +38,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 from loguru import logger
-from pykka._future import _Unset
 
+from actors._core._pykka import Unset
 from actors.errors import EventLoopError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
-    from pykka._types import OptExcInfo
-
+    from actors._core._pykka import OptExcInfo
     from actors._core.cell import Cell
 
 __all__ = ["Future", "Receipt"]
@@ -54,7 +53,7 @@ __all__ = ["Future", "Receipt"]
 T = TypeVar("T")
 M = TypeVar("M")
 
-_UNSET = _Unset()
+_UNSET = Unset()
 
 
 class Future(pykka.Future[T]):
@@ -127,7 +126,7 @@ class Future(pykka.Future[T]):
             _, exc_value, traceback = exc_info
             assert exc_value is not None
             raise exc_value.with_traceback(traceback)
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def set(self, value: Any = None) -> None:
         """Set the value and wake every waiter.
@@ -297,7 +296,7 @@ def _collect_leaves(future: pykka.Future[Any], leaves: list[Future[Any]]) -> boo
     if future._get_hook is None:  # noqa: SLF001
         leaves.append(future)
         return True
-    if not isinstance(future._get_hook_result, _Unset):  # noqa: SLF001
+    if not isinstance(future._get_hook_result, Unset):  # noqa: SLF001
         return True  # computed already
     sources = future._sources  # noqa: SLF001
     return sources is not None and all(_collect_leaves(source, leaves) for source in sources)

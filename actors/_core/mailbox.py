@@ -15,10 +15,12 @@ from these immutable specs:
   on the event loop of the asyncio actor it fills gets it at once).
 
 Each spec builds a queue object with the small interface the runtime uses:
-``append(item)``, ``popleft()`` (raises `IndexError` when empty) and
-``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an
-ask). The FIFO queue is a bare `collections.deque`, whose append and popleft
-are atomic in CPython, so the default hot path takes no lock.
+``append(item)`` (a sender's), ``offer(item)`` (the runtime's: never
+blocks), ``popleft()`` (raises `IndexError` when empty) and ``len()`` (the
+`MessageQueue` protocol). An item is a bare message (a tell) or a pykka
+`Envelope` (an ask). The FIFO queue is a `collections.deque` (a subclass that
+adds only ``offer``), whose append and popleft are atomic in CPython, so the
+default hot path takes no lock.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
-from pykka._envelope import Envelope
 
+from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
 from actors.errors import MailboxFullError
 
@@ -56,9 +58,16 @@ Overflow = Literal["fail", "drop_oldest", "drop_newest", "block"]
 
 
 class MessageQueue(Protocol):
-    """What the runtime needs of a mailbox's queue."""
+    """What the runtime needs of a mailbox's queue.
+
+    `append` is a sender's: it may block (a bounded ``"block"`` mailbox) or
+    raise `MailboxFullError`. `offer` is the runtime's own (a timer firing,
+    a `Terminated`), from threads that must never wait: it raises
+    `MailboxFullError` or drops, as the overflow policy says, but never blocks.
+    """
 
     def append(self, envelope: Envelope[Any], /) -> None: ...
+    def offer(self, envelope: Envelope[Any], /) -> None: ...
     def popleft(self) -> Envelope[Any]: ...
     def __len__(self) -> int: ...
 
@@ -80,7 +89,7 @@ class FifoMailbox:
 
     def create(self, cell: Cell) -> MessageQueue:
         """Build the queue for one actor."""
-        return deque()
+        return _FifoQueue()
 
 
 @attrs.frozen
@@ -122,6 +131,13 @@ class BoundedMailbox:
         return _BoundedQueue(self, self.inner.create(cell), cell)
 
 
+class _FifoQueue(deque[Any]):
+    # A deque: append, popleft and len stay C calls on the hot path.
+    __slots__ = ()
+
+    offer = deque.append  # unbounded: never full, never blocks
+
+
 class _PriorityQueue:
     # Invariant: _heap holds (-priority, seq, envelope); seq is unique and
     # increasing, so equal priorities pop in arrival order and envelopes are
@@ -139,6 +155,8 @@ class _PriorityQueue:
         entry = (-self._key(message), next(self._seq), envelope)
         with self._lock:
             heapq.heappush(self._heap, entry)
+
+    offer = append  # unbounded: never full; its lock is held only to push
 
     def popleft(self) -> Envelope[Any]:
         with self._lock:
@@ -185,6 +203,10 @@ class _BoundedQueue:
                 self._inner.append(envelope)
         if dropped is not None:
             self._cell.reject(dropped, DeadLetterReason.MAILBOX_OVERFLOW, MailboxFullError(self._full_message()))
+
+    def offer(self, envelope: Envelope[Any]) -> None:
+        # Never waits: a full "block" mailbox drops it as "drop_newest" would.
+        self.append(envelope, may_block=False)
 
     def popleft(self) -> Envelope[Any]:
         with self._cond:

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 from pykka import ActorDeadError
-from pykka._envelope import Envelope
-from pykka.messages import _ActorStop
 
-from actors._core.cell import inline_depth
+from actors._core._pykka import ActorStop, Envelope
 from actors._core.deadletters import DeadLetterReason
+from actors._core.executors import inline_depth
 from actors._core.future import Future, Receipt
 from actors.errors import EventLoopError, TroupeError
 
@@ -115,7 +114,7 @@ class ActorRef(pykka.ActorRef[A]):
         # pykka's ActorProxy reads the instance through this; resolving it on
         # every call follows the cell to the current instance.
         cell = self._cell
-        return lambda: cell.actor  # type: ignore[no-any-return]
+        return lambda: cell.actor
 
     def __str__(self) -> str:
         cell = self._cell
@@ -270,7 +269,7 @@ class ActorRef(pykka.ActorRef[A]):
             future.set(False)
         else:
             try:
-                cell.put(Envelope(_ActorStop(), reply_to=future))
+                cell.put(Envelope(ActorStop(), reply_to=future))
             except TroupeError:
                 future.set_exception()
         if block:
@@ -278,7 +277,7 @@ class ActorRef(pykka.ActorRef[A]):
         return future
 
     def _dead(self, message: Any) -> None:
-        if not isinstance(message, _ActorStop):  # stop() on a dead actor is no dead letter
+        if not isinstance(message, ActorStop):  # stop() on a dead actor is no dead letter
             self._cell.system.dead_letters.record(message, self, DeadLetterReason.RECIPIENT_STOPPED)
         msg = f"{self} not found: it has stopped; the message went to dead letters"
         raise ActorDeadError(msg)
