@@ -876,4 +876,3 @@ def _refuse_coroutine(cell: Cell, coro: Any, message: Any) -> None:
         "spawn it with mode='asyncio' to have coroutines awaited"
     )
     raise ModeError(msg)
-

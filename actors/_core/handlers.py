@@ -346,4 +346,3 @@ class AsyncioState:
         cell.lost_loop(exc)
         if after is not None:  # what waited for the dead handlers goes on
             after()
-

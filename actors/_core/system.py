@@ -414,9 +414,7 @@ class ActorSystem:
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        if current_executor() is self._asyncio or any(
-            cell.runs_handler(task) for cell in self._live_cells()
-        ):
+        if current_executor() is self._asyncio or any(cell.runs_handler(task) for cell in self._live_cells()):
             msg = (
                 f"ashutdown() of system {self.name!r} was awaited by one of its own actors, which it would "
                 "stop and wait for; call it from outside the system, or stop the actor instead"
