@@ -47,6 +47,7 @@ import queue
 import sys
 import threading
 from _thread import allocate_lock
+from asyncio import _get_running_loop
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -340,6 +341,15 @@ class Cell:
         """Return whether `task` is one of this asyncio actor's handler tasks."""
         aio = self.aio
         return aio is not None and task in aio.handling
+
+    def on_own_loop(self) -> bool:
+        """Return whether the calling thread is running this asyncio actor's event loop right now."""
+        aio = self.aio
+        return aio is not None and _get_running_loop() is aio.loop
+
+    def suspended_on(self, task: asyncio.Task[Any] | None) -> bool:
+        """Return whether the current turn is suspended on `task` (a handler awaiting its own actor)."""
+        return self.awaiting is not None and self.awaiting is task
 
     def load(self) -> int:
         """Return the messages waiting, plus one if a turn is scheduled or running (a router's measure)."""

@@ -261,7 +261,7 @@ class Future(pykka.Future[T]):
     def _refuse_blocking_on_loop(self) -> None:
         cell = self._cell
         assert cell is not None
-        if cell.aio is not None and _get_running_loop() is cell.aio.loop:
+        if cell.on_own_loop():
             msg = (
                 f"a blocking wait for a reply from {self._label} on the thread of the event loop that must "
                 "produce that reply would deadlock; from a coroutine, await it instead: "
@@ -271,7 +271,7 @@ class Future(pykka.Future[T]):
 
     def _refuse_awaiting_own_reply(self) -> None:
         cell = self._cell
-        if cell is not None and cell.awaiting is not None and cell.awaiting is asyncio.current_task():
+        if cell is not None and cell.suspended_on(asyncio.current_task()):
             msg = (
                 f"a handler of {self._label} awaits a reply from its own actor, which only handles the message "
                 "once this handler returns (deadlock); call the method directly, or set `reentrant = True` "
