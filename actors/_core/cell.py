@@ -48,6 +48,7 @@ import sys
 import threading
 from _thread import allocate_lock
 from asyncio import _get_running_loop
+from collections import deque
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +114,8 @@ class Cell:
     any thread, and so may the read-only views (`is_running`,
     `is_stopping`, `is_terminated`, `load`). Everything else runs only while
     holding `sched`, i.e. on the executor's thread during a turn; for an
-    asyncio cell that is always the loop's thread, where the handler tasks
-    also deliver (`AsyncioState.handler_done`). `system`, `actor_class`,
+    asyncio cell that is always the loop's thread, where a handler task
+    also delivers its outcome in its last step (`deliver`). `system`, `actor_class`,
     `name`, `parent`, `urn`, `throughput`, `ref` and `queue` are set once,
     when the cell is built, and never change.
     """
@@ -280,8 +281,12 @@ class Cell:
         """
         if not self.alive:
             return
+        queue = self.queue
         try:
-            self.queue.offer(message)
+            if queue.__class__ is deque:  # the FIFO mailbox: its append never blocks
+                queue.append(message)
+            else:  # a queue without `offer` never blocks either (the protocol's promise)
+                getattr(queue, "offer", queue.append)(message)
         except MailboxFullError as exc:
             self.reject(message, DeadLetterReason.MAILBOX_OVERFLOW, exc)
             return
@@ -661,6 +666,21 @@ class Cell:
             aio.run_handler(result, None, None, Hook(name, done, cancellable=cancellable))
             return
         done(None)
+
+    def deliver(self, driver: Any, value: Any, exc: BaseException | None) -> bool:
+        """Deliver what a handler coroutine ended with (the executor's driver, in its task's last step).
+
+        Return False if there is nothing to deliver to: the loop was lost (`AsyncioState.lose_loop`).
+        """
+        aio = self.aio
+        if aio is None:
+            return False
+        aio.driver = driver
+        try:
+            aio.handler_done(driver.task, value, exc)
+        finally:
+            aio.driver = None
+        return True
 
     def quiesce(self, then: Callable[[], None]) -> None:
         """Cancel the asyncio handlers and start hooks in flight; `then()` once every task has ended (or now)."""

@@ -394,7 +394,7 @@ class AsyncioExecutor:
             self._lost(cell)
 
     def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
-        """Run a handler's coroutine as a task; ``cell.aio.handler_done(task, ...)`` is called when it ends."""
+        """Run a handler's coroutine as a task; ``cell.deliver(driver, ...)`` is called when it ends."""
         loop = self.loop
         assert loop is not None
         driver = _Driver(coro, cell, self)
@@ -450,7 +450,7 @@ class _Driver(Coroutine[Any, Any, None]):
 
     The task drives this object; it drives the current handler coroutine and
     times each step. When that coroutine ends, the outcome is delivered right
-    here, in the task's last step (`AsyncioState.handler_done`), instead of from a
+    here, in the task's last step (`Cell.deliver`), instead of from a
     done-callback one loop iteration later; if the turn that goes on then
     meets another coroutine, it hands it to this driver (`next`) and the same
     task runs it: a busy actor costs one task, not one per message.
@@ -551,15 +551,8 @@ class _Driver(Coroutine[Any, Any, None]):
 
     def _ended(self, value: Any, exc: BaseException | None) -> bool:
         """Deliver the current coroutine's outcome; return whether there is a next one to run."""
-        cell = self._cell
-        aio = cell.aio
-        if aio is None:  # the loop was lost (`AsyncioState.lose_loop`): nothing to deliver to
+        if not self._cell.deliver(self, value, exc):  # the loop was lost: nothing to deliver to
             return False
-        aio.driver = self
-        try:
-            aio.handler_done(self.task, value, exc)
-        finally:
-            aio.driver = None
         coro = self.next
         if coro is None:
             self.task = None  # type: ignore[assignment]  # the task ends: break the task <-> driver cycle

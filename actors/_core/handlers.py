@@ -105,10 +105,11 @@ class AsyncioState:
     """What an asyncio actor's cell keeps beside the common state, and the handler tasks' code.
 
     Thread contract: read and written only on the loop's thread (`loop`),
-    except `loop`, `reentrant` and `cell`, which never change, and
-    `abandon`, which may be called from any thread. Every method but
-    `abandon` runs in a turn of `cell` (holding its `sched`) or in a handler
-    task's last step (`handler_done`).
+    except `loop`, `reentrant` and `cell`, which never change; `abandon`,
+    which may be called from any thread; and `lose_loop`, which runs once the
+    loop is gone, in a turn on the executor that took the cell over. Every
+    method but `abandon` runs in a turn of `cell` (holding its `sched`) or in
+    a handler task's last step (`handler_done`, through ``Cell.deliver``).
     """
 
     __slots__ = ("after_cancel", "cell", "driver", "handling", "loop", "reentrant")

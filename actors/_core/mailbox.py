@@ -18,9 +18,9 @@ Each spec builds a queue object with the small interface the runtime uses:
 ``append(item)`` (a sender's), ``offer(item)`` (the runtime's: never
 blocks), ``popleft()`` (raises `IndexError` when empty) and ``len()`` (the
 `MessageQueue` protocol). An item is a bare message (a tell) or a pykka
-`Envelope` (an ask). The FIFO queue is a `collections.deque` (a subclass that
-adds only ``offer``), whose append and popleft are atomic in CPython, so the
-default hot path takes no lock.
+`Envelope` (an ask). The FIFO queue is a bare `collections.deque`, whose
+append and popleft are atomic in CPython, so the default hot path takes no
+lock; its append never blocks, so it needs no ``offer``.
 """
 
 from __future__ import annotations
@@ -64,10 +64,12 @@ class MessageQueue(Protocol):
     raise `MailboxFullError`. `offer` is the runtime's own (a timer firing,
     a `Terminated`), from threads that must never wait: it raises
     `MailboxFullError` or drops, as the overflow policy says, but never blocks.
+    `offer` is optional, so not declared here: a queue whose `append` never
+    blocks may leave it out (the FIFO mailbox's bare deque does), and
+    `Cell.post_internal` then appends. The bounded and priority queues have it.
     """
 
     def append(self, envelope: Envelope[Any], /) -> None: ...
-    def offer(self, envelope: Envelope[Any], /) -> None: ...
     def popleft(self) -> Envelope[Any]: ...
     def __len__(self) -> int: ...
 
@@ -89,7 +91,10 @@ class FifoMailbox:
 
     def create(self, cell: Cell) -> MessageQueue:
         """Build the queue for one actor."""
-        return _FifoQueue()
+        # A bare deque, not a subclass with an `offer`: `cell.queue.append`
+        # and `len(cell.queue)` on a subclass cost ~7 ns more per tell
+        # (27 -> 34 ns, pinned, 3.11). Its append never blocks: it is its offer.
+        return deque()
 
 
 @attrs.frozen
@@ -129,13 +134,6 @@ class BoundedMailbox:
     def create(self, cell: Cell) -> MessageQueue:
         """Build the queue for one actor."""
         return _BoundedQueue(self, self.inner.create(cell), cell)
-
-
-class _FifoQueue(deque[Any]):
-    # A deque: append, popleft and len stay C calls on the hot path.
-    __slots__ = ()
-
-    offer = deque.append  # unbounded: never full, never blocks
 
 
 class _PriorityQueue:

@@ -290,6 +290,7 @@ class ActorSystem:
         spec: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> Cell:
         loop: asyncio.AbstractEventLoop | None = None
+        reentrant = False
         executor: Executor
         if mode == "thread":
             executor = ThreadExecutor(
@@ -301,6 +302,7 @@ class ActorSystem:
         elif mode == "asyncio":
             executor = self._asyncio
             loop = self._asyncio.ensure_running()
+            reentrant = bool(getattr(concrete, "reentrant", False))
             throughput = self.throughput
         else:
             executor = self._pool
@@ -318,7 +320,7 @@ class ActorSystem:
             ref_class=getattr(concrete, "_troupe_ref_class", ActorRef),
             mailbox=mailbox,
             loop=loop,
-            reentrant=bool(getattr(concrete, "reentrant", False)),
+            reentrant=reentrant,
             restart=restart,
             spec=spec,
         )
@@ -353,8 +355,7 @@ class ActorSystem:
 
     def children(self) -> list[ActorRef[Any]]:
         """Return the refs of the live top-level actors, oldest first."""
-        with self.tree_lock:
-            return [cell.ref for cell in self._guardian.children or ()]
+        return [cell.ref for cell in self._guardian.children_snapshot()]
 
     @property
     def is_running(self) -> bool:
@@ -477,7 +478,7 @@ class ActorSystem:
             while stack:
                 cell = stack.pop()
                 found.append(cell)
-                stack.extend(cell.children or ())
+                stack.extend(cell.children_snapshot())
         return found
 
     def _stop_all_actors(self) -> None:
