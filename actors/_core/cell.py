@@ -61,7 +61,7 @@ from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import DRAIN, THREAD_STATE, current_executor
 from actors._core.future import Receipt
 from actors._core.handlers import AsyncioState, Hook, is_coroutine, reply_exception
-from actors._core.lifecycle import STOP, StopChildren, exc_info_of
+from actors._core.lifecycle import RUNNING, STARTING, STOP, STOPPING, TERMINATED, StopChildren, exc_info_of
 from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
 from actors._core.supervision import RestartType, Supervising, Terminated, policy_of
 from actors._core.timers import Timers, _TimerFired
@@ -87,9 +87,6 @@ __all__ = [
     "constructing_cell",
     "unwrap",
 ]
-
-# Cell states; they only move forward.
-STARTING, RUNNING, STOPPING, TERMINATED = range(4)
 
 _constructing = threading.local()
 

@@ -256,7 +256,7 @@ class AsyncioExecutor:
         loop: asyncio.AbstractEventLoop | None,
         clock: Clock,
         slow_callback_duration: float | None,
-        fallback: Any,
+        fallback: Executor,
     ) -> None:
         if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
             msg = f"loop must be an asyncio event loop (e.g. asyncio.get_running_loop()), got {loop!r}"

@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from actors._core._pykka import OptExcInfo
     from actors._core.cell import Cell
 
-__all__ = ["STOP", "Restart", "StopChildren", "exc_info_of"]
+__all__ = ["RUNNING", "STARTING", "STOP", "STOPPING", "TERMINATED", "Restart", "StopChildren", "exc_info_of"]
+
+# A cell's states (``Cell.state``); they only move forward.
+STARTING, RUNNING, STOPPING, TERMINATED = range(4)
 
 
 def exc_info_of(exc: BaseException) -> OptExcInfo:
@@ -89,11 +92,13 @@ class StopChildren:
         pending = self.pending
         if pending is None:
             pending = self.pending = cell.children_snapshot()
+        # `state` read directly, not through `is_terminated()`: this loop runs
+        # twice per actor in a shutdown of 100,000 pooled actors.
         while pending:
             child = pending[-1]
-            if not child.is_terminated():
+            if child.state != TERMINATED:
                 child.post_system(STOP, inline=True)
-                if not child.is_terminated():
+                if child.state != TERMINATED:
                     child.on_terminated(self._child_terminated)
                     return
             pending.pop()
