@@ -186,7 +186,7 @@ class Actor(pykka.Actor):
         with it); its children are stopped right after. Default: nothing.
         """
 
-    def post_restart(self, exc: BaseException | None) -> Any:
+    def post_restart(self, exc: BaseException | None) -> Any:  # noqa: ARG002 - the hook's signature
         """Hook: this fresh instance replaces one that ended with `exc`. Default: ``on_start()``.
 
         Runs in the actor's own turn, before any queued message reaches the
@@ -213,7 +213,7 @@ def _cell_of(ref: Any, what: str) -> Cell:
     if cell is None:
         msg = f"{what}() needs an ActorRef of a troupe actor, got {ref!r}"
         raise TypeError(msg)
-    return cell
+    return cell  # type: ignore[no-any-return]
 
 
 class PooledActor(Actor):
@@ -305,7 +305,7 @@ def concrete_class(actor_class: type[pykka.Actor], mode: str | None) -> tuple[ty
     # so the derived class lives exactly as long as the class.
     resolved = getattr(actor_class, "__dict__", {}).get("_troupe_resolved")
     if resolved is not None and mode in resolved:
-        return resolved[mode]
+        return resolved[mode]  # type: ignore[no-any-return]
     result = _resolve(actor_class, mode, resolved or {})
     if resolved is None:
         resolved = {}

@@ -48,7 +48,6 @@ import sys
 import threading
 from _thread import allocate_lock
 from asyncio import _get_running_loop
-from collections import deque
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -279,11 +278,14 @@ class Cell:
         if not self.alive:
             return
         queue = self.queue
+        # `offer` is optional in the protocol: a queue without one (the FIFO
+        # mailbox's bare deque) promises that its append never blocks.
+        offer = getattr(queue, "offer", None)
         try:
-            if queue.__class__ is deque:  # the FIFO mailbox: its append never blocks
+            if offer is None:
                 queue.append(message)
-            else:  # a queue without `offer` never blocks either (the protocol's promise)
-                getattr(queue, "offer", queue.append)(message)
+            else:
+                offer(message)
         except MailboxFullError as exc:
             self.reject(message, DeadLetterReason.MAILBOX_OVERFLOW, exc)
             return
@@ -624,7 +626,9 @@ class Cell:
     def ask_failed(self, exc_info: OptExcInfo, message: Any, reply_to: pykka.Future[Any]) -> bool:
         """Give an ask's exception to its asker; return True if the actor failed too (its supervisor's policy)."""
         exc = exc_info[1]
-        assert exc is not None
+        if exc is None:
+            msg = f"the ask of {self.ref} failed without an exception"
+            raise TroupeInternalError(msg)
         parent = self.parent
         if parent is not None and policy_of(parent.actor).fails_on_ask(exc):
             # Fail first, so the supervisor hears of it before the asker does.
@@ -697,7 +701,9 @@ class Cell:
         if self.executor is not old:
             return False
         aio = self.aio
-        assert aio is not None
+        if aio is None:
+            msg = f"{self.ref} lost an event loop it does not run on"
+            raise TroupeInternalError(msg)
 
         def lose_loop(_cell: Cell) -> None:
             aio.lose_loop(exc)  # type: ignore[arg-type]  # an EventLoopError
@@ -758,7 +764,9 @@ class Cell:
     def _report(self, exc: BaseException | None) -> None:
         """Suspend and ask the supervisor what to do (`exc` None: a permanent child exited)."""
         parent = self.parent
-        assert parent is not None
+        if parent is None:
+            msg = f"{self.ref} has no supervisor to report to"
+            raise TroupeInternalError(msg)
         self.suspended = True
         incarnation = self.incarnation
 

@@ -129,7 +129,7 @@ class _InlineDrain:
 DRAIN: Executor = _InlineDrain()
 
 
-class HandlerExit(Exception):  # a carrier, never raised to users
+class HandlerExit(Exception):  # noqa: N818 - a carrier for SystemExit/KeyboardInterrupt, never raised to users
     """Carries a SystemExit or KeyboardInterrupt out of a handler task.
 
     asyncio re-raises those two out of the event loop itself; the executor
@@ -298,8 +298,7 @@ class AsyncioExecutor:
             EventLoopError: the given loop is closed or not running.
         """
         if self.given:
-            loop = self.loop
-            assert loop is not None
+            loop = self._loop()
             if loop.is_closed() or not loop.is_running():
                 state = "closed" if loop.is_closed() else "not running"
                 msg = (
@@ -320,17 +319,27 @@ class AsyncioExecutor:
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         bind_executor(self)
-        assert self._stop_serving is not None
+        stop = self._stop_serving
         try:
+            if stop is None:
+                msg = f"the event loop thread {self.thread_name} started before its stop event existed"
+                raise TroupeInternalError(msg)  # noqa: TRY301 - logged below, as the thread's last words
             # The Runner cancels leftover tasks, shuts down async generators and
             # the default executor, and closes the loop when we stop serving.
             with asyncio.Runner(loop_factory=lambda: loop) as runner:
-                runner.run(self._stop_serving.wait())
+                runner.run(stop.wait())
         except BaseException as exc:  # noqa: BLE001 - a thread's last words go to the log
             # Nobody waits on this thread to hear it: logging is the one way out.
             err = TroupeInternalError(f"the event loop thread {self.thread_name} died: {exc!r}; please report it")
             err.__cause__ = exc
             logger.opt(exception=err).critical("{}", err)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if loop is None:  # an asyncio cell exists only once `ensure_running` made the loop
+            msg = f"the asyncio executor of system {self.system_name!r} was used before its loop was started"
+            raise TroupeInternalError(msg)
+        return loop
 
     def on_loop_thread(self) -> bool:
         """Return whether the calling thread is running this executor's loop right now."""
@@ -352,7 +361,8 @@ class AsyncioExecutor:
     def submit(self, cell: Cell) -> None:
         """Run ``cell.run()`` soon on the loop (the caller holds ``cell.sched``)."""
         loop = self.loop
-        assert loop is not None
+        if loop is None:
+            loop = self._loop()
         if _get_running_loop() is loop:
             loop.call_soon(self._run, cell, context=self._context)
             return
@@ -383,8 +393,7 @@ class AsyncioExecutor:
 
     def wake(self, cell: Cell) -> None:
         """Have a suspended turn of `cell` run its system messages now."""
-        loop = self.loop
-        assert loop is not None
+        loop = self._loop()
         try:
             if _get_running_loop() is loop:
                 loop.call_soon(self._wake, cell, context=self._context)
@@ -395,8 +404,7 @@ class AsyncioExecutor:
 
     def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         """Run a handler's coroutine as a task; ``cell.deliver(driver, ...)`` is called when it ends."""
-        loop = self.loop
-        assert loop is not None
+        loop = self._loop()
         driver = _Driver(coro, cell, self)
         driver.task = task = loop.create_task(driver)
         return task
@@ -504,7 +512,7 @@ class _Driver(Coroutine[Any, Any, None]):
         """Run the current coroutine to its next suspension point."""
         return self._step(None, value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # noqa: ARG002 - the coroutine protocol's signature
         """Raise an exception (a cancellation) at the current coroutine's suspension point."""
         exc = typ if val is None and isinstance(typ, BaseException) else (val if val is not None else typ())
         if type(exc) is RuntimeError and "attached to a different loop" in str(exc):

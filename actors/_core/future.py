@@ -124,9 +124,8 @@ class Future(pykka.Future[T]):
         exc_info = self._exc_info
         if exc_info is not None:
             _, exc_value, traceback = exc_info
-            assert exc_value is not None
-            raise exc_value.with_traceback(traceback)
-        return self._value
+            raise exc_value.with_traceback(traceback)  # type: ignore[union-attr]  # set_exception stores an exception
+        return self._value  # type: ignore[no-any-return]
 
     def set(self, value: Any = None) -> None:
         """Set the value and wake every waiter.
@@ -147,12 +146,12 @@ class Future(pykka.Future[T]):
         """
         if exc_info is None:
             exc_info = sys.exc_info()
-        assert len(exc_info) == 3
+        assert len(exc_info) == 3  # noqa: S101, PLR2004 - pykka's own check of the argument, kept as pykka has it
         if self._done or self._get_hook is not None:
             raise queue.Full
         exc_type, exc_value, traceback = exc_info
         if exc_value is None:
-            assert exc_type is not None
+            assert exc_type is not None  # noqa: S101 - as pykka: an exc_info without a value has a type
             exc_value = exc_type()
         self._exc_info = (exc_type, exc_value, traceback)
         self._settle()
@@ -260,8 +259,7 @@ class Future(pykka.Future[T]):
 
     def _refuse_blocking_on_loop(self) -> None:
         cell = self._cell
-        assert cell is not None
-        if cell.on_own_loop():
+        if cell is not None and cell.on_own_loop():
             msg = (
                 f"a blocking wait for a reply from {self._label} on the thread of the event loop that must "
                 "produce that reply would deadlock; from a coroutine, await it instead: "
@@ -282,7 +280,7 @@ class Future(pykka.Future[T]):
     __iter__ = __await__
 
 
-def _derived(future: pykka.Future[Any], sources: tuple[pykka.Future[Any], ...]) -> Any:
+def _derived(future: pykka.Future[Any], sources: tuple[pykka.Future[Any], ...]) -> Future[Any]:
     # pykka's map/filter/join/reduce build `self.__class__()`: one of ours.
     derived = cast("Future[Any]", future)
     derived._sources = sources  # noqa: SLF001
@@ -319,7 +317,7 @@ def _get_on_a_thread(future: Future[T], loop: asyncio.AbstractEventLoop) -> Gene
     threading.Thread(target=compute, name="troupe-future-get-hook", daemon=True).start()
     ok, value = yield from waiter
     if ok:
-        return value
+        return cast("T", value)
     raise value
 
 

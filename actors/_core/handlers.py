@@ -230,7 +230,7 @@ class AsyncioState:
                 cell.run()
         else:
             # A reentrant handler: deliver inside a turn of its own.
-            cell.post_system(lambda c: self._finish_handler(task, value, exc))
+            cell.post_system(lambda _cell: self._finish_handler(task, value, exc))
 
     def _finish_handler(self, task: asyncio.Task[Any], value: Any, exc: BaseException | None) -> None:
         cell = self.cell

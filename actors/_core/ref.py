@@ -179,7 +179,7 @@ class ActorRef(pykka.ActorRef[A]):
                 if cell.sched.acquire(False):
                     cell.run(future)
             elif cell.aio is not None:
-                self._refuse_blocking_on_loop(block, "ask")
+                self._refuse_blocking_on_loop(block=block, what="ask")
                 future._cell = cell  # noqa: SLF001 - it replies from its loop
                 cell.put(envelope)
             else:
@@ -238,7 +238,7 @@ class ActorRef(pykka.ActorRef[A]):
                 return future.get()  # the reply came in the meantime
             raise timed_out from None
 
-    def _refuse_blocking_on_loop(self, block: bool, what: str) -> None:
+    def _refuse_blocking_on_loop(self, *, block: bool, what: str) -> None:
         if block and self._cell.on_own_loop():
             msg = (
                 f"a blocking {what}() of {self} on the thread of the event loop it runs on would deadlock "
@@ -268,7 +268,7 @@ class ActorRef(pykka.ActorRef[A]):
         future: Future[bool] = Future()
         future._label = self  # type: ignore[assignment]  # noqa: SLF001
         cell = self._cell
-        self._refuse_blocking_on_loop(block, "stop")
+        self._refuse_blocking_on_loop(block=block, what="stop")
         if not cell.alive:
             future.set(False)
         else:

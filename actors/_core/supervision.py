@@ -351,8 +351,7 @@ class Supervising:
         elif directive is Directive.STOP:
             child.reason = exc
             child.post_system(STOP)
-        elif directive is Directive.ESCALATE:
-            assert exc is not None  # a normal exit is always restarted
+        elif directive is Directive.ESCALATE and exc is not None:  # a normal exit is always restarted
             self.escalate(child, exc)
         else:
             exceeded, attempt = self.log.record(cell.system.clock.now(), child.urn, policy)

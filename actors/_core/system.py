@@ -33,7 +33,7 @@ import sys
 import threading
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pykka
 from loguru import logger
@@ -168,7 +168,7 @@ class ActorSystem:
     def __repr__(self) -> str:
         return f"<ActorSystem {self.name!r} {self._state}>"
 
-    def __enter__(self) -> ActorSystem:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -179,7 +179,7 @@ class ActorSystem:
     ) -> None:
         self.shutdown()
 
-    async def __aenter__(self) -> ActorSystem:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -217,6 +217,8 @@ class ActorSystem:
             restart: ``"temporary"`` (default: a failure stops it, as in pykka),
                 ``"transient"`` or ``"permanent"``: the root supervisor restarts it
                 by the system's `root_policy` (see `actors._core.supervision`).
+            *args: positional arguments of the actor's constructor.
+            **kwargs: keyword arguments of the actor's constructor.
 
         Raises:
             ActorNameTakenError: `name` is used by a live actor.
@@ -403,7 +405,7 @@ class ActorSystem:
             raise self._still_running(timeout)
         self._finish_shutdown()
 
-    async def ashutdown(self, *, timeout: float | None = None) -> None:
+    async def ashutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - as `shutdown(timeout=)`
         """Shut down from a coroutine (as `shutdown`), waiting without blocking its loop. Idempotent.
 
         It may run on any loop, the system's given loop included, but not in
