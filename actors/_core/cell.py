@@ -151,22 +151,21 @@ class Cell:
         "urn",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional on the spawn path (see `ActorSystem._new_cell`)
         self,
         system: ActorSystem,
         actor_class: type[pykka.Actor],
         executor: Executor,
-        *,
         name: str | None,
         parent: Cell | None,
         urn: str,
         throughput: int,
         ref_class: Callable[[Cell], ActorRef[Any]],
         mailbox: MailboxSpec,
-        loop: asyncio.AbstractEventLoop | None = None,
-        reentrant: bool = False,
-        restart: RestartType | None = None,
-        spec: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        loop: asyncio.AbstractEventLoop | None,
+        reentrant: bool,  # noqa: FBT001 - positional: see `ActorSystem._new_cell`
+        restart: RestartType | None,
+        spec: tuple[tuple[Any, ...], dict[str, Any]] | None,
     ) -> None:
         self.system = system
         self.actor_class = actor_class
@@ -401,7 +400,7 @@ class Cell:
             raise TypeError(msg)
         return actor
 
-    def instantiate(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, pykka_registry: bool) -> None:
+    def instantiate(self, args: tuple[Any, ...], kwargs: dict[str, Any], pykka_registry: bool) -> None:  # noqa: FBT001 - positional on the spawn path
         """Build the first instance (the system, at spawn, holding `sched`); register it with pykka if asked.
 
         Raises:
