@@ -24,13 +24,13 @@ the reply future its handler must settle.
 
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors._core.batching import QueuedMessage, TakenMessages
-from actors._core.cell import _KINDS as MESSAGE_KINDS
 from actors._core.cell import STOP, Cell
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors._core.frozendict import FrozenDict
 from actors._core.future import Future, Receipt
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
+from actors._core.messages import KINDS as MESSAGE_KINDS
 from actors._core.ref import ActorRef
 from actors._core.supervision import (
     DEFAULT_POLICY,

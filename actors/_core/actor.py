@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import pykka
 
 from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages
-from actors._core.cell import _SelfStop, constructing_cell
+from actors._core.cell import constructing_cell
 from actors._core.future import Future
+from actors._core.messages import SelfStop
 from actors._core.ref import StoppedFlag
 from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
@@ -224,7 +225,7 @@ class Actor(pykka.Actor):
         with it); its children are stopped right after. Default: nothing.
         """
 
-    def post_restart(self, exc: BaseException | None) -> Any:
+    def post_restart(self, exc: BaseException | None) -> Any:  # noqa: ARG002 - the hook's signature
         """Hook: this fresh instance replaces one that ended with `exc`. Default: ``on_start()``.
 
         Runs in the actor's own turn, before any queued message reaches the
@@ -243,7 +244,7 @@ class Actor(pykka.Actor):
         This is the actor ending itself: a ``permanent`` child is restarted
         (Erlang's rule for a normal exit); ``ref.stop()`` from outside never is.
         """
-        self._troupe_cell.ref.tell(_SelfStop())
+        self._troupe_cell.ref.tell(SelfStop())
 
 
 def _cell_of(ref: Any, what: str) -> Cell:
@@ -391,7 +392,7 @@ def _resolve(
             raise ModeError(msg)
     base = MODES[mode]
     if issubclass(actor_class, base):
-        return actor_class, mode  # type: ignore[return-value]
+        return actor_class, mode
     derived = type(
         actor_class.__name__,
         (actor_class, base),

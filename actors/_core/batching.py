@@ -68,11 +68,11 @@ import sys
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
-from pykka._envelope import Envelope
 
-from actors._core.cell import _KINDS
+from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
 from actors._core.mailbox import NOTHING, take_head
+from actors._core.messages import KINDS as _KINDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

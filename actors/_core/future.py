@@ -38,15 +38,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 from loguru import logger
-from pykka._future import _Unset
 
+from actors._core._pykka import Unset
 from actors.errors import EventLoopError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
-    from pykka._types import OptExcInfo
-
+    from actors._core._pykka import OptExcInfo
     from actors._core.cell import Cell
 
 __all__ = ["Future", "Receipt"]
@@ -54,7 +53,7 @@ __all__ = ["Future", "Receipt"]
 T = TypeVar("T")
 M = TypeVar("M")
 
-_UNSET = _Unset()
+_UNSET = Unset()
 
 
 class Future(pykka.Future[T]):
@@ -125,8 +124,7 @@ class Future(pykka.Future[T]):
         exc_info = self._exc_info
         if exc_info is not None:
             _, exc_value, traceback = exc_info
-            assert exc_value is not None
-            raise exc_value.with_traceback(traceback)
+            raise exc_value.with_traceback(traceback)  # type: ignore[union-attr]  # set_exception stores an exception
         return self._value  # type: ignore[no-any-return]
 
     def set(self, value: Any = None) -> None:
@@ -148,12 +146,12 @@ class Future(pykka.Future[T]):
         """
         if exc_info is None:
             exc_info = sys.exc_info()
-        assert len(exc_info) == 3
+        assert len(exc_info) == 3  # noqa: S101, PLR2004 - pykka's own check of the argument, kept as pykka has it
         if self._done or self._get_hook is not None:
             raise queue.Full
         exc_type, exc_value, traceback = exc_info
         if exc_value is None:
-            assert exc_type is not None
+            assert exc_type is not None  # noqa: S101 - as pykka: an exc_info without a value has a type
             exc_value = exc_type()
         self._exc_info = (exc_type, exc_value, traceback)
         self._settle()
@@ -261,8 +259,7 @@ class Future(pykka.Future[T]):
 
     def _refuse_blocking_on_loop(self) -> None:
         cell = self._cell
-        assert cell is not None
-        if cell.aio is not None and _get_running_loop() is cell.aio.loop:
+        if cell is not None and cell.on_own_loop():
             msg = (
                 f"a blocking wait for a reply from {self._label} on the thread of the event loop that must "
                 "produce that reply would deadlock; from a coroutine, await it instead: "
@@ -272,7 +269,7 @@ class Future(pykka.Future[T]):
 
     def _refuse_awaiting_own_reply(self) -> None:
         cell = self._cell
-        if cell is not None and cell.awaiting is not None and cell.awaiting is asyncio.current_task():
+        if cell is not None and cell.suspended_on(asyncio.current_task()):
             msg = (
                 f"a handler of {self._label} awaits a reply from its own actor, which only handles the message "
                 "once this handler returns (deadlock); call the method directly, or set `reentrant = True` "
@@ -283,7 +280,7 @@ class Future(pykka.Future[T]):
     __iter__ = __await__
 
 
-def _derived(future: pykka.Future[Any], sources: tuple[pykka.Future[Any], ...]) -> Any:
+def _derived(future: pykka.Future[Any], sources: tuple[pykka.Future[Any], ...]) -> Future[Any]:
     # pykka's map/filter/join/reduce build `self.__class__()`: one of ours.
     derived = cast("Future[Any]", future)
     derived._sources = sources  # noqa: SLF001
@@ -297,7 +294,7 @@ def _collect_leaves(future: pykka.Future[Any], leaves: list[Future[Any]]) -> boo
     if future._get_hook is None:  # noqa: SLF001
         leaves.append(future)
         return True
-    if not isinstance(future._get_hook_result, _Unset):  # noqa: SLF001
+    if not isinstance(future._get_hook_result, Unset):  # noqa: SLF001
         return True  # computed already
     sources = future._sources  # noqa: SLF001
     return sources is not None and all(_collect_leaves(source, leaves) for source in sources)
@@ -320,7 +317,7 @@ def _get_on_a_thread(future: Future[T], loop: asyncio.AbstractEventLoop) -> Gene
     threading.Thread(target=compute, name="troupe-future-get-hook", daemon=True).start()
     ok, value = yield from waiter
     if ok:
-        return value
+        return cast("T", value)
     raise value
 
 

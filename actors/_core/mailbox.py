@@ -15,10 +15,12 @@ from these immutable specs:
   on the event loop of the asyncio actor it fills gets it at once).
 
 Each spec builds a queue object with the small interface the runtime uses:
-``append(item)``, ``popleft()`` (raises `IndexError` when empty) and
-``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an
-ask). The FIFO queue is a bare `collections.deque`, whose append and popleft
-are atomic in CPython, so the default hot path takes no lock.
+``append(item)`` (a sender's), ``offer(item)`` (the runtime's: never
+blocks), ``popleft()`` (raises `IndexError` when empty) and ``len()`` (the
+`MessageQueue` protocol). An item is a bare message (a tell) or a pykka
+`Envelope` (an ask). The FIFO queue is a bare `collections.deque`, whose
+append and popleft are atomic in CPython, so the default hot path takes no
+lock; its append never blocks, so it needs no ``offer``.
 
 Batching (`take_head`, behind `Actor.take_queued`): the actor's own turn may
 take the item at the head of its queue if its message passes a test. Each
@@ -40,8 +42,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
-from pykka._envelope import Envelope
 
+from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
 from actors.errors import MailboxFullError
 
@@ -65,7 +67,16 @@ Overflow = Literal["fail", "drop_oldest", "drop_newest", "block"]
 
 
 class MessageQueue(Protocol):
-    """What the runtime needs of a mailbox's queue."""
+    """What the runtime needs of a mailbox's queue.
+
+    `append` is a sender's: it may block (a bounded ``"block"`` mailbox) or
+    raise `MailboxFullError`. `offer` is the runtime's own (a timer firing,
+    a `Terminated`), from threads that must never wait: it raises
+    `MailboxFullError` or drops, as the overflow policy says, but never blocks.
+    `offer` is optional, so not declared here: a queue whose `append` never
+    blocks may leave it out (the FIFO mailbox's bare deque does), and
+    `Cell.post_internal` then appends. The bounded and priority queues have it.
+    """
 
     def append(self, envelope: Envelope[Any], /) -> None: ...
     def popleft(self) -> Envelope[Any]: ...
@@ -87,8 +98,11 @@ def message_priority(message: Any) -> Any:
 class FifoMailbox:
     """Unbounded, first in first out. The default."""
 
-    def create(self, cell: Cell) -> MessageQueue:
+    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002 - the MailboxSpec protocol's signature
         """Build the queue for one actor."""
+        # A bare deque, not a subclass with an `offer`: `cell.queue.append`
+        # and `len(cell.queue)` on a subclass cost ~7 ns more per tell
+        # (27 -> 34 ns, pinned, 3.11). Its append never blocks: it is its offer.
         return deque()
 
 
@@ -103,7 +117,7 @@ class PriorityMailbox:
 
     key: Callable[[Any], Any] = message_priority
 
-    def create(self, cell: Cell) -> MessageQueue:
+    def create(self, cell: Cell) -> MessageQueue:  # noqa: ARG002 - the MailboxSpec protocol's signature
         """Build the queue for one actor."""
         return _PriorityQueue(self.key)
 
@@ -148,6 +162,8 @@ class _PriorityQueue:
         entry = (-self._key(message), next(self._seq), envelope)
         with self._lock:
             heapq.heappush(self._heap, entry)
+
+    offer = append  # unbounded: never full; its lock is held only to push
 
     def popleft(self) -> Envelope[Any]:
         with self._lock:
@@ -208,6 +224,10 @@ class _BoundedQueue:
                 self._inner.append(envelope)
         if dropped is not None:
             self._cell.reject(dropped, DeadLetterReason.MAILBOX_OVERFLOW, MailboxFullError(self._full_message()))
+
+    def offer(self, envelope: Envelope[Any]) -> None:
+        # Never waits: a full "block" mailbox drops it as "drop_newest" would.
+        self.append(envelope, may_block=False)
 
     def popleft(self) -> Envelope[Any]:
         with self._cond:

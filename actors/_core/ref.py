@@ -8,16 +8,14 @@ mail waiting in its mailbox carry on.
 
 from __future__ import annotations
 
-from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 from pykka import ActorDeadError
-from pykka._envelope import Envelope
-from pykka.messages import _ActorStop
 
-from actors._core.cell import inline_depth
+from actors._core._pykka import ActorStop, Envelope
 from actors._core.deadletters import DeadLetterReason
+from actors._core.executors import inline_depth
 from actors._core.future import Future, Receipt
 from actors.errors import EventLoopError, TroupeError
 
@@ -115,7 +113,7 @@ class ActorRef(pykka.ActorRef[A]):
         # pykka's ActorProxy reads the instance through this; resolving it on
         # every call follows the cell to the current instance.
         cell = self._cell
-        return lambda: cell.actor  # type: ignore[no-any-return]
+        return lambda: cell.actor
 
     def __str__(self) -> str:
         cell = self._cell
@@ -133,6 +131,11 @@ class ActorRef(pykka.ActorRef[A]):
             ActorDeadError: the actor has stopped; the message is a dead letter.
             MailboxFullError: a bounded mailbox with policy ``"fail"`` is full.
         """
+        # The measured hot path (benchmarks/runtime.py, tell): `Cell.put`
+        # inlined, touching the cell's `alive`, `queue`, `sched` and
+        # `executor` directly, as `RouterRef.tell` does; calling `put` instead
+        # is one more Python call per message, and each is ~8% of a pinned
+        # pooled tell (measured for RouterRef.tell, actors/routing/router.py).
         cell = self._cell
         if not cell.alive:
             self._dead(message)
@@ -170,12 +173,13 @@ class ActorRef(pykka.ActorRef[A]):
                 # is idle, the asking thread runs the turn itself: the same
                 # one-at-a-time, in-order handling, without two thread wake-ups
                 # (most of a 25 µs cross-thread ask here). Only without a
-                # timeout, since a running handler cannot be abandoned.
+                # timeout, since a running handler cannot be abandoned. The
+                # hot path: `sched` taken here, as in `tell`, and the turn run.
                 cell.queue.append(envelope)
                 if cell.sched.acquire(False):
                     cell.run(future)
             elif cell.aio is not None:
-                self._refuse_blocking_on_loop(block, "ask")
+                self._refuse_blocking_on_loop(block=block, what="ask")
                 future._cell = cell  # noqa: SLF001 - it replies from its loop
                 cell.put(envelope)
             else:
@@ -234,9 +238,8 @@ class ActorRef(pykka.ActorRef[A]):
                 return future.get()  # the reply came in the meantime
             raise timed_out from None
 
-    def _refuse_blocking_on_loop(self, block: bool, what: str) -> None:
-        aio = self._cell.aio
-        if block and aio is not None and _get_running_loop() is aio.loop:
+    def _refuse_blocking_on_loop(self, *, block: bool, what: str) -> None:
+        if block and self._cell.on_own_loop():
             msg = (
                 f"a blocking {what}() of {self} on the thread of the event loop it runs on would deadlock "
                 f"(the loop cannot run the actor while it waits); from a coroutine, "
@@ -265,12 +268,12 @@ class ActorRef(pykka.ActorRef[A]):
         future: Future[bool] = Future()
         future._label = self  # type: ignore[assignment]  # noqa: SLF001
         cell = self._cell
-        self._refuse_blocking_on_loop(block, "stop")
+        self._refuse_blocking_on_loop(block=block, what="stop")
         if not cell.alive:
             future.set(False)
         else:
             try:
-                cell.put(Envelope(_ActorStop(), reply_to=future))
+                cell.put(Envelope(ActorStop(), reply_to=future))
             except TroupeError:
                 future.set_exception()
         if block:
@@ -278,7 +281,7 @@ class ActorRef(pykka.ActorRef[A]):
         return future
 
     def _dead(self, message: Any) -> None:
-        if not isinstance(message, _ActorStop):  # stop() on a dead actor is no dead letter
+        if not isinstance(message, ActorStop):  # stop() on a dead actor is no dead letter
             self._cell.system.dead_letters.record(message, self, DeadLetterReason.RECIPIENT_STOPPED)
         msg = f"{self} not found: it has stopped; the message went to dead letters"
         raise ActorDeadError(msg)

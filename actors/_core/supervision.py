@@ -27,6 +27,11 @@ message, ahead of the parent's user messages); tearing down the old instance
 stopped) and building the new one (``__init__``, ``post_restart``) run in the
 child's own turn, on the child's executor, like its other hooks.
 
+The supervisor's side is `Supervising`, one per cell that has had a child
+fail: the decision (`Supervising.child_failed`) and the group restart it
+starts (`Supervising.group_step`); the child's side of a restart is
+`actors._core.lifecycle.Restart`.
+
 Ordering promised: under ``one_for_all`` and ``rest_for_one`` the group is
 torn down in reverse start order, one at a time, then rebuilt in start order,
 one at a time; a failure reported while a group is being restarted waits for
@@ -44,10 +49,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from loguru import logger
+
+from actors._core.lifecycle import STOP, Restart
+from actors.errors import RestartIntensityError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from actors._core.cell import Cell
     from actors._core.mailbox import MailboxSpec
     from actors._core.ref import ActorRef
 
@@ -58,9 +68,11 @@ __all__ = [
     "Decider",
     "Directive",
     "RestartType",
+    "Supervising",
     "SupervisionPolicy",
     "SupervisionStrategy",
     "Terminated",
+    "policy_of",
 ]
 
 
@@ -271,3 +283,192 @@ class RestartLog:
         attempt = sum(1 for _, u in entries if u == urn)
         entries.append((now, urn))
         return len(entries) > policy.max_restarts, attempt
+
+
+def policy_of(actor: object) -> SupervisionPolicy:
+    """Return the supervision policy of an actor instance (its ``supervision_policy``, or the default)."""
+    return getattr(actor, "supervision_policy", DEFAULT_POLICY)
+
+
+class _GroupRestart:
+    """A restart under way: `members` (start order) torn down last-first, then rebuilt in order."""
+
+    __slots__ = ("delay", "exc", "members", "next", "parked", "teardown")
+
+    def __init__(self, members: list[Cell], exc: BaseException | None, delay: float) -> None:
+        self.parked = False  # a step arrived while the supervisor itself had failed
+        self.members = members
+        self.teardown = list(members)  # popped from the end: reverse start order
+        self.exc = exc
+        self.delay = delay
+        self.next = 0
+
+
+class Supervising:
+    """A cell's side as a supervisor: deciding what happens to failed children, and restarting them.
+
+    Thread contract: only the supervising cell's own turn touches it; every
+    method runs there (`continue_group` and a child's termination callback
+    may run on any thread, and only post a system message).
+    """
+
+    __slots__ = ("cell", "deferred", "group", "log")
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+        self.log = RestartLog()
+        # Invariant: at most one group restart at a time; failures reported
+        # meanwhile wait in `deferred`, in arrival order.
+        self.group: _GroupRestart | None = None
+        self.deferred: list[tuple[Cell, BaseException | None, int]] = []
+
+    def child_failed(self, child: Cell, exc: BaseException | None, incarnation: int) -> None:
+        """Decide what happens to a failed child (a system message in the supervisor's turn).
+
+        `exc` is None when a permanent child exited; `incarnation` tells a
+        report of an older instance (stale) from the current one.
+        """
+        cell = self.cell
+        if not cell.is_running() or not child.is_running() or child.incarnation != incarnation:
+            return  # we are stopping (the child will be too), or the report is stale
+        if self.group is not None:
+            self.deferred.append((child, exc, incarnation))
+            return
+        policy = policy_of(cell.actor)
+        if exc is None or child.actor is None:
+            directive = Directive.RESTART  # a normal exit, or no instance left to resume
+        else:
+            try:
+                directive = policy.decider(exc)
+                if not isinstance(directive, Directive):
+                    msg = f"the decider of {cell.ref} returned {directive!r}, not a Directive"
+                    raise TypeError(msg)  # noqa: TRY301
+            except Exception:  # noqa: BLE001
+                logger.opt(exception=True).error("Decider of {} failed on {!r}; escalating", cell.ref, exc)
+                directive = Directive.ESCALATE
+        if directive is Directive.RESUME:
+            child.post_system(_resume)
+        elif directive is Directive.STOP:
+            child.reason = exc
+            child.post_system(STOP)
+        elif directive is Directive.ESCALATE and exc is not None:  # a normal exit is always restarted
+            self.escalate(child, exc)
+        else:
+            exceeded, attempt = self.log.record(cell.system.clock.now(), child.urn, policy)
+            if exceeded:
+                msg = (
+                    f"{cell.ref} gave up: more than {policy.max_restarts} restart(s) within "
+                    f"{policy.within_seconds} s; the last failure was in {child.ref}: {exc!r}. "
+                    "Fix the failing actor, or raise max_restarts / within_seconds in its supervision_policy"
+                )
+                err = RestartIntensityError(msg)
+                err.__cause__ = exc
+                self.escalate(child, err)
+                return
+            delay = policy.backoff.delay(attempt) if policy.backoff is not None else 0.0
+            self.group = _GroupRestart(self._restart_group(child, policy), exc, delay)
+            self.group_step()
+
+    def _restart_group(self, child: Cell, policy: SupervisionPolicy) -> list[Cell]:
+        if policy.strategy is SupervisionStrategy.ONE_FOR_ONE:
+            return [child]
+        children = self.cell.children_snapshot()
+        if policy.strategy is SupervisionStrategy.REST_FOR_ONE:
+            children = children[children.index(child) :] if child in children else [child]
+        return [c for c in children if not c.is_stopping()]
+
+    def group_step(self) -> None:
+        """Advance the group restart by one child: teardown in reverse start order, then rebuild in order.
+
+        Each step is one system message to one child; the child posts
+        `group_step` back to us when it is done (`continue_group`), so the
+        order holds across executors and no thread ever waits for another.
+        """
+        cell = self.cell
+        group = self.group
+        if group is None or not cell.is_running():
+            return
+        if cell.failed:  # we failed meanwhile: our parent decides; a resume goes on from here
+            group.parked = True
+            return
+        # Busy restarting: user messages wait, as an Erlang supervisor is busy too.
+        cell.suspended = True
+        if group.teardown:
+            child = group.teardown.pop()
+            if child.restart is None:  # temporary: stopped, never restarted
+                group.members.remove(child)
+                child.post_system(STOP)
+                child.on_terminated(self._member_terminated)
+            else:
+                # The last one torn down is the first one rebuilt: then one
+                # system message does both (a one_for_one restart is then
+                # three hand-offs: report, restart, done).
+                both = not group.teardown and group.delay == 0 and child is group.members[0]
+                if both:
+                    group.next = 1
+                restart = Restart(child, group.exc, self.continue_group, rebuild_after=both)
+                child.post_system(restart.teardown)
+            return
+        if group.delay > 0:
+            delay, group.delay = group.delay, 0.0
+            cell.suspended = False  # not busy while the backoff runs
+            cell.system.scheduler.call_later(delay, self.continue_group)
+            return
+        if group.next < len(group.members):
+            child = group.members[group.next]
+            group.next += 1
+            child.post_system(Restart(child, group.exc, self.continue_group, rebuild_after=False).rebuild)
+            return
+        self.group = None
+        cell.suspended = False
+        deferred, self.deferred = self.deferred, []
+        for child, exc, incarnation in deferred:
+            self.child_failed(child, exc, incarnation)
+
+    def continue_group(self) -> None:
+        """Go on with the group restart in a turn of ours (any thread: a child's step is done)."""
+        self.cell.post_system(_group_step)
+
+    def _member_terminated(self, _child: Cell) -> None:
+        self.continue_group()
+
+    def resumed(self) -> None:
+        """We were resumed after failing ourselves: a group restart parked meanwhile goes on."""
+        group = self.group
+        if group is not None and group.parked:
+            group.parked = False
+            self.group_step()
+
+    def escalate(self, child: Cell, exc: BaseException) -> None:
+        """Give up on `child`: at the root, stop it and log; elsewhere fail ourselves with `exc`."""
+        cell = self.cell
+        if cell.parent is None:  # the system's root actor never fails
+            logger.opt(exception=exc).error("{} stopped for good: its failure reached the root", child.ref)
+            child.reason = exc
+            child.post_system(STOP)
+            return
+        # Erlang: a supervisor that gives up terminates its children, then exits.
+        cell.suspended = True
+        cell.stop_children(_Escalation(cell, exc).children_stopped)
+
+
+class _Escalation:
+    """A supervisor giving up: once its children are stopped, it fails with `exc`."""
+
+    __slots__ = ("cell", "exc")
+
+    def __init__(self, cell: Cell, exc: BaseException) -> None:
+        self.cell = cell
+        self.exc = exc
+
+    def children_stopped(self) -> None:
+        exc = self.exc
+        self.cell.fail((type(exc), exc, exc.__traceback__))
+
+
+def _resume(cell: Cell) -> None:
+    cell.resume()
+
+
+def _group_step(cell: Cell) -> None:
+    cell.supervising().group_step()

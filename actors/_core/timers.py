@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from actors._core.clock import ManualClock
+from actors.errors import TroupeInternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -173,8 +174,11 @@ class Scheduler:
 def _rearmed(handle: TimerHandle, seq: int) -> TimerHandle:
     # The same handle object keeps living so that `cancel(handle)` still reaches
     # every future firing: move it forward in place and re-insert it.
-    assert handle.interval is not None
-    handle.deadline += handle.interval
+    interval = handle.interval
+    if interval is None:
+        msg = f"a single-shot timer was re-armed: {handle!r}"
+        raise TroupeInternalError(msg)
+    handle.deadline += interval
     handle.seq = seq
     return handle
 

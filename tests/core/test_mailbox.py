@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pykka import ActorDeadError
 
-from actors import ActorSystem, BoundedMailbox, DeadLetterReason, MailboxFullError, PriorityMailbox
+from actors import (
+    ActorSystem,
+    BoundedMailbox,
+    DeadLetterReason,
+    MailboxFullError,
+    ManualClock,
+    PriorityMailbox,
+    TroupeInternalError,
+)
 from tests.core.actors_for_tests import WAIT, Gate, Recorder
 
 
@@ -153,3 +163,81 @@ def test_bad_mailbox_specs_are_clear_errors() -> None:
         BoundedMailbox(5, overflow="discard")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="block_timeout"):
         BoundedMailbox(5, overflow="block", block_timeout=-1)
+
+
+class Alarm(Collector):
+    """A Collector that arms a single-shot timer on ``("arm", payload, delay)``."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, tuple) and message[:1] == ("arm",):
+            self.timers.start_single_timer("alarm", message[1], message[2])
+            return None
+        return super().on_receive(message)
+
+
+@pytest.mark.parametrize("policy", ["fail", "block", "drop_newest"])
+def test_a_timer_firing_into_a_full_bounded_mailbox_becomes_a_dead_letter_without_waiting_for_room(
+    system: ActorSystem, clock: ManualClock, mode: str, policy: str
+) -> None:
+    mailbox = BoundedMailbox(2, overflow=policy, block_timeout=WAIT)  # type: ignore[arg-type]
+    ref = system.spawn(Alarm, 2, threading.Event(), mode=mode, mailbox=mailbox)
+    ref.ask(("arm", "ring", 1.0))
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    ref.tell(0)
+    ref.tell(1)
+    clock.advance(1.0)  # the timer fires here, on this thread: it must not wait for room
+    letters = system.dead_letters.recent()
+    assert [(getattr(d.message, "message", None), d.reason) for d in letters] == [
+        ("ring", DeadLetterReason.MAILBOX_OVERFLOW)
+    ]
+    gate.released.set()
+    assert _recorded(ref) == [0, 1]
+
+
+class _BreaksWhenArmed(deque[Any]):
+    """A FIFO queue whose next `popleft` raises once `armed`: a fault inside the turn loop itself."""
+
+    offer = deque.append
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def popleft(self) -> Any:
+        if self.armed:
+            self.armed = False
+            msg = "a fault in the turn loop"
+            raise RuntimeError(msg)
+        return super().popleft()
+
+
+@attrs.define
+class _BreakingMailbox:
+    queues: list[_BreaksWhenArmed] = attrs.Factory(list)
+
+    def create(self, cell: object) -> _BreaksWhenArmed:
+        queue = _BreaksWhenArmed()
+        self.queues.append(queue)
+        return queue
+
+
+def test_a_fault_in_the_turn_loop_is_an_internal_error_that_stops_the_actor_and_reaches_its_asker(
+    system: ActorSystem, mode: str, logs: Any
+) -> None:
+    mailbox = _BreakingMailbox()
+    ref = system.spawn(Recorder, mode=mode, mailbox=mailbox)
+    assert ref.ask("warm") == "warm"
+    mailbox.queues[0].armed = True
+    with pytest.raises((TroupeInternalError, ActorDeadError)) as caught:
+        ref.ask("doomed")  # no timeout: a pooled actor's turn then runs inline, on this thread
+    if mode == "pooled":
+        # An idle pooled actor's blocking ask runs the turn on the asking
+        # thread: the asker is the one who hears of the fault.
+        assert isinstance(caught.value, TroupeInternalError)
+        assert isinstance(caught.value.__cause__, RuntimeError)
+    # Elsewhere the fault ends a turn on the actor's own thread or loop; the
+    # actor stops, and the ask is rejected (or refused) with ActorDeadError.
+    assert ref.actor_stopped.wait(WAIT)
+    assert any("troupe runtime error" in m for m in logs.messages("CRITICAL"))

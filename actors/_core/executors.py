@@ -1,15 +1,29 @@
-"""The asyncio executor: one event loop that runs the turns of a system's asyncio actors.
+"""Executors: what runs actor turns, one kind per execution mode, behind one protocol.
 
-It is the third executor beside the dispatcher pool and the per-actor thread,
-with the same one-method contract: ``submit(cell)`` runs ``cell.run()`` soon,
-here as a callback on the loop: ``call_soon`` on the loop's thread; from any
-other, the cell joins a queue that one ``call_soon_threadsafe`` callback
-drains, so a burst of sends from another thread wakes the loop once, not once
-per actor (one wake-up is a socket write, and 10,000 of them cost the sender
-~0.5 s). What a turn does with a handler
-that returns a coroutine is the cell's business (see `actors._core.cell`);
-the executor runs that coroutine as a task and hands the task back to the
-cell when it is done.
+An `Executor` runs ``cell.run()`` soon, on one of its threads, when a cell is
+submitted; the cell's `sched` lock guarantees a cell is submitted at most
+once at a time (see `actors._core.cell`). The three kinds:
+
+- `DispatcherPool` (pooled mode): a fixed set of threads sharing one run
+  queue, a C `queue.SimpleQueue` (put/get without Python-level locks).
+- `ThreadExecutor` (thread mode): one thread for one actor, alive from spawn
+  until the actor terminates, as pykka's `ThreadingActor`.
+- `AsyncioExecutor` (asyncio mode): one event loop that runs the turns of a
+  system's asyncio actors, and their handler coroutines as tasks.
+
+Beside them, `DRAIN`, the executor of a terminated cell (late mail is
+dead-lettered on the sender's thread), and the thread-local state the
+executors keep (`current_executor`, `inline_depth`).
+
+The asyncio executor has the same one-method contract: ``submit(cell)`` runs
+``cell.run()`` soon, here as a callback on the loop: ``call_soon`` on the
+loop's thread; from any other, the cell joins a queue that one
+``call_soon_threadsafe`` callback drains, so a burst of sends from another
+thread wakes the loop once, not once per actor (one wake-up is a socket
+write, and 10,000 of them cost the sender ~0.5 s). What a turn does with a
+handler that returns a coroutine is the cell's asyncio state's business (see
+`actors._core.handlers`); the executor runs that coroutine as a task and
+hands the outcome back when it is done.
 
 Which loop: by default the system starts its own, on a daemon thread named
 ``troupe-<system>-asyncio``, the first time an asyncio actor is spawned (a
@@ -31,17 +45,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import math
+import queue
 import threading
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from actors._core.cell import HandlerExit, bind_executor
-from actors.errors import EventLoopError
+from actors.errors import EventLoopError, TroupeInternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -49,7 +64,169 @@ if TYPE_CHECKING:
     from actors._core.cell import Cell
     from actors._core.clock import Clock
 
-__all__ = ["DEFAULT_SLOW_CALLBACK_DURATION", "AsyncioExecutor"]
+__all__ = [
+    "DEFAULT_SLOW_CALLBACK_DURATION",
+    "DRAIN",
+    "THREAD_STATE",
+    "AsyncioExecutor",
+    "DispatcherPool",
+    "Executor",
+    "HandlerExit",
+    "ThreadExecutor",
+    "bind_executor",
+    "current_executor",
+    "inline_depth",
+]
+
+
+class Executor(Protocol):
+    """What runs a cell's turns.
+
+    Thread contract: `submit` and `wake` may be called from any thread, by
+    whoever holds the cell's `sched` (`submit`) or sees its turn suspended
+    (`wake`).
+    """
+
+    def submit(self, cell: Cell, /) -> None:
+        """Run ``cell.run()`` soon on one of my threads (the caller holds ``cell.sched``)."""
+
+    def wake(self, cell: Cell, /) -> None:
+        """Have a turn of `cell` that is suspended on a handler task run its system messages now."""
+
+
+# Per thread: the executor whose thread this is (`executor`), and how many
+# inline asks run nested on it right now (`inline_depth`; see `Cell.run`).
+THREAD_STATE = threading.local()
+
+
+def current_executor() -> object | None:
+    """Return the executor whose thread is running this code, if any."""
+    return getattr(THREAD_STATE, "executor", None)
+
+
+def inline_depth() -> int:
+    """Return how many inline asks are running nested on this thread."""
+    return getattr(THREAD_STATE, "inline_depth", 0)
+
+
+def bind_executor(executor: object) -> None:
+    """Mark the calling thread as one of `executor`'s threads (called once per thread)."""
+    THREAD_STATE.executor = executor
+
+
+class _InlineDrain:
+    """The executor of a terminated cell: late mail is dead-lettered on the sender's thread."""
+
+    __slots__ = ()
+
+    def submit(self, cell: Cell) -> None:
+        cell.run()
+
+    def wake(self, cell: Cell) -> None:
+        """Nothing to wake: a terminated cell awaits nothing."""
+
+
+DRAIN: Executor = _InlineDrain()
+
+
+class HandlerExit(Exception):  # noqa: N818 - a carrier for SystemExit/KeyboardInterrupt, never raised to users
+    """Carries a SystemExit or KeyboardInterrupt out of a handler task.
+
+    asyncio re-raises those two out of the event loop itself; the executor
+    wraps them so the cell can apply pykka's rule (stop every actor) instead.
+    """
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(repr(exception))
+        self.exception = exception
+
+
+# -- pooled and thread modes -------------------------------------------------------
+
+
+class DispatcherPool:
+    """`size` daemon threads named ``troupe-<system>-dispatcher-<i>`` running cell turns.
+
+    Fairness comes from the cells: each turn handles at most the system's
+    `throughput` messages, then the cell goes to the back of the run queue.
+    """
+
+    def __init__(self, system_name: str, size: int) -> None:
+        if size < 1:
+            msg = f"a dispatcher pool needs at least 1 thread, got {size}"
+            raise ValueError(msg)
+        self.size = size
+        self._runq: queue.SimpleQueue[Cell | None] = queue.SimpleQueue()
+        # Bound once: the hot path calls it for every idle-to-busy transition.
+        self.submit = self._runq.put
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"troupe-{system_name}-dispatcher-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        """Start the threads."""
+        for thread in self.threads:
+            thread.start()
+
+    def shutdown(self, *, timeout: float | None = None) -> None:
+        """Let each thread finish the turns queued before this call, then join them."""
+        for _ in self.threads:
+            self._runq.put(None)
+        for thread in self.threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def wake(self, cell: Cell) -> None:
+        """Nothing to do: a turn here is never suspended (see `Cell.post_system`).
+
+        A cell whose event loop closed is finished off here (`AsyncioExecutor`),
+        and its running turn takes every system message.
+        """
+
+    def _loop(self) -> None:
+        bind_executor(self)
+        get = self._runq.get
+        while (cell := get()) is not None:
+            cell.run()
+
+
+_thread_ids = itertools.count()
+
+
+class ThreadExecutor:
+    """One thread that runs one actor's turns until the actor terminates."""
+
+    def __init__(self, label: str, *, daemon: bool, on_exit: Callable[[ThreadExecutor], None]) -> None:
+        self._runq: queue.SimpleQueue[Cell] = queue.SimpleQueue()
+        self.submit = self._runq.put
+        self._on_exit = on_exit
+        self.thread = threading.Thread(target=self._loop, name=f"{label}-{next(_thread_ids)}", daemon=daemon)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self.thread.start()
+
+    def wake(self, cell: Cell) -> None:
+        """Nothing to do: a turn here is never suspended (see `Cell.post_system`)."""
+
+    def _loop(self) -> None:
+        bind_executor(self)
+        get = self._runq.get
+        try:
+            while True:
+                cell = get()
+                cell.run()
+                if cell.executor is not self:  # terminated: its late mail drains on the sender's thread
+                    return
+        finally:
+            try:
+                self._on_exit(self)
+            except Exception:  # noqa: BLE001
+                logger.opt(exception=True).error("Exit hook of {} failed", self.thread.name)
+
+
+# -- asyncio mode ------------------------------------------------------------------
 
 DEFAULT_SLOW_CALLBACK_DURATION = 0.1
 """Seconds a callback or handler step may hold the loop before a warning (asyncio's debug default)."""
@@ -79,7 +256,7 @@ class AsyncioExecutor:
         loop: asyncio.AbstractEventLoop | None,
         clock: Clock,
         slow_callback_duration: float | None,
-        fallback: Any,
+        fallback: Executor,
     ) -> None:
         if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
             msg = f"loop must be an asyncio event loop (e.g. asyncio.get_running_loop()), got {loop!r}"
@@ -121,8 +298,7 @@ class AsyncioExecutor:
             EventLoopError: the given loop is closed or not running.
         """
         if self.given:
-            loop = self.loop
-            assert loop is not None
+            loop = self._loop()
             if loop.is_closed() or not loop.is_running():
                 state = "closed" if loop.is_closed() else "not running"
                 msg = (
@@ -143,14 +319,27 @@ class AsyncioExecutor:
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         bind_executor(self)
-        assert self._stop_serving is not None
+        stop = self._stop_serving
         try:
+            if stop is None:
+                msg = f"the event loop thread {self.thread_name} started before its stop event existed"
+                raise TroupeInternalError(msg)  # noqa: TRY301 - logged below, as the thread's last words
             # The Runner cancels leftover tasks, shuts down async generators and
             # the default executor, and closes the loop when we stop serving.
             with asyncio.Runner(loop_factory=lambda: loop) as runner:
-                runner.run(self._stop_serving.wait())
-        except BaseException:  # noqa: BLE001 - a thread's last words go to the log
-            logger.opt(exception=True).critical("The event loop thread {} died; please report it", self.thread_name)
+                runner.run(stop.wait())
+        except BaseException as exc:  # noqa: BLE001 - a thread's last words go to the log
+            # Nobody waits on this thread to hear it: logging is the one way out.
+            err = TroupeInternalError(f"the event loop thread {self.thread_name} died: {exc!r}; please report it")
+            err.__cause__ = exc
+            logger.opt(exception=err).critical("{}", err)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if loop is None:  # an asyncio cell exists only once `ensure_running` made the loop
+            msg = f"the asyncio executor of system {self.system_name!r} was used before its loop was started"
+            raise TroupeInternalError(msg)
+        return loop
 
     def on_loop_thread(self) -> bool:
         """Return whether the calling thread is running this executor's loop right now."""
@@ -172,7 +361,8 @@ class AsyncioExecutor:
     def submit(self, cell: Cell) -> None:
         """Run ``cell.run()`` soon on the loop (the caller holds ``cell.sched``)."""
         loop = self.loop
-        assert loop is not None
+        if loop is None:
+            loop = self._loop()
         if _get_running_loop() is loop:
             loop.call_soon(self._run, cell, context=self._context)
             return
@@ -203,8 +393,7 @@ class AsyncioExecutor:
 
     def wake(self, cell: Cell) -> None:
         """Have a suspended turn of `cell` run its system messages now."""
-        loop = self.loop
-        assert loop is not None
+        loop = self._loop()
         try:
             if _get_running_loop() is loop:
                 loop.call_soon(self._wake, cell, context=self._context)
@@ -214,9 +403,8 @@ class AsyncioExecutor:
             self._lost(cell)
 
     def start_handler(self, cell: Cell, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
-        """Run a handler's coroutine as a task; ``cell.handler_done(task, ...)`` is called when it ends."""
-        loop = self.loop
-        assert loop is not None
+        """Run a handler's coroutine as a task; ``cell.deliver(driver, ...)`` is called when it ends."""
+        loop = self._loop()
         driver = _Driver(coro, cell, self)
         driver.task = task = loop.create_task(driver)
         return task
@@ -230,16 +418,9 @@ class AsyncioExecutor:
             self.warn_slow(cell, held)
 
     def _wake(self, cell: Cell) -> None:
-        if cell.awaiting is not None and cell.sysq:
-            self._timed(cell, cell._process_system)  # noqa: SLF001
-
-    def _timed(self, cell: Cell, callback: Callable[[], None]) -> None:
         now = self._now
         start = now()
-        try:
-            callback()
-        except BaseException:  # noqa: BLE001 - the loop must survive anything
-            logger.opt(exception=True).critical("troupe runtime error while running {}; please report it", cell.ref)
+        cell.run_system_messages()  # never raises: it reports a TroupeInternalError
         held = now() - start
         if held > self._slow:
             self.warn_slow(cell, held)
@@ -261,16 +442,13 @@ class AsyncioExecutor:
         # again: the actor fails, on the system's dispatcher pool, so that its
         # children stop, its askers hear why and shutdown does not hang. The
         # caller holds `sched` (or the dead turn did): hand it to the pool.
+        msg = (
+            f"the event loop that ran {cell.ref} in system {self.system_name!r} is closed; "
+            "shut the system down (await system.ashutdown()) before its loop stops"
+        )
         with self._lock:
-            if cell.executor is not self:
+            if not cell.hand_over(self, self._fallback, EventLoopError(msg)):
                 return  # another thread got here first; its turn takes our system message too
-            msg = (
-                f"the event loop that ran {cell.ref} in system {self.system_name!r} is closed; "
-                "shut the system down (await system.ashutdown()) before its loop stops"
-            )
-            exc = EventLoopError(msg)
-            cell.sysq.insert(0, lambda c: c.lose_loop(exc))
-            cell.executor = self._fallback
         logger.error("{}", msg)
         self._fallback.submit(cell)
 
@@ -280,7 +458,7 @@ class _Driver(Coroutine[Any, Any, None]):
 
     The task drives this object; it drives the current handler coroutine and
     times each step. When that coroutine ends, the outcome is delivered right
-    here, in the task's last step (`Cell.handler_done`), instead of from a
+    here, in the task's last step (`Cell.deliver`), instead of from a
     done-callback one loop iteration later; if the turn that goes on then
     meets another coroutine, it hands it to this driver (`next`) and the same
     task runs it: a busy actor costs one task, not one per message.
@@ -298,7 +476,7 @@ class _Driver(Coroutine[Any, Any, None]):
         self._cell = cell
         self._executor = executor
         self.task: asyncio.Task[None] = None  # type: ignore[assignment]  # set as soon as the task exists
-        # The coroutine to run once the current one has ended (set by `Cell._await`).
+        # The coroutine to run once the current one has ended (set by `AsyncioState.run_handler`).
         self.next: Coroutine[Any, Any, Any] | None = None
 
     def __repr__(self) -> str:
@@ -334,7 +512,7 @@ class _Driver(Coroutine[Any, Any, None]):
         """Run the current coroutine to its next suspension point."""
         return self._step(None, value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # noqa: ARG002 - the coroutine protocol's signature
         """Raise an exception (a cancellation) at the current coroutine's suspension point."""
         exc = typ if val is None and isinstance(typ, BaseException) else (val if val is not None else typ())
         if type(exc) is RuntimeError and "attached to a different loop" in str(exc):
@@ -381,15 +559,8 @@ class _Driver(Coroutine[Any, Any, None]):
 
     def _ended(self, value: Any, exc: BaseException | None) -> bool:
         """Deliver the current coroutine's outcome; return whether there is a next one to run."""
-        cell = self._cell
-        aio = cell.aio
-        if aio is None:  # the loop was lost (`Cell.lose_loop`): nothing to deliver to
+        if not self._cell.deliver(self, value, exc):  # the loop was lost: nothing to deliver to
             return False
-        aio.driver = self
-        try:
-            cell.handler_done(self.task, value, exc)
-        finally:
-            aio.driver = None
         coro = self.next
         if coro is None:
             self.task = None  # type: ignore[assignment]  # the task ends: break the task <-> driver cycle
