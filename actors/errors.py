@@ -15,12 +15,14 @@ __all__ = [
     "ActorNameTakenError",
     "ConflictError",
     "ConflictNotFoundError",
+    "CoordinationInputError",
     "EventLoopError",
     "MailboxFullError",
     "ModeError",
     "NoRouteeError",
     "NotAnActorError",
     "PatternError",
+    "PipelineItemError",
     "PoolExhaustedError",
     "ProtocolError",
     "RestartIntensityError",
@@ -28,8 +30,11 @@ __all__ = [
     "SpawnContextError",
     "StrategyError",
     "SystemShutdownError",
+    "TaskTimeoutError",
     "TroupeError",
     "TroupeInternalError",
+    "WorkflowDefinitionError",
+    "WorkflowNotFoundError",
 ]
 
 
@@ -148,3 +153,43 @@ class ProtocolError(TroupeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class WorkflowDefinitionError(TroupeError, ValueError):
+    """A workflow or one of its tasks is malformed: an unknown dependency, a duplicate id, a cycle, a bad target.
+
+    Also raised for an execution asked with settings that cannot work (a
+    parallel limit below 1, an unknown failure policy) and for a resume whose
+    definition no longer matches the journal.
+    """
+
+
+class WorkflowNotFoundError(TroupeError, LookupError):
+    """No workflow or execution has the id given (never defined, or not in this orchestrator's journal)."""
+
+
+class TaskTimeoutError(TroupeError, TimeoutError):
+    """A workflow task's attempt ran longer than its timeout; its result, if it ever comes, is discarded."""
+
+
+class CoordinationInputError(TroupeError, ValueError):
+    """A coordination pattern got input it cannot work with.
+
+    A vote threshold outside (0, 1], a pipeline with no stages, a
+    scatter-gather asking for more replies than it has targets, and the like:
+    the message names the pattern, the argument and the accepted range.
+    """
+
+
+class PipelineItemError(TroupeError, RuntimeError):
+    """An item failed in a pipeline stage; the cause is chained (``__cause__``).
+
+    Attributes:
+        index: the item's position in the input.
+        stage: the index of the stage that failed on it.
+    """
+
+    def __init__(self, message: str, *, index: int, stage: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.stage = stage
