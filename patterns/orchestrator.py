@@ -848,6 +848,11 @@ class WorkflowOrchestrator(Actor):
         self._counts["tasks_started"] += 1
         if self._journal is not None:
             self._journal.task_started(run.id, task.id, tr.attempts, now)
+        if task.timeout is not None and not task.inline:
+            # Armed before watchers hear of the start, so a test that saw it may advance the clock.
+            self.timers.start_single_timer(
+                ("timeout", run.id, task.id), _AttemptTimedOut(run.id, task.id, tr.attempts), task.timeout
+            )
         self._event(run, tr, now)
         if task.inline:
             try:
@@ -857,10 +862,6 @@ class WorkflowOrchestrator(Actor):
             else:
                 self._attempt_ended(run, tr, value, None)
             return
-        if task.timeout is not None:
-            self.timers.start_single_timer(
-                ("timeout", run.id, task.id), _AttemptTimedOut(run.id, task.id, tr.attempts), task.timeout
-            )
         self._outbox.append((run, tr, request))
 
     def _flush(self) -> None:
@@ -984,9 +985,9 @@ class WorkflowOrchestrator(Actor):
                 tr.error = error
                 if self._journal is not None:
                     self._journal.task_pending(run.id, tr.task.id, tr.attempts)
-                self._event(run, tr, now)
                 delay = policy.delay(tr.attempts, self._rng)
                 self.timers.start_single_timer(("retry", run.id, tr.task.id), _RetryDue(run.id, tr.task.id), delay)
+                self._event(run, tr, now)  # after the timer: a watcher that saw it may advance the clock
                 return
             state = TaskState.FAILED
         tr.error = error
