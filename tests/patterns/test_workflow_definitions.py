@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import pytest
@@ -42,7 +43,7 @@ def test_a_longer_cycle_lists_every_task_on_it_in_dependency_order() -> None:
     assert cycle[0] == cycle[-1]
     assert sorted(cycle[:-1]) == ["a", "b", "c"]
     deps = {t.id: t.depends_on for t in tasks}
-    for before, after in zip(cycle, cycle[1:], strict=False):
+    for before, after in itertools.pairwise(cycle):
         assert before in deps[after]
 
 
