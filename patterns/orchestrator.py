@@ -747,7 +747,8 @@ class WorkflowOrchestrator(Actor):
             if tr.state.terminal:
                 continue
             for dep in tr.task.depends_on:
-                self._count_dependency(tr, run.tasks[dep])
+                if run.tasks[dep].state.terminal:
+                    self._count_dependency(tr, run.tasks[dep])
         self._evaluate_all(run)
         return execution_id
 
