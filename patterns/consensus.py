@@ -33,9 +33,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
-import pykka
 
-from actors import CoordinationInputError, Future
+from actors import ActorRef, CoordinationInputError, Future
 
 __all__ = ["Ballot", "Tally", "VoteResult", "consensus_vote"]
 
@@ -185,7 +184,7 @@ class Tally:
 
 
 def consensus_vote(
-    participants: Mapping[str, pykka.ActorRef[Any]],
+    participants: Mapping[str, ActorRef[Any]],
     question: Any,
     *,
     threshold: float,
@@ -219,7 +218,7 @@ def consensus_vote(
 
 class _Vote:
     def __init__(
-        self, participants: dict[str, pykka.ActorRef[Any]], question: Any, tally: Tally, deadline: float | None
+        self, participants: dict[str, ActorRef[Any]], question: Any, tally: Tally, deadline: float | None
     ) -> None:
         self.participants = participants
         self.question = question

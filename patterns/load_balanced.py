@@ -28,10 +28,9 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import pykka
 from pykka import ActorDeadError
 
-from actors import CoordinationInputError, Future
+from actors import ActorRef, CoordinationInputError, Future
 
 __all__ = ["Submitter", "load_balanced"]
 
@@ -46,7 +45,7 @@ class Submitter(Protocol):
 
 
 def load_balanced(
-    workers: pykka.ActorRef[Any] | Sequence[pykka.ActorRef[Any]] | Submitter,
+    workers: ActorRef[Any] | Sequence[ActorRef[Any]] | Submitter,
     items: Iterable[Any],
     *,
     per_worker: int = 1,
@@ -65,11 +64,11 @@ def load_balanced(
         msg = f"load_balanced max_in_flight must be an int >= 1 or None, got {max_in_flight!r}"
         raise CoordinationInputError(msg)
     queue = deque(enumerate(items))
-    if isinstance(workers, pykka.ActorRef):
+    if isinstance(workers, ActorRef):
         return _Balanced(queue, [], max_in_flight, lambda item: workers.ask(item, block=False)).start()
     if isinstance(workers, Submitter):
         return _Balanced(queue, [], max_in_flight, workers.submit).start()
-    if not isinstance(workers, Sequence) or not all(isinstance(w, pykka.ActorRef) for w in workers):
+    if not isinstance(workers, Sequence) or not all(isinstance(w, ActorRef) for w in workers):
         msg = f"load_balanced needs a Pool/Router ref, a list of actor refs or a Submitter, got {workers!r}"
         raise CoordinationInputError(msg)
     if not workers:
@@ -85,7 +84,7 @@ class _Balanced:
     def __init__(
         self,
         queue: deque[tuple[int, Any]],
-        slots: list[pykka.ActorRef[Any]],
+        slots: list[ActorRef[Any]],
         window: int | None,
         submit: Any,
     ) -> None:
@@ -97,9 +96,9 @@ class _Balanced:
         self.future: Future[list[Any]] = Future()
         self._lock = threading.Lock()
         self._results: list[Any] = [None] * self.total
-        self._errors: dict[int, BaseException] = {}
+        self._errors: dict[int, Exception] = {}
         self._ended = 0
-        self._dead: set[pykka.ActorRef[Any]] = set()
+        self._dead: set[ActorRef[Any]] = set()
         self._local = threading.local()
 
     def start(self) -> Future[list[Any]]:
@@ -115,7 +114,7 @@ class _Balanced:
         return self.future
 
     # Work pulling: a worker's slot takes the next item when it frees.
-    def _pull(self, worker: pykka.ActorRef[Any]) -> None:
+    def _pull(self, worker: ActorRef[Any]) -> None:
         with self._lock:
             if worker in self._dead or not self.queue:
                 return
@@ -123,7 +122,7 @@ class _Balanced:
         future = worker.ask(item, block=False)
         future.add_done_callback(lambda f: self._pulled(worker, index, item, f))
 
-    def _pulled(self, worker: pykka.ActorRef[Any], index: int, item: Any, future: Any) -> None:
+    def _pulled(self, worker: ActorRef[Any], index: int, item: Any, future: Any) -> None:
         try:
             value = future.get()
         except ActorDeadError as exc:
@@ -190,7 +189,7 @@ class _Balanced:
             self._record(index, None, exc)
         self._next_submitted()
 
-    def _record(self, index: int, value: Any, error: BaseException | None) -> None:
+    def _record(self, index: int, value: Any, error: Exception | None) -> None:
         with self._lock:
             if error is None:
                 self._results[index] = value

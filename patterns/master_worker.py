@@ -26,10 +26,9 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import pykka
 from pykka import ActorDeadError
 
-from actors import CoordinationInputError, Future, TaskTimeoutError
+from actors import ActorRef, CoordinationInputError, Future, TaskTimeoutError
 
 __all__ = ["master_worker", "round_robin_split"]
 
@@ -45,7 +44,7 @@ def round_robin_split(items: Sequence[Any], n: int) -> list[list[Any]]:
 
 
 def master_worker(
-    workers: Mapping[K, pykka.ActorRef[Any]],
+    workers: Mapping[K, ActorRef[Any]],
     work: Mapping[K, Any] | None = None,
     *,
     items: Iterable[Any] | None = None,
@@ -96,7 +95,7 @@ class _Master:
     """The state of one distribution; callbacks from the workers' threads update it under `_lock`."""
 
     def __init__(
-        self, workers: dict[Any, pykka.ActorRef[Any]], work: dict[Any, Any], timeout: float | None, redistribute: bool
+        self, workers: dict[Any, ActorRef[Any]], work: dict[Any, Any], timeout: float | None, redistribute: bool
     ) -> None:
         self.workers = workers
         self.work = work
@@ -107,7 +106,7 @@ class _Master:
         # Invariant: keys of the shares not yet ended; the future settles when it empties.
         self._pending = set(work)
         self._results: dict[Any, Any] = {}
-        self._errors: dict[Any, BaseException] = {}
+        self._errors: dict[Any, Exception] = {}
         self._dead: set[Any] = set()
         self._timer: Any = None
 
@@ -122,11 +121,11 @@ class _Master:
             self._ask(key, self.workers[key], message)
         return self.future
 
-    def _ask(self, key: Any, worker: pykka.ActorRef[Any], message: Any) -> None:
+    def _ask(self, key: Any, worker: ActorRef[Any], message: Any) -> None:
         future = worker.ask(message, block=False)
         future.add_done_callback(lambda f: self._ended(key, worker, f))
 
-    def _ended(self, key: Any, worker: pykka.ActorRef[Any], future: Any) -> None:
+    def _ended(self, key: Any, worker: ActorRef[Any], future: Any) -> None:
         try:
             value = future.get()
         except ActorDeadError as exc:
@@ -138,7 +137,7 @@ class _Master:
         else:
             self._record(key, value, None)
 
-    def _reassign(self, key: Any, worker: pykka.ActorRef[Any]) -> bool:
+    def _reassign(self, key: Any, worker: ActorRef[Any]) -> bool:
         with self._lock:
             self._dead.add(worker)
             if not self.redistribute or key not in self._pending:
@@ -160,7 +159,7 @@ class _Master:
         except Exception as exc:  # noqa: BLE001 - every failure is re-raised in the group
             self._record(key, None, exc)
 
-    def _record(self, key: Any, value: Any, error: BaseException | None) -> None:
+    def _record(self, key: Any, value: Any, error: Exception | None) -> None:
         with self._lock:
             if key not in self._pending:
                 return  # timed out already

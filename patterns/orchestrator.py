@@ -292,7 +292,7 @@ class WatchExecution:
     """
 
     execution_id: str
-    subscriber: pykka.ActorRef[Any]
+    subscriber: ActorRef[Any]
 
 
 @attrs.frozen(eq=False)
@@ -504,7 +504,7 @@ class _Run:
         self.running = 0
         # Invariant: how many tasks are not terminal.
         self.remaining = len(self.tasks)
-        self.watchers: list[pykka.ActorRef[Any]] = []
+        self.watchers: list[ActorRef[Any]] = []
         self.waiters: list[Future[ExecutionStatus]] = []
 
     def status(self) -> ExecutionStatus:
@@ -535,7 +535,7 @@ class WorkflowOrchestrator(Actor):
     def __init__(
         self,
         *,
-        store: pykka.ActorRef[Any] | None = None,
+        store: ActorRef[Any] | None = None,
         journal: str | os.PathLike[str] | WorkflowJournal | None = None,
         workers: int = 4,
         worker_mode: str = "thread",
@@ -683,7 +683,7 @@ class WorkflowOrchestrator(Actor):
         run = _Run(
             execution_id,
             workflow,
-            inputs=message.inputs,
+            inputs=dict(message.inputs),
             max_parallel=message.max_parallel,
             failure_policy=message.failure_policy,
             started_at=now,
@@ -696,7 +696,7 @@ class WorkflowOrchestrator(Actor):
                 workflow.shape(),
                 max_parallel=message.max_parallel,
                 failure_policy=message.failure_policy,
-                inputs=message.inputs,
+                inputs=dict(message.inputs),
                 started_at=now,
             )
         self._evaluate_all(run)
@@ -880,7 +880,7 @@ class WorkflowOrchestrator(Actor):
     def _submit(self, run: _Run, tr: _TaskRun, request: RunTask) -> None:
         target = tr.task.target
         try:
-            if isinstance(target, pykka.ActorRef):
+            if isinstance(target, ActorRef):
                 future = target.ask(request, block=False)
             elif isinstance(target, TaskTarget):
                 future = target.submit(request)
@@ -1048,7 +1048,7 @@ class WorkflowOrchestrator(Actor):
         request._latch.set()  # noqa: SLF001 - the orchestrator owns the latch
         target = tr.task.target
         try:
-            if isinstance(target, pykka.ActorRef):
+            if isinstance(target, ActorRef):
                 target.tell(CancelTask(request.execution_id, request.task_id, request.attempt, request.idempotency_key))
             elif isinstance(target, TaskTarget):
                 target.cancel(request)
@@ -1131,13 +1131,13 @@ class WorkflowClient:
     Every call is an ask; every error the orchestrator raises reaches the caller.
     """
 
-    def __init__(self, orchestrator: pykka.ActorRef[Any], *, timeout: float | None = 30.0) -> None:
+    def __init__(self, orchestrator: ActorRef[Any], *, timeout: float | None = 30.0) -> None:
         self.orchestrator = orchestrator
         self.timeout = timeout
 
     def define(self, workflow: Workflow) -> str:
         """Define (or replace) `workflow`; return its id."""
-        return self.orchestrator.ask(DefineWorkflow(workflow), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(DefineWorkflow(workflow), timeout=self.timeout)
 
     def execute(
         self,
@@ -1150,32 +1150,32 @@ class WorkflowClient:
     ) -> str:
         """Start an execution; return its id (see `ExecuteWorkflow`)."""
         message = ExecuteWorkflow(workflow_id, inputs or {}, max_parallel, failure_policy, execution_id)
-        return self.orchestrator.ask(message, timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(message, timeout=self.timeout)
 
     def status(self, execution_id: str) -> ExecutionStatus:
         """Return the execution's status now."""
-        return self.orchestrator.ask(GetExecution(execution_id), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(GetExecution(execution_id), timeout=self.timeout)
 
     def cancel(self, execution_id: str) -> ExecutionStatus:
         """Cancel the execution; return its status after."""
-        return self.orchestrator.ask(CancelExecution(execution_id), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(CancelExecution(execution_id), timeout=self.timeout)
 
-    def watch(self, execution_id: str, subscriber: pykka.ActorRef[Any]) -> ExecutionStatus:
+    def watch(self, execution_id: str, subscriber: ActorRef[Any]) -> ExecutionStatus:
         """Have `subscriber` told the execution's events; return its status now."""
         message = WatchExecution(execution_id, subscriber)
-        return self.orchestrator.ask(message, timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(message, timeout=self.timeout)
 
     def resume(self, execution_id: str) -> str:
         """Resume the execution from the journal."""
-        return self.orchestrator.ask(ResumeExecution(execution_id), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(ResumeExecution(execution_id), timeout=self.timeout)
 
     def unfinished(self) -> tuple[str, ...]:
         """Return the journal's unfinished execution ids."""
-        return self.orchestrator.ask(ListUnfinished(), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(ListUnfinished(), timeout=self.timeout)
 
     def statistics(self) -> OrchestratorStatistics:
         """Return the orchestrator's statistics."""
-        return self.orchestrator.ask(GetOrchestratorStatistics(), timeout=self.timeout)  # type: ignore[no-any-return]
+        return self.orchestrator.ask(GetOrchestratorStatistics(), timeout=self.timeout)
 
     def wait_for_completion(self, execution_id: str, *, timeout: float | None = None) -> ExecutionStatus:
         """Block until the execution ends; return its final status.

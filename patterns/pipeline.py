@@ -36,7 +36,7 @@ import attrs
 import pykka
 from pykka import ActorDeadError
 
-from actors import Actor, CoordinationInputError, Future, PipelineItemError
+from actors import Actor, ActorRef, CoordinationInputError, Future, PipelineItemError
 
 __all__ = ["PipelineResult", "pipeline"]
 
@@ -59,7 +59,7 @@ class PipelineResult:
 
 
 def pipeline(
-    stages: Sequence[pykka.ActorRef[Any]],
+    stages: Sequence[ActorRef[Any]],
     items: Iterable[Any],
     *,
     buffer: int | Sequence[int] = 16,
@@ -87,7 +87,7 @@ def pipeline(
         msg = "a pipeline needs at least one stage; got none"
         raise CoordinationInputError(msg)
     for i, stage in enumerate(stages):
-        if not isinstance(stage, pykka.ActorRef):
+        if not isinstance(stage, ActorRef):
             msg = f"pipeline stage {i} must be an actor ref (an agent, a Pool), got {stage!r}"
             raise CoordinationInputError(msg)
     caps = [buffer] * len(stages) if isinstance(buffer, int) else list(buffer)
@@ -128,7 +128,7 @@ class _Driver(Actor):
 
     def __init__(
         self,
-        stages: list[pykka.ActorRef[Any]],
+        stages: list[ActorRef[Any]],
         source: Iterator[Any],
         caps: list[int],
         future: Future[PipelineResult],

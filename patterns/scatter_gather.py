@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import attrs
-import pykka
 
-from actors import CoordinationInputError, Future
+from actors import ActorRef, CoordinationInputError, Future
 
 __all__ = ["GatherResult", "scatter_gather"]
 
@@ -52,9 +51,9 @@ class GatherResult:
     """
 
     complete: bool
-    replies: tuple[tuple[pykka.ActorRef[Any], Any], ...]
-    failures: tuple[tuple[pykka.ActorRef[Any], BaseException], ...]
-    missing: tuple[pykka.ActorRef[Any], ...]
+    replies: tuple[tuple[ActorRef[Any], Any], ...]
+    failures: tuple[tuple[ActorRef[Any], BaseException], ...]
+    missing: tuple[ActorRef[Any], ...]
     needed: int
     backups_sent: int
     reason: str
@@ -66,7 +65,7 @@ class GatherResult:
 
 
 def scatter_gather(
-    targets: Sequence[pykka.ActorRef[Any]],
+    targets: Sequence[ActorRef[Any]],
     message: Any,
     *,
     finish: Finish = "all",
@@ -120,7 +119,7 @@ def scatter_gather(
 class _Gather:
     def __init__(
         self,
-        targets: list[pykka.ActorRef[Any]],
+        targets: list[ActorRef[Any]],
         message: Any,
         needed: int,
         timeout: float | None,
@@ -136,8 +135,8 @@ class _Gather:
         self._lock = threading.Lock()
         self._asked = 0  # Invariant: targets[:_asked] have been asked.
         self._answered: set[int] = set()
-        self._replies: list[tuple[pykka.ActorRef[Any], Any]] = []
-        self._failures: list[tuple[pykka.ActorRef[Any], BaseException]] = []
+        self._replies: list[tuple[ActorRef[Any], Any]] = []
+        self._failures: list[tuple[ActorRef[Any], BaseException]] = []
         self._backups = 0
         self._done = False
         self._timers: list[Any] = []

@@ -38,9 +38,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
-import pykka
 
-from actors import Future, WorkflowDefinitionError
+from actors import ActorRef, Future, WorkflowDefinitionError
 from patterns.retry import RetryPolicy
 
 __all__ = [
@@ -239,7 +238,7 @@ class Task:
 
     def __attrs_post_init__(self) -> None:
         target = self.target
-        if isinstance(target, pykka.ActorRef):
+        if isinstance(target, ActorRef):
             if not target.is_alive():
                 msg = f"task {self.id!r}: its target {target} has stopped; give a live actor ref"
                 raise WorkflowDefinitionError(msg)

@@ -398,10 +398,13 @@ def test_cancel_stops_the_running_attempt_and_queued_tasks_never_start(
     started: list[str] = []
     saw_cancel: list[bool] = []
 
+    returned = threading.Event()
+
     def first(request: RunTask) -> None:
         started.append(request.task_id)
         g.hold()
         saw_cancel.append(request.cancelled())
+        returned.set()
 
     def other(request: RunTask) -> None:
         started.append(request.task_id)
@@ -422,6 +425,7 @@ def test_cancel_stops_the_running_attempt_and_queued_tasks_never_start(
     # A second workflow on the same orchestrator runs: the cancelled one is over.
     assert run_workflow(client, [Task("x", other)]).state is ExecutionState.SUCCEEDED
     assert started == ["first", "x"]
+    assert returned.wait(WAIT)
     assert saw_cancel == [True]
 
 
