@@ -159,8 +159,7 @@ def test_a_slow_branch_never_holds_up_an_unrelated_fast_one(
             ],
         )
     )
-    execution_id = client.execute("w")
-    client.watch(execution_id, events.ref)
+    execution_id = client.execute("w", watchers=(events.ref,))
     events.task("fast2", TaskState.SUCCEEDED)
     assert client.status(execution_id).task("slow").state is TaskState.RUNNING
     slow.released.set()
@@ -273,8 +272,7 @@ def test_fail_fast_cancels_what_runs_and_starts_nothing_more(
             ],
         )
     )
-    execution_id = client.execute("w", failure_policy="fail_fast")
-    client.watch(execution_id, events.ref)
+    execution_id = client.execute("w", failure_policy="fail_fast", watchers=(events.ref,))
     slow.wait_entered()
     failing.released.set()
     status = events.finished().status
@@ -304,8 +302,7 @@ def test_a_failed_attempt_is_retried_after_the_policys_delay_on_the_system_clock
 
     retry = RetryPolicy(max_attempts=3, initial_delay=1.0, backoff=2.0)
     client.define(Workflow("w", [Task("t", flaky, retry=retry)]))
-    execution_id = client.execute("w")
-    client.watch(execution_id, events.ref)
+    execution_id = client.execute("w", watchers=(events.ref,))
     events.task("t", TaskState.PENDING, attempt=1)
     clock.advance(0.5)
     assert client.status(execution_id).task("t").attempts == 1  # not due yet
@@ -325,8 +322,7 @@ def test_the_last_failure_is_kept_when_retries_run_out(
     client: WorkflowClient, events: Events, clock: ManualClock
 ) -> None:
     client.define(Workflow("w", [Task("t", boom, retry=RetryPolicy(max_attempts=2, initial_delay=1.0))]))
-    execution_id = client.execute("w")
-    client.watch(execution_id, events.ref)
+    execution_id = client.execute("w", watchers=(events.ref,))
     events.task("t", TaskState.PENDING, attempt=1)
     clock.advance(1.0)
     status = client.wait_for_completion(execution_id, timeout=WAIT)
@@ -377,8 +373,7 @@ def test_a_timed_out_attempt_is_retried(
         return request.attempt
 
     client.define(Workflow("w", [Task("t", first_hangs, timeout=2.0, retry=RetryPolicy(initial_delay=1.0))]))
-    execution_id = client.execute("w")
-    client.watch(execution_id, events.ref)
+    execution_id = client.execute("w", watchers=(events.ref,))
     g.wait_entered()
     clock.advance(2.0)
     events.task("t", TaskState.PENDING, attempt=1)
@@ -557,13 +552,13 @@ def test_waiters_get_actor_dead_error_when_the_orchestrator_stops(
 def test_a_watcher_hears_every_change_then_the_end(client: WorkflowClient, events: Events, gates: list[Gate]) -> None:
     g = gate(gates)
     client.define(Workflow("w", [Task("a", held(g, 1)), Task("b", lambda r: 2, depends_on="a")]))
-    execution_id = client.execute("w")
-    client.watch(execution_id, events.ref)
+    client.execute("w", watchers=(events.ref,))
     g.wait_entered()
     g.released.set()
     finished = events.finished()
     changes = [(e.task_id, e.state) for e in events.seen if isinstance(e, TaskEvent)]
     assert changes == [
+        ("a", TaskState.RUNNING),
         ("a", TaskState.SUCCEEDED),
         ("b", TaskState.RUNNING),
         ("b", TaskState.SUCCEEDED),
