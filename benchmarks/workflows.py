@@ -24,7 +24,9 @@ Pipeline: N items through 4 stages that each add one, against a chain of 4
 pykka ThreadingActors that each tell the next (unbounded mailboxes). Memory:
 the same with 4 KB payloads and a slow last stage (0.2 ms per item): pykka's
 chain queues everything in front of the slow stage; the troupe pipeline holds
-at most the sum of its buffers.
+at most the sum of its buffers. The pipeline's stages reply to asks and its
+credit callbacks move each item on; the pykka chain is tells only, with no
+bound, no order kept across parallel stages and no error channel.
 
 Consensus: one vote among N voter actors (yes from two of three), until the
 result, with the early decision on (threshold 0.5 over votes cast) and off
@@ -311,18 +313,14 @@ def pipeline_memory(impl: str, *, items: int, buffer: int, delay: float) -> dict
 
     payloads = (bytes(4096) + i.to_bytes(4, "little") for i in range(items))
     delays = [0.0, 0.0, 0.0, delay]
-    high_water = float("nan")
+    held: dict[str, float] = {}
     if impl == "pykka":
         elapsed = _pykka_chain(payloads, items, delays, sample)
     else:
         elapsed, high = _troupe_pipeline(impl, payloads, delays, buffer, sample)
-        high_water = float(high)
+        held["items_held_max"] = float(high)
     sample()
-    return {
-        "peak_growth_mb": (peak[0] - base) / 2**20,
-        "items_held_max": high_water,
-        "memory_items_per_s": items / elapsed,
-    }
+    return {"peak_growth_mb": (peak[0] - base) / 2**20, **held, "memory_items_per_s": items / elapsed}
 
 
 # -- consensus --------------------------------------------------------------------------------------
@@ -376,18 +374,21 @@ def consensus(impl: str, *, n: int, rounds: int) -> dict[str, float]:
     return {"vote_early_ms": min(early) * 1e3, "vote_all_ms": min(full) * 1e3}
 
 
-_DAG_METRICS = (
-    Metric("per_task_us", "per-task time (µs)"),
-    Metric("floor_us", "plain topological loop, same process (µs/task)"),
-    Metric("x_floor", "multiple of the plain loop (x)", better="less", worse="more"),
-)
+def _dag_metrics(shape: str) -> tuple[Metric, ...]:
+    return (
+        Metric("per_task_us", f"{shape} DAG: per-task time (µs)"),
+        Metric("floor_us", f"{shape} DAG: plain topological loop, same process (µs/task)"),
+        Metric("x_floor", f"{shape} DAG: multiple of the plain loop (x)", better="less", worse="more"),
+    )
+
+
 _DAG_IMPLS = ("pykka", "troupe", "inline", "langgraph", "taskgroup")
 
 BENCHMARKS = (
     Benchmark(
         name="dag_wide",
         func=dag,
-        metrics=_DAG_METRICS,
+        metrics=_dag_metrics("wide"),
         params={"shape": "wide"},
         quick_params={"shape": "wide"},
         sizes=(10_000,),
@@ -400,7 +401,7 @@ BENCHMARKS = (
     Benchmark(
         name="dag_deep",
         func=dag,
-        metrics=_DAG_METRICS,
+        metrics=_dag_metrics("deep"),
         params={"shape": "deep"},
         quick_params={"shape": "deep"},
         sizes=(10_000,),
@@ -424,7 +425,7 @@ BENCHMARKS = (
         func=pipeline_memory,
         metrics=(
             Metric("peak_growth_mb", "4 KB items, slow last stage: peak RSS growth (MB)", better="less", worse="more"),
-            Metric("items_held_max", "items held at once, at most"),
+            Metric("items_held_max", "items held at once, at most (troupe; pykka: unbounded)"),
             Metric("memory_items_per_s", "items/s with the slow stage", higher_is_better=True),
         ),
         params={"items": 10_000, "buffer": 16, "delay": 0.0002},
