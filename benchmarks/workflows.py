@@ -1,6 +1,6 @@
 """Workflow and coordination-pattern benchmarks: DAG engine overhead, pipeline throughput and memory, votes.
 
-DAG overhead (``dag_wide``, ``dag_deep``): N no-op tasks that combine their
+DAG overhead (``dag``): N no-op tasks that combine their
 inputs, as N independent tasks (wide) or one chain (deep). Per-task time of
 the whole execution, definition excluded. Implementations:
 
@@ -201,19 +201,24 @@ def _langgraph_s(deps: dict[str, tuple[str, ...]], shape: str) -> float:
     return elapsed
 
 
-def dag(impl: str, *, n: int, shape: str) -> dict[str, float]:
-    """Run `n` no-op tasks as a `shape` DAG; per-task time, and its multiple of the plain-loop floor."""
-    deps = _deps(n, shape)
-    floor = min(_floor_s(deps) for _ in range(3))
-    if impl == "taskgroup":
-        elapsed = _taskgroup_s(deps)
-    elif impl == "pykka":
-        elapsed = _pykka_s(deps)
-    elif impl == "langgraph":
-        elapsed = _langgraph_s(deps, shape)
-    else:
-        elapsed = _troupe_s(deps, inline=impl == "inline")
-    return {"per_task_us": elapsed / n * 1e6, "floor_us": floor / n * 1e6, "x_floor": elapsed / floor}
+def dag(impl: str, *, n: int) -> dict[str, float]:
+    """Run `n` no-op tasks as a wide and as a deep DAG; per-task time, and its multiple of the plain-loop floor."""
+    metrics = {}
+    for shape in ("wide", "deep"):
+        deps = _deps(n, shape)
+        floor = min(_floor_s(deps) for _ in range(3))
+        if impl == "taskgroup":
+            elapsed = _taskgroup_s(deps)
+        elif impl == "pykka":
+            elapsed = _pykka_s(deps)
+        elif impl == "langgraph":
+            elapsed = _langgraph_s(deps, shape)
+        else:
+            elapsed = _troupe_s(deps, inline=impl == "inline")
+        metrics[f"{shape}_per_task_us"] = elapsed / n * 1e6
+        metrics[f"{shape}_floor_us"] = floor / n * 1e6
+        metrics[f"{shape}_x_floor"] = elapsed / floor
+    return metrics
 
 
 # -- pipelines --------------------------------------------------------------------------------------
@@ -247,9 +252,11 @@ class _PykkaStage(pykka.ThreadingActor):
             self.sink(out)
 
 
-def _pykka_chain(items: Any, n: int, delays: list[float], sample: Any = None) -> float:
+def _pykka_chain(items: Any, n: int, delays: list[float], sample: Any = None) -> tuple[float, int]:
+    """Tell every item to a chain of pykka actors; return (seconds, most items in the chain at once)."""
     done = threading.Event()
     count = [0]
+    held = [0]
 
     def sink(_value: Any) -> None:
         count[0] += 1
@@ -265,12 +272,14 @@ def _pykka_chain(items: Any, n: int, delays: list[float], sample: Any = None) ->
         start = time.perf_counter()
         for i, item in enumerate(items):
             first.tell(item)
-            if sample is not None and i % 256 == 0:
-                sample()
+            if i % 256 == 0:
+                held[0] = max(held[0], i + 1 - count[0])
+                if sample is not None:
+                    sample()
         while not done.wait(0.05):
             if sample is not None:
                 sample()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, held[0]
     finally:
         pykka.ActorRegistry.stop_all()
 
@@ -295,7 +304,7 @@ def _troupe_pipeline(impl: str, items: Any, delays: list[float], buffer: int, sa
 def pipeline_throughput(impl: str, *, items: int, buffer: int) -> dict[str, float]:
     """Push `items` integers through 4 stages; items per second."""
     if impl == "pykka":
-        elapsed = _pykka_chain(range(items), items, [0.0] * 4)
+        elapsed, _ = _pykka_chain(range(items), items, [0.0] * 4)
     else:
         elapsed, _ = _troupe_pipeline(impl, range(items), [0.0] * 4, buffer)
     return {"items_per_s": items / elapsed}
@@ -313,14 +322,12 @@ def pipeline_memory(impl: str, *, items: int, buffer: int, delay: float) -> dict
 
     payloads = (bytes(4096) + i.to_bytes(4, "little") for i in range(items))
     delays = [0.0, 0.0, 0.0, delay]
-    held: dict[str, float] = {}
     if impl == "pykka":
-        elapsed = _pykka_chain(payloads, items, delays, sample)
+        elapsed, held = _pykka_chain(payloads, items, delays, sample)
     else:
-        elapsed, high = _troupe_pipeline(impl, payloads, delays, buffer, sample)
-        held["items_held_max"] = float(high)
+        elapsed, held = _troupe_pipeline(impl, payloads, delays, buffer, sample)
     sample()
-    return {"peak_growth_mb": (peak[0] - base) / 2**20, **held, "memory_items_per_s": items / elapsed}
+    return {"peak_growth_mb": (peak[0] - base) / 2**20, "items_held_max": held, "memory_items_per_s": items / elapsed}
 
 
 # -- consensus --------------------------------------------------------------------------------------
@@ -376,9 +383,9 @@ def consensus(impl: str, *, n: int, rounds: int) -> dict[str, float]:
 
 def _dag_metrics(shape: str) -> tuple[Metric, ...]:
     return (
-        Metric("per_task_us", f"{shape} DAG: per-task time (µs)"),
-        Metric("floor_us", f"{shape} DAG: plain topological loop, same process (µs/task)"),
-        Metric("x_floor", f"{shape} DAG: multiple of the plain loop (x)", better="less", worse="more"),
+        Metric(f"{shape}_per_task_us", f"{shape} DAG: per-task time (µs)"),
+        Metric(f"{shape}_floor_us", f"{shape} DAG: plain topological loop, same process (µs/task)"),
+        Metric(f"{shape}_x_floor", f"{shape} DAG: multiple of the plain loop (x)", better="less", worse="more"),
     )
 
 
@@ -386,30 +393,19 @@ _DAG_IMPLS = ("pykka", "troupe", "inline", "langgraph", "taskgroup")
 
 BENCHMARKS = (
     Benchmark(
-        name="dag_wide",
+        name="dag",
         func=dag,
-        metrics=_dag_metrics("wide"),
-        params={"shape": "wide"},
-        quick_params={"shape": "wide"},
+        metrics=(*_dag_metrics("wide"), *_dag_metrics("deep")),
         sizes=(10_000,),
         quick_sizes=(200,),
         impls=_DAG_IMPLS,
         requires={"langgraph": "langgraph"},
-        budget_s=120.0,
-        timeout_s=300.0,
-    ),
-    Benchmark(
-        name="dag_deep",
-        func=dag,
-        metrics=_dag_metrics("deep"),
-        params={"shape": "deep"},
-        quick_params={"shape": "deep"},
-        sizes=(10_000,),
-        quick_sizes=(200,),
-        impls=_DAG_IMPLS,
-        requires={"langgraph": "langgraph"},
-        budget_s=120.0,
-        timeout_s=300.0,
+        budget_s=240.0,
+        timeout_s=600.0,
+        targets=(
+            Target("wide DAG per task <= 10x the plain loop", "wide_x_floor", 10.0, n=10_000, impl="troupe"),
+            Target("deep DAG per task <= 10x the plain loop", "deep_x_floor", 10.0, n=10_000, impl="troupe"),
+        ),
     ),
     Benchmark(
         name="pipeline",
@@ -425,7 +421,7 @@ BENCHMARKS = (
         func=pipeline_memory,
         metrics=(
             Metric("peak_growth_mb", "4 KB items, slow last stage: peak RSS growth (MB)", better="less", worse="more"),
-            Metric("items_held_max", "items held at once, at most (troupe; pykka: unbounded)"),
+            Metric("items_held_max", "items in the pipeline at once, at most", better="less", worse="more"),
             Metric("memory_items_per_s", "items/s with the slow stage", higher_is_better=True),
         ),
         params={"items": 10_000, "buffer": 16, "delay": 0.0002},
