@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import itertools
 import random
 import uuid
@@ -367,13 +368,39 @@ class _CancelCall:
 # -- workers for callable targets ---------------------------------------------------------------------
 
 
-class _CallWorker(Actor):
-    """Runs plain callables (one at a time); a routee of the orchestrator's worker pool."""
+_BATCH = 64
+"""Most attempts of plain callables handed to one worker in one message."""
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Call):
-            return message.fn(message.request)
-        return None
+
+@attrs.frozen(eq=False)
+class _CallBatch:
+    # (callable, request, the future its result goes to), run in order.
+    calls: tuple[tuple[Any, RunTask, Future[Any]], ...]
+
+
+class _CallWorker(Actor):
+    """Runs plain callables one at a time, in the order given; a child of the orchestrator.
+
+    An attempt cancelled (or timed out) before its turn here is not run at all.
+    Every future of a batch is settled, whatever the callables do.
+    """
+
+    def on_receive(self, message: Any) -> None:
+        if not isinstance(message, _CallBatch):
+            return
+        for fn, request, future in message.calls:
+            if request.cancelled():
+                future.set(_Cancelled())
+                continue
+            try:
+                value = fn(request)
+            except Exception as exc:  # noqa: BLE001 - the attempt's failure is its status
+                _settle_exception(future, exc)
+            else:
+                future.set(value)
+
+    def on_stop(self) -> None:
+        """Nothing to do: a batch in progress finishes its turn; queued ones become dead letters."""
 
 
 class _Cancelled:
@@ -877,33 +904,63 @@ class WorkflowOrchestrator(Actor):
             self._journal.commit()
         while self._outbox:
             outbox, self._outbox = self._outbox, []
+            calls: list[tuple[_Run, _TaskRun, RunTask]] = []
             for run, tr, request in outbox:
-                if tr.request is request:  # not cancelled within the same turn
+                if tr.request is not request:  # cancelled within the same turn
+                    continue
+                if tr.task.kind == "callable":
+                    calls.append((run, tr, request))
+                else:
                     self._submit(run, tr, request)
+            if calls:
+                self._submit_calls(calls)
             if self._journal is not None:  # a submission that failed at once ended its task
                 self._journal.commit()
 
     def _submit(self, run: _Run, tr: _TaskRun, request: RunTask) -> None:
         target = tr.task.target
-        worker = -1
         kind = tr.task.kind
         try:
             if kind == "actor":
                 future = target.ask(request, block=False)
             elif kind == "target":
                 future = target.submit(request)
-            elif kind == "coroutine":
-                future = self._async_workers().ask(_Call(target, request), block=False)
             else:
-                worker = self._least_loaded_worker()
-                future = self._workers_refs[worker].ask(_Call(target, request), block=False)
-                self._worker_load[worker] += 1
+                future = self._async_workers().ask(_Call(target, request), block=False)
         except Exception as exc:  # noqa: BLE001 - a task's failure is its status
             self._attempt_ended(run, tr, None, exc)
             return
+        self._when_done(run, tr, request, future, -1)
+
+    def _when_done(self, run: _Run, tr: _TaskRun, request: RunTask, future: Future[Any], worker: int) -> None:
         me = self.actor_ref
         ended = _Ended(run.id, tr.task.id, request, future, worker)
-        future.add_done_callback(lambda _f: _tell(me, ended))
+        future.add_done_callback(lambda _f: _tell_quietly(me, ended))
+
+    def _submit_calls(self, calls: list[tuple[_Run, _TaskRun, RunTask]]) -> None:
+        """Hand plain callables to the workers in batches: one message per worker per turn, not one per task.
+
+        Each batch goes to the least-loaded worker and holds at most an even
+        share of what is being handed out (so a batch never makes one worker
+        hold work another could take now), and at most `_BATCH` attempts.
+        Measured on 10,000 wide no-op tasks: a message per task cost ~30 µs a
+        task to hand out (each post woke the worker, which then fought the
+        orchestrator for the GIL); batches cost a few.
+        """
+        share = max(1, min(_BATCH, -(-len(calls) // self._workers)))
+        for start in range(0, len(calls), share):
+            chunk = calls[start : start + share]
+            worker = self._least_loaded_worker()
+            batch = []
+            for run, tr, request in chunk:
+                future: Future[Any] = Future()
+                batch.append((tr.task.target, request, future))
+                self._when_done(run, tr, request, future, worker)
+            self._worker_load[worker] += len(chunk)
+            # An ask, not a tell: if the worker dies with the batch queued or half run,
+            # the batch's reply fails, and so does every attempt of it not yet settled.
+            done = self._workers_refs[worker].ask(_CallBatch(tuple(batch)), block=False)
+            done.add_done_callback(functools.partial(_settle_batch, batch))
 
     def _least_loaded_worker(self) -> int:
         """Return the index of the callable worker with the fewest attempts in flight (spawning them on first use).
@@ -1129,6 +1186,19 @@ def _tell(ref: pykka.ActorRef[Any], message: Any) -> bool:
     except ActorDeadError:
         return False
     return True
+
+
+def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
+    _tell(ref, message)
+
+
+def _settle_batch(batch: list[tuple[Any, RunTask, Future[Any]]], done: Future[Any]) -> None:
+    """A batch's reply came; if it is an error (the worker died), fail every attempt it left unsettled."""
+    try:
+        done.get()
+    except Exception as exc:  # noqa: BLE001 - given to each attempt
+        for _fn, _request, future in batch:
+            _settle_exception(future, exc)
 
 
 def _settle(future: Future[Any], value: Any) -> None:

@@ -34,14 +34,18 @@ def voters(
     refs = {}
     for name, ballot in ballots.items():
         gates = {"q": held[name]} if name in held else {}
-        refs[name] = system.spawn(Echo, lambda _m, b=ballot: b, gates, mode=mode)
+        # A held voter gets a thread of its own: it must not hold a dispatcher the others need.
+        refs[name] = system.spawn(Echo, lambda _m, b=ballot: b, gates, mode="thread" if gates else mode)
     return refs
 
 
 def test_abstentions_stay_out_of_the_denominator_over_votes_cast(system: ActorSystem, mode: str) -> None:
     ballots = {"a": True, "b": True, "c": False, **{f"x{i}": None for i in range(5)}}
     cast = consensus_vote(voters(system, mode, ballots), "q", threshold=0.6, basis="cast").get(timeout=WAIT)
-    assert (cast.decided, cast.approved, cast.yes, cast.no, cast.abstain) == (True, True, 2, 1, 5)
+    # Both yes ballots are needed (1 of 2 could still become 1 of 3 < 0.6); the rest may not have come.
+    assert (cast.decided, cast.approved, cast.yes) == (True, True, 2)
+    assert cast.no <= 1
+    assert cast.abstain <= 5
     eligible = consensus_vote(voters(system, mode, ballots), "q", threshold=0.6, basis="eligible").get(timeout=WAIT)
     assert (eligible.decided, eligible.approved, eligible.reason) == (True, False, "threshold not met")
 

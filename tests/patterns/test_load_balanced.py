@@ -37,7 +37,7 @@ def test_work_pulling_gives_more_to_whoever_is_free(system: ActorSystem, mode: s
         return x
 
     try:
-        slow = system.spawn(Echo, None, {0: gate}, mode=mode)
+        slow = system.spawn(Echo, None, {0: gate}, mode="thread")  # held: not on a dispatcher
         fast = system.spawn(Echo, fast_work, mode=mode)
         future = load_balanced([slow, fast], range(10))
         # The fast worker takes every other item while the slow one holds item 0.

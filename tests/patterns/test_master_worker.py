@@ -52,7 +52,7 @@ def test_shares_still_out_at_the_timeout_fail_with_task_timeout_error(
 ) -> None:
     gate = Gate()
     try:
-        workers = {0: system.spawn(Echo, mode=mode), 1: system.spawn(Echo, None, {"slow": gate}, mode=mode)}
+        workers = {0: system.spawn(Echo, mode=mode), 1: system.spawn(Echo, None, {"slow": gate}, mode="thread")}
         future = master_worker(workers, {0: "quick", 1: "slow"}, timeout=30.0)
         gate.wait_entered()
         clock.advance(30.0)
