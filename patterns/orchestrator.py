@@ -36,9 +36,9 @@ attempt number), and the rest follow as usual.
 
 Threading: like every actor it handles one message at a time. Targets' futures
 complete on other threads; their done-callbacks only tell the orchestrator
-(`_Ended`). Callable targets run on the orchestrator's child pool of
-workers (``worker_mode``, thread by default) or, for coroutine functions, on
-one asyncio worker.
+(`_Ended`). Callable targets run on the orchestrator's own child workers
+(``workers`` of them, in ``worker_mode``, thread by default), handed out in
+batches to the least loaded; coroutine functions run on one asyncio worker.
 
 Stopping the orchestrator does not cancel executions in the journal (they can
 be resumed); waiters get `ActorDeadError`, attempts in flight are told to stop.
@@ -556,7 +556,7 @@ class WorkflowOrchestrator(Actor):
     Args:
         store: a `StateStore` ref for the results (None: results stay in the statuses only).
         journal: a path or a `WorkflowJournal` for durable resume (None: no journal).
-        workers: the size of the pool that runs plain callables.
+        workers: how many worker actors (children, spawned on first use) run plain callables.
         worker_mode: the execution mode of those workers (``"thread"``: callables may block).
         rng: random source of retry jitter (tests seed it).
     """

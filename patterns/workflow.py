@@ -14,8 +14,9 @@ request per attempt (the task's parameters, its dependencies' results as
 - an actor ref (any `ActorRef`, a `Pool` or `Router` ref included): asked
   ``RunTask``; its reply is the result. On cancel or timeout it is told a
   `CancelTask` (ignore it if you cannot stop) and its reply is discarded.
-- a plain callable ``fn(request)``: run on the orchestrator's own pool of
-  worker actors (thread mode by default, as it may block); a coroutine
+- a plain callable ``fn(request)``: run on the orchestrator's own worker
+  actors (thread mode by default, as it may block; an inline callable must
+  be pure, as it runs before its start is journaled); a coroutine
   function runs on an asyncio worker and is cancelled (`asyncio.CancelledError`)
   on cancel or timeout; a blocking one can poll ``request.cancelled()``.
   With ``inline=True`` a (cheap, pure) callable runs in the orchestrator's own
