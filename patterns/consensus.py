@@ -34,11 +34,14 @@ from typing import Any, Literal
 
 import attrs
 
-from actors import ActorRef, CoordinationInputError, Future
+from actors import ActorRef, CoordinationInputError, Future, TroupeInternalError
 
 __all__ = ["Ballot", "Tally", "VoteResult", "consensus_vote"]
 
 Basis = Literal["cast", "eligible"]
+
+_EPSILON = 1e-12
+"""Weight left below which every voter counts as heard (weights are floats)."""
 
 
 class Ballot(enum.StrEnum):
@@ -178,7 +181,7 @@ class Tally:
             if not self._quorum_met(participated + remaining):
                 return False, "quorum not met"
             return False, "threshold not met"
-        if remaining <= 1e-12:  # everyone has voted: both bounds agree (kept for float safety)
+        if remaining <= _EPSILON:  # everyone has voted: both bounds agree (kept for float safety)
             return self._passes(self.yes, self.no) and self._quorum_met(participated), "all voted"
         return None
 
@@ -248,12 +251,11 @@ class _Vote:
         with self._lock:
             if self._done:
                 return
-            if ballot is not None:
+            if error is None and ballot is not None:
                 self.tally.add(voter, ballot)
             else:
-                assert error is not None
                 self.tally.write_off(voter)
-                self._failed.append((voter, error))
+                self._failed.append((voter, error or TroupeInternalError("a vote with neither ballot nor error")))
             outcome = self.tally.outcome()
             if outcome is None:
                 return

@@ -207,7 +207,7 @@ class WorkflowJournal:
         if row is None:
             return None
         tasks = tuple(
-            TaskRecord(t, s, a, sa, ea, pickle.loads(r) if r is not None else None, e)
+            TaskRecord(t, s, a, sa, ea, pickle.loads(r) if r is not None else None, e)  # noqa: S301 - our own journal
             for t, s, a, sa, ea, r, e in self._db.execute(
                 "SELECT task_id, state, attempts, started_at, ended_at, result, error FROM tasks WHERE execution_id=?",
                 (execution_id,),
@@ -221,7 +221,7 @@ class WorkflowJournal:
             state=row[3],
             max_parallel=row[4],
             failure_policy=row[5],
-            inputs=pickle.loads(row[6]),
+            inputs=pickle.loads(row[6]),  # noqa: S301 - our own journal, written by this class
             started_at=row[7],
             ended_at=row[8],
             tasks=tasks,

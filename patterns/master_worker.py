@@ -57,9 +57,10 @@ def master_worker(
     Args:
         workers: worker key -> actor ref.
         work: the distribution map: worker key -> the message for that worker.
-        items: instead of `work`, items to split over the workers with `splitter`
-            (``splitter(items, len(workers))`` returns one share per worker, in
-            the order of `workers`; each worker is asked its share as a list).
+        items: instead of `work`, items to split over the workers with `splitter`.
+        splitter: ``splitter(items, len(workers))`` returns one share per
+            worker, in the order of `workers` (default `round_robin_split`);
+            each worker is asked its share as a list.
         timeout: seconds to wait for every share.
         redistribute: give a stopped worker's share to another worker.
 
@@ -77,25 +78,26 @@ def master_worker(
     if timeout is not None and not timeout > 0:
         msg = f"master_worker timeout must be > 0 seconds or None, got {timeout!r}"
         raise CoordinationInputError(msg)
-    if items is not None:
-        shares = list(splitter(list(items), len(workers)))
+    if work is not None:
+        distribution = dict(work)
+    else:
+        shares = list(splitter(list(items or ()), len(workers)))
         if len(shares) != len(workers):
             msg = f"master_worker's splitter returned {len(shares)} shares for {len(workers)} workers"
             raise CoordinationInputError(msg)
-        work = dict(zip(workers, shares, strict=True))
-    assert work is not None
-    unknown = [k for k in work if k not in workers]
+        distribution = dict(zip(workers, shares, strict=True))
+    unknown = [k for k in distribution if k not in workers]
     if unknown:
         msg = f"master_worker: work for unknown worker(s) {unknown}; workers are {list(workers)}"
         raise CoordinationInputError(msg)
-    return _Master(dict(workers), dict(work), timeout, redistribute).start()
+    return _Master(dict(workers), distribution, timeout, redistribute=redistribute).start()
 
 
 class _Master:
     """The state of one distribution; callbacks from the workers' threads update it under `_lock`."""
 
     def __init__(
-        self, workers: dict[Any, ActorRef[Any]], work: dict[Any, Any], timeout: float | None, redistribute: bool
+        self, workers: dict[Any, ActorRef[Any]], work: dict[Any, Any], timeout: float | None, *, redistribute: bool
     ) -> None:
         self.workers = workers
         self.work = work

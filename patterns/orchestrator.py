@@ -53,7 +53,7 @@ import itertools
 import random
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import attrs
 import pykka
@@ -246,6 +246,10 @@ def _execution_id(_: object, __: attrs.Attribute[Any], value: str | None) -> Non
         raise WorkflowDefinitionError(msg)
 
 
+def _inputs(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
 def _refs(value: Iterable[ActorRef[Any]]) -> tuple[ActorRef[Any], ...]:
     return tuple(value)
 
@@ -264,7 +268,7 @@ class ExecuteWorkflow:
     """
 
     workflow_id: str
-    inputs: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: dict(v or {}))
+    inputs: Mapping[str, Any] = attrs.field(factory=dict, converter=_inputs)
     max_parallel: int | None = attrs.field(default=None, validator=_max_parallel)
     failure_policy: FailurePolicy = attrs.field(default="run_all", validator=_policy)
     execution_id: str | None = attrs.field(default=None, validator=_execution_id)
@@ -1093,9 +1097,11 @@ class WorkflowOrchestrator(Actor):
 
     def _store_result(self, run: _Run, tr: _TaskRun) -> None:
         key = state_key(run.id, tr.task.id)
-        assert self._store is not None
+        store = self._store
+        if store is None:
+            return
         try:
-            future = self._store.ask(SetEntry(key, tr.result, agent="workflow-orchestrator"), block=False)
+            future = store.ask(SetEntry(key, tr.result, agent="workflow-orchestrator"), block=False)
         except Exception as exc:  # noqa: BLE001 - a value the store cannot hold
             self._store_failed(key, exc)
             return
@@ -1224,9 +1230,12 @@ class WorkflowClient:
         self.orchestrator = orchestrator
         self.timeout = timeout
 
+    def _ask(self, message: Any) -> Any:
+        return self.orchestrator.ask(message, timeout=self.timeout)
+
     def define(self, workflow: Workflow) -> str:
         """Define (or replace) `workflow`; return its id."""
-        return self.orchestrator.ask(DefineWorkflow(workflow), timeout=self.timeout)
+        return cast("str", self._ask(DefineWorkflow(workflow)))
 
     def execute(
         self,
@@ -1240,32 +1249,32 @@ class WorkflowClient:
     ) -> str:
         """Start an execution; return its id (see `ExecuteWorkflow`)."""
         message = ExecuteWorkflow(workflow_id, inputs or {}, max_parallel, failure_policy, execution_id, watchers)
-        return self.orchestrator.ask(message, timeout=self.timeout)
+        return cast("str", self._ask(message))
 
     def status(self, execution_id: str) -> ExecutionStatus:
         """Return the execution's status now."""
-        return self.orchestrator.ask(GetExecution(execution_id), timeout=self.timeout)
+        return cast("ExecutionStatus", self._ask(GetExecution(execution_id)))
 
     def cancel(self, execution_id: str) -> ExecutionStatus:
         """Cancel the execution; return its status after."""
-        return self.orchestrator.ask(CancelExecution(execution_id), timeout=self.timeout)
+        return cast("ExecutionStatus", self._ask(CancelExecution(execution_id)))
 
     def watch(self, execution_id: str, subscriber: ActorRef[Any]) -> ExecutionStatus:
         """Have `subscriber` told the execution's events; return its status now."""
         message = WatchExecution(execution_id, subscriber)
-        return self.orchestrator.ask(message, timeout=self.timeout)
+        return cast("ExecutionStatus", self._ask(message))
 
     def resume(self, execution_id: str) -> str:
         """Resume the execution from the journal."""
-        return self.orchestrator.ask(ResumeExecution(execution_id), timeout=self.timeout)
+        return cast("str", self._ask(ResumeExecution(execution_id)))
 
     def unfinished(self) -> tuple[str, ...]:
         """Return the journal's unfinished execution ids."""
-        return self.orchestrator.ask(ListUnfinished(), timeout=self.timeout)
+        return cast("tuple[str, ...]", self._ask(ListUnfinished()))
 
     def statistics(self) -> OrchestratorStatistics:
         """Return the orchestrator's statistics."""
-        return self.orchestrator.ask(GetOrchestratorStatistics(), timeout=self.timeout)
+        return cast("OrchestratorStatistics", self._ask(GetOrchestratorStatistics()))
 
     def wait_for_completion(self, execution_id: str, *, timeout: float | None = None) -> ExecutionStatus:
         """Block until the execution ends; return its final status.

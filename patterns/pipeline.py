@@ -169,8 +169,7 @@ class _Flow:
             if self.finished:
                 return
             try:
-                if outcome is not None:
-                    assert index is not None
+                if outcome is not None and index is not None:
                     self._record(stage, index, outcome)
                 sends = [] if self.finished else self._schedule()
             except BaseException as exc:  # noqa: BLE001 - the source or a sink failed: the pipeline fails

@@ -35,7 +35,7 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(msg)
 
 
-def _attempts(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+def _attempts(_: object, _attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         msg = f"RetryPolicy.max_attempts must be an int >= 1 (1: never retry), got {value!r}"
         raise ValueError(msg)

@@ -77,6 +77,8 @@ def scatter_gather(
     """Ask `targets` `message`; return a future of the `GatherResult` (see the module docs).
 
     Args:
+        targets: the actors to ask (in the order backups go out).
+        message: what each is asked.
         finish: ``"all"``, ``"first"`` (the first `k`, default 1) or ``"quorum"``
             (`k` replies, default a majority of the targets).
         k: replies needed for ``first`` and ``quorum``.
@@ -157,8 +159,7 @@ class _Gather:
             if backup:
                 self._backups += 1
             more = self.backup_after is not None and self._asked < len(self.targets)
-        if more:
-            assert self.backup_after is not None
+        if more and self.backup_after is not None:
             self._timers.append(self.scheduler.call_later(self.backup_after, lambda: self._ask_next(backup=True)))
         target = self.targets[index]
         future = target.ask(self.message, block=False)

@@ -203,6 +203,10 @@ def _task_id(_: object, __: attrs.Attribute[Any], value: object) -> None:
         raise WorkflowDefinitionError(msg)
 
 
+def _params(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
 def _deps(value: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -235,7 +239,7 @@ class Task:
 
     id: str = attrs.field(validator=_task_id)
     target: Any
-    params: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: dict(v or {}))
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_deps)
     join: JoinRule = attrs.field(default=JoinRule.ALL_SUCCESS, converter=_join)
     retry: RetryPolicy | None = None

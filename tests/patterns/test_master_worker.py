@@ -34,7 +34,8 @@ def test_every_failure_reaches_the_caller_in_an_exception_group(system: ActorSys
     assert len(group.exceptions) == 2
     assert all(isinstance(e, ValueError) for e in group.exceptions)
     notes = sorted(n for e in group.exceptions for n in e.__notes__)
-    assert "worker 1" in notes[0] and "worker 2" in notes[1]
+    assert "worker 1" in notes[0]
+    assert "worker 2" in notes[1]
     assert group.results == {0: "ok", 3: "fine"}  # type: ignore[attr-defined]
 
 

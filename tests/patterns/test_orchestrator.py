@@ -29,6 +29,7 @@ from patterns.orchestrator import (
     ExecutionFinished,
     ExecutionState,
     TaskEvent,
+    WaitForCompletion,
     WorkflowClient,
     WorkflowOrchestrator,
     state_key,
@@ -537,8 +538,6 @@ def test_waiters_get_actor_dead_error_when_the_orchestrator_stops(
     execution_id = client.execute("w")
     g.wait_entered()
     reply: Future[Any] = Future()
-    from patterns.orchestrator import WaitForCompletion
-
     orchestrator.tell(WaitForCompletion(execution_id, reply))
     g.released.set()
     orchestrator.stop()

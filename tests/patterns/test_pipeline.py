@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actors import CoordinationInputError, PipelineItemError, Pool, PoolConfig
+from actors import ChildSpec, CoordinationInputError, PipelineItemError, Pool, PoolConfig
 from patterns.pipeline import pipeline
 from tests.core.actors_for_tests import WAIT, Gate
 from tests.patterns.agents import Echo
@@ -66,9 +66,7 @@ def test_output_keeps_input_order_when_a_parallel_stage_finishes_out_of_order(
 
 
 def _spec(mode: str, gates: dict[Any, Gate]) -> Any:
-    from actors import ChildSpec
-
-    return ChildSpec(Echo, args=(None, gates), mode=mode)
+    return ChildSpec(Echo, args=(None, gates), mode=mode)  # type: ignore[arg-type]  # attrs' tuple converter
 
 
 def test_unordered_output_emits_in_completion_order(system: ActorSystem, mode: str, gates: list[Gate]) -> None:

@@ -7,16 +7,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from actors import ActorSystem
+import pytest
+
+from actors import ActorSystem, WorkflowDefinitionError, WorkflowNotFoundError
 from patterns.journal import WorkflowJournal
 from patterns.orchestrator import WorkflowClient, WorkflowOrchestrator
 from patterns.workflow import Task, Workflow
 from tests.core.actors_for_tests import WAIT
-
-if TYPE_CHECKING:
-    import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,13 +73,7 @@ def test_a_killed_execution_resumes_in_a_new_process_and_completed_tasks_ran_onc
     }
 
 
-def test_resume_refuses_a_definition_whose_shape_changed_and_an_unknown_execution(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import pytest
-
-    from actors import WorkflowDefinitionError, WorkflowNotFoundError
-
+def test_resume_refuses_a_definition_whose_shape_changed_and_an_unknown_execution(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     journal = WorkflowJournal(path)
     journal.begin_execution(
