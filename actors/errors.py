@@ -16,10 +16,14 @@ __all__ = [
     "ConflictError",
     "ConflictNotFoundError",
     "CoordinationInputError",
+    "CoroutineSubscriberError",
     "EventLoopError",
+    "HistoryPayloadError",
+    "HistoryQueryError",
     "MailboxFullError",
     "ModeError",
     "NoRouteeError",
+    "NotASessionMemberError",
     "NotAnActorError",
     "PatternError",
     "PipelineItemError",
@@ -27,12 +31,17 @@ __all__ = [
     "ProtocolError",
     "RestartIntensityError",
     "RouteeStartError",
+    "SessionClosedError",
+    "SessionNotFoundError",
     "SpawnContextError",
     "StrategyError",
+    "SubscriberOverflowError",
     "SystemShutdownError",
     "TaskTimeoutError",
+    "TopicError",
     "TroupeError",
     "TroupeInternalError",
+    "UnknownMessageError",
     "WorkflowDefinitionError",
     "WorkflowNotFoundError",
 ]
@@ -153,6 +162,45 @@ class ProtocolError(TroupeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+# -- messaging (actors.messaging) ------------------------------------------------------------------
+
+
+class TopicError(TroupeError, ValueError):
+    """A topic name or subscription pattern is empty or malformed (the message names the segment)."""
+
+
+class CoroutineSubscriberError(TroupeError, TypeError):
+    """A coroutine function was given where a plain callable is required: nothing would await it."""
+
+
+class SubscriberOverflowError(TroupeError, RuntimeError):
+    """A subscriber with overflow policy ``"fail"`` had a full buffer; the others got the message."""
+
+
+class HistoryPayloadError(TroupeError, TypeError):
+    """A message bound for the history is neither an `AgentMessage` nor a JSON value."""
+
+
+class HistoryQueryError(TroupeError, ValueError):
+    """A history query is malformed: an inverted time range, a negative limit, an unknown cursor."""
+
+
+class SessionNotFoundError(TroupeError, LookupError):
+    """No session has the given id (never created, or not in the history being resumed)."""
+
+
+class SessionClosedError(TroupeError, RuntimeError):
+    """The session was closed: nobody may join it or broadcast to it any more."""
+
+
+class NotASessionMemberError(TroupeError, LookupError):
+    """The agent is not a member of the session it tried to leave or speak in."""
+
+
+class UnknownMessageError(TroupeError, LookupError):
+    """No message with that id waits in the durable inbox (never sent, or already processed)."""
 
 
 class WorkflowDefinitionError(TroupeError, ValueError):

@@ -45,6 +45,10 @@ class DeadLetterReason(enum.StrEnum):
     ASK_ABANDONED = "ask_abandoned"
     """The asker of an asyncio actor gave up (ask timeout, or the awaiting task
     was cancelled): the message was skipped, or its handler cancelled."""
+    NO_SUBSCRIBER = "no_subscriber"
+    """Published to a topic (or multicast to an agent) that nobody subscribed to."""
+    REJECTED = "rejected"
+    """A shared service refused it as malformed; `DeadLetter.exception` says why."""
 
 
 @attrs.frozen

@@ -50,7 +50,7 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyGetAttr
 
 from actors._core import ChildSpec, Future, SupervisionPolicy, Terminated
-from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError
+from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError, TroupeInternalError
 from actors.routing.admission import Admission, AdmissionControl
 from actors.routing.messages import AddRoutee, RemoveRoutee, RouteeStatistics, RouterStatistics, _routee_tuple
 from actors.routing.router import Router
@@ -392,7 +392,9 @@ class Pool(Router):
     def _admission(self) -> AdmissionControl:
         # A pool's table always has limits (set in __init__).
         admission = self.routing.admission
-        assert admission is not None
+        if admission is None:
+            msg = f"{self.actor_ref} is a Pool without admission control; every Pool is built with one"
+            raise TroupeInternalError(msg)
         return admission
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -576,7 +578,7 @@ class Pool(Router):
         self.destroyed += 1
         return True
 
-    def on_routee_terminated(self, message: Terminated) -> None:
+    def on_routee_terminated(self, message: Terminated) -> None:  # noqa: ARG002 - Router's hook; the count is enough here
         """A routee is gone for good (failed past its restarts, or stopped from outside): replace it."""
         self.destroyed += 1
         if not self._draining:
@@ -606,7 +608,8 @@ class Pool(Router):
             for _ in range(change):
                 self._create(reserved=False)
             if change < 0:
-                idle_first = sorted(reversed(routees), key=lambda r: r.in_flight)
+                # Reversed first: among equally idle routees the youngest goes (a stable sort).
+                idle_first = sorted(reversed(routees), key=lambda r: r.in_flight)  # noqa: C414
                 for routee in idle_first[:-change]:
                     self._retire(routee.ref, only_if_idle=False)
 

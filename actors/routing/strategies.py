@@ -28,7 +28,7 @@ import math
 import operator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actors.errors import NoRouteeError, StrategyError
+from actors.errors import NoRouteeError, StrategyError, TroupeInternalError
 from actors.routing.fanout import first_reply, gather, tail_chop
 from actors.routing.messages import capability_set
 
@@ -237,8 +237,11 @@ class FastestResponseRouting(RoutingStrategy):
 
     def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
         """Return the routee expected to answer soonest."""
-        assert self._table is not None
-        now = self._table.clock.now()
+        table = self._table
+        if table is None:
+            msg = f"{self.name} selected a routee before it was attached to a table"
+            raise TroupeInternalError(msg)
+        now = table.clock.now()
         n = len(routees)
         start = next(self._rotation) % n
         best: Routee | None = None
@@ -252,7 +255,9 @@ class FastestResponseRouting(RoutingStrategy):
             key = (average, routee.in_flight)
             if key < best_key:
                 best, best_key = routee, key
-        assert best is not None
+        if best is None:  # every key is below (inf, 0), and `routees` is never empty here
+            msg = f"{self.name}: no routee chosen from {len(routees)} routees"
+            raise TroupeInternalError(msg)
         return best
 
 
@@ -320,7 +325,8 @@ def _key_bytes(key: Any) -> bytes:
 
 def _hash_key(message: Any) -> Hashable:
     """Read ``message.hash_key``, or use the message itself: the default key function."""
-    return getattr(message, "hash_key", message)
+    key: Hashable = getattr(message, "hash_key", message)
+    return key
 
 
 class ConsistentHashRouting(RoutingStrategy):

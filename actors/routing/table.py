@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pykka import ActorDeadError
 
 from actors._core import ActorRef, Future, Receipt
-from actors.errors import NoRouteeError, TroupeError
+from actors.errors import NoRouteeError, TroupeError, TroupeInternalError
 from actors.routing.admission import AdmissionControl
 from actors.routing.messages import RouteeStatistics, RouterStatistics, _Route
 
@@ -225,23 +225,39 @@ class Strategy(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The strategy's name, for statistics."""
+        ...
 
     @property
-    def thread_safe(self) -> bool: ...
+    def thread_safe(self) -> bool:
+        """Whether it may route on the sender's thread."""
+        ...
 
     @property
-    def turn(self) -> Callable[[], int] | None: ...
+    def turn(self) -> Callable[[], int] | None:
+        """The round-robin counter of the fast path, or None."""
+        ...
 
-    def attach(self, table: RoutingTable) -> None: ...
+    def attach(self, table: RoutingTable) -> None:
+        """Bind the strategy to its table."""
+        ...
 
-    def routees_changed(self, routees: tuple[Routee, ...]) -> None: ...
+    def routees_changed(self, routees: tuple[Routee, ...]) -> None:
+        """Learn the new set of routees."""
+        ...
 
-    def select(self, message: Any, routees: Sequence[Routee]) -> Routee: ...
+    def select(self, message: Any, routees: Sequence[Routee]) -> Routee:
+        """Choose the routee for one message."""
+        ...
 
-    def route_tell(self, table: RoutingTable, message: Any) -> None: ...
+    def route_tell(self, table: RoutingTable, message: Any) -> None:
+        """Send a tell."""
+        ...
 
-    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None: ...
+    def route_ask(self, table: RoutingTable, message: Any, future: Future[Any], inline: bool) -> None:
+        """Send an ask whose reply goes into `future`."""
+        ...
 
 
 class RoutingTable:
@@ -379,7 +395,9 @@ class RoutingTable:
         end of its handler. Must not raise.
         """
         routee = future._routee  # noqa: SLF001
-        assert routee is not None
+        if routee is None:  # a tracked future is handed to a routee before anyone can set it
+            msg = f"a tracked reply future of {self.ref} was set before it was handed to a routee"
+            raise TroupeInternalError(msg)
         start = routee.started.pop(future, None)
         if start is None:
             return  # settled twice (two parties raced to set it)
