@@ -16,6 +16,7 @@ __all__ = [
     "AgentRegistrationError",
     "ConflictError",
     "ConflictNotFoundError",
+    "CoordinationInputError",
     "CoordinationStoppedError",
     "CoroutineSubscriberError",
     "EventLoopError",
@@ -29,6 +30,7 @@ __all__ = [
     "NotASessionMemberError",
     "NotAnActorError",
     "PatternError",
+    "PipelineItemError",
     "PoolExhaustedError",
     "ProtocolError",
     "RemoteTaskError",
@@ -52,6 +54,8 @@ __all__ = [
     "UnknownAgentError",
     "UnknownMessageError",
     "UnknownTaskError",
+    "WorkflowDefinitionError",
+    "WorkflowNotFoundError",
 ]
 
 
@@ -192,15 +196,18 @@ class UnknownTaskError(TroupeError, LookupError):
 
 
 class TaskTimeoutError(TroupeError, TimeoutError):
-    """One of a task's timeouts passed (Temporal's four).
+    """One of a task's timeouts passed: a coordinator task's (Temporal's four) or a workflow task's attempt.
+
+    A late result of the attempt it ended, if one ever comes, is discarded.
 
     Attributes:
         timeout: which one: ``"schedule_to_start"``, ``"start_to_close"``,
             ``"schedule_to_close"`` or ``"heartbeat"``.
-        task_id: the task it ended (or whose attempt it ended).
+        task_id: the task it ended (or whose attempt it ended), or None
+            where the caller named it in the message only.
     """
 
-    def __init__(self, message: str, *, timeout: str, task_id: str) -> None:
+    def __init__(self, message: str, *, timeout: str = "start_to_close", task_id: str | None = None) -> None:
         super().__init__(message)
         self.timeout = timeout
         self.task_id = task_id
@@ -283,3 +290,39 @@ class NotASessionMemberError(TroupeError, LookupError):
 
 class UnknownMessageError(TroupeError, LookupError):
     """No message with that id waits in the durable inbox (never sent, or already processed)."""
+
+
+class WorkflowDefinitionError(TroupeError, ValueError):
+    """A workflow or one of its tasks is malformed: an unknown dependency, a duplicate id, a cycle, a bad target.
+
+    Also raised for an execution asked with settings that cannot work (a
+    parallel limit below 1, an unknown failure policy) and for a resume whose
+    definition no longer matches the journal.
+    """
+
+
+class WorkflowNotFoundError(TroupeError, LookupError):
+    """No workflow or execution has the id given (never defined, or not in this orchestrator's journal)."""
+
+
+class CoordinationInputError(TroupeError, ValueError):
+    """A coordination pattern got input it cannot work with.
+
+    A vote threshold outside (0, 1], a pipeline with no stages, a
+    scatter-gather asking for more replies than it has targets, and the like:
+    the message names the pattern, the argument and the accepted range.
+    """
+
+
+class PipelineItemError(TroupeError, RuntimeError):
+    """An item failed in a pipeline stage; the cause is chained (``__cause__``).
+
+    Attributes:
+        index: the item's position in the input.
+        stage: the index of the stage that failed on it.
+    """
+
+    def __init__(self, message: str, *, index: int, stage: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.stage = stage
