@@ -30,6 +30,13 @@ __all__ = [
     "SystemShutdownError",
     "TroupeError",
     "TroupeInternalError",
+    "ClusterUnavailableError",
+    "MessageNotPicklableError",
+    "MigrationError",
+    "NodeDownError",
+    "NodeNameTakenError",
+    "UnknownNodeError",
+    "WireVersionError",
 ]
 
 
@@ -148,3 +155,31 @@ class ProtocolError(TroupeError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class UnknownNodeError(TroupeError, LookupError):
+    """A cluster operation named a node that never joined the cluster, or that is DOWN."""
+
+
+class NodeNameTakenError(TroupeError, ValueError):
+    """`Cluster.start_node` was given the name of a node that is UP or SUSPECT."""
+
+
+class NodeDownError(TroupeError, ConnectionError):
+    """A cluster node is DOWN: the reason in `Terminated` for its watched actors, and in its asks' failures."""
+
+
+class MessageNotPicklableError(TroupeError, TypeError):
+    """A message or constructor argument bound for another node does not pickle."""
+
+
+class WireVersionError(TroupeError, ValueError):
+    """A cluster frame came with a wire major version this node does not speak."""
+
+
+class MigrationError(TroupeError, RuntimeError):
+    """An actor cannot be migrated: no `snapshot`/`restore` pair, already on the target, or no such actor."""
+
+
+class ClusterUnavailableError(TroupeError, ConnectionError):
+    """The cluster's backend (Ray) cannot be reached or is not installed."""
