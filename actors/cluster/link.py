@@ -48,8 +48,14 @@ class LinkConfig:
     """A peer not heard from for this long is SUSPECT: no new traffic is flushed to it."""
     down_after: float = 1.5
     """A peer not heard from for this long is DOWN (also caught by the transport when it reports the death)."""
+    join_grace: float = 0.0
+    """Extra silence allowed from a node that has just joined and not been heard from yet (a Ray
+    node's process may take seconds to start after it is registered)."""
     tick: float = 0.001
     """How often a node with a real clock runs its tick (flush, retransmit, heartbeat, detector)."""
+    snapshot_every: float | None = 1.0
+    """How often a node saves the snapshot of each of its permanent actors that has `snapshot()` in
+    the directory, to restart it from if the node goes DOWN (None: never; state since the last one is lost)."""
 
 
 class Outbox:

@@ -46,7 +46,7 @@ class MemoryTransport:
     """
 
     def __init__(
-        self, clock: Clock | None = None, *, config: LinkConfig | None = None, seed: int = 0, dispatchers: int = 1
+        self, clock: Clock | None = None, *, config: LinkConfig | None = None, seed: int = 0, dispatchers: int = 2
     ) -> None:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.manual = isinstance(self.clock, ManualClock)

@@ -103,11 +103,14 @@ class Node:
         self._watchers: dict[str, set[str]] = {}
         self._local: dict[str, tuple[ActorRef[Any], int]] = {}  # cluster-spawned actors: ref, incarnation
         self._migrating: set[str] = set()
+        self._restart_lock = threading.Lock()
+        self._permanent: set[str] = set()  # local actors to snapshot for failover
         self._exports: dict[str, ActorRef[Any]] = {}
         self._delayed: list[tuple[float, str, bytes]] = []
         self._held_back: dict[str, list[bytes]] = {}
         self._seen = 0
         self._started_at = clock.now()
+        self._last_snapshots = clock.now()
         self.closed = False
         self.poll_directory()
 
@@ -192,6 +195,9 @@ class Node:
         if node == self.name:
             return NodeStatus.UP
         info = self._peers.get(node)
+        if info is None:
+            self.poll_directory()
+            info = self._peers.get(node)
         return NodeStatus.DOWN if info is None else info.status
 
     def _locate(self, name: str, hint: str) -> str:
@@ -213,6 +219,11 @@ class Node:
                 held.append(item)
                 return
         dst = self._locate(name, hint)
+        if self._status(dst) is not NodeStatus.UP:
+            # The cache may be behind a failover the directory already made: ask it once.
+            entry = self._directory.actor(name)
+            if entry is not None and entry.node != dst:
+                dst = self._locations[name] = entry.node
         self._send_item(dst, item, future)
 
     def _send_item(self, dst: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
@@ -239,7 +250,13 @@ class Node:
         if outbox is None:
             info = self._peers.get(dst)
             if info is None:
+                self.poll_directory()  # a node that joined since the last tick
+                info = self._peers.get(dst)
+            if info is None or info.status is NodeStatus.DOWN:
                 return None
+            outbox = self._out.get(dst)
+            if outbox is not None:
+                return outbox
             outbox = self._out[dst] = Outbox(self.name, self.epoch, dst, self.config)
         return outbox
 
@@ -264,7 +281,8 @@ class Node:
         with self._lock:
             entry = self._pending.pop(corr, None)
         if entry is not None:
-            msg = f"actor {name!r} on node {dst!r} cannot answer: the node is DOWN (the ask failed, it did not hang)"
+            who = "an actor" if name == "?" else f"actor {name!r}"
+            msg = f"{who} on node {dst!r} cannot answer: the node is DOWN (the ask failed, it did not hang)"
             try:
                 raise ActorDeadError(msg)
             except ActorDeadError:
@@ -366,6 +384,10 @@ class Node:
                 # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
                 self._send_item(forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == 4 else item, None)
                 return
+        if ref is None and not name.startswith("~"):
+            # Placed here by the directory (a failover) before this node's poll saw it: start it now.
+            self._restart_here(name)
+            ref = self._lookup_local(name)
         if kind in (wire.ASK, wire.CALL) and len(item) == 5:
             src = item[4]  # forwarded: the reply goes to the original asker
         if kind == wire.TELL:
@@ -445,6 +467,8 @@ class Node:
             ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
 
     def _local_terminated(self, name: str, cell: Any) -> None:
+        if self.closed:
+            return  # the node itself is going away: the directory hears of it through the detector or `leave`
         with self._lock:
             if name in self._migrating:
                 return  # it moves on: its watchers go with it
@@ -507,7 +531,7 @@ class Node:
             old = self._peers.get(info.name)
             self._peers[info.name] = info
             if old is None or old.epoch != info.epoch:
-                self._heard[info.name] = self.clock.now()
+                self._heard[info.name] = self.clock.now() + self.config.join_grace
                 stale = self._out.pop(info.name, None)
                 self._in.pop(info.name, None)
             else:
@@ -579,6 +603,32 @@ class Node:
                 self.report(info.name, info.epoch, NodeStatus.SUSPECT)
             elif silent < config.suspect_after and info.status is NodeStatus.SUSPECT:
                 self.report(info.name, info.epoch, NodeStatus.UP)
+        if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
+            self._last_snapshots = now
+            self.save_snapshots()
+
+    def save_snapshots(self) -> None:
+        """Save the snapshot of every local permanent actor that has one in the directory (without waiting)."""
+        with self._lock:
+            local = [(name, ref, inc) for name, (ref, inc) in self._local.items() if name in self._permanent]
+        for name, ref, incarnation in local:
+            future = ref.proxy().snapshot()
+
+            def save(f: Any, name: str = name, incarnation: int = incarnation) -> None:
+                try:
+                    data = self._dumps(f.get(timeout=0), f"snapshot of {name!r}")
+                except Exception:  # noqa: BLE001 - logged; the last good snapshot stays
+                    from loguru import logger  # noqa: PLC0415
+
+                    logger.opt(exception=True).warning("Node {}: no snapshot of {!r}", self.name, name)
+                    return
+                self._directory.save_snapshot(name, incarnation, data)
+
+            future.add_done_callback(save)
+
+    def dead_letter_count(self, reason: str) -> int:
+        """Return how many dead letters this node recorded with `reason` (a `DeadLetterReason` value)."""
+        return int(self.system.dead_letters.statistics().by_reason.get(DeadLetterReason(reason), 0))
 
     def report(self, node: str, epoch: int, status: NodeStatus) -> None:
         """Tell the directory what this node's detector concluded about a peer (and apply it here at once)."""
@@ -597,12 +647,18 @@ class Node:
             self._local[name] = (ref, incarnation)
             self._locations[name] = self.name
             self._forward.pop(name, None)
+            if restart == "permanent" and callable(getattr(cls, "snapshot", None)):
+                self._permanent.add(name)
         ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
 
     def _restart_here(self, name: str) -> None:
-        entry: ActorEntry | None = self._directory.actor(name)
-        if entry is None or entry.node != self.name or name in self._local:
-            return
+        with self._restart_lock:
+            entry: ActorEntry | None = self._directory.actor(name)
+            if entry is None or entry.node != self.name or name in self._local or entry.incarnation == 0:
+                return
+            self._restart_entry(name, entry)
+
+    def _restart_entry(self, name: str, entry: ActorEntry) -> None:
         try:
             self.spawn(name, entry.spec, entry.restart, entry.incarnation, entry.snapshot)
         except Exception:  # noqa: BLE001 - logged; the rest of the node goes on

@@ -57,8 +57,8 @@ class _DirectoryActor:
     def __init__(self, cluster: str) -> None:
         self._directory = Directory(cluster)
 
-    def call(self, method: str, args: tuple[Any, ...]) -> Any:
-        return getattr(self._directory, method)(*args)
+    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return getattr(self._directory, method)(*args, **kwargs)
 
 
 class _DirectoryClient:
@@ -70,8 +70,8 @@ class _DirectoryClient:
     def __getattr__(self, method: str) -> Callable[..., Any]:
         handle = self._handle
 
-        def call(*args: Any) -> Any:
-            return ray.get(handle.call.remote(method, args))
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return ray.get(handle.call.remote(method, args, kwargs))
 
         return call
 
@@ -257,11 +257,11 @@ class RayTransport:
         *,
         namespace: str = "troupe",
         config: LinkConfig | None = None,
-        dispatchers: int | None = 1,
+        dispatchers: int | None = 2,
     ) -> None:
         self.address = address
         self.namespace = namespace
-        self.config = config if config is not None else LinkConfig(suspect_after=1.0, down_after=2.0)
+        self.config = config if config is not None else LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0)
         self.dispatchers = dispatchers
         self.manual = False
         self._handles: dict[str, Any] = {}
@@ -276,9 +276,13 @@ class RayTransport:
         except Exception as exc:
             msg = f"cannot reach the Ray cluster at {self.address!r} for troupe cluster {cluster!r}: {exc}"
             raise ClusterUnavailableError(msg) from exc
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
         actor = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
+        # On the driver's Ray node (the head, usually): it must outlive the nodes it watches.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self._directory_handle = actor.options(
-            name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True
+            name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True, scheduling_strategy=here
         ).remote(cluster)
         self.directory = _DirectoryClient(self._directory_handle)
 
