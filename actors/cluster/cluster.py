@@ -27,7 +27,7 @@ from actors._core import Future
 from actors.cluster import wire
 from actors.cluster.address import Address
 from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
-from actors.cluster.node import new_name
+from actors.cluster.node import fail, new_name
 from actors.cluster.refs import RemoteRef, WatchPoint, decoding
 from actors.errors import ActorNameTakenError, MigrationError, UnknownNodeError
 
@@ -103,14 +103,11 @@ def _settle(future: Future[Any], outcome: Any, endpoint: Any) -> None:
     """Complete `future` from a transport's (ok, pickled value) outcome."""
     ok, payload = outcome
     with decoding(endpoint):
-        value = pickle.loads(payload)  # noqa: S301 - from the cluster's own nodes
+        value = pickle.loads(payload)
     if ok:
         future.set(value)
-        return
-    try:
-        raise value
-    except BaseException:  # noqa: BLE001 - the asker gets it
-        future.set_exception()
+    else:
+        fail(future, value)
 
 
 class Cluster:
@@ -196,7 +193,10 @@ class Cluster:
         name = name if name is not None else new_name(actor_class)
         if self.directory.actor(name) is not None:
             entry = self.directory.actor(name)
-            msg = f"an actor named {name!r} already runs in cluster {self.name!r} (on node {entry.node!r}); choose another name"
+            msg = (
+                f"an actor named {name!r} already runs in cluster {self.name!r} (on node {entry.node!r}); "
+                "choose another name"
+            )
             raise ActorNameTakenError(msg)
         if node is None:
             node = self.directory.place(name)
@@ -205,7 +205,9 @@ class Cluster:
                 raise UnknownNodeError(msg)
         else:
             self._node(node, up=True)
-        spec = wire.dumps_payload((actor_class, args, kwargs, mode), f"{actor_class.__name__} with constructor arguments")
+        spec = wire.dumps_payload(
+            (actor_class, args, kwargs, mode), f"{actor_class.__name__} with constructor arguments"
+        )
         self.transport.control(node, "spawn", name, spec, restart, 0, None)
         self.directory.add_actor(ActorEntry(name, node, 0, spec, restart))
         return RemoteRef(Address(self.name, node, name, 0), self._client)
@@ -247,7 +249,7 @@ class Cluster:
             msg = f"cannot migrate {name!r} to node {to!r}: it is already there"
             raise MigrationError(msg)
         self._node(to, up=True)
-        cls = pickle.loads(entry.spec)[0]  # noqa: S301 - the directory's own record
+        cls = pickle.loads(entry.spec)[0]
         if not (callable(getattr(cls, "snapshot", None)) and callable(getattr(cls, "restore", None))):
             msg = (
                 f"cannot migrate {name!r}: its class {cls.__qualname__} has no snapshot()/restore(state) pair; "

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = ["Faults", "LinkFaults"]
 
@@ -41,7 +45,7 @@ class Faults:
 
     def __init__(self, *, seed: int = 0) -> None:
         self._lock = threading.Lock()
-        self._random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
+        self._random = random.Random(seed)
         self._links: dict[tuple[str, str], LinkFaults] = {}
         # Invariant: a frozenset of node names per side; a link is cut when its ends are on different sides.
         self._sides: list[frozenset[str]] = []
@@ -77,7 +81,7 @@ class Faults:
             self._links.clear()
             self._sides = []
 
-    def partition(self, *sides: set[str] | frozenset[str]) -> None:
+    def partition(self, *sides: Collection[str]) -> None:
         """Cut every link between nodes on different `sides` (nodes on no side are unaffected)."""
         with self._lock:
             self._sides = [frozenset(side) for side in sides]

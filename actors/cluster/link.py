@@ -89,7 +89,9 @@ class Outbox:
         """Return the next frame's bytes (and keep it for retransmission), or None if nothing is due."""
         with self.lock:
             items = self.items
-            if not items or (not force and now - self.first_at < self.config.flush_after and len(items) < self.config.max_batch):
+            if not items or (
+                not force and now - self.first_at < self.config.flush_after and len(items) < self.config.max_batch
+            ):
                 return None
             self.items = []
             self.seq += 1

@@ -139,9 +139,9 @@ class MemoryTransport:
             inflight = self._inflight
             while inflight:
                 dst, epoch, data = inflight.popleft()
-                node = self._nodes.get(dst)
-                if node is not None and node.epoch == epoch:
-                    node.receive(data)
+                receiver = self._nodes.get(dst)
+                if receiver is not None and receiver.epoch == epoch:
+                    receiver.receive(data)
 
     def advance(self, seconds: float) -> None:
         """Move a `ManualClock` forward, firing timers, then tick every node."""
@@ -150,7 +150,7 @@ class MemoryTransport:
         self.tick()
 
     def wait(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
-        """Drive the cluster (advance the manual clock tick by tick) until `predicate()`; False after `timeout` real seconds."""
+        """Drive the cluster (a manual clock: tick by tick) until `predicate()`; False after `timeout` real seconds."""
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -167,7 +167,9 @@ class MemoryTransport:
         """Run control operation `op` on node `node` (synchronously)."""
         return getattr(self.node(node), op)(*args)
 
-    def request(self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None) -> Any:
+    def request(  # noqa: PLR0917 - the transport interface
+        self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
+    ) -> Any:
         """Send a driver request into `node`; for asks return a future of the answer."""
         future = client_request(self.node(node), kind, name, hint, payload)
         if future is None:

@@ -20,6 +20,7 @@ Ray's control concurrency group).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import pickle
 import threading
@@ -148,7 +149,7 @@ class Node:
 
     def _loads(self, data: bytes) -> Any:
         with decoding(self):
-            return pickle.loads(data)  # noqa: S301 - payloads come from the cluster's own nodes
+            return pickle.loads(data)
 
     # -- the endpoint interface (RemoteRef sends) ---------------------------------------
 
@@ -283,10 +284,7 @@ class Node:
         if entry is not None:
             who = "an actor" if name == "?" else f"actor {name!r}"
             msg = f"{who} on node {dst!r} cannot answer: the node is DOWN (the ask failed, it did not hang)"
-            try:
-                raise ActorDeadError(msg)
-            except ActorDeadError:
-                entry[0].set_exception()
+            fail(entry[0], ActorDeadError(msg))
 
     # -- sending frames -------------------------------------------------------------------
 
@@ -382,7 +380,9 @@ class Node:
             forward = self._forward.get(name)
             if forward is not None and forward != self.name:
                 # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
-                self._send_item(forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == 4 else item, None)
+                self._send_item(
+                    forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == 4 else item, None
+                )
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
@@ -392,12 +392,11 @@ class Node:
             src = item[4]  # forwarded: the reply goes to the original asker
         if kind == wire.TELL:
             if ref is None:
-                self.system.dead_letters.record(self._loads(item[2]), self.ref(name), DeadLetterReason.RECIPIENT_STOPPED)  # type: ignore[arg-type]
+                recipient: Any = self.ref(name)  # a RemoteRef stands for the recipient
+                self.system.dead_letters.record(self._loads(item[2]), recipient, DeadLetterReason.RECIPIENT_STOPPED)
                 return
-            try:
+            with contextlib.suppress(ActorDeadError):  # recorded as a dead letter by the ref
                 ref.tell(self._loads(item[2]))
-            except ActorDeadError:
-                pass  # recorded as a dead letter by the ref
         elif kind in (wire.ASK, wire.CALL):
             corr = item[3]
             if ref is None:
@@ -451,10 +450,7 @@ class Node:
         if ok:
             entry[0].set(value)
         else:
-            try:
-                raise value
-            except BaseException:  # noqa: BLE001
-                entry[0].set_exception()
+            fail(entry[0], value)
 
     # -- death watch --------------------------------------------------------------------
 
@@ -511,7 +507,7 @@ class Node:
             if event[0] == "node":
                 self._node_event(event[1])
             elif event[0] == "actor":
-                _, name, node, incarnation, why = event
+                _, name, node, _incarnation, why = event
                 with self._lock:
                     if name not in self._holding:
                         self._locations[name] = node
@@ -551,7 +547,11 @@ class Node:
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
             failed = [corr for corr, (_, dst) in self._pending.items() if dst == node]
-            watched = [name for name in self._watchpoints if self._locations.get(name, self._watchpoints[name].ref.address.node) == node]
+            watched = [
+                name
+                for name in self._watchpoints
+                if self._locations.get(name, self._watchpoints[name].ref.address.node) == node
+            ]
             for watchers in self._watchers.values():
                 watchers.discard(node)
         for item in outbox.drain() if outbox is not None else ():
@@ -584,9 +584,9 @@ class Node:
             assert outbox is not None
             ack = self._ack_for(info.name)
             if info.status is NodeStatus.UP:
-                data = outbox.take(now, ack)
-                if data is not None:
-                    self._transmit(info.name, data)
+                frame = outbox.take(now, ack)
+                if frame is not None:
+                    self._transmit(info.name, frame)
                 for again in outbox.due_again(now):
                     self._transmit(info.name, again)
                 with self._lock:
@@ -704,7 +704,9 @@ class Node:
             self._migrating.discard(name)
         return data, watchers, incarnation
 
-    def restore(self, name: str, spec: bytes, restart: str, incarnation: int, snapshot: bytes, watchers: list[str]) -> None:
+    def restore(  # noqa: PLR0917 - a control operation, called with positional arguments over Ray
+        self, name: str, spec: bytes, restart: str, incarnation: int, snapshot: bytes, watchers: list[str]
+    ) -> None:
         """Migration step 4 (on the target): start `name` from the snapshot, with its watchers."""
         self.spawn(name, spec, restart, incarnation, snapshot)
         ref = self._local[name][0]
@@ -752,11 +754,13 @@ class Node:
             pending, self._pending = list(self._pending.items()), {}
         for corr, (future, dst) in pending:
             msg = f"ask #{corr} to node {dst!r} abandoned: node {self.name!r} shut down"
-            try:
-                raise ActorDeadError(msg)
-            except ActorDeadError:
-                future.set_exception()
+            fail(future, ActorDeadError(msg))
         self.system.shutdown(timeout=timeout)
+
+
+def fail(future: Future[Any], exc: BaseException) -> None:
+    """Complete `future` with the exception `exc` (its asker's `get` raises it)."""
+    future.set_exception((type(exc), exc, exc.__traceback__))
 
 
 def new_name(cls: type) -> str:

@@ -25,6 +25,7 @@ are two calls (submit in order with its tells, then wait in the client group).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ class _DirectoryClient:
 class _NodeProcess:
     """A `Node` in a Ray actor process, with its ticker thread."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - Ray actor constructors take positional arguments
         self, name: str, epoch: int, cluster: str, namespace: str, config: LinkConfig, dispatchers: int | None
     ) -> None:
         self._namespace = namespace
@@ -155,7 +156,7 @@ class _NodeProcess:
     def rss(self) -> int:
         import resource  # noqa: PLC0415
 
-        with open("/proc/self/statm") as f:  # noqa: PTH123
+        with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize()
 
     @ray.method(concurrency_group="control")
@@ -217,13 +218,13 @@ class _NodeProcess:
                 self.node.report(dst, epoch, NodeStatus.SUSPECT)
             except (ActorDiedError, RayActorError):
                 self.node.report(dst, epoch, NodeStatus.DOWN)
-            except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
+            except Exception:  # noqa: BLE001 - the receiver's own error; it is logged there
                 pass
 
 
-_NodeActor = ray.remote(max_restarts=0, max_task_retries=0, concurrency_groups={"control": 4, "client": 8})(
-    _NodeProcess
-)
+_NodeActor: Any = ray.remote(  # type: ignore[call-overload]
+    max_restarts=0, max_task_retries=0, concurrency_groups={"control": 4, "client": 8}
+)(_NodeProcess)
 
 
 class _RemoteFaults:
@@ -278,7 +279,7 @@ class RayTransport:
             raise ClusterUnavailableError(msg) from exc
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
-        actor = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
+        actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
         # On the driver's Ray node (the head, usually): it must outlive the nodes it watches.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self._directory_handle = actor.options(
@@ -345,7 +346,9 @@ class RayTransport:
     def control(self, node: str, op: str, *args: Any) -> Any:
         return ray.get(self._handle(node).control.remote(op, args))
 
-    def request(self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None) -> Any:
+    def request(  # noqa: PLR0917 - the transport interface
+        self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
+    ) -> Any:
         from actors.cluster import wire  # noqa: PLC0415
 
         handle = self._handle(node)
@@ -370,10 +373,8 @@ class RayTransport:
 
     def shutdown(self) -> None:
         for name in list(self._handles):
-            try:
+            with contextlib.suppress(Exception):  # shutting down: the rest must stop too
                 self.stop_node(name)
-            except Exception:  # noqa: BLE001, S110 - shutting down: the rest must stop too
-                pass
         ray.kill(self._directory_handle)
 
 
@@ -381,4 +382,3 @@ def _now() -> float:
     import time  # noqa: PLC0415
 
     return time.monotonic()
-

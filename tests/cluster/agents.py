@@ -48,7 +48,7 @@ class Echo(Actor):
 
 
 class Sender(Actor):
-    """Sends `count` `Msg`s to a ref when told ``("send", ref, count)``; answers the asks it made with ``("ask", ref, msg)``."""
+    """Sends `count` `Msg`s to a ref when told ``("send", ref, count)``; ``("ask", ref, msg)`` asks it."""
 
     def on_receive(self, message: Any) -> Any:
         if message[0] == "send":

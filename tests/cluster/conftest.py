@@ -39,16 +39,14 @@ class RayPool:
     """A module's Ray cluster: worker Ray nodes handed out one per troupe node."""
 
     def __init__(self, tmp: str) -> None:
-        import ray  # noqa: PLC0415
-        from ray.cluster_utils import Cluster as RayCluster  # noqa: PLC0415
+        import ray
+        from ray.cluster_utils import Cluster as RayCluster
 
         self.saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_TMPDIR")}
         os.environ.update(RAY_ENV)
         os.environ["RAY_TMPDIR"] = tmp
         self.ray = ray
-        self.cluster = RayCluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-        )
+        self.cluster = RayCluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         self.free = [self.cluster.add_node(num_cpus=1) for _ in range(3)]
         ray.init(address=self.cluster.address, include_dashboard=False, log_to_driver=False)
 
@@ -84,10 +82,11 @@ class Harness:
             self.clock = ManualClock()
             self.transport: Any = MemoryTransport(self.clock, seed=7)
         else:
-            from actors.cluster.ray import RayTransport  # noqa: PLC0415
+            from actors.cluster.ray import RayTransport
 
             self.transport = RayTransport(
-                namespace=f"troupe-test-{next(_names)}", config=LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0)
+                namespace=f"troupe-test-{next(_names)}",
+                config=LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0),
             )
         self.cluster = Cluster(self.transport, name=f"t{next(_names)}")
 
