@@ -260,16 +260,14 @@ class Cluster:
         up = [n.name for n in self.directory.nodes() if n.status is NodeStatus.UP]
         token = uuid.uuid4().hex
         self.directory.set_moving(name, moving=True)
-        for node in up:
-            self.transport.control(node, "hold", name, src, token)
+        self.transport.control_all(up, "hold", name, src, token)
         if not self.transport.wait(lambda: self.transport.control(src, "fenced", name, token, up), timeout=timeout):
             msg = f"migrating {name!r} from {src!r} to {to!r}: the fences did not all arrive within {timeout} s"
             raise MigrationError(msg)
         snapshot, watchers, incarnation = self.transport.control(src, "take", name)
         self.transport.control(to, "restore", name, entry.spec, entry.restart, incarnation + 1, snapshot, watchers)
         self.directory.add_actor(attrs.evolve(entry, node=to, incarnation=incarnation + 1, moving=False))
-        for node in up:
-            self.transport.control(node, "release", name, to)
+        self.transport.control_all(up, "release", name, to)
         return RemoteRef(Address(self.name, to, name, incarnation + 1), self._client)
 
     def stop(self, ref: RemoteRef) -> bool:

@@ -78,12 +78,20 @@ class Outbox:
         self.retransmits = 0
 
     def append(self, item: tuple[Any, ...], now: float) -> bool:
-        """Queue `item`; return True if the outbox is now full and should be flushed."""
+        """Queue `item`; return True if the outbox should be flushed now, on the sending thread.
+
+        That is when it is full, or when the link was idle (nothing sent for
+        `flush_after`): a lone message (an ask, its reply) goes at once instead
+        of waiting for the tick, while a busy link still batches.
+        """
         with self.lock:
-            if not self.items:
+            items = self.items
+            if not items:
                 self.first_at = now
-            self.items.append(item)
-            return len(self.items) >= self.config.max_batch
+                items.append(item)
+                return now - self.last_sent >= self.config.flush_after
+            items.append(item)
+            return len(items) >= self.config.max_batch
 
     def take(self, now: float, ack: int, *, force: bool = False) -> bytes | None:
         """Return the next frame's bytes (and keep it for retransmission), or None if nothing is due."""

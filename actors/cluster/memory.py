@@ -59,6 +59,7 @@ class MemoryTransport:
         self._inflight: deque[tuple[str, int, bytes]] = deque()
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._ticker: threading.Thread | None = None
 
     def open(self, cluster: str) -> None:
@@ -70,7 +71,11 @@ class MemoryTransport:
             self._ticker.start()
 
     def _tick_forever(self) -> None:
-        while not self._stop.wait(self.config.tick):
+        # Woken by every frame sent (so a frame is delivered within a thread wake-up), else every tick.
+        wake = self._wake
+        while not self._stop.is_set():
+            wake.wait(self.config.tick)
+            wake.clear()
             self.tick()
 
     # -- nodes -------------------------------------------------------------------------
@@ -128,6 +133,8 @@ class MemoryTransport:
 
     def _send(self, dst: str, epoch: int, data: bytes) -> None:
         self._inflight.append((dst, epoch, data))
+        if not self.manual:
+            self._wake.set()
 
     def tick(self) -> None:
         """Run every node's tick, then deliver every frame in flight (the calling thread)."""
@@ -151,14 +158,18 @@ class MemoryTransport:
 
     def wait(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
         """Drive the cluster (a manual clock: tick by tick) until `predicate()`; False after `timeout` real seconds."""
+        # Between two ticks the loop pauses for a moment of real time: a loop
+        # that only ticked would hold the GIL and run the manual clock ahead of
+        # the actors (0.5 s of manual time in a few ms of real time, and the
+        # failure detector would suspect nodes whose actors had no turn yet).
         deadline = time.monotonic() + timeout
+        pause = threading.Event()
         while not predicate():
             if time.monotonic() > deadline:
                 return False
-            if self.manual:
+            pause.wait(self.config.tick / 4)
+            if self.manual and not predicate():
                 self.advance(self.config.tick)
-            else:
-                self._stop.wait(self.config.tick)
         return True
 
     # -- control plane ------------------------------------------------------------------
@@ -166,6 +177,10 @@ class MemoryTransport:
     def control(self, node: str, op: str, *args: Any) -> Any:
         """Run control operation `op` on node `node` (synchronously)."""
         return getattr(self.node(node), op)(*args)
+
+    def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
+        """Run control operation `op` on every node of `nodes`."""
+        return [self.control(node, op, *args) for node in nodes]
 
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
@@ -179,6 +194,7 @@ class MemoryTransport:
     def shutdown(self) -> None:
         """Stop the ticker and every node."""
         self._stop.set()
+        self._wake.set()
         if self._ticker is not None:
             self._ticker.join()
         for node in self.nodes():

@@ -346,6 +346,10 @@ class RayTransport:
     def control(self, node: str, op: str, *args: Any) -> Any:
         return ray.get(self._handle(node).control.remote(op, args))
 
+    def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
+        """Run control operation `op` on every node of `nodes`, in parallel."""
+        return list(ray.get([self._handle(node).control.remote(op, args) for node in nodes]))
+
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
     ) -> Any:
@@ -364,7 +368,7 @@ class RayTransport:
         while not predicate():
             if _now() > deadline:
                 return False
-            pause.wait(0.01)
+            pause.wait(0.001)
         return True
 
     def node_call(self, node: str, method: str, *args: Any) -> Any:
