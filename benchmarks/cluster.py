@@ -11,8 +11,9 @@ Implementations (one subprocess each, see `benchmarks._harness`):
 - ``ray``: troupe's cluster on `RayTransport`, on a ``ray.cluster_utils.Cluster``
   with one Ray node per troupe node and tuned health checks.
 
-`run_cluster_benchmarks()` runs the seed's example flow and prints it, for a
-look without the harness.
+A ``--quick`` run measures only ``pykka`` and ``memory`` (a Ray cluster takes
+10-20 s to start here); ``python -m benchmarks --only cluster`` measures all four.
+The seed's example flow runs as ``python -m benchmarks.cluster``.
 """
 
 from __future__ import annotations
@@ -353,6 +354,8 @@ BENCHMARKS = (
         params={"messages": 200_000, "asks": 1_000},
         quick_params={"messages": 20_000, "asks": 200},
         impls=("pykka", "ray-naive", "memory", "ray"),
+        quick_impls=("pykka", "memory"),
+        only_placements=("unpinned",),
         requires={"ray": "ray", "ray-naive": "ray"},
         targets=(
             Target(
@@ -379,6 +382,8 @@ BENCHMARKS = (
         params={"agents": 100_000},
         quick_params={"agents": 10_000},
         impls=("memory", "ray"),
+        quick_impls=("memory",),
+        only_placements=("unpinned",),
         requires={"ray": "ray"},
         targets=(
             Target("Ray: SUSPECT <= 2.5 s after a hard crash", "suspect_s", 2.5, impl="ray", unit="s"),
@@ -390,3 +395,26 @@ BENCHMARKS = (
         timeout_s=600.0,
     ),
 )
+
+
+def seed_flow() -> None:
+    """The seed's example flow, printed: A registers, B discovers A, X on A, Y on B, they talk, A fails, X moves."""
+    from actors import ManualClock
+    from actors.cluster import Cluster, MemoryTransport
+
+    transport = MemoryTransport(ManualClock())
+    with Cluster(transport) as cluster:
+        cluster.start_node("A")
+        cluster.start_node("B")
+        print("nodes:", [(n.name, n.status.value) for n in cluster.nodes()])
+        x = cluster.spawn(Counter, 3, node="A", name="X", restart="permanent")
+        y = cluster.spawn(Pusher, node="B", name="Y")
+        print("Y asks X 3 times, latencies (s):", [round(t, 6) for t in y.ask(("ping", x, 3), timeout=10)])
+        cluster.crash_node("A")
+        cluster.wait(lambda: cluster.where("X") == "B", timeout=30)
+        print("A crashed; nodes:", [(n.name, n.status.value) for n in cluster.nodes()], "X is on", cluster.where("X"))
+        print("Y reaches X on its new node:", y.ask(("ping", x, 1), timeout=10) is not None)
+
+
+if __name__ == "__main__":
+    seed_flow()
