@@ -113,7 +113,7 @@ def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
     from actors.errors import MessageNotPicklableError
 
-    with pytest.raises(MessageNotPicklableError, match="message to 'rec'.*does not pickle"):
+    with pytest.raises(MessageNotPicklableError, match=r"message to 'rec'.*does not pickle"):
         recorder.tell(lambda: None)
 
 
