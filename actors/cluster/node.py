@@ -27,6 +27,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from pykka import ActorDeadError
 
 from actors._core import ActorRef, ActorSystem, DeadLetterReason, Future
@@ -43,7 +44,23 @@ if TYPE_CHECKING:
     from actors._core import Clock
     from actors.cluster.faults import Faults
 
-__all__ = ["Node"]
+__all__ = ["Node", "NodeStatistics"]
+
+
+@attrs.frozen
+class NodeStatistics:
+    """A snapshot of one node's link-layer counters."""
+
+    frames: int
+    """Sequenced frames sent (retransmissions not counted)."""
+    retransmits: int
+    """Frames sent again because no ack came within `LinkConfig.retransmit_after`."""
+    duplicates: int
+    """Frames received twice and dropped."""
+    pending_asks: int
+    """Asks sent from this node still waiting for a reply."""
+    actors: int
+    """Cluster actors living on this node."""
 
 
 class _Pickler(pickle.Pickler):
@@ -736,16 +753,16 @@ class Node:
         with self._lock:
             return sorted(self._local)
 
-    def statistics(self) -> dict[str, Any]:
-        """Return counters of the link layer (frames, retransmits, duplicates dropped, pending asks)."""
+    def statistics(self) -> NodeStatistics:
+        """Return a snapshot of the link layer's counters."""
         with self._lock:
-            return {
-                "frames": sum(o.frames for o in self._out.values()),
-                "retransmits": sum(o.retransmits for o in self._out.values()),
-                "duplicates": sum(i.duplicates for i in self._in.values()),
-                "pending_asks": len(self._pending),
-                "actors": len(self._local),
-            }
+            return NodeStatistics(
+                frames=sum(o.frames for o in self._out.values()),
+                retransmits=sum(o.retransmits for o in self._out.values()),
+                duplicates=sum(i.duplicates for i in self._in.values()),
+                pending_asks=len(self._pending),
+                actors=len(self._local),
+            )
 
     def shutdown(self, *, timeout: float | None = None) -> None:
         """Stop every actor and the system; pending asks fail."""

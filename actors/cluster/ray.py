@@ -149,7 +149,7 @@ class _NodeProcess:
         getattr(self.faults, op)(*args, **kwargs)
 
     @ray.method(concurrency_group="control")
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Any:
         return self.node.statistics()
 
     @ray.method(concurrency_group="control")

@@ -26,13 +26,14 @@ def test_a_partition_holds_traffic_back_and_healing_delivers_it_in_order(memory:
     recorder = memory.cluster.spawn(Recorder, node="b", name="rec")
     sender = memory.cluster.spawn(Sender, node="a", name="snd")
     memory.transport.faults.partition({"a"}, {"b"})
-    sender.tell(("send", recorder, 50))
+    sender.ask(("send", recorder, 50), timeout=10)  # sent (and flushed into the cut link) before it returns
     memory.transport.advance(0.3)  # under suspect_after (0.5 s): nothing crosses, nobody is suspected
     assert recorder.ask("count", timeout=10) == 0
     assert memory.cluster.status("b") is NodeStatus.UP
     memory.transport.faults.heal()
     memory.wait(lambda: recorder.ask("count", timeout=10) == 50)
     assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(50))
+    assert memory.transport.node("a").statistics().retransmits >= 1  # what the partition dropped was sent again
 
 
 def test_a_long_partition_makes_the_far_side_suspect_then_down(memory: Harness) -> None:
