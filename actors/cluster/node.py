@@ -229,6 +229,10 @@ class Node:
         return node
 
     def _route(self, name: str, hint: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
+        # Invariant: the hold check and the append to the outbox happen under
+        # `_lock`, as `hold` sets the hold and appends its fence under it: so
+        # no item sent after a fence overtakes it or slips past the hold.
+        flush = None
         with self._lock:
             held = self._holding.get(name)
             if held is not None:
@@ -236,6 +240,21 @@ class Node:
                     self._pending[item[3]] = (future, "")
                 held.append(item)
                 return
+            # The common case: a known actor on an UP peer (one lock, no directory).
+            dst = self._locations.get(name)
+            if dst is not None and dst != self.name:
+                info = self._peers.get(dst)
+                outbox = self._out.get(dst)
+                if info is not None and outbox is not None and info.status is NodeStatus.UP:
+                    if future is not None:
+                        self._pending[item[3]] = (future, dst)
+                    if outbox.append(item, self.clock.now()):
+                        flush = outbox
+                    else:
+                        return
+        if flush is not None:
+            self._flush(flush, force=True)
+            return
         dst = self._locate(name, hint)
         if self._status(dst) is not NodeStatus.UP:
             # The cache may be behind a failover the directory already made: ask it once.
@@ -365,13 +384,30 @@ class Node:
         inbox.accept(frame, self._deliver_frame)
 
     def _deliver_frame(self, frame: wire.Frame) -> None:
-        for item in frame.items:
-            try:
-                self._handle(item, frame.src)
-            except Exception:  # noqa: BLE001 - one bad item must not stop the link
-                from loguru import logger  # noqa: PLC0415
+        src = frame.src
+        handle = self._handle
+        tell = wire.TELL
+        lookup = self.system.lookup
+        loads = pickle.loads
+        # One decoding context per frame, not per item; the common item (a
+        # tell to a live local actor) takes the short path.
+        with decoding(self):
+            for item in frame.items:
+                try:
+                    if item[0] == tell and item[1] not in self._forward:
+                        ref = lookup(item[1])
+                        if ref is not None:
+                            with contextlib.suppress(ActorDeadError):  # a dead letter, recorded by the ref
+                                ref.tell(loads(item[2]))
+                            continue
+                    handle(item, src)
+                except Exception:  # noqa: BLE001 - one bad item must not stop the link
+                    self._log_bad_item(item)
 
-                logger.opt(exception=True).error("Node {} could not handle item {!r:.100}", self.name, item)
+    def _log_bad_item(self, item: tuple[Any, ...]) -> None:
+        from loguru import logger  # noqa: PLC0415
+
+        logger.opt(exception=True).error("Node {} could not handle item {!r:.100}", self.name, item)
 
     def _lookup_local(self, name: str) -> ActorRef[Any] | None:
         ref = self.system.lookup(name)
@@ -685,9 +721,9 @@ class Node:
 
     def hold(self, name: str, src: str, token: str) -> None:
         """Migration step 1: buffer new mail for `name`, and fence the mail already sent to `src`."""
-        with self._lock:
+        with self._lock:  # RLock: the fence is appended under the same hold (see `_route`)
             self._holding.setdefault(name, [])
-        self._send_item(src, (wire.FENCE, name, token), None)
+            self._send_item(src, (wire.FENCE, name, token), None)
         outbox = self._out.get(src)
         if outbox is not None:
             self._flush(outbox, force=True)
