@@ -544,6 +544,11 @@ class Node:
 
     # -- the directory and the failure detector -------------------------------------------
 
+    @property
+    def seen(self) -> int:
+        """How many directory events this node has applied."""
+        return self._seen
+
     def poll_directory(self) -> None:
         """Apply the directory's new events (topology, locations)."""
         version, events = self._directory.changes(self._seen)

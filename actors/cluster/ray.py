@@ -85,7 +85,8 @@ class _NodeProcess:
     ) -> None:
         self._namespace = namespace
         self._cluster = cluster
-        self._directory = _DirectoryClient(ray.get_actor(f"{cluster}/directory", namespace=namespace))
+        self._directory_handle = ray.get_actor(f"{cluster}/directory", namespace=namespace)
+        self._directory = _DirectoryClient(self._directory_handle)
         self._handles: dict[tuple[str, int], Any] = {}
         self._last_call: dict[str, tuple[int, Any]] = {}
         self.faults = Faults()
@@ -190,11 +191,17 @@ class _NodeProcess:
         node = self.node
         tick = node.config.tick
         polls = 0
+        poll: Any = None
         while not self._stop.wait(tick):
             try:
                 polls += 1
                 if polls % 20 == 0:
-                    node.poll_directory()
+                    # The directory's change log, without blocking the tick: ask, and apply when it came.
+                    if poll is None:
+                        poll = self._directory_handle.call.remote("changes", (node.seen,), {})
+                    elif ray.wait([poll], timeout=0)[0]:
+                        node.apply(*ray.get(poll))
+                        poll = None
                     self._check_calls()
                 node.tick()
             except Exception:  # noqa: BLE001 - the ticker must go on
@@ -262,7 +269,11 @@ class RayTransport:
     ) -> None:
         self.address = address
         self.namespace = namespace
-        self.config = config if config is not None else LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0)
+        self.config = (
+            config
+            if config is not None
+            else LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0, flush_after=0.002)
+        )
         self.dispatchers = dispatchers
         self.manual = False
         self._handles: dict[str, Any] = {}
