@@ -129,6 +129,8 @@ def test_the_seed_flow_register_discover_deploy_talk_fail_and_move(harness: Harn
     harness.crash("a")
     harness.wait(lambda: harness.cluster.status("a") is NodeStatus.DOWN)
     harness.wait(lambda: harness.cluster.where("X") == "b")
+    # Node B has applied the failover (it applies directory events in order: A DOWN, then X here).
+    harness.wait(lambda: "X" in harness.node_call("b", "local_names"))
     assert y.ask(("ask", x, "count"), timeout=10) == 10
     y.ask(("send", x, 5), timeout=10)
     harness.wait(lambda: x.ask("count", timeout=10) == 15)
