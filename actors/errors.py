@@ -16,7 +16,10 @@ __all__ = [
     "ClusterUnavailableError",
     "ConflictError",
     "ConflictNotFoundError",
+    "CoroutineSubscriberError",
     "EventLoopError",
+    "HistoryPayloadError",
+    "HistoryQueryError",
     "MailboxFullError",
     "MessageNotPicklableError",
     "MigrationError",
@@ -24,17 +27,23 @@ __all__ = [
     "NoRouteeError",
     "NodeDownError",
     "NodeNameTakenError",
+    "NotASessionMemberError",
     "NotAnActorError",
     "PatternError",
     "PoolExhaustedError",
     "ProtocolError",
     "RestartIntensityError",
     "RouteeStartError",
+    "SessionClosedError",
+    "SessionNotFoundError",
     "SpawnContextError",
     "StrategyError",
+    "SubscriberOverflowError",
     "SystemShutdownError",
+    "TopicError",
     "TroupeError",
     "TroupeInternalError",
+    "UnknownMessageError",
     "UnknownNodeError",
     "WireVersionError",
 ]
@@ -183,3 +192,40 @@ class MigrationError(TroupeError, RuntimeError):
 
 class ClusterUnavailableError(TroupeError, ConnectionError):
     """The cluster's backend (Ray) cannot be reached or is not installed."""
+# -- messaging (actors.messaging) ------------------------------------------------------------------
+
+
+class TopicError(TroupeError, ValueError):
+    """A topic name or subscription pattern is empty or malformed (the message names the segment)."""
+
+
+class CoroutineSubscriberError(TroupeError, TypeError):
+    """A coroutine function was given where a plain callable is required: nothing would await it."""
+
+
+class SubscriberOverflowError(TroupeError, RuntimeError):
+    """A subscriber with overflow policy ``"fail"`` had a full buffer; the others got the message."""
+
+
+class HistoryPayloadError(TroupeError, TypeError):
+    """A message bound for the history is neither an `AgentMessage` nor a JSON value."""
+
+
+class HistoryQueryError(TroupeError, ValueError):
+    """A history query is malformed: an inverted time range, a negative limit, an unknown cursor."""
+
+
+class SessionNotFoundError(TroupeError, LookupError):
+    """No session has the given id (never created, or not in the history being resumed)."""
+
+
+class SessionClosedError(TroupeError, RuntimeError):
+    """The session was closed: nobody may join it or broadcast to it any more."""
+
+
+class NotASessionMemberError(TroupeError, LookupError):
+    """The agent is not a member of the session it tried to leave or speak in."""
+
+
+class UnknownMessageError(TroupeError, LookupError):
+    """No message with that id waits in the durable inbox (never sent, or already processed)."""

@@ -262,7 +262,7 @@ def _non_empty(
 ) -> Callable[[object, attrs.Attribute[Any], str | None], None]:
     """Return an attrs validator refusing the empty string, suggesting *remedy*."""
 
-    def validate(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    def validate(_instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
         if value == "":
             msg = f"field {attribute.name!r} must be a non-empty string; {remedy}"
             raise ProtocolError(msg, field=attribute.name)
@@ -290,7 +290,7 @@ def _as_timestamp(value: object) -> float:
     return float(value)
 
 
-def _finite(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+def _finite(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     """Refuse a non-finite float (an attrs validator)."""
     if not math.isfinite(value):
         msg = f"field {attribute.name!r} must be a finite number, got {value!r}; stamp the message with time.time()"
@@ -321,7 +321,7 @@ def _version_problem(version: object) -> str | None:
     return None
 
 
-def _supported_version(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+def _supported_version(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     """Refuse a malformed or unsupported protocol version (an attrs validator)."""
     problem = _version_problem(value)
     if problem is not None:

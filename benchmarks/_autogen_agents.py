@@ -47,7 +47,9 @@ async def run_io_agents(n: int, io_s: float, clock: Callable[[], float]) -> tupl
         start = clock()
         replies = await asyncio.gather(*(runtime.send_message(Request(i), AgentId("io", str(i))) for i in range(n)))
         elapsed = clock() - start
-        assert [reply.number for reply in replies] == list(range(n))
+        if [reply.number for reply in replies] != list(range(n)):
+            msg = f"the autogen agents replied {replies!r}, not each its own request number"
+            raise RuntimeError(msg)
     finally:
         await runtime.stop_when_idle()
         await runtime.close()

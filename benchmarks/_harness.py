@@ -266,7 +266,7 @@ class Runner:
         # of 20,000 pykka actors took ~9x as long to spawn as the first 5,000),
         # so extrapolate with the growth exponent seen so far, at least linear.
         exponent = 1.0
-        if len(history) >= 2:
+        if len(history) > 1:
             (n1, t1), (n2, t2) = history[-2:]
             if t1 > 0 and t2 > 0 and n2 > n1:
                 exponent = max(1.0, math.log(t2 / t1) / math.log(n2 / n1))

@@ -77,12 +77,14 @@ def tables(benchmarks: list[Benchmark], records: list[Record], placement_titles:
         members = [bench for bench in benchmarks if bench.module == module]
         impls = list(dict.fromkeys(impl for bench in members for impl in bench.impls))
         for placement, title in placement_titles.items():
-            rows = []
+            rows: list[list[str]] = []
             for bench in members:
                 sizes = sorted({r.n for r in records if r.benchmark == bench.full_name}, key=lambda n: n or 0)
-                for metric in bench.metrics:
-                    for n in sizes:
-                        rows.append(_row(bench, metric, n, placement=placement, impls=impls, by_key=by_key))
+                rows.extend(
+                    _row(bench, metric, n, placement=placement, impls=impls, by_key=by_key)
+                    for metric in bench.metrics
+                    for n in sizes
+                )
             if not rows:
                 continue
             header = ["benchmark", "N"]

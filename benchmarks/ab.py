@@ -105,7 +105,7 @@ print(json.dumps(out))
 _HIGHER_IS_BETTER = ("msg/s", "round trips/s")
 
 
-def _run(tree: Path, mode: str, pinned: bool) -> dict[str, float]:
+def _run(tree: Path, mode: str, *, pinned: bool) -> dict[str, float]:
     command = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); exec({_PROBE!r})", mode]
     if pinned:
         command = ["taskset", "-c", "0", *command]
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         for pinned in placements:
             runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
             for _ in range(args.rounds):
-                runs["old"].append(_run(args.old.resolve(), mode, pinned))
-                runs["new"].append(_run(args.new.resolve(), mode, pinned))
+                runs["old"].append(_run(args.old.resolve(), mode, pinned=pinned))
+                runs["new"].append(_run(args.new.resolve(), mode, pinned=pinned))
             for row in runs["old"][0]:
                 old = statistics.median(r[row] for r in runs["old"])
                 new = statistics.median(r[row] for r in runs["new"])

@@ -39,7 +39,7 @@ from benchmarks._harness import Benchmark, Metric, Target
 from benchmarks.runtime import Echo, PykkaEcho
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable, Coroutine
 
 __all__ = ["BENCHMARKS", "AsyncEcho", "IOAgent", "PykkaIOAgent", "coroutine_ask", "io_agents", "tell"]
 
@@ -102,11 +102,13 @@ def _ask_all(refs: list[Any], clock: Callable[[], float]) -> float:
     futures = [ref.ask(i, block=False) for i, ref in enumerate(refs)]
     replies = [future.get(timeout=_WAIT_S) for future in futures]
     elapsed = clock() - start
-    assert replies == list(range(len(refs)))
+    if replies != list(range(len(refs))):
+        msg = f"the IO agents replied {replies!r}, not each its own request number"
+        raise RuntimeError(msg)
     return elapsed
 
 
-def _with_actor(impl: str, body: Callable[[Any], Awaitable[dict[str, float]]]) -> dict[str, float]:
+def _with_actor(impl: str, body: Callable[[Any], Coroutine[Any, Any, dict[str, float]]]) -> dict[str, float]:
     """Run ``body(ref)`` in a coroutine on a fresh loop, against one echo actor of `impl`."""
     if impl == "pykka":
         try:

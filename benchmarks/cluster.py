@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -95,7 +96,7 @@ class Blob(Actor):
         super().__init__()
         self.state = os.urandom(size)
 
-    def on_receive(self, message: Any) -> Any:
+    def on_receive(self, _message: Any) -> Any:
         return len(self.state)
 
     def snapshot(self) -> bytes:
@@ -268,8 +269,7 @@ def _ray_naive(messages: int, asks: int) -> dict[str, float]:
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def nodes(impl: str, *, agents: int = 100_000, state_bytes: int = 1_000_000, fast: bool = False) -> dict[str, float]:
@@ -318,17 +318,27 @@ def nodes(impl: str, *, agents: int = 100_000, state_bytes: int = 1_000_000, fas
             cluster.shutdown()
 
 
+_DOWN_WITHIN_S = 60.0
+"""A crashed node not DOWN by then fails the case."""
+
+
+def _check(ok: bool) -> None:  # noqa: FBT001
+    if not ok:
+        msg = "the migrated actor lost its state"
+        raise RuntimeError(msg)
+
+
 def _troupe_nodes(cluster: Any, state_bytes: int, *, crash: Any) -> dict[str, float]:
     from actors.cluster import NodeStatus
 
     blob = cluster.spawn(Blob, state_bytes, node="a", name="blob")
-    assert blob.ask("size", timeout=60) == state_bytes
+    _check(blob.ask("size", timeout=60) == state_bytes)
     times = []
     for to in ("b", "a", "b"):
         start = time.perf_counter()
         blob = cluster.migrate(blob, to=to)
         times.append(time.perf_counter() - start)
-    assert blob.ask("size", timeout=60) == state_bytes
+    _check(blob.ask("size", timeout=60) == state_bytes)
     start = time.perf_counter()
     crash()
     suspect_at = down_at = 0.0
@@ -339,7 +349,7 @@ def _troupe_nodes(cluster: Any, state_bytes: int, *, crash: Any) -> dict[str, fl
             suspect_at = now
         if status is NodeStatus.DOWN:
             down_at = now
-        if now > 60:
+        if now > _DOWN_WITHIN_S:
             msg = "node c was not declared DOWN within 60 s"
             raise TimeoutError(msg)
         threading.Event().wait(0.002)

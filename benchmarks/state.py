@@ -12,19 +12,19 @@ implementation:
 Every in-memory run also measures a dict behind a `threading.Lock`, set from
 one thread: the limit no actor can beat, reported in every column.
 
-`run_state_benchmarks(quick)` runs them all in this process, for a quick look
+`run_state_benchmarks(quick=...)` runs them all in this process, for a quick look
 without the harness.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import statistics
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -70,7 +70,7 @@ class PykkaDictStore(pykka.ThreadingActor):
 class PykkaSqliteStore(pykka.ThreadingActor):
     """A pykka actor that commits each ``("set", k, v)`` to SQLite (WAL, FULL) before replying."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
         self.db: sqlite3.Connection | None = None
@@ -86,7 +86,9 @@ class PykkaSqliteStore(pykka.ThreadingActor):
             self.db.close()
 
     def on_receive(self, message: Any) -> Any:
-        assert self.db is not None
+        if self.db is None:
+            msg = f"{self!r} got {message!r} before on_start opened its database"
+            raise RuntimeError(msg)
         self.db.execute("BEGIN IMMEDIATE")
         self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (message[1], str(message[2])))
         self.db.execute("COMMIT")
@@ -215,11 +217,11 @@ def durable_writes(impl: str, *, writes: int, window: int) -> dict[str, float]:
     commit per write). pykka: one commit per write, in both rows. Runs of
     one commit per write make a tenth of the writes: they are that slow.
     """
-    directory = tempfile.mkdtemp(prefix="troupe-bench-")
+    directory = Path(tempfile.mkdtemp(prefix="troupe-bench-"))
     figures: dict[str, float] = {}
     try:
         if impl == "pykka":
-            ref = PykkaSqliteStore.start(os.path.join(directory, "pykka.db"))
+            ref = PykkaSqliteStore.start(directory / "pykka.db")
             try:
                 rate = _acked_writes_per_s(ref, lambda k, v: ("set", k, v), max(1, writes // 10), window)
             finally:
@@ -227,7 +229,7 @@ def durable_writes(impl: str, *, writes: int, window: int) -> dict[str, float]:
             return {"group_acks_per_s": rate, "single_acks_per_s": rate}
         with ActorSystem(name="bench-durable") as system:
             for metric, max_batch in (("group_acks_per_s", 1024), ("single_acks_per_s", 1)):
-                backend = SqliteBackend(os.path.join(directory, f"{metric}.db"))
+                backend = SqliteBackend(directory / f"{metric}.db")
                 ref = system.spawn(StateStore, backend, max_batch=max_batch, mode=impl)
                 count = writes if max_batch > 1 else max(1, writes // 10)
                 figures[metric] = _acked_writes_per_s(ref, SetEntry, count, window)
@@ -325,7 +327,7 @@ BENCHMARKS = (
 """The state store benchmarks, in report order."""
 
 
-def run_state_benchmarks(quick: bool) -> dict[str, dict[str, float]]:
+def run_state_benchmarks(*, quick: bool) -> dict[str, dict[str, float]]:
     """Run every state benchmark in this process, for each implementation; return the figures.
 
     Keys are ``"<benchmark> <impl>"`` (plus ``" N=<n>"`` for sized ones).

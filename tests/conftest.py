@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from loguru import logger
@@ -19,6 +19,8 @@ from actors import MODES, ActorSystem, ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from loguru import Record
 
 
 @pytest.fixture(params=sorted(MODES))
@@ -50,7 +52,7 @@ def _no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
 
 
-class LogRecords(list[dict[str, Any]]):
+class LogRecords(list["Record"]):
     def messages(self, level: str | None = None) -> list[str]:
         return [r["message"] for r in self if level is None or r["level"].name == level]
 

@@ -15,13 +15,17 @@ ones are for services built on the runtime:
 - `MESSAGE_KINDS`: the message classes a cell interprets itself (proxy calls,
   stops, timers, `Terminated`); a router never routes them.
 - `STOP`: the system message that stops a cell (``cell.post_system(STOP)``).
-- `unwrap`: a mailbox item as ``(message, reply future or None)``.
 - `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
+
+`QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
+gives a batching actor: the messages queued behind the current one, each with
+the reply future its handler must settle.
 """
 
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
+from actors._core.batching import QueuedMessage, TakenMessages
 from actors._core.cell import _KINDS as MESSAGE_KINDS
-from actors._core.cell import STOP, Cell, unwrap
+from actors._core.cell import STOP, Cell
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors._core.frozendict import FrozenDict
@@ -70,15 +74,16 @@ __all__ = [
     "MonotonicClock",
     "PooledActor",
     "PriorityMailbox",
+    "QueuedMessage",
     "Receipt",
     "RestartType",
     "Scheduler",
     "SupervisionPolicy",
     "SupervisionStrategy",
+    "TakenMessages",
     "Terminated",
     "ThreadActor",
     "TimerHandle",
     "Timers",
     "default_system",
-    "unwrap",
 ]

@@ -33,12 +33,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
+from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages
 from actors._core.cell import _SelfStop, constructing_cell
 from actors._core.future import Future
 from actors._core.ref import StoppedFlag
 from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from actors._core.cell import Cell
     from actors._core.mailbox import MailboxSpec
     from actors._core.ref import ActorRef
@@ -54,8 +57,9 @@ class Actor(pykka.Actor):
 
     Adds to pykka's `Actor`: `actor_system`, `actor_name`, `timers`, `spawn`
     (children that stop before their parent and are supervised by it),
-    `watch`/`unwatch` (death watch) and the restart hooks `pre_restart` and
-    `post_restart` (see `actors._core.supervision`).
+    `watch`/`unwatch` (death watch), the restart hooks `pre_restart` and
+    `post_restart` (see `actors._core.supervision`), and `take_queued`
+    (batching: handle a run of queued messages in one turn).
     """
 
     _troupe_mode: ClassVar[str | None] = None
@@ -176,6 +180,41 @@ class Actor(pykka.Actor):
     def unwatch(self, ref: pykka.ActorRef[Any]) -> None:
         """Stop watching `ref`; no `Terminated` for it is delivered after this returns."""
         self._troupe_cell.unwatch(_cell_of(ref, "unwatch"))
+
+    def take_queued(self, predicate: Callable[[QueuedMessage], bool], *, limit: int) -> TakenMessages:
+        """Take the messages queued right behind the current one while `predicate(queued)` holds.
+
+        Iterating the result takes them one at a time, in mailbox order, up
+        to `limit` (none if the mailbox is empty when this is called),
+        stopping at the first message `predicate` refuses (or a message the
+        runtime handles itself, or a waiting system message). Each is a
+        `QueuedMessage`: the message, and the reply future the predicate may
+        look at and the handler must now settle for an ask
+        (``queued.reply(value)`` / ``queued.fail(exc)``).
+        Use it as a context manager so that an exception leaving the block
+        fails every taken ask not yet answered::
+
+            with self.take_queued(lambda queued: isinstance(queued.message, Write), limit=100) as taken:
+                writes = [queued for queued in taken]
+                ...
+
+        Works on every mailbox kind and in every mode; on a bounded mailbox
+        each message taken frees its slot at once (a blocked sender wakes).
+        See `actors._core.batching` for the full semantics.
+
+        Thread contract: call it, and iterate what it returns, only from this
+        actor's own handlers during a turn (on the loop's thread for an
+        asyncio actor), never from another thread or after the turn.
+
+        Raises:
+            ValueError: `limit` is negative.
+        """
+        cell = self._troupe_cell
+        if not len(cell.queue) and limit >= 0:
+            # Nothing queued now: what arrives later is for the next turns. A
+            # store write pays for this call once per commit.
+            return NO_MESSAGES
+        return TakenMessages(cell, predicate, limit)
 
     def pre_restart(self, exc: BaseException | None) -> None:
         """Hook: this instance is being replaced by a fresh one after `exc` (None: a normal exit).

@@ -19,8 +19,10 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
+from actors._core.frozendict import FrozenDict
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import pykka
 
@@ -45,6 +47,10 @@ class DeadLetterReason(enum.StrEnum):
     was cancelled): the message was skipped, or its handler cancelled."""
     NODE_DOWN = "node_down"
     """Bound for an actor on a cluster node that is DOWN (or went DOWN with it in flight)."""
+    NO_SUBSCRIBER = "no_subscriber"
+    """Published to a topic (or multicast to an agent) that nobody subscribed to."""
+    REJECTED = "rejected"
+    """A shared service refused it as malformed; `DeadLetter.exception` says why."""
 
 
 @attrs.frozen
@@ -57,12 +63,23 @@ class DeadLetter:
     exception: BaseException | None = None
 
 
+def _frozen_counts(counts: Mapping[DeadLetterReason, int]) -> FrozenDict[DeadLetterReason, int]:
+    return counts if isinstance(counts, FrozenDict) else FrozenDict(counts)
+
+
 @attrs.frozen
 class DeadLetterStatistics:
-    """A snapshot of the dead-letter counters."""
+    """A snapshot of the dead-letter counters: immutable all the way down, hashable, equal when equal.
+
+    Attributes:
+        total: dead letters recorded since the system started.
+        by_reason: how many of them for each reason met so far (a reason never
+            met is absent); a `FrozenDict`, which equals a plain dict of the
+            same counts.
+    """
 
     total: int
-    by_reason: dict[DeadLetterReason, int]
+    by_reason: FrozenDict[DeadLetterReason, int] = attrs.field(converter=_frozen_counts)
 
 
 Subscriber = "pykka.ActorRef[Any] | Callable[[DeadLetter], object]"
@@ -135,7 +152,7 @@ class DeadLetters:
     def statistics(self) -> DeadLetterStatistics:
         """Return a snapshot of the counters."""
         with self._lock:
-            return DeadLetterStatistics(total=sum(self._by_reason.values()), by_reason=dict(self._by_reason))
+            return DeadLetterStatistics(total=sum(self._by_reason.values()), by_reason=FrozenDict(self._by_reason))
 
     def _deliver(self, subscriber: Any, letter: DeadLetter) -> None:
         tell = getattr(subscriber, "tell", None)

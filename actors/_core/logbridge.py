@@ -1,9 +1,10 @@
 """Route pykka's standard-library log records into loguru.
 
-pykka logs through ``logging.getLogger("pykka")``. `install()` adds one
-handler to that logger (once per process) that re-emits each record through
-loguru, under this module's name, so ``logger.enable("actors")`` shows pykka's
-records next to troupe's. Propagation is left alone: a program that configured
+pykka logs through ``logging.getLogger("pykka")``. `install()`, called by the
+first `ActorSystem` (importing the package calls nothing), adds one handler to
+that logger, once per process however many systems run, that re-emits each
+record through loguru, under this module's name, so ``logger.enable("actors")``
+shows pykka's records next to troupe's. Propagation is left alone: a program that configured
 standard logging still sees them there. No loguru sink is added, ever.
 """
 

@@ -19,6 +19,14 @@ Each spec builds a queue object with the small interface the runtime uses:
 ``len()``. An item is a bare message (a tell) or a pykka `Envelope` (an
 ask). The FIFO queue is a bare `collections.deque`, whose append and popleft
 are atomic in CPython, so the default hot path takes no lock.
+
+Batching (`take_head`, behind `Actor.take_queued`): the actor's own turn may
+take the item at the head of its queue if its message passes a test. Each
+queue kind offers ``peek()`` (the head, `IndexError` when empty) and
+``pop_head(item)`` (take the head if it is still `item`); the deque gets both
+as functions here. The test runs with no lock held, so it may be any code;
+the head is taken only if it did not change meanwhile (a higher priority
+arrived, or a ``drop_oldest`` sender dropped it), else the new head is tested.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ __all__ = [
     "Overflow",
     "PriorityMailbox",
     "message_priority",
+    "take_head",
 ]
 
 Overflow = Literal["fail", "drop_oldest", "drop_newest", "block"]
@@ -144,6 +153,20 @@ class _PriorityQueue:
         with self._lock:
             return heapq.heappop(self._heap)[2]
 
+    def peek(self) -> Envelope[Any]:
+        """Return the item `popleft` would take (IndexError when empty)."""
+        with self._lock:
+            return self._heap[0][2]
+
+    def pop_head(self, item: Envelope[Any]) -> bool:
+        """Take the head if it is still `item`; return whether it was."""
+        with self._lock:
+            heap = self._heap
+            if not heap or heap[0][2] is not item:
+                return False
+            heapq.heappop(heap)
+            return True
+
     def pop_oldest(self) -> Envelope[Any]:
         with self._lock:
             i = min(range(len(self._heap)), key=lambda j: self._heap[j][1])
@@ -195,6 +218,20 @@ class _BoundedQueue:
     def __len__(self) -> int:
         return len(self._inner)
 
+    def peek(self) -> Envelope[Any]:
+        """Return the item `popleft` would take (IndexError when empty)."""
+        with self._cond:
+            head: Envelope[Any] = _peek(self._inner)
+            return head
+
+    def pop_head(self, item: Envelope[Any]) -> bool:
+        """Take the head if it is still `item`, and wake a sender waiting for room; return whether it was."""
+        with self._cond:
+            if not _pop_head(self._inner, item):
+                return False
+            self._cond.notify()
+            return True
+
     def _pop_oldest(self) -> Envelope[Any]:
         inner = self._inner
         if isinstance(inner, _PriorityQueue):
@@ -226,3 +263,50 @@ class _BoundedQueue:
             f"mailbox of {self._cell.ref} is full ({self._spec.capacity} messages, overflow={self._spec.overflow!r}); "
             "slow down the sender, raise the capacity or pick another overflow policy"
         )
+
+
+NOTHING: Any = object()
+"""What `take_head` returns when it takes nothing."""
+
+
+def _peek(queue: Any) -> Any:
+    # The FIFO queue is a bare deque: its head is queue[0].
+    return queue[0] if queue.__class__ is deque else queue.peek()
+
+
+def _pop_head(queue: Any, item: Any) -> bool:
+    if queue.__class__ is deque:
+        # Only the actor's own turn takes from a FIFO deque (senders append
+        # on the right), so its head is still `item`; the check costs nothing.
+        if queue and queue[0] is item:
+            queue.popleft()
+            return True
+        return False
+    return bool(queue.pop_head(item))
+
+
+def take_head(queue: MessageQueue, accept: Callable[[Any], bool]) -> Any:
+    """Take the head item of `queue` if `accept(item)`; return it, or `NOTHING`.
+
+    An item is a bare message (a tell) or an `Envelope` (an ask, or a tell
+    with a receipt). `accept` runs with no lock held; if the head
+    changed while it ran, the new head is tested instead.
+
+    Thread contract: only the queue's consumer (the actor's turn) calls it.
+    """
+    while True:
+        if not len(queue):  # the common case, without raising IndexError
+            return NOTHING
+        try:
+            item = _peek(queue)
+        except IndexError:
+            return NOTHING
+        if accept(item):
+            if _pop_head(queue, item):
+                return item
+            continue
+        try:
+            if _peek(queue) is item:
+                return NOTHING
+        except IndexError:
+            return NOTHING

@@ -152,7 +152,7 @@ class ActorSystem:
         )
         # Blocking asks of idle actors on this executor run on the asking thread.
         self.inline_executor: object = self._pool
-        logbridge.install()
+        _at_first_system()
         self._pool.start()
         self.scheduler.start()
         self._guardian = self._new_cell(_Guardian, "pooled", None, None, _FIFO)
@@ -516,7 +516,26 @@ def default_system() -> ActorSystem:
         return _default
 
 
-@atexit.register
+_first_system_lock = threading.Lock()
+_first_system_done = False
+
+
+def _at_first_system() -> None:
+    """Set up, once per process, what any system needs; importing the package sets up nothing.
+
+    Routes pykka's log records into loguru (one handler on pykka's logger, not
+    one per system) and registers the exit hook that shuts down the systems
+    still running when the interpreter exits. Every new system calls it.
+    """
+    global _first_system_done  # noqa: PLW0603 - once per process, under the lock
+    with _first_system_lock:
+        if _first_system_done:
+            return
+        logbridge.install()
+        atexit.register(_shutdown_live_systems)
+        _first_system_done = True
+
+
 def _shutdown_live_systems() -> None:
     for system in list(_live_systems):
         try:

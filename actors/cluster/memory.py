@@ -126,6 +126,7 @@ class MemoryTransport:
         node.system.shutdown()
 
     def nodes(self) -> list[Node]:
+        """Return the running nodes."""
         with self._lock:
             return list(self._nodes.values())
 

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "NodeStatistics"]
 
+_ASK_LEN = 4
+"""Fields of an ask or call item; a forwarded one carries the asker's node as a fifth."""
+
 
 @attrs.frozen
 class NodeStatistics:
@@ -166,15 +169,17 @@ class Node:
 
     def _loads(self, data: bytes) -> Any:
         with decoding(self):
-            return pickle.loads(data)
+            return pickle.loads(data)  # noqa: S301 - bytes from the cluster's own nodes and directory
 
     # -- the endpoint interface (RemoteRef sends) ---------------------------------------
 
     def send_tell(self, ref: RemoteRef, message: Any) -> None:
+        """Send a tell through this node (the `Endpoint` interface)."""
         payload = self._dumps(message, f"message to {ref.address.name!r}")
         self._route(ref.address.name, ref.address.node, (wire.TELL, ref.address.name, payload), None)
 
     def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]:
+        """Send an ask through this node; its reply comes back as a REPLY item."""
         payload = self._dumps(message, f"ask to {ref.address.name!r}")
         future: Future[Any] = Future()
         corr = next(self._corr)
@@ -182,6 +187,7 @@ class Node:
         return future
 
     def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Send a proxy method call through this node."""
         payload = self._dumps((attribute, args, kwargs), f"call {attribute}() on {ref.address.name!r}")
         future: Future[Any] = Future()
         corr = next(self._corr)
@@ -189,9 +195,11 @@ class Node:
         return future
 
     def send_stop(self, ref: RemoteRef) -> Future[Any]:
+        """Stop the actor behind `ref`."""
         return self.send_call(ref, "__stop__", (), {})
 
     def is_alive(self, ref: RemoteRef) -> bool:
+        """Return whether the directory knows the actor on a node that is not DOWN."""
         entry = self._directory.actor(ref.address.name)
         if entry is None:
             local = self._exports.get(ref.address.name)
@@ -199,11 +207,12 @@ class Node:
         return self._status(entry.node) is not NodeStatus.DOWN
 
     def watch_point(self, ref: RemoteRef) -> WatchPoint:
+        """Return this node's watch point for the actor behind `ref` (one per name while it is unfired)."""
         name = ref.address.name
         with self._lock:
             point = self._watchpoints.get(name)
             if point is None or point.fired:
-                point = WatchPoint(ref, lambda p: self._route(name, ref.address.node, (wire.WATCH, name), None))
+                point = WatchPoint(ref, lambda _point: self._route(name, ref.address.node, (wire.WATCH, name), None))
                 self._watchpoints[name] = point
             return point
 
@@ -434,14 +443,14 @@ class Node:
             if forward is not None and forward != self.name:
                 # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
                 self._send_item(
-                    forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == 4 else item, None
+                    forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item, None
                 )
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
             self._restart_here(name)
             ref = self._lookup_local(name)
-        if kind in (wire.ASK, wire.CALL) and len(item) == 5:
+        if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
             src = item[4]  # forwarded: the reply goes to the original asker
         if kind == wire.TELL:
             if ref is None:
@@ -490,7 +499,7 @@ class Node:
             payload, ok = self._dumps(RuntimeError(repr(exc)), "error"), False
         self._send_item(dst, (wire.REPLY, corr, ok, payload), None)
 
-    def _complete(self, corr: int, ok: bool, payload: bytes) -> None:
+    def _complete(self, corr: int, ok: bool, payload: bytes) -> None:  # noqa: FBT001 - the item's fields
         with self._lock:
             entry = self._pending.pop(corr, None)
         if entry is None:
@@ -639,7 +648,8 @@ class Node:
                 continue
             with self._lock:
                 outbox = self._outbox(info.name)
-            assert outbox is not None
+            if outbox is None:
+                continue
             ack = self._ack_for(info.name)
             if info.status is NodeStatus.UP:
                 frame = outbox.take(now, ack)

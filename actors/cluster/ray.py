@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -44,7 +45,7 @@ from actors.cluster.directory import Directory, NodeStatus
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
 from actors.cluster.node import Node, client_request
-from actors.errors import ClusterUnavailableError, UnknownNodeError
+from actors.errors import ClusterUnavailableError, TroupeInternalError, UnknownNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -123,7 +124,9 @@ class _NodeProcess:
     def client_ask(self, kind: int, name: str, hint: str, payload: bytes) -> int:
         future = client_request(self.node, kind, name, hint, payload)
         ticket = next(self._tickets)
-        assert future is not None
+        if future is None:
+            msg = f"client_ask of kind {kind} is not a request with a reply"
+            raise TroupeInternalError(msg)
         self._waiting[ticket] = future
         return ticket
 
@@ -157,8 +160,7 @@ class _NodeProcess:
     def rss(self) -> int:
         import resource  # noqa: PLC0415
 
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
 
     @ray.method(concurrency_group="control")
     def spawn_many(self, cls: type, count: int) -> int:
@@ -225,7 +227,7 @@ class _NodeProcess:
                 self.node.report(dst, epoch, NodeStatus.SUSPECT)
             except (ActorDiedError, RayActorError):
                 self.node.report(dst, epoch, NodeStatus.DOWN)
-            except Exception:  # noqa: BLE001 - the receiver's own error; it is logged there
+            except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
                 pass
 
 
@@ -337,6 +339,7 @@ class RayTransport:
         return handle
 
     def stop_node(self, name: str) -> None:
+        """Leave gracefully: DOWN in the directory at once, then the node's actors stop and its process ends."""
         handle = self._handle(name)
         self.directory.leave(name)
         try:
@@ -355,6 +358,7 @@ class RayTransport:
         self._handles.pop(name, None)
 
     def control(self, node: str, op: str, *args: Any) -> Any:
+        """Run control operation `op` on node `node` and return its result."""
         return ray.get(self._handle(node).control.remote(op, args))
 
     def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
@@ -364,6 +368,7 @@ class RayTransport:
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
     ) -> Any:
+        """Send a driver request into `node`; for asks return a concurrent future of (ok, pickled value)."""
         from actors.cluster import wire  # noqa: PLC0415
 
         handle = self._handle(node)
@@ -374,6 +379,7 @@ class RayTransport:
         return handle.client_wait.remote(ticket, timeout).future()
 
     def wait(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Poll `predicate` every millisecond until true; False after `timeout` seconds."""
         deadline = _now() + timeout
         pause = threading.Event()
         while not predicate():
@@ -387,6 +393,7 @@ class RayTransport:
         return ray.get(getattr(self._handle(node), method).remote(*args))
 
     def shutdown(self) -> None:
+        """Stop every node this driver started, then the directory."""
         for name in list(self._handles):
             with contextlib.suppress(Exception):  # shutting down: the rest must stop too
                 self.stop_node(name)

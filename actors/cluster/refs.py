@@ -37,17 +37,26 @@ _context = threading.local()
 class Endpoint(Protocol):
     """What a `RemoteRef` sends through: a cluster node, or the driver's client."""
 
-    def send_tell(self, ref: RemoteRef, message: Any) -> None: ...
-    def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]: ...
-    def send_call(
-        self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Future[Any]: ...
-    def send_stop(self, ref: RemoteRef) -> Future[Any]: ...
-    def watch_point(self, ref: RemoteRef) -> WatchPoint: ...
-    def is_alive(self, ref: RemoteRef) -> bool: ...
+    def send_tell(self, ref: RemoteRef, message: Any) -> None:
+        """Send a tell."""
+
+    def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]:
+        """Send an ask; return the future of its reply."""
+
+    def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Call a method of the actor; return the future of its result."""
+
+    def send_stop(self, ref: RemoteRef) -> Future[Any]:
+        """Stop the actor; return the future of whether it was running."""
+
+    def watch_point(self, ref: RemoteRef) -> WatchPoint:
+        """Return the watch point the core's death watch uses for the actor."""
+
+    def is_alive(self, ref: RemoteRef) -> bool:
+        """Return whether the actor is known and its node not DOWN."""
 
 
-class decoding:
+class decoding:  # noqa: N801 - a context manager read as a phrase (`with decoding(node):`)
     """Bind the `RemoteRef`s unpickled on this thread, inside the block, to `endpoint`."""
 
     def __init__(self, endpoint: Endpoint | None) -> None:
@@ -100,6 +109,7 @@ class RemoteRef:
 
     @property
     def endpoint(self) -> Endpoint:
+        """The node or client this ref sends through."""
         if self._endpoint is None:
             msg = (
                 f"{self} was unpickled outside any cluster node or client, so it has no way to send; "

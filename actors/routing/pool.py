@@ -49,15 +49,19 @@ import attrs
 from pykka import ActorDeadError
 from pykka.messages import ProxyGetAttr
 
-from actors._core import ActorRef, ChildSpec, Future, SupervisionPolicy, Terminated
-from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError
-from actors.routing.router import AddRoutee, Admission, RemoveRoutee, RouteeStatistics, Router
+from actors._core import ChildSpec, Future, SupervisionPolicy, Terminated
+from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError, TroupeInternalError
+from actors.routing.admission import Admission, AdmissionControl
+from actors.routing.messages import AddRoutee, RemoveRoutee, RouteeStatistics, RouterStatistics, _routee_tuple
+from actors.routing.router import Router
 from actors.routing.strategies import RoutingStrategy, routing_strategy
 
 if TYPE_CHECKING:
     import random
 
     import pykka
+
+    from actors._core import ActorRef
 
 __all__ = ["AwaitStarted", "Drain", "DrainResult", "Pool", "PoolConfig", "PoolStatistics", "Resizer"]
 
@@ -225,10 +229,12 @@ class AwaitStarted:
 
 
 @attrs.frozen
-class PoolStatistics:
-    """A pool's state at one moment.
+class PoolStatistics(RouterStatistics):
+    """A pool's state at one moment: a `RouterStatistics` with the pool's sizes and counters.
 
     Attributes:
+        strategy, dead_routees_removed, average_response_time: as for any
+            router (see `RouterStatistics`).
         size: routees taking work now.
         starting: routees being created.
         busy: routees with messages in flight.
@@ -240,7 +246,8 @@ class PoolStatistics:
         processed: messages finished (replies and handled tells).
         failed: of which failures.
         refused: messages refused with `PoolExhaustedError`.
-        average_operation_time: mean seconds (system clock) from hand-off to reply.
+        average_operation_time: mean seconds (system clock) from hand-off to
+            reply (the same as `average_response_time`).
         hit_rate: fraction of messages that found a routee with room at once
             (1.0 before any).
         routees: each routee's load.
@@ -261,7 +268,9 @@ class PoolStatistics:
     refused: int
     average_operation_time: float
     hit_rate: float
-    routees: tuple[RouteeStatistics, ...]
+    # Redeclared (as are waiting, processed, failed: same types) so the pool's
+    # fields read in one place; attrs keeps one field of each name.
+    routees: tuple[RouteeStatistics, ...] = attrs.field(converter=_routee_tuple)
 
 
 @attrs.frozen
@@ -367,8 +376,8 @@ class Pool(Router):
         # The warm-up routees count as growing from here on, so that a message
         # sent before on_start runs waits for them instead of asking for more.
         self._warm_up = config.min_size if config.warm_up else 0
-        self.routing.growing = self._warm_up
-        # Routees spawned and not yet started; each already counts in routing.growing.
+        self._admission.reserve(self._warm_up)
+        # Routees spawned and not yet started; each already counts in the admission's `growing`.
         self._starting: set[ActorRef[Any]] = set()
         self._awaiting_start: list[Future[Any]] = []
         self._drain_replies: list[Future[Any]] = []
@@ -378,6 +387,15 @@ class Pool(Router):
         self.created = 0
         self.destroyed = 0
         self.failed_creations = 0
+
+    @property
+    def _admission(self) -> AdmissionControl:
+        # A pool's table always has limits (set in __init__).
+        admission = self.routing.admission
+        if admission is None:
+            msg = f"{self.actor_ref} is a Pool without admission control; every Pool is built with one"
+            raise TroupeInternalError(msg)
+        return admission
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -389,17 +407,14 @@ class Pool(Router):
 
     def on_stop(self) -> None:
         """Refuse what still waits; answer drains (the routees, our children, have stopped by now)."""
-        stranded = self.routing.close()
-        for message, future, is_tell in stranded:
-            error = ActorDeadError(f"{self._troupe_cell.ref} stopped before a routee could take the message")
-            self.routing.reject(message, future, is_tell, error)
+        self._admission.close(ActorDeadError(f"{self.actor_ref} stopped before a routee could take the message"))
         result = DrainResult(drained=self._drained, abandoned=self._abandoned)
         for reply in self._drain_replies:
             if not reply.done():
                 reply.set(result)
         for reply in self._awaiting_start:
             if not reply.done():
-                reply.set_exception((ActorDeadError, ActorDeadError(f"{self._troupe_cell.ref} stopped"), None))
+                reply.set_exception((ActorDeadError, ActorDeadError(f"{self.actor_ref} stopped"), None))
 
     # -- messages for the pool itself ---------------------------------------------------------------------
 
@@ -413,7 +428,7 @@ class Pool(Router):
             case _CreationTimedOut(ref=ref):
                 if ref in self._starting:
                     error = RouteeStartError(
-                        f"a routee of {self._troupe_cell.ref} ({self.factory.actor_class.__qualname__}) did not "
+                        f"a routee of {self.actor_ref} ({self.factory.actor_class.__qualname__}) did not "
                         f"start within creation_timeout={self.config.creation_timeout} s; it was stopped"
                     )
                     ref.stop(block=False)
@@ -429,22 +444,20 @@ class Pool(Router):
                 self._drain_replies.append(reply)
                 self._begin_drain(timeout)
             case _Drained():
-                if self._draining and not self.routing.busy():
+                if self._draining and not self._admission.busy():
                     self._drained = True
                     self._stop_for_good()
             case _DrainExpired():
                 if self._draining:
-                    table = self.routing
-                    self._abandoned = sum(r.in_flight for r in table.routees) + len(table.pending)
+                    in_flight = sum(r.in_flight for r in self.routing.routees)
                     error = ActorDeadError(
-                        f"{self._troupe_cell.ref} drained for shutdown and its timeout passed before a routee "
+                        f"{self.actor_ref} drained for shutdown and its timeout passed before a routee "
                         "could take the message"
                     )
-                    for waiting, future, is_tell in table.close():
-                        table.reject(waiting, future, is_tell, error)
+                    self._abandoned = in_flight + self._admission.close(error)
                     self._stop_for_good()
             case AddRoutee():
-                msg = f"{self._troupe_cell.ref} creates its own routees from its factory; it takes no AddRoutee"
+                msg = f"{self.actor_ref} creates its own routees from its factory; it takes no AddRoutee"
                 raise TypeError(msg)
             case RemoveRoutee(ref=ref):
                 reply.set(self._retire(ref, only_if_idle=False))
@@ -452,19 +465,22 @@ class Pool(Router):
                 return super().on_management(message, reply)
         return True
 
-    def statistics(self) -> PoolStatistics:  # type: ignore[override]
+    def statistics(self) -> PoolStatistics:
         """Return a snapshot of the pool's sizes, counters and routees' load."""
         table = self.routing
         processed, failed, spent = table.totals()
-        with table.lock:
-            members, waiting, refused = table.routees, len(table.pending), table.refused
-            at_once, after_wait = table.admitted_at_once, table.admitted_after_wait
-        routees = tuple(r.statistics() for r in members)
+        counts = self._admission.counts()
+        routees = tuple(r.statistics() for r in table.routees)
+        at_once, after_wait = counts.admitted_at_once, counts.admitted_after_wait
+        average = spent / processed if processed else 0.0
         return PoolStatistics(
+            strategy=table.strategy.name,
+            dead_routees_removed=table.dead_removed,
+            average_response_time=average,
             size=len(routees),
             starting=len(self._starting),
             busy=sum(1 for r in routees if r.active),
-            waiting=waiting,
+            waiting=counts.waiting,
             min_size=self.config.min_size,
             max_size=self.config.max_size,
             max_concurrent=self.config.max_concurrent,
@@ -473,8 +489,8 @@ class Pool(Router):
             failed_creations=self.failed_creations,
             processed=processed,
             failed=failed,
-            refused=refused,
-            average_operation_time=spent / processed if processed else 0.0,
+            refused=counts.refused,
+            average_operation_time=average,
             hit_rate=at_once / (at_once + after_wait) if at_once + after_wait else 1.0,
             routees=routees,
         )
@@ -484,16 +500,15 @@ class Pool(Router):
     def _request_growth(self) -> None:
         # On a sender's thread: ask the pool actor for one more routee.
         with contextlib.suppress(ActorDeadError):  # the pool is stopping: nothing to grow
-            ActorRef.tell(self._troupe_cell.ref, _Grow())
+            self.actor_ref.tell(_Grow())
 
     def _create(self, *, reserved: bool) -> None:
-        """Spawn a routee; it joins the table once started. `reserved`: routing.growing counts it already."""
-        table = self.routing
+        """Spawn a routee; it joins the table once started. `reserved`: the admission counts it as growing already."""
+        admission = self._admission
         if not reserved:
-            with table.lock:
-                table.growing += 1
+            admission.reserve()
         if self._draining:
-            table.growth_failed(ActorDeadError(f"{self._troupe_cell.ref} is draining"))
+            admission.growth_failed(ActorDeadError(f"{self.actor_ref} is draining"))
             return
         spec = self.factory
         try:
@@ -508,23 +523,23 @@ class Pool(Router):
         except Exception as exc:  # noqa: BLE001 - the constructor's error goes to whoever waits
             self.failed_creations += 1
             error = RouteeStartError(
-                f"a routee of {self._troupe_cell.ref} could not be created: "
+                f"a routee of {self.actor_ref} could not be created: "
                 f"{self.factory.actor_class.__qualname__}(...) raised {exc!r}"
             )
             error.__cause__ = exc
-            table.growth_failed(error)
+            admission.growth_failed(error)
             return
         self._starting.add(ref)
         self.timers.start_single_timer(
             ("pool-create", ref.actor_urn), _CreationTimedOut(ref), self.config.creation_timeout
         )
-        own = self._troupe_cell.ref
+        own = self.actor_ref
         probe = ref.ask(_PROBE, block=False)
 
         def started(done: Future[Any]) -> None:  # on the routee's thread, once its on_start has run
             error = None if done._exc_info is None else done._exc_info[1]  # noqa: SLF001
             with contextlib.suppress(ActorDeadError):
-                ActorRef.tell(own, _Started(ref, error))
+                own.tell(_Started(ref, error))
 
         probe.add_done_callback(started)
 
@@ -542,11 +557,10 @@ class Pool(Router):
             if not isinstance(error, RouteeStartError):
                 cause = error
                 error = RouteeStartError(
-                    f"a routee of {self._troupe_cell.ref} ({self.factory.actor_class.__qualname__}) failed to "
-                    f"start: {cause!r}"
+                    f"a routee of {self.actor_ref} ({self.factory.actor_class.__qualname__}) failed to start: {cause!r}"
                 )
                 error.__cause__ = cause
-            self.routing.growth_failed(error)
+            self._admission.growth_failed(error)
         if not self._starting:
             statistics = self.statistics()
             for reply in self._awaiting_start:
@@ -564,11 +578,11 @@ class Pool(Router):
         self.destroyed += 1
         return True
 
-    def on_routee_terminated(self, message: Terminated) -> None:
+    def on_routee_terminated(self, message: Terminated) -> None:  # noqa: ARG002 - Router's hook; the count is enough here
         """A routee is gone for good (failed past its restarts, or stopped from outside): replace it."""
         self.destroyed += 1
         if not self._draining:
-            missing = self.config.min_size - len(self.routing.routees) - self.routing.growing
+            missing = self.config.min_size - len(self.routing.routees) - self._admission.growing
             for _ in range(missing):
                 self._create(reserved=False)
 
@@ -588,13 +602,14 @@ class Pool(Router):
         if resizer is not None:
             routees = table.routees
             busy = sum(1 for r in routees if r.in_flight >= resizer.pressure_threshold)
-            size = len(routees) + table.growing
+            size = len(routees) + self._admission.growing
             change = resizer.capacity_change(size, busy)
             change = max(config.min_size - size, min(config.max_size - size, change))
             for _ in range(change):
                 self._create(reserved=False)
             if change < 0:
-                idle_first = sorted(reversed(routees), key=lambda r: r.in_flight)
+                # Reversed first: among equally idle routees the youngest goes (a stable sort).
+                idle_first = sorted(reversed(routees), key=lambda r: r.in_flight)  # noqa: C414
                 for routee in idle_first[:-change]:
                     self._retire(routee.ref, only_if_idle=False)
 
@@ -604,17 +619,15 @@ class Pool(Router):
         if self._draining:
             return
         self._draining = True
-        own = self._troupe_cell.ref
-        table = self.routing
-        with table.lock:
-            table.closed = True
+        own = self.actor_ref
+        admission = self._admission
 
-            def idle() -> None:  # on the thread that finished the last message
-                with contextlib.suppress(ActorDeadError):
-                    ActorRef.tell(own, _Drained())
+        def idle() -> None:  # on the thread that finished the last message
+            with contextlib.suppress(ActorDeadError):
+                own.tell(_Drained())
 
-            table.on_idle = idle
-        if not table.busy():
+        admission.drain(idle)
+        if not admission.busy():
             self._drained = True
             self._stop_for_good()
             return
@@ -623,14 +636,14 @@ class Pool(Router):
     def _stop_for_good(self) -> None:
         # ref.stop(), not self.stop(): a stop from outside is never followed by
         # a restart, whatever the pool's own restart type under its parent.
-        self._troupe_cell.ref.stop(block=False)
+        self.actor_ref.stop(block=False)
 
     def _exhausted(self) -> PoolExhaustedError:
         # On a sender's thread, with the table's lock held: counters only.
         config = self.config
         table = self.routing
         msg = (
-            f"pool {self._troupe_cell.ref} is exhausted: all {len(table.routees)} routees (max_size "
+            f"pool {self.actor_ref} is exhausted: all {len(table.routees)} routees (max_size "
             f"{config.max_size}) have max_concurrent={config.max_concurrent} messages in flight"
             + (
                 f" and its queue is full (queue_capacity={config.queue_capacity})"

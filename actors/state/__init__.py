@@ -10,24 +10,23 @@ from actors.state.conflicts import (
     ConflictKind,
     ConflictOutcome,
     ConflictRecord,
-    ConflictResolver,
     ConflictStatistics,
     ConflictStrategy,
-    ListParkedConflicts,
     Proposal,
     Resolution,
-    SetConflictStrategy,
-    three_way_merge,
 )
 from actors.state.entry import Entry, Tombstone
+from actors.state.merge import three_way_merge
 from actors.state.messages import (
     DeleteEntry,
     GetEntries,
     GetEntry,
     ListEntries,
+    ListParkedConflicts,
     MergeEntries,
     ResolveConflict,
     SetAccessRules,
+    SetConflictStrategy,
     SetEntry,
     StateChanged,
     StateEvent,
@@ -40,6 +39,7 @@ from actors.state.messages import (
     WriteResult,
 )
 from actors.state.persistence import MemoryBackend, SqliteBackend, StateBackend
+from actors.state.resolver import ConflictResolver
 from actors.state.store import StateStore
 
 __all__ = [

@@ -22,7 +22,7 @@ ANY_AGENT = "*"
 """The agent name of a rule that applies to every agent."""
 
 
-def _str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _str(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str):
         msg = f"AccessRule.{attribute.name} must be a str, got {value!r}"
         raise TypeError(msg)

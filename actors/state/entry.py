@@ -61,7 +61,7 @@ def freeze_metadata(metadata: Any) -> FrozenMapping:
         msg = f"metadata must be a mapping of str to JSON values (or None), got {metadata!r}"
         raise TypeError(msg)
     frozen = freeze_value(dict(metadata), "metadata")
-    return frozen if frozen else EMPTY_METADATA
+    return frozen or EMPTY_METADATA
 
 
 @attrs.frozen

@@ -18,23 +18,28 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pykka
 
+from actors._core import FrozenDict
 from actors.protocol import FrozenMapping
 from actors.state.access import AccessRule
-from actors.state.conflicts import Resolution
+from actors.state.conflicts import Conflict, ConflictStrategy, Resolution, check_fallback, check_strategy
 from actors.state.entry import EMPTY_METADATA, Entry, freeze_metadata, freeze_value
 from actors.state.globs import Glob, compile_glob
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
+    "CloseParkedConflict",
+    "DecideConflict",
     "DeleteEntry",
     "GetEntries",
     "GetEntry",
     "ListEntries",
+    "ListParkedConflicts",
     "MergeEntries",
     "ResolveConflict",
     "SetAccessRules",
+    "SetConflictStrategy",
     "SetEntry",
     "StateChanged",
     "StateEvent",
@@ -57,13 +62,13 @@ def _key(instance: object, attribute: attrs.Attribute[Any], value: object) -> No
         raise (ValueError if isinstance(value, str) else TypeError)(msg)
 
 
-def _agent(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _agent(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value):
         msg = f"{type(instance).__name__}.agent must be a non-empty str naming the agent, or None, got {value!r}"
         raise TypeError(msg)
 
 
-def _ttl(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _ttl(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -97,7 +102,7 @@ def _keys(value: Iterable[str]) -> tuple[str, ...]:
     return keys
 
 
-def _prefix(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _prefix(instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str):
         msg = f"{type(instance).__name__}.prefix must be a str ('' for every key), got {value!r}"
         raise TypeError(msg)
@@ -230,13 +235,13 @@ class MergeEntries:
     agent: str | None = attrs.field(default=None, validator=_agent)
 
 
-def _conflict_id(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _conflict_id(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         msg = f"ResolveConflict.conflict_id must be a conflict id (an int >= 1), got {value!r}"
         raise TypeError(msg)
 
 
-def _resolution(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _resolution(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Resolution):
         msg = (
             "ResolveConflict.resolution must be Resolution.keep_local(), Resolution.take_remote() "
@@ -270,7 +275,7 @@ def _glob(value: object) -> Glob:
     return value if isinstance(value, Glob) else compile_glob(value)
 
 
-def _subscriber(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _subscriber(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, pykka.ActorRef):
         msg = f"SubscribeState.subscriber must be an ActorRef (the actor to notify), got {value!r}"
         raise TypeError(msg)
@@ -317,6 +322,78 @@ class SetAccessRules:
     """Replace the store's access rules; None turns access control off. Answers None."""
 
     rules: tuple[AccessRule, ...] | None = attrs.field(converter=_rules)
+
+
+# -- conflict resolution (sent to a ConflictResolver) -------------------------
+
+
+def _conflict_pattern(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    compile_glob(value)
+
+
+def _strategy(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    check_strategy(value)
+
+
+def _optional_fallback(_instance: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_fallback(value)
+
+
+@attrs.frozen
+class SetConflictStrategy:
+    """Use `strategy` for conflicts on keys matching `pattern` (replaces that pattern's rule).
+
+    Send it to a `ConflictResolver`; answers None.
+
+    Attributes:
+        pattern: a key glob such as ``analysis:*``.
+        strategy: a `ConflictStrategy` (or its name), or a callable
+            ``handler(conflict) -> Resolution`` that runs in the resolver.
+        fallback: for ``auto_merge``: how overlapping changes are settled
+            (default: the resolver's ``merge_fallback``).
+
+    Raises:
+        PatternError: the pattern is malformed.
+        StrategyError: the strategy or fallback is unknown.
+    """
+
+    pattern: str = attrs.field(validator=_conflict_pattern)
+    strategy: ConflictStrategy | str | Callable[[Conflict], Resolution] = attrs.field(validator=_strategy)
+    fallback: ConflictStrategy | str | None = attrs.field(default=None, validator=_optional_fallback)
+
+
+@attrs.frozen
+class ListParkedConflicts:
+    """Ask a `ConflictResolver` for the parked conflicts, oldest first (optionally by key pattern).
+
+    Answers a tuple of `ConflictRecord`.
+    """
+
+    pattern: str | None = attrs.field(default=None, validator=attrs.validators.optional(_conflict_pattern))
+
+
+@attrs.frozen
+class DecideConflict:
+    """Store -> resolver: settle this conflict by its key's rule. Answers a `Resolution`.
+
+    Sent by a `StateStore` only (not exported from `actors`).
+    """
+
+    conflict: Conflict
+
+
+@attrs.frozen
+class CloseParkedConflict:
+    """Store -> resolver: close parked conflict `conflict_id`. Answers its `ConflictRecord`.
+
+    Sent by a `StateStore` only (not exported from `actors`).
+    """
+
+    conflict_id: int
+    resolution: Resolution
+    store: str
+    agent: str | None
 
 
 # -- answers and notifications ---------------------------------------------------
@@ -401,13 +478,18 @@ class StateChanged:
         return self.event.key
 
 
+def _frozen_counts(counts: Mapping[str, int]) -> FrozenDict[str, int]:
+    """Freeze a snapshot's counters (a copy: the actor's own dict keeps changing)."""
+    return counts if isinstance(counts, FrozenDict) else FrozenDict(counts)
+
+
 @attrs.frozen
 class StoreStatistics:
-    """A snapshot of a store's counters.
+    """A snapshot of a store's counters: immutable all the way down, hashable.
 
     Attributes:
         keys: live (unexpired) keys now.
-        ops: operations handled, by kind (``get``, ``set``, ``cas``,
+        ops: operations handled, by kind (a `FrozenDict`) (``get``, ``set``, ``cas``,
             ``delete``, ``list``, ``batch``, ``merge``, ...), refused ones
             included.
         conflicts: conflicts met.
@@ -422,7 +504,7 @@ class StoreStatistics:
     """
 
     keys: int
-    ops: dict[str, int]
+    ops: FrozenDict[str, int] = attrs.field(converter=_frozen_counts)
     conflicts: int
     expiries: int
     subscribers: int

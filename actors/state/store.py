@@ -16,8 +16,9 @@ after the backend transaction holding it has committed, and a subscriber
 hears of a change only after that too. Reads see committed state only.
 
 Group commit. A write handler applies its write, then takes the writes
-queued right behind it in the mailbox (up to ``max_batch`` records), applies
-those, commits them all in one transaction, and only then answers each.
+queued right behind it in the mailbox (up to ``max_batch`` records, through
+`Actor.take_queued`, so on every mailbox kind: FIFO, priority, bounded),
+applies those, commits them all in one transaction, and only then answers each.
 Under load (many writers, or one that pipelines ``ask(..., block=False)``)
 one commit serves hundreds of writes; an idle store commits each write
 alone, at once. Nothing is ever left uncommitted between two messages.
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,7 +45,7 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, DeadLetterReason, unwrap
+from actors._core import Actor, DeadLetterReason
 from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
@@ -53,24 +53,23 @@ from actors.state.conflicts import (
     Conflict,
     ConflictKind,
     ConflictOutcome,
-    ConflictResolver,
     ConflictStrategy,
-    ListParkedConflicts,
     Proposal,
     Resolution,
-    _check_fallback,
-    _Resolve,
-    _same,
-    _Settle,
+    check_fallback,
     check_strategy,
 )
 from actors.state.entry import Entry, Tombstone, freeze_metadata, freeze_value
 from actors.state.globs import Glob, compile_glob
+from actors.state.merge import same_json
 from actors.state.messages import (
+    CloseParkedConflict,
+    DecideConflict,
     DeleteEntry,
     GetEntries,
     GetEntry,
     ListEntries,
+    ListParkedConflicts,
     MergeEntries,
     ResolveConflict,
     SetAccessRules,
@@ -86,13 +85,14 @@ from actors.state.messages import (
     WriteResult,
 )
 from actors.state.persistence import MemoryBackend, StateBackend
+from actors.state.resolver import ConflictResolver
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     import pykka
 
-    from actors._core import Clock
+    from actors._core import Clock, QueuedMessage
     from actors.state.conflicts import ConflictRecord, Handler
 
 __all__ = ["StateStore"]
@@ -200,7 +200,7 @@ class StateStore(Actor):
         if default_strategy is not None:
             check_strategy(default_strategy, what="default strategy")
         if merge_fallback is not None:
-            _check_fallback(merge_fallback)
+            check_fallback(merge_fallback)
         self._resolver_args: dict[str, Any] = {"strategies": dict(strategies or {})}
         if default_strategy is not None:
             self._resolver_args["default"] = default_strategy
@@ -214,15 +214,6 @@ class StateStore(Actor):
         self._race_window = float(race_window)
         self._bases_kept = bases_kept
         self._clock: Clock = clock if clock is not None else self.actor_system.clock
-        # The mailbox, when it is a plain deque (the default FIFO mailbox): its
-        # head may be looked at and taken by this actor's own handlers (the
-        # only consumer), which is what group commit needs. Its items are what
-        # the runtime queues (a bare message for a tell, an Envelope for an
-        # ask); `unwrap` reads both. Other mailboxes (priority, bounded) get no
-        # group commit across messages.
-        queue = getattr(self.actor_inbox, "queue", None)
-        self._queue: deque[Any] | None = queue if isinstance(queue, deque) else None
-
         # Committed state. Invariant: a key is in at most one of _entries
         # (live, possibly expired but not swept yet) and _removed (tombstone
         # version); _expiring holds (expires_at, key, version) for every entry
@@ -244,6 +235,7 @@ class StateStore(Actor):
         self._staged_events: list[_Event] = []
         self._replaced: list[Entry] = []
         self._expiring_staged = False  # whether an expiry is staged (to count it)
+        self._now = 0.0  # the time of the write being handled, for `_takeable`
 
         self._seq = itertools.count(1)
         self._history: deque[_Event] = deque(maxlen=history_limit)
@@ -352,61 +344,56 @@ class StateStore(Actor):
     def _on_write(self, message: Any) -> Any:
         now = self._clock.now()
         result = self._apply(message, now)
-        acks = self._drain(now) if self._queue else None
-        try:
-            self._commit()
-        except BaseException:
-            for reply_to, _, _ in acks or ():
-                if reply_to is not None:
-                    reply_to.set_exception()
-            if acks and any(reply_to is None for reply_to, _, _ in acks):
-                logger.error("{}: a failed commit lost writes sent with tell", self)
-            raise
-        for reply_to, value, exc_info in acks or ():
-            if reply_to is None:
-                continue
-            if exc_info is None:
-                reply_to.set(value)
-            else:
-                reply_to.set_exception(exc_info)
+        # Take the writes queued right behind this one into the same commit.
+        # If anything below raises, the context manager fails every ask taken.
+        self._now = now
+        with self.take_queued(self._takeable, limit=self._max_batch) as taken:
+            acks = self._drain(taken, now)
+            try:
+                self._commit()
+            except BaseException:
+                if any(queued.reply_to is None for queued, _, _ in acks):
+                    logger.error("{}: a failed commit lost writes sent with tell", self)
+                raise
+            for queued, value, error in acks:
+                if error is None:
+                    queued.reply(value)
+                else:
+                    queued.fail(error)
         return result
 
-    def _drain(self, now: float) -> list[tuple[Any, Any, Any]]:
-        # Take the writes queued right behind this one into the same commit.
-        # This handler is the mailbox's only consumer, so its head cannot
-        # change under us; senders only append. A write sent with tell is
-        # taken only if it will certainly succeed: one that would raise is
-        # left for the runtime to deliver, so it fails as pykka says it must.
-        queue = self._queue
-        assert queue is not None
-        acks: list[tuple[Any, Any, Any]] = []
-        limit = self._max_batch
-        drainable = _DRAINABLE
-        undo = self._undo  # one entry per record staged: the transaction's size
-        # Without access rules or race detection, a blind set or delete cannot fail.
-        blind_is_certain = self._access is None and not self._race_window
-        while queue and len(undo) < limit:
-            message, reply_to = unwrap(queue[0])
-            kind = message.__class__
-            if kind not in drainable:
-                break
-            if reply_to is None:
-                if not (
-                    (blind_is_certain and kind is SetEntry and message.expected_version is None)
-                    or self._certain(message, now)
-                ):
-                    break
-                queue.popleft()
-                if kind is SetEntry:
-                    self._set(message, now, answer=False)
-                    continue
-            else:
-                queue.popleft()
+    def _takeable(self, queued: QueuedMessage) -> bool:
+        """Return whether `_drain` may take `queued`: a write, while the transaction has room.
+
+        A write sent with tell is taken only if it will certainly succeed: one
+        that would raise is left for the runtime to deliver, so it fails the
+        store as pykka says it must. The take is lazy, so each test sees what
+        the writes taken before it staged.
+        """
+        message = queued.message
+        kind = message.__class__
+        if kind not in _DRAINABLE or len(self._undo) >= self._max_batch:  # _undo: one entry per record staged
+            return False
+        if queued.reply_to is not None:
+            return True
+        # Without access rules or race detection, a blind set cannot fail.
+        if kind is SetEntry and message.expected_version is None and self._access is None and not self._race_window:
+            return True
+        return self._certain(message, self._now)
+
+    def _drain(self, taken: Iterable[QueuedMessage], now: float) -> list[tuple[QueuedMessage, Any, Any]]:
+        """Stage every write `taken` yields; return (write, its result, its error) for those to answer."""
+        acks: list[tuple[QueuedMessage, Any, Any]] = []
+        for queued in taken:
+            message = queued.message
+            if queued.reply_to is None and message.__class__ is SetEntry:
+                self._set(message, now, answer=False)
+                continue
             try:
-                acks.append((reply_to, self._apply(message, now), None))
+                acks.append((queued, self._apply(message, now), None))
             except Exception as error:  # noqa: BLE001 - it reaches the asker, as a handler's would
-                if reply_to is not None:
-                    acks.append((reply_to, None, sys.exc_info()))
+                if queued.reply_to is not None:
+                    acks.append((queued, None, error))
                 else:  # `_certain` said it could not happen
                     logger.opt(exception=True).error("{}: a write sent with tell failed: {!r}", self, message)
                     self.actor_system.dead_letters.record(
@@ -519,7 +506,7 @@ class StateStore(Actor):
             current, last = self._current_for_write(key, now)
             value = freeze_value(remote.value)
             metadata = freeze_metadata(remote.metadata)
-            if remote.expired(now) or (current is not None and _same(current.value, value)):
+            if remote.expired(now) or (current is not None and same_json(current.value, value)):
                 results.append(WriteResult(key, WriteOutcome.UNCHANGED, last, current))
             elif current is None:
                 entry = self._stage_set(
@@ -556,7 +543,7 @@ class StateStore(Actor):
             self._access.check(message.agent, key, write=True, what="resolve a conflict")
         settled = cast(
             "ConflictRecord",
-            resolver.ask(_Settle(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
+            resolver.ask(CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
         )
         current, last = self._current_for_write(key, now)
         return self._carry_out(
@@ -594,7 +581,7 @@ class StateStore(Actor):
         expected = proposal.expected_version
         base = self._bases.get((key, expected), ABSENT) if expected else ABSENT
         conflict = Conflict(key, kind, current, proposal, base, self.actor_urn)
-        resolution = cast("Resolution", self._require_resolver().ask(_Resolve(conflict)))
+        resolution = cast("Resolution", self._require_resolver().ask(DecideConflict(conflict)))
         if resolution.outcome is ConflictOutcome.REJECTED:
             raise _rejection(conflict, resolution)
         return self._carry_out(
@@ -860,7 +847,7 @@ class StateStore(Actor):
         now = self._clock.now()
         return StoreStatistics(
             keys=sum(1 for entry in self._entries.values() if not entry.expired(now)),
-            ops=dict(self._ops),
+            ops=self._ops,  # frozen (copied) by the snapshot
             conflicts=self._conflicts,
             expiries=self._expiries,
             subscribers=len(self._subscriptions),

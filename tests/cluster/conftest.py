@@ -39,8 +39,8 @@ class RayPool:
     """A module's Ray cluster: worker Ray nodes handed out one per troupe node."""
 
     def __init__(self, tmp: str) -> None:
-        import ray
-        from ray.cluster_utils import Cluster as RayCluster
+        import ray  # noqa: PLC0415 - only when the Ray half runs
+        from ray.cluster_utils import Cluster as RayCluster  # noqa: PLC0415
 
         self.saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_TMPDIR")}
         os.environ.update(RAY_ENV)
@@ -82,7 +82,7 @@ class Harness:
             self.clock = ManualClock()
             self.transport: Any = MemoryTransport(self.clock, seed=7)
         else:
-            from actors.cluster.ray import RayTransport
+            from actors.cluster.ray import RayTransport  # noqa: PLC0415 - imports ray
 
             self.transport = RayTransport(
                 namespace=f"troupe-test-{next(_names)}",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from actors import ManualClock
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.link import Inbox, LinkConfig, Outbox
-from actors.errors import WireVersionError
+from actors.errors import MessageNotPicklableError, WireVersionError
 from tests.cluster.agents import Recorder, Sender
 
 if TYPE_CHECKING:
@@ -112,8 +112,6 @@ def test_the_receiver_reorders_frames_and_drops_duplicates() -> None:
 def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness) -> None:
     memory.start("a")
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
-    from actors.errors import MessageNotPicklableError
-
     with pytest.raises(MessageNotPicklableError, match=r"message to 'rec'.*does not pickle"):
         recorder.tell(lambda: None)
 

@@ -9,7 +9,7 @@ import pykka
 import pytest
 from pykka import ActorDeadError
 
-from actors import Actor, ActorSystem, DeadLetterReason, PooledActor, ThreadActor
+from actors import Actor, ActorSystem, DeadLetterReason, PooledActor, ThreadActor, default_system
 from tests.core.actors_for_tests import WAIT, Gate, Recorder
 
 
@@ -358,8 +358,6 @@ def test_an_actor_can_ask_another_actor_while_handling_a_message(mode: str) -> N
 
 
 def test_pykka_start_runs_a_troupe_actor_on_the_default_system_and_stop_all_stops_it() -> None:
-    from actors import default_system
-
     class Started(Recorder):
         pass
 

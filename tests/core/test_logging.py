@@ -37,3 +37,28 @@ def test_importing_and_using_the_library_adds_no_sink_and_prints_nothing() -> No
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout == ""
+
+
+def test_two_systems_leave_pykkas_logger_with_the_handlers_one_leaves() -> None:
+    code = (
+        "import logging\n"
+        "import actors\n"
+        "from actors import ActorSystem\n"
+        "pykka_logger = logging.getLogger('pykka')\n"
+        "def handlers(): return [type(h).__name__ for h in pykka_logger.handlers]\n"
+        "imported = handlers()\n"
+        "with ActorSystem('one'):\n"
+        "    one = handlers()\n"
+        "    with ActorSystem('two'):\n"
+        "        two = handlers()\n"
+        "with ActorSystem('three'):\n"
+        "    three = handlers()\n"
+        "print(imported, one, two, three, sep='\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    imported, one, two, three = done.stdout.splitlines()
+    assert imported == "['NullHandler']"  # pykka's own: importing troupe adds nothing
+    assert one == "['NullHandler', '_ToLoguru']"  # the first system routes pykka's records into loguru
+    assert two == one  # a second system, alive beside the first, adds nothing
+    assert three == one  # nor does a later one

@@ -7,6 +7,7 @@ sent after the failure is answered by whatever instance comes next.
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ from pykka import ActorDeadError
 
 from actors import (
     Actor,
+    ActorRef,
     ActorSystem,
     Backoff,
     ChildSpec,
@@ -112,7 +114,7 @@ def spec(log: Log, tag: str, mode: str, restart: str = "permanent", **kwargs: An
     return ChildSpec(Worker, (log, tag), kwargs, name=tag, mode=mode, restart=restart)
 
 
-def children(sup: pykka.ActorRef[Any]) -> dict[str, pykka.ActorRef[Any]]:
+def children(sup: ActorRef[Any]) -> dict[str, ActorRef[Any]]:
     return {c.name: c.ref for c in sup.proxy().which_children().get(timeout=WAIT)}
 
 
@@ -375,8 +377,6 @@ def test_backoff_delays_the_restart_on_the_injected_clock(system: ActorSystem, c
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
-    import random
-
     backoff = Backoff(minimum=1, maximum=30, factor=2, jitter=0.5, random=random.Random(7))
     for attempt, base in enumerate([1, 2, 4, 8, 16, 30, 30]):
         assert base <= backoff.delay(attempt) <= base * 1.5
@@ -474,8 +474,9 @@ def test_bad_supervision_input_is_refused_with_clear_errors(system: ActorSystem)
         SupervisionPolicy(within_seconds=0)
     with pytest.raises(ValueError, match="maximum"):
         Backoff(minimum=5, maximum=1)
+    not_directives: Any = {Boom: "restart"}  # the wrong type is the point
     with pytest.raises(TypeError, match="must be a Directive"):
-        Decider({Boom: "restart"})  # type: ignore[dict-item]
+        Decider(not_directives)
     with pytest.raises(TypeError, match="ChildSpec"):
         system.spawn(Supervisor, [Worker])
     assert ChildSpec(Worker).restart is RestartType.PERMANENT

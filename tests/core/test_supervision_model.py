@@ -138,7 +138,7 @@ class SupervisorModel(RuleBasedStateMachine):
 
 
 for _mode in MODES:
-    _machine = type(f"SupervisorModel_{_mode}", (SupervisorModel,), {"mode": _mode})
+    _machine: type[SupervisorModel] = type(f"SupervisorModel_{_mode}", (SupervisorModel,), {"mode": _mode})
     _machine.TestCase.settings = settings(
         max_examples=12, stateful_step_count=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -54,7 +56,7 @@ def test_names_are_unique_lookup_finds_them_and_stopped_actors_leave_the_registr
 
 def test_shutdown_stops_children_before_parents_and_siblings_in_reverse_start_order(mode: str) -> None:
     stops: list[str] = []
-    tree = {"a1": {"a1x": {}, "a1y": {}}, "a2": {}}
+    tree: dict[str, Any] = {"a1": {"a1x": {}, "a1y": {}}, "a2": {}}
     with ActorSystem("tree", dispatchers=2) as system:
         system.spawn(Node, "a", tree, stops, mode, mode=mode)
         system.spawn(Node, "b", {"b1": {}}, stops, mode, mode=mode)
@@ -216,3 +218,53 @@ def test_a_child_cannot_be_spawned_under_a_stopping_parent(system: ActorSystem, 
     system.spawn(LateParent, mode=mode).stop()
     assert len(results) == 1
     assert "stopping" in str(results[0])
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return done.stdout
+
+
+def test_importing_the_package_registers_nothing_to_run_at_exit() -> None:
+    stdout = _run_python(
+        "import atexit\n"
+        "registered = []\n"
+        "register = atexit.register\n"
+        "def spy(func, *args, **kwargs):\n"
+        "    registered.append(f'{func.__module__}.{func.__qualname__}')\n"
+        "    return register(func, *args, **kwargs)\n"
+        "atexit.register = spy\n"
+        "import actors, actors.routing, actors.state, actors.supervisor, patterns\n"
+        "print([name for name in registered if name.startswith(('actors', 'patterns'))])\n"
+    )
+    assert stdout == "[]\n"
+
+
+def test_the_first_system_registers_one_exit_hook_which_shuts_down_the_systems_left_running() -> None:
+    # Not a thread-mode actor: as in pykka, its (non-daemon) thread keeps the
+    # interpreter from reaching its exit hooks until it is stopped.
+    stdout = _run_python(
+        "import atexit\n"
+        "from actors import Actor, ActorSystem\n"
+        "class Tidy(Actor):\n"
+        "    def __init__(self, name):\n"
+        "        super().__init__()\n"
+        "        self.name = name\n"
+        "    def on_stop(self):\n"
+        "        print('stopped', self.name, flush=True)\n"
+        "before = atexit._ncallbacks()\n"
+        "first = ActorSystem('first')\n"
+        "after_first = atexit._ncallbacks()\n"
+        "second = ActorSystem('second')\n"
+        "print(after_first - before, atexit._ncallbacks() - after_first, flush=True)\n"
+        "first.spawn(Tidy, 'a')\n"
+        "second.spawn(Tidy, 'b', mode='asyncio')\n"
+        "with ActorSystem('third'):\n"
+        "    pass\n"
+        "print('exiting', atexit._ncallbacks() - after_first, flush=True)\n"
+    )
+    lines = stdout.splitlines()
+    assert lines[:2] == ["1 0", "exiting 0"]
+    assert sorted(lines[2:]) == ["stopped a", "stopped b"]

@@ -23,6 +23,7 @@ from actors import (
     Broadcast,
     ChildSpec,
     ConsistentHashRouting,
+    Future,
     GetRoutees,
     GetStatistics,
     ManualClock,
@@ -38,6 +39,7 @@ from actors import (
     Terminated,
     WeightedCapabilitiesRouting,
 )
+from actors._core.future import Receipt
 from tests.core.actors_for_tests import WAIT, Gate
 
 
@@ -119,7 +121,7 @@ class WatchfulRouter(Router):
             return message.gate.hold_then(lambda: None)
         return super().on_receive(message)
 
-    def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
+    def on_management(self, message: Any, reply: Future[Any]) -> bool:
         if isinstance(message, Hold):
             message.gate.hold()
             reply.set(None)
@@ -145,7 +147,7 @@ def test_a_router_ref_routes_and_the_router_is_an_actor(system: ActorSystem, mod
     assert router.ask("hello") in {("w0", "hello"), ("w1", "hello")}
 
 
-@pytest.mark.parametrize("n, k", [(1, 5), (3, 10), (4, 25)])
+@pytest.mark.parametrize(("n", "k"), [(1, 5), (3, 10), (4, 25)])
 def test_routed_tells_reach_every_routee_exactly_k_times_in_the_order_sent(
     system: ActorSystem, mode: str, n: int, k: int
 ) -> None:
@@ -545,7 +547,7 @@ class Quit:
 class QuittingRouter(Router):
     management_messages = Router.management_messages | {Quit}
 
-    def on_management(self, message: Any, reply: pykka.Future[Any]) -> bool:
+    def on_management(self, message: Any, reply: Future[Any]) -> bool:
         if isinstance(message, Quit):
             self.stop()
             reply.set(None)
@@ -566,8 +568,6 @@ def test_a_router_that_stops_itself_stops_itself_not_a_routee(system: ActorSyste
 
 
 def test_a_tell_with_a_receipt_reports_its_outcome_and_keeps_tell_semantics(system: ActorSystem, mode: str) -> None:
-    from actors._core.future import Receipt
-
     sup = system.spawn(Supervisor, [ChildSpec(Worker, args=("w0",), mode=mode)])
     (ref,) = [info.ref for info in sup.proxy().which_children().get(timeout=WAIT)]
     done: Receipt[Any] = Receipt()

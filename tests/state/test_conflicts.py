@@ -36,8 +36,9 @@ from actors import (
     WriteOutcome,
     three_way_merge,
 )
-from actors.state.conflicts import ABSENT, decide
+from actors.state.conflicts import ABSENT
 from actors.state.entry import freeze_value
+from actors.state.resolver import decide
 from tests.strategies import json_values
 
 
@@ -388,3 +389,25 @@ def test_a_delete_cannot_be_merged_and_falls_back() -> None:
     assert resolution.outcome is ConflictOutcome.TOOK_REMOTE
     assert "delete cannot be merged" in resolution.reason
     assert attrs.evolve(resolution, reason="") == Resolution.take_remote()
+
+
+def test_resolver_statistics_are_immutable_all_the_way_down_hashable_and_equal_when_equal(
+    system: ActorSystem,
+) -> None:
+    resolver = system.spawn(ConflictResolver, {"m:*": "manual"})
+    store = system.spawn(StateStore, resolver=resolver)
+    _stale_write(store, "m:1", 1, 2, 3)
+    proxy = resolver.proxy()
+    stats = proxy.statistics().get()
+    for counts in (stats.by_strategy, stats.by_outcome):
+        with pytest.raises((AttributeError, TypeError)):
+            counts.clear()
+        with pytest.raises(TypeError):
+            counts["manual"] = 5
+    assert hash(stats) == hash(proxy.statistics().get())
+    assert stats == proxy.statistics().get()
+    with pytest.raises(ConflictError):
+        _stale_write(store, "other", 1, 2, 3)
+    later = proxy.statistics().get()
+    assert later != stats
+    assert stats.by_outcome == {"parked": 1}  # the earlier snapshot did not change

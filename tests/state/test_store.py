@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -12,13 +12,16 @@ from actors import (
     AccessDeniedError,
     AccessRule,
     ActorSystem,
+    BoundedMailbox,
     ConflictError,
     DeleteEntry,
+    FifoMailbox,
     GetEntries,
     GetEntry,
     ListEntries,
     ManualClock,
     PatternError,
+    PriorityMailbox,
     ProtocolError,
     SetAccessRules,
     SetEntry,
@@ -32,6 +35,9 @@ from actors import (
 )
 from actors.protocol import FrozenMapping
 from tests.state.helpers import WAIT, GatedBackend, Watcher
+
+if TYPE_CHECKING:
+    from actors._core.mailbox import MailboxSpec
 
 
 def _seen(watcher: Any) -> list[tuple[str, str, int]]:
@@ -213,6 +219,29 @@ def test_writes_queued_behind_a_commit_share_the_next_one_and_are_acked_after_it
     assert backend.transactions == [["k0"], [f"k{i}" for i in range(1, 11)]]
     stats = store.proxy().statistics().get()
     assert (stats.commits, stats.committed_records, stats.committed_changes) == (2, 11, 11)
+
+
+@pytest.mark.parametrize(
+    "mailbox",
+    [FifoMailbox(), PriorityMailbox(), BoundedMailbox(16), BoundedMailbox(16, inner=PriorityMailbox())],
+    ids=["fifo", "priority", "bounded", "bounded-priority"],
+)
+def test_group_commit_batches_the_queued_writes_on_every_mailbox_kind(
+    system: ActorSystem, mode: str, mailbox: MailboxSpec
+) -> None:
+    backend = GatedBackend()
+    store = system.spawn(StateStore, backend, mode=mode, mailbox=mailbox)
+    backend.hold_next.set()
+    first = store.ask(SetEntry("k0", 0), block=False)
+    assert backend.entered.wait(WAIT)
+    rest = [store.ask(SetEntry(f"k{i}", i), block=False) for i in range(1, 11)]
+    store.tell(SetEntry("told", 1))
+    backend.release.set()
+    assert [f.get(timeout=WAIT).version for f in [first, *rest]] == [1] * 11
+    assert store.ask(GetEntry("told"), timeout=WAIT).value == 1
+    # Two commits: the held one, then one for every write queued behind it.
+    assert backend.transactions == [["k0"], [*(f"k{i}" for i in range(1, 11)), "told"]]
+    assert store.proxy().statistics().get().commits == 2
 
 
 def test_group_commit_never_holds_more_than_max_batch_writes(system: ActorSystem) -> None:
@@ -406,6 +435,25 @@ def test_notification_fans_out_to_many_subscribers(system: ActorSystem) -> None:
 
 
 # -- history and statistics ----------------------------------------------------------------
+
+
+def test_store_statistics_are_immutable_all_the_way_down_hashable_and_equal_when_equal(
+    system: ActorSystem, mode: str
+) -> None:
+    store = system.spawn(StateStore, mode=mode)
+    store.ask(SetEntry("k", 1))
+    proxy = store.proxy()
+    stats = proxy.statistics().get()
+    with pytest.raises((AttributeError, TypeError)):
+        stats.ops.clear()
+    with pytest.raises(TypeError):
+        stats.ops["set"] = 5
+    assert hash(stats) == hash(proxy.statistics().get())
+    assert stats == proxy.statistics().get()
+    store.ask(SetEntry("k", 2))
+    later = proxy.statistics().get()
+    assert later != stats
+    assert (stats.ops["set"], later.ops["set"]) == (1, 2)  # the earlier snapshot did not change
 
 
 def test_history_is_bounded_and_queryable_by_key_pattern_time_and_kind(system: ActorSystem, clock: ManualClock) -> None:

@@ -1,0 +1,207 @@
+"""Batching: a handler takes the messages queued right behind its own (`Actor.take_queued`).
+
+An actor that does one costly thing per message (a commit, a flush, a call
+over the network) can do it once for a run of messages: its handler takes the
+matching messages queued behind the current one, handles them all, does the
+costly thing once, then answers each. The StateStore's group commit is built
+on it::
+
+    def on_receive(self, message):
+        with self.take_queued(lambda queued: isinstance(queued.message, Write), limit=99) as taken:
+            batch = list(taken)
+            self.commit([message, *(queued.message for queued in batch)])  # raises: every ask taken fails
+            for queued in batch:
+                queued.reply(None)       # an ask's reply (or a receipt's); nothing for a plain tell
+        return None                      # the current message's reply, as always
+
+Semantics, the same on every mailbox kind (FIFO, priority, bounded) and in
+every mode:
+
+- *Mailbox order.* Messages are taken from the head of the mailbox, in the
+  order the actor would otherwise receive them (priority first, then arrival,
+  on a priority mailbox), and the take stops at the first message the
+  predicate refuses. It never skips one: what is taken is exactly what the
+  next turns would have handled first, so handling a batch is handling those
+  messages in order, only sooner. (A selective receive that skipped messages
+  would reorder them around the ones it left.)
+- *Lazily.* The iterator takes a message only when it yields it, and calls
+  the predicate on it then, so the predicate may depend on what the handler
+  did with the previous ones. Stop iterating and the rest stay queued.
+  (A take from a mailbox empty when `take_queued` is called is empty: what
+  arrives later is for the next turns.)
+  The predicate gets the `QueuedMessage` it would yield, so it can tell an
+  ask (whose error would reach its asker) from a tell (whose error would
+  fail the actor).
+- *At most `limit`* messages, fewer if the mailbox runs out, a message is
+  refused, or a system message is waiting (a stop that does not wait its
+  turn, a supervisor's directive): a batch never holds those up.
+- *Never a runtime message*: the take stops at a message the runtime handles
+  itself (``ref.stop()``'s stop, a proxy call, a timer's message, a
+  `Terminated`); the predicate never sees them.
+- *Abandoned asks* (an asyncio asker that gave up) are not yielded: they
+  become dead letters, as when the turn reaches them.
+
+Nothing is lost: each `QueuedMessage` carries the reply future the handler
+now owns. A taken ask must be answered (`QueuedMessage.reply` or `fail`),
+now or later; a taken tell is the handler's, as the current message is (a
+tell sent with a receipt carries it as `reply_to`: settle it too). Used
+as a context manager, `TakenMessages` answers every ask it yielded and the
+handler has not answered with the exception that leaves the block, so a
+failing handler fails its whole batch as it would fail one ask.
+
+Bounded mailboxes: each message taken frees its slot at once, as one handled
+would, so a sender waiting for room (``overflow="block"``) is woken.
+
+Thread contract: only the actor's own handlers call `Actor.take_queued` and
+iterate what it returns, during a turn (``on_receive``, a proxied method,
+a hook; in asyncio mode also after an ``await`` in one, on the loop's
+thread). The mailbox's single consumer is the turn; a take from any other
+thread would race it. In a reentrant asyncio actor a take after an ``await``
+runs beside the turn (on the same thread, so it is safe), but what it takes
+then comes after messages other handlers have already started on.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+from pykka._envelope import Envelope
+
+from actors._core.cell import _KINDS
+from actors._core.deadletters import DeadLetterReason
+from actors._core.mailbox import NOTHING, take_head
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import TracebackType
+
+    import pykka
+
+    from actors._core.cell import Cell
+
+__all__ = ["NO_MESSAGES", "QueuedMessage", "TakenMessages"]
+
+
+@attrs.frozen
+class QueuedMessage:
+    """A message taken from the mailbox, with the reply future its handler now owns.
+
+    `reply_to` is None for a plain tell; for an ask (or a tell sent with a
+    receipt) it is the future to settle, through `reply` or `fail`.
+    """
+
+    message: Any
+    reply_to: pykka.Future[Any] | None = None
+
+    def reply(self, value: Any = None) -> None:
+        """Answer the ask with `value` (nothing for a tell; an asker that gave up is ignored)."""
+        if self.reply_to is not None:
+            try:  # noqa: SIM105 - as the cell's _reply
+                self.reply_to.set(value)
+            except queue.Full:
+                pass  # already settled: its asker gave up
+
+    def fail(self, exc: BaseException | None = None) -> None:
+        """Answer the ask with `exc` (default: the exception being handled); nothing for a tell."""
+        if self.reply_to is None:
+            return
+        exc_info = sys.exc_info() if exc is None else (type(exc), exc, exc.__traceback__)
+        try:  # noqa: SIM105 - as the cell's _reply_exception
+            self.reply_to.set_exception(exc_info)
+        except queue.Full:
+            pass
+
+
+class TakenMessages:
+    """The messages `Actor.take_queued` takes, one per step of iteration (iterate it once); a context manager.
+
+    See `actors._core.batching` for the semantics and the thread contract.
+    """
+
+    __slots__ = ("_candidate", "_cell", "_left", "_predicate", "_taken")
+
+    def __init__(self, cell: Cell, predicate: Callable[[QueuedMessage], bool], limit: int) -> None:
+        if limit < 0:
+            msg = f"take_queued(limit={limit!r}) on {cell.ref}: the limit must be >= 0 messages"
+            raise ValueError(msg)
+        self._cell = cell
+        self._left = limit
+        self._predicate = predicate
+        # The item `_accept` was last asked about, as the handler will see it.
+        self._candidate: QueuedMessage | None = None
+        # Invariant: every item yielded so far that has a reply future.
+        self._taken: list[QueuedMessage] = []
+
+    def _accept(self, item: Any) -> bool:
+        if item.__class__ is Envelope:
+            message, reply_to = item.message, item.reply_to
+            if getattr(reply_to, "_done", False):
+                # Settled before it was handled: its asker gave up (`Cell.abandon`).
+                # Take it whatever the predicate says: the turn would skip it too.
+                self._candidate = None
+                return True
+        else:
+            message, reply_to = item, None
+        if message.__class__ in _KINDS:
+            return False
+        self._candidate = candidate = QueuedMessage(message, reply_to)
+        return bool(self._predicate(candidate))
+
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        # A generator, not __next__: ending it costs no StopIteration (a store
+        # write pays for one empty take per commit).
+        cell = self._cell
+        accept = self._accept
+        taken = self._taken
+        while self._left > 0 and not cell.sysq:
+            item = take_head(cell.queue, accept)
+            if item is NOTHING:
+                break
+            candidate = self._candidate
+            if candidate is None:  # an abandoned ask
+                cell.system.dead_letters.record(item.message, cell.ref, DeadLetterReason.ASK_ABANDONED)
+                continue
+            self._left -= 1
+            if candidate.reply_to is not None:
+                taken.append(candidate)
+            yield candidate
+        self._left = 0  # once it has stopped, it stays stopped
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._left = 0
+        if exc is None:
+            return
+        for taken in self._taken:
+            reply_to = taken.reply_to
+            if reply_to is not None and not getattr(reply_to, "_done", False):
+                taken.fail(exc)
+
+
+class _NoMessages(TakenMessages):
+    """What a take from an empty mailbox gives: nothing, at a fraction of the cost (~0.1 µs, not ~0.8)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._taken = []
+
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        return iter(())
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return
+
+
+NO_MESSAGES: TakenMessages = _NoMessages()
+"""The take of an empty mailbox (stateless, shared)."""

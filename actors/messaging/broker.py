@@ -1,0 +1,828 @@
+"""`MessageBroker`: topics with glob subscriptions, broadcast, subscription groups and multicast.
+
+    broker = system.spawn(MessageBroker, history=history)   # history optional
+    sub = broker.subscribe("tasks.*", worker_ref, agent="coder")
+    broker.subscribe("tasks.**", print_it)                   # a plain callable
+    broker.subscribe("tasks.*", pool_member, group="reviewers")
+    broker.publish("tasks.review", message, sender=my_ref)   # -> deliveries made
+    broker.multicast(["coder", other_ref], message)
+    broker.unsubscribe(sub)
+
+Delivery. A publication goes to every matching subscription (broadcast),
+except that the subscriptions sharing a `group` name get one copy between
+them, to each member in turn (they share the load). The sender never
+receives its own publication (matched by its ref, or by agent id: the
+`sender` given, else an `AgentMessage`'s ``sender``) unless it passes
+``include_self=True``. A publication that no subscription takes is a dead
+letter with reason ``NO_SUBSCRIBER``.
+
+The hot path runs on the sender's thread (the router's design): the
+broker's ref (`BrokerRef`) reads the current subscription table, an
+immutable snapshot, without a lock, and appends the message straight to each
+subscriber's mailbox. The broker actor itself handles only subscription
+changes, statistics and death watch, in its mailbox, one at a time; it
+replaces the table (under a lock) on every change. Routes per topic name are
+cached on each table, so a topic's patterns are matched once per table.
+
+Subscribers. An actor ref receives the message itself (or a `Published`
+envelope naming the topic and sender, with ``envelope=True``). A plain
+callable is run by a small actor the broker spawns for it (its child), so a
+slow or raising callable delays and breaks no one: a callable that raises is
+logged, counted (``failed``) and its message recorded as a ``HANDLER_FAILED``
+dead letter; it stays subscribed. A coroutine function is refused
+(`CoroutineSubscriberError`): subscribe an asyncio actor instead. A
+subscriber actor that stops is removed (the broker watches it).
+
+Buffers. Each subscription has a bounded buffer: the subscriber's mailbox,
+counted before every hand-off (``capacity`` messages waiting, default 1000).
+When it is full, policy ``"drop_newest"`` (the default) drops this message
+for that subscriber, ``"fail"`` drops it too and raises
+`SubscriberOverflowError` to the publisher once every other subscriber has
+had it. Each drop is counted on the subscription and recorded as a
+``MAILBOX_OVERFLOW`` dead letter. (``"drop_oldest"`` and ``"block"`` are the
+subscriber's own mailbox policies: spawn it with `BoundedMailbox`.)
+
+Membership. Every subscription that starts or ends is published on
+`MEMBERSHIP_TOPIC` (``troupe.membership``) as `MemberJoined` / `MemberLeft`:
+the seam a coordinator subscribes to. Nobody subscribed to it is no dead
+letter.
+
+History. With a `MessageHistory`, every publication is appended to stream
+``topic:<name>`` (and each multicast hand-off to ``direct:<sender>:<target>``)
+on the history's own thread, with group commit; `publish_acked` returns a
+future settled once the entry has committed. A payload the history cannot
+store (neither an `AgentMessage` nor a JSON value) is refused before any
+delivery with `HistoryPayloadError`.
+
+Thread contract: every `BrokerRef` method may be called from any thread but
+the broker's own (the management ones ask it). Messages published by one
+thread to one subscriber arrive in the order they were published.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+
+import attrs
+from loguru import logger
+from pykka import ActorDeadError
+
+from actors._core import ActorRef, DeadLetterReason, Future, Terminated
+from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TroupeError
+from actors.messaging._service import Service, ServiceRef
+from actors.messaging.history import Append, check_payload
+from actors.messaging.topics import TopicPattern, check_topic, compile_pattern
+from actors.protocol import AgentMessage, from_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from actors._core import Cell
+
+__all__ = [
+    "MEMBERSHIP_TOPIC",
+    "BrokerRef",
+    "BrokerStatistics",
+    "BufferOverflow",
+    "MemberJoined",
+    "MemberLeft",
+    "MessageBroker",
+    "Published",
+    "SubscriberStatistics",
+    "Subscription",
+]
+
+MEMBERSHIP_TOPIC = "troupe.membership"
+"""Where the broker publishes `MemberJoined` and `MemberLeft`."""
+
+BufferOverflow = Literal["drop_newest", "fail"]
+
+_ROUTE_CACHE_LIMIT = 10_000
+"""Topic names whose routes a table keeps; past it the cache starts over (names built per message)."""
+
+
+# -- what subscribers and clients see ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Published:
+    """What a subscriber that asked for envelopes receives: the message and where it came from."""
+
+    topic: str
+    message: Any
+    sender: Any
+
+
+@attrs.frozen
+class Subscription:
+    """A subscription's handle (what `BrokerRef.subscribe` returns).
+
+    Attributes:
+        id: unique within the broker.
+        pattern: the topic pattern.
+        ref: the subscriber, or for a callable the actor that runs it.
+        group: its subscription group, or None.
+        agent: the agent id it speaks for (multicast and self-delivery), or None.
+    """
+
+    id: int
+    pattern: str
+    ref: ActorRef[Any]
+    group: str | None = None
+    agent: str | None = None
+
+
+@attrs.frozen
+class MemberJoined:
+    """Published on `MEMBERSHIP_TOPIC` when a subscription starts."""
+
+    subscription: Subscription
+
+
+@attrs.frozen
+class MemberLeft:
+    """Published on `MEMBERSHIP_TOPIC` when a subscription ends (``reason``: "unsubscribed" or "terminated")."""
+
+    subscription: Subscription
+    reason: str
+
+
+@attrs.frozen
+class SubscriberStatistics:
+    """One subscription's counters.
+
+    Attributes:
+        queued: messages waiting in its buffer now.
+        dropped: messages dropped because its buffer was full.
+        failed: messages its callable raised on (0 for actor subscribers).
+    """
+
+    subscription: Subscription
+    queued: int
+    dropped: int
+    failed: int
+
+
+@attrs.frozen
+class BrokerStatistics:
+    """The broker's counters at one moment.
+
+    Attributes:
+        published: publications and multicasts accepted.
+        delivered: hand-offs to subscribers' buffers.
+        no_subscriber: publications nobody took (dead letters).
+        dropped: hand-offs refused, by full buffers or stopped subscribers (dead letters).
+        subscribers: each subscription's counters, by id.
+    """
+
+    published: int
+    delivered: int
+    no_subscriber: int
+    dropped: int
+    subscribers: tuple[SubscriberStatistics, ...]
+
+
+# -- the broker's requests ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Subscribe:
+    pattern: TopicPattern
+    subscriber: Any
+    group: str | None
+    agent: str | None
+    capacity: int
+    overflow: BufferOverflow
+    envelope: bool
+
+
+@attrs.frozen
+class _Unsubscribe:
+    id: int
+
+
+@attrs.frozen
+class _List:
+    pass
+
+
+@attrs.frozen
+class _Statistics:
+    pass
+
+
+@attrs.frozen
+class Publish:
+    """Publish through the broker's mailbox (for clients that can only send messages); asked, the reply is the count."""
+
+    topic: str
+    message: Any
+    sender: Any = None
+    include_self: bool = False
+
+
+# -- outlets: one per subscription -----------------------------------------------------------------
+
+
+class _Outlet:
+    """A subscription as the senders' threads see it. Read-only but for the counters."""
+
+    __slots__ = (
+        "capacity",
+        "cell",
+        "drop_lock",
+        "dropped",
+        "envelope",
+        "failed",
+        "overflow",
+        "pattern",
+        "plain",
+        "sub",
+    )
+
+    def __init__(
+        self, sub: Subscription, pattern: TopicPattern, capacity: int, overflow: str, *, envelope: bool
+    ) -> None:
+        self.sub = sub
+        self.pattern = pattern
+        self.cell: Cell = sub.ref.actor_inbox
+        self.plain = type(sub.ref) is ActorRef
+        self.capacity = capacity
+        self.overflow = overflow
+        self.envelope = envelope
+        # Invariant: dropped counts every hand-off refused for a full buffer; taken under drop_lock (rare path).
+        self.drop_lock = threading.Lock()
+        self.dropped = 0
+        # Written only by the callable's own actor (one writer).
+        self.failed = 0
+
+    def offer(self, item: Any) -> int:
+        """Hand `item` to the subscriber: 1 if it took it, 0 if its buffer was full or it has stopped."""
+        cell = self.cell
+        if len(cell.queue) >= self.capacity:
+            with self.drop_lock:
+                self.dropped += 1
+            cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.MAILBOX_OVERFLOW)
+            return 0
+        if self.plain:
+            if not cell.alive:
+                cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.RECIPIENT_STOPPED)
+                return 0
+            try:
+                cell.queue.append(item)
+            except TroupeError:  # its own bounded mailbox, policy "fail", refused it
+                with self.drop_lock:
+                    self.dropped += 1
+                cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.MAILBOX_OVERFLOW)
+                return 0
+            if cell.sched.acquire(False):
+                cell.executor.submit(cell)
+            return 1
+        try:
+            self.sub.ref.tell(item)
+        except (ActorDeadError, TroupeError):  # dead-lettered by the ref / the subscriber's own bounded mailbox
+            return 0
+        return 1
+
+
+@attrs.frozen
+class _Route:
+    singles: tuple[_Outlet, ...]
+    groups: tuple[tuple[str, tuple[_Outlet, ...]], ...]
+
+
+_EMPTY_ROUTE = _Route((), ())
+
+
+class _Table:
+    """One immutable version of the subscriptions, with its cache of routes per topic."""
+
+    __slots__ = ("agents", "cache", "literal", "outlets", "wild")
+
+    def __init__(
+        self,
+        outlets: tuple[_Outlet, ...],
+        literal: dict[str, tuple[_Outlet, ...]],
+        wild: tuple[_Outlet, ...],
+        agents: dict[str, _Outlet],
+    ) -> None:
+        # Invariant: outlets in subscription-id order (ids only grow), split into literal and wild.
+        self.outlets = outlets
+        self.literal = literal
+        self.wild = wild
+        self.agents = agents
+        # Single dict operations only (atomic): senders fill it concurrently.
+        self.cache: dict[str, _Route] = {}
+
+    @classmethod
+    def build(cls, outlets: tuple[_Outlet, ...]) -> _Table:
+        """Build a table from scratch (after removals): O(n) in Python."""
+        literal: dict[str, list[_Outlet]] = {}
+        agents: dict[str, _Outlet] = {}
+        for outlet in outlets:
+            if outlet.pattern.literal:
+                literal.setdefault(outlet.pattern.pattern, []).append(outlet)
+            if outlet.sub.agent is not None:
+                agents.setdefault(outlet.sub.agent, outlet)
+        wild = tuple(o for o in outlets if not o.pattern.literal)
+        return cls(outlets, {topic: tuple(found) for topic, found in literal.items()}, wild, agents)
+
+    def added(self, outlet: _Outlet) -> _Table:
+        """Return this table plus `outlet` (the newest id): copies at C speed, so 10,000 subscribes stay cheap."""
+        literal, wild, agents = self.literal, self.wild, self.agents
+        if outlet.pattern.literal:
+            literal = dict(literal)
+            literal[outlet.pattern.pattern] = (*literal.get(outlet.pattern.pattern, ()), outlet)
+        else:
+            wild = (*wild, outlet)
+        agent = outlet.sub.agent
+        if agent is not None and agent not in agents:
+            agents = dict(agents)
+            agents[agent] = outlet
+        return _Table((*self.outlets, outlet), literal, wild, agents)
+
+    def route(self, topic: str) -> _Route:
+        route = self.cache.get(topic)
+        if route is not None:
+            return route
+        matched = [*self.literal.get(topic, ()), *(o for o in self.wild if o.pattern.matches(topic))]
+        matched.sort(key=lambda o: o.sub.id)
+        singles = tuple(o for o in matched if o.sub.group is None)
+        groups: dict[str, list[_Outlet]] = {}
+        for outlet in matched:
+            if outlet.sub.group is not None:
+                groups.setdefault(outlet.sub.group, []).append(outlet)
+        route = _Route(singles, tuple((name, tuple(members)) for name, members in groups.items()))
+        if not matched:
+            route = _EMPTY_ROUTE
+        if len(self.cache) >= _ROUTE_CACHE_LIMIT:
+            self.cache = {}
+        self.cache[topic] = route
+        return route
+
+
+class _Core:
+    """What the broker's ref and the broker actor share."""
+
+    def __init__(self, ref: BrokerRef, history: ActorRef[Any] | None) -> None:
+        self.ref = ref
+        self.history = history
+        self.dead_letters = ref.actor_system.dead_letters
+        # Invariant: replaced, never mutated, and only by the broker actor's thread (under lock).
+        self.table = _Table.build(())
+        self.lock = threading.Lock()
+        self.turns: dict[str, Callable[[], int]] = {}
+        # Counters, under lock.
+        self.published = 0
+        self.delivered = 0
+        self.no_subscriber = 0
+        self.dropped_total = 0
+
+    def turn(self, group: str) -> int:
+        counter = self.turns.get(group)
+        if counter is None:
+            counter = self.turns.setdefault(group, itertools.count().__next__)
+        return counter()
+
+    def fanout(self, topic: str, message: Any, sender: Any, *, include_self: bool, quiet: bool = False) -> int:
+        """Deliver one publication on this (the sender's) thread; return the hand-offs made."""
+        route = self.table.route(topic)
+        skip_cell = skip_agent = None
+        if not include_self:
+            if isinstance(sender, str):
+                skip_agent = sender
+            elif sender is not None:
+                skip_cell = getattr(sender, "_cell", None)
+            if skip_agent is None and message.__class__ is AgentMessage:
+                skip_agent = message.sender
+        envelope: Published | None = None
+        delivered = offered = 0
+        refused: list[Subscription] | None = None
+        for outlet in route.singles:
+            if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
+                continue
+            offered += 1
+            if outlet.envelope:
+                if envelope is None:
+                    envelope = Published(topic, message, sender)
+                took = outlet.offer(envelope)
+            else:
+                took = outlet.offer(message)
+            delivered += took
+            if not took and outlet.overflow == "fail":
+                refused = [*(refused or ()), outlet.sub]
+        for name, members in route.groups:
+            eligible = [
+                o
+                for o in members
+                if o.cell is not skip_cell and (skip_agent is None or o.sub.agent != skip_agent) and o.cell.alive
+            ]
+            if not eligible:
+                continue
+            offered += 1
+            start = self.turn(name)
+            # The member whose turn it is; if its buffer is full, the next one with room.
+            for step in range(len(eligible)):
+                outlet = eligible[(start + step) % len(eligible)]
+                if len(outlet.cell.queue) < outlet.capacity or step == len(eligible) - 1:
+                    if outlet.envelope:
+                        took = outlet.offer(envelope or Published(topic, message, sender))
+                    else:
+                        took = outlet.offer(message)
+                    delivered += took
+                    if not took and outlet.overflow == "fail":
+                        refused = [*(refused or ()), outlet.sub]
+                    break
+        if quiet:  # the broker's own membership events: not counted, nobody listening is fine
+            return delivered
+        with self.lock:
+            self.published += 1
+            self.delivered += delivered
+            self.dropped_total += offered - delivered
+            if not offered:
+                self.no_subscriber += 1
+        if not offered:
+            self.dead_letters.record(message, self.ref, DeadLetterReason.NO_SUBSCRIBER)
+        if refused:
+            names = ", ".join(f"#{s.id} {s.ref} ({s.pattern!r})" for s in refused)
+            msg = (
+                f"publication on {topic!r} was refused by full subscriber buffer(s) {names}; the other subscribers "
+                "got it and the refused copies are dead letters; raise their capacity, or use overflow='drop_newest'"
+            )
+            raise SubscriberOverflowError(msg)
+        return delivered
+
+    def record(
+        self, stream: str, topic: str | None, message: Any, sender: Any, recipient: str | None, *, acked: bool = False
+    ) -> Future[Any] | None:
+        """Tell the history one entry (on the sender's thread); with `acked`, return a future of its commit."""
+        ack: Future[Any] | None = Future() if acked else None
+        history = self.history
+        assert history is not None  # noqa: S101 - record is called only when a history is set
+        try:
+            history.tell(Append(stream, message, _agent_of(sender, message), recipient, topic, None, None, ack))
+        except ActorDeadError:
+            # The history has stopped: the entry is a dead letter (the ref recorded it); delivery goes on,
+            # and an acknowledged publication fails.
+            if ack is not None:
+                ack.set_exception()
+        return ack
+
+
+def _agent_of(sender: Any, message: Any) -> str | None:
+    if isinstance(sender, str):
+        return sender
+    if message.__class__ is AgentMessage:
+        return message.sender
+    if sender is not None:
+        name = getattr(sender, "actor_name", None)
+        return name if name is not None else str(sender)
+    return None
+
+
+# -- the ref ----------------------------------------------------------------------------------------------
+
+
+class BrokerRef(ServiceRef):
+    """The address of a `MessageBroker`: publishing runs on the caller's thread (see the module docs)."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        # Installed by the broker's constructor (which runs before spawn returns).
+        self._core: _Core | None = None
+
+    def _live_core(self, message: Any) -> _Core:
+        core = self._core
+        if core is None or not self._cell.alive:
+            self._dead(message)
+        assert core is not None  # noqa: S101 - _dead raised otherwise
+        return core
+
+    def publish(
+        self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False, if_subscribed: bool = False
+    ) -> int:
+        """Publish `message` on `topic`; return how many subscribers' buffers took it.
+
+        `sender` is the publisher's ref or agent id (default: an `AgentMessage`'s ``sender``).
+        With `if_subscribed`, nobody subscribed is no dead letter (events nobody need hear).
+
+        Raises:
+            TopicError: `topic` is empty or malformed.
+            HistoryPayloadError: the history is on and cannot store `message`.
+            SubscriberOverflowError: a subscriber with overflow policy ``"fail"`` was full.
+            ActorDeadError: the broker has stopped.
+        """
+        core = self._live_core(message)
+        table = core.table
+        if topic.__class__ is not str or topic not in table.cache:
+            check_topic(topic)
+        if core.history is not None:
+            check_payload(message)
+            core.record(f"topic:{topic}", topic, message, sender, None)
+        return core.fanout(topic, message, sender, include_self=include_self, quiet=if_subscribed)
+
+    def publish_json(self, topic: str, text: str | bytes, *, sender: Any = None, include_self: bool = False) -> int:
+        """Publish an `AgentMessage` given in its JSON wire form (an edge); return the deliveries made.
+
+        Raises:
+            ProtocolError: `text` is not a valid message of a supported version (the field is named);
+                the text is recorded as a ``REJECTED`` dead letter and the broker serves on.
+        """
+        try:
+            message = from_json(text)
+        except ProtocolError as exc:
+            self.actor_system.dead_letters.record(text, self, DeadLetterReason.REJECTED, exc)
+            raise
+        return self.publish(topic, message, sender=sender, include_self=include_self)
+
+    def publish_acked(self, topic: str, message: Any, *, sender: Any = None, include_self: bool = False) -> Future[int]:
+        """Publish as `publish` does; return a future of the count, settled once the history has committed it.
+
+        Raises:
+            TypeError: the broker has no history.
+        """
+        core = self._live_core(message)
+        if core.history is None:
+            msg = f"{self} has no history, so nothing can acknowledge a publication; spawn it with history=..."
+            raise TypeError(msg)
+        check_topic(topic)
+        check_payload(message)
+        committed = core.record(f"topic:{topic}", topic, message, sender, None, acked=True)
+        assert committed is not None  # noqa: S101 - acked=True returns the future
+        count = core.fanout(topic, message, sender, include_self=include_self)
+        result: Future[int] = Future()
+
+        def settle(done: Any) -> None:
+            try:
+                done.get(timeout=0)
+            except Exception:  # noqa: BLE001 - the commit's error goes to the future
+                result.set_exception()
+            else:
+                result.set(count)
+
+        committed.add_done_callback(settle)
+        return result
+
+    def multicast(self, targets: Iterable[str | ActorRef[Any]], message: Any, *, sender: Any = None) -> int:
+        """Send `message` to each target (an agent id, found among the subscriptions, or an actor ref).
+
+        Returns the hand-offs made; an agent id nobody subscribed as is a ``NO_SUBSCRIBER`` dead letter.
+        Each target gets one copy, through its subscription's buffer when it has one.
+        """
+        core = self._live_core(message)
+        if core.history is not None:
+            check_payload(message)
+        table = core.table
+        by_cell = {o.cell: o for o in table.outlets}
+        delivered = 0
+        sender_agent = _agent_of(sender, message)
+        seen: set[object] = set()
+        for target in targets:
+            if isinstance(target, str):
+                outlet = table.agents.get(target)
+                if outlet is None:
+                    with core.lock:
+                        core.no_subscriber += 1
+                    core.dead_letters.record(message, self, DeadLetterReason.NO_SUBSCRIBER)
+                    continue
+                key: object = outlet.cell
+                name = target
+            else:
+                cell = getattr(target, "_cell", None)
+                if cell is None:
+                    msg = f"a multicast target must be an agent id (str) or an ActorRef, got {target!r}"
+                    raise TypeError(msg)
+                outlet = by_cell.get(cell)
+                key = cell
+                name = outlet.sub.agent if outlet is not None and outlet.sub.agent else str(target)
+            if key in seen:
+                continue
+            seen.add(key)
+            if core.history is not None:
+                core.record(f"direct:{sender_agent}:{name}", None, message, sender, name)
+            if outlet is not None:
+                delivered += outlet.offer(message)
+            else:
+                try:
+                    target.tell(message)  # type: ignore[union-attr]
+                    delivered += 1
+                except (ActorDeadError, TroupeError):
+                    pass
+        with core.lock:
+            core.published += 1
+            core.delivered += delivered
+        return delivered
+
+    def subscribe(
+        self,
+        pattern: str,
+        subscriber: ActorRef[Any] | Callable[[Any], object],
+        *,
+        group: str | None = None,
+        agent: str | None = None,
+        capacity: int = 1000,
+        overflow: BufferOverflow = "drop_newest",
+        envelope: bool = False,
+    ) -> Subscription:
+        """Subscribe an actor ref or a plain callable to topics matching `pattern` (see the module docs).
+
+        Raises:
+            TopicError: `pattern` is malformed.
+            CoroutineSubscriberError: `subscriber` is a coroutine function.
+            TypeError / ValueError: any other argument is of the wrong kind.
+        """
+        compiled = compile_pattern(pattern)
+        _check_subscriber(subscriber)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            msg = f"a subscriber's buffer capacity must be an int >= 1, got {capacity!r}"
+            raise ValueError(msg)
+        if overflow not in ("drop_newest", "fail"):
+            msg = (
+                f"overflow must be 'drop_newest' or 'fail', got {overflow!r}; for 'drop_oldest' or 'block', "
+                "spawn the subscriber with BoundedMailbox(capacity, overflow=...)"
+            )
+            raise ValueError(msg)
+        for what, value in (("group", group), ("agent", agent)):
+            if value is not None and (not isinstance(value, str) or not value):
+                msg = f"{what} must be a non-empty str or None, got {value!r}"
+                raise TypeError(msg)
+        request = _Subscribe(compiled, subscriber, group, agent, capacity, overflow, envelope)
+        return cast("Subscription", self.ask(request))
+
+    def unsubscribe(self, subscription: Subscription | int) -> bool:
+        """End a subscription; return whether it was one. Messages already in its buffer stay there."""
+        sub_id = subscription.id if isinstance(subscription, Subscription) else subscription
+        return cast("bool", self.ask(_Unsubscribe(sub_id)))
+
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """Return the current subscriptions, by id."""
+        return cast("tuple[Subscription, ...]", self.ask(_List()))
+
+    def statistics(self) -> BrokerStatistics:
+        """Return a snapshot of the broker's counters."""
+        return cast("BrokerStatistics", self.ask(_Statistics()))
+
+
+def _check_subscriber(subscriber: object) -> None:
+    if isinstance(subscriber, ActorRef):
+        return
+    if inspect.iscoroutinefunction(subscriber) or inspect.iscoroutinefunction(getattr(subscriber, "__call__", None)):  # noqa: B004
+        msg = (
+            f"subscriber {subscriber!r} is a coroutine function, which nothing would await; subscribe a plain "
+            "function, or an actor (an asyncio actor with an async on_receive runs coroutines)"
+        )
+        raise CoroutineSubscriberError(msg)
+    if not callable(subscriber):
+        msg = f"a subscriber must be a troupe ActorRef or a plain callable, got {subscriber!r}"
+        raise TypeError(msg)
+
+
+# -- the actors ------------------------------------------------------------------------------------------
+
+
+class _CallbackSubscriber(Service):
+    """Runs one callable subscriber, one message at a time, on its own turns."""
+
+    def __init__(self, function: Callable[[Any], object]) -> None:
+        super().__init__()
+        self.function = function
+        self.outlet: _Outlet | None = None
+
+    def handle(self, message: Any) -> Any:
+        if message.__class__ is _Outlet:
+            self.outlet = message
+            return None
+        try:
+            self.function(message)
+        except Exception as exc:  # noqa: BLE001 - one subscriber's failure must not reach the others
+            if self.outlet is not None:
+                self.outlet.failed += 1
+            logger.opt(exception=exc).error(
+                "Subscriber {!r} raised on {!r}; it stays subscribed", self.function, message
+            )
+            self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, exc)
+        return None
+
+
+class MessageBroker(Service):
+    """The broker actor (see the module docs). Spawn it; use its `BrokerRef`.
+
+    Args:
+        history: a `MessageHistory` ref every publication is appended to, or None.
+        callback_mode: the execution mode of the actors that run callable subscribers (default pooled).
+    """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = BrokerRef
+
+    def __init__(self, history: ActorRef[Any] | None = None, *, callback_mode: str | None = None) -> None:
+        super().__init__()
+        ref = self.actor_ref
+        if not isinstance(ref, BrokerRef):
+            msg = f"{type(self).__name__} must be spawned with its BrokerRef; do not override _troupe_ref_class"
+            raise TypeError(msg)
+        self.core = _Core(ref, history)
+        self.callback_mode = callback_mode
+        self.ids = itertools.count(1)
+        # Invariant: outlets in id order; by_cell maps each subscriber's cell to its subscription ids;
+        # dirty: some were removed and the table still lists them (rebuilt before any other request).
+        self.outlets: dict[int, _Outlet] = {}
+        self.by_cell: dict[Cell, list[int]] = {}
+        self.dirty = False
+        ref._core = self.core  # noqa: SLF001 - from here on, senders publish themselves
+
+    def handle(self, message: Any) -> Any:
+        """Handle a subscription change, a query, a mailbox publication or a subscriber's termination."""
+        if self.dirty and message.__class__ is not Terminated:
+            self._install(_Table.build(tuple(self.outlets.values())))
+        match message:
+            case _Subscribe():
+                return self._subscribe(message)
+            case _Unsubscribe(id=sub_id):
+                return self._remove(sub_id, "unsubscribed")
+            case _List():
+                return tuple(o.sub for o in sorted(self.outlets.values(), key=lambda o: o.sub.id))
+            case _Statistics():
+                return self._statistics()
+            case Publish(topic=topic, message=payload, sender=sender, include_self=include_self):
+                return self.core.ref.publish(topic, payload, sender=sender, include_self=include_self)
+            case Terminated(ref=gone):
+                self._terminated(gone)
+                return None
+        return super().handle(message)
+
+    def _subscribe(self, request: _Subscribe) -> Subscription:
+        subscriber = request.subscriber
+        if isinstance(subscriber, ActorRef):
+            ref = subscriber
+            if not ref.is_alive():
+                msg = f"cannot subscribe {ref}: it has stopped"
+                raise ActorDeadError(msg)
+        else:
+            ref = self.spawn(_CallbackSubscriber, subscriber, mode=self.callback_mode)
+        sub = Subscription(next(self.ids), request.pattern.pattern, ref, request.group, request.agent)
+        outlet = _Outlet(sub, request.pattern, request.capacity, request.overflow, envelope=request.envelope)
+        if not isinstance(subscriber, ActorRef):
+            ref.tell(outlet)
+        ids = self.by_cell.get(outlet.cell)
+        if ids is None:
+            self.by_cell[outlet.cell] = ids = []
+            self.watch(ref)
+        ids.append(sub.id)
+        self.outlets[sub.id] = outlet
+        self._install(self.core.table.added(outlet))
+        self.core.fanout(MEMBERSHIP_TOPIC, MemberJoined(sub), self.actor_ref, include_self=False, quiet=True)
+        return sub
+
+    def _remove(self, sub_id: int, reason: str, *, install: bool = True) -> bool:
+        outlet = self.outlets.pop(sub_id, None)
+        if outlet is None:
+            return False
+        ref = outlet.sub.ref
+        ids = self.by_cell.get(outlet.cell)
+        if ids is not None:
+            ids.remove(sub_id)
+            if not ids:
+                del self.by_cell[outlet.cell]
+                if install:  # not terminated: stop watching; a callback's actor is ours to stop
+                    self.unwatch(ref)
+                    if issubclass(ref.actor_class, _CallbackSubscriber):
+                        ref.stop(block=False)
+        if install:
+            self._install(_Table.build(tuple(self.outlets.values())))
+        else:
+            self.dirty = True
+        self.core.fanout(
+            MEMBERSHIP_TOPIC, MemberLeft(outlet.sub, reason), self.actor_ref, include_self=False, quiet=True
+        )
+        return True
+
+    def _terminated(self, gone: ActorRef[Any]) -> None:
+        for sub_id in list(self.by_cell.get(gone.actor_inbox, ())):
+            self._remove(sub_id, "terminated", install=False)
+        # Batched like a group commit: many subscribers stopping at once (a shutdown) cost one
+        # rebuild. Until then the table still lists them; a hand-off to one is a dead letter.
+        if self.dirty and not len(self.actor_inbox.queue):
+            self._install(_Table.build(tuple(self.outlets.values())))
+
+    def _install(self, table: _Table) -> None:
+        self.dirty = False
+        with self.core.lock:
+            self.core.table = table
+
+    def _statistics(self) -> BrokerStatistics:
+        core = self.core
+        with core.lock:
+            published, delivered, nobody = core.published, core.delivered, core.no_subscriber
+            dropped = core.dropped_total
+        subscribers = []
+        for sub_id in sorted(self.outlets):
+            outlet = self.outlets[sub_id]
+            with outlet.drop_lock:
+                outlet_dropped = outlet.dropped
+            subscribers.append(SubscriberStatistics(outlet.sub, len(outlet.cell.queue), outlet_dropped, outlet.failed))
+        return BrokerStatistics(published, delivered, nobody, dropped, tuple(subscribers))

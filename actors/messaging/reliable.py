@@ -1,0 +1,614 @@
+"""Reliable delivery between two actors: Akka's producer and consumer controllers.
+
+    consumer = system.spawn(ConsumerController, handler_ref, window=50)
+    producer = system.spawn(ProducerController, consumer)
+    producer.tell(job)            # reaches handler_ref exactly once, in order
+
+The guarantee, in one sentence: every message the producer controller
+accepts reaches the handler at least once and, while both controllers live,
+exactly once and in the order accepted (at-least-once, deduplicated); with
+the durable outbox (``outbox=path``) what a killed producer had accepted is
+sent by the next producer opened on the file, so with a consumer that lived
+through it (or an idempotent handler) it is effectively once.
+
+Protocol (Akka's, from akka-actor-typed's reliable delivery):
+
+- The producer numbers each accepted message (`SequencedMessage`, seq 1, 2,
+  3... per producer-consumer pair) and keeps it until it is confirmed.
+- The consumer drives demand: it grants a window (default 50) with a
+  `Request(confirmed, up_to)` and grants more when half of it is used, each
+  request also confirming what it has delivered. The producer sends only up
+  to ``up_to``; the rest waits in its buffer.
+- A repeated confirmation while more is out means the next message was lost:
+  the producer resends it at once (once per gap). It also resends what is
+  unconfirmed when a resend tick passes without
+  progress, the interval doubling from ``resend_interval`` to
+  ``max_resend_interval`` (reset on progress); the consumer repeats its
+  request on its own tick when it has news or hears nothing, and on every
+  duplicate, so a lost request costs one tick.
+- The consumer delivers seq n only after n - 1: an early message waits (up
+  to a window's worth); a duplicate is dropped. The handler is told each
+  message once, in order.
+
+Links. What travels between the controllers goes through ``link``, a
+function taking the destination's ``tell`` and returning the function to
+send with: the default is the tell itself. `LossyLink` drops, duplicates and
+reorders a seeded fraction of messages, for tests and benchmarks.
+
+Where it runs. As the router and the broker do, the controllers' refs run
+the protocol on the caller's thread: telling a `ProducerController` numbers
+and sends the message at once, and a `ConsumerController`'s ref checks a
+`SequencedMessage` and tells the handler on the thread that delivered it;
+neither message waits for a turn of a controller actor. Each side's state
+sits behind its own lock, held for a few dict operations and the handler's
+mailbox append (which keeps delivery in order); what one side sends the
+other is sent after its lock is released, so the two locks never nest. The
+controller actors themselves handle the timer ticks, registration and
+statistics, in their mailboxes.
+
+Timers run on the system's clock (a `ManualClock` drives them in tests).
+`LossyLink` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import attrs
+
+from actors._core import MESSAGE_KINDS, Actor, ActorRef
+from actors.errors import HistoryPayloadError
+from actors.protocol import AgentMessage, from_json, to_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors._core import Cell
+
+__all__ = [
+    "ConsumerController",
+    "ConsumerRef",
+    "ConsumerStatistics",
+    "LossyLink",
+    "ProducerController",
+    "ProducerRef",
+    "ProducerStatistics",
+    "Request",
+    "SequencedMessage",
+]
+
+
+class SequencedMessage(NamedTuple):
+    """A message on its way from a producer controller to its consumer controller.
+
+    Named tuples, here and in `Request`, for speed: one is built per message
+    (an attrs instance costs ~3x as much to make).
+    """
+
+    seq: int
+    message: Any
+
+
+class Request(NamedTuple):
+    """Demand from the consumer: everything up to `confirmed` was delivered; send up to `up_to`."""
+
+    confirmed: int
+    up_to: int
+
+
+@attrs.frozen
+class ProducerStatistics:
+    """A producer controller's counters."""
+
+    accepted: int
+    sent: int
+    resent: int
+    confirmed: int
+    buffered: int
+
+
+@attrs.frozen
+class ConsumerStatistics:
+    """A consumer controller's counters."""
+
+    delivered: int
+    duplicates: int
+    early: int
+    requests: int
+
+
+@attrs.frozen
+class _Register:
+    producer: ActorRef[Any]
+    first: int = 1  # the producer's first unconfirmed seq (a producer resumed from its outbox starts past 1)
+
+
+@attrs.frozen
+class _Tick:
+    pass
+
+
+@attrs.frozen
+class GetStatistics:
+    """Ask either controller for its statistics."""
+
+
+_MIN_WINDOW = 2
+"""The smallest window: refilled at half, a window of 1 would never be refilled."""
+
+_CONTROL = frozenset({*MESSAGE_KINDS, _Register, _Tick, GetStatistics})
+
+
+# -- the producer side ---------------------------------------------------------------------------------
+
+
+class _Outbox:
+    """A producer's durable outbox: accepted, unconfirmed messages in SQLite (WAL), and the next seq.
+
+    Used under the producer state's lock only. Each accept is one committed
+    transaction (so a tell to a durable producer returns once its message is
+    on disk); confirmations delete in bulk, once per request.
+    """
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        from actors.messaging.history import _open  # noqa: PLC0415 - the one WAL opener of the package
+
+        self.db = _open(
+            path,
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS meta (one INTEGER PRIMARY KEY CHECK (one = 1), next_seq INTEGER NOT NULL);"
+            "INSERT OR IGNORE INTO meta VALUES (1, 1);",
+            synchronous,
+        )
+
+    def load(self) -> tuple[int, dict[int, Any]]:
+        next_seq = self.db.execute("SELECT next_seq FROM meta").fetchone()[0]
+        rows = self.db.execute("SELECT seq, payload FROM outbox ORDER BY seq").fetchall()
+        return next_seq, {seq: _decode_payload(payload) for seq, payload in rows}
+
+    def accept(self, seq: int, message: Any) -> None:
+        payload = _encode_payload(message)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO outbox VALUES (?, ?)", (seq, payload))
+            db.execute("UPDATE meta SET next_seq = ?", (seq + 1,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def confirm(self, confirmed: int) -> None:
+        self.db.execute("DELETE FROM outbox WHERE seq <= ?", (confirmed,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _encode_payload(message: Any) -> str:
+    """An outbox row: an `AgentMessage` in its wire form, or a JSON value (`HistoryPayloadError` otherwise)."""
+    from actors.messaging.history import _JSON, check_payload  # noqa: PLC0415
+
+    check_payload(message)
+    if message.__class__ is AgentMessage:
+        return "A" + to_json(message)
+    try:
+        return "J" + _JSON.encode(message)
+    except (TypeError, ValueError) as exc:
+        msg = f"a durable outbox stores AgentMessages and JSON values; cannot store {message!r}: {exc}"
+        raise HistoryPayloadError(msg) from exc
+
+
+def _decode_payload(payload: str) -> Any:
+    return from_json(payload[1:]) if payload[0] == "A" else json.loads(payload[1:])
+
+
+class _ProducerState:
+    """The producer's protocol state; every method may run on any thread."""
+
+    def __init__(
+        self, send: Callable[[Any], None], initial: float, maximum: float, outbox: _Outbox | None = None
+    ) -> None:
+        self.lock = threading.Lock()
+        self._send = send
+        self.outbox = outbox
+        self.local = threading.local()
+        self.initial = initial
+        self.maximum = maximum
+        self.interval = initial
+        # Invariant: buffer holds seq confirmed+1 .. next_seq-1; of those, up to sent_up_to went out at least once.
+        self.buffer: dict[int, Any] = {}
+        self.next_seq = 1
+        self.confirmed = 0
+        self.sent_up_to = 0
+        self.up_to = 0
+        self.progress = False
+        self.fast_resent = -1
+        self.repeats = 0
+        self.sent = self.resent = 0
+        if outbox is not None:
+            # Resumed: what was accepted and never confirmed is sent again, under its own numbers.
+            self.next_seq, self.buffer = outbox.load()
+            self.confirmed = self.sent_up_to = min(self.buffer, default=self.next_seq) - 1
+
+    def send(self, item: SequencedMessage) -> None:
+        """Send `item` to the consumer, after what this thread is sending already.
+
+        The consumer runs on the caller's thread too, and its request may
+        come straight back here: sent at once, it would overtake the rest of
+        the batch being sent (and each window's request would nest one call
+        deeper). So a thread already sending a batch queues it (a trampoline).
+        """
+        local = self.local
+        queue = getattr(local, "queue", None)
+        if queue is not None:
+            queue.append(item)
+            return
+        local.queue = queue = deque((item,))
+        send = self._send
+        try:
+            while queue:
+                send(queue.popleft())
+        finally:
+            local.queue = None
+
+    def accept(self, message: Any) -> int:
+        with self.lock:
+            seq = self.next_seq
+            if self.outbox is not None:
+                self.outbox.accept(seq, message)  # committed before the tell returns
+            self.next_seq = seq + 1
+            self.buffer[seq] = message
+            send_now = seq <= self.up_to and self.sent_up_to == seq - 1
+            if send_now:
+                self.sent_up_to = seq
+                self.sent += 1
+        if send_now:
+            # Straight out, without the trampoline: everything before it is out already, and a
+            # request coming back during this call finds nothing of this thread's to overtake.
+            self._send(SequencedMessage(seq, message))
+        return seq
+
+    def requested(self, request: Request) -> None:
+        retry = 0
+        with self.lock:
+            if request.confirmed > self.confirmed:
+                buffer = self.buffer
+                for seq in range(self.confirmed + 1, min(request.confirmed, self.next_seq - 1) + 1):
+                    buffer.pop(seq, None)
+                self.confirmed = request.confirmed
+                if self.outbox is not None:
+                    self.outbox.confirm(request.confirmed)
+                self.sent_up_to = max(self.sent_up_to, self.confirmed)
+                self.progress = True
+            elif request.confirmed == self.confirmed < self.sent_up_to:
+                # A repeated confirmation while more is out: the next one was lost (TCP's fast
+                # retransmit). Resent on the first repeat and every 8th after (the resend
+                # may be lost too); the tick covers the rest.
+                if self.fast_resent != self.confirmed:
+                    self.fast_resent, self.repeats = self.confirmed, 0
+                if self.repeats % 8 == 0:
+                    retry = self.confirmed + 1
+                self.repeats += 1
+            self.up_to = max(self.up_to, request.up_to)
+            first = self.sent_up_to + 1
+            last = min(self.up_to, self.next_seq - 1)
+            out = [SequencedMessage(seq, self.buffer[seq]) for seq in range(first, last + 1)]
+            if out:
+                self.sent_up_to = last
+                self.sent += len(out)
+            if retry:
+                self.resent += 1
+                out.insert(0, SequencedMessage(retry, self.buffer[retry]))
+        for each in out:
+            self.send(each)
+
+    def tick(self) -> float:
+        """Resend what is out if nothing was confirmed since the last tick; return the next interval."""
+        with self.lock:
+            if self.progress or self.sent_up_to == self.confirmed:
+                self.interval = self.initial
+                out = []
+            else:
+                out = [
+                    SequencedMessage(seq, self.buffer[seq]) for seq in range(self.confirmed + 1, self.sent_up_to + 1)
+                ]
+                self.resent += len(out)
+                self.interval = min(self.interval * 2, self.maximum)
+            self.progress = False
+            interval = self.interval
+        for each in out:
+            self.send(each)
+        return interval
+
+    def statistics(self) -> ProducerStatistics:
+        with self.lock:
+            return ProducerStatistics(self.next_seq - 1, self.sent, self.resent, self.confirmed, len(self.buffer))
+
+
+class ProducerRef(ActorRef[Any]):
+    """The address of a `ProducerController`: telling it a message sends it on the caller's thread."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        self._state: _ProducerState | None = None  # installed by the controller's constructor
+
+    def tell(self, message: Any) -> None:
+        """Accept `message` for reliable delivery (or hand a protocol message to the controller)."""
+        state = self._state
+        if state is None or message.__class__ in _CONTROL or not self._cell.alive:
+            super().tell(message)
+        elif message.__class__ is Request:
+            state.requested(message)
+        else:
+            state.accept(message)
+
+
+class ProducerController(Actor):
+    """The sending side (see the module docs): tell it messages; they reach the consumer's handler.
+
+    Asked a message, the reply is its seq (the ask goes through the mailbox).
+
+    Args:
+        consumer: the `ConsumerController` ref.
+        link: wraps the tell toward the consumer (default: none).
+        resend_interval / max_resend_interval: the resend backoff, in seconds of the system's clock.
+        outbox: a SQLite file (WAL) for the durable outbox: every accepted message is committed there
+            before the tell returns, deleted once confirmed, and a producer opened on the same file
+            after a crash sends what was never confirmed, under the same seqs (None: no outbox).
+        synchronous: the outbox's ``PRAGMA synchronous`` (``"NORMAL"`` survives kill -9).
+    """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ProducerRef
+
+    def __init__(
+        self,
+        consumer: ActorRef[Any],
+        *,
+        link: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None = None,
+        resend_interval: float = 1.0,
+        max_resend_interval: float = 30.0,
+        outbox: str | os.PathLike[str] | None = None,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        super().__init__()
+        self.consumer = consumer
+        send = link(consumer.tell) if link is not None else consumer.tell
+        self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
+        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox)
+        ref = self.actor_ref
+        if isinstance(ref, ProducerRef):
+            ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
+
+    def on_start(self) -> None:
+        """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
+        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1))  # type: ignore[arg-type]
+        self.timers.start_single_timer("resend", _Tick(), self.state.interval)
+
+    def on_stop(self) -> None:
+        """Close the outbox, if any (what it holds is sent by the next producer opened on it)."""
+        if self.outbox is not None:
+            with self.state.lock:
+                self.outbox.close()
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle a tick, statistics, or a message that came through the mailbox."""
+        cls = message.__class__
+        if cls is _Tick:
+            self.timers.start_single_timer("resend", _Tick(), self.state.tick())
+        elif cls is GetStatistics:
+            return self.state.statistics()
+        elif cls is Request:
+            self.state.requested(message)
+        else:
+            return self.state.accept(message)
+        return None
+
+
+# -- the consumer side ---------------------------------------------------------------------------------
+
+
+class _ConsumerState:
+    """The consumer's protocol state; every method may run on any thread."""
+
+    def __init__(self, deliver: Callable[[Any], None], window: int) -> None:
+        self.lock = threading.Lock()
+        self.deliver = deliver
+        self.window = window
+        self.reply: Callable[[Any], None] | None = None
+        # Invariant: every seq <= delivered was told to the handler exactly once, in order;
+        # early holds seqs in delivered + 2 .. requested.
+        self.delivered = 0
+        self.requested = 0
+        self.acked = 0
+        self.early: dict[int, Any] = {}
+        self.heard = False
+        self.duplicates = self.early_count = self.requests = 0
+
+    def arrived(self, sequenced: SequencedMessage) -> None:
+        seq = sequenced.seq
+        with self.lock:
+            self.heard = True
+            if seq == self.delivered + 1 and not self.early and self.requested - seq > self.window // 2:
+                # The common case: the next one, no gap, no request due.
+                self.deliver(sequenced.message)
+                self.delivered = seq
+                return
+            request = None
+            if seq <= self.delivered or seq in self.early:
+                self.duplicates += 1
+                request = self._request()  # the producer did not hear our confirmation
+            elif seq != self.delivered + 1:
+                if seq <= self.requested:
+                    request = self._request()  # a gap: say where it starts (the producer resends)
+                    self.early[seq] = sequenced.message
+                    self.early_count += 1
+            else:
+                # Told under the lock: a mailbox append, and what keeps the handler's order.
+                deliver = self.deliver
+                deliver(sequenced.message)
+                self.delivered = seq
+                early = self.early
+                while early:
+                    following = early.pop(self.delivered + 1, None)
+                    if following is None:
+                        break
+                    deliver(following)
+                    self.delivered += 1
+                if self.requested - self.delivered <= self.window // 2:
+                    self.requested = self.delivered + self.window
+                    request = self._request()
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def _request(self) -> Request | None:
+        if self.reply is None:
+            return None
+        self.requests += 1
+        self.acked = self.delivered
+        return Request(self.delivered, self.requested)
+
+    def register(self, reply: Callable[[Any], None], first: int) -> None:
+        with self.lock:
+            self.reply = reply
+            if self.delivered < first - 1 and not self.early:
+                # A producer resumed from its outbox: what precedes its first unconfirmed seq was
+                # delivered by an earlier incarnation (or this consumer is new): start after it.
+                self.delivered = first - 1
+            self.requested = self.delivered + self.window
+            request = self._request()
+        if request is not None:
+            reply(request)
+
+    def tick(self) -> None:
+        with self.lock:
+            request = self._request() if self.delivered > self.acked or self.early or not self.heard else None
+            self.heard = False
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def statistics(self) -> ConsumerStatistics:
+        with self.lock:
+            return ConsumerStatistics(self.delivered, self.duplicates, self.early_count, self.requests)
+
+
+class ConsumerRef(ActorRef[Any]):
+    """The address of a `ConsumerController`: a `SequencedMessage` is handled on the caller's thread."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        self._state: _ConsumerState | None = None  # installed by the controller's constructor
+
+    def tell(self, message: Any) -> None:
+        """Take a sequenced message (or hand anything else to the controller's mailbox)."""
+        state = self._state
+        if state is not None and message.__class__ is SequencedMessage and self._cell.alive:
+            state.arrived(message)
+        else:
+            super().tell(message)
+
+
+class ConsumerController(Actor):
+    """The receiving side (see the module docs): tells `deliver_to` each message once, in order.
+
+    Args:
+        deliver_to: the handler's ref.
+        window: messages granted at a time (refilled at half).
+        link: wraps the tell toward the producer (default: none).
+        request_interval: seconds between repeated requests when it has news or hears nothing.
+    """
+
+    _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ConsumerRef
+
+    def __init__(
+        self,
+        deliver_to: ActorRef[Any],
+        *,
+        window: int = 50,
+        link: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None = None,
+        request_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(window, bool) or not isinstance(window, int) or window < _MIN_WINDOW:
+            msg = f"the window must be an int >= 2 messages, got {window!r}"
+            raise ValueError(msg)
+        self.link = link
+        self.interval = request_interval
+        self.state = _ConsumerState(deliver_to.tell, window)
+        ref = self.actor_ref
+        if isinstance(ref, ConsumerRef):
+            ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle registration, ticks, statistics, and sequenced messages that came through the mailbox."""
+        cls = message.__class__
+        if cls is SequencedMessage:
+            self.state.arrived(message)
+        elif cls is _Tick:
+            self.state.tick()
+            self.timers.start_single_timer("request", _Tick(), self.interval)
+        elif cls is _Register:
+            producer = message.producer
+            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell, message.first)
+            self.timers.start_single_timer("request", _Tick(), self.interval)
+        elif cls is GetStatistics:
+            return self.state.statistics()
+        return None
+
+
+class LossyLink:
+    """A seeded unreliable link: drops, duplicates and reorders a fraction of what passes.
+
+    ``link = LossyLink(drop=0.1, duplicate=0.05, reorder=0.05, seed=1)`` is given
+    as ``link=`` to a controller. Reordering holds a message back until the next
+    one has passed. Thread-safe; the counters say what it did.
+    """
+
+    def __init__(self, *, drop: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, seed: int = 0) -> None:
+        for name, value in (("drop", drop), ("duplicate", duplicate), ("reorder", reorder)):
+            if not 0.0 <= value < 1.0:
+                msg = f"{name} must be a fraction in [0, 1), got {value!r}"
+                raise ValueError(msg)
+        self.drop, self.duplicate, self.reorder = drop, duplicate, reorder
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[Callable[[Any], None], Any]] = {}
+        self.passed = self.dropped = self.duplicated = self.reordered = 0
+
+    def __call__(self, tell: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Return the lossy version of `tell`."""
+        key = id(tell)
+
+        def send(item: Any) -> None:
+            with self.lock:
+                roll = self.rng.random()
+                held = self.held.pop(key, None)
+                if roll < self.drop:
+                    self.dropped += 1
+                    out: list[Any] = []
+                elif roll < self.drop + self.duplicate:
+                    self.duplicated += 1
+                    out = [item, item]
+                elif roll < self.drop + self.duplicate + self.reorder and held is None:
+                    self.reordered += 1
+                    self.held[key] = (tell, item)
+                    out = []
+                else:
+                    out = [item]
+                self.passed += len(out)
+            for each in out:
+                tell(each)
+            if held is not None:
+                held[0](held[1])
+
+        return send

@@ -1,0 +1,245 @@
+"""The history: streams and seqs, group commit, acknowledged = committed, queries, paging, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pykka import ActorDeadError
+
+from actors import ActorSystem, DeadLetterReason, ManualClock
+from actors.errors import HistoryPayloadError, HistoryQueryError
+from actors.messaging import HistoryRetention, MessageBroker, MessageHistory, spawn_service
+from actors.messaging.history import Append
+from actors.protocol import AgentMessage, MessageType
+from tests.messaging.helpers import Recorder
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _message(sender: str, recipient: str | None, n: int, correlation: str | None = None) -> AgentMessage:
+    return AgentMessage(
+        sender=sender, recipient=recipient, type=MessageType.TASK_REQUEST, content={"n": n}, correlation_id=correlation
+    )
+
+
+def test_each_stream_numbers_its_entries_from_one_in_append_order(system: ActorSystem, tmp_path: Path) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    acks = [history.append("topic:a" if i % 2 else "topic:b", i, topic="a" if i % 2 else "b") for i in range(6)]
+    assert [ack.get(timeout=5) for ack in acks] == [1, 1, 2, 2, 3, 3]
+    page = history.query(stream="topic:a")
+    assert [(e.seq, e.message) for e in page.entries] == [(1, 1), (2, 3), (3, 5)]
+
+
+def test_appends_that_arrive_together_share_a_commit(system: ActorSystem, tmp_path: Path) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    acks = [history.append("s", i) for i in range(2000)]
+    assert acks[-1].get(timeout=10) == 2000
+    stats = history.statistics()
+    assert stats.appended == 2000
+    assert stats.commits < 2000
+    assert stats.largest_batch > 1
+
+
+def test_the_broker_records_every_publication_and_an_acked_one_is_committed(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.db"
+    history = spawn_service(system, MessageHistory, path)
+    broker = spawn_service(system, MessageBroker, history=history)
+    sink = system.spawn(Recorder)
+    broker.subscribe("tasks.*", sink)
+    broker.publish("tasks.a", _message("planner", None, 1))
+    assert broker.publish_acked("tasks.b", _message("planner", None, 2)).get(timeout=5) == 1
+    with sqlite3.connect(path) as other:  # another connection sees it: committed
+        assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 2
+    assert [e.topic for e in history.query(agent="planner").entries] == ["tasks.a", "tasks.b"]
+
+
+def test_a_non_json_payload_is_refused_before_delivery_when_history_is_on(system: ActorSystem, tmp_path: Path) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    broker = spawn_service(system, MessageBroker, history=history)
+    sink = system.spawn(Recorder)
+    broker.subscribe("t", sink)
+    with pytest.raises(HistoryPayloadError, match="JSON"):
+        broker.publish("t", object())
+    ack = history.append("t", [1, {2}])  # passes the top-level check, fails to encode
+    with pytest.raises(HistoryPayloadError):
+        ack.get(timeout=5)
+    assert broker.publish("t", "fine") == 1
+    assert sink.ask("get") == ["fine"]
+    assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.REJECTED]
+
+
+def test_queries_filter_by_agent_session_topic_type_correlation_and_time(system: ActorSystem, tmp_path: Path) -> None:
+    clock = ManualClock(1000.0)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=clock.now)
+    history.append("direct:a:b", _message("a", "b", 1, "c1"), sender="a", recipient="b").get(timeout=5)
+    clock.advance(10)
+    history.append("session:s", _message("b", None, 2), sender="b", session="s").get(timeout=5)
+    clock.advance(10)
+    history.append("topic:t", "plain", sender="c", topic="t").get(timeout=5)
+
+    def contents(**filters: Any) -> list[Any]:
+        return [e.message if e.kind == "json" else e.message.content["n"] for e in history.query(**filters).entries]
+
+    assert contents(agent="b") == [1, 2]
+    assert contents(sender="a") == [1]
+    assert contents(recipient="b") == [1]
+    assert contents(session="s") == [2]
+    assert contents(topic="t") == ["plain"]
+    assert contents(message_type="task_request") == [1, 2]
+    assert contents(correlation_id="c1") == [1]
+    assert contents(since=1005.0, until=1015.0) == [2]
+    assert contents(agent="nobody") == []
+
+
+def test_paging_walks_every_entry_once_in_order(system: ActorSystem, tmp_path: Path) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    for i in range(25):
+        history.append("s", i)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = history.query(stream="s", limit=10, after=cursor)
+        seen.extend(e.message for e in page.entries)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(range(25))
+
+
+@pytest.mark.parametrize(
+    ("filters", "match"),
+    [({"since": 5.0, "until": 1.0}, "inverted"), ({"limit": -1}, "limit"), ({"after": "x"}, "cursor")],
+)
+def test_malformed_queries_are_refused_and_the_history_keeps_serving(
+    system: ActorSystem, tmp_path: Path, filters: dict[str, Any], match: str
+) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    with pytest.raises(HistoryQueryError, match=match):
+        history.query(**filters)
+    assert history.append("s", 1).get(timeout=5) == 1
+
+
+def test_retention_deletes_by_age_on_the_system_clock_timer(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    history = spawn_service(
+        system,
+        MessageHistory,
+        tmp_path / "h.db",
+        now=clock.now,
+        retention=HistoryRetention(max_age=100.0, interval=10.0),
+    )
+    history.append("s", "old").get(timeout=5)
+    clock.advance(95)
+    history.append("s", "new").get(timeout=5)
+    clock.advance(10)  # the old one is now 105 s old; the retention timer fires
+    history.flush()
+    assert [e.message for e in history.query(stream="s").entries] == ["new"]
+    assert history.statistics().deleted == 1
+    assert history.append("s", "next").get(timeout=5) == 3  # numbering carries on
+
+
+def test_the_default_retention_is_thirty_days(system: ActorSystem, tmp_path: Path) -> None:
+    clock = ManualClock(0.0)
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=clock.now)
+    history.append("s", 1).get(timeout=5)
+    clock.advance(30 * 24 * 3600 - 1)
+    assert history.enforce_retention() == 0
+    clock.advance(2)
+    assert history.enforce_retention() == 1
+
+
+def test_retention_by_row_count_keeps_the_newest(system: ActorSystem, tmp_path: Path) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db", retention=HistoryRetention(max_rows=3))
+    for i in range(10):
+        history.append("s", i)
+    assert history.enforce_retention() == 7
+    assert [e.message for e in history.query(stream="s").entries] == [7, 8, 9]
+
+
+def test_a_reopened_history_continues_every_stream_numbering(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with ActorSystem("one") as first:
+        history = spawn_service(first, MessageHistory, path)
+        history.append("s", 1)
+        history.append("s", 2)
+    with ActorSystem("two") as second:
+        history = spawn_service(second, MessageHistory, path)
+        assert history.append("s", 3).get(timeout=5) == 3
+        assert [e.message for e in history.query(stream="s").entries] == [1, 2, 3]
+
+
+def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publications_fail(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    broker = spawn_service(system, MessageBroker, history=history)
+    sink = system.spawn(Recorder)
+    broker.subscribe("t", sink)
+    history.stop()
+    assert broker.publish("t", 1) == 1
+    with pytest.raises(ActorDeadError):
+        broker.publish_acked("t", 2).get(timeout=5)
+    assert sink.ask("get") == [1, 2]
+    assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.RECIPIENT_STOPPED] * 2
+
+
+def test_a_clock_stepped_back_repeats_its_last_reading_so_time_bounds_stay_exact(tmp_path: Path) -> None:
+    readings = iter([10.0, 20.0, 15.0, 30.0])
+    with ActorSystem("clocked") as system:
+        history = spawn_service(system, MessageHistory, tmp_path / "h.db", now=lambda: next(readings))
+        for i in range(4):
+            history.append("s", i).get(timeout=5)
+        page = history.query(stream="s")
+        assert [e.timestamp for e in page.entries] == [10.0, 20.0, 20.0, 30.0]
+        assert [e.message for e in history.query(since=20.0, until=20.0).entries] == [1, 2]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0]), min_size=0, max_size=30),
+    since=st.one_of(st.none(), st.floats(-1, 20)),
+    until=st.one_of(st.none(), st.floats(-1, 20)),
+)
+def test_time_range_queries_match_a_scan_of_the_log(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[float], since: float | None, until: float | None
+) -> None:
+    if since is not None and until is not None and since > until:
+        since, until = until, since
+    clock = ManualClock(0.0)
+    with ActorSystem("ranges") as system:
+        history = spawn_service(system, MessageHistory, tmp_path_factory.mktemp("h") / "h.db", now=clock.now)
+        for i, step in enumerate(steps):
+            if step >= 0:
+                clock.advance(step)
+            history.append("s", i)
+        stamps = [e.timestamp for e in history.query(stream="s", limit=100).entries]
+        expected = [
+            i for i, ts in enumerate(stamps) if (since is None or ts >= since) and (until is None or ts <= until)
+        ]
+        got = [e.message for e in history.query(since=since, until=until, limit=100).entries]
+        assert got == expected
+
+
+def test_entries_nobody_awaits_commit_together_once_the_commit_delay_passes(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.db"
+    history = spawn_service(system, MessageHistory, path, commit_delay=0.005)
+    for i in range(10):
+        history.tell(Append("s", i))
+    assert clock.wait_for_timers(2, timeout=5)  # the retention timer, then the commit timer
+    with sqlite3.connect(path) as other:  # nothing commits before the delay (or another request)
+        assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
+    clock.advance(0.005)
+    stats = history.statistics()  # handled after the timer's commit (mailboxes are FIFO)
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 10
+    assert (stats.appended, stats.commits) == (10, 1)
