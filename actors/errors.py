@@ -192,6 +192,8 @@ class MigrationError(TroupeError, RuntimeError):
 
 class ClusterUnavailableError(TroupeError, ConnectionError):
     """The cluster's backend (Ray) cannot be reached or is not installed."""
+
+
 # -- messaging (actors.messaging) ------------------------------------------------------------------
 
 

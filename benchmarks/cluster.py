@@ -152,14 +152,16 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def _wait(predicate: Any, timeout: float = 120.0) -> None:
+def _poll(read: Any, timeout: float = 120.0) -> float:
+    """Return `read()` once it is positive, reading every 5 ms."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
-    while not predicate():
+    while (value := read()) <= 0:
         if time.monotonic() > deadline:
             msg = "benchmark wait timed out"
             raise TimeoutError(msg)
         pause.wait(0.005)
+    return float(value)
 
 
 def _troupe_messaging(cluster: Any, messages: int, asks: int) -> dict[str, float]:
@@ -168,9 +170,8 @@ def _troupe_messaging(cluster: Any, messages: int, asks: int) -> dict[str, float
     echo = cluster.spawn(Echo, node="b", name="echo")
     pusher.ask(("ping", echo, 20), timeout=60)  # warm up both directions
     start = pusher.ask(("push", counter, messages), timeout=120)
-    done: list[float] = []
-    _wait(lambda: done.append(counter.ask("done_at", timeout=60) or 0.0) or done[-1] > 0)
-    tell_per_s = messages / (done[-1] - start)
+    done_at = _poll(lambda: counter.ask("done_at", timeout=60) or 0.0)
+    tell_per_s = messages / (done_at - start)
     latencies = pusher.ask(("ping", echo, asks), timeout=300)
     return {"tell_per_s": tell_per_s, **_summary(latencies)}
 
@@ -223,7 +224,6 @@ def _ray_naive(messages: int, asks: int) -> dict[str, float]:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        @ray.remote(num_cpus=0)
         class Receiver:
             def __init__(self, expect: int) -> None:
                 self.expect, self.count, self.done_at = expect, 0, 0.0
@@ -239,7 +239,6 @@ def _ray_naive(messages: int, asks: int) -> dict[str, float]:
             def done(self) -> float:
                 return self.done_at
 
-        @ray.remote(num_cpus=0)
         class Caller:
             def push(self, receiver: Any, n: int) -> float:
                 start = time.perf_counter()
@@ -258,14 +257,15 @@ def _ray_naive(messages: int, asks: int) -> dict[str, float]:
         def on(node: Any) -> Any:
             return NodeAffinitySchedulingStrategy(node.node_id, soft=False)
 
-        receiver = Receiver.options(scheduling_strategy=on(ray_nodes[1])).remote(messages)
-        caller = Caller.options(scheduling_strategy=on(ray_nodes[0])).remote()
+        remote_receiver: Any = ray.remote(num_cpus=0)(Receiver)
+        remote_caller: Any = ray.remote(num_cpus=0)(Caller)
+        receiver = remote_receiver.options(scheduling_strategy=on(ray_nodes[1])).remote(messages)
+        caller = remote_caller.options(scheduling_strategy=on(ray_nodes[0])).remote()
         ray.get(caller.ping.remote(receiver, 20))
         start = ray.get(caller.push.remote(receiver, messages))
-        done: list[float] = []
-        _wait(lambda: done.append(ray.get(receiver.done.remote())) or done[-1] > 0, timeout=600)
+        done_at = _poll(lambda: ray.get(receiver.done.remote()), timeout=600)
         latencies = ray.get(caller.ping.remote(receiver, asks))
-        return {"tell_per_s": messages / (done[-1] - start), **_summary(latencies)}
+        return {"tell_per_s": messages / (done_at - start), **_summary(latencies)}
 
 
 def _rss_mb() -> float:

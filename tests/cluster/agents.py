@@ -66,7 +66,7 @@ class Watcher(Actor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.events: list[tuple[str, str | None]] = []
+        self.events: list[tuple[str | None, str | None]] = []
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Terminated):
