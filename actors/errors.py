@@ -14,6 +14,7 @@ __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
     "AgentRegistrationError",
+    "ClusterUnavailableError",
     "ConflictError",
     "ConflictNotFoundError",
     "CoordinationInputError",
@@ -25,8 +26,12 @@ __all__ = [
     "HistoryQueryError",
     "LeaseNotHeldError",
     "MailboxFullError",
+    "MessageNotPicklableError",
+    "MigrationError",
     "ModeError",
     "NoRouteeError",
+    "NodeDownError",
+    "NodeNameTakenError",
     "NotASessionMemberError",
     "NotAnActorError",
     "PatternError",
@@ -53,7 +58,9 @@ __all__ = [
     "TroupeInternalError",
     "UnknownAgentError",
     "UnknownMessageError",
+    "UnknownNodeError",
     "UnknownTaskError",
+    "WireVersionError",
     "WorkflowDefinitionError",
     "WorkflowNotFoundError",
 ]
@@ -251,6 +258,32 @@ class RemoteTaskError(TroupeError, RuntimeError):
 
 class ExpectationError(TroupeError, AssertionError):
     """A test-kit expectation failed (a message that did not come, or one that should not have)."""
+class UnknownNodeError(TroupeError, LookupError):
+    """A cluster operation named a node that never joined the cluster, or that is DOWN."""
+
+
+class NodeNameTakenError(TroupeError, ValueError):
+    """`Cluster.start_node` was given the name of a node that is UP or SUSPECT."""
+
+
+class NodeDownError(TroupeError, ConnectionError):
+    """A cluster node is DOWN: the reason in `Terminated` for its watched actors, and in its asks' failures."""
+
+
+class MessageNotPicklableError(TroupeError, TypeError):
+    """A message or constructor argument bound for another node does not pickle."""
+
+
+class WireVersionError(TroupeError, ValueError):
+    """A cluster frame came with a wire major version this node does not speak."""
+
+
+class MigrationError(TroupeError, RuntimeError):
+    """An actor cannot be migrated: no `snapshot`/`restore` pair, already on the target, or no such actor."""
+
+
+class ClusterUnavailableError(TroupeError, ConnectionError):
+    """The cluster's backend (Ray) cannot be reached or is not installed."""
 
 
 # -- messaging (actors.messaging) ------------------------------------------------------------------

@@ -128,6 +128,8 @@ class Benchmark:
         timeout_s: a case still running after this is killed.
         requires: implementation -> the module it needs (an optional
             benchmark dependency); without it its cases are skipped.
+        quick_impls: the implementations of a ``--quick`` run (default: `impls`).
+        only_placements: the placements it runs in (default: every one).
     """
 
     name: str
@@ -143,6 +145,10 @@ class Benchmark:
     budget_s: float = 20.0
     timeout_s: float = 120.0
     requires: Mapping[str, str] = field(default_factory=dict)
+    quick_impls: tuple[str, ...] = ()
+    """The implementations a ``--quick`` run measures (default: all of `impls`)."""
+    only_placements: tuple[str, ...] = ()
+    """The CPU placements it runs in (default: all); a Ray cluster pinned to one CPU means nothing."""
 
     @property
     def module(self) -> str:
@@ -233,7 +239,9 @@ class Runner:
             params = bench.quick_params if self.quick else bench.params
             for n in sorted(sizes, key=lambda size: size or 0):
                 for placement in self.placements:
-                    for impl in bench.impls:
+                    if bench.only_placements and placement not in bench.only_placements:
+                        continue
+                    for impl in (bench.quick_impls if self.quick else ()) or bench.impls:
                         sized = dict(params) if n is None else {**params, "n": n}
                         cases.append(Case(bench, impl, n, placement, sized))
         return cases

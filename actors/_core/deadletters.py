@@ -45,6 +45,8 @@ class DeadLetterReason(enum.StrEnum):
     ASK_ABANDONED = "ask_abandoned"
     """The asker of an asyncio actor gave up (ask timeout, or the awaiting task
     was cancelled): the message was skipped, or its handler cancelled."""
+    NODE_DOWN = "node_down"
+    """Bound for an actor on a cluster node that is DOWN (or went DOWN with it in flight)."""
     NO_SUBSCRIBER = "no_subscriber"
     """Published to a topic (or multicast to an agent) that nobody subscribed to."""
     REJECTED = "rejected"

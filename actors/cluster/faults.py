@@ -1,0 +1,117 @@
+"""Fault injection in the sender-side link layer: the same faults over any transport.
+
+A `Faults` object sits between a node's outboxes and its transport. Each frame
+a node sends passes `Faults.plan(src, dst, now)`, which says when (and how many
+times) to hand it to the transport: never (dropped, or across a partition),
+later (delayed; reordered frames are held back until after the next frame on
+the link), or twice (duplicated). Randomness comes from one seeded
+`random.Random`, so a seeded run is reproducible.
+
+The link layer above it retransmits unacknowledged frames and the receiver
+re-orders and drops duplicates, so under drop, delay, duplication and reorder
+every message still arrives once and in order; a partition holds traffic back
+until `heal()` (or until the failure detector declares the far side DOWN).
+
+Thread contract: every method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+__all__ = ["Faults", "LinkFaults"]
+
+
+@attrs.define
+class LinkFaults:
+    """The faults applied to frames from one node to another (fractions in [0, 1])."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0
+    """Seconds every frame is held before it is handed to the transport."""
+
+
+class Faults:
+    """Seeded fault plans per (source, destination) link, and partitions."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+        self._links: dict[tuple[str, str], LinkFaults] = {}
+        # Invariant: a frozenset of node names per side; a link is cut when its ends are on different sides.
+        self._sides: list[frozenset[str]] = []
+
+    def set(
+        self,
+        src: str = "*",
+        dst: str = "*",
+        *,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        delay: float = 0.0,
+    ) -> None:
+        """Apply faults to frames from `src` to `dst` (``"*"``: any node).
+
+        Raises:
+            ValueError: a fraction outside [0, 1] or a negative delay.
+        """
+        for what, value in (("drop", drop), ("duplicate", duplicate), ("reorder", reorder)):
+            if not 0.0 <= value <= 1.0:
+                msg = f"fault {what}={value!r} for link {src}->{dst} must be a fraction in [0, 1]"
+                raise ValueError(msg)
+        if delay < 0:
+            msg = f"fault delay={delay!r} for link {src}->{dst} must be >= 0 seconds"
+            raise ValueError(msg)
+        with self._lock:
+            self._links[src, dst] = LinkFaults(drop, duplicate, reorder, delay)
+
+    def clear(self) -> None:
+        """Remove every fault and partition."""
+        with self._lock:
+            self._links.clear()
+            self._sides = []
+
+    def partition(self, *sides: Collection[str]) -> None:
+        """Cut every link between nodes on different `sides` (nodes on no side are unaffected)."""
+        with self._lock:
+            self._sides = [frozenset(side) for side in sides]
+
+    def heal(self) -> None:
+        """Remove the partition (link faults stay)."""
+        with self._lock:
+            self._sides = []
+
+    def cut(self, src: str, dst: str) -> bool:
+        """Return whether a partition separates `src` from `dst`."""
+        with self._lock:
+            sides = self._sides
+        a = next((i for i, side in enumerate(sides) if src in side), None)
+        b = next((i for i, side in enumerate(sides) if dst in side), None)
+        return a is not None and b is not None and a != b
+
+    def plan(self, src: str, dst: str) -> tuple[int, float, bool]:
+        """Return (copies to send, delay in seconds, hold back behind the next frame) for one frame."""
+        if self.cut(src, dst):
+            return 0, 0.0, False
+        with self._lock:
+            faults = (
+                self._links.get((src, dst)) or self._links.get((src, "*")) or self._links.get(("*", dst))
+            ) or self._links.get(("*", "*"))
+            if faults is None:
+                return 1, 0.0, False
+            rand = self._random.random
+            if faults.drop and rand() < faults.drop:
+                return 0, 0.0, False
+            copies = 2 if faults.duplicate and rand() < faults.duplicate else 1
+            hold = bool(faults.reorder) and rand() < faults.reorder
+            return copies, faults.delay, hold

@@ -1,0 +1,210 @@
+"""`MemoryTransport`: several nodes in one process, on one clock, with fault injection.
+
+Every node is a real `Node` (its own `ActorSystem`) and frames go through the
+same link layer as on Ray; the transport only carries the bytes. With a
+`ManualClock` nothing moves until `advance()` (or `Cluster.wait`): each advance
+fires the systems' timers, runs every node's tick (flush, retransmit,
+heartbeat, failure detector) and delivers the frames in flight, on the calling
+thread, so a test is deterministic and never sleeps. With a real clock a
+ticker thread does the same every `LinkConfig.tick`.
+
+Faults (`faults`): drop, duplicate, reorder and delay a fraction of frames,
+seeded; `partition` and `heal`; `crash` a node (no handoff: its in-flight mail
+is lost) and start new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from actors._core import ManualClock, MonotonicClock
+from actors.cluster.directory import Directory
+from actors.cluster.faults import Faults
+from actors.cluster.link import LinkConfig
+from actors.cluster.node import Node, client_request
+from actors.errors import NodeNameTakenError, UnknownNodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors._core import Clock, Future
+
+__all__ = ["MemoryTransport"]
+
+
+class MemoryTransport:
+    """Connect in-process nodes; see the module doc.
+
+    Args:
+        clock: a `ManualClock` (deterministic tests) or None for the monotonic clock and a ticker thread.
+        config: link and failure-detector timing.
+        seed: seeds the fault injection's random choices.
+        dispatchers: dispatcher threads of each node's `ActorSystem`.
+    """
+
+    def __init__(
+        self, clock: Clock | None = None, *, config: LinkConfig | None = None, seed: int = 0, dispatchers: int = 2
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.manual = isinstance(self.clock, ManualClock)
+        self.config = config if config is not None else LinkConfig()
+        self.faults = Faults(seed=seed)
+        self.directory = Directory()
+        self._dispatchers = dispatchers
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Node] = {}
+        self._inflight: deque[tuple[str, int, bytes]] = deque()
+        self._deliver_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def open(self, cluster: str) -> None:
+        """Bind to cluster `cluster` (and start the ticker on a real clock)."""
+        self.directory.cluster = cluster
+        self.cluster = cluster
+        if not self.manual and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick_forever, name="troupe-memory-ticker", daemon=True)
+            self._ticker.start()
+
+    def _tick_forever(self) -> None:
+        # Woken by every frame sent (so a frame is delivered within a thread wake-up), else every tick.
+        wake = self._wake
+        while not self._stop.is_set():
+            wake.wait(self.config.tick)
+            wake.clear()
+            self.tick()
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def start_node(self, name: str, **_options: Any) -> Node:
+        """Start node `name` and return it."""
+        with self._lock:
+            if name in self._nodes:
+                msg = f"a node named {name!r} is already running on this memory transport; choose another name"
+                raise NodeNameTakenError(msg)
+        node = Node(
+            name,
+            directory=self.directory,
+            send=self._send,
+            clock=self.clock,
+            config=self.config,
+            faults=self.faults,
+            cluster=self.cluster,
+            dispatchers=self._dispatchers,
+        )
+        with self._lock:
+            self._nodes[name] = node
+        return node
+
+    def node(self, name: str) -> Node:
+        """Return the running node `name`."""
+        with self._lock:
+            node = self._nodes.get(name)
+        if node is None:
+            msg = f"node {name!r} is not running on this memory transport (running: {sorted(self._nodes)})"
+            raise UnknownNodeError(msg)
+        return node
+
+    def stop_node(self, name: str) -> None:
+        """Leave gracefully: the directory marks it DOWN at once, then its actors stop."""
+        node = self.node(name)
+        self.directory.leave(name)
+        with self._lock:
+            del self._nodes[name]
+        node.shutdown()
+
+    def crash(self, name: str) -> None:
+        """Kill node `name` with no handoff: it stops answering, its mail in flight is lost."""
+        node = self.node(name)
+        with self._lock:
+            del self._nodes[name]
+        node.closed = True
+        node.system.shutdown()
+
+    def nodes(self) -> list[Node]:
+        """Return the running nodes."""
+        with self._lock:
+            return list(self._nodes.values())
+
+    # -- carrying frames --------------------------------------------------------------------
+
+    def _send(self, dst: str, epoch: int, data: bytes) -> None:
+        self._inflight.append((dst, epoch, data))
+        if not self.manual:
+            self._wake.set()
+
+    def tick(self) -> None:
+        """Run every node's tick, then deliver every frame in flight (the calling thread)."""
+        with self._deliver_lock:
+            nodes = self.nodes()
+            for node in nodes:
+                node.poll_directory()
+                node.tick()
+            inflight = self._inflight
+            while inflight:
+                dst, epoch, data = inflight.popleft()
+                receiver = self._nodes.get(dst)
+                if receiver is not None and receiver.epoch == epoch:
+                    receiver.receive(data)
+
+    def advance(self, seconds: float) -> None:
+        """Move a `ManualClock` forward, firing timers, then tick every node."""
+        if self.manual:
+            self.clock.advance(seconds)  # type: ignore[attr-defined]
+        self.tick()
+
+    def wait(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Drive the cluster (a manual clock: tick by tick) until `predicate()`; False after `timeout` real seconds."""
+        # Between two ticks the loop pauses for a moment of real time: a loop
+        # that only ticked would hold the GIL and run the manual clock ahead of
+        # the actors (0.5 s of manual time in a few ms of real time, and the
+        # failure detector would suspect nodes whose actors had no turn yet).
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            pause.wait(self.config.tick / 4)
+            if self.manual and not predicate():
+                self.advance(self.config.tick)
+        return True
+
+    # -- control plane ------------------------------------------------------------------
+
+    def control(self, node: str, op: str, *args: Any) -> Any:
+        """Run control operation `op` on node `node` (synchronously)."""
+        return getattr(self.node(node), op)(*args)
+
+    def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
+        """Run control operation `op` on every node of `nodes`."""
+        return [self.control(node, op, *args) for node in nodes]
+
+    def request(  # noqa: PLR0917 - the transport interface
+        self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
+    ) -> Any:
+        """Send a driver request into `node`; for asks return a future of the answer."""
+        future = client_request(self.node(node), kind, name, hint, payload)
+        if future is None:
+            return None
+        return _outcome(self, future, timeout)
+
+    def shutdown(self) -> None:
+        """Stop the ticker and every node."""
+        self._stop.set()
+        self._wake.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        for node in self.nodes():
+            node.shutdown()
+        with self._lock:
+            self._nodes.clear()
+
+
+def _outcome(transport: MemoryTransport, future: Future[Any], timeout: float | None) -> Any:
+    if transport.manual:
+        transport.wait(future.done, timeout=timeout if timeout is not None else 30.0)
+    return future

@@ -1,0 +1,846 @@
+"""`Node`: one troupe `ActorSystem` in a cluster, with its router, links and failure detector.
+
+A node hosts many actors in one `ActorSystem` (100,000 pooled actors fit in
+one process). Actors elsewhere are reached through `RemoteRef`s whose sends
+come here: the router finds the actor's node (the directory, cached; a hold
+buffer while it migrates) and appends the item to that node's `Outbox`. The
+node's tick (every `LinkConfig.tick` on a real clock, on every advance of a
+`ManualClock`) flushes outboxes, retransmits, sends heartbeats, polls the
+directory's change log and runs the failure detector.
+
+Ask replies travel back as one-way `REPLY` items with the ask's correlation
+id, so a node never blocks waiting for another.
+
+Which thread runs what: `receive` runs on the transport's delivery thread (the
+memory transport's ticker, or Ray's data method), one frame at a time per
+source; sends run on the sending actor's thread; `tick` on the ticker thread;
+control operations (spawn, migrate steps) on the caller's (the driver's, or
+Ray's control concurrency group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import pickle
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from pykka import ActorDeadError
+
+from actors._core import ActorRef, ActorSystem, DeadLetterReason, Future
+from actors.cluster import wire
+from actors.cluster.address import Address
+from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
+from actors.cluster.link import Inbox, LinkConfig, Outbox
+from actors.cluster.refs import RemoteRef, WatchPoint, decoding
+from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors._core import Clock
+    from actors.cluster.faults import Faults
+
+__all__ = ["Node", "NodeStatistics"]
+
+_ASK_LEN = 4
+"""Fields of an ask or call item; a forwarded one carries the asker's node as a fifth."""
+
+
+@attrs.frozen
+class NodeStatistics:
+    """A snapshot of one node's link-layer counters."""
+
+    frames: int
+    """Sequenced frames sent (retransmissions not counted)."""
+    retransmits: int
+    """Frames sent again because no ack came within `LinkConfig.retransmit_after`."""
+    duplicates: int
+    """Frames received twice and dropped."""
+    pending_asks: int
+    """Asks sent from this node still waiting for a reply."""
+    actors: int
+    """Cluster actors living on this node."""
+
+
+class _Pickler(pickle.Pickler):
+    """Pickle local `ActorRef`s inside a message as `RemoteRef`s of this node."""
+
+    def __init__(self, file: Any, node: Node) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._node = node
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, ActorRef):
+            return self._node.export(obj).__reduce__()
+        return NotImplemented
+
+
+class Node:
+    """One member of a cluster: an `ActorSystem` plus the link layer (see the module doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        directory: Any,
+        send: Callable[[str, int, bytes], None],
+        clock: Clock,
+        config: LinkConfig,
+        faults: Faults | None = None,
+        cluster: str = "troupe",
+        ray_node: str | None = None,
+        dispatchers: int | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.config = config
+        self.clock = clock
+        self.faults = faults
+        self._directory = directory
+        self._send = send
+        # Given when the caller registered the node already (Ray: to name the node's actor after its epoch).
+        self.epoch: int = directory.register(name, ray_node) if epoch is None else epoch
+        self.system = ActorSystem(name, clock=clock, dispatchers=dispatchers)
+        self._lock = threading.RLock()
+        self._corr = itertools.count(1)
+        # Invariant (under _lock): correlation id -> (future, node the ask went to).
+        self._pending: dict[int, tuple[Future[Any], str]] = {}
+        self._out: dict[str, Outbox] = {}
+        self._in: dict[str, Inbox] = {}
+        self._peers: dict[str, NodeInfo] = {}
+        self._heard: dict[str, float] = {}
+        self._locations: dict[str, str] = {}
+        # Invariant (under _lock): names being migrated -> items held back for them, in send order.
+        self._holding: dict[str, list[tuple[Any, ...]]] = {}
+        self._forward: dict[str, str] = {}
+        self._fences: dict[str, set[tuple[str, str]]] = {}
+        self._watchpoints: dict[str, WatchPoint] = {}
+        # name of a local actor -> nodes watching it
+        self._watchers: dict[str, set[str]] = {}
+        self._local: dict[str, tuple[ActorRef[Any], int]] = {}  # cluster-spawned actors: ref, incarnation
+        self._migrating: set[str] = set()
+        self._restart_lock = threading.Lock()
+        self._permanent: set[str] = set()  # local actors to snapshot for failover
+        self._exports: dict[str, ActorRef[Any]] = {}
+        self._delayed: list[tuple[float, str, bytes]] = []
+        self._held_back: dict[str, list[bytes]] = {}
+        self._seen = 0
+        self._started_at = clock.now()
+        self._last_snapshots = clock.now()
+        self.closed = False
+        self.poll_directory()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} epoch {self.epoch}>"
+
+    # -- refs ------------------------------------------------------------------------
+
+    def ref(self, name: str, node: str | None = None, incarnation: int = 0) -> RemoteRef:
+        """Return a `RemoteRef` to actor `name`, bound to this node."""
+        return RemoteRef(Address(self.cluster, node or self.name, name, incarnation), self)
+
+    def export(self, ref: ActorRef[Any]) -> RemoteRef:
+        """Return a `RemoteRef` for a local actor (an unnamed one gets an exported name)."""
+        name = ref.actor_name
+        if name is None:
+            name = f"~{ref.actor_urn.rsplit(':', 1)[-1]}@{self.name}"
+            with self._lock:
+                self._exports[name] = ref
+        entry = self._local.get(name)
+        return self.ref(name, self.name, entry[1] if entry else 0)
+
+    def _dumps(self, value: Any, what: str) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - retried with local refs exported; that one raises a named error
+            import io  # noqa: PLC0415
+
+            buffer = io.BytesIO()
+            try:
+                _Pickler(buffer, self).dump(value)
+            except Exception:  # noqa: BLE001
+                return wire.dumps_payload(value, what)
+            return buffer.getvalue()
+
+    def _loads(self, data: bytes) -> Any:
+        with decoding(self):
+            return pickle.loads(data)  # noqa: S301 - bytes from the cluster's own nodes and directory
+
+    # -- the endpoint interface (RemoteRef sends) ---------------------------------------
+
+    def send_tell(self, ref: RemoteRef, message: Any) -> None:
+        """Send a tell through this node (the `Endpoint` interface)."""
+        payload = self._dumps(message, f"message to {ref.address.name!r}")
+        self._route(ref.address.name, ref.address.node, (wire.TELL, ref.address.name, payload), None)
+
+    def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]:
+        """Send an ask through this node; its reply comes back as a REPLY item."""
+        payload = self._dumps(message, f"ask to {ref.address.name!r}")
+        future: Future[Any] = Future()
+        corr = next(self._corr)
+        self._route(ref.address.name, ref.address.node, (wire.ASK, ref.address.name, payload, corr), future)
+        return future
+
+    def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        """Send a proxy method call through this node."""
+        payload = self._dumps((attribute, args, kwargs), f"call {attribute}() on {ref.address.name!r}")
+        future: Future[Any] = Future()
+        corr = next(self._corr)
+        self._route(ref.address.name, ref.address.node, (wire.CALL, ref.address.name, payload, corr), future)
+        return future
+
+    def send_stop(self, ref: RemoteRef) -> Future[Any]:
+        """Stop the actor behind `ref`."""
+        return self.send_call(ref, "__stop__", (), {})
+
+    def is_alive(self, ref: RemoteRef) -> bool:
+        """Return whether the directory knows the actor on a node that is not DOWN."""
+        entry = self._directory.actor(ref.address.name)
+        if entry is None:
+            local = self._exports.get(ref.address.name)
+            return local is not None and local.is_alive()
+        return self._status(entry.node) is not NodeStatus.DOWN
+
+    def watch_point(self, ref: RemoteRef) -> WatchPoint:
+        """Return this node's watch point for the actor behind `ref` (one per name while it is unfired)."""
+        name = ref.address.name
+        with self._lock:
+            point = self._watchpoints.get(name)
+            if point is None or point.fired:
+                point = WatchPoint(ref, lambda _point: self._route(name, ref.address.node, (wire.WATCH, name), None))
+                self._watchpoints[name] = point
+            return point
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _status(self, node: str) -> NodeStatus:
+        if node == self.name:
+            return NodeStatus.UP
+        info = self._peers.get(node)
+        if info is None:
+            self.poll_directory()
+            info = self._peers.get(node)
+        return NodeStatus.DOWN if info is None else info.status
+
+    def _locate(self, name: str, hint: str) -> str:
+        node = self._locations.get(name)
+        if node is not None:
+            return node
+        entry = self._directory.actor(name)
+        node = hint if entry is None else entry.node
+        if entry is not None:
+            self._locations[name] = node
+        return node
+
+    def _route(self, name: str, hint: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
+        # Invariant: the hold check and the append to the outbox happen under
+        # `_lock`, as `hold` sets the hold and appends its fence under it: so
+        # no item sent after a fence overtakes it or slips past the hold.
+        flush = None
+        with self._lock:
+            held = self._holding.get(name)
+            if held is not None:
+                if future is not None:
+                    self._pending[item[3]] = (future, "")
+                held.append(item)
+                return
+            # The common case: a known actor on an UP peer (one lock, no directory).
+            dst = self._locations.get(name)
+            if dst is not None and dst != self.name:
+                info = self._peers.get(dst)
+                outbox = self._out.get(dst)
+                if info is not None and outbox is not None and info.status is NodeStatus.UP:
+                    if future is not None:
+                        self._pending[item[3]] = (future, dst)
+                    if outbox.append(item, self.clock.now()):
+                        flush = outbox
+                    else:
+                        return
+        if flush is not None:
+            self._flush(flush, force=True)
+            return
+        dst = self._locate(name, hint)
+        if self._status(dst) is not NodeStatus.UP:
+            # The cache may be behind a failover the directory already made: ask it once.
+            entry = self._directory.actor(name)
+            if entry is not None and entry.node != dst:
+                dst = self._locations[name] = entry.node
+        self._send_item(dst, item, future)
+
+    def _send_item(self, dst: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
+        if future is not None:
+            with self._lock:
+                self._pending[item[3]] = (future, dst)
+        if dst == self.name:
+            self._handle(item, self.name)
+            return
+        status = self._status(dst)
+        if status is NodeStatus.DOWN:
+            self._undeliverable(item, dst)
+            return
+        with self._lock:
+            outbox = self._outbox(dst)
+        if outbox is None:
+            self._undeliverable(item, dst)
+            return
+        if outbox.append(item, self.clock.now()) and status is NodeStatus.UP:
+            self._flush(outbox, force=True)
+
+    def _outbox(self, dst: str) -> Outbox | None:
+        outbox = self._out.get(dst)
+        if outbox is None:
+            info = self._peers.get(dst)
+            if info is None:
+                self.poll_directory()  # a node that joined since the last tick
+                info = self._peers.get(dst)
+            if info is None or info.status is NodeStatus.DOWN:
+                return None
+            outbox = self._out.get(dst)
+            if outbox is not None:
+                return outbox
+            outbox = self._out[dst] = Outbox(self.name, self.epoch, dst, self.config)
+        return outbox
+
+    def _undeliverable(self, item: tuple[Any, ...], dst: str) -> None:
+        kind = item[0]
+        if kind in (wire.ASK, wire.CALL):
+            self._fail_ask(item[3], dst, item[1])
+        elif kind == wire.TELL:
+            try:
+                message = self._loads(item[2])
+            except Exception:  # noqa: BLE001 - a dead letter must still be recorded
+                message = item[2]
+            self.system.dead_letters.record(message, self.ref(item[1], dst), DeadLetterReason.NODE_DOWN)  # type: ignore[arg-type]
+        elif kind == wire.WATCH:
+            self._terminated(item[1], self._node_down(dst))
+
+    def _node_down(self, node: str) -> NodeDownError:
+        msg = f"node {node!r} of cluster {self.cluster!r} is DOWN"
+        return NodeDownError(msg)
+
+    def _fail_ask(self, corr: int, dst: str, name: str) -> None:
+        with self._lock:
+            entry = self._pending.pop(corr, None)
+        if entry is not None:
+            who = "an actor" if name == "?" else f"actor {name!r}"
+            msg = f"{who} on node {dst!r} cannot answer: the node is DOWN (the ask failed, it did not hang)"
+            fail(entry[0], ActorDeadError(msg))
+
+    # -- sending frames -------------------------------------------------------------------
+
+    def _ack_for(self, dst: str) -> int:
+        inbox = self._in.get(dst)
+        return 0 if inbox is None else inbox.delivered
+
+    def _flush(self, outbox: Outbox, *, force: bool = False) -> None:
+        data = outbox.take(self.clock.now(), self._ack_for(outbox.dst), force=force)
+        if data is not None:
+            self._transmit(outbox.dst, data)
+
+    def _transmit(self, dst: str, data: bytes) -> None:
+        info = self._peers.get(dst)
+        if info is None:
+            return
+        faults = self.faults
+        if faults is None:
+            self._send(dst, info.epoch, data)
+            return
+        copies, delay, hold = faults.plan(self.name, dst)
+        if copies == 0:
+            return
+        with self._lock:
+            held, self._held_back[dst] = self._held_back.get(dst, []), []
+            if hold:
+                self._held_back[dst] = [data] * copies
+                copies = 0
+            if delay:
+                due = self.clock.now() + delay
+                self._delayed.extend((due, dst, data) for _ in range(copies))
+                self._delayed.extend((due, dst, d) for d in held)
+                return
+        for _ in range(copies):
+            self._send(dst, info.epoch, data)
+        for d in held:
+            self._send(dst, info.epoch, d)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Take one frame from the transport (the delivery thread)."""
+        if self.closed:
+            return
+        frame = wire.decode(data)
+        src = frame.src
+        with self._lock:
+            info = self._peers.get(src)
+            if info is None or info.epoch != frame.src_epoch:
+                self.poll_directory()
+                info = self._peers.get(src)
+            if info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
+                return  # a node we do not know, or one declared DOWN: quarantined
+            self._heard[src] = self.clock.now()
+            outbox = self._out.get(src)
+            inbox = self._in.get(src)
+            if inbox is None:
+                inbox = self._in[src] = Inbox()
+        if outbox is not None and frame.ack:
+            outbox.acked(frame.ack)
+        inbox.accept(frame, self._deliver_frame)
+
+    def _deliver_frame(self, frame: wire.Frame) -> None:
+        src = frame.src
+        handle = self._handle
+        tell = wire.TELL
+        lookup = self.system.lookup
+        loads = pickle.loads
+        # One decoding context per frame, not per item; the common item (a
+        # tell to a live local actor) takes the short path.
+        with decoding(self):
+            for item in frame.items:
+                try:
+                    if item[0] == tell and item[1] not in self._forward:
+                        ref = lookup(item[1])
+                        if ref is not None:
+                            with contextlib.suppress(ActorDeadError):  # a dead letter, recorded by the ref
+                                ref.tell(loads(item[2]))
+                            continue
+                    handle(item, src)
+                except Exception:  # noqa: BLE001 - one bad item must not stop the link
+                    self._log_bad_item(item)
+
+    def _log_bad_item(self, item: tuple[Any, ...]) -> None:
+        from loguru import logger  # noqa: PLC0415
+
+        logger.opt(exception=True).error("Node {} could not handle item {!r:.100}", self.name, item)
+
+    def _lookup_local(self, name: str) -> ActorRef[Any] | None:
+        ref = self.system.lookup(name)
+        if ref is None and name.startswith("~"):
+            ref = self._exports.get(name)
+        return ref
+
+    def _handle(self, item: tuple[Any, ...], src: str) -> None:
+        kind = item[0]
+        if kind == wire.REPLY:
+            self._complete(item[1], item[2], item[3])
+            return
+        if kind == wire.TERMINATED:
+            self._terminated(item[1], self._loads(item[2]))
+            return
+        if kind == wire.FENCE:
+            with self._lock:
+                self._fences.setdefault(item[1], set()).add((src, item[2]))
+            return
+        name = item[1]
+        ref = self._lookup_local(name)
+        if ref is None or name in self._migrating:
+            forward = self._forward.get(name)
+            if forward is not None and forward != self.name:
+                # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
+                self._send_item(
+                    forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item, None
+                )
+                return
+        if ref is None and not name.startswith("~"):
+            # Placed here by the directory (a failover) before this node's poll saw it: start it now.
+            self._restart_here(name)
+            ref = self._lookup_local(name)
+        if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
+            src = item[4]  # forwarded: the reply goes to the original asker
+        if kind == wire.TELL:
+            if ref is None:
+                recipient: Any = self.ref(name)  # a RemoteRef stands for the recipient
+                self.system.dead_letters.record(self._loads(item[2]), recipient, DeadLetterReason.RECIPIENT_STOPPED)
+                return
+            with contextlib.suppress(ActorDeadError):  # recorded as a dead letter by the ref
+                ref.tell(self._loads(item[2]))
+        elif kind in (wire.ASK, wire.CALL):
+            corr = item[3]
+            if ref is None:
+                self._reply_error(src, corr, f"actor {name!r} is not running on node {self.name!r} (it has stopped)")
+                return
+            if kind == wire.ASK:
+                future = ref.ask(self._loads(item[2]), block=False)
+            else:
+                attribute, args, kwargs = self._loads(item[2])
+                if attribute == "__stop__":
+                    future = ref.stop(block=False)
+                else:
+                    future = getattr(ref.proxy(), attribute)(*args, **kwargs)
+            future.add_done_callback(lambda f: self._reply(src, corr, f))
+        elif kind == wire.WATCH:
+            if ref is None:
+                self._send_item(src, (wire.TERMINATED, name, self._dumps(None, "reason")), None)
+                return
+            self._add_watcher(name, ref, src)
+        elif kind == wire.UNWATCH:
+            with self._lock:
+                self._watchers.get(name, set()).discard(src)
+
+    def _reply_error(self, dst: str, corr: int, text: str) -> None:
+        self._send_item(dst, (wire.REPLY, corr, False, self._dumps(ActorDeadError(text), "error")), None)
+
+    def _reply(self, dst: str, corr: int, future: Any) -> None:
+        try:
+            value = future.get(timeout=0)
+            ok = True
+        except BaseException as exc:  # noqa: BLE001 - the asker gets it
+            value, ok = exc, False
+        try:
+            payload = self._dumps(value, f"reply to ask #{corr}")
+        except MessageNotPicklableError as exc:
+            payload, ok = self._dumps(exc, "error"), False
+        except Exception as exc:  # noqa: BLE001
+            payload, ok = self._dumps(RuntimeError(repr(exc)), "error"), False
+        self._send_item(dst, (wire.REPLY, corr, ok, payload), None)
+
+    def _complete(self, corr: int, ok: bool, payload: bytes) -> None:  # noqa: FBT001 - the item's fields
+        with self._lock:
+            entry = self._pending.pop(corr, None)
+        if entry is None:
+            return  # its asker gave up, or it was failed when its node went DOWN
+        try:
+            value = self._loads(payload)
+        except Exception:  # noqa: BLE001
+            entry[0].set_exception()
+            return
+        if ok:
+            entry[0].set(value)
+        else:
+            fail(entry[0], value)
+
+    # -- death watch --------------------------------------------------------------------
+
+    def _add_watcher(self, name: str, ref: ActorRef[Any], node: str) -> None:
+        with self._lock:
+            watchers = self._watchers.setdefault(name, set())
+            first = not watchers
+            watchers.add(node)
+        if first and name not in self._local:
+            ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
+
+    def _local_terminated(self, name: str, cell: Any) -> None:
+        if self.closed:
+            return  # the node itself is going away: the directory hears of it through the detector or `leave`
+        with self._lock:
+            if name in self._migrating:
+                return  # it moves on: its watchers go with it
+            entry = self._local.get(name)
+            if entry is not None and entry[0].actor_inbox is cell:
+                del self._local[name]
+            watchers = self._watchers.pop(name, set())
+        if entry is not None:
+            self._directory.remove_actor(name, self.name, entry[1])
+        if watchers:
+            reason = cell.reason
+            try:
+                payload = pickle.dumps(reason)
+            except Exception:  # noqa: BLE001
+                payload = pickle.dumps(RuntimeError(repr(reason)))
+            for node in watchers:
+                self._send_item(node, (wire.TERMINATED, name, payload), None)
+
+    def _terminated(self, name: str, reason: BaseException | None) -> None:
+        with self._lock:
+            point = self._watchpoints.pop(name, None)
+        if point is not None:
+            point.fire(reason)
+
+    # -- the directory and the failure detector -------------------------------------------
+
+    @property
+    def seen(self) -> int:
+        """How many directory events this node has applied."""
+        return self._seen
+
+    def poll_directory(self) -> None:
+        """Apply the directory's new events (topology, locations)."""
+        version, events = self._directory.changes(self._seen)
+        self.apply(version, events)
+
+    def apply(self, version: int, events: list[tuple[Any, ...]]) -> None:
+        """Apply directory events from `self._seen` up to `version` (any thread)."""
+        with self._lock:
+            if version <= self._seen:
+                return
+            events = events[len(events) - (version - self._seen) :]
+            self._seen = version
+        for event in events:
+            if event[0] == "node":
+                self._node_event(event[1])
+            elif event[0] == "actor":
+                _, name, node, _incarnation, why = event
+                with self._lock:
+                    if name not in self._holding:
+                        self._locations[name] = node
+                if why == "restart" and node == self.name:
+                    self._restart_here(name)
+            elif event[0] == "gone":
+                with self._lock:
+                    if self._locations.get(event[1]) == event[2]:
+                        del self._locations[event[1]]
+
+    def _node_event(self, info: NodeInfo) -> None:
+        if info.name == self.name:
+            if info.epoch == self.epoch and info.status is NodeStatus.DOWN and not self.closed:
+                self.closed = True  # the cluster declared us DOWN: we are quarantined
+            return
+        with self._lock:
+            old = self._peers.get(info.name)
+            self._peers[info.name] = info
+            if old is None or old.epoch != info.epoch:
+                self._heard[info.name] = self.clock.now() + self.config.join_grace
+                stale = self._out.pop(info.name, None)
+                self._in.pop(info.name, None)
+            else:
+                stale = None
+        if stale is not None:
+            for item in stale.drain():
+                self._undeliverable(item, info.name)
+        if info.status is NodeStatus.DOWN:
+            self._peer_down(info.name)
+        elif info.status is NodeStatus.UP:
+            outbox = self._out.get(info.name)
+            if outbox is not None:
+                self._flush(outbox, force=True)
+
+    def _peer_down(self, node: str) -> None:
+        with self._lock:
+            outbox = self._out.pop(node, None)
+            self._in.pop(node, None)
+            failed = [corr for corr, (_, dst) in self._pending.items() if dst == node]
+            watched = [
+                name
+                for name in self._watchpoints
+                if self._locations.get(name, self._watchpoints[name].ref.address.node) == node
+            ]
+            for watchers in self._watchers.values():
+                watchers.discard(node)
+        for item in outbox.drain() if outbox is not None else ():
+            self._undeliverable(item, node)
+        for corr in failed:
+            self._fail_ask(corr, node, "?")
+        for name in watched:
+            self._terminated(name, self._node_down(node))
+
+    def tick(self) -> None:
+        """Flush, retransmit, heartbeat, poll the directory, detect failures (the ticker thread)."""
+        if self.closed:
+            return
+        now = self.clock.now()
+        config = self.config
+        with self._lock:
+            peers = list(self._peers.values())
+            due = [d for d in self._delayed if d[0] <= now]
+            if due:
+                self._delayed = [d for d in self._delayed if d[0] > now]
+        for _, dst, data in due:
+            info = self._peers.get(dst)
+            if info is not None and info.status is not NodeStatus.DOWN:
+                self._send(dst, info.epoch, data)
+        for info in peers:
+            if info.status is NodeStatus.DOWN or info.name == self.name:
+                continue
+            with self._lock:
+                outbox = self._outbox(info.name)
+            if outbox is None:
+                continue
+            ack = self._ack_for(info.name)
+            if info.status is NodeStatus.UP:
+                frame = outbox.take(now, ack)
+                if frame is not None:
+                    self._transmit(info.name, frame)
+                for again in outbox.due_again(now):
+                    self._transmit(info.name, again)
+                with self._lock:
+                    held = self._held_back.pop(info.name, [])
+                for data in held:
+                    self._send(info.name, info.epoch, data)
+            beat = outbox.heartbeat(now, ack)
+            if beat is not None:
+                self._transmit(info.name, beat)
+            silent = now - self._heard.get(info.name, now)
+            if silent >= config.down_after:
+                self.report(info.name, info.epoch, NodeStatus.DOWN)
+            elif silent >= config.suspect_after and info.status is NodeStatus.UP:
+                self.report(info.name, info.epoch, NodeStatus.SUSPECT)
+            elif silent < config.suspect_after and info.status is NodeStatus.SUSPECT:
+                self.report(info.name, info.epoch, NodeStatus.UP)
+        if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
+            self._last_snapshots = now
+            self.save_snapshots()
+
+    def save_snapshots(self) -> None:
+        """Save the snapshot of every local permanent actor that has one in the directory (without waiting)."""
+        with self._lock:
+            local = [(name, ref, inc) for name, (ref, inc) in self._local.items() if name in self._permanent]
+        for name, ref, incarnation in local:
+            future = ref.proxy().snapshot()
+
+            def save(f: Any, name: str = name, incarnation: int = incarnation) -> None:
+                try:
+                    data = self._dumps(f.get(timeout=0), f"snapshot of {name!r}")
+                except Exception:  # noqa: BLE001 - logged; the last good snapshot stays
+                    from loguru import logger  # noqa: PLC0415
+
+                    logger.opt(exception=True).warning("Node {}: no snapshot of {!r}", self.name, name)
+                    return
+                self._directory.save_snapshot(name, incarnation, data)
+
+            future.add_done_callback(save)
+
+    def dead_letter_count(self, reason: str) -> int:
+        """Return how many dead letters this node recorded with `reason` (a `DeadLetterReason` value)."""
+        return int(self.system.dead_letters.statistics().by_reason.get(DeadLetterReason(reason), 0))
+
+    def report(self, node: str, epoch: int, status: NodeStatus) -> None:
+        """Tell the directory what this node's detector concluded about a peer (and apply it here at once)."""
+        if self._directory.report(node, epoch, status):
+            self.poll_directory()
+
+    # -- control operations (spawn, stop, migrate steps) --------------------------------
+
+    def spawn(self, name: str, spec: bytes, restart: str, incarnation: int, snapshot: bytes | None) -> None:
+        """Start actor `name` from its pickled spec (and snapshot) and record it in the directory."""
+        cls, args, kwargs, mode = self._loads(spec)
+        ref = self.system.spawn(cls, *args, name=name, mode=mode, restart=restart, **kwargs)
+        if snapshot is not None:
+            ref.proxy().restore(self._loads(snapshot)).get()
+        with self._lock:
+            self._local[name] = (ref, incarnation)
+            self._locations[name] = self.name
+            self._forward.pop(name, None)
+            if restart == "permanent" and callable(getattr(cls, "snapshot", None)):
+                self._permanent.add(name)
+        ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
+
+    def _restart_here(self, name: str) -> None:
+        with self._restart_lock:
+            entry: ActorEntry | None = self._directory.actor(name)
+            if entry is None or entry.node != self.name or name in self._local or entry.incarnation == 0:
+                return
+            self._restart_entry(name, entry)
+
+    def _restart_entry(self, name: str, entry: ActorEntry) -> None:
+        try:
+            self.spawn(name, entry.spec, entry.restart, entry.incarnation, entry.snapshot)
+        except Exception:  # noqa: BLE001 - logged; the rest of the node goes on
+            from loguru import logger  # noqa: PLC0415
+
+            logger.opt(exception=True).error("Node {} could not restart {!r} after its node went DOWN", self.name, name)
+
+    def hold(self, name: str, src: str, token: str) -> None:
+        """Migration step 1: buffer new mail for `name`, and fence the mail already sent to `src`."""
+        with self._lock:  # RLock: the fence is appended under the same hold (see `_route`)
+            self._holding.setdefault(name, [])
+            self._send_item(src, (wire.FENCE, name, token), None)
+        outbox = self._out.get(src)
+        if outbox is not None:
+            self._flush(outbox, force=True)
+
+    def fenced(self, name: str, token: str, nodes: list[str]) -> bool:
+        """Migration step 2 (on the source): whether every node's fence for `name` has arrived."""
+        with self._lock:
+            got = {src for src, t in self._fences.get(name, ()) if t == token}
+        return set(nodes) <= got
+
+    def take(self, name: str) -> tuple[bytes, list[str], int]:
+        """Migration step 3 (on the source): finish the mail in hand, snapshot, stop; return the state.
+
+        Returns (pickled snapshot, nodes watching it, incarnation).
+        """
+        with self._lock:
+            entry = self._local.get(name)
+        if entry is None:
+            msg = f"actor {name!r} is not on node {self.name!r}: it cannot be migrated from here"
+            raise MigrationError(msg)
+        ref, incarnation = entry
+        state = ref.proxy().snapshot().get()
+        data = self._dumps(state, f"snapshot of {name!r}")
+        with self._lock:
+            self._migrating.add(name)
+            self._fences.pop(name, None)
+            watchers = sorted(self._watchers.pop(name, set()))
+        ref.stop()
+        with self._lock:
+            self._local.pop(name, None)
+            self._migrating.discard(name)
+        return data, watchers, incarnation
+
+    def restore(  # noqa: PLR0917 - a control operation, called with positional arguments over Ray
+        self, name: str, spec: bytes, restart: str, incarnation: int, snapshot: bytes, watchers: list[str]
+    ) -> None:
+        """Migration step 4 (on the target): start `name` from the snapshot, with its watchers."""
+        self.spawn(name, spec, restart, incarnation, snapshot)
+        ref = self._local[name][0]
+        for node in watchers:
+            self._add_watcher(name, ref, node)
+
+    def release(self, name: str, node: str) -> None:
+        """Migration step 5: `name` lives on `node` now; send what was held, in order."""
+        with self._lock:
+            held = self._holding.pop(name, [])
+            self._locations[name] = node
+            if node != self.name:
+                self._forward[name] = node
+            for item in held:
+                if item[0] in (wire.ASK, wire.CALL) and item[3] in self._pending:
+                    self._pending[item[3]] = (self._pending[item[3]][0], node)
+        for item in held:
+            self._send_item(node, item, None)
+
+    def stop_actor(self, name: str) -> bool:
+        """Stop local actor `name` for good; return whether it was running."""
+        ref = self._lookup_local(name)
+        return bool(ref is not None and ref.stop())
+
+    def local_names(self) -> list[str]:
+        """Return the names of the cluster actors living here."""
+        with self._lock:
+            return sorted(self._local)
+
+    def statistics(self) -> NodeStatistics:
+        """Return a snapshot of the link layer's counters."""
+        with self._lock:
+            return NodeStatistics(
+                frames=sum(o.frames for o in self._out.values()),
+                retransmits=sum(o.retransmits for o in self._out.values()),
+                duplicates=sum(i.duplicates for i in self._in.values()),
+                pending_asks=len(self._pending),
+                actors=len(self._local),
+            )
+
+    def shutdown(self, *, timeout: float | None = None) -> None:
+        """Stop every actor and the system; pending asks fail."""
+        self.closed = True
+        with self._lock:
+            pending, self._pending = list(self._pending.items()), {}
+        for corr, (future, dst) in pending:
+            msg = f"ask #{corr} to node {dst!r} abandoned: node {self.name!r} shut down"
+            fail(future, ActorDeadError(msg))
+        self.system.shutdown(timeout=timeout)
+
+
+def fail(future: Future[Any], exc: BaseException) -> None:
+    """Complete `future` with the exception `exc` (its asker's `get` raises it)."""
+    future.set_exception((type(exc), exc, exc.__traceback__))
+
+
+def new_name(cls: type) -> str:
+    """Return a fresh cluster name for an actor of `cls` spawned without one."""
+    return f"{cls.__name__}-{uuid.uuid4().hex[:8]}"
+
+
+def client_request(node: Node, kind: int, name: str, hint: str, payload: bytes) -> Future[Any] | None:
+    """Route a request from the driver's client as if sent on `node` (a future for asks and calls)."""
+    if kind == wire.TELL:
+        node._route(name, hint, (wire.TELL, name, payload), None)  # noqa: SLF001
+        return None
+    future: Future[Any] = Future()
+    node._route(name, hint, (kind, name, payload, next(node._corr)), future)  # noqa: SLF001
+    return future

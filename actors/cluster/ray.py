@@ -1,0 +1,406 @@
+"""`RayTransport`: troupe nodes on Ray, one node per Ray actor process.
+
+Measured on a 2-CPU machine with Ray 2.60 (shared/research/scaleout-ray.md):
+one Ray call per message gives 3-6k msg/s, one call carrying 1,000 messages
+~360k msg/s, so frames carry whole outbox flushes. The layout:
+
+- the directory is one named Ray actor (``<cluster>/directory``) wrapping `Directory`;
+- each node is a named Ray actor (``<cluster>/node/<name>#<epoch>``) hosting a
+  `Node`, created with ``max_restarts=0, max_task_retries=0`` (a retried call
+  would break the per-submitter order the data path relies on);
+- its data method `deliver` (and the driver's `client_tell`, `client_ask`) run
+  in the default, synchronous group: Ray keeps per-submitter order there;
+  control calls (spawn, migration steps, faults) run in the ``control``
+  concurrency group and waiting for a driver ask in ``client``, so data never
+  holds them up;
+- a ticker thread in each node process runs the node's tick every
+  `LinkConfig.tick`, polls the directory, and checks its last call to each
+  peer: `ActorUnavailableError` makes the peer SUSPECT, `ActorDiedError` DOWN
+  (tier 1 and 2 of the detector; tier 3 is troupe's own heartbeat timeout,
+  which catches a hung process Ray still reports alive).
+
+The driver is a client-only member: it cannot receive Ray calls, so its asks
+are two calls (submit in order with its tells, then wait in the client group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+try:
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    from actors.errors import ClusterUnavailableError
+
+    _msg = "RayTransport needs Ray: pip install 'troupe-actors[ray]' (or use MemoryTransport)"
+    raise ClusterUnavailableError(_msg) from _exc
+
+from actors._core import Future, MonotonicClock
+from actors.cluster.directory import Directory, NodeStatus
+from actors.cluster.faults import Faults
+from actors.cluster.link import LinkConfig
+from actors.cluster.node import Node, client_request
+from actors.errors import ClusterUnavailableError, TroupeInternalError, UnknownNodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["RayTransport"]
+
+
+class _DirectoryActor:
+    """The cluster's `Directory`, in a Ray actor."""
+
+    def __init__(self, cluster: str) -> None:
+        self._directory = Directory(cluster)
+
+    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return getattr(self._directory, method)(*args, **kwargs)
+
+
+class _DirectoryClient:
+    """`Directory`'s methods as blocking calls to the directory actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        handle = self._handle
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return ray.get(handle.call.remote(method, args, kwargs))
+
+        return call
+
+
+class _NodeProcess:
+    """A `Node` in a Ray actor process, with its ticker thread."""
+
+    def __init__(  # noqa: PLR0917 - Ray actor constructors take positional arguments
+        self, name: str, epoch: int, cluster: str, namespace: str, config: LinkConfig, dispatchers: int | None
+    ) -> None:
+        self._namespace = namespace
+        self._cluster = cluster
+        self._directory_handle = ray.get_actor(f"{cluster}/directory", namespace=namespace)
+        self._directory = _DirectoryClient(self._directory_handle)
+        self._handles: dict[tuple[str, int], Any] = {}
+        self._last_call: dict[str, tuple[int, Any]] = {}
+        self.faults = Faults()
+        self.node = Node(
+            name,
+            directory=self._directory,
+            send=self._send,
+            clock=MonotonicClock(),
+            config=config,
+            faults=self.faults,
+            cluster=cluster,
+            dispatchers=dispatchers,
+            epoch=epoch,
+        )
+        self._tickets = itertools.count(1)
+        self._waiting: dict[int, Future[Any]] = {}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_forever, name=f"troupe-node-{name}-ticker", daemon=True)
+        self._ticker.start()
+
+    def ready(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    # -- data path (default group: in order per submitter) ----------------------------
+
+    def deliver(self, data: bytes) -> None:
+        self.node.receive(data)
+
+    def client_tell(self, name: str, hint: str, payload: bytes) -> None:
+        from actors.cluster import wire  # noqa: PLC0415
+
+        client_request(self.node, wire.TELL, name, hint, payload)
+
+    def client_ask(self, kind: int, name: str, hint: str, payload: bytes) -> int:
+        future = client_request(self.node, kind, name, hint, payload)
+        ticket = next(self._tickets)
+        if future is None:
+            msg = f"client_ask of kind {kind} is not a request with a reply"
+            raise TroupeInternalError(msg)
+        self._waiting[ticket] = future
+        return ticket
+
+    # -- the client and control groups --------------------------------------------------
+
+    @ray.method(concurrency_group="client")
+    def client_wait(self, ticket: int, timeout: float | None) -> tuple[bool, bytes]:
+        future = self._waiting.pop(ticket)
+        try:
+            value, ok = future.get(timeout=timeout), True
+        except BaseException as exc:  # noqa: BLE001 - goes to the asker
+            value, ok = exc, False
+        try:
+            return ok, self.node._dumps(value, "reply")  # noqa: SLF001
+        except Exception as exc:  # noqa: BLE001
+            return False, self.node._dumps(RuntimeError(repr(exc)), "error")  # noqa: SLF001
+
+    @ray.method(concurrency_group="control")
+    def control(self, op: str, args: tuple[Any, ...]) -> Any:
+        return getattr(self.node, op)(*args)
+
+    @ray.method(concurrency_group="control")
+    def fault(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        getattr(self.faults, op)(*args, **kwargs)
+
+    @ray.method(concurrency_group="control")
+    def statistics(self) -> Any:
+        return self.node.statistics()
+
+    @ray.method(concurrency_group="control")
+    def rss(self) -> int:
+        import resource  # noqa: PLC0415
+
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+    @ray.method(concurrency_group="control")
+    def spawn_many(self, cls: type, count: int) -> int:
+        """Spawn `count` unnamed local actors of `cls` (the footprint benchmark)."""
+        self._many = [self.node.system.spawn(cls) for _ in range(count)]
+        return len(self._many)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._ticker.join()
+        self.node.shutdown()
+
+    # -- sending and detecting -----------------------------------------------------------
+
+    def _handle(self, dst: str, epoch: int) -> Any:
+        handle = self._handles.get((dst, epoch))
+        if handle is None:
+            handle = ray.get_actor(f"{self._cluster}/node/{dst}#{epoch}", namespace=self._namespace)
+            self._handles[dst, epoch] = handle
+        return handle
+
+    def _send(self, dst: str, epoch: int, data: bytes) -> None:
+        try:
+            handle = self._handle(dst, epoch)
+        except ValueError:
+            return  # its actor is gone: the detector will declare it DOWN
+        self._last_call[dst] = (epoch, handle.deliver.remote(data))
+
+    def _tick_forever(self) -> None:
+        node = self.node
+        tick = node.config.tick
+        polls = 0
+        poll: Any = None
+        while not self._stop.wait(tick):
+            try:
+                polls += 1
+                if polls % 20 == 0:
+                    # The directory's change log, without blocking the tick: ask, and apply when it came.
+                    if poll is None:
+                        poll = self._directory_handle.call.remote("changes", (node.seen,), {})
+                    elif ray.wait([poll], timeout=0)[0]:
+                        node.apply(*ray.get(poll))
+                        poll = None
+                    self._check_calls()
+                node.tick()
+            except Exception:  # noqa: BLE001 - the ticker must go on
+                from loguru import logger  # noqa: PLC0415
+
+                logger.opt(exception=True).error("Node {} tick failed", node.name)
+
+    def _check_calls(self) -> None:
+        calls = dict(self._last_call)
+        if not calls:
+            return
+        refs = [call[1] for call in calls.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready_set = set(ready)
+        for dst, (epoch, ref) in calls.items():
+            if ref not in ready_set:
+                continue
+            try:
+                ray.get(ref)
+            except ActorUnavailableError:
+                self.node.report(dst, epoch, NodeStatus.SUSPECT)
+            except (ActorDiedError, RayActorError):
+                self.node.report(dst, epoch, NodeStatus.DOWN)
+            except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
+                pass
+
+
+_NodeActor: Any = ray.remote(  # type: ignore[call-overload]
+    max_restarts=0, max_task_retries=0, concurrency_groups={"control": 4, "client": 8}
+)(_NodeProcess)
+
+
+class _RemoteFaults:
+    """`Faults`' methods, applied in every node process (faults live on the sender side)."""
+
+    def __init__(self, transport: RayTransport) -> None:
+        self._transport = transport
+
+    def __getattr__(self, op: str) -> Callable[..., None]:
+        def call(*args: Any, **kwargs: Any) -> None:
+            handles = list(self._transport._handles.values())  # noqa: SLF001
+            ray.get([h.fault.remote(op, args, kwargs) for h in handles])
+
+        return call
+
+
+class RayTransport:
+    """Run each troupe node in its own Ray actor; see the module doc.
+
+    Args:
+        address: the Ray cluster to join (``"auto"``, ``"ray://..."``); None:
+            use the Ray already initialised in this process, or start a local one.
+        namespace: the Ray namespace of the directory and node actors.
+        config: link and failure-detector timing.
+        dispatchers: dispatcher threads of each node's `ActorSystem`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        namespace: str = "troupe",
+        config: LinkConfig | None = None,
+        dispatchers: int | None = 2,
+    ) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.config = (
+            config
+            if config is not None
+            else LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0, flush_after=0.002)
+        )
+        self.dispatchers = dispatchers
+        self.manual = False
+        self._handles: dict[str, Any] = {}
+        self.faults = _RemoteFaults(self)
+
+    def open(self, cluster: str) -> None:
+        """Connect to Ray and find or start the cluster's directory actor."""
+        self.cluster = cluster
+        try:
+            if not ray.is_initialized():
+                ray.init(address=self.address, namespace=self.namespace, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:
+            msg = f"cannot reach the Ray cluster at {self.address!r} for troupe cluster {cluster!r}: {exc}"
+            raise ClusterUnavailableError(msg) from exc
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+        actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
+        # On the driver's Ray node (the head, usually): it must outlive the nodes it watches.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self._directory_handle = actor.options(
+            name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True, scheduling_strategy=here
+        ).remote(cluster)
+        self.directory = _DirectoryClient(self._directory_handle)
+
+    def start_node(
+        self,
+        name: str,
+        *,
+        ray_node: str | None = None,
+        resources: dict[str, float] | None = None,
+        dispatchers: int | None = None,
+    ) -> None:
+        """Start node `name` in a new Ray actor (pinned to Ray node `ray_node` if given)."""
+        epoch = self.directory.register(name, ray_node)
+        options: dict[str, Any] = {
+            "name": f"{self.cluster}/node/{name}#{epoch}",
+            "namespace": self.namespace,
+            "num_cpus": 0,
+        }
+        if resources:
+            options["resources"] = resources
+        if ray_node is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_node, soft=False)
+        handle = _NodeActor.options(**options).remote(
+            name, epoch, self.cluster, self.namespace, self.config, dispatchers or self.dispatchers
+        )
+        try:
+            ray.get(handle.ready.remote())
+        except Exception:
+            self.directory.leave(name)
+            raise
+        self._handles[name] = handle
+
+    def _handle(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            msg = f"node {name!r} was not started by this driver (started: {sorted(self._handles)})"
+            raise UnknownNodeError(msg)
+        return handle
+
+    def stop_node(self, name: str) -> None:
+        """Leave gracefully: DOWN in the directory at once, then the node's actors stop and its process ends."""
+        handle = self._handle(name)
+        self.directory.leave(name)
+        try:
+            ray.get(handle.shutdown.remote(), timeout=30)
+        finally:
+            ray.kill(handle)
+            del self._handles[name]
+
+    def crash(self, name: str) -> None:
+        """Kill the node's process (SIGKILL, no handoff); the detector finds out."""
+        ray.kill(self._handle(name), no_restart=True)
+        del self._handles[name]
+
+    def forget(self, name: str) -> None:
+        """Drop the handle of a node whose Ray node was removed (a hard crash made by the caller)."""
+        self._handles.pop(name, None)
+
+    def control(self, node: str, op: str, *args: Any) -> Any:
+        """Run control operation `op` on node `node` and return its result."""
+        return ray.get(self._handle(node).control.remote(op, args))
+
+    def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
+        """Run control operation `op` on every node of `nodes`, in parallel."""
+        return list(ray.get([self._handle(node).control.remote(op, args) for node in nodes]))
+
+    def request(  # noqa: PLR0917 - the transport interface
+        self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
+    ) -> Any:
+        """Send a driver request into `node`; for asks return a concurrent future of (ok, pickled value)."""
+        from actors.cluster import wire  # noqa: PLC0415
+
+        handle = self._handle(node)
+        if kind == wire.TELL:
+            handle.client_tell.remote(name, hint, payload)
+            return None
+        ticket = handle.client_ask.remote(kind, name, hint, payload)
+        return handle.client_wait.remote(ticket, timeout).future()
+
+    def wait(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Poll `predicate` every millisecond until true; False after `timeout` seconds."""
+        deadline = _now() + timeout
+        pause = threading.Event()
+        while not predicate():
+            if _now() > deadline:
+                return False
+            pause.wait(0.001)
+        return True
+
+    def node_call(self, node: str, method: str, *args: Any) -> Any:
+        """Call a method of node `node`'s Ray actor (statistics, rss, spawn_many)."""
+        return ray.get(getattr(self._handle(node), method).remote(*args))
+
+    def shutdown(self) -> None:
+        """Stop every node this driver started, then the directory."""
+        for name in list(self._handles):
+            with contextlib.suppress(Exception):  # shutting down: the rest must stop too
+                self.stop_node(name)
+        ray.kill(self._directory_handle)
+
+
+def _now() -> float:
+    import time  # noqa: PLC0415
+
+    return time.monotonic()

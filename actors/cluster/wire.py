@@ -1,0 +1,112 @@
+"""The cluster wire format: frames of batched items between two nodes, versioned.
+
+A frame is what one transport call carries from one node to another: a header
+(protocol version, sender node and incarnation, destination, sequence number,
+cumulative ack) and the items of one outbox flush. Every item's payload was
+pickled on the sender's thread when it was sent, so a message that does not
+pickle fails the `tell` that sent it, naming it (`MessageNotPicklableError`).
+
+Versioning follows `actors.protocol`: a frame of a newer minor version is
+accepted (unknown item kinds in it are skipped), an unknown major version is
+refused with `WireVersionError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import attrs
+
+from actors.errors import MessageNotPicklableError, WireVersionError
+
+__all__ = [
+    "ASK",
+    "CALL",
+    "FENCE",
+    "REPLY",
+    "TELL",
+    "TERMINATED",
+    "UNWATCH",
+    "WATCH",
+    "WIRE_VERSION",
+    "Frame",
+    "decode",
+    "dumps_payload",
+    "encode",
+]
+
+WIRE_VERSION = (1, 0)
+"""(major, minor) of the frame layout and item kinds this troupe speaks."""
+
+# Item kinds. An item is a tuple whose first element is its kind.
+TELL = 1  # (TELL, name, payload)
+ASK = 2  # (ASK, name, payload, correlation id)
+CALL = 3  # (CALL, name, payload of (attribute, args, kwargs), correlation id)
+REPLY = 4  # (REPLY, correlation id, ok, payload of the value or the exception)
+WATCH = 5  # (WATCH, name): the sender watches the receiver's actor `name`
+UNWATCH = 6  # (UNWATCH, name)
+TERMINATED = 7  # (TERMINATED, name, payload of the reason)
+FENCE = 8  # (FENCE, name, token): every earlier item from the sender to `name` has arrived
+
+
+@attrs.frozen
+class Frame:
+    """One transport call's worth of items, from `src` to `dst`.
+
+    Attributes:
+        src, src_epoch: the sending node and its incarnation (a restarted node
+            has a new epoch, so the receiver resets its sequence state).
+        dst: the receiving node's name.
+        seq: the frame's sequence number on this link, from 1; 0 for a frame
+            that is not sequenced (a heartbeat or a bare ack), never retransmitted.
+        ack: the highest sequence number received in order from `dst`.
+        items: the items, in send order.
+        version: the (major, minor) wire version it was encoded with.
+    """
+
+    src: str
+    src_epoch: int
+    dst: str
+    seq: int
+    ack: int
+    items: tuple[tuple[Any, ...], ...]
+    version: tuple[int, int] = WIRE_VERSION
+
+
+def encode(frame: Frame) -> bytes:
+    """Return the bytes of `frame` (its payloads are bytes already)."""
+    return pickle.dumps(
+        (frame.version, frame.src, frame.src_epoch, frame.dst, frame.seq, frame.ack, frame.items),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def decode(data: bytes) -> Frame:
+    """Return the frame in `data`.
+
+    Raises:
+        WireVersionError: the frame's major version is not this troupe's.
+    """
+    raw = pickle.loads(data)  # noqa: S301 - frames come from the cluster's own nodes
+    version = tuple(raw[0])
+    if version[0] != WIRE_VERSION[0]:
+        msg = (
+            f"a cluster frame from node {raw[1]!r} has wire version {version[0]}.{version[1]}, "
+            f"and this node speaks {WIRE_VERSION[0]}.{WIRE_VERSION[1]}: an unknown major version is refused; "
+            "run the same major version of troupe on every node"
+        )
+        raise WireVersionError(msg)
+    return Frame(raw[1], raw[2], raw[3], raw[4], raw[5], tuple(raw[6]), (version[0], version[1]))
+
+
+def dumps_payload(value: Any, what: str) -> bytes:
+    """Pickle `value` for the wire, or raise `MessageNotPicklableError` naming `what`."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = (
+            f"{what} {value!r:.200} cannot cross to another node: it does not pickle ({exc}); "
+            "send attrs classes, dataclasses, tuples and plain values defined at module level"
+        )
+        raise MessageNotPicklableError(msg) from exc

@@ -1,0 +1,159 @@
+"""The `harness` fixture: every shared cluster test runs over MemoryTransport and RayTransport.
+
+The memory half runs on a `ManualClock` (deterministic, no sleeping). The Ray
+half uses one `ray.cluster_utils.Cluster` per test module (a head and three
+worker Ray nodes, one per troupe node, with tuned health checks), with
+``RAY_TMPDIR`` in the module's temporary directory and everything shut down
+at the end of the module. Without Ray installed the Ray half is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from actors import ManualClock
+from actors.cluster import Cluster, LinkConfig, MemoryTransport
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+_names = itertools.count(1)
+
+
+class RayPool:
+    """A module's Ray cluster: worker Ray nodes handed out one per troupe node."""
+
+    def __init__(self, tmp: str) -> None:
+        import ray  # noqa: PLC0415 - only when the Ray half runs
+        from ray.cluster_utils import Cluster as RayCluster  # noqa: PLC0415
+
+        self.saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_TMPDIR")}
+        os.environ.update(RAY_ENV)
+        os.environ["RAY_TMPDIR"] = tmp
+        self.ray = ray
+        self.cluster = RayCluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        self.free = [self.cluster.add_node(num_cpus=1) for _ in range(3)]
+        ray.init(address=self.cluster.address, include_dashboard=False, log_to_driver=False)
+
+    def take(self) -> Any:
+        if not self.free:
+            self.free.append(self.cluster.add_node(num_cpus=1))
+        return self.free.pop(0)
+
+    def give_back(self, node: Any) -> None:
+        self.free.append(node)
+
+    def replace(self, node: Any) -> None:
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+        self.cluster.shutdown()
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Harness:
+    """One test's cluster, with the operations that differ per transport."""
+
+    def __init__(self, kind: str, pool: RayPool | None) -> None:
+        self.kind = kind
+        self.pool = pool
+        self.ray_nodes: dict[str, Any] = {}
+        if kind == "memory":
+            self.clock = ManualClock()
+            self.transport: Any = MemoryTransport(self.clock, seed=7)
+        else:
+            from actors.cluster.ray import RayTransport  # noqa: PLC0415 - imports ray
+
+            self.transport = RayTransport(
+                namespace=f"troupe-test-{next(_names)}",
+                config=LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0),
+            )
+        self.cluster = Cluster(self.transport, name=f"t{next(_names)}")
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            if self.pool is None:
+                self.cluster.start_node(name)
+            else:
+                ray_node = self.pool.take()
+                self.ray_nodes[name] = ray_node
+                self.cluster.start_node(name, ray_node=ray_node.node_id)
+
+    def crash(self, name: str) -> None:
+        """Crash node `name` hard: on Ray, the whole Ray node goes (remove_node, not graceful)."""
+        if self.pool is None:
+            self.cluster.crash_node(name)
+        else:
+            self.pool.replace(self.ray_nodes.pop(name))
+            self.transport.forget(name)
+
+    def node_call(self, node: str, op: str, *args: Any) -> Any:
+        return self.transport.control(node, op, *args)
+
+    def wait(self, predicate: Any, timeout: float = 30.0) -> None:
+        assert self.cluster.wait(predicate, timeout=timeout), "the cluster did not get there in time"
+
+    def close(self) -> None:
+        self.cluster.shutdown()
+        if self.pool is not None:
+            for node in self.ray_nodes.values():
+                self.pool.give_back(node)
+
+
+@pytest.fixture(scope="module")
+def ray_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayPool]:
+    if not HAVE_RAY:
+        pytest.skip("Ray is not installed: pip install 'troupe-actors[ray]' to run the Ray half of the cluster suite")
+    pool = RayPool(str(tmp_path_factory.mktemp("ray")))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=["memory", "ray"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    pool = request.getfixturevalue("ray_pool") if request.param == "ray" else None
+    h = Harness(request.param, pool)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def memory() -> Iterator[Harness]:
+    h = Harness("memory", None)
+    yield h
+    h.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The root conftest's guard, with the module's Ray (and its driver threads) started before it looks."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("harness") == "ray":
+        request.getfixturevalue("ray_pool")
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in leaked:
+        thread.join(timeout=2)
+    leaked = [t for t in leaked if t.is_alive()]
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"

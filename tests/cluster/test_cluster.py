@@ -1,0 +1,160 @@
+"""The shared cluster suite: every test runs over MemoryTransport and over Ray."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pykka
+import pytest
+
+from actors.cluster import NodeStatus, RemoteRef
+from actors.errors import (
+    ActorNameTakenError,
+    MessageNotPicklableError,
+    MigrationError,
+    NodeNameTakenError,
+    UnknownNodeError,
+)
+from tests.cluster.agents import Blob, Echo, Msg, NoSnapshot, Recorder, Sender, Watcher
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import Harness
+
+
+def seqs(log: list[Msg], sender: str) -> list[int]:
+    return [m.seq for m in log if isinstance(m, Msg) and m.sender == sender]
+
+
+def test_an_actor_on_another_node_answers_asks_and_proxy_calls(harness: Harness) -> None:
+    harness.start("a", "b")
+    echo = harness.cluster.spawn(Echo, node="b", name="echo")
+    assert isinstance(echo, RemoteRef)
+    assert echo.ask("hello", timeout=10) == "hello"
+    assert echo.proxy().add(2, 3).get(timeout=10) == 5
+    sender = harness.cluster.spawn(Sender, node="a", name="asker")
+    assert sender.ask(("ask", echo, "via a"), timeout=10) == "via a"
+    with pytest.raises(ValueError, match="boom"):
+        echo.ask(("fail", "boom"), timeout=10)
+    assert harness.cluster.lookup("echo") == echo
+    assert harness.cluster.where("echo") == "b"
+
+
+def test_messages_from_one_sender_arrive_once_and_in_order_under_drop_duplicate_and_reorder(harness: Harness) -> None:
+    harness.start("a", "b")
+    recorder = harness.cluster.spawn(Recorder, node="b", name="rec")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    harness.transport.faults.set("a", "b", drop=0.3, duplicate=0.3, reorder=0.3)
+    harness.transport.faults.set("b", "a", drop=0.3, duplicate=0.3)
+    for _ in range(5):
+        sender.tell(("send", recorder, 100))
+    harness.wait(lambda: recorder.ask("count", timeout=10) >= 500)
+    assert seqs(recorder.ask("log", timeout=10), "snd") == list(range(100)) * 5 or _in_rounds(
+        seqs(recorder.ask("log", timeout=10), "snd")
+    )
+    assert recorder.ask("count", timeout=10) == 500
+
+
+def _in_rounds(seen: list[int]) -> bool:
+    return seen == [i for _ in range(5) for i in range(100)]
+
+
+def test_no_message_is_lost_or_reordered_across_a_migration_and_old_refs_keep_working(harness: Harness) -> None:
+    harness.start("a", "b", "c")
+    recorder = harness.cluster.spawn(Recorder, node="b", name="rec")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    sender.tell(("send", recorder, 300))
+    moved = harness.cluster.migrate(recorder, to="c")  # while the sender's mail is in flight
+    sender.tell(("send", recorder, 300))
+    harness.wait(lambda: recorder.ask("count", timeout=10) >= 600)
+    log = recorder.ask("log", timeout=10)
+    assert seqs(log, "snd") == list(range(300)) * 2
+    assert harness.cluster.where("rec") == "c"
+    assert moved.ask("count", timeout=10) == 600
+
+
+def test_a_watcher_gets_terminated_when_a_remote_actor_stops(harness: Harness) -> None:
+    harness.start("a", "b")
+    echo = harness.cluster.spawn(Echo, node="b", name="echo")
+    watcher = harness.cluster.spawn(Watcher, node="a", name="w")
+    assert watcher.ask(("watch", echo), timeout=10)
+    assert harness.cluster.stop(echo)
+    harness.wait(lambda: watcher.ask("events", timeout=10) != [])
+    assert watcher.ask("events", timeout=10) == [("echo", None)]
+
+
+def test_a_crashed_node_goes_down_its_watchers_get_node_down_and_asks_to_it_fail(harness: Harness) -> None:
+    harness.start("a", "b")
+    recorder = harness.cluster.spawn(Recorder, node="b", name="rec")
+    watcher = harness.cluster.spawn(Watcher, node="a", name="w")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    assert watcher.ask(("watch", recorder), timeout=10)
+    harness.crash("b")
+    harness.wait(lambda: harness.cluster.status("b") is NodeStatus.DOWN)
+    harness.wait(lambda: watcher.ask("events", timeout=10) != [])
+    assert watcher.ask("events", timeout=10) == [("rec", "NodeDownError")]
+    with pytest.raises(pykka.ActorDeadError):
+        sender.ask(("ask", recorder, "count"), timeout=10)
+    sender.ask(("send", recorder, 3), timeout=10)
+    harness.wait(lambda: harness.node_call("a", "dead_letter_count", "node_down") == 3)
+    with pytest.raises(UnknownNodeError, match="down"):
+        harness.cluster.spawn(Echo, node="b")
+
+
+def test_permanent_actors_of_a_crashed_node_come_back_elsewhere_from_their_snapshot(harness: Harness) -> None:
+    harness.start("a", "b")
+    keeper = harness.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")
+    keeper.tell("kept")
+    assert keeper.ask("count", timeout=10) == 1
+    harness.node_call("b", "save_snapshots")
+    harness.wait(lambda: harness.cluster.directory.actor("keeper").snapshot is not None)
+    harness.crash("b")
+    harness.wait(lambda: harness.cluster.where("keeper") == "a")
+    assert keeper.ask("log", timeout=10) == ["kept"]
+
+
+def test_the_seed_flow_register_discover_deploy_talk_fail_and_move(harness: Harness) -> None:
+    # Node A registers; node B joins and discovers A.
+    harness.start("a")
+    harness.start("b")
+    assert [(n.name, n.status) for n in harness.cluster.nodes()] == [("a", NodeStatus.UP), ("b", NodeStatus.UP)]
+    # Agent X deploys to A, agent Y to B; X and Y talk.
+    x = harness.cluster.spawn(Recorder, node="a", name="X", restart="permanent")
+    y = harness.cluster.spawn(Sender, node="b", name="Y")
+    y.ask(("send", x, 10), timeout=10)
+    harness.wait(lambda: x.ask("count", timeout=10) == 10)
+    assert y.ask(("ask", x, "count"), timeout=10) == 10
+    harness.node_call("a", "save_snapshots")
+    harness.wait(lambda: harness.cluster.directory.actor("X").snapshot is not None)
+    # A fails; X moves to B with its state; Y still reaches X through its old ref.
+    harness.crash("a")
+    harness.wait(lambda: harness.cluster.status("a") is NodeStatus.DOWN)
+    harness.wait(lambda: harness.cluster.where("X") == "b")
+    # Node B has applied the failover (it applies directory events in order: A DOWN, then X here).
+    harness.wait(lambda: "X" in harness.node_call("b", "local_names"))
+    assert y.ask(("ask", x, "count"), timeout=10) == 10
+    y.ask(("send", x, 5), timeout=10)
+    harness.wait(lambda: x.ask("count", timeout=10) == 15)
+    # The system stays consistent.
+    assert [(n.name, n.status) for n in harness.cluster.nodes()] == [("a", NodeStatus.DOWN), ("b", NodeStatus.UP)]
+    assert {e.name: e.node for e in harness.cluster.directory.actors()} == {"X": "b", "Y": "b"}
+
+
+def test_bad_input_gets_named_errors_and_the_cluster_keeps_working(harness: Harness) -> None:
+    harness.start("a", "b")
+    with pytest.raises(UnknownNodeError, match="zz"):
+        harness.cluster.spawn(Echo, node="zz")
+    with pytest.raises(NodeNameTakenError):
+        harness.cluster.start_node("a")
+    with pytest.raises(MessageNotPicklableError, match="constructor"):
+        harness.cluster.spawn(Blob, lambda: 1, node="a")
+    echo = harness.cluster.spawn(Echo, node="a", name="echo")
+    with pytest.raises(ActorNameTakenError):
+        harness.cluster.spawn(Echo, node="b", name="echo")
+    with pytest.raises(MessageNotPicklableError, match="message to 'echo'"):
+        echo.tell(lambda: 1)
+    plain = harness.cluster.spawn(NoSnapshot, node="a", name="plain")
+    with pytest.raises(MigrationError, match="snapshot"):
+        harness.cluster.migrate(plain, to="b")
+    with pytest.raises(MigrationError, match="already there"):
+        harness.cluster.migrate(echo, to="a")
+    assert echo.ask("still here", timeout=10) == "still here"

@@ -1,0 +1,121 @@
+"""What only the in-process transport can show deterministically: partitions, the wire, the link layer."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors import ManualClock
+from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
+from actors.cluster.link import Inbox, LinkConfig, Outbox
+from actors.errors import MessageNotPicklableError, WireVersionError
+from tests.cluster.agents import Recorder, Sender
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import Harness
+
+
+def test_a_partition_holds_traffic_back_and_healing_delivers_it_in_order(memory: Harness) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.spawn(Recorder, node="b", name="rec")
+    sender = memory.cluster.spawn(Sender, node="a", name="snd")
+    memory.transport.faults.partition({"a"}, {"b"})
+    sender.ask(("send", recorder, 50), timeout=10)  # sent (and flushed into the cut link) before it returns
+    memory.transport.advance(0.3)  # under suspect_after (0.5 s): nothing crosses, nobody is suspected
+    assert recorder.ask("count", timeout=10) == 0
+    assert memory.cluster.status("b") is NodeStatus.UP
+    memory.transport.faults.heal()
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 50)
+    assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(50))
+    assert memory.transport.node("a").statistics().retransmits >= 1  # what the partition dropped was sent again
+
+
+def test_a_long_partition_makes_the_far_side_suspect_then_down(memory: Harness) -> None:
+    memory.start("a", "b")
+    memory.transport.faults.partition({"a"}, {"b"})
+    memory.transport.advance(0.0)
+    start = memory.clock.now()
+    memory.wait(lambda: memory.cluster.status("b") is not NodeStatus.UP)
+    suspect_at = memory.clock.now() - start
+    memory.wait(lambda: memory.cluster.status("b") is NodeStatus.DOWN or memory.cluster.status("a") is NodeStatus.DOWN)
+    down_at = memory.clock.now() - start
+    config = memory.transport.config
+    assert config.suspect_after <= suspect_at < config.down_after <= down_at < config.down_after + 0.1
+
+
+def test_delayed_frames_arrive_after_the_delay_on_the_manual_clock(memory: Harness) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.spawn(Recorder, node="b", name="rec")
+    sender = memory.cluster.spawn(Sender, node="a", name="snd")
+    memory.transport.faults.set("a", "b", delay=0.25)
+    sender.ask(("send", recorder, 5), timeout=10)
+    memory.transport.advance(0.2)
+    assert recorder.ask("count", timeout=10) == 0
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 5)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 1000),
+    drop=st.floats(0, 0.5),
+    duplicate=st.floats(0, 0.5),
+    reorder=st.floats(0, 0.5),
+    rounds=st.integers(1, 4),
+)
+def test_every_message_arrives_once_and_in_order_whatever_the_seeded_faults(
+    seed: int, drop: float, duplicate: float, reorder: float, rounds: int
+) -> None:
+    transport = MemoryTransport(ManualClock(), seed=seed)
+    with Cluster(transport) as cluster:
+        cluster.start_node("a")
+        cluster.start_node("b")
+        recorder = cluster.spawn(Recorder, node="b", name="rec")
+        sender = cluster.spawn(Sender, node="a", name="snd")
+        transport.faults.set(drop=drop, duplicate=duplicate, reorder=reorder)
+        for _ in range(rounds):
+            sender.tell(("send", recorder, 40))
+        assert cluster.wait(lambda: recorder.ask("count", timeout=10) >= 40 * rounds, timeout=30)
+        assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(40)) * rounds
+
+
+def test_a_frame_of_a_newer_minor_version_is_accepted_and_an_unknown_major_refused() -> None:
+    frame = wire.Frame("a", 1, "b", 1, 0, ((wire.TELL, "x", b""),))
+    newer = pickle.dumps(((1, 9), "a", 1, "b", 1, 0, frame.items))
+    assert wire.decode(newer).version == (1, 9)
+    assert wire.decode(wire.encode(frame)) == frame
+    with pytest.raises(WireVersionError, match="major version"):
+        wire.decode(pickle.dumps(((2, 0), "a", 1, "b", 1, 0, ())))
+
+
+def test_the_receiver_reorders_frames_and_drops_duplicates() -> None:
+    out = Outbox("a", 1, "b", LinkConfig())
+    frames = []
+    for i in range(4):
+        out.append((wire.TELL, "x", bytes([i])), 0.0)
+        frames.append(wire.decode(out.take(1.0, 0) or b""))
+    inbox = Inbox()
+    got: list[int] = []
+    for frame in (frames[2], frames[0], frames[0], frames[3], frames[1], frames[2]):
+        inbox.accept(frame, lambda f: got.append(f.seq))
+    assert got == [1, 2, 3, 4]
+    assert inbox.duplicates == 2
+    out.acked(3)
+    assert list(out.unacked) == [4]
+
+
+def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness) -> None:
+    memory.start("a")
+    recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
+    with pytest.raises(MessageNotPicklableError, match=r"message to 'rec'.*does not pickle"):
+        recorder.tell(lambda: None)
+
+
+def test_importing_actors_and_actors_cluster_does_not_import_ray() -> None:
+    code = "import sys, actors, actors.cluster; assert 'ray' not in sys.modules, 'ray was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
