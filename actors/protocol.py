@@ -615,7 +615,7 @@ def to_json(message: AgentMessage) -> str:
     return json.dumps(unstructure(message), allow_nan=False, separators=(",", ":"))
 
 
-def from_json(text: str | bytes) -> AgentMessage:
+def from_json(text: str | bytes | bytearray) -> AgentMessage:
     """Decode a message from JSON text, as `to_json` writes it.
 
     Args:

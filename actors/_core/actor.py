@@ -217,12 +217,14 @@ class Actor(pykka.Actor):
             return NO_MESSAGES
         return TakenMessages(cell, predicate, limit)
 
-    def pre_restart(self, exc: BaseException | None) -> None:
+    def pre_restart(self, exc: BaseException | None) -> Any:
         """Hook: this instance is being replaced by a fresh one after `exc` (None: a normal exit).
 
         Runs in the actor's own turn after its timers are cancelled, and
         after ``on_stop`` if this instance did not fail (a sibling restarted
         with it); its children are stopped right after. Default: nothing.
+        Returns None, or in asyncio mode a coroutine, which is awaited before
+        the restart goes on (hence ``Any``, as `post_restart`).
         """
 
     def post_restart(self, exc: BaseException | None) -> Any:  # noqa: ARG002 - the hook's signature
