@@ -92,8 +92,9 @@ def _times() -> st.SearchStrategy[float]:
 
 
 def _keys() -> st.SearchStrategy[str]:
-    return st.text(st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")) | st.sampled_from("/._-"), min_size=1,
-                   max_size=12).filter(lambda key: key.strip() == key and "*" not in key)
+    return st.text(
+        st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")) | st.sampled_from("/._-"), min_size=1, max_size=12
+    ).filter(lambda key: key.strip() == key and "*" not in key)
 
 
 def _frozen_counts(keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -170,7 +171,9 @@ def _public_strategies(refs: st.SearchStrategy[Any]) -> dict[type, st.SearchStra
     )
     return {
         a.AccessRule: rules,
-        a.AddRoutee: st.builds(a.AddRoutee, ref=refs, capabilities=st.frozensets(names(), max_size=3), weight=_seconds()),
+        a.AddRoutee: st.builds(
+            a.AddRoutee, ref=refs, capabilities=st.frozensets(names(), max_size=3), weight=_seconds()
+        ),
         a.Admission: st.builds(a.Admission, max_concurrent=st.integers(min_value=1, max_value=8)),
         a.AwaitStarted: st.builds(a.AwaitStarted),
         a.Backoff: st.builds(
@@ -222,7 +225,9 @@ def _public_strategies(refs: st.SearchStrategy[Any]) -> dict[type, st.SearchStra
         a.GetStatistics: st.builds(a.GetStatistics),
         a.ListEntries: st.builds(a.ListEntries, prefix=st.text(max_size=8), agent=names_or_none),
         a.ListParkedConflicts: st.builds(a.ListParkedConflicts, pattern=st.none() | _keys()),
-        a.MergeEntries: st.builds(a.MergeEntries, entries=st.lists(entries, max_size=3).map(tuple), source=names_or_none),
+        a.MergeEntries: st.builds(
+            a.MergeEntries, entries=st.lists(entries, max_size=3).map(tuple), source=names_or_none
+        ),
         a.PoolConfig: st.builds(
             a.PoolConfig,
             min_size=st.integers(min_value=0, max_value=2),
