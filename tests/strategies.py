@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import enum
+import re
+import sys
 from typing import Any
 
+import attrs
+import pykka
 from hypothesis import strategies as st
 
-from actors.protocol import AgentMessage, MessageType, Priority
+import actors
+from actors._core import FrozenDict
+from actors.protocol import AgentMessage, MessageType, Priority, freeze_json
 
 __all__ = [
     "agent_messages",
@@ -98,15 +105,11 @@ def _keys() -> st.SearchStrategy[str]:
 
 
 def _frozen_counts(keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    from actors._core import FrozenDict
-
     return st.dictionaries(keys, _counts(), max_size=4).map(FrozenDict)
 
 
 def _public_strategies(refs: st.SearchStrategy[Any]) -> dict[type, st.SearchStrategy[Any]]:
-    import actors as a
-    from actors.protocol import freeze_json
-
+    a = actors
     names_or_none = st.none() | names()
     payloads = json_values(max_leaves=3).map(freeze_json)  # what a user's message wrapped in ours would be
     entries = st.builds(
@@ -236,25 +239,6 @@ def _public_strategies(refs: st.SearchStrategy[Any]) -> dict[type, st.SearchStra
             max_concurrent=st.integers(min_value=1, max_value=4),
             overflow=st.sampled_from(["fail", "queue"]),
         ),
-        a.PoolStatistics: st.builds(
-            a.PoolStatistics,
-            size=_counts(),
-            starting=_counts(),
-            busy=_counts(),
-            waiting=_counts(),
-            min_size=_counts(),
-            max_size=_counts(),
-            max_concurrent=_counts(),
-            created=_counts(),
-            destroyed=_counts(),
-            failed_creations=_counts(),
-            processed=_counts(),
-            failed=_counts(),
-            refused=_counts(),
-            average_operation_time=_seconds(),
-            hit_rate=st.floats(0, 1),
-            routees=st.lists(routee_stats, max_size=2).map(tuple),
-        ),
         a.PriorityMailbox: st.builds(a.PriorityMailbox),
         a.Proposal: proposals,
         a.RemoveRoutee: st.builds(a.RemoveRoutee, ref=refs),
@@ -309,20 +293,194 @@ def _public_strategies(refs: st.SearchStrategy[Any]) -> dict[type, st.SearchStra
     }
 
 
+# Classes whose strategy is derived from their field annotations (each field's
+# type read by `_for_annotation`), with per-class overrides where a field has a
+# constraint its type does not say. A class listed nowhere raises KeyError.
+_DERIVED = frozenset(
+    {
+        # coordination
+        "Acquire",
+        "AgentDeclared",
+        "AgentDescriptor",
+        "AgentHeartbeat",
+        "AgentId",
+        "AgentInfo",
+        "CancelRequest",
+        "CancelRun",
+        "CancelTask",
+        "CapabilityStatistics",
+        "CoordinationStatistics",
+        "Deregister",
+        "FindAgents",
+        "GetAgent",
+        "GetCoordinationStatistics",
+        "GetResourceStatistics",
+        "GetTask",
+        "HealthPolicy",
+        "HealthSample",
+        "KeepAlive",
+        "Lease",
+        "LeaseRequest",
+        "ListAgentTypes",
+        "ListCapabilities",
+        "Register",
+        "RegistrationResult",
+        "RegistryEvent",
+        "RegistrySnapshot",
+        "Release",
+        "ResourceStatistics",
+        "ResourceUsage",
+        "RetryPolicy",
+        "RunTask",
+        "StatusChange",
+        "Submit",
+        "Task",
+        "TaskFinished",
+        "TaskHandle",
+        "TaskInfo",
+        "TaskProgress",
+        "TaskSpec",
+        "Timeouts",
+        "UnwatchRegistry",
+        "ValidateLease",
+        "WatchRegistry",
+        # messaging
+        "BrokerStatistics",
+        "ConsumerStatistics",
+        "HistoryEntry",
+        "HistoryPage",
+        "HistoryQuery",
+        "HistoryRetention",
+        "HistoryStatistics",
+        "InboxItem",
+        "InboxStatistics",
+        "MemberJoined",
+        "MemberLeft",
+        "ProducerStatistics",
+        "Publish",
+        "Published",
+        "SessionInfo",
+        "SessionMemberJoined",
+        "SessionMemberLeft",
+        "SessionTranscript",
+        "SubscriberStatistics",
+        "Subscription",
+        # cluster and core
+        "Address",
+        "LinkConfig",
+        "NodeInfo",
+        "QueuedMessage",
+        "PoolStatistics",
+    }
+)
+
+
+def _idents() -> st.SearchStrategy[str]:
+    """Names every service accepts (an agent type holds no ``/``)."""
+    return st.text(st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")), min_size=1, max_size=8)
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split *text* on *sep* outside brackets."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == sep and depth == 0:
+            parts.append(text[start:index].strip())
+            start = index + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+def _for_annotation(annotation: str, namespace: dict[str, Any], refs: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Return a strategy of valid, frozen values for a field annotated *annotation* (a string)."""
+    options = _split_top(annotation, "|")
+    if len(options) > 1:
+        return st.one_of(*(_for_annotation(option, namespace, refs) for option in options))
+    text = options[0]
+    match = re.fullmatch(r"([\w.]+)(?:\[(.*)\])?", text)
+    if match is None:
+        msg = f"no strategy for the annotation {text!r}: add an override in tests/strategies.py"
+        raise KeyError(msg)
+    head, inner = match.group(1).rsplit(".", 1)[-1], match.group(2)
+    args = _split_top(inner, ",") if inner else []
+    scalars: dict[str, st.SearchStrategy[Any]] = {
+        "None": st.none(),
+        "bool": st.booleans(),
+        "int": st.integers(min_value=1, max_value=10**6),
+        "float": _seconds(),
+        "str": _idents(),
+        "Any": json_values(max_leaves=3).map(freeze_json),
+        "AgentMessage": agent_messages(content=json_values(max_leaves=3)),
+        "BaseException": st.builds(ValueError, st.text(max_size=5)),
+    }
+    if head in scalars:
+        return scalars[head]
+    if head == "ActorRef":
+        return refs
+    if head == "Future":
+        return st.builds(pykka.ThreadingFuture)
+    if head == "Callable":
+        return st.nothing()  # optional callables are drawn as None
+    if head == "frozenset":
+        return st.frozensets(_for_annotation(args[0], namespace, refs), max_size=3)
+    if head == "tuple":
+        if args[0].startswith("Callable"):
+            return st.just(())
+        if args[0].startswith("type["):
+            return st.lists(st.sampled_from([ValueError, KeyError, TimeoutError]), max_size=2).map(tuple)
+        if args[-1] == "...":
+            return st.lists(_for_annotation(args[0], namespace, refs), max_size=2).map(tuple)
+        return st.tuples(*(_for_annotation(arg, namespace, refs) for arg in args))
+    if head in {"FrozenDict", "Mapping"}:
+        keys, values = (_for_annotation(arg, namespace, refs) for arg in args)
+        return st.dictionaries(keys, values, max_size=3).map(FrozenDict)
+    target = namespace.get(head) or getattr(actors, head, None)
+    if isinstance(target, type) and attrs.has(target):
+        return st.deferred(lambda: _derived(target, refs))
+    if isinstance(target, type) and issubclass(target, enum.Enum):
+        return st.sampled_from(target)
+    msg = f"no strategy for the annotation {text!r}: add an override in tests/strategies.py"
+    raise KeyError(msg)
+
+
+def _overrides(refs: st.SearchStrategy[Any]) -> dict[str, dict[str, st.SearchStrategy[Any]]]:
+    """Fields whose valid values their annotation does not say, by class name."""
+    return {
+        "RetryPolicy": {"backoff_coefficient": st.floats(min_value=1, max_value=10)},
+        "HealthSample": {"error_rate": st.floats(min_value=0, max_value=1)},
+        "TaskFinished": {"run_time": _times()},
+        "PoolStatistics": {"hit_rate": st.floats(min_value=0, max_value=1), "strategy": names()},
+    }
+
+
+def _derived(cls: type, refs: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Build *cls* with every init field drawn from its annotation (or its override)."""
+    namespace = vars(sys.modules[cls.__module__])
+    overrides = _overrides(refs).get(cls.__name__, {})
+    fields = {
+        field.alias: overrides[field.name]
+        if field.name in overrides
+        else _for_annotation(str(field.type), namespace, refs)
+        for field in attrs.fields(cls)
+        if field.init
+    }
+    return st.builds(cls, **fields)
+
+
 def public_instances(cls: type, refs: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Generate valid instances of *cls*, an attrs class `actors` exports.
 
     Raises:
-        KeyError: *cls* has no strategy here yet: add one above.
+        KeyError: *cls* has no strategy here yet: add one above (or list it
+            in `_DERIVED` when its field annotations say what is valid).
     """
+    if cls.__name__ in _DERIVED:
+        return _derived(cls, refs)
     return _public_strategies(refs)[cls]
 
 
 def public_attrs_classes() -> list[type]:
     """Return every attrs class `actors` exports, by name."""
-    import attrs
-
-    import actors
-
     found = (getattr(actors, name) for name in sorted(actors.__all__))
     return [value for value in found if isinstance(value, type) and attrs.has(value)]

@@ -66,7 +66,7 @@ from loguru import logger
 from actors._core import ActorRef, DeadLetterReason, Future, QueuedMessage, ThreadActor
 from actors.errors import HistoryPayloadError, HistoryQueryError, ProtocolError
 from actors.messaging._service import Service, ServiceRef
-from actors.protocol import AgentMessage, from_json, to_json
+from actors.protocol import AgentMessage, freeze_json, from_json, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -226,6 +226,11 @@ class _Stats:
     pass
 
 
+def _frozen_message(message: Any) -> Any:
+    """Return a history entry's message frozen: an `AgentMessage` as is, a JSON value by `freeze_json`."""
+    return message if message.__class__ is AgentMessage else freeze_json(message, "message")
+
+
 @attrs.frozen
 class HistoryEntry:
     """One stored message.
@@ -249,7 +254,7 @@ class HistoryEntry:
     session: str | None
     message_type: str | None
     correlation_id: str | None
-    message: Any
+    message: Any = attrs.field(converter=_frozen_message)
 
 
 @attrs.frozen
@@ -607,10 +612,13 @@ def _decode(row: Sequence[Any]) -> HistoryEntry:
     entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, payload = row
     try:
         message = from_json(payload) if kind == "agent" else json.loads(payload)
+        # The entry freezes a JSON value (a dict becomes a FrozenMapping, a list a tuple).
+        return HistoryEntry(
+            entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, message
+        )
     except ProtocolError as exc:
         msg = f"history entry {entry_id} ({stream!r} #{seq}) holds an invalid message: {exc}"
         raise ProtocolError(msg, field=exc.field) from exc
     except ValueError as exc:
         msg = f"history entry {entry_id} ({stream!r} #{seq}) holds invalid JSON: {exc}"
         raise ProtocolError(msg, field="payload") from exc
-    return HistoryEntry(entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, message)
