@@ -14,7 +14,6 @@ from typing import Any
 
 import attrs
 
-from actors.errors import ProtocolError
 from actors.protocol import FrozenMapping, freeze_json
 
 __all__ = ["EMPTY_METADATA", "Entry", "Tombstone", "freeze_metadata", "freeze_value"]
