@@ -40,7 +40,7 @@ from typing import Any, ClassVar, cast
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import ActorRef, FrozenDict, Terminated
+from actors._core import ActorRef, FrozenDict, Terminated, check_ref
 from actors.errors import NotASessionMemberError, SessionClosedError, SessionNotFoundError, TroupeError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Append, HistoryEntry, HistoryQuery, check_payload
@@ -228,6 +228,8 @@ class SessionManager(Service):
 
     def __init__(self, history: ActorRef[Any] | None = None, broker: Any = None) -> None:
         super().__init__()
+        check_ref("history", history, optional=True, owner="SessionManager")
+        check_ref("broker", broker, optional=True, owner="SessionManager")
         self.history = history
         self.broker = broker
         self.sessions: dict[str, _Session] = {}
