@@ -99,8 +99,8 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[[], None], *, interval: float | None = None) -> TimerHandle:
         """Run `callback` after `delay` seconds, then every `interval` seconds if given."""
-        check_seconds("timer delay", delay, positive=False)
         check_seconds("timer interval", interval, optional=True)
+        check_seconds("timer delay", delay, positive=False)
         handle = TimerHandle(self.clock.now() + delay, next(self._seq), callback, interval)
         with self._cond:
             if self._stopping:
