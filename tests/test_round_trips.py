@@ -1,4 +1,4 @@
-"""What crosses an edge comes back equal: state types through their converter and SQLite, messages through history and inbox."""
+"""What crosses an edge comes back equal: state types via their converter and SQLite, messages via history and inbox."""
 
 from __future__ import annotations
 
