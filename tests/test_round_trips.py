@@ -14,7 +14,7 @@ from actors import ActorSystem, state
 from actors.errors import ProtocolError
 from actors.messaging import DurableInbox, MessageHistory, spawn_service
 from actors.protocol import MAX_DEPTH, AgentMessage, freeze_json
-from actors.state import Entry, SqliteBackend, Tombstone
+from actors.state import Entry, SetEntry, SqliteBackend, Tombstone
 from actors.state.codec import structure, unstructure
 from tests.strategies import agent_messages, json_values, names, public_instances
 
@@ -55,9 +55,12 @@ def test_a_stored_value_nests_at_most_max_depth_containers_exactly_as_message_co
             value = [value]
         return value
 
-    assert Entry("k", nested(MAX_DEPTH), 1, 0.0, 0.0).value == freeze_json(nested(MAX_DEPTH))
-    with pytest.raises(ProtocolError, match="MAX_DEPTH"):
-        Entry("k", nested(MAX_DEPTH + 1), 1, 0.0, 0.0)
+    deepest = freeze_json(nested(MAX_DEPTH))
+    assert Entry("k", nested(MAX_DEPTH), 1, 0.0, 0.0).value == deepest
+    assert SetEntry("k", nested(MAX_DEPTH)).value == deepest
+    for build in (lambda value: Entry("k", value, 1, 0.0, 0.0), lambda value: SetEntry("k", value)):
+        with pytest.raises(ProtocolError, match="MAX_DEPTH"):
+            build(nested(MAX_DEPTH + 1))
 
 
 def test_entries_and_tombstones_come_back_equal_from_sqlite(tmp_path: Path) -> None:
