@@ -16,6 +16,8 @@ ones are for services built on the runtime:
   stops, timers, `Terminated`); a router never routes them.
 - `STOP`: the system message that stops a cell (``cell.post_system(STOP)``).
 - `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
+- `check_seconds`, `check_count`, `check_interface`, `check_ref`: constructor
+  argument checks whose messages name the argument and what it expects.
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
@@ -25,6 +27,7 @@ the reply future its handler must settle.
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors._core.batching import QueuedMessage, TakenMessages
 from actors._core.cell import STOP, Cell
+from actors._core.checks import check_count, check_interface, check_ref, check_seconds
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors._core.frozendict import FrozenDict
@@ -85,5 +88,9 @@ __all__ = [
     "ThreadActor",
     "TimerHandle",
     "Timers",
+    "check_count",
+    "check_interface",
+    "check_ref",
+    "check_seconds",
     "default_system",
 ]

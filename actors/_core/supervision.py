@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from loguru import logger
 
+from actors._core.frozendict import FrozenDict
 from actors._core.lifecycle import STOP, Restart
 from actors.errors import RestartIntensityError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from actors._core.cell import Cell
     from actors._core.mailbox import MailboxSpec
@@ -121,6 +122,30 @@ class Terminated:
     reason: BaseException | None = None
 
 
+# Typed converters (the attrs mypy plugin cannot type ``converter=dict``):
+# what a frozen class keeps is frozen, so it can be shared and hashed.
+
+
+def _frozen_rules(rules: Mapping[type[BaseException], Directive]) -> FrozenDict[type[BaseException], Directive]:
+    """Return a `Decider`'s rules as a `FrozenDict`."""
+    return rules if isinstance(rules, FrozenDict) else FrozenDict(rules)
+
+
+def _exception_types(types: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
+    """Return a `Decider`'s ask-failure types as a tuple."""
+    return tuple(types)
+
+
+def _arguments(args: Iterable[Any]) -> tuple[Any, ...]:
+    """Return a `ChildSpec`'s positional arguments as a tuple."""
+    return tuple(args)
+
+
+def _keyword_arguments(kwargs: Mapping[str, Any]) -> FrozenDict[str, Any]:
+    """Return a `ChildSpec`'s keyword arguments as a `FrozenDict`."""
+    return kwargs if isinstance(kwargs, FrozenDict) else FrozenDict(kwargs)
+
+
 @attrs.frozen
 class Decider:
     """Map exception types to directives (the most specific listed base class wins).
@@ -134,9 +159,9 @@ class Decider:
             in an ask handler only goes to the asker and the actor keeps its state.
     """
 
-    rules: Mapping[type[BaseException], Directive] = attrs.field(factory=dict, converter=dict)
+    rules: FrozenDict[type[BaseException], Directive] = attrs.field(factory=FrozenDict, converter=_frozen_rules)
     default: Directive = Directive.RESTART
-    ask_failures: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
+    ask_failures: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_exception_types)
 
     def __attrs_post_init__(self) -> None:
         for exc_type, directive in self.rules.items():
@@ -254,8 +279,8 @@ class ChildSpec:
     """
 
     actor_class: type
-    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    args: tuple[Any, ...] = attrs.field(default=(), converter=_arguments)
+    kwargs: FrozenDict[str, Any] = attrs.field(factory=FrozenDict, converter=_keyword_arguments)
     name: str | None = None
     mode: str | None = None
     restart: RestartType = attrs.field(default=RestartType.PERMANENT, converter=restart_type)

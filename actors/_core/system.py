@@ -41,6 +41,7 @@ from loguru import logger
 from actors._core import logbridge
 from actors._core.actor import PooledActor, concrete_class
 from actors._core.cell import STOP, Cell
+from actors._core.checks import check_count, check_interface, check_seconds
 from actors._core.clock import Clock, MonotonicClock
 from actors._core.deadletters import DeadLetters
 from actors._core.executors import (
@@ -132,9 +133,16 @@ class ActorSystem:
         loop: asyncio.AbstractEventLoop | None = None,
         slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK_DURATION,
     ) -> None:
-        if throughput < 1:
-            msg = f"throughput must be >= 1 message per turn, got {throughput}"
-            raise ValueError(msg)
+        check_count("throughput", throughput, minimum=1, owner="ActorSystem")
+        check_count("dispatchers", dispatchers, minimum=1, optional=True, owner="ActorSystem")
+        check_count("dead_letters_kept", dead_letters_kept, owner="ActorSystem")
+        check_seconds(
+            "slow_callback_duration", slow_callback_duration, positive=False, optional=True, owner="ActorSystem"
+        )
+        if clock is not None:
+            check_interface(
+                "clock", clock, ("now",), "a Clock (MonotonicClock(), ManualClock()) or None", owner="ActorSystem"
+            )
         self.name = name if name is not None else f"system-{next(_system_ids)}"
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.throughput = throughput

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from actors._core.checks import check_seconds
 from actors._core.clock import ManualClock
 from actors.errors import TroupeInternalError
 
@@ -98,12 +99,8 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[[], None], *, interval: float | None = None) -> TimerHandle:
         """Run `callback` after `delay` seconds, then every `interval` seconds if given."""
-        if delay < 0:
-            msg = f"timer delay must be >= 0 seconds, got {delay!r}"
-            raise ValueError(msg)
-        if interval is not None and interval <= 0:
-            msg = f"timer interval must be > 0 seconds, got {interval!r}"
-            raise ValueError(msg)
+        check_seconds("timer interval", interval, optional=True)
+        check_seconds("timer delay", delay, positive=False)
         handle = TimerHandle(self.clock.now() + delay, next(self._seq), callback, interval)
         with self._cond:
             if self._stopping:

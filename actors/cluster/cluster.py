@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pykka
 
-from actors._core import Future
+from actors._core import Future, check_interface
 from actors.cluster import wire
 from actors.cluster.address import Address
 from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
@@ -119,6 +119,13 @@ class Cluster:
     """
 
     def __init__(self, transport: Any, *, name: str = "troupe") -> None:
+        check_interface(
+            "transport",
+            transport,
+            ("open",),
+            "a cluster transport (MemoryTransport(), RayTransport())",
+            owner="Cluster",
+        )
         self.name = name
         self.transport = transport
         transport.open(name)

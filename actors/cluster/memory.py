@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from actors._core import ManualClock, MonotonicClock
+from actors._core import ManualClock, MonotonicClock, check_count, check_interface
 from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
@@ -48,6 +48,12 @@ class MemoryTransport:
     def __init__(
         self, clock: Clock | None = None, *, config: LinkConfig | None = None, seed: int = 0, dispatchers: int = 2
     ) -> None:
+        if clock is not None:
+            check_interface("clock", clock, ("now",), "a Clock or None", owner="MemoryTransport")
+        if config is not None and not isinstance(config, LinkConfig):
+            msg = f"MemoryTransport: config must be a LinkConfig or None, got {config!r}"
+            raise TypeError(msg)
+        check_count("dispatchers", dispatchers, minimum=1, owner="MemoryTransport")
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.manual = isinstance(self.clock, ManualClock)
         self.config = config if config is not None else LinkConfig()

@@ -48,7 +48,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, FrozenDict
+from actors._core import Actor, FrozenDict, check_ref
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
     AgentDeclared,
@@ -122,6 +122,7 @@ class Agent(Actor):
             msg = f"{agent_id}: heartbeat_interval must be > 0 seconds, got {interval!r}"
             raise TaskSpecError(msg)
         self.heartbeat_interval = float(interval)
+        check_ref("coordinator", coordinator, optional=True, owner=str(agent_id))
         self.coordinator = coordinator
         # Invariant: the async attempts running now, by (task_id, attempt); loop thread only.
         self._running: dict[tuple[str, int], asyncio.Task[Any]] = {}

@@ -54,7 +54,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, DeadLetterReason, FrozenDict, Future, Terminated
+from actors._core import Actor, DeadLetterReason, FrozenDict, Future, Terminated, check_count
 from actors.coordination.health import Health, HealthPolicy, HealthTracker
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
@@ -263,6 +263,13 @@ class Coordinator(Actor):
             if value is not None and not (isinstance(value, int | float) and value > 0):
                 msg = f"Coordinator {name} must be > 0 seconds, got {value!r}"
                 raise TaskSpecError(msg)
+        if health is not None and not isinstance(health, HealthPolicy):
+            msg = f"Coordinator health must be a HealthPolicy or None, got {type(health).__name__} {health!r}"
+            raise TypeError(msg)
+        if result_writer is not None and not callable(result_writer):
+            msg = f"Coordinator result_writer must be a callable (key, value) or None, got {result_writer!r}"
+            raise TypeError(msg)
+        check_count("keep_finished", keep_finished, owner="Coordinator")
         self._tick = float(tick)
         self._heartbeat_timeout = heartbeat_timeout
         self._health_policy = health or HealthPolicy()

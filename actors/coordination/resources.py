@@ -239,6 +239,9 @@ class ResourceManager(Actor):
 
     def __init__(self, capacities: Mapping[str, int]) -> None:
         super().__init__()
+        if not isinstance(capacities, Mapping):
+            msg = f"ResourceManager capacities must be a mapping of names to ints > 0, got {capacities!r}"
+            raise TypeError(msg)
         for name, units in capacities.items():
             if (
                 not isinstance(name, str)

@@ -70,7 +70,7 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import ActorRef, DeadLetterReason, Future, Terminated
+from actors._core import MODES, ActorRef, DeadLetterReason, Future, Terminated, check_ref
 from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TroupeError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Append, check_payload
@@ -725,6 +725,10 @@ class MessageBroker(Service):
         if not isinstance(ref, BrokerRef):
             msg = f"{type(self).__name__} must be spawned with its BrokerRef; do not override _troupe_ref_class"
             raise TypeError(msg)
+        check_ref("history", history, optional=True, owner="MessageBroker")
+        if callback_mode is not None and callback_mode not in MODES:
+            msg = f"MessageBroker: callback_mode must be one of {sorted(MODES)} or None, got {callback_mode!r}"
+            raise ValueError(msg)
         self.core = _Core(ref, history)
         self.callback_mode = callback_mode
         self.ids = itertools.count(1)

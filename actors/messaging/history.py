@@ -63,10 +63,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, cast
 import attrs
 from loguru import logger
 
-from actors._core import ActorRef, DeadLetterReason, Future, QueuedMessage, ThreadActor
+from actors._core import ActorRef, DeadLetterReason, Future, QueuedMessage, ThreadActor, check_count, check_seconds
 from actors.errors import HistoryPayloadError, HistoryQueryError, ProtocolError
 from actors.messaging._service import Service, ServiceRef
-from actors.protocol import AgentMessage, from_json, to_json
+from actors.protocol import AgentMessage, freeze_json, from_json, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -226,6 +226,18 @@ class _Stats:
     pass
 
 
+def _check_path(owner: str, path: object) -> None:
+    """Refuse a database path that is not a str or an os.PathLike, naming the argument (TypeError)."""
+    if not isinstance(path, str | os.PathLike):
+        msg = f"{owner}: path must be the database file's path (a str or os.PathLike), got {path!r}"
+        raise TypeError(msg)
+
+
+def _frozen_message(message: Any) -> Any:
+    """Return a history entry's message frozen: an `AgentMessage` as is, a JSON value by `freeze_json`."""
+    return message if message.__class__ is AgentMessage else freeze_json(message, "message")
+
+
 @attrs.frozen
 class HistoryEntry:
     """One stored message.
@@ -249,7 +261,7 @@ class HistoryEntry:
     session: str | None
     message_type: str | None
     correlation_id: str | None
-    message: Any
+    message: Any = attrs.field(converter=_frozen_message)
 
 
 @attrs.frozen
@@ -353,6 +365,15 @@ class MessageHistory(Service, ThreadActor):
         if synchronous not in ("NORMAL", "FULL", "EXTRA"):
             msg = f"synchronous must be 'NORMAL', 'FULL' or 'EXTRA', got {synchronous!r}"
             raise ValueError(msg)
+        _check_path("MessageHistory", path)
+        if retention is not None and not isinstance(retention, HistoryRetention):
+            msg = f"MessageHistory: retention must be a HistoryRetention or None, got {retention!r}"
+            raise TypeError(msg)
+        if not callable(now):
+            msg = f"MessageHistory: now must be a callable returning seconds since the epoch, got {now!r}"
+            raise TypeError(msg)
+        check_count("batch", batch, minimum=1, owner="MessageHistory")
+        check_seconds("commit_delay", commit_delay, positive=False, owner="MessageHistory")
         self.path = os.fspath(path)
         self.retention = retention if retention is not None else HistoryRetention()
         self.now = now
@@ -607,10 +628,13 @@ def _decode(row: Sequence[Any]) -> HistoryEntry:
     entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, payload = row
     try:
         message = from_json(payload) if kind == "agent" else json.loads(payload)
+        # The entry freezes a JSON value (a dict becomes a FrozenMapping, a list a tuple).
+        return HistoryEntry(
+            entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, message
+        )
     except ProtocolError as exc:
         msg = f"history entry {entry_id} ({stream!r} #{seq}) holds an invalid message: {exc}"
         raise ProtocolError(msg, field=exc.field) from exc
     except ValueError as exc:
         msg = f"history entry {entry_id} ({stream!r} #{seq}) holds invalid JSON: {exc}"
         raise ProtocolError(msg, field="payload") from exc
-    return HistoryEntry(entry_id, stream, seq, ts, kind, sender, recipient, topic, session, mtype, correlation, message)

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import ActorRef, DeadLetterReason, Future, Terminated, ThreadActor
+from actors._core import ActorRef, DeadLetterReason, Future, Terminated, ThreadActor, check_seconds
 from actors.errors import ProtocolError, UnknownMessageError
 from actors.messaging._service import Service, ServiceRef
-from actors.messaging.history import Synchronous, _open
+from actors.messaging.history import Synchronous, _check_path, _open
 from actors.protocol import AgentMessage, from_json, to_json
 
 if TYPE_CHECKING:
@@ -195,9 +195,11 @@ class DurableInbox(Service, ThreadActor):
         synchronous: Synchronous = "NORMAL",
     ) -> None:
         super().__init__()
-        if not visibility_timeout > 0:
-            msg = f"visibility_timeout must be > 0 seconds, got {visibility_timeout!r}"
-            raise ValueError(msg)
+        check_seconds("visibility_timeout", visibility_timeout, owner="DurableInbox")
+        _check_path("DurableInbox", path)
+        if not callable(now):
+            msg = f"DurableInbox: now must be a callable returning seconds since the epoch, got {now!r}"
+            raise TypeError(msg)
         self.visibility_timeout = visibility_timeout
         self.now = now
         self.db = _open(os.fspath(path), _SCHEMA, synchronous)

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
-from actors._core import MESSAGE_KINDS, Actor, ActorRef
+from actors._core import MESSAGE_KINDS, Actor, ActorRef, check_ref, check_seconds
 from actors.errors import HistoryPayloadError
 from actors.protocol import AgentMessage, from_json, to_json
 
@@ -380,6 +380,9 @@ class ProducerController(Actor):
         synchronous: str = "NORMAL",
     ) -> None:
         super().__init__()
+        check_ref("consumer", consumer, owner="ProducerController")
+        check_seconds("resend_interval", resend_interval, owner="ProducerController")
+        check_seconds("max_resend_interval", max_resend_interval, owner="ProducerController")
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
         self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
@@ -542,6 +545,8 @@ class ConsumerController(Actor):
         if isinstance(window, bool) or not isinstance(window, int) or window < _MIN_WINDOW:
             msg = f"the window must be an int >= 2 messages, got {window!r}"
             raise ValueError(msg)
+        check_ref("deliver_to", deliver_to, owner="ConsumerController")
+        check_seconds("request_interval", request_interval, owner="ConsumerController")
         self.link = link
         self.interval = request_interval
         self.state = _ConsumerState(deliver_to.tell, window)

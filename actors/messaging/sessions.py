@@ -34,19 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar, cast
 
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import ActorRef, FrozenDict, Terminated
+from actors._core import ActorRef, FrozenDict, Terminated, check_ref
 from actors.errors import NotASessionMemberError, SessionClosedError, SessionNotFoundError, TroupeError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Append, HistoryEntry, HistoryQuery, check_payload
 from actors.messaging.topics import check_topic
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 __all__ = [
     "SessionInfo",
@@ -230,6 +228,8 @@ class SessionManager(Service):
 
     def __init__(self, history: ActorRef[Any] | None = None, broker: Any = None) -> None:
         super().__init__()
+        check_ref("history", history, optional=True, owner="SessionManager")
+        check_ref("broker", broker, optional=True, owner="SessionManager")
         self.history = history
         self.broker = broker
         self.sessions: dict[str, _Session] = {}
@@ -389,7 +389,7 @@ class SessionManager(Service):
             msg = f"the history holds no session {sid!r}"
             raise SessionNotFoundError(msg)
         first = entries[0].message
-        if entries[0].kind != "event" or not isinstance(first, dict) or first.get("event") != "created":
+        if entries[0].kind != "event" or not isinstance(first, Mapping) or first.get("event") != "created":
             msg = (
                 f"the history no longer holds the start of session {sid!r} (retention deleted it, or the stream "
                 "was written by something else), so its members cannot be rebuilt"

@@ -178,7 +178,7 @@ class Proposal:
         expires_at: the write's expiry time, or None.
     """
 
-    value: Any
+    value: Any = attrs.field(converter=freeze_value)
     writer: str | None
     at: float
     expected_version: int | None = None

@@ -10,13 +10,11 @@ does. A value JSON cannot carry (a set, an object, ``nan``) is refused with a
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 
-from actors.errors import ProtocolError
-from actors.protocol import FrozenMapping
+from actors.protocol import FrozenMapping, freeze_json
 
 __all__ = ["EMPTY_METADATA", "Entry", "Tombstone", "freeze_metadata", "freeze_value"]
 
@@ -29,21 +27,18 @@ _PLAIN = (str, int, bool, type(None))
 def freeze_value(value: Any, field: str = "value") -> Any:
     """Return `value` as a frozen JSON value (a copy of every container in it).
 
+    `actors.protocol.freeze_json` itself, so a stored value nests at most
+    `actors.protocol.MAX_DEPTH` containers, exactly as message content does.
+    A value already frozen (a scalar, a `FrozenMapping`) is returned as is.
+
     Raises:
-        ProtocolError: it holds something JSON cannot carry; ``field`` is the
-            dotted path to it, starting with `field`.
+        ProtocolError: it holds something JSON cannot carry, or nests deeper
+            than `MAX_DEPTH`; ``field`` is the dotted path to it, starting
+            with `field`.
     """
-    kind = type(value)
-    if kind in _PLAIN:  # the common case, without building a mapping
+    if type(value) in _PLAIN:  # the common case, without a call
         return value
-    if kind is float:
-        if not math.isfinite(value):
-            msg = f"field {field!r} holds {value!r}, which JSON cannot carry; store a finite number, or None"
-            raise ProtocolError(msg, field=field)
-        return value
-    # FrozenMapping freezes (and checks) its values all the way down and
-    # names the offending path from the key given here.
-    return FrozenMapping({field: value})[field]
+    return freeze_json(value, field)
 
 
 def freeze_metadata(metadata: Any) -> FrozenMapping:
@@ -82,7 +77,7 @@ class Entry:
     """
 
     key: str
-    value: Any
+    value: Any = attrs.field(converter=freeze_value)
     version: int
     created_at: float
     updated_at: float

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from actors.errors import ProtocolError
 from actors.protocol import FrozenMapping
-from actors.state.entry import EMPTY_METADATA, Entry, Tombstone, freeze_metadata, freeze_value
+from actors.state.codec import structure, unstructure
+from actors.state.entry import Entry, Tombstone
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -222,29 +223,44 @@ class SqliteBackend:
 
 
 def _encode(record: Record) -> tuple[Any, ...]:
+    """Return the row of *record*, from its converter form (`actors.state.codec`)."""
+    data = unstructure(record)
     if isinstance(record, Tombstone):
-        return (record.key, record.version, None, None, record.removed_at, None, None, None)
-    metadata = _dumps(record.metadata) if record.metadata else None
+        return (data["key"], data["version"], None, None, data["removed_at"], None, None, None)
+    metadata = data["metadata"]
     return (
-        record.key,
-        record.version,
-        _dumps(record.value),
-        record.created_at,
-        record.updated_at,
-        record.writer,
-        metadata,
-        record.expires_at,
+        data["key"],
+        data["version"],
+        _dumps(data["value"]),
+        data["created_at"],
+        data["updated_at"],
+        data["writer"],
+        _dumps(metadata) if metadata else None,
+        data["expires_at"],
     )
 
 
 def _decode(row: tuple[Any, ...]) -> Record:
+    """Build the record of *row* through the converter; its value comes back frozen."""
     key, version, value, created_at, updated_at, writer, metadata, expires_at = row
     if value is None:
-        return Tombstone(key, version, updated_at)
+        return structure({"key": key, "version": version, "removed_at": updated_at}, Tombstone)
     try:
-        decoded = freeze_value(json.loads(value))
-        frozen_metadata = freeze_metadata(json.loads(metadata)) if metadata else EMPTY_METADATA
-    except (ValueError, TypeError) as error:
+        data = {
+            "key": key,
+            "value": json.loads(value),
+            "version": version,
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "writer": writer,
+            "metadata": json.loads(metadata) if metadata else {},
+            "expires_at": expires_at,
+        }
+    except ValueError as error:
         msg = f"stored value of key {key!r} is not valid JSON ({error}); the database was altered outside troupe"
         raise ProtocolError(msg, field=key) from error
-    return Entry(key, decoded, version, created_at, updated_at, writer, frozen_metadata, expires_at)
+    try:
+        return structure(data, Entry)
+    except ProtocolError as error:
+        msg = f"stored entry of key {key!r} is not a valid entry ({error}); the database was altered outside troupe"
+        raise ProtocolError(msg, field=key) from error

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from actors._core import Actor
+from actors._core import Actor, check_count
 from actors.errors import ConflictNotFoundError
 from actors.state.conflicts import (
     CUSTOM,
@@ -170,9 +170,7 @@ class ConflictResolver(Actor):
         history_limit: int = 1000,
     ) -> None:
         super().__init__()
-        if history_limit < 0:
-            msg = f"history_limit must be >= 0, got {history_limit!r}"
-            raise ValueError(msg)
+        check_count("history_limit", history_limit, owner="ConflictResolver")
         self._default = check_strategy(default, what="default strategy")
         self._merge_fallback = check_fallback(merge_fallback)
         self._orders = itertools.count()

@@ -45,7 +45,7 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, DeadLetterReason
+from actors._core import Actor, DeadLetterReason, check_count, check_interface, check_ref, check_seconds
 from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
@@ -126,6 +126,38 @@ class _Subscription:
         self.agent = agent
 
 
+def _check_arguments(
+    *,
+    backend: object,
+    resolver: object,
+    clock: object,
+    sweep_interval: object,
+    history_limit: object,
+    max_batch: object,
+    race_window: object,
+    bases_kept: object,
+) -> None:
+    """Refuse a bad `StateStore` argument where it is given, naming it (TypeError or ValueError)."""
+    owner = "StateStore"
+    if backend is not None:
+        check_interface(
+            "backend",
+            backend,
+            ("open", "apply", "close"),
+            "a StateBackend (MemoryBackend(), SqliteBackend(path)) or None",
+            owner=owner,
+            hint="for a database file, pass SqliteBackend(path)",
+        )
+    check_ref("resolver", resolver, optional=True, owner=owner)
+    if clock is not None:
+        check_interface("clock", clock, ("now",), "a Clock or None (the system's)", owner=owner)
+    check_seconds("sweep_interval", sweep_interval, owner=owner)
+    check_seconds("race_window", race_window, positive=False, owner=owner)
+    check_count("history_limit", history_limit, owner=owner)
+    check_count("max_batch", max_batch, minimum=1, owner=owner)
+    check_count("bases_kept", bases_kept, owner=owner)
+
+
 class StateStore(Actor):
     """A versioned key-value store that agents share: TTLs, compare-and-set, subscriptions.
 
@@ -176,16 +208,16 @@ class StateStore(Actor):
         clock: Clock | None = None,
     ) -> None:
         super().__init__()
-        if not sweep_interval > 0:
-            msg = f"sweep_interval must be > 0 seconds, got {sweep_interval!r}"
-            raise ValueError(msg)
-        for name, value in (("history_limit", history_limit), ("bases_kept", bases_kept), ("max_batch", max_batch - 1)):
-            if value < 0:
-                msg = f"{name} must be >= {1 if name == 'max_batch' else 0}, got {value!r}"
-                raise ValueError(msg)
-        if race_window < 0:
-            msg = f"race_window must be >= 0 seconds, got {race_window!r}"
-            raise ValueError(msg)
+        _check_arguments(
+            backend=backend,
+            resolver=resolver,
+            clock=clock,
+            sweep_interval=sweep_interval,
+            history_limit=history_limit,
+            max_batch=max_batch,
+            race_window=race_window,
+            bases_kept=bases_kept,
+        )
         configured = strategies is not None or default_strategy is not None or merge_fallback is not None
         if resolver is not None and configured:
             msg = (

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def test_a_pool_spreads_the_items_and_results_keep_input_order(system: ActorSystem, mode: str) -> None:
     pool = system.spawn(
         Pool,
-        ChildSpec(Echo, args=(lambda x: x * x,), mode=mode),  # type: ignore[arg-type]  # attrs converter
+        ChildSpec(Echo, args=(lambda x: x * x,), mode=mode),
         config=PoolConfig(min_size=3, max_size=3, overflow="queue"),
     )
     assert load_balanced(pool, range(20), max_in_flight=4).get(timeout=WAIT) == [x * x for x in range(20)]

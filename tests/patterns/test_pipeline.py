@@ -66,7 +66,7 @@ def test_output_keeps_input_order_when_a_parallel_stage_finishes_out_of_order(
 
 
 def _spec(mode: str, gates: dict[Any, Gate]) -> Any:
-    return ChildSpec(Echo, args=(None, gates), mode=mode)  # type: ignore[arg-type]  # attrs' tuple converter
+    return ChildSpec(Echo, args=(None, gates), mode=mode)
 
 
 def test_unordered_output_emits_in_completion_order(system: ActorSystem, mode: str, gates: list[Gate]) -> None:
