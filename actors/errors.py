@@ -27,6 +27,7 @@ __all__ = [
     "LeaseNotHeldError",
     "MailboxFullError",
     "MessageNotPicklableError",
+    "MessageNotUnderstoodError",
     "MigrationError",
     "ModeError",
     "NoRouteeError",
@@ -268,6 +269,10 @@ class NodeNameTakenError(TroupeError, ValueError):
 
 class NodeDownError(TroupeError, ConnectionError):
     """A cluster node is DOWN: the reason in `Terminated` for its watched actors, and in its asks' failures."""
+
+
+class MessageNotUnderstoodError(TroupeError, TypeError):
+    """A shared service was sent a message it does not handle: a bad request, refused (see `Actor.refusals`)."""
 
 
 class MessageNotPicklableError(TroupeError, TypeError):
