@@ -626,7 +626,7 @@ class Cell:
         exc = exc_info[1]
         refusals = self.actor.refusals if self.actor is not None else ()
         if refusals and isinstance(exc, refusals) and not isinstance(exc, TroupeInternalError):
-            logger.opt(exception=exc_info).warning("{} refused told message {!r}: {}", self.ref, message, exc)
+            logger.opt(exception=exc_info).warning("{} rejected told message {!r}: {}", self.ref, message, exc)
             self.system.dead_letters.record(message, self.ref, DeadLetterReason.REJECTED, exc)
             if receipt is not None:
                 reply_exception(receipt, exc_info)

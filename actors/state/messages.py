@@ -319,9 +319,19 @@ def _rules(value: Iterable[AccessRule] | None) -> tuple[AccessRule, ...] | None:
 
 @attrs.frozen
 class SetAccessRules:
-    """Replace the store's access rules; None turns access control off. Answers None."""
+    """Replace the store's access rules; None turns access control off. Answers None.
+
+    While rules are on, only an agent they grant write access to every key
+    (a rule with prefix ``""`` and ``write=True``) may change them; anyone
+    else gets `AccessDeniedError`. While they are off, anyone may set them.
+
+    Attributes:
+        rules: the new rules, or None.
+        agent: who changes them.
+    """
 
     rules: tuple[AccessRule, ...] | None = attrs.field(converter=_rules)
+    agent: str | None = attrs.field(default=None, validator=_agent)
 
 
 # -- conflict resolution (sent to a ConflictResolver) -------------------------

@@ -23,15 +23,21 @@ Under load (many writers, or one that pipelines ``ask(..., block=False)``)
 one commit serves hundreds of writes; an idle store commits each write
 alone, at once. Nothing is ever left uncommitted between two messages.
 
-Errors. A refused write (access denied, a conflict whose strategy rejects)
-raises, and the asker gets the error. As with any pykka actor, a write sent
-with ``tell`` whose handler raises fails the store: send writes you do not
-wait for with ``ask(..., block=False)`` instead. Bad input never gets that
-far: messages check their fields when built.
+Errors. The store is a shared service (README, "Shared services"): a
+refused request (access denied, a conflict whose strategy rejects, a parked
+conflict that is not there, a message it does not understand) raises, and
+the asker gets the error; sent with ``tell``, it is recorded as a
+``REJECTED`` dead letter with the exception, and logged, and the store
+serves on (`Actor.refusals`: every `TroupeError`). Only its own failures (a
+backend that cannot commit) fail it. Bad input never gets that far:
+messages check their fields when built.
 
 Threading: like every actor, the store handles one message at a time, on its
-own thread (thread mode) or a dispatcher thread (pooled mode). Conflicts are
-settled by a synchronous ask to the resolver actor, which never calls back.
+own thread (thread mode), a dispatcher thread (pooled mode) or the event
+loop (asyncio mode). Conflicts are settled by an ask to the resolver actor,
+which never calls back: a blocking one in pooled and thread mode; in asyncio
+mode an awaited one, so the loop runs on meanwhile (the store's turn is
+suspended, and nothing else of the store runs until the write is done).
 """
 
 from __future__ import annotations
@@ -39,14 +45,20 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
 from actors._core import Actor, DeadLetterReason
-from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
+from actors.errors import (
+    ConflictError,
+    ConflictNotFoundError,
+    MailboxFullError,
+    MessageNotUnderstoodError,
+    TroupeError,
+)
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
     ABSENT,
@@ -129,6 +141,9 @@ class _Subscription:
 class StateStore(Actor):
     """A versioned key-value store that agents share: TTLs, compare-and-set, subscriptions.
 
+    A shared service: a told request it refuses is a ``REJECTED`` dead
+    letter, never its failure (see the module docs, "Errors").
+
     Args:
         backend: where entries are made durable (default: a new
             `MemoryBackend`). Opened here, on the spawning thread, so a bad
@@ -158,6 +173,8 @@ class StateStore(Actor):
         ValueError: a numeric argument out of range, or both `resolver`
             and strategy arguments.
     """
+
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
 
     def __init__(
         self,
@@ -301,7 +318,7 @@ class StateStore(Actor):
                 f"{self} does not understand {message!r}; send a message of actors.state "
                 "(GetEntry, SetEntry, DeleteEntry, ListEntries, WriteBatch, SubscribeState, ...)"
             )
-            raise TypeError(msg)
+            raise MessageNotUnderstoodError(msg)
         return handler(message)
 
     # -- reads ---------------------------------------------------------------------
@@ -366,8 +383,8 @@ class StateStore(Actor):
         """Return whether `_drain` may take `queued`: a write, while the transaction has room.
 
         A write sent with tell is taken only if it will certainly succeed: one
-        that would raise is left for the runtime to deliver, so it fails the
-        store as pykka says it must. The take is lazy, so each test sees what
+        that would raise is left for the runtime to deliver, which records its
+        refusal as a ``REJECTED`` dead letter (`Actor.refusals`). The take is lazy, so each test sees what
         the writes taken before it staged.
         """
         message = queued.message
@@ -396,9 +413,7 @@ class StateStore(Actor):
                     acks.append((queued, None, error))
                 else:  # `_certain` said it could not happen
                     logger.opt(exception=True).error("{}: a write sent with tell failed: {!r}", self, message)
-                    self.actor_system.dead_letters.record(
-                        message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error
-                    )
+                    self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, error)
         return acks
 
     def _certain(self, message: Any, now: float) -> bool:
@@ -509,6 +524,9 @@ class StateStore(Actor):
             if remote.expired(now) or (current is not None and same_json(current.value, value)):
                 results.append(WriteResult(key, WriteOutcome.UNCHANGED, last, current))
             elif current is None:
+                # The entry keeps its own write time and writer (and creation
+                # time): last_writer_wins compares them, so that merges give
+                # one state whatever their order.
                 entry = self._stage_set(
                     key,
                     value,
@@ -518,6 +536,8 @@ class StateStore(Actor):
                     now=now,
                     current=None,
                     last=last,
+                    written_at=remote.updated_at,
+                    created_at=remote.created_at,
                 )
                 results.append(WriteResult(key, WriteOutcome.APPLIED, entry.version, entry))
             else:
@@ -555,6 +575,7 @@ class StateStore(Actor):
             proposal=record.conflict.remote,
             now=now,
             conflict_id=settled.id,
+            written_at=record.conflict.remote.at if record.conflict.kind is ConflictKind.IMPORT else None,
         )
 
     # -- conflicts ---------------------------------------------------------------------
@@ -593,6 +614,7 @@ class StateStore(Actor):
             proposal=proposal,
             now=now,
             conflict_id=resolution.conflict_id,
+            written_at=proposal.at if kind is ConflictKind.IMPORT else None,
         )
 
     def _carry_out(
@@ -606,7 +628,9 @@ class StateStore(Actor):
         proposal: Proposal,
         now: float,
         conflict_id: int,
+        written_at: float | None = None,
     ) -> WriteResult:
+        """Apply what settled a conflict; an imported entry taken keeps its write time (`written_at`)."""
         if outcome is ConflictOutcome.KEPT_LOCAL:
             return WriteResult(key, WriteOutcome.KEPT_LOCAL, last, current, conflict_id)
         if outcome is ConflictOutcome.PARKED:
@@ -619,7 +643,7 @@ class StateStore(Actor):
         if outcome is ConflictOutcome.TOOK_REMOTE:
             value, result = proposal.value, WriteOutcome.APPLIED
         elif outcome is ConflictOutcome.MERGED:
-            result = WriteOutcome.MERGED
+            result, written_at = WriteOutcome.MERGED, None  # a new value, written now
         else:
             msg = (
                 f"conflict {conflict_id} on key {key!r} came back with outcome {outcome!r}, which a store cannot apply"
@@ -634,6 +658,7 @@ class StateStore(Actor):
             now=now,
             current=current,
             last=last,
+            written_at=written_at,
         )
         return WriteResult(key, result, entry.version, entry, conflict_id)
 
@@ -689,11 +714,17 @@ class StateStore(Actor):
         now: float,
         current: Entry | None,
         last: int,
+        written_at: float | None = None,
+        created_at: float | None = None,
     ) -> Entry:
+        # `written_at`: an imported entry's own write time (default: now).
         version = last + 1
-        entry = Entry(
-            key, value, version, now if current is None else current.created_at, now, writer, metadata, expires_at
-        )
+        updated = now if written_at is None else written_at
+        if current is not None:
+            created = current.created_at
+        else:
+            created = updated if created_at is None else min(created_at, updated)
+        entry = Entry(key, value, version, created, updated, writer, metadata, expires_at)
         self._stage(key, entry, current)
         self._staged_events.append((next(self._seq), _SET, key, version, now, writer, entry))
         return entry
@@ -826,6 +857,8 @@ class StateStore(Actor):
     # -- administration ------------------------------------------------------------------
 
     def _on_set_access_rules(self, message: SetAccessRules) -> None:
+        if self._access is not None:
+            self._access.check_admin(message.agent)
         self._access = None if message.rules is None else AccessRules(message.rules)
 
     def _on_sweep(self, _message: _Sweep) -> None:
@@ -866,8 +899,12 @@ class StateStore(Actor):
         until: float | None = None,
         kind: StateEventKind | str | None = None,
         limit: int | None = None,
+        agent: str | None = None,
     ) -> tuple[StateEvent, ...]:
         """Return kept events, oldest first, filtered by every argument given.
+
+        Under access rules, only events of keys `agent` may read are returned
+        (no `agent`: those the ``"*"`` rules let anyone read).
 
         Args:
             key: only this key.
@@ -876,12 +913,14 @@ class StateStore(Actor):
             until: only events before this time.
             kind: only this kind of event.
             limit: only the most recent `limit` of those.
+            agent: who reads (see above).
 
         Raises:
             PatternError: `pattern` is malformed.
         """
         glob = None if pattern is None else compile_glob(pattern)
         wanted = None if kind is None else StateEventKind(kind)
+        access = self._access
         found = [
             StateEvent(*event)
             for event in self._history
@@ -890,6 +929,7 @@ class StateStore(Actor):
             and (since is None or event[4] >= since)
             and (until is None or event[4] < until)
             and (wanted is None or event[1] is wanted)
+            and (access is None or access.allows(agent, event[2], write=False))
         ]
         if limit is not None:
             found = found[-limit:] if limit > 0 else []

@@ -66,7 +66,7 @@ def test_a_told_request_the_actor_refuses_is_a_rejected_dead_letter_and_it_serve
     assert letter.message == "refuse"
     assert letter.reason is DeadLetterReason.REJECTED
     assert isinstance(letter.exception, RefusedRequestError)
-    assert any("refused told message" in line for line in logs.messages("WARNING"))
+    assert any("rejected told message" in line for line in logs.messages("WARNING"))
 
 
 def test_an_asked_request_the_actor_refuses_reaches_the_asker_and_it_serves_on(system: ActorSystem, mode: str) -> None:
