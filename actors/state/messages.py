@@ -506,6 +506,7 @@ class StoreStatistics:
         expiries: entries expired.
         subscribers: subscriptions now.
         history: events kept in the history now.
+        tombstones: deleted or expired keys whose tombstone is kept now.
         commits: backend transactions.
         committed_records: records (one per key) written by them.
         committed_changes: changes they made durable (sets, deletes,
@@ -522,3 +523,4 @@ class StoreStatistics:
     commits: int
     committed_records: int
     committed_changes: int
+    tombstones: int = 0

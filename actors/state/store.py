@@ -116,6 +116,7 @@ class _Sweep:
 
 
 _SWEEP_TIMER = "state-store-ttl-sweep"
+_FLOOR_KEY = ""  # the backend record that keeps the highest purged version (no key is empty)
 
 _Event = tuple[int, StateEventKind, str, int, float, "str | None", "Entry | None"]
 _SET = StateEventKind.SET
@@ -164,6 +165,13 @@ class StateStore(Actor):
         max_batch: the most records one group commit holds.
         race_window: seconds within which a blind write by one agent over
             another agent's write is a ``race`` conflict (0: never).
+        tombstone_horizon: seconds (by the system clock) a deleted or
+            expired key's tombstone is kept, then purged by the sweep (None:
+            kept for ever). A key written again after its tombstone was
+            purged gets a version above every purged one (the store keeps,
+            durably, the highest version it purged), so a compare-and-set
+            that expects a version of the key's earlier life is still a
+            conflict.
         bases_kept: how many overwritten values are kept as merge bases for
             ``auto_merge`` of stale writes.
         clock: the clock for timestamps and TTLs (default: the system's).
@@ -191,6 +199,7 @@ class StateStore(Actor):
         race_window: float = 0.0,
         bases_kept: int = 10_000,
         clock: Clock | None = None,
+        tombstone_horizon: float | None = 86_400.0,
     ) -> None:
         super().__init__()
         if not sweep_interval > 0:
@@ -202,6 +211,9 @@ class StateStore(Actor):
                 raise ValueError(msg)
         if race_window < 0:
             msg = f"race_window must be >= 0 seconds, got {race_window!r}"
+            raise ValueError(msg)
+        if tombstone_horizon is not None and not tombstone_horizon > 0:
+            msg = f"tombstone_horizon must be > 0 seconds or None (keep them), got {tombstone_horizon!r}"
             raise ValueError(msg)
         configured = strategies is not None or default_strategy is not None or merge_fallback is not None
         if resolver is not None and configured:
@@ -238,6 +250,14 @@ class StateStore(Actor):
         self._entries: dict[str, Entry] = {}
         self._removed: dict[str, int] = {}
         self._expiring: list[tuple[float, str, int]] = []
+        # Tombstone purge. Invariant: _floor >= the version of every purged
+        # tombstone, and a key absent from _entries and _removed counts its
+        # versions from _floor (so a purge never lets a version come back).
+        # _purge_due holds (when, by the system clock, key, version) in
+        # commit order, for every tombstone committed (stale ones skipped).
+        self._tombstone_horizon = None if tombstone_horizon is None else float(tombstone_horizon)
+        self._floor = 0
+        self._purge_due: deque[tuple[float, str, int]] = deque()
         # key, version -> value of overwritten versions: merge bases (oldest evicted first).
         # Up to twice `bases_kept` are held, then the older half is dropped at once:
         # evicting one by one from the front of a dict makes its iteration O(n).
@@ -290,8 +310,11 @@ class StateStore(Actor):
                 self._entries[record.key] = record
                 if record.expires_at is not None:
                     self._expiring.append((record.expires_at, record.key, record.version))
+            elif record.key == _FLOOR_KEY:
+                self._floor = max(self._floor, record.version)
             else:
                 self._removed[record.key] = record.version
+                self._due_for_purge(record.key, record.version)
         heapq.heapify(self._expiring)
 
     # -- lifecycle (the store's own thread) ------------------------------------------
@@ -467,7 +490,7 @@ class StateStore(Actor):
                 current = None
         else:
             current = self._entries.get(key)
-            last = current.version if current is not None else self._removed.get(key, 0)
+            last = current.version if current is not None else self._removed.get(key, self._floor)
         if current is not None and current.expires_at is not None and current.expires_at <= now:
             current, last = None, self._stage_removal(current, last, now, _EXPIRE, None)
         ttl = message.ttl
@@ -687,7 +710,7 @@ class StateStore(Actor):
         entry = self._entries.get(key)
         if entry is not None:
             return entry, entry.version
-        return None, self._removed.get(key, 0)
+        return None, self._removed.get(key, self._floor)
 
     def _current_for_write(self, key: str, now: float) -> tuple[Entry | None, int]:
         """Like `_peek`, but an expired entry is expired first, so that its event precedes the write's."""
@@ -773,6 +796,7 @@ class StateStore(Actor):
             else:
                 entries.pop(key, None)
                 removed[key] = record.version
+                self._due_for_purge(key, record.version)
         if self._bases_kept:
             bases = self._bases
             for previous in self._replaced:
@@ -861,6 +885,39 @@ class StateStore(Actor):
             self._access.check_admin(message.agent)
         self._access = None if message.rules is None else AccessRules(message.rules)
 
+    def _due_for_purge(self, key: str, version: int) -> None:
+        horizon = self._tombstone_horizon
+        if horizon is not None:
+            self._purge_due.append((self.actor_system.clock.now() + horizon, key, version))
+
+    def _purge_tombstones(self) -> None:
+        """Purge the tombstones older than the horizon: durably, the floor first (the sweep)."""
+        due, removed = self._purge_due, self._removed
+        now = self.actor_system.clock.now()
+        purged: list[str] = []
+        floor = self._floor
+        while due and due[0][0] <= now:
+            _, key, version = due.popleft()
+            if removed.get(key) == version:  # not written again since (nor purged)
+                purged.append(key)
+                floor = max(floor, version)
+        if not purged:
+            return
+        record = Tombstone(_FLOOR_KEY, floor, now)
+        purge = getattr(self._backend, "purge", None)
+        try:
+            if purge is not None:
+                purge(purged, record)
+            else:
+                self._backend.apply([record])
+        except BaseException:
+            # Nothing purged: they are due again at the next sweep.
+            self._purge_due.extendleft((now, key, removed[key]) for key in reversed(purged))
+            raise
+        self._floor = floor
+        for key in purged:
+            del removed[key]
+
     def _on_sweep(self, _message: _Sweep) -> None:
         now = self._clock.now()
         expiring, entries = self._expiring, self._entries
@@ -872,6 +929,7 @@ class StateStore(Actor):
             if len(self._undo) >= self._max_batch:
                 self._commit()
         self._commit()
+        self._purge_tombstones()
 
     # -- queries (call through a proxy) ----------------------------------------------------
 
@@ -888,6 +946,7 @@ class StateStore(Actor):
             commits=self._commits,
             committed_records=self._committed_records,
             committed_changes=self._committed_changes,
+            tombstones=len(self._removed),
         )
 
     def history(
