@@ -47,7 +47,8 @@ class StateBackend(Protocol):
     `Tombstone` of the reserved key ``""`` that keeps the highest version
     purged. Both built-in backends do; without it the store writes the floor
     with `apply` and keeps the tombstones on disk (they are purged from
-    memory only)."""
+    memory only).
+    """
 
     def open(self) -> Iterable[Record]:
         """Start serving a store; return every record held (one per key)."""
