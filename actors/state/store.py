@@ -51,13 +51,14 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, DeadLetterReason
+from actors._core import Actor, AsyncioActor, DeadLetterReason
 from actors.errors import (
     ConflictError,
     ConflictNotFoundError,
     MailboxFullError,
     MessageNotUnderstoodError,
     TroupeError,
+    TroupeInternalError,
 )
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
@@ -108,6 +109,18 @@ if TYPE_CHECKING:
     from actors.state.conflicts import ConflictRecord, Handler
 
 __all__ = ["StateStore"]
+
+
+class _AwaitResolver(BaseException):
+    """Raised out of `_apply` in asyncio mode: the write needs the resolver's answer to `request`.
+
+    A BaseException, so that no ``except Exception`` on the way (a custom
+    handler's, `_drain`'s) takes it for the write's own error.
+    """
+
+    def __init__(self, request: Any) -> None:
+        super().__init__(request)
+        self.request = request
 
 
 @attrs.frozen
@@ -274,6 +287,12 @@ class StateStore(Actor):
         self._expiring_staged = False  # whether an expiry is staged (to count it)
         self._now = 0.0  # the time of the write being handled, for `_takeable`
 
+        # Asyncio mode: the resolver's answers are awaited, never waited for
+        # on the loop (see `_write_awaiting_resolver`). Invariant: _replies
+        # is None between messages.
+        self._awaits_resolver = isinstance(self, AsyncioActor)
+        self._replies: deque[Any] | None = None
+
         self._seq = itertools.count(1)
         self._history: deque[_Event] = deque(maxlen=history_limit)
         self._subscriptions: dict[int, _Subscription] = {}
@@ -383,7 +402,15 @@ class StateStore(Actor):
 
     def _on_write(self, message: Any) -> Any:
         now = self._clock.now()
-        result = self._apply(message, now)
+        if self._awaits_resolver:
+            counters = (dict(self._ops), self._conflicts)
+            try:
+                result = self._apply(message, now)
+            except _AwaitResolver as needed:
+                self._ops, self._conflicts = counters
+                return self._write_awaiting_resolver(message, now, needed.request, counters)
+        else:
+            result = self._apply(message, now)
         # Take the writes queued right behind this one into the same commit.
         # If anything below raises, the context manager fails every ask taken.
         self._now = now
@@ -402,6 +429,47 @@ class StateStore(Actor):
                     queued.fail(error)
         return result
 
+    async def _write_awaiting_resolver(
+        self, message: Any, now: float, request: Any, counters: tuple[dict[str, int], int]
+    ) -> Any:
+        """Apply `message` in asyncio mode, awaiting the resolver's answers instead of blocking the loop.
+
+        Why it is shaped this way: a write meets its conflicts deep inside
+        `_apply`, which is synchronous. So `_apply` runs until it needs an
+        answer (`_AwaitResolver`, everything staged rolled back), the answer
+        is awaited, and `_apply` runs again from the start with the answers
+        so far, in order (`_replies`). The turn is suspended meanwhile (the
+        store is not reentrant): no other message changes the state, so each
+        run asks the same questions in the same order. Committed alone (no
+        group commit): it is the rare path.
+        """
+        answers: list[Any] = []
+        while True:
+            answers.append(await self._require_resolver().ask(request, block=False))
+            self._replies = deque(answers)
+            try:
+                result = self._apply(message, now)
+            except _AwaitResolver as needed:
+                self._ops, self._conflicts = dict(counters[0]), counters[1]
+                request = needed.request
+                continue
+            finally:
+                left, self._replies = self._replies, None
+            if left:
+                msg = f"{self} re-ran a write and asked its resolver {len(left)} question(s) fewer than before"
+                raise TroupeInternalError(msg)
+            self._commit()
+            return result
+
+    def _ask_resolver(self, request: Any) -> Any:
+        """Return the resolver's answer to `request`: blocking, or (asyncio mode) awaited by the caller."""
+        replies = self._replies
+        if replies:
+            return replies.popleft()
+        if self._awaits_resolver:
+            raise _AwaitResolver(request)
+        return self._require_resolver().ask(request)
+
     def _takeable(self, queued: QueuedMessage) -> bool:
         """Return whether `_drain` may take `queued`: a write, while the transaction has room.
 
@@ -414,8 +482,9 @@ class StateStore(Actor):
         kind = message.__class__
         if kind not in _DRAINABLE or len(self._undo) >= self._max_batch:  # _undo: one entry per record staged
             return False
-        if queued.reply_to is not None:
+        if queued.reply_to is not None and not self._awaits_resolver:
             return True
+        # (In asyncio mode, only writes that ask the resolver nothing: see `_write_awaiting_resolver`.)
         # Without access rules or race detection, a blind set cannot fail.
         if kind is SetEntry and message.expected_version is None and self._access is None and not self._race_window:
             return True
@@ -572,8 +641,7 @@ class StateStore(Actor):
 
     def _resolve_parked(self, message: ResolveConflict, now: float) -> WriteResult:
         self._ops["resolve"] += 1
-        resolver = self._require_resolver()
-        parked = cast("tuple[ConflictRecord, ...]", resolver.ask(ListParkedConflicts()))
+        parked = cast("tuple[ConflictRecord, ...]", self._ask_resolver(ListParkedConflicts()))
         record = next((r for r in parked if r.id == message.conflict_id and r.conflict.store == self.actor_urn), None)
         if record is None:
             msg = (
@@ -586,7 +654,9 @@ class StateStore(Actor):
             self._access.check(message.agent, key, write=True, what="resolve a conflict")
         settled = cast(
             "ConflictRecord",
-            resolver.ask(CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
+            self._ask_resolver(
+                CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)
+            ),
         )
         current, last = self._current_for_write(key, now)
         return self._carry_out(
@@ -625,7 +695,7 @@ class StateStore(Actor):
         expected = proposal.expected_version
         base = self._bases.get((key, expected), ABSENT) if expected else ABSENT
         conflict = Conflict(key, kind, current, proposal, base, self.actor_urn)
-        resolution = cast("Resolution", self._require_resolver().ask(DecideConflict(conflict)))
+        resolution = cast("Resolution", self._ask_resolver(DecideConflict(conflict)))
         if resolution.outcome is ConflictOutcome.REJECTED:
             raise _rejection(conflict, resolution)
         return self._carry_out(
