@@ -44,6 +44,7 @@ __all__ = [
     "ResourceWaitTimeoutError",
     "RestartIntensityError",
     "RouteeStartError",
+    "RoutingRequestError",
     "SessionClosedError",
     "SessionNotFoundError",
     "SpawnContextError",
@@ -121,6 +122,10 @@ class RestartIntensityError(TroupeError, RuntimeError):
 
 class PoolExhaustedError(TroupeError, RuntimeError):
     """Every routee of a pool is busy and the pool is at its maximum size."""
+
+
+class RoutingRequestError(TroupeError, ValueError):
+    """A router or pool refused a management request: a routee that cannot be one, an `AddRoutee` to a pool."""
 
 
 class RouteeStartError(TroupeError, RuntimeError):
