@@ -220,7 +220,9 @@ class MergeEntries:
     nothing; a different value is an ``import`` conflict, settled by the
     strategy of the key's pattern (``keep_local``, ``keep_remote``,
     ``last_writer_wins`` ... are the usual ones). Versions are this store's:
-    an entry taken gets the next local version. All or none, as a
+    an entry taken gets the next local version, but keeps its own write time
+    (``updated_at``) and writer, so that ``last_writer_wins`` merges give the
+    same state in any order. All or none, as a
     `WriteBatch`: a conflict whose strategy rejects fails the whole merge.
     Entries already expired (by this store's clock) are skipped.
 
