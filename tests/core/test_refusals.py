@@ -15,6 +15,7 @@ import pytest
 from pykka import ActorDeadError
 
 from actors import Actor, ActorSystem, DeadLetterReason
+from actors._core.future import Receipt
 from tests.conftest import LogRecords
 from tests.core.actors_for_tests import WAIT
 
@@ -75,6 +76,18 @@ def test_an_asked_request_the_actor_refuses_reaches_the_asker_and_it_serves_on(s
         service.ask("refuse", timeout=WAIT)
     assert service.ask("x", timeout=WAIT) == "x"
     assert system.dead_letters.count == 0
+
+
+def test_a_told_request_with_a_receipt_that_is_refused_reports_it_on_the_receipt(
+    system: ActorSystem, mode: str
+) -> None:
+    service = system.spawn(_Service, mode=mode)
+    receipt: Receipt[Any] = Receipt()
+    service._post_tell("refuse", receipt)
+    with pytest.raises(RefusedRequestError):
+        receipt.get(timeout=WAIT)
+    assert service.ask("x", timeout=WAIT) == "x"
+    assert [d.reason for d in system.dead_letters.recent()] == [DeadLetterReason.REJECTED]
 
 
 def test_any_other_exception_of_a_told_message_still_fails_the_actor(system: ActorSystem, mode: str) -> None:
