@@ -7,7 +7,9 @@ horizon without letting a stale compare-and-set through.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import sqlite3
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,9 +31,13 @@ from actors import (
     MergeEntries,
     SetAccessRules,
     SetEntry,
+    SqliteBackend,
     StateStore,
 )
 from tests.state.helpers import WAIT
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _rejected(system: ActorSystem) -> list[Any]:
@@ -176,10 +182,11 @@ def test_tombstones_are_purged_after_the_horizon_on_the_system_clock(system: Act
     assert "gone" not in [r.key for r in backend.open()]
 
 
+@pytest.mark.parametrize("backend_kind", ["memory", "sqlite"])
 def test_a_stale_compare_and_set_on_a_key_re_created_after_its_tombstone_was_purged_is_a_conflict(
-    system: ActorSystem, clock: ManualClock, mode: str
+    system: ActorSystem, clock: ManualClock, mode: str, backend_kind: str, tmp_path: Path
 ) -> None:
-    backend = MemoryBackend()
+    backend = MemoryBackend() if backend_kind == "memory" else SqliteBackend(tmp_path / "state.db")
     store = system.spawn(StateStore, backend, mode=mode, tombstone_horizon=60, sweep_interval=10)
     old = store.ask(SetEntry("k", "old"))  # version 1
     store.ask(DeleteEntry("k"))  # version 2
@@ -191,6 +198,11 @@ def test_a_stale_compare_and_set_on_a_key_re_created_after_its_tombstone_was_pur
     with pytest.raises(ConflictError):
         store.ask(SetEntry("k", "stale", expected_version=old.version))
     store.stop()
+    if backend_kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+            keys = db.execute("SELECT key FROM entries ORDER BY key").fetchall()
+        assert keys == [("",), ("k",)]  # the floor record and the live entry: no tombstone left
+        backend = SqliteBackend(tmp_path / "state.db")
     again = system.spawn(StateStore, backend, mode=mode)  # the floor is durable
     again.ask(DeleteEntry("k"))
     clock.advance(100)
