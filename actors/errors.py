@@ -27,6 +27,7 @@ __all__ = [
     "LeaseNotHeldError",
     "MailboxFullError",
     "MessageNotPicklableError",
+    "MessageNotUnderstoodError",
     "MigrationError",
     "ModeError",
     "NoRouteeError",
@@ -43,6 +44,7 @@ __all__ = [
     "ResourceWaitTimeoutError",
     "RestartIntensityError",
     "RouteeStartError",
+    "RoutingRequestError",
     "SessionClosedError",
     "SessionNotFoundError",
     "SpawnContextError",
@@ -120,6 +122,10 @@ class RestartIntensityError(TroupeError, RuntimeError):
 
 class PoolExhaustedError(TroupeError, RuntimeError):
     """Every routee of a pool is busy and the pool is at its maximum size."""
+
+
+class RoutingRequestError(TroupeError, ValueError):
+    """A router or pool refused a management request: a routee that cannot be one, an `AddRoutee` to a pool."""
 
 
 class RouteeStartError(TroupeError, RuntimeError):
@@ -270,6 +276,10 @@ class NodeNameTakenError(TroupeError, ValueError):
 
 class NodeDownError(TroupeError, ConnectionError):
     """A cluster node is DOWN: the reason in `Terminated` for its watched actors, and in its asks' failures."""
+
+
+class MessageNotUnderstoodError(TroupeError, TypeError):
+    """A shared service was sent a message it does not handle: a bad request, refused (see `Actor.refusals`)."""
 
 
 class MessageNotPicklableError(TroupeError, TypeError):

@@ -73,6 +73,19 @@ class Actor(pykka.Actor):
     reentrant: ClassVar[bool] = False
     """Asyncio mode only: handle the next message while a handler awaits (see `AsyncioActor`)."""
 
+    refusals: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Exceptions that refuse a request rather than reveal a bug (the shared-service rule).
+
+    Raised by the handler of a tell (a coroutine handler's too), an exception
+    of one of these types does not fail the actor: it is logged and recorded
+    as a dead letter with reason ``REJECTED`` (the exception attached; a tell
+    with a receipt gets it too) and the actor goes on with its next message.
+    An ask gets the exception as always. Any other exception (and a
+    `TroupeInternalError`, always) still fails the actor: a shared service
+    fails only for its own bugs. Services use ``(TroupeError,)``: every error
+    troupe raises on purpose is one.
+    """
+
     _troupe_cell: Cell
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:

@@ -604,8 +604,7 @@ class Cell:
                 if reply_to is not None and not isinstance(reply_to, Receipt):
                     if self.ask_failed(sys.exc_info(), message, reply_to) or reply_to is until:
                         return
-                else:  # a tell (with a receipt or not): it fails the actor
-                    self.tell_failed(sys.exc_info(), message, reply_to)
+                elif self.tell_failed(sys.exc_info(), message, reply_to):  # a tell (with a receipt or not)
                     return
             except BaseException:  # noqa: BLE001
                 self.fatal(sys.exc_info())
@@ -616,11 +615,26 @@ class Cell:
                     if reply_to is until:
                         return
 
-    def tell_failed(self, exc_info: OptExcInfo, message: Any, receipt: pykka.Future[Any] | None) -> None:
-        """A tell's handler raised: the actor fails; a tell with a `Receipt` then says so."""
+    def tell_failed(self, exc_info: OptExcInfo, message: Any, receipt: pykka.Future[Any] | None) -> bool:
+        """A tell's handler raised: the actor fails; a tell with a `Receipt` then says so.
+
+        Unless the exception is one of the actor's `Actor.refusals` (and not a
+        `TroupeInternalError`, a bug whatever the actor says): then it is a
+        refused request, logged and dead-lettered (``REJECTED``), and the actor
+        serves on. Return whether the actor failed.
+        """
+        exc = exc_info[1]
+        refusals = self.actor.refusals if self.actor is not None else ()
+        if refusals and isinstance(exc, refusals) and not isinstance(exc, TroupeInternalError):
+            logger.opt(exception=exc_info).warning("{} rejected told message {!r}: {}", self.ref, message, exc)
+            self.system.dead_letters.record(message, self.ref, DeadLetterReason.REJECTED, exc)
+            if receipt is not None:
+                reply_exception(receipt, exc_info)
+            return False
         self.fail(exc_info, message)
         if receipt is not None:
             reply_exception(receipt, exc_info)
+        return True
 
     def ask_failed(self, exc_info: OptExcInfo, message: Any, reply_to: pykka.Future[Any]) -> bool:
         """Give an ask's exception to its asker; return True if the actor failed too (its supervisor's policy)."""

@@ -180,9 +180,9 @@ class AsyncioState:
                     result = actor.on_receive(message)
             except Exception:  # noqa: BLE001
                 if reply_to is None or isinstance(reply_to, Receipt):
-                    cell.tell_failed(sys.exc_info(), message, reply_to)
-                    return
-                if cell.ask_failed(sys.exc_info(), message, reply_to):
+                    if cell.tell_failed(sys.exc_info(), message, reply_to):
+                        return
+                elif cell.ask_failed(sys.exc_info(), message, reply_to):
                     return
             except BaseException:  # noqa: BLE001
                 cell.fatal(sys.exc_info())

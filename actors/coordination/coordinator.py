@@ -48,7 +48,7 @@ import itertools
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pykka
@@ -88,9 +88,11 @@ from actors.coordination.tasks import FINAL_STATES, Task, TaskHandle, TaskInfo, 
 from actors.errors import (
     AgentRegistrationError,
     CoordinationStoppedError,
+    MessageNotUnderstoodError,
     TaskCancelledError,
     TaskSpecError,
     TaskTimeoutError,
+    TroupeError,
     TroupeInternalError,
     UnknownTaskError,
 )
@@ -248,6 +250,9 @@ class Coordinator(Actor):
             remember, the most recent; older ones are forgotten (10,000).
     """
 
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
+    """A shared service: a told request it refuses is a ``REJECTED`` dead letter, not its failure (README)."""
+
     def __init__(
         self,
         *,
@@ -353,7 +358,10 @@ class Coordinator(Actor):
         handler = self._handlers.get(message.__class__)
         if handler is not None:
             return handler(message)
-        notify = self._notifications.get(message.__class__, self._on_unknown)
+        notify = self._notifications.get(message.__class__)
+        if notify is None:
+            self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
+            return None
         try:
             notify(message)
         except Exception as error:  # noqa: BLE001 - a bad notification must not stop the service
@@ -366,7 +374,7 @@ class Coordinator(Actor):
             f"{self} does not understand {message!r}; send a message of actors.coordination "
             "(Register, FindAgents, Submit, CancelTask, GetTask, GetCoordinationStatistics, ...)"
         )
-        raise TypeError(msg)
+        raise MessageNotUnderstoodError(msg)
 
     # -- registry ----------------------------------------------------------------------------
 

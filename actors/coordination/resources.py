@@ -43,7 +43,7 @@ import bisect
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pykka
@@ -54,9 +54,11 @@ from actors.coordination.statistics import percentile
 from actors.errors import (
     CoordinationStoppedError,
     LeaseNotHeldError,
+    MessageNotUnderstoodError,
     ResourceRequestError,
     ResourceWaitTimeoutError,
     StaleFencingTokenError,
+    TroupeError,
 )
 
 __all__ = [
@@ -237,6 +239,9 @@ class ResourceManager(Actor):
         capacities: resource name -> units (ints > 0).
     """
 
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
+    """A shared service: a told request it refuses is a ``REJECTED`` dead letter, not its failure (README)."""
+
     def __init__(self, capacities: Mapping[str, int]) -> None:
         super().__init__()
         if not isinstance(capacities, Mapping):
@@ -292,13 +297,13 @@ class ResourceManager(Actor):
         handler = self._handlers.get(message.__class__)
         if handler is not None:
             return handler(message)
+        if not isinstance(message, (_Expire, Terminated)):
+            self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
         try:
             if isinstance(message, _Expire):
                 self._on_expire(message)
-            elif isinstance(message, Terminated):
-                self._on_terminated(message)
             else:
-                self._on_unknown(message)
+                self._on_terminated(message)
         except Exception as error:  # noqa: BLE001 - a bad tell must not stop the service
             logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
             self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
@@ -306,7 +311,7 @@ class ResourceManager(Actor):
 
     def _on_unknown(self, message: Any) -> None:
         msg = f"{self} does not understand {message!r}; send Acquire, Release, KeepAlive, ValidateLease, ..."
-        raise TypeError(msg)
+        raise MessageNotUnderstoodError(msg)
 
     # -- requests ------------------------------------------------------------------------
 

@@ -1,44 +1,30 @@
 """The shape every shared messaging service has: errors go to the asker; a bad tell is a dead letter.
 
 A shared service (the broker, the history, the session manager, the
-durable inbox) must keep serving whatever one client sends it. pykka runs
-an ask's handler and a tell's the same way, and a tell whose handler raises
-fails the actor. So a service's ref marks its asks (`_Asked`): the handler
-then raises to the asker, who gets the error on its future, and the service
-goes on; a told message whose handling raises is recorded as a dead letter
-with reason ``REJECTED`` (the exception attached) and logged, and the
-service goes on too.
+durable inbox) must keep serving whatever one client sends it. The core's
+seam for that rule is `Actor.refusals` (README, "Shared services"): an ask's
+error reaches the asker, and a told message whose handler raises one of the
+refusals is recorded as a dead letter with reason ``REJECTED`` (the
+exception attached) and logged, and the service goes on. The messaging
+services refuse every `Exception` of a told message: a handler's own bug
+still reaches the log and the dead letters, with the exception, and one
+client's message never stops a service the others share.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import attrs
-from loguru import logger
-
-from actors._core import MESSAGE_KINDS, Actor, ActorRef, DeadLetterReason
+from actors._core import Actor, ActorRef
+from actors.errors import MessageNotUnderstoodError
 
 __all__ = ["Service", "ServiceRef"]
 
 
-@attrs.frozen
-class _Asked:
-    """An ask of a service: its handler's errors go back to the asker instead of failing the service."""
-
-    message: Any
-
-
 class ServiceRef(ActorRef[Any]):
-    """The address of a shared service: asks are marked so that the service tells them from tells."""
+    """The address of a shared service (subclassed by each service for its typed calls)."""
 
     __slots__ = ()
-
-    def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
-        """Ask the service (see `ActorRef.ask`); a malformed request fails only this ask."""
-        if message.__class__ in MESSAGE_KINDS:
-            return super().ask(message, block=block, timeout=timeout)
-        return super().ask(_Asked(message), block=block, timeout=timeout)
 
 
 class Service(Actor):
@@ -48,17 +34,11 @@ class Service(Actor):
     """
 
     _troupe_ref_class: ClassVar[type[ActorRef[Any]]] = ServiceRef
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
 
     def on_receive(self, message: Any) -> Any:
-        """Dispatch to `handle`; a failing tell becomes a ``REJECTED`` dead letter and a log line."""
-        if message.__class__ is _Asked:
-            return self.handle(message.message)
-        try:
-            return self.handle(message)
-        except Exception as exc:  # noqa: BLE001 - a bad tell must not stop a shared service
-            logger.opt(exception=exc).warning("{} rejected told message {!r}: {}", self, message, exc)
-            self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, exc)
-            return None
+        """Dispatch to `handle`; a failing tell is a ``REJECTED`` dead letter and a log line (`refusals`)."""
+        return self.handle(message)
 
     def take_told(self, cls: type, limit: int = 1 << 30) -> list[Any]:
         """Take the told messages of class `cls` queued behind the current one (`Actor.take_queued`).
@@ -75,4 +55,4 @@ class Service(Actor):
     def handle(self, message: Any) -> Any:
         """Handle one request and return the reply; raise to refuse it."""
         msg = f"{type(self).__name__} does not understand {type(message).__name__} messages: {message!r}"
-        raise TypeError(msg)
+        raise MessageNotUnderstoodError(msg)

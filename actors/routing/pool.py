@@ -50,7 +50,13 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyGetAttr
 
 from actors._core import ChildSpec, Future, SupervisionPolicy, Terminated
-from actors.errors import PoolExhaustedError, RouteeStartError, StrategyError, TroupeInternalError
+from actors.errors import (
+    PoolExhaustedError,
+    RouteeStartError,
+    RoutingRequestError,
+    StrategyError,
+    TroupeInternalError,
+)
 from actors.routing.admission import Admission, AdmissionControl
 from actors.routing.messages import AddRoutee, RemoveRoutee, RouteeStatistics, RouterStatistics, _routee_tuple
 from actors.routing.router import Router
@@ -458,7 +464,7 @@ class Pool(Router):
                     self._stop_for_good()
             case AddRoutee():
                 msg = f"{self.actor_ref} creates its own routees from its factory; it takes no AddRoutee"
-                raise TypeError(msg)
+                raise RoutingRequestError(msg)
             case RemoveRoutee(ref=ref):
                 reply.set(self._retire(ref, only_if_idle=False))
             case _:

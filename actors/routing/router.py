@@ -49,6 +49,7 @@ import random
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from actors._core import Actor, ActorRef, Future, Terminated
+from actors.errors import RoutingRequestError, TroupeError
 from actors.routing.messages import AddRoutee, GetRoutees, GetStatistics, RemoveRoutee, _Managed, _Route
 from actors.routing.ref import _MANAGE, _PYKKA_CONTROL, RouterRef
 from actors.routing.strategies import RoutingStrategy, routing_strategy
@@ -94,6 +95,9 @@ class Router(Actor):
     management_messages: ClassVar[frozenset[type]] = frozenset({AddRoutee, RemoveRoutee, GetRoutees, GetStatistics})
     """Messages the router handles itself (in `on_management`) instead of routing. Extend it in subclasses."""
 
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
+    """A shared service: a told management message it refuses is a ``REJECTED`` dead letter (README)."""
+
     def __init__(
         self,
         routees: Iterable[ActorRef[Any] | AddRoutee] = (),
@@ -132,7 +136,7 @@ class Router(Actor):
         elif cls is Terminated:
             self._routee_terminated(message)
         elif cls in type(self).management_messages:
-            # Told (or asked past the RouterRef): an error fails the router, as any tell's.
+            # Told (or asked past the RouterRef): what it refuses is a REJECTED dead letter (`refusals`).
             reply: Future[Any] = Future()
             self._manage(message, reply)
             return reply.get() if reply.done() else None
@@ -179,7 +183,7 @@ class Router(Actor):
             spec = AddRoutee(spec)
         if spec.ref is self.actor_ref:
             msg = f"{self} cannot be its own routee: every message would come back to it"
-            raise ValueError(msg)
+            raise RoutingRequestError(msg)
         known = self.routing.find(spec.ref) is not None
         self.routing.add(spec)
         if not known:

@@ -36,7 +36,8 @@ class AccessRule:
         agent: the agent identity, or ``"*"`` for every agent.
         prefix: the key prefix (``""``: every key).
         read: grants reading (get, list, subscribe, history of the keys).
-        write: grants writing (set, delete, batch, merge, resolving conflicts).
+        write: grants writing (set, delete, batch, merge, resolving conflicts);
+            with prefix ``""``, also changing the rules (`SetAccessRules`).
     """
 
     agent: str = attrs.field(validator=_str)
@@ -93,5 +94,15 @@ class AccessRules:
             msg = (
                 f"{who} may not read any key under {prefix!r} ({what}); grant it with "
                 f"AccessRule({agent or '*'!r}, prefix={prefix!r}, read=True)"
+            )
+            raise AccessDeniedError(msg)
+
+    def check_admin(self, agent: str | None) -> None:
+        """Raise `AccessDeniedError` unless `agent` may change the rules: write access to every key."""
+        if not any(rule.write and not rule.prefix for rule in self._rules(agent)):
+            who = f"agent {agent!r}" if agent is not None else "an operation without an agent identity"
+            msg = (
+                f"{who} may not change the access rules: that needs write access to every key "
+                f"(AccessRule({agent or '*'!r}, prefix='', write=True)); send SetAccessRules as an agent that has it"
             )
             raise AccessDeniedError(msg)

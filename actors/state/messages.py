@@ -220,7 +220,9 @@ class MergeEntries:
     nothing; a different value is an ``import`` conflict, settled by the
     strategy of the key's pattern (``keep_local``, ``keep_remote``,
     ``last_writer_wins`` ... are the usual ones). Versions are this store's:
-    an entry taken gets the next local version. All or none, as a
+    an entry taken gets the next local version, but keeps its own write time
+    (``updated_at``) and writer, so that ``last_writer_wins`` merges give the
+    same state in any order. All or none, as a
     `WriteBatch`: a conflict whose strategy rejects fails the whole merge.
     Entries already expired (by this store's clock) are skipped.
 
@@ -319,9 +321,19 @@ def _rules(value: Iterable[AccessRule] | None) -> tuple[AccessRule, ...] | None:
 
 @attrs.frozen
 class SetAccessRules:
-    """Replace the store's access rules; None turns access control off. Answers None."""
+    """Replace the store's access rules; None turns access control off. Answers None.
+
+    While rules are on, only an agent they grant write access to every key
+    (a rule with prefix ``""`` and ``write=True``) may change them; anyone
+    else gets `AccessDeniedError`. While they are off, anyone may set them.
+
+    Attributes:
+        rules: the new rules, or None.
+        agent: who changes them.
+    """
 
     rules: tuple[AccessRule, ...] | None = attrs.field(converter=_rules)
+    agent: str | None = attrs.field(default=None, validator=_agent)
 
 
 # -- conflict resolution (sent to a ConflictResolver) -------------------------
@@ -496,6 +508,7 @@ class StoreStatistics:
         expiries: entries expired.
         subscribers: subscriptions now.
         history: events kept in the history now.
+        tombstones: deleted or expired keys whose tombstone is kept now.
         commits: backend transactions.
         committed_records: records (one per key) written by them.
         committed_changes: changes they made durable (sets, deletes,
@@ -512,3 +525,4 @@ class StoreStatistics:
     commits: int
     committed_records: int
     committed_changes: int
+    tombstones: int = 0

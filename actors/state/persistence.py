@@ -41,7 +41,15 @@ Record = Entry | Tombstone
 
 
 class StateBackend(Protocol):
-    """What a `StateStore` needs of its storage."""
+    """What a `StateStore` needs of its storage.
+
+    A backend may also offer ``purge(keys, floor)``: in one transaction,
+    delete the (tombstone) records of `keys` and store `floor`, the
+    `Tombstone` of the reserved key ``""`` that keeps the highest version
+    purged. Both built-in backends do; without it the store writes the floor
+    with `apply` and keeps the tombstones on disk (they are purged from
+    memory only).
+    """
 
     def open(self) -> Iterable[Record]:
         """Start serving a store; return every record held (one per key)."""
@@ -82,6 +90,13 @@ class MemoryBackend:
         stored = self._records
         for record in records:
             stored[record.key] = record
+
+    def purge(self, keys: Sequence[str], floor: Record) -> None:
+        """Delete the records of `keys` and store `floor` (cannot fail)."""
+        stored = self._records
+        for key in keys:
+            stored.pop(key, None)
+        stored[floor.key] = floor
 
     def close(self) -> None:
         """Do nothing: the records stay for the next `open`."""
@@ -209,6 +224,27 @@ class SqliteBackend:
         connection.execute("BEGIN IMMEDIATE")
         try:
             connection.executemany(_UPSERT, rows)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def purge(self, keys: Sequence[str], floor: Record) -> None:
+        """Delete the records of `keys` and store `floor`, in one transaction.
+
+        Raises:
+            RuntimeError: the backend is not open.
+            sqlite3.Error: the transaction failed and was rolled back.
+        """
+        connection = self._connection
+        if connection is None:
+            msg = f"{self!r} is not open; the store opens it when it starts"
+            raise RuntimeError(msg)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany("DELETE FROM entries WHERE key = ?", [(key,) for key in keys])
+            connection.execute(_UPSERT, _encode(floor))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from loguru import logger
 
 from actors._core import Actor, check_count
-from actors.errors import ConflictNotFoundError
+from actors.errors import ConflictNotFoundError, MessageNotUnderstoodError, TroupeError
 from actors.state.conflicts import (
     CUSTOM,
     Conflict,
@@ -156,10 +156,16 @@ class ConflictResolver(Actor):
         history_limit: how many settled conflicts are kept for `history()`
             (parked ones are always kept until resolved).
 
+    A shared service: a told request it refuses (a message it does not
+    understand, a parked conflict that is not there) is a ``REJECTED`` dead
+    letter, never its failure (`Actor.refusals`: every `TroupeError`).
+
     Raises:
         PatternError: a pattern is malformed.
         StrategyError: a strategy is unknown.
     """
+
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
 
     def __init__(
         self,
@@ -212,7 +218,7 @@ class ConflictResolver(Actor):
             f"{self} does not understand {message!r}; send SetConflictStrategy or ListParkedConflicts, "
             "or call statistics() / history() through a proxy"
         )
-        raise TypeError(msg)
+        raise MessageNotUnderstoodError(msg)
 
     def rule_for(self, key: str) -> tuple[str, ConflictStrategy | Handler, ConflictStrategy]:
         """Return (pattern or ``"*default*"``, strategy, auto_merge fallback) for `key`."""

@@ -23,15 +23,21 @@ Under load (many writers, or one that pipelines ``ask(..., block=False)``)
 one commit serves hundreds of writes; an idle store commits each write
 alone, at once. Nothing is ever left uncommitted between two messages.
 
-Errors. A refused write (access denied, a conflict whose strategy rejects)
-raises, and the asker gets the error. As with any pykka actor, a write sent
-with ``tell`` whose handler raises fails the store: send writes you do not
-wait for with ``ask(..., block=False)`` instead. Bad input never gets that
-far: messages check their fields when built.
+Errors. The store is a shared service (README, "Shared services"): a
+refused request (access denied, a conflict whose strategy rejects, a parked
+conflict that is not there, a message it does not understand) raises, and
+the asker gets the error; sent with ``tell``, it is recorded as a
+``REJECTED`` dead letter with the exception, and logged, and the store
+serves on (`Actor.refusals`: every `TroupeError`). Only its own failures (a
+backend that cannot commit) fail it. Bad input never gets that far:
+messages check their fields when built.
 
 Threading: like every actor, the store handles one message at a time, on its
-own thread (thread mode) or a dispatcher thread (pooled mode). Conflicts are
-settled by a synchronous ask to the resolver actor, which never calls back.
+own thread (thread mode), a dispatcher thread (pooled mode) or the event
+loop (asyncio mode). Conflicts are settled by an ask to the resolver actor,
+which never calls back: a blocking one in pooled and thread mode; in asyncio
+mode an awaited one, so the loop runs on meanwhile (the store's turn is
+suspended, and nothing else of the store runs until the write is done).
 """
 
 from __future__ import annotations
@@ -39,14 +45,21 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, DeadLetterReason, check_count, check_interface, check_ref, check_seconds
-from actors.errors import ConflictError, ConflictNotFoundError, MailboxFullError
+from actors._core import Actor, AsyncioActor, DeadLetterReason, check_count, check_interface, check_ref, check_seconds
+from actors.errors import (
+    ConflictError,
+    ConflictNotFoundError,
+    MailboxFullError,
+    MessageNotUnderstoodError,
+    TroupeError,
+    TroupeInternalError,
+)
 from actors.state.access import AccessRule, AccessRules
 from actors.state.conflicts import (
     ABSENT,
@@ -98,12 +111,25 @@ if TYPE_CHECKING:
 __all__ = ["StateStore"]
 
 
+class _AwaitResolver(BaseException):
+    """Raised out of `_apply` in asyncio mode: the write needs the resolver's answer to `request`.
+
+    A BaseException, so that no ``except Exception`` on the way (a custom
+    handler's, `_drain`'s) takes it for the write's own error.
+    """
+
+    def __init__(self, request: Any) -> None:
+        super().__init__(request)
+        self.request = request
+
+
 @attrs.frozen
 class _Sweep:
     """The store's own timer message: expire what is due."""
 
 
 _SWEEP_TIMER = "state-store-ttl-sweep"
+_FLOOR_KEY = ""  # the backend record that keeps the highest purged version (no key is empty)
 
 _Event = tuple[int, StateEventKind, str, int, float, "str | None", "Entry | None"]
 _SET = StateEventKind.SET
@@ -136,6 +162,7 @@ def _check_arguments(
     max_batch: object,
     race_window: object,
     bases_kept: object,
+    tombstone_horizon: object,
 ) -> None:
     """Refuse a bad `StateStore` argument where it is given, naming it (TypeError or ValueError)."""
     owner = "StateStore"
@@ -156,10 +183,14 @@ def _check_arguments(
     check_count("history_limit", history_limit, owner=owner)
     check_count("max_batch", max_batch, minimum=1, owner=owner)
     check_count("bases_kept", bases_kept, owner=owner)
+    check_seconds("tombstone_horizon", tombstone_horizon, optional=True, owner=owner)
 
 
 class StateStore(Actor):
     """A versioned key-value store that agents share: TTLs, compare-and-set, subscriptions.
+
+    A shared service: a told request it refuses is a ``REJECTED`` dead
+    letter, never its failure (see the module docs, "Errors").
 
     Args:
         backend: where entries are made durable (default: a new
@@ -181,6 +212,13 @@ class StateStore(Actor):
         max_batch: the most records one group commit holds.
         race_window: seconds within which a blind write by one agent over
             another agent's write is a ``race`` conflict (0: never).
+        tombstone_horizon: seconds (by the system clock) a deleted or
+            expired key's tombstone is kept, then purged by the sweep (None:
+            kept for ever). A key written again after its tombstone was
+            purged gets a version above every purged one (the store keeps,
+            durably, the highest version it purged), so a compare-and-set
+            that expects a version of the key's earlier life is still a
+            conflict.
         bases_kept: how many overwritten values are kept as merge bases for
             ``auto_merge`` of stale writes.
         clock: the clock for timestamps and TTLs (default: the system's).
@@ -190,6 +228,8 @@ class StateStore(Actor):
         ValueError: a numeric argument out of range, or both `resolver`
             and strategy arguments.
     """
+
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (TroupeError,)
 
     def __init__(
         self,
@@ -206,6 +246,7 @@ class StateStore(Actor):
         race_window: float = 0.0,
         bases_kept: int = 10_000,
         clock: Clock | None = None,
+        tombstone_horizon: float | None = 86_400.0,
     ) -> None:
         super().__init__()
         _check_arguments(
@@ -217,6 +258,7 @@ class StateStore(Actor):
             max_batch=max_batch,
             race_window=race_window,
             bases_kept=bases_kept,
+            tombstone_horizon=tombstone_horizon,
         )
         configured = strategies is not None or default_strategy is not None or merge_fallback is not None
         if resolver is not None and configured:
@@ -253,6 +295,14 @@ class StateStore(Actor):
         self._entries: dict[str, Entry] = {}
         self._removed: dict[str, int] = {}
         self._expiring: list[tuple[float, str, int]] = []
+        # Tombstone purge. Invariant: _floor >= the version of every purged
+        # tombstone, and a key absent from _entries and _removed counts its
+        # versions from _floor (so a purge never lets a version come back).
+        # _purge_due holds (when, by the system clock, key, version) in
+        # commit order, for every tombstone committed (stale ones skipped).
+        self._tombstone_horizon = None if tombstone_horizon is None else float(tombstone_horizon)
+        self._floor = 0
+        self._purge_due: deque[tuple[float, str, int]] = deque()
         # key, version -> value of overwritten versions: merge bases (oldest evicted first).
         # Up to twice `bases_kept` are held, then the older half is dropped at once:
         # evicting one by one from the front of a dict makes its iteration O(n).
@@ -268,6 +318,12 @@ class StateStore(Actor):
         self._replaced: list[Entry] = []
         self._expiring_staged = False  # whether an expiry is staged (to count it)
         self._now = 0.0  # the time of the write being handled, for `_takeable`
+
+        # Asyncio mode: the resolver's answers are awaited, never waited for
+        # on the loop (see `_write_awaiting_resolver`). Invariant: _replies
+        # is None between messages.
+        self._awaits_resolver = isinstance(self, AsyncioActor)
+        self._replies: deque[Any] | None = None
 
         self._seq = itertools.count(1)
         self._history: deque[_Event] = deque(maxlen=history_limit)
@@ -305,8 +361,11 @@ class StateStore(Actor):
                 self._entries[record.key] = record
                 if record.expires_at is not None:
                     self._expiring.append((record.expires_at, record.key, record.version))
+            elif record.key == _FLOOR_KEY:
+                self._floor = max(self._floor, record.version)
             else:
                 self._removed[record.key] = record.version
+                self._due_for_purge(record.key, record.version)
         heapq.heapify(self._expiring)
 
     # -- lifecycle (the store's own thread) ------------------------------------------
@@ -333,7 +392,7 @@ class StateStore(Actor):
                 f"{self} does not understand {message!r}; send a message of actors.state "
                 "(GetEntry, SetEntry, DeleteEntry, ListEntries, WriteBatch, SubscribeState, ...)"
             )
-            raise TypeError(msg)
+            raise MessageNotUnderstoodError(msg)
         return handler(message)
 
     # -- reads ---------------------------------------------------------------------
@@ -375,7 +434,15 @@ class StateStore(Actor):
 
     def _on_write(self, message: Any) -> Any:
         now = self._clock.now()
-        result = self._apply(message, now)
+        if self._awaits_resolver:
+            counters = (dict(self._ops), self._conflicts)
+            try:
+                result = self._apply(message, now)
+            except _AwaitResolver as needed:
+                self._ops, self._conflicts = counters
+                return self._write_awaiting_resolver(message, now, needed.request, counters)
+        else:
+            result = self._apply(message, now)
         # Take the writes queued right behind this one into the same commit.
         # If anything below raises, the context manager fails every ask taken.
         self._now = now
@@ -394,20 +461,62 @@ class StateStore(Actor):
                     queued.fail(error)
         return result
 
+    async def _write_awaiting_resolver(
+        self, message: Any, now: float, request: Any, counters: tuple[dict[str, int], int]
+    ) -> Any:
+        """Apply `message` in asyncio mode, awaiting the resolver's answers instead of blocking the loop.
+
+        Why it is shaped this way: a write meets its conflicts deep inside
+        `_apply`, which is synchronous. So `_apply` runs until it needs an
+        answer (`_AwaitResolver`, everything staged rolled back), the answer
+        is awaited, and `_apply` runs again from the start with the answers
+        so far, in order (`_replies`). The turn is suspended meanwhile (the
+        store is not reentrant): no other message changes the state, so each
+        run asks the same questions in the same order. Committed alone (no
+        group commit): it is the rare path.
+        """
+        answers: list[Any] = []
+        while True:
+            answers.append(await self._require_resolver().ask(request, block=False))
+            self._replies = deque(answers)
+            try:
+                result = self._apply(message, now)
+            except _AwaitResolver as needed:
+                self._ops, self._conflicts = dict(counters[0]), counters[1]
+                request = needed.request
+                continue
+            finally:
+                left, self._replies = self._replies, None
+            if left:
+                msg = f"{self} re-ran a write and asked its resolver {len(left)} question(s) fewer than before"
+                raise TroupeInternalError(msg)
+            self._commit()
+            return result
+
+    def _ask_resolver(self, request: Any) -> Any:
+        """Return the resolver's answer to `request`: blocking, or (asyncio mode) awaited by the caller."""
+        replies = self._replies
+        if replies:
+            return replies.popleft()
+        if self._awaits_resolver:
+            raise _AwaitResolver(request)
+        return self._require_resolver().ask(request)
+
     def _takeable(self, queued: QueuedMessage) -> bool:
         """Return whether `_drain` may take `queued`: a write, while the transaction has room.
 
         A write sent with tell is taken only if it will certainly succeed: one
-        that would raise is left for the runtime to deliver, so it fails the
-        store as pykka says it must. The take is lazy, so each test sees what
+        that would raise is left for the runtime to deliver, which records its
+        refusal as a ``REJECTED`` dead letter (`Actor.refusals`). The take is lazy, so each test sees what
         the writes taken before it staged.
         """
         message = queued.message
         kind = message.__class__
         if kind not in _DRAINABLE or len(self._undo) >= self._max_batch:  # _undo: one entry per record staged
             return False
-        if queued.reply_to is not None:
+        if queued.reply_to is not None and not self._awaits_resolver:
             return True
+        # (In asyncio mode, only writes that ask the resolver nothing: see `_write_awaiting_resolver`.)
         # Without access rules or race detection, a blind set cannot fail.
         if kind is SetEntry and message.expected_version is None and self._access is None and not self._race_window:
             return True
@@ -428,9 +537,7 @@ class StateStore(Actor):
                     acks.append((queued, None, error))
                 else:  # `_certain` said it could not happen
                     logger.opt(exception=True).error("{}: a write sent with tell failed: {!r}", self, message)
-                    self.actor_system.dead_letters.record(
-                        message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error
-                    )
+                    self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, error)
         return acks
 
     def _certain(self, message: Any, now: float) -> bool:
@@ -484,7 +591,7 @@ class StateStore(Actor):
                 current = None
         else:
             current = self._entries.get(key)
-            last = current.version if current is not None else self._removed.get(key, 0)
+            last = current.version if current is not None else self._removed.get(key, self._floor)
         if current is not None and current.expires_at is not None and current.expires_at <= now:
             current, last = None, self._stage_removal(current, last, now, _EXPIRE, None)
         ttl = message.ttl
@@ -541,6 +648,9 @@ class StateStore(Actor):
             if remote.expired(now) or (current is not None and same_json(current.value, value)):
                 results.append(WriteResult(key, WriteOutcome.UNCHANGED, last, current))
             elif current is None:
+                # The entry keeps its own write time and writer (and creation
+                # time): last_writer_wins compares them, so that merges give
+                # one state whatever their order.
                 entry = self._stage_set(
                     key,
                     value,
@@ -550,6 +660,8 @@ class StateStore(Actor):
                     now=now,
                     current=None,
                     last=last,
+                    written_at=remote.updated_at,
+                    created_at=remote.created_at,
                 )
                 results.append(WriteResult(key, WriteOutcome.APPLIED, entry.version, entry))
             else:
@@ -561,8 +673,7 @@ class StateStore(Actor):
 
     def _resolve_parked(self, message: ResolveConflict, now: float) -> WriteResult:
         self._ops["resolve"] += 1
-        resolver = self._require_resolver()
-        parked = cast("tuple[ConflictRecord, ...]", resolver.ask(ListParkedConflicts()))
+        parked = cast("tuple[ConflictRecord, ...]", self._ask_resolver(ListParkedConflicts()))
         record = next((r for r in parked if r.id == message.conflict_id and r.conflict.store == self.actor_urn), None)
         if record is None:
             msg = (
@@ -575,7 +686,9 @@ class StateStore(Actor):
             self._access.check(message.agent, key, write=True, what="resolve a conflict")
         settled = cast(
             "ConflictRecord",
-            resolver.ask(CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)),
+            self._ask_resolver(
+                CloseParkedConflict(message.conflict_id, message.resolution, self.actor_urn, message.agent)
+            ),
         )
         current, last = self._current_for_write(key, now)
         return self._carry_out(
@@ -587,6 +700,7 @@ class StateStore(Actor):
             proposal=record.conflict.remote,
             now=now,
             conflict_id=settled.id,
+            written_at=record.conflict.remote.at if record.conflict.kind is ConflictKind.IMPORT else None,
         )
 
     # -- conflicts ---------------------------------------------------------------------
@@ -613,7 +727,7 @@ class StateStore(Actor):
         expected = proposal.expected_version
         base = self._bases.get((key, expected), ABSENT) if expected else ABSENT
         conflict = Conflict(key, kind, current, proposal, base, self.actor_urn)
-        resolution = cast("Resolution", self._require_resolver().ask(DecideConflict(conflict)))
+        resolution = cast("Resolution", self._ask_resolver(DecideConflict(conflict)))
         if resolution.outcome is ConflictOutcome.REJECTED:
             raise _rejection(conflict, resolution)
         return self._carry_out(
@@ -625,6 +739,7 @@ class StateStore(Actor):
             proposal=proposal,
             now=now,
             conflict_id=resolution.conflict_id,
+            written_at=proposal.at if kind is ConflictKind.IMPORT else None,
         )
 
     def _carry_out(
@@ -638,7 +753,9 @@ class StateStore(Actor):
         proposal: Proposal,
         now: float,
         conflict_id: int,
+        written_at: float | None = None,
     ) -> WriteResult:
+        """Apply what settled a conflict; an imported entry taken keeps its write time (`written_at`)."""
         if outcome is ConflictOutcome.KEPT_LOCAL:
             return WriteResult(key, WriteOutcome.KEPT_LOCAL, last, current, conflict_id)
         if outcome is ConflictOutcome.PARKED:
@@ -651,7 +768,7 @@ class StateStore(Actor):
         if outcome is ConflictOutcome.TOOK_REMOTE:
             value, result = proposal.value, WriteOutcome.APPLIED
         elif outcome is ConflictOutcome.MERGED:
-            result = WriteOutcome.MERGED
+            result, written_at = WriteOutcome.MERGED, None  # a new value, written now
         else:
             msg = (
                 f"conflict {conflict_id} on key {key!r} came back with outcome {outcome!r}, which a store cannot apply"
@@ -666,6 +783,7 @@ class StateStore(Actor):
             now=now,
             current=current,
             last=last,
+            written_at=written_at,
         )
         return WriteResult(key, result, entry.version, entry, conflict_id)
 
@@ -694,7 +812,7 @@ class StateStore(Actor):
         entry = self._entries.get(key)
         if entry is not None:
             return entry, entry.version
-        return None, self._removed.get(key, 0)
+        return None, self._removed.get(key, self._floor)
 
     def _current_for_write(self, key: str, now: float) -> tuple[Entry | None, int]:
         """Like `_peek`, but an expired entry is expired first, so that its event precedes the write's."""
@@ -721,11 +839,17 @@ class StateStore(Actor):
         now: float,
         current: Entry | None,
         last: int,
+        written_at: float | None = None,
+        created_at: float | None = None,
     ) -> Entry:
+        # `written_at`: an imported entry's own write time (default: now).
         version = last + 1
-        entry = Entry(
-            key, value, version, now if current is None else current.created_at, now, writer, metadata, expires_at
-        )
+        updated = now if written_at is None else written_at
+        if current is not None:
+            created = current.created_at
+        else:
+            created = updated if created_at is None else min(created_at, updated)
+        entry = Entry(key, value, version, created, updated, writer, metadata, expires_at)
         self._stage(key, entry, current)
         self._staged_events.append((next(self._seq), _SET, key, version, now, writer, entry))
         return entry
@@ -774,6 +898,7 @@ class StateStore(Actor):
             else:
                 entries.pop(key, None)
                 removed[key] = record.version
+                self._due_for_purge(key, record.version)
         if self._bases_kept:
             bases = self._bases
             for previous in self._replaced:
@@ -858,7 +983,42 @@ class StateStore(Actor):
     # -- administration ------------------------------------------------------------------
 
     def _on_set_access_rules(self, message: SetAccessRules) -> None:
+        if self._access is not None:
+            self._access.check_admin(message.agent)
         self._access = None if message.rules is None else AccessRules(message.rules)
+
+    def _due_for_purge(self, key: str, version: int) -> None:
+        horizon = self._tombstone_horizon
+        if horizon is not None:
+            self._purge_due.append((self.actor_system.clock.now() + horizon, key, version))
+
+    def _purge_tombstones(self) -> None:
+        """Purge the tombstones older than the horizon: durably, the floor first (the sweep)."""
+        due, removed = self._purge_due, self._removed
+        now = self.actor_system.clock.now()
+        purged: list[str] = []
+        floor = self._floor
+        while due and due[0][0] <= now:
+            _, key, version = due.popleft()
+            if removed.get(key) == version:  # not written again since (nor purged)
+                purged.append(key)
+                floor = max(floor, version)
+        if not purged:
+            return
+        record = Tombstone(_FLOOR_KEY, floor, now)
+        purge = getattr(self._backend, "purge", None)
+        try:
+            if purge is not None:
+                purge(purged, record)
+            else:
+                self._backend.apply([record])
+        except BaseException:
+            # Nothing purged: they are due again at the next sweep.
+            self._purge_due.extendleft((now, key, removed[key]) for key in reversed(purged))
+            raise
+        self._floor = floor
+        for key in purged:
+            del removed[key]
 
     def _on_sweep(self, _message: _Sweep) -> None:
         now = self._clock.now()
@@ -871,6 +1031,7 @@ class StateStore(Actor):
             if len(self._undo) >= self._max_batch:
                 self._commit()
         self._commit()
+        self._purge_tombstones()
 
     # -- queries (call through a proxy) ----------------------------------------------------
 
@@ -887,6 +1048,7 @@ class StateStore(Actor):
             commits=self._commits,
             committed_records=self._committed_records,
             committed_changes=self._committed_changes,
+            tombstones=len(self._removed),
         )
 
     def history(
@@ -898,8 +1060,12 @@ class StateStore(Actor):
         until: float | None = None,
         kind: StateEventKind | str | None = None,
         limit: int | None = None,
+        agent: str | None = None,
     ) -> tuple[StateEvent, ...]:
         """Return kept events, oldest first, filtered by every argument given.
+
+        Under access rules, only events of keys `agent` may read are returned
+        (no `agent`: those the ``"*"`` rules let anyone read).
 
         Args:
             key: only this key.
@@ -908,12 +1074,14 @@ class StateStore(Actor):
             until: only events before this time.
             kind: only this kind of event.
             limit: only the most recent `limit` of those.
+            agent: who reads (see above).
 
         Raises:
             PatternError: `pattern` is malformed.
         """
         glob = None if pattern is None else compile_glob(pattern)
         wanted = None if kind is None else StateEventKind(kind)
+        access = self._access
         found = [
             StateEvent(*event)
             for event in self._history
@@ -922,6 +1090,7 @@ class StateStore(Actor):
             and (since is None or event[4] >= since)
             and (until is None or event[4] < until)
             and (wanted is None or event[1] is wanted)
+            and (access is None or access.allows(agent, event[2], write=False))
         ]
         if limit is not None:
             found = found[-limit:] if limit > 0 else []
