@@ -78,7 +78,9 @@ class CarriesReply(Protocol):
         ...
 
 
-def _refuse_carried(message: Any, recipient: pykka.ActorRef[Any], reason: DeadLetterReason, exc: BaseException | None) -> None:
+def _refuse_carried(
+    message: Any, recipient: pykka.ActorRef[Any], reason: DeadLetterReason, exc: BaseException | None
+) -> None:
     """Fail the reply future `message` carries (`CarriesReply`), if it carries one that is not settled yet."""
     carried_reply = getattr(message.__class__, "carried_reply", None)
     if carried_reply is None:
@@ -150,7 +152,7 @@ class DeadLetters:
         reason: DeadLetterReason,
         exception: BaseException | None = None,
     ) -> None:
-        """Record one dead letter, fail the reply it carries (`CarriesReply`), hand it to the subscribers. Never raises."""
+        """Record one dead letter, fail the reply it carries (`CarriesReply`), tell the subscribers. Never raises."""
         try:
             _refuse_carried(message, recipient, reason, exception)
         except Exception:  # noqa: BLE001 - a message's carried_reply must not reach the runtime
