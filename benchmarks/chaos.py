@@ -472,7 +472,6 @@ BENCHMARKS = (
         params={"tasks": 100_000, "crash_rate": 0.01, "rounds": 10, "per_thread": 5_000},
         quick_params={"tasks": 4_000, "crash_rate": 0.01, "rounds": 2, "per_thread": 400},
         impls=("thread", "pooled", "asyncio"),
-        quick_impls=("pooled",),
         only_placements=("unpinned",),
         timeout_s=600.0,
         budget_s=600.0,

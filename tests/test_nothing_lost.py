@@ -97,7 +97,7 @@ class HeldRouter(Router):
 
 
 class HeldPool(Pool):
-    """A pool that can be held at a gate, and says when it has begun to end (fail or stop)."""
+    """A pool that can be held at a gate, and says when its restart begins to tear it down."""
 
     management_messages = Pool.management_messages | {Hold}
 
@@ -110,7 +110,8 @@ class HeldPool(Pool):
             return message.handle()
         return super().on_receive(message)
 
-    def on_failure(self, *exc_info: Any) -> None:
+    def pre_restart(self, exc: BaseException | None) -> None:
+        # Its routees are stopped right after this, in the same turn.
         self.ending.set()
 
 
@@ -175,7 +176,7 @@ class Case:
         # Let the routee go only once the pool has begun to end, so what waits
         # in the pool's queue is still there when it does.
         if ending == "restart":
-            assert self.ending.wait(WAIT), "the pool never failed"
+            assert self.ending.wait(WAIT), "the pool was never restarted"
         else:
             assert self.target.actor_inbox.stopped_event().wait(WAIT), "the pool never stopped"
         self.routee_gate.released.set()
