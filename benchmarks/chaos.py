@@ -18,6 +18,8 @@ letters + refused tells == sent``, and ``lost`` is what is left over.
 - `state_storm`: 8 writers pipeline `SetEntry` asks into a `StateStore` on a
   `SqliteBackend` while the system shuts down; every acknowledged write must
   be in the database when it is opened again.
+- `kill9_storm`: the same storm in a child process, killed with ``kill -9``
+  after a seeded number of acknowledgements, again and again on one database.
 
 ``python -m benchmarks --only chaos`` runs the long version and prints the
 figures as a table (one column per mode); tests/test_chaos.py runs the same
@@ -28,7 +30,11 @@ a seeded `random.Random`; nothing sleeps.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -64,6 +70,7 @@ __all__ = [
     "Ledger",
     "chaos",
     "crashes_behind",
+    "kill9_storm",
     "router_stop_with_management_asks",
     "shutdown_under_load",
     "state_storm",
@@ -351,6 +358,7 @@ class StormResult:
     """What a `state_storm` acknowledged, and what the database holds after it."""
 
     acknowledged: int = 0
+    kills: int = 0
     refused: int = 0
     unresolved: int = 0
     missing: int = 0
@@ -419,8 +427,84 @@ def _storm_round(  # noqa: PLR0917
     result.missing += sum(1 for key, version in acknowledged.items() if stored.get(key, 0) < version)
 
 
+_WRITER = """
+import sys, threading
+from actors import ActorSystem, SetEntry, SqliteBackend, StateStore
+path, mode, writers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lock = threading.Lock()
+system = ActorSystem("kill9", dispatchers=4)
+store = system.spawn(StateStore, SqliteBackend(path, synchronous="NORMAL"), mode=mode)
+def write(w):
+    i = 0
+    while True:
+        batch = [(f"w{w}:k{(i + j) % 50}", i + j) for j in range(16)]
+        futures = [(key, store.ask(SetEntry(key, value), block=False)) for key, value in batch]
+        for key, future in futures:
+            answer = future.get(timeout=60)
+            with lock:  # a line is printed only once its write is acknowledged (committed)
+                sys.stdout.write(f"{key} {answer.version}\\n")
+                sys.stdout.flush()
+        i += 16
+for w in range(writers):
+    threading.Thread(target=write, args=(w,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def kill9_storm(mode: str, *, kills: int, acks: int, seed: int, writers: int = 8) -> StormResult:
+    """`kills` times: a child process storms a `StateStore` on one SQLite file with 8 writers; kill -9 it.
+
+    Each child is killed after a seeded number (up to `acks`) of
+    acknowledgements; every acknowledged write must be in the database when
+    it is opened again, at its version or a later one.
+    """
+    result = StormResult()
+    rng = random.Random(seed)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="troupe-kill9-") as tmp:
+        path = Path(tmp) / "storm.db"
+        acknowledged: dict[str, int] = {}
+        for _ in range(kills):
+            target = rng.randrange(acks // 2, acks + 1)
+            command = [sys.executable, "-c", _WRITER, str(path), mode, str(writers)]
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
+            lines: list[str] = []
+            try:
+                if child.stdout is None:
+                    msg = "the writer's stdout is not a pipe"
+                    raise RuntimeError(msg)
+                while len(lines) < target:
+                    line = child.stdout.readline()
+                    if not line:
+                        msg = f"the kill -9 writer stopped early (exit {child.poll()})"
+                        raise RuntimeError(msg)
+                    lines.append(line)
+                os.kill(child.pid, signal.SIGKILL)
+                lines.extend(child.stdout.read().splitlines(keepends=True))  # acks printed before it died
+            finally:
+                child.kill()
+                child.wait(timeout=WAIT_S)
+                if child.stdout is not None:
+                    child.stdout.close()
+            result.kills += 1
+            for line in lines:
+                if not line.endswith("\n"):
+                    continue  # cut off by the kill: never fully acknowledged
+                key, version = line.split()
+                result.acknowledged += 1
+                acknowledged[key] = max(acknowledged.get(key, 0), int(version))
+        backend = SqliteBackend(path)
+        try:
+            stored = {record.key: record.version for record in backend.open()}
+        finally:
+            backend.close()
+        result.missing += sum(1 for key, version in acknowledged.items() if stored.get(key, 0) < version)
+    return result
+
+
 def chaos(
-    impl: str, *, tasks: int, crash_rate: float, rounds: int, per_thread: int, seed: int = 11
+    impl: str, *, tasks: int, crash_rate: float, rounds: int, per_thread: int, kills: int, acks: int, seed: int = 11
 ) -> dict[str, float]:
     """Every scenario in mode `impl`; the figures of the table (tasks, crashes, acknowledged writes, lost)."""
     start = time.perf_counter()
@@ -429,13 +513,17 @@ def chaos(
     shutdown = shutdown_under_load(impl, rounds=rounds, per_thread=per_thread, seed=seed + 2)
     manage = router_stop_with_management_asks(impl, rounds=rounds, per_thread=per_thread // 4, seed=seed + 3)
     storm = state_storm(impl, rounds=rounds, per_writer=per_thread, seed=seed + 4)
+    killed = kill9_storm(impl, kills=kills, acks=acks, seed=seed + 5)
     ledgers = (pool, router, shutdown, manage)
     return {
         "tasks": float(sum(ledger.sent for ledger in ledgers)),
         "crashes": float(len(pool.crashes) + len(router.crashes)),
         "dead_letters": float(sum(len(ledger.dead) for ledger in ledgers)),
-        "acknowledged_writes": float(storm.acknowledged),
-        "lost": float(sum(ledger.lost + ledger.twice for ledger in ledgers) + storm.unresolved + storm.missing),
+        "acknowledged_writes": float(storm.acknowledged + killed.acknowledged),
+        "kills": float(killed.kills),
+        "lost": float(
+            sum(ledger.lost + ledger.twice for ledger in ledgers) + storm.unresolved + storm.missing + killed.missing
+        ),
         "seconds": time.perf_counter() - start,
     }
 
@@ -467,10 +555,17 @@ BENCHMARKS = (
                 better="fewer",
                 worse="more",
             ),
+            Metric(
+                "kills",
+                "kill -9s of the StateStore writer process",
+                higher_is_better=True,
+                better="more",
+                worse="fewer",
+            ),
             Metric("seconds", "wall time of the scenarios (s)"),
         ),
-        params={"tasks": 100_000, "crash_rate": 0.01, "rounds": 10, "per_thread": 5_000},
-        quick_params={"tasks": 4_000, "crash_rate": 0.01, "rounds": 2, "per_thread": 400},
+        params={"tasks": 100_000, "crash_rate": 0.01, "rounds": 10, "per_thread": 5_000, "kills": 20, "acks": 10_000},
+        quick_params={"tasks": 4_000, "crash_rate": 0.01, "rounds": 2, "per_thread": 400, "kills": 1, "acks": 500},
         impls=("thread", "pooled", "asyncio"),
         only_placements=("unpinned",),
         timeout_s=600.0,

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.chaos import Ledger, crashes_behind, router_stop_with_management_asks, shutdown_under_load, state_storm
+from benchmarks.chaos import (
+    Ledger,
+    crashes_behind,
+    kill9_storm,
+    router_stop_with_management_asks,
+    shutdown_under_load,
+    state_storm,
+)
 
 SEEDS = (1, 2)
 
@@ -53,4 +60,13 @@ def test_every_acknowledged_state_store_write_survives_a_shutdown_mid_storm(mode
     result = state_storm(mode, rounds=2, per_writer=200, seed=5)
     assert result.acknowledged
     assert result.unresolved == 0
+    assert result.missing == 0
+
+
+def test_every_acknowledged_state_store_write_survives_kill_9_of_the_writer_process_again_and_again(
+    mode: str,
+) -> None:
+    result = kill9_storm(mode, kills=2, acks=300, seed=7)
+    assert result.kills == 2
+    assert result.acknowledged >= 300
     assert result.missing == 0
