@@ -863,6 +863,7 @@ class Cell:
             ActorRegistry.unregister(self.ref)
 
     def _terminate(self) -> None:
+        self.release_held("stopped" if self.reason is None else f"failed ({self.reason!r})")
         self.executor = DRAIN
         self._drain()
         for reply_to in self.stop_replies or ():
@@ -884,6 +885,31 @@ class Cell:
                 callback(self)
             except Exception:  # noqa: BLE001
                 logger.opt(exception=True).error("Termination callback {!r} of {} failed", callback, self.ref)
+
+    def release_held(self, how: str) -> None:
+        """The current instance has ended: let it refuse what it holds outside the mailbox (`refuse_held`).
+
+        An actor that keeps asks or tells in its own state (a `Pool`'s
+        admission queue, replies it answers later) defines
+        ``refuse_held(error)``: fail every future it holds with `error` (an
+        `ActorDeadError` saying `how` it ended) and dead-letter every tell.
+        The cell calls it whatever ends the instance: a stop (after
+        ``on_stop``), a failure or a supervisor giving up (``on_stop`` is
+        skipped then), a shutdown, and a restart's teardown (`Restart`), once
+        the children have stopped; in this cell's turn. It may be called
+        twice for one instance (a teardown, then a stop before the rebuild):
+        make it idempotent. What is queued in the mailbox is the cell's to
+        dead-letter (`_drain`), futures carried in messages included (`CarriesReply`).
+        """
+        actor = self.actor
+        refuse = getattr(actor, "refuse_held", None)
+        if refuse is None:
+            return
+        error = ActorDeadError(f"{self.ref} {how} before handling the message")
+        try:
+            refuse(error)
+        except Exception:  # noqa: BLE001 - the actor's bug: logged; the cell goes on ending
+            logger.opt(exception=True).error("refuse_held of {} failed", self.ref)
 
     def _drain(self) -> None:
         pop = self.queue.popleft

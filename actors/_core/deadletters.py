@@ -5,15 +5,26 @@ when it is still queued as its actor stops, when a bounded mailbox drops it,
 or when an asyncio handler is cancelled before it finishes. Each is recorded
 (a bounded window of recent ones), counted by reason, and handed to
 subscribers. Recording never raises into the runtime's threads.
+
+Nothing is lost, and that includes a reply future travelling inside a
+message: a message class that carries one (a router's management ask, an ask
+a router routes from its own thread, any service's envelope of the kind)
+declares it with a ``carried_reply()`` method (the `CarriesReply` protocol).
+Every path that makes a message a dead letter goes through
+`DeadLetters.record`, and recording fails the carried future: with the
+letter's exception if it has one (a mailbox overflow, the handler's error),
+else with `ActorDeadError`. So an ask told as a wrapper resolves exactly as a
+plain ask queued in the same place does, whatever ends its recipient.
 """
 
 from __future__ import annotations
 
 import enum
 import inspect
+import queue
 import threading
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from loguru import logger
@@ -26,7 +37,7 @@ if TYPE_CHECKING:
 
     import pykka
 
-__all__ = ["DeadLetter", "DeadLetterReason", "DeadLetterStatistics", "DeadLetters"]
+__all__ = ["CarriesReply", "DeadLetter", "DeadLetterReason", "DeadLetterStatistics", "DeadLetters"]
 
 
 class DeadLetterReason(enum.StrEnum):
@@ -51,6 +62,40 @@ class DeadLetterReason(enum.StrEnum):
     """Published to a topic (or multicast to an agent) that nobody subscribed to."""
     REJECTED = "rejected"
     """A shared service refused it as malformed; `DeadLetter.exception` says why."""
+
+
+class CarriesReply(Protocol):
+    """A message that carries a reply future someone waits on (the protocol `DeadLetters.record` keeps).
+
+    Declare it on the message's class; a message that becomes a dead letter
+    has its carried future failed (unless it is settled already), so its
+    asker never waits for ever. Called on whichever thread records the dead
+    letter; it must only return the future (or None: a tell in the same wrapper).
+    """
+
+    def carried_reply(self) -> pykka.Future[Any] | None:
+        """Return the future this message's asker waits on, or None."""
+        ...
+
+
+def _refuse_carried(
+    message: Any, recipient: pykka.ActorRef[Any], reason: DeadLetterReason, exc: BaseException | None
+) -> None:
+    """Fail the reply future `message` carries (`CarriesReply`), if it carries one that is not settled yet."""
+    carried_reply = getattr(message.__class__, "carried_reply", None)
+    if carried_reply is None:
+        return
+    future = carried_reply(message)
+    if future is None or future.done():
+        return
+    if exc is None:
+        # pykka's text for a message to an actor that is gone; else the cell's for mail left at a stop.
+        what = "not found" if reason is DeadLetterReason.RECIPIENT_STOPPED else "stopped before handling the message"
+        exc = ActorDeadError(f"{recipient} {what}")
+    try:  # noqa: SIM105 - as `reply_exception`
+        future.set_exception((type(exc), exc, None))
+    except queue.Full:
+        pass  # settled meanwhile (its asker gave up, or a racing reply)
 
 
 @attrs.frozen
@@ -107,7 +152,11 @@ class DeadLetters:
         reason: DeadLetterReason,
         exception: BaseException | None = None,
     ) -> None:
-        """Record one dead letter and hand it to the subscribers. Never raises."""
+        """Record one dead letter, fail the reply it carries (`CarriesReply`), tell the subscribers. Never raises."""
+        try:
+            _refuse_carried(message, recipient, reason, exception)
+        except Exception:  # noqa: BLE001 - a message's carried_reply must not reach the runtime
+            logger.opt(exception=True).error("carried_reply of dead letter {!r} failed", message)
         letter = DeadLetter(message, recipient, reason, exception)
         with self._lock:
             self._recent.append(letter)

@@ -200,7 +200,8 @@ class Restart:
         cell.stop_children(self.children_stopped)
 
     def children_stopped(self) -> None:
-        """The teardown is over: rebuild now, or tell the supervisor."""
+        """The teardown is over: the old instance refuses what it still holds; rebuild now, or tell the supervisor."""
+        self.cell.release_held("was restarted")
         if self.rebuild_after:
             self.rebuild(self.cell)
         else:

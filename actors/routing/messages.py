@@ -103,19 +103,35 @@ class Broadcast:
 
 @attrs.frozen
 class _Managed:
-    """An ask of a management message: the router replies into `reply` (possibly later)."""
+    """An ask of a management message: the router replies into `reply` (possibly later).
+
+    Carries its reply (`CarriesReply`): dead-lettered (its router stopped
+    with it queued), `reply` gets `ActorDeadError`.
+    """
 
     message: Any
     reply: Future[Any]
 
+    def carried_reply(self) -> Future[Any]:
+        """The future the asker waits on (the dead-letter office fails it)."""
+        return self.reply
+
 
 @attrs.frozen
 class _Route:
-    """A message the router must route from its own thread (strategy not thread-safe, or not yet installed)."""
+    """A message the router must route from its own thread (strategy not thread-safe, or not yet installed).
+
+    Carries its reply, if an ask (`CarriesReply`): dead-lettered, `reply`
+    gets `ActorDeadError` (or the error the router failed with).
+    """
 
     message: Any
     reply: Future[Any] | None
     inline: bool = False
+
+    def carried_reply(self) -> Future[Any] | None:
+        """The future the asker waits on, None for a tell (the dead-letter office fails it)."""
+        return self.reply
 
 
 # -- statistics ------------------------------------------------------------------------------------

@@ -413,14 +413,27 @@ class Pool(Router):
 
     def on_stop(self) -> None:
         """Refuse what still waits; answer drains (the routees, our children, have stopped by now)."""
-        self._admission.close(ActorDeadError(f"{self.actor_ref} stopped before a routee could take the message"))
+        self.refuse_held(ActorDeadError(f"{self.actor_ref} stopped before a routee could take the message"))
+
+    def refuse_held(self, error: BaseException) -> None:
+        """This instance has ended: refuse what waits in its queue, answer drains and `AwaitStarted` asks.
+
+        The cell calls it however the pool ends (see `Cell.release_held`):
+        a stop (after `on_stop`, which does the same), a failure or a giving
+        up (no `on_stop` then), and a restart in place, whose new instance
+        starts with a fresh queue. Waiting asks get `error`, waiting tells
+        become dead letters. Idempotent: what it answered, it forgets.
+        """
+        self._admission.close(error)
         result = DrainResult(drained=self._drained, abandoned=self._abandoned)
-        for reply in self._drain_replies:
+        drains, self._drain_replies = self._drain_replies, []
+        for reply in drains:
             if not reply.done():
                 reply.set(result)
-        for reply in self._awaiting_start:
+        awaiting, self._awaiting_start = self._awaiting_start, []
+        for reply in awaiting:
             if not reply.done():
-                reply.set_exception((ActorDeadError, ActorDeadError(f"{self.actor_ref} stopped"), None))
+                reply.set_exception((type(error), error, None))
 
     # -- messages for the pool itself ---------------------------------------------------------------------
 

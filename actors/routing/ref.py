@@ -122,7 +122,9 @@ class RouterRef(ActorRef[A]):
             else:
                 super()._post_ask(message, future, inline=inline)
         except (ActorDeadError, TroupeError):
-            future.set_exception()
+            # A wrapper dead-lettered on the way (`_Managed`, `_Route`) had its future failed already.
+            if not future.done():
+                future.set_exception()
 
     @property
     def routing(self) -> RoutingTable | None:

@@ -355,7 +355,8 @@ class RoutingTable:
             else:
                 self.strategy.route_ask(self, route.message, route.reply, False)
         except (ActorDeadError, TroupeError):
-            route.reply.set_exception()
+            if not route.reply.done():
+                route.reply.set_exception()
 
     # -- sending to one routee ---------------------------------------------------------------------
 
