@@ -258,6 +258,8 @@ class RemoteTaskError(TroupeError, RuntimeError):
 
 class ExpectationError(TroupeError, AssertionError):
     """A test-kit expectation failed (a message that did not come, or one that should not have)."""
+
+
 class UnknownNodeError(TroupeError, LookupError):
     """A cluster operation named a node that never joined the cluster, or that is DOWN."""
 

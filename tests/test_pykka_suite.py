@@ -28,7 +28,7 @@ PYKKA_VERSION = metadata.version("pykka")
 # pykka's conftest defines `runtime` with its one ThreadingActor runtime; this
 # one, put in its place, imports everything it defines and redefines only
 # `runtime`, to the troupe mode named by TROUPE_PYKKA_MODE.
-_CONFTEST = '''\
+_CONFTEST = """\
 import os
 import threading
 import time
@@ -52,7 +52,7 @@ def runtime():
         future_class=Future,
         sleep_func=time.sleep,
     )
-'''
+"""
 
 _PYTEST_INI = """\
 [pytest]
