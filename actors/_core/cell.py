@@ -43,6 +43,7 @@ then does it run ``on_stop`` and terminate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sys
 import threading
@@ -62,6 +63,7 @@ from actors._core.executors import DRAIN, THREAD_STATE, current_executor
 from actors._core.future import Receipt
 from actors._core.handlers import AsyncioState, Hook, is_coroutine, reply_exception
 from actors._core.lifecycle import RUNNING, STARTING, STOP, STOPPING, TERMINATED, StopChildren, exc_info_of
+from actors._core.logbridge import report, to_pykka_logger
 from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
 from actors._core.supervision import RestartType, Supervising, Terminated, policy_of
 from actors._core.timers import Timers, _TimerFired
@@ -675,7 +677,7 @@ class Cell:
             self.fail(exc_info, message)
             reply_exception(reply_to, exc_info)
             return True
-        logger.opt(exception=exc_info).info("Exception returned from {} to caller:", self.ref)
+        report(logging.INFO, f"Exception returned from {self.ref} to caller:", exc_info)
         reply_exception(reply_to, exc_info)
         return False
 
@@ -782,7 +784,7 @@ class Cell:
         the default) or suspends it and reports to its supervisor.
         """
         exc = exc_info[1]
-        logger.opt(exception=exc_info).error("Unhandled exception in {}:", self.ref)
+        report(logging.ERROR, f"Unhandled exception in {self.ref}:", exc_info)
         if message is not None:
             self.system.dead_letters.record(message, self.ref, DeadLetterReason.HANDLER_FAILED, exc)
         self.failed = True
@@ -793,7 +795,7 @@ class Cell:
             try:
                 self.actor.on_failure(*exc_info)
             except Exception:  # noqa: BLE001
-                logger.opt(exception=True).error("Unhandled exception in on_failure of {}:", self.ref)
+                report(logging.ERROR, f"Unhandled exception in on_failure of {self.ref}:", sys.exc_info())
         if supervised:
             self._report(exc)
             return
@@ -836,6 +838,8 @@ class Cell:
         logger.opt(exception=exc_info).error(
             "{!r} in {}: stopping every actor of system {!r}", exc_info[1], self.ref, self.system.name
         )
+        # pykka's record of it, where pykka code looks (loguru has the one above)
+        to_pykka_logger(logging.DEBUG, f"{exc_info[1]!r} in {self.ref}. Stopping all actors.")
         self.begin_stop()
         self.system._stop_all_actors()  # noqa: SLF001
 
@@ -877,7 +881,7 @@ class Cell:
 
     def _stopped(self, exc: BaseException | None) -> None:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
-            logger.opt(exception=exc_info_of(exc)).error("Unhandled exception in {}:", self.ref)
+            report(logging.ERROR, f"Unhandled exception in {self.ref}:", exc_info_of(exc))
         self._terminate()
 
     def _mark_dead(self) -> None:
@@ -888,6 +892,7 @@ class Cell:
             self._stopped_event.set()
         if self.pykka_registered:
             ActorRegistry.unregister(self.ref)
+        to_pykka_logger(logging.DEBUG, f"Stopped {self.ref}")  # as pykka's `Actor._stop`
 
     def _terminate(self) -> None:
         self.executor = DRAIN
