@@ -1,4 +1,4 @@
-"""Actor failures reach both channels once: the standard library's ``pykka`` logger (where pykka code looks) and loguru."""
+"""Actor failures reach both channels once: the stdlib `pykka` logger (where pykka code looks) and loguru."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_records_pykka_logs_itself_reach_loguru_once(system: ActorSystem, mode: 
 def test_a_base_exception_is_logged_as_pykka_does(system: ActorSystem, mode: str, stdlib: _Collect) -> None:
     class Fatal(Actor):
         def on_receive(self, message: Any) -> Any:
-            raise BaseException(message)
+            raise BaseException(message)  # noqa: TRY002 - what pykka stops every actor for
 
     ref = system.spawn(Fatal, mode=mode)
     ref.tell("fatal")
