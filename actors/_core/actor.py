@@ -268,7 +268,7 @@ class _Unstarted:
     def __init__(self, actor_class: type[Actor]) -> None:
         self.actor_class = actor_class
         self.urn = uuid.uuid4().urn
-        self.ref = ActorRef(self)  # type: ignore[arg-type]
+        self.ref = ActorRef(self)  # type: ignore[arg-type,var-annotated]
 
     def stopped_event(self) -> threading.Event:
         stopped = threading.Event()
