@@ -29,15 +29,17 @@ Every mode is a `pykka.Actor`: `on_start`, `on_receive`, `on_stop`,
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
 import pykka
 
 from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages
-from actors._core.cell import constructing_cell
+from actors._core.cell import constructing_cell, record_constructing
 from actors._core.future import Future
 from actors._core.messages import SelfStop
-from actors._core.ref import StoppedFlag
+from actors._core.ref import ActorRef, StoppedFlag
 from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 
     from actors._core.cell import Cell
     from actors._core.mailbox import MailboxSpec
-    from actors._core.ref import ActorRef
     from actors._core.supervision import RestartType, SupervisionPolicy
     from actors._core.system import ActorSystem
     from actors._core.timers import Timers
@@ -92,15 +93,19 @@ class Actor(pykka.Actor):
         """Bind the instance to the cell it is being spawned into.
 
         Call it from your ``__init__`` (``super().__init__()``) as with pykka.
+        Instantiated directly (``MyActor(1, 2, foo="bar")``, outside
+        `ActorSystem.spawn` and `start`), it is a raw instance, as in pykka: its
+        methods may be called (a unit test of an actor's logic), ``str()``
+        names its class and its ``actor_urn``, but it is not running: its ref
+        is not alive, and what needs a system (a tell, ``timers``,
+        ``spawn``...) raises `SpawnContextError` saying so.
         """
         cell = constructing_cell()
         if cell is None:
-            msg = (
-                f"{type(self).__name__} was instantiated directly; troupe actors are created by "
-                f"system.spawn({type(self).__name__}, ...) or {type(self).__name__}.start(...)"
-            )
-            raise SpawnContextError(msg)
+            self._troupe_cell = _Unstarted(type(self))  # type: ignore[assignment]
+            return
         self._troupe_cell = cell
+        record_constructing(self)
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> ActorRef[Self]:
@@ -260,6 +265,38 @@ class Actor(pykka.Actor):
         (Erlang's rule for a normal exit); ``ref.stop()`` from outside never is.
         """
         self._troupe_cell.ref.tell(SelfStop())
+
+
+class _Unstarted:
+    """What a raw instance (instantiated directly, never spawned) has in place of a cell.
+
+    It names the instance (class, uuid4 URN) and is not alive; anything else
+    a running actor's cell provides raises `SpawnContextError`.
+    """
+
+    __slots__ = ("actor_class", "ref", "urn")
+
+    name = None
+    alive = False
+    actor = None
+
+    def __init__(self, actor_class: type[Actor]) -> None:
+        self.actor_class = actor_class
+        self.urn = uuid.uuid4().urn
+        self.ref = ActorRef(self)  # type: ignore[arg-type,var-annotated]
+
+    def stopped_event(self) -> threading.Event:
+        stopped = threading.Event()
+        stopped.set()
+        return stopped
+
+    def __getattr__(self, name: str) -> NoReturn:
+        cls = self.actor_class.__name__
+        msg = (
+            f"{cls} ({self.urn}) is a raw instance, not a running actor (it was instantiated directly, so it "
+            f"has no {name}); spawn it with system.spawn({cls}, ...) or {cls}.start(...) to run it"
+        )
+        raise SpawnContextError(msg)
 
 
 def _cell_of(ref: Any, what: str) -> Cell:

@@ -43,9 +43,11 @@ then does it run ``on_stop`` and terminate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sys
 import threading
+import uuid
 from _thread import allocate_lock
 from asyncio import _get_running_loop
 from types import CoroutineType
@@ -61,6 +63,7 @@ from actors._core.executors import DRAIN, THREAD_STATE, current_executor
 from actors._core.future import Receipt
 from actors._core.handlers import AsyncioState, Hook, is_coroutine, reply_exception
 from actors._core.lifecycle import RUNNING, STARTING, STOP, STOPPING, TERMINATED, StopChildren, exc_info_of
+from actors._core.logbridge import report, to_pykka_logger
 from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
 from actors._core.supervision import RestartType, Supervising, Terminated, policy_of
 from actors._core.timers import Timers, _TimerFired
@@ -84,6 +87,8 @@ __all__ = [
     "Cell",
     "bind_constructing",
     "constructing_cell",
+    "constructing_instance",
+    "record_constructing",
     "unwrap",
 ]
 
@@ -100,6 +105,25 @@ def bind_constructing(cell: Cell | None) -> Cell | None:
 def constructing_cell() -> Cell | None:
     """Return the cell an actor constructed on this thread right now belongs to, if any."""
     return getattr(_constructing, "cell", None)
+
+
+def record_constructing(instance: Any) -> None:
+    """Record `instance` as the one being constructed on this thread (`Actor.__init__`)."""
+    _constructing.instance = instance
+
+
+def constructing_instance(cell: Cell) -> Any:
+    """Return the instance of `cell` whose ``__init__`` runs on this thread right now, or None.
+
+    `Actor.__init__` records it, so that ``self.actor_ref.proxy()`` works in
+    a constructor (pykka allows it) before `Cell.actor` is set. A child
+    spawned inside a constructor binds its own cell: the record names the
+    cell it belongs to, so it is never the wrong one.
+    """
+    newborn = getattr(_constructing, "instance", None)
+    if newborn is not None and newborn.__dict__.get("_troupe_cell") is cell:
+        return newborn
+    return None
 
 
 class Cell:
@@ -121,6 +145,7 @@ class Cell:
         "_stopped_event",
         "_supervising",
         "_timers",
+        "_urn",
         "_watchers",
         "_watching",
         "actor",
@@ -148,7 +173,6 @@ class Cell:
         "sysq",
         "system",
         "throughput",
-        "urn",
     )
 
     def __init__(  # noqa: PLR0917 - positional on the spawn path (see `ActorSystem._new_cell`)
@@ -158,7 +182,7 @@ class Cell:
         executor: Executor,
         name: str | None,
         parent: Cell | None,
-        urn: str,
+        urn: bytes | str,
         throughput: int,
         ref_class: Callable[[Cell], ActorRef[Any]],
         mailbox: MailboxSpec,
@@ -175,7 +199,8 @@ class Cell:
         self.executor = executor
         self.name = name
         self.parent = parent
-        self.urn = urn
+        # 16 random bytes until the URN is first read (see `urn`), then its text.
+        self._urn = urn
         self.throughput = throughput
         self.ref = ref_class(self)
         self.actor: Any = None
@@ -229,6 +254,22 @@ class Cell:
 
     def __repr__(self) -> str:
         return f"<Cell {self.ref} state={self.state}>"
+
+    @property
+    def urn(self) -> str:
+        """The actor's URN: pykka's uuid4 form, ``urn:uuid:<uuid4>``, formatted on first read.
+
+        The system draws the 16 random bytes at spawn (``os.urandom``, a
+        quarter of a microsecond); formatting them costs ~1.5 µs more, which
+        a spawn whose URN nobody reads never pays. Two threads reading it
+        first at once format the same bytes to the same text.
+        """
+        urn = self._urn
+        if isinstance(urn, str):
+            return urn
+        text = uuid.UUID(bytes=urn, version=4).urn
+        self._urn = text
+        return text
 
     # -- the pykka inbox interface ---------------------------------------------
 
@@ -388,10 +429,12 @@ class Cell:
             Exception: whatever the constructor raised.
         """
         previous = bind_constructing(self)  # a context manager here costs ~1 µs per spawn
+        newborn = getattr(_constructing, "instance", None)  # a parent constructing this child
         try:
             actor = self.actor_class(*args, **kwargs)
         finally:
             bind_constructing(previous)
+            _constructing.instance = newborn
         if actor.__dict__.get("_troupe_cell") is not self:
             msg = (
                 f"{self.actor_class.__qualname__}.__init__ did not call super().__init__(); "
@@ -648,7 +691,7 @@ class Cell:
             self.fail(exc_info, message)
             reply_exception(reply_to, exc_info)
             return True
-        logger.opt(exception=exc_info).info("Exception returned from {} to caller:", self.ref)
+        report(logging.INFO, f"Exception returned from {self.ref} to caller:", exc_info)
         reply_exception(reply_to, exc_info)
         return False
 
@@ -755,7 +798,7 @@ class Cell:
         the default) or suspends it and reports to its supervisor.
         """
         exc = exc_info[1]
-        logger.opt(exception=exc_info).error("Unhandled exception in {}:", self.ref)
+        report(logging.ERROR, f"Unhandled exception in {self.ref}:", exc_info)
         if message is not None:
             self.system.dead_letters.record(message, self.ref, DeadLetterReason.HANDLER_FAILED, exc)
         self.failed = True
@@ -766,7 +809,7 @@ class Cell:
             try:
                 self.actor.on_failure(*exc_info)
             except Exception:  # noqa: BLE001
-                logger.opt(exception=True).error("Unhandled exception in on_failure of {}:", self.ref)
+                report(logging.ERROR, f"Unhandled exception in on_failure of {self.ref}:", sys.exc_info())
         if supervised:
             self._report(exc)
             return
@@ -809,6 +852,8 @@ class Cell:
         logger.opt(exception=exc_info).error(
             "{!r} in {}: stopping every actor of system {!r}", exc_info[1], self.ref, self.system.name
         )
+        # pykka's record of it, where pykka code looks (loguru has the one above)
+        to_pykka_logger(logging.DEBUG, f"{exc_info[1]!r} in {self.ref}. Stopping all actors.")
         self.begin_stop()
         self.system._stop_all_actors()  # noqa: SLF001
 
@@ -850,7 +895,7 @@ class Cell:
 
     def _stopped(self, exc: BaseException | None) -> None:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
-            logger.opt(exception=exc_info_of(exc)).error("Unhandled exception in {}:", self.ref)
+            report(logging.ERROR, f"Unhandled exception in {self.ref}:", exc_info_of(exc))
         self._terminate()
 
     def _mark_dead(self) -> None:
@@ -861,6 +906,7 @@ class Cell:
             self._stopped_event.set()
         if self.pykka_registered:
             ActorRegistry.unregister(self.ref)
+        to_pykka_logger(logging.DEBUG, f"Stopped {self.ref}")  # as pykka's `Actor._stop`
 
     def _terminate(self) -> None:
         self.release_held("stopped" if self.reason is None else f"failed ({self.reason!r})")

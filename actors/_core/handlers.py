@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sys
 from collections.abc import Coroutine
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
 from pykka import ActorDeadError
 
 from actors._core._pykka import Envelope, handle_receive
@@ -40,6 +40,7 @@ from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import HandlerExit
 from actors._core.future import Receipt
 from actors._core.lifecycle import exc_info_of
+from actors._core.logbridge import report
 from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
 from actors.errors import EventLoopError
 
@@ -284,7 +285,7 @@ class AsyncioState:
         elif cell.is_stopping() or cell.failed:
             # This instance is already on its way out (a reentrant handler that
             # ended after the failure that ends it): log it, once is enough.
-            logger.opt(exception=exc_info_of(exc)).error("Unhandled exception in {} as it was ending:", cell.ref)
+            report(logging.ERROR, f"Unhandled exception in {cell.ref} as it was ending:", exc_info_of(exc))
             cell.system.dead_letters.record(entry.message, cell.ref, DeadLetterReason.HANDLER_FAILED, exc)
             if entry.reply_to is not None:
                 reply_exception(entry.reply_to, exc_info_of(exc))

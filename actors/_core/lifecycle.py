@@ -25,10 +25,11 @@ cell's loop, where that turn is suspended.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
+from actors._core.logbridge import report
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -177,7 +178,7 @@ class Restart:
         """``on_stop`` has ended: run ``pre_restart``, if the actor has one."""
         cell = self.cell
         if stop_exc is not None:
-            logger.opt(exception=exc_info_of(stop_exc)).error("Unhandled exception in on_stop of {}:", cell.ref)
+            report(logging.ERROR, f"Unhandled exception in on_stop of {cell.ref}:", exc_info_of(stop_exc))
         if not cell.is_running():  # stopped meanwhile: stopping takes over
             self.done()
             return
@@ -192,7 +193,7 @@ class Restart:
         """``pre_restart`` has ended: stop the children."""
         cell = self.cell
         if hook_exc is not None:
-            logger.opt(exception=exc_info_of(hook_exc)).error("Unhandled exception in pre_restart of {}:", cell.ref)
+            report(logging.ERROR, f"Unhandled exception in pre_restart of {cell.ref}:", exc_info_of(hook_exc))
         cell.failed = True
         if not cell.is_running():
             self.done()

@@ -14,6 +14,7 @@ import pykka
 from pykka import ActorDeadError
 
 from actors._core._pykka import ActorStop, Envelope
+from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import inline_depth
 from actors._core.future import Future, Receipt
@@ -112,8 +113,15 @@ class ActorRef(pykka.ActorRef[A]):
     def _actor_weakref(self) -> Callable[[], A | None]:  # type: ignore[override]
         # pykka's ActorProxy reads the instance through this; resolving it on
         # every call follows the cell to the current instance.
+        # During the instance's own ``__init__`` (a proxy taken there), the
+        # instance under construction.
         cell = self._cell
-        return lambda: cell.actor
+
+        def current() -> A | None:
+            newborn = constructing_instance(cell)
+            return cell.actor if newborn is None else newborn  # type: ignore[no-any-return]
+
+        return current
 
     def __str__(self) -> str:
         cell = self._cell
@@ -283,5 +291,9 @@ class ActorRef(pykka.ActorRef[A]):
     def _dead(self, message: Any) -> None:
         if not isinstance(message, ActorStop):  # stop() on a dead actor is no dead letter
             self._cell.system.dead_letters.record(message, self, DeadLetterReason.RECIPIENT_STOPPED)
-        msg = f"{self} not found: it has stopped; the message went to dead letters"
-        raise ActorDeadError(msg)
+        # pykka's exact text; the help rides along as a note (PEP 678): it
+        # shows in tracebacks without changing str() that pykka code matches.
+        msg = f"{self} not found"
+        err = ActorDeadError(msg)
+        err.add_note("it has stopped; the message went to dead letters (system.dead_letters)")
+        raise err

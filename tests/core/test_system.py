@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import uuid
 from typing import Any
 
 import pytest
 from pykka import ActorDeadError
 
 from actors import (
+    MODES,
     Actor,
     ActorNameTakenError,
     ActorSystem,
@@ -172,9 +174,37 @@ def test_an_unknown_mode_a_non_actor_and_a_mode_conflict_are_clear_errors(system
     assert system.spawn(Recorder).ask("fine") == "fine"
 
 
-def test_an_actor_cannot_be_instantiated_directly() -> None:
-    with pytest.raises(SpawnContextError, match=r"system.spawn\(Recorder"):
-        Recorder()
+def test_an_actor_instantiated_directly_is_a_raw_instance_that_is_not_running(mode: str) -> None:
+    raw = MODES[mode](1, 2, foo="bar")  # pykka allows any arguments
+    recorder = Recorder()
+    assert uuid.UUID(recorder.actor_urn).version == 4
+    assert str(recorder) == f"Recorder ({recorder.actor_urn})"
+    assert recorder.actor_urn != raw.actor_urn
+    assert not recorder.actor_ref.is_alive()
+    assert recorder.actor_stopped.is_set()
+    assert recorder.on_receive("direct") == "direct"  # its methods can be unit-tested
+    with pytest.raises(SpawnContextError, match=r"raw instance.*system.spawn\(Recorder"):
+        recorder.actor_ref.tell("nobody handles this")
+    with pytest.raises(SpawnContextError, match="has no timers"):
+        _ = recorder.timers
+
+
+def test_an_actor_may_take_a_proxy_of_itself_in_its_constructor(system: ActorSystem, mode: str) -> None:
+    class SelfProxying(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.me = self.actor_ref.proxy()
+            self.child = self.spawn(Recorder)
+            self.me_again = self.actor_ref.proxy()  # after building a child too
+            self.foo = "bar"
+
+        def foo_through_proxy(self) -> str:
+            return self.foo
+
+    ref = system.spawn(SelfProxying, mode=mode)
+    assert ref.proxy().foo.get(timeout=WAIT) == "bar"
+    assert ref.proxy().foo_through_proxy().get(timeout=WAIT) == "bar"
+    assert ref.proxy().child.get(timeout=WAIT).ask("hi", timeout=WAIT) == "hi"
 
 
 def test_an_init_that_forgets_super_and_one_that_raises_leave_no_trace(system: ActorSystem, mode: str) -> None:
