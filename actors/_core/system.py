@@ -51,6 +51,7 @@ from actors._core.executors import (
     Executor,
     ThreadExecutor,
     current_executor,
+    inline_depth,
 )
 from actors._core.mailbox import FifoMailbox, MailboxSpec
 from actors._core.ref import ActorRef
@@ -381,12 +382,27 @@ class ActorSystem:
             timeout: seconds to wait for the actors to stop (default: no limit).
 
         Raises:
-            SystemShutdownError: called from one of this system's own threads
-                or from the thread running its given loop (it would wait for
-                itself; from a coroutine, await `ashutdown`), or actors were
+            SystemShutdownError: called from inside an actor's handler: on one
+                of this system's own threads, in a handler run inline for a
+                blocking ask (any system's), or on the thread running its given
+                loop (it would wait for itself; from a coroutine, await
+                `ashutdown`). Refused at once, in every mode; or actors were
                 still running after `timeout` seconds (call `shutdown` again
                 to keep waiting).
         """
+        # Refused, not deferred: a shutdown waits for every actor to stop, and
+        # the actor whose handler is calling it cannot stop until it returns.
+        # An inline turn (a pooled ask without timeout runs its handler on the
+        # asking thread) holds its actor the same way, whichever system it is
+        # of, so any shutdown from inside one is refused.
+        if inline_depth() > 0:
+            msg = (
+                f"shutdown() of system {self.name!r} was called from inside an actor's handler, run inline on "
+                f"{threading.current_thread().name} for a blocking ask; it would wait for that actor, which "
+                "cannot stop until the handler returns: call shutdown() from outside the system, or stop "
+                "the actor instead"
+            )
+            raise SystemShutdownError(msg)
         executor = current_executor()
         if executor is self._pool or executor is self._asyncio or executor in self._actor_threads:
             msg = (

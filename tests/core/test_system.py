@@ -125,6 +125,25 @@ def test_shutdown_from_an_actor_thread_is_refused(system: ActorSystem, mode: str
     assert system.is_running
 
 
+# Hang guard: before the fix this ask waited for itself for ever (pooled mode
+# runs a blocking ask's handler inline, on the asking thread).
+@pytest.mark.timeout(60)
+def test_shutdown_from_a_handler_run_inline_for_a_blocking_ask_is_refused_at_once(
+    system: ActorSystem, mode: str
+) -> None:
+    class Shutter(Actor):
+        def on_receive(self, message: Any) -> None:
+            self.actor_system.shutdown()
+
+    ref = system.spawn(Shutter, mode=mode)
+    with pytest.raises(SystemShutdownError, match="inside an actor's handler|own threads"):
+        ref.ask("now")  # no timeout: the inline path in pooled mode
+    assert system.is_running
+    assert ref.is_alive()  # the refusal went to the asker; the actor serves on
+    with pytest.raises(SystemShutdownError):
+        ref.ask("again")
+
+
 def test_a_shutdown_that_times_out_says_who_is_still_running_and_can_be_retried(mode: str) -> None:
     system = ActorSystem("stuck", dispatchers=1)
     ref = system.spawn(Recorder, mode=mode, name="stuck-one")
