@@ -136,7 +136,7 @@ def test_shutdown_from_a_handler_run_inline_for_a_blocking_ask_is_refused_at_onc
             self.actor_system.shutdown()
 
     ref = system.spawn(Shutter, mode=mode)
-    with pytest.raises(SystemShutdownError, match="inside an actor's handler|own threads"):
+    with pytest.raises(SystemShutdownError, match=r"inside an actor's handler|own threads"):
         ref.ask("now")  # no timeout: the inline path in pooled mode
     assert system.is_running
     assert ref.is_alive()  # the refusal went to the asker; the actor serves on
