@@ -38,6 +38,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,12 +199,17 @@ def _send_tasks(ledger: Ledger, ref: Any, ids: range, rng: random.Random, crash_
             ledger.tell(ref, task)
 
 
-def _run_senders(target: Any, count: int, *, threads: int) -> None:
-    workers = [threading.Thread(target=target, args=(i,), name=f"chaos-sender-{i}") for i in range(threads)]
-    for worker in workers[:count]:
+@contextmanager
+def _threads(target: Callable[[int], None], count: int, name: str) -> Iterator[None]:
+    """Run `target(i)` on `count` threads named ``chaos-<name>-<i>`` while the block runs; join them after."""
+    workers = [threading.Thread(target=target, args=(i,), name=f"chaos-{name}-{i}") for i in range(count)]
+    for worker in workers:
         worker.start()
-    for worker in workers[:count]:
-        worker.join()
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.join()
 
 
 def crashes_behind(kind: str, mode: str, *, tasks: int, crash_rate: float, seed: int, senders: int = 4) -> Ledger:
@@ -235,7 +242,8 @@ def crashes_behind(kind: str, mode: str, *, tasks: int, crash_rate: float, seed:
             rng = random.Random(seed * 1000 + index)
             _send_tasks(ledger, ref, range(index * per_sender, (index + 1) * per_sender), rng, crash_rate)
 
-        _run_senders(send, senders, threads=senders)
+        with _threads(send, senders, "sender"):
+            pass
         ledger.settle_asks()
     return ledger
 
@@ -280,13 +288,9 @@ def _shutdown_round(  # noqa: PLR0917 - one round's parameters, positional insid
             if next(sent) == threshold:
                 reached.set()
 
-    senders = [threading.Thread(target=send, args=(i,), name=f"chaos-sender-{i}") for i in range(threads)]
-    for thread in senders:
-        thread.start()
-    reached.wait(WAIT_S)
-    system.shutdown(timeout=WAIT_S)
-    for thread in senders:
-        thread.join()
+    with _threads(send, threads, "sender"):
+        reached.wait(WAIT_S)
+        system.shutdown(timeout=WAIT_S)
     ledger.settle_asks()
 
 
@@ -336,19 +340,15 @@ def _manage_round(  # noqa: PLR0917
             if next(sent) == threshold:
                 reached.set()
 
-    senders = [threading.Thread(target=send, args=(i,), name=f"chaos-manager-{i}") for i in range(threads)]
-    for thread in senders:
-        thread.start()
-    reached.wait(WAIT_S)
-    if ending == "stop":
-        router.stop(block=False)
-        pool.stop(block=False)
-    elif ending == "parent":
-        parent.stop(block=False)
-    else:
-        system.shutdown(timeout=WAIT_S)
-    for thread in senders:
-        thread.join()
+    with _threads(send, threads, "manager"):
+        reached.wait(WAIT_S)
+        if ending == "stop":
+            router.stop(block=False)
+            pool.stop(block=False)
+        elif ending == "parent":
+            parent.stop(block=False)
+        else:
+            system.shutdown(timeout=WAIT_S)
     ledger.settle_asks()
     system.shutdown(timeout=WAIT_S)
 
@@ -398,13 +398,9 @@ def _storm_round(  # noqa: PLR0917
             if next(sent) == threshold:
                 reached.set()
 
-    threads = [threading.Thread(target=write, args=(i,), name=f"chaos-writer-{i}") for i in range(writers)]
-    for thread in threads:
-        thread.start()
-    reached.wait(WAIT_S)
-    system.shutdown(timeout=WAIT_S)
-    for thread in threads:
-        thread.join()
+    with _threads(write, writers, "writer"):
+        reached.wait(WAIT_S)
+        system.shutdown(timeout=WAIT_S)
     acknowledged: dict[str, int] = {}
     deadline = time.monotonic() + WAIT_S
     for writes in pending:
