@@ -29,6 +29,14 @@ The flat names (`METRIC_NAMES`, ``<Class>`` an actor class's ``__qualname__``):
 before the class has an actor); ``flat()[name]`` raises `UnknownMetricError`
 for a name the snapshot does not hold; quantiles of a class with no timed
 message are NaN.
+
+Tracing (`actors.observability.tracing`): `record_spans(system)` (a
+`SpanRecorder`, no OpenTelemetry needed) or `enable_tracing(system)` (the
+``[otel]`` extra) make each tell and ask carry a W3C trace context from the
+sender to the handler, in every mode, with ``send <dest>`` (PRODUCER) and
+``process <dest>`` (CONSUMER) spans; `use_trace`, `current_trace`,
+`new_trace` set and read it; `correlate` and `trace_of` map it to and from
+an `AgentMessage`'s ``correlation_id`` at the edges.
 """
 
 from actors.observability.metrics import (
@@ -45,6 +53,19 @@ from actors.observability.metrics import (
     is_metric_name,
     metrics_of,
 )
+from actors.observability.tracing import (
+    OpenTelemetryTracer,
+    SpanRecord,
+    SpanRecorder,
+    correlate,
+    current_trace,
+    disable_tracing,
+    enable_tracing,
+    new_trace,
+    record_spans,
+    trace_of,
+    use_trace,
+)
 
 __all__ = [
     "CLASS_METRICS",
@@ -54,9 +75,20 @@ __all__ = [
     "HandlerTime",
     "Metrics",
     "MetricsSnapshot",
+    "OpenTelemetryTracer",
+    "SpanRecord",
+    "SpanRecorder",
     "SystemMetrics",
+    "correlate",
+    "current_trace",
     "disable_metrics",
+    "disable_tracing",
     "enable_metrics",
+    "enable_tracing",
     "is_metric_name",
     "metrics_of",
+    "new_trace",
+    "record_spans",
+    "trace_of",
+    "use_trace",
 ]
