@@ -37,6 +37,11 @@ sender to the handler, in every mode, with ``send <dest>`` (PRODUCER) and
 ``process <dest>`` (CONSUMER) spans; `use_trace`, `current_trace`,
 `new_trace` set and read it; `correlate` and `trace_of` map it to and from
 an `AgentMessage`'s ``correlation_id`` at the edges.
+
+Prometheus (`actors.observability.prometheus`, the ``[prometheus]`` extra):
+`prometheus_registry(system)` (one registry and collector per system, read
+at scrape time, labels per actor class), `serve_metrics(system)` (HTTP on
+127.0.0.1).
 """
 
 from actors.observability.metrics import (
@@ -52,6 +57,13 @@ from actors.observability.metrics import (
     enable_metrics,
     is_metric_name,
     metrics_of,
+)
+from actors.observability.prometheus import (
+    MetricsServer,
+    SystemCollector,
+    prometheus_registry,
+    register_metrics,
+    serve_metrics,
 )
 from actors.observability.tracing import (
     OpenTelemetryTracer,
@@ -74,10 +86,12 @@ __all__ = [
     "FlatMetrics",
     "HandlerTime",
     "Metrics",
+    "MetricsServer",
     "MetricsSnapshot",
     "OpenTelemetryTracer",
     "SpanRecord",
     "SpanRecorder",
+    "SystemCollector",
     "SystemMetrics",
     "correlate",
     "current_trace",
@@ -88,7 +102,10 @@ __all__ = [
     "is_metric_name",
     "metrics_of",
     "new_trace",
+    "prometheus_registry",
     "record_spans",
+    "register_metrics",
+    "serve_metrics",
     "trace_of",
     "use_trace",
 ]
