@@ -142,7 +142,7 @@ def _families(text: str) -> dict[str, Any]:
 
 
 def test_prometheus_exposes_per_class_series_scraped_over_localhost(system: ActorSystem, mode: str) -> None:
-    enable_metrics(system)
+    enable_metrics(system, sample_every=1)
     refs = [system.spawn(Echo, mode=mode) for _ in range(3)]
     for ref in refs:
         assert ref.ask("x", timeout=WAIT) == "x"
@@ -193,7 +193,7 @@ def test_each_system_gets_its_own_registry_and_a_shared_one_refuses_a_second_sys
 @pytest.mark.parametrize(
     ("host", "port", "match"),
     [
-        ("0.0.0.0", 0, "loopback"),
+        ("0.0.0.0", 0, "loopback"),  # noqa: S104 - refused, the point of the test
         ("example.com", 0, "loopback"),
         ("127.0.0.1", -1, "port"),
         ("127.0.0.1", 70000, "port"),

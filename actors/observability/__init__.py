@@ -7,7 +7,7 @@ attribute check.
 Metrics (`actors.observability.metrics`)::
 
     from actors.observability import enable_metrics
-    enable_metrics(system)                 # sample_every=1: every handler timed
+    enable_metrics(system)                 # one turn in 16 has a message timed
     snap = system.metrics()                # MetricsSnapshot, frozen attrs
     snap.classes["Worker"].messages_handled
     snap.flat()["system.dead_letters"]     # Mapping[str, float]
