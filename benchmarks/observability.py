@@ -176,6 +176,7 @@ BENCHMARKS = (
         ),
         params={"messages": 100_000, "asks": 5_000, "rounds": 5},
         quick_params={"messages": 2_000, "asks": 200, "rounds": 1},
+        quick_impls=("pykka", "pooled"),  # the smoke run's budget: thread mode runs in the full one
         targets=(
             Target("metrics on: tell <= 1.05x off (pooled)", "metrics_tell_ratio", 1.05, unit="x"),
             Target("metrics on: tell <= 1.05x off (thread)", "metrics_tell_ratio", 1.05, impl="thread", unit="x"),
