@@ -14,6 +14,8 @@ __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
     "AgentRegistrationError",
+    "AlertRuleError",
+    "AuditLogError",
     "ClusterUnavailableError",
     "ConflictError",
     "ConflictNotFoundError",
@@ -371,3 +373,18 @@ class PipelineItemError(TroupeError, RuntimeError):
         super().__init__(message)
         self.index = index
         self.stage = stage
+
+
+class AuditLogError(TroupeError, OSError):
+    """The audit log cannot be enabled: its directory cannot be created or written, or it is on already.
+
+    Raised by `enable_audit_log` at once, never later inside a runtime thread
+    (a write that fails later is counted and logged; see `AuditStatistics`).
+    """
+
+
+class AlertRuleError(TroupeError, ValueError):
+    """An alert rule cannot be evaluated: an unknown metric, a negative ``for``, a bad threshold or severity.
+
+    The message names the rule, the field and what it accepts.
+    """
