@@ -18,6 +18,9 @@ ones are for services built on the runtime:
 - `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
 - `check_seconds`, `check_count`, `check_interface`, `check_ref`: constructor
   argument checks whose messages name the argument and what it expects.
+- `Probe`, `CellStats`, `HANDLER_BUCKETS`, `live_cells`, `cell_mode`,
+  `cell_state`, `pool_size`: the runtime's measured turns and the views a
+  metrics service reads (`actors._core.observe`; ``system.observer``).
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
@@ -42,6 +45,7 @@ from actors._core.future import Future, Receipt
 from actors._core.health import CheckHealth, HealthReport, HealthStatus
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
 from actors._core.messages import KINDS as MESSAGE_KINDS
+from actors._core.observe import HANDLER_BUCKETS, CellStats, Probe, cell_mode, cell_state, live_cells, pool_size
 from actors._core.ref import ActorRef
 from actors._core.supervision import (
     DEFAULT_POLICY,
@@ -60,6 +64,7 @@ from actors._core.timers import Scheduler, TimerHandle, Timers
 __all__ = [
     "AUDIT_STREAMS",
     "DEFAULT_POLICY",
+    "HANDLER_BUCKETS",
     "MESSAGE_KINDS",
     "MODES",
     "STOP",
@@ -72,6 +77,7 @@ __all__ = [
     "Backoff",
     "BoundedMailbox",
     "Cell",
+    "CellStats",
     "CheckHealth",
     "ChildSpec",
     "Clock",
@@ -91,6 +97,7 @@ __all__ = [
     "MonotonicClock",
     "PooledActor",
     "PriorityMailbox",
+    "Probe",
     "QueuedMessage",
     "Receipt",
     "RestartType",
@@ -102,9 +109,13 @@ __all__ = [
     "ThreadActor",
     "TimerHandle",
     "Timers",
+    "cell_mode",
+    "cell_state",
     "check_count",
     "check_interface",
     "check_ref",
     "check_seconds",
     "default_system",
+    "live_cells",
+    "pool_size",
 ]

@@ -543,7 +543,10 @@ class Cell:
                 if state == RUNNING:
                     if not self.suspended:
                         aio = self.aio
-                        if aio is None:
+                        observer = self.system.observer  # None unless metrics are on (actors._core.observe)
+                        if observer is not None:
+                            observer.run_turn(self, until)
+                        elif aio is None:
                             self._process(self.throughput, until)
                         elif self.awaiting is None:  # a system message may have started a hook task
                             aio.process(self.throughput)
@@ -606,17 +609,19 @@ class Cell:
         while sysq:
             sysq.pop(0)(self)
 
-    def _process(self, limit: int, until: pykka.Future[Any] | None = None) -> None:
+    def _process(self, limit: int, until: pykka.Future[Any] | None = None) -> int:
+        """Handle up to `limit` user messages; return how many were taken from the queue."""
         pop = self.queue.popleft
         actor = self.actor
+        start = limit
         kinds = KINDS
         sysq = self.sysq
         while limit > 0 and not sysq:
-            limit -= 1
             try:
                 item = pop()
             except IndexError:
-                return
+                return start - limit
+            limit -= 1
             if item.__class__ is Envelope:
                 message = item.message
                 reply_to = item.reply_to
@@ -633,7 +638,7 @@ class Cell:
                         _refuse_coroutine(self, result, message)
                 elif kind == STOP_MESSAGE:
                     self.begin_stop(reply_to, self_stop=message.__class__ is SelfStop)
-                    return
+                    return start - limit
                 elif kind == TIMER:
                     if self._timers is None or not self._timers._accept(message):  # noqa: SLF001
                         continue
@@ -646,17 +651,18 @@ class Cell:
             except Exception:  # noqa: BLE001
                 if reply_to is not None and not isinstance(reply_to, Receipt):
                     if self.ask_failed(sys.exc_info(), message, reply_to) or reply_to is until:
-                        return
+                        return start - limit
                 elif self.tell_failed(sys.exc_info(), message, reply_to):  # a tell (with a receipt or not)
-                    return
+                    return start - limit
             except BaseException:  # noqa: BLE001
                 self.fatal(sys.exc_info())
-                return
+                return start - limit
             else:
                 if reply_to is not None:
                     reply_to.set(result)
                     if reply_to is until:
-                        return
+                        return start - limit
+        return start - limit
 
     def tell_failed(self, exc_info: OptExcInfo, message: Any, receipt: pykka.Future[Any] | None) -> bool:
         """A tell's handler raised: the actor fails; a tell with a `Receipt` then says so.
@@ -667,6 +673,8 @@ class Cell:
         serves on. Return whether the actor failed.
         """
         exc = exc_info[1]
+        if self.system.observer is not None:
+            self.system.observer.handler_failed(self)
         refusals = self.actor.refusals if self.actor is not None else ()
         if refusals and isinstance(exc, refusals) and not isinstance(exc, TroupeInternalError):
             logger.opt(exception=exc_info).warning("{} rejected told message {!r}: {}", self.ref, message, exc)
@@ -685,6 +693,8 @@ class Cell:
         if exc is None:
             msg = f"the ask of {self.ref} failed without an exception"
             raise TroupeInternalError(msg)
+        if self.system.observer is not None:
+            self.system.observer.handler_failed(self)
         parent = self.parent
         if parent is not None and policy_of(parent.actor).fails_on_ask(exc):
             # Fail first, so the supervisor hears of it before the asker does.
@@ -942,6 +952,8 @@ class Cell:
         for target in self._watching or ():
             target.remove_on_terminated(self)
         self._watching = None
+        if system.observer is not None:
+            system.observer.retire(self)
         for callback in (watchers or {}).values():
             try:
                 callback(self)

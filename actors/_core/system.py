@@ -58,10 +58,12 @@ from actors._core.mailbox import FifoMailbox, MailboxSpec
 from actors._core.ref import ActorRef
 from actors._core.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
 from actors._core.timers import Scheduler
-from actors.errors import ActorNameTakenError, SystemShutdownError
+from actors.errors import ActorNameTakenError, MetricsOffError, SystemShutdownError
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from actors._core.observe import Probe
 
 __all__ = ["DEFAULT_THROUGHPUT", "ActorSystem", "default_system"]
 
@@ -167,6 +169,9 @@ class ActorSystem:
         )
         # Blocking asks of idle actors on this executor run on the asking thread.
         self.inline_executor: object = self._pool
+        # The metrics service's probe (`actors._core.observe.Probe`); None: off,
+        # and a turn pays one check of it.
+        self.observer: Probe | None = None
         _at_first_system()
         self._pool.start()
         self.scheduler.start()
@@ -367,6 +372,24 @@ class ActorSystem:
     def children(self) -> list[ActorRef[Any]]:
         """Return the refs of the live top-level actors, oldest first."""
         return [cell.ref for cell in self._guardian.children_snapshot()]
+
+    def metrics(self) -> Any:
+        """Return an immutable snapshot of the system's metrics (`actors.observability.MetricsSnapshot`).
+
+        Metrics are off by default; ``actors.observability.enable_metrics(system)``
+        turns them on. Any thread.
+
+        Raises:
+            MetricsOffError: they are off.
+        """
+        observer = self.observer
+        if observer is None:
+            msg = (
+                f"metrics are off in system {self.name!r}; "
+                "turn them on first with actors.observability.enable_metrics(system)"
+            )
+            raise MetricsOffError(msg)
+        return observer.snapshot()
 
     @property
     def is_running(self) -> bool:

@@ -1,0 +1,62 @@
+"""Observability: per-actor-class metrics, traces across message chains (and, later, health, alerts, audit logs).
+
+A service on the runtime's seams (``actors._core``: ``system.observer``, the
+turn loop's probe). Everything is off by default and then costs a turn one
+attribute check.
+
+Metrics (`actors.observability.metrics`)::
+
+    from actors.observability import enable_metrics
+    enable_metrics(system)                 # sample_every=1: every handler timed
+    snap = system.metrics()                # MetricsSnapshot, frozen attrs
+    snap.classes["Worker"].messages_handled
+    snap.flat()["system.dead_letters"]     # Mapping[str, float]
+
+The flat names (`METRIC_NAMES`, ``<Class>`` an actor class's ``__qualname__``):
+
+- ``system.actors``, ``system.actors.mode.{pooled,thread,asyncio}``,
+  ``system.actors.state.{starting,running,suspended,stopping}``
+- ``system.messages_handled``, ``system.failures``, ``system.restarts``,
+  ``system.dead_letters``
+- ``system.dispatcher.threads``, ``system.dispatcher.busy_seconds``,
+  ``system.dispatcher.utilization``, ``system.uptime_seconds``
+- ``class.<Class>.actors``, ``.messages_handled``, ``.mailbox_depth``,
+  ``.mailbox_high_water``, ``.handler_seconds.count``, ``.handler_seconds.sum``,
+  ``.handler_seconds.p50``, ``.handler_seconds.p95``, ``.handler_seconds.p99``,
+  ``.failures``, ``.restarts``, ``.dead_letters``
+
+`is_metric_name(name)` says whether a name fits one of them (for rules made
+before the class has an actor); ``flat()[name]`` raises `UnknownMetricError`
+for a name the snapshot does not hold; quantiles of a class with no timed
+message are NaN.
+"""
+
+from actors.observability.metrics import (
+    CLASS_METRICS,
+    METRIC_NAMES,
+    ClassMetrics,
+    FlatMetrics,
+    HandlerTime,
+    Metrics,
+    MetricsSnapshot,
+    SystemMetrics,
+    disable_metrics,
+    enable_metrics,
+    is_metric_name,
+    metrics_of,
+)
+
+__all__ = [
+    "CLASS_METRICS",
+    "METRIC_NAMES",
+    "ClassMetrics",
+    "FlatMetrics",
+    "HandlerTime",
+    "Metrics",
+    "MetricsSnapshot",
+    "SystemMetrics",
+    "disable_metrics",
+    "enable_metrics",
+    "is_metric_name",
+    "metrics_of",
+]
