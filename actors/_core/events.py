@@ -103,6 +103,7 @@ class AuditChannel:
                 raise RuntimeError(msg)
             self._sink = sink
             self._sample = message_sample
+            self._count = itertools.count()
             for stream in chosen:
                 setattr(self, stream, True)
 

@@ -252,6 +252,7 @@ class AuditLog:
         check_count("retention_days", retention_days, minimum=1, optional=True, owner="enable_audit_log")
         check_count("max_bytes", max_bytes, minimum=1, optional=True, owner="enable_audit_log")
         check_count("max_pending", max_pending, minimum=1, owner="enable_audit_log")
+        check_count("message_sample", message_sample, minimum=1, owner="enable_audit_log")
         if compression not in (None, "gzip"):
             msg = f"enable_audit_log: compression must be None or 'gzip', got {compression!r}"
             raise ValueError(msg)
@@ -505,7 +506,7 @@ def _peek(counter: itertools.count[int]) -> int:
     return int(repr(counter)[6:-1])
 
 
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()  # AuditLog.close takes it too, also from enable_audit_log's failure path
 _logs: dict[ActorSystem, AuditLog] = {}
 
 
