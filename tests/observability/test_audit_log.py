@@ -6,11 +6,20 @@ import gzip
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from actors import Actor, ActorSystem, AuditLogError, GetCoordinationStatistics, ManualClock, MessageBroker, RetryPolicy
+from actors import (
+    Actor,
+    ActorSystem,
+    AuditLogError,
+    BrokerRef,
+    GetCoordinationStatistics,
+    ManualClock,
+    MessageBroker,
+    RetryPolicy,
+)
 from actors.observability import (
     AUDIT_STREAMS,
     DEFAULT_AUDIT_STREAMS,
@@ -38,7 +47,7 @@ FIELDS = {
 
 def lines(log: AuditLog, stream: str, day: str | None = None) -> list[dict[str, Any]]:
     """Every event of `stream` (of `day`, default all days), in file order, each line parsed."""
-    found = []
+    found: list[dict[str, Any]] = []
     for day_dir in sorted(p for p in log.directory.iterdir() if p.is_dir()):
         if day is not None and day_dir.name != day:
             continue
@@ -142,7 +151,7 @@ def test_a_failing_actor_is_an_errors_event_with_its_name(system: ActorSystem, t
 
 
 def test_message_audit_is_opt_in_and_sampled(system: ActorSystem, tmp_path: Path) -> None:
-    broker = system.spawn(MessageBroker)
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
     received: list[Any] = []
     gate = threading.Event()
 
