@@ -21,6 +21,9 @@ ones are for services built on the runtime:
 - `Probe`, `CellStats`, `HANDLER_BUCKETS`, `live_cells`, `cell_mode`,
   `cell_state`, `pool_size`: the runtime's measured turns and the views a
   metrics service reads (`actors._core.observe`; ``system.observer``).
+- `Tracer`, `Traced`, `TraceContext`, `CURRENT_TRACE`, `set_tracer`: the
+  trace context the runtime carries with each message while a system has a
+  tracer (`actors._core.tracing`; ``system.tracer``).
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
@@ -45,7 +48,16 @@ from actors._core.future import Future, Receipt
 from actors._core.health import CheckHealth, HealthReport, HealthStatus
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
 from actors._core.messages import KINDS as MESSAGE_KINDS
-from actors._core.observe import HANDLER_BUCKETS, CellStats, Probe, cell_mode, cell_state, live_cells, pool_size
+from actors._core.observe import (
+    HANDLER_BUCKETS,
+    CellStats,
+    Probe,
+    cell_mode,
+    cell_state,
+    live_cells,
+    pool_size,
+    set_tracer,
+)
 from actors._core.ref import ActorRef
 from actors._core.supervision import (
     DEFAULT_POLICY,
@@ -60,9 +72,12 @@ from actors._core.supervision import (
 )
 from actors._core.system import ActorSystem, default_system
 from actors._core.timers import Scheduler, TimerHandle, Timers
+from actors._core.tracing import CURRENT as CURRENT_TRACE
+from actors._core.tracing import TraceContext, Traced, Tracer
 
 __all__ = [
     "AUDIT_STREAMS",
+    "CURRENT_TRACE",
     "DEFAULT_POLICY",
     "HANDLER_BUCKETS",
     "MESSAGE_KINDS",
@@ -109,6 +124,9 @@ __all__ = [
     "ThreadActor",
     "TimerHandle",
     "Timers",
+    "TraceContext",
+    "Traced",
+    "Tracer",
     "cell_mode",
     "cell_state",
     "check_count",
@@ -118,4 +136,5 @@ __all__ = [
     "default_system",
     "live_cells",
     "pool_size",
+    "set_tracer",
 ]

@@ -64,9 +64,10 @@ from actors._core.future import Receipt
 from actors._core.handlers import AsyncioState, Hook, is_coroutine, reply_exception
 from actors._core.lifecycle import RUNNING, STARTING, STOP, STOPPING, TERMINATED, StopChildren, exc_info_of
 from actors._core.logbridge import report, to_pykka_logger
-from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
+from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, TRACED, SelfStop
 from actors._core.supervision import RestartType, Supervising, Terminated, policy_of
 from actors._core.timers import Timers, _TimerFired
+from actors._core.tracing import Traced, run_traced
 from actors.errors import MailboxFullError, ModeError, TroupeInternalError
 
 if TYPE_CHECKING:
@@ -644,6 +645,13 @@ class Cell:
                         continue
                     actor.on_receive(message.message)
                     continue
+                elif kind == TRACED:  # sent with tracing on: handled under its trace context
+                    traced = message
+                    message = traced.message
+                    proxy = kinds.get(message.__class__) == PROXY
+                    result = run_traced(self, actor, traced, proxy=proxy)
+                    if proxy and result.__class__ is CoroutineType:
+                        _refuse_coroutine(self, result, message)
                 else:  # Terminated: only while still watching (unwatch drops it)
                     if not self.still_watching(message):
                         continue
@@ -1012,8 +1020,12 @@ class Cell:
 def unwrap(item: Any) -> tuple[Any, pykka.Future[Any] | None]:
     """Return (message, reply future or None) of a mailbox item."""
     if item.__class__ is Envelope:
-        return item.message, item.reply_to
-    return item, None
+        message, reply_to = item.message, item.reply_to
+    else:
+        message, reply_to = item, None
+    if message.__class__ is Traced:
+        message = message.message
+    return message, reply_to
 
 
 def _refuse_coroutine(cell: Cell, coro: Any, message: Any) -> None:

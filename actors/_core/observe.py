@@ -26,14 +26,25 @@ from typing import TYPE_CHECKING, Any
 
 from actors._core.executors import ThreadExecutor
 from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
+from actors._core.ref import count_tracing
 
 if TYPE_CHECKING:
     import pykka
 
     from actors._core.cell import Cell
     from actors._core.system import ActorSystem
+    from actors._core.tracing import Tracer
 
-__all__ = ["HANDLER_BUCKETS", "CellStats", "Probe", "cell_mode", "cell_state", "live_cells", "pool_size"]
+__all__ = [
+    "HANDLER_BUCKETS",
+    "CellStats",
+    "Probe",
+    "cell_mode",
+    "cell_state",
+    "live_cells",
+    "pool_size",
+    "set_tracer",
+]
 
 HANDLER_BUCKETS: tuple[float, ...] = (
     1e-6,
@@ -251,3 +262,19 @@ def cell_state(cell: Cell) -> str:
     if state == TERMINATED:
         return "terminated"
     return str(state)
+
+
+_tracer_lock = threading.Lock()
+
+
+def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
+    """Make `tracer` the one `system`'s refs send through (None: tracing off); return the previous one. Any thread.
+
+    Messages already queued keep the context they were sent with; one queued
+    traced and handled after tracing is off runs without a span.
+    """
+    with _tracer_lock:
+        previous = system.tracer
+        system.tracer = tracer
+        count_tracing((tracer is not None) - (previous is not None))
+    return previous

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from actors._core.observe import Probe
+    from actors._core.tracing import Tracer
 
 __all__ = ["DEFAULT_THROUGHPUT", "ActorSystem", "default_system"]
 
@@ -172,6 +173,9 @@ class ActorSystem:
         # The metrics service's probe (`actors._core.observe.Probe`); None: off,
         # and a turn pays one check of it.
         self.observer: Probe | None = None
+        # The tracing service's tracer (`actors._core.tracing.Tracer`), set with
+        # `actors._core.observe.set_tracer`; None: off.
+        self.tracer: Tracer | None = None
         _at_first_system()
         self._pool.start()
         self.scheduler.start()

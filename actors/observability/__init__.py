@@ -36,6 +36,13 @@ Alert rules (`actors.observability.alerts`): an `AlertManager` actor
 evaluates `AlertRule` s over the flat metrics on the system clock.
 Audit logs (`actors.observability.audit`): `enable_audit_log(directory)`
 writes the events of ``system.audit`` as daily JSONL files per stream.
+Tracing (`actors.observability.tracing`): `record_spans(system)` (a
+`SpanRecorder`, no OpenTelemetry needed) or `enable_tracing(system)` (the
+``[otel]`` extra) make each tell and ask carry a W3C trace context from the
+sender to the handler, in every mode, with ``send <dest>`` (PRODUCER) and
+``process <dest>`` (CONSUMER) spans; `use_trace`, `current_trace`,
+`new_trace` set and read it; `correlate` and `trace_of` map it to and from
+an `AgentMessage`'s ``correlation_id`` at the edges.
 """
 
 from actors._core import AUDIT_STREAMS, CheckHealth, HealthReport, HealthStatus
@@ -75,6 +82,19 @@ from actors.observability.metrics import (
     is_metric_name,
     metrics_of,
 )
+from actors.observability.tracing import (
+    OpenTelemetryTracer,
+    SpanRecord,
+    SpanRecorder,
+    correlate,
+    current_trace,
+    disable_tracing,
+    enable_tracing,
+    new_trace,
+    record_spans,
+    trace_of,
+    use_trace,
+)
 
 __all__ = [
     "AUDIT_STREAMS",
@@ -102,15 +122,26 @@ __all__ = [
     "HealthStatus",
     "Metrics",
     "MetricsSnapshot",
+    "OpenTelemetryTracer",
+    "SpanRecord",
+    "SpanRecorder",
     "SubscribeAlerts",
     "SystemHealth",
     "SystemMetrics",
     "UnsubscribeAlerts",
     "audit_log",
+    "correlate",
+    "current_trace",
     "disable_audit_log",
     "disable_metrics",
+    "disable_tracing",
     "enable_audit_log",
     "enable_metrics",
+    "enable_tracing",
     "is_metric_name",
     "metrics_of",
+    "new_trace",
+    "record_spans",
+    "trace_of",
+    "use_trace",
 ]
