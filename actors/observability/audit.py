@@ -57,13 +57,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import attrs
 from loguru import logger
 
-from actors._core import AUDIT_STREAMS, ActorSystem, AuditChannel, FrozenDict, check_count, default_system
-from actors.errors import AuditLogError
+from actors._core import (
+    AUDIT_STREAMS,
+    Actor,
+    ActorRef,
+    ActorSystem,
+    AuditChannel,
+    FrozenDict,
+    check_count,
+    check_seconds,
+    default_system,
+)
+from actors.errors import AuditLogError, MetricsOffError
 
 __all__ = [
     "DEFAULT_AUDIT_STREAMS",
@@ -254,6 +264,39 @@ class _Files:
             self.close(stream, finished=False)
 
 
+class _Sample:
+    """The sampler's timer message."""
+
+
+class _PerformanceSampler(Actor):
+    """Every `interval` seconds of the system clock, writes the flat metrics as ``performance`` events.
+
+    With metrics off (no `enable_metrics`) a tick writes nothing. Runs on its own turns.
+    """
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self._interval = interval
+        self._tick = _Sample()
+
+    def on_start(self) -> None:
+        self.timers.start_periodic_timer("sample", self._tick, self._interval)
+
+    def on_receive(self, message: object) -> None:
+        if message is not self._tick:
+            return
+        audit = self.actor_system.audit
+        if not audit.performance:
+            return
+        try:
+            flat = self.actor_system.metrics().flat()
+        except MetricsOffError:
+            return
+        for name, value in flat.items():
+            unit = "s" if "seconds" in name else ("ratio" if name.endswith("utilization") else "")
+            audit.emit("performance", {"event": "sample", "metric": name, "value": value, "unit": unit})
+
+
 class AuditLog:
     """The JSONL audit log of one system (see the module docstring); make it with `enable_audit_log`."""
 
@@ -269,7 +312,9 @@ class AuditLog:
         compression: str | None = None,
         flush_interval: float = 0.05,
         max_pending: int = 1_000_000,
+        performance_interval: float | None = 60.0,
     ) -> None:
+        check_seconds("performance_interval", performance_interval, optional=True, owner="enable_audit_log")
         check_count("retention_days", retention_days, minimum=1, optional=True, owner="enable_audit_log")
         check_count("max_bytes", max_bytes, minimum=1, optional=True, owner="enable_audit_log")
         check_count("max_pending", max_pending, minimum=1, owner="enable_audit_log")
@@ -290,6 +335,8 @@ class AuditLog:
         self.retention_days = retention_days
         self.message_sample = message_sample
         self.max_pending = max_pending
+        self.performance_interval = performance_interval
+        self._sampler: ActorRef[Any] | None = None
         self._flush_interval = float(flush_interval)
         self._wall = _WallClock(system)
         self._probe()
@@ -321,6 +368,11 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.directory)!r}, system={self.system.name!r}, streams={list(self.streams)})"
+
+    @property
+    def sampler(self) -> ActorRef[Any] | None:
+        """The actor that samples the metrics into ``performance`` (None without `performance_interval`)."""
+        return self._sampler
 
     def __enter__(self) -> Self:
         return self
@@ -358,6 +410,8 @@ class AuditLog:
         channel = self.system.audit
         channel.attach(self._sink, self.streams, message_sample=self.message_sample)
         self._channel = channel
+        if self.performance_interval is not None and "performance" in self.streams:
+            self._sampler = self.system.spawn(_PerformanceSampler, self.performance_interval)
 
     def flush(self, *, timeout: float | None = 10.0) -> bool:
         """Wait until every event emitted before this call is written (and old days cleaned up).
@@ -376,6 +430,9 @@ class AuditLog:
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.detach()
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop(block=False)  # a tick still queued finds the stream off and writes nothing
         with _registry_lock:
             if _logs.get(self.system) is self:
                 del _logs[self.system]
@@ -560,6 +617,7 @@ def enable_audit_log(
     compression: str | None = None,
     flush_interval: float = 0.05,
     max_pending: int = 1_000_000,
+    performance_interval: float | None = 60.0,
 ) -> AuditLog:
     """Write the audit events of `system` (default: `default_system()`) as JSONL files under `directory`.
 
@@ -577,6 +635,8 @@ def enable_audit_log(
         compression: ``"gzip"`` to compress closed files, or None.
         flush_interval: seconds between the writer's batches.
         max_pending: events queued at most; more are dropped and counted.
+        performance_interval: seconds of the system clock between samples of
+            the flat metrics (`enable_metrics`) into ``performance``; None: none.
 
     Raises:
         AuditLogError: `directory` cannot be created or written, or the
@@ -598,6 +658,7 @@ def enable_audit_log(
             compression=compression,
             flush_interval=flush_interval,
             max_pending=max_pending,
+            performance_interval=performance_interval,
         )
         try:
             log.attach()

@@ -26,9 +26,13 @@ from actors.observability import (
     AuditLog,
     audit_log,
     disable_audit_log,
+    disable_metrics,
     enable_audit_log,
+    enable_metrics,
 )
 from actors.testing import ActorTestKit
+from patterns import WorkflowClient, WorkflowOrchestrator
+from patterns.workflow import RunTask, Task, Workflow
 from tests.conftest import LogRecords
 from tests.coordination.agents_for_tests import Echo, spawn_agent, spawn_coordinator
 from tests.coordination.test_tasks import settle, submit
@@ -328,3 +332,54 @@ def test_bad_arguments_are_refused_before_anything_starts(
         enable_audit_log(tmp_path, system=system, **kwargs)
     assert not system.audit.attached
     assert audit_log(system) is None
+
+
+def test_workflow_tasks_are_task_history_events(system: ActorSystem, tmp_path: Path, mode: str) -> None:
+    def fail(_request: RunTask) -> Any:
+        msg = "no"
+        raise RuntimeError(msg)
+
+    log = enable_audit_log(tmp_path, system=system)
+    try:
+        client = WorkflowClient(system.spawn(WorkflowOrchestrator, mode=mode), timeout=WAIT)
+        client.define(Workflow("w", [Task("a", lambda _r: 1), Task("b", fail, depends_on=("a",))]))
+        execution = client.execute("w")
+        client.wait_for_completion(execution, timeout=WAIT)
+        assert log.flush()
+        events = [(e["task_id"], e["event"], e["success"]) for e in lines(log, "task_history")]
+        assert events == [
+            ("a", "started", None),
+            ("a", "succeeded", True),
+            ("b", "started", None),
+            ("b", "failed", False),
+        ]
+        failed = lines(log, "task_history")[-1]
+        assert (failed["kind"], failed["execution_id"], failed["error_type"]) == ("workflow", execution, "RuntimeError")
+        assert set(FIELDS["task_history"]) <= set(failed)
+    finally:
+        disable_audit_log(system)
+
+
+def test_the_metrics_are_sampled_into_performance_on_the_system_clock(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    enable_metrics(system)
+    log = enable_audit_log(tmp_path, system=system, performance_interval=30)
+    try:
+        ref = system.spawn(Crasher, name="busy")
+        for n in range(5):
+            ref.ask(n, timeout=WAIT)
+        assert log.flush()
+        assert lines(log, "performance") == []  # nothing before the first interval
+        clock.advance(30)
+        sampler = log.sampler
+        assert sampler is not None
+        sampler.ask(None, timeout=WAIT)  # its tick was queued by advance(): handled before this ask (FIFO)
+        assert log.flush()
+        samples = {e["metric"]: e for e in lines(log, "performance")}
+        assert samples["class.Crasher.messages_handled"]["value"] >= 5
+        assert samples["class.Crasher.handler_seconds.sum"]["unit"] == "s"
+        assert all(e["event"] == "sample" for e in samples.values())
+    finally:
+        disable_audit_log(system)
+        disable_metrics(system)
