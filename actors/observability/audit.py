@@ -44,6 +44,7 @@ calls runs on whichever thread emits.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import datetime as dt
@@ -604,6 +605,15 @@ def _peek(counter: itertools.count[int]) -> int:
 
 _registry_lock = threading.RLock()  # AuditLog.close takes it too, also from enable_audit_log's failure path
 _logs: dict[ActorSystem, AuditLog] = {}
+_exit_hook = False
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit, write what the logs still queue (the writer is a daemon thread)."""
+    with _registry_lock:
+        logs = list(_logs.values())
+    for log in logs:
+        log.close(timeout=5.0)
 
 
 def enable_audit_log(
@@ -643,8 +653,12 @@ def enable_audit_log(
             system's audit log is enabled already.
         ValueError: a bad argument (the message names it).
     """
+    global _exit_hook  # noqa: PLW0603 - once per process, under the lock
     target = system if system is not None else default_system()
     with _registry_lock:
+        if not _exit_hook:
+            atexit.register(_close_at_exit)
+            _exit_hook = True
         if target in _logs or target.audit.attached:
             msg = f"the audit log of {target.name} is enabled already; call disable_audit_log() first"
             raise AuditLogError(msg)

@@ -41,7 +41,16 @@ from typing import Any
 import attrs
 import pykka
 
-from actors._core import CheckHealth, Clock, FrozenDict, HealthReport, HealthStatus, MonotonicClock
+from actors._core import (
+    CheckHealth,
+    Clock,
+    FrozenDict,
+    HealthReport,
+    HealthStatus,
+    MonotonicClock,
+    check_interface,
+    check_seconds,
+)
 
 __all__ = ["CheckResult", "HealthChecks", "SystemHealth"]
 
@@ -148,6 +157,9 @@ class HealthChecks:
     """
 
     def __init__(self, *, clock: Clock | None = None, timeout: float = 5.0) -> None:
+        check_seconds("timeout", timeout, owner="HealthChecks")
+        if clock is not None:
+            check_interface("clock", clock, ("now",), "a Clock (system.clock) or None", owner="HealthChecks")
         self._clock = clock if clock is not None else MonotonicClock()
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -171,9 +183,10 @@ class HealthChecks:
         """Check a service by asking its actor `CheckHealth`, judging its measurements by the thresholds.
 
         Raises:
-            ValueError: `name` is taken or empty, or a threshold is not a number.
+            ValueError: `name` is taken or empty, a threshold is not a number, a bad `timeout`.
             TypeError: `ref` is not an actor ref.
         """
+        check_seconds("timeout", timeout, optional=True, owner="HealthChecks.register_actor")
         self._add(_Registered(name, _ActorCheck(ref, degraded_above, unhealthy_above, deltas, name), critical, timeout))
 
     def register(self, name: str, check: HealthCallable, *, critical: bool = True) -> None:

@@ -178,5 +178,11 @@ def test_bad_registrations_are_refused(system: ActorSystem) -> None:
         checks.register_actor("c", "not a ref")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must be a number"):
         checks.register_actor("d", system.spawn(Plain), degraded_above={"x": "high"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="timeout"):
+        HealthChecks(timeout=-1)
+    with pytest.raises(TypeError, match="clock"):
+        HealthChecks(clock="wall")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        checks.register_actor("e", system.spawn(Plain), timeout=0)
     with pytest.raises(ValueError, match="NaN"):
         HealthReport(HealthStatus.HEALTHY, "", {"x": float("nan")})
