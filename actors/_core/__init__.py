@@ -18,8 +18,8 @@ ones are for services built on the runtime:
 - `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
 - `check_seconds`, `check_count`, `check_interface`, `check_ref`: constructor
   argument checks whose messages name the argument and what it expects.
-- `Probe`, `CellStats`, `HANDLER_BUCKETS`, `live_cells`, `cell_mode`,
-  `cell_state`, `pool_size`: the runtime's measured turns and the views a
+- `Probe`, `CellStats`, `HANDLER_BUCKETS`, `set_observer`, `live_cells`,
+  `cell_mode`, `cell_state`, `pool_size`: the runtime's measured turns and the views a
   metrics service reads (`actors._core.observe`; ``system.observer``).
 - `Tracer`, `Traced`, `TraceContext`, `CURRENT_TRACE`, `set_tracer`: the
   trace context the runtime carries with each message while a system has a
@@ -56,6 +56,7 @@ from actors._core.observe import (
     cell_state,
     live_cells,
     pool_size,
+    set_observer,
     set_tracer,
 )
 from actors._core.ref import ActorRef
@@ -136,5 +137,6 @@ __all__ = [
     "default_system",
     "live_cells",
     "pool_size",
+    "set_observer",
     "set_tracer",
 ]

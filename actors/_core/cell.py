@@ -89,11 +89,23 @@ __all__ = [
     "bind_constructing",
     "constructing_cell",
     "constructing_instance",
+    "count_observing",
     "record_constructing",
     "unwrap",
 ]
 
 _constructing = threading.local()
+
+# How many systems have an observer (`count_observing`). While 0, a turn pays
+# one check of this global (a specialized LOAD_GLOBAL) instead of reading
+# ``system.observer`` (measured: the attribute read made a pinned inline ask ~4% slower).
+_observing = 0
+
+
+def count_observing(delta: int) -> None:
+    """A system's observer was set (+1) or removed (-1): turns look for observers while any is."""
+    global _observing  # noqa: PLW0603 - the turn loop's flag, a module global for speed
+    _observing += delta
 
 
 def bind_constructing(cell: Cell | None) -> Cell | None:
@@ -544,9 +556,8 @@ class Cell:
                 if state == RUNNING:
                     if not self.suspended:
                         aio = self.aio
-                        observer = self.system.observer  # None unless metrics are on (actors._core.observe)
-                        if observer is not None:
-                            observer.run_turn(self, until)
+                        if _observing and self.system.observer is not None:  # metrics on (actors._core.observe)
+                            self.system.observer.run_turn(self, until)
                         elif aio is None:
                             self._process(self.throughput, until)
                         elif self.awaiting is None:  # a system message may have started a hook task

@@ -11,10 +11,11 @@ that cell's turn (so without a lock: a cell's turns never overlap), and read
 by whoever takes a snapshot (a slightly stale read, never a torn one: each
 field is one Python object).
 
-Handler time is sampled: one turn in `Probe.sample_every` runs its messages
-one at a time, each between two clock reads, into a fixed-bucket histogram;
-the other turns are timed as a whole (dispatcher busy time) and only counted.
-With ``sample_every=1`` every message is timed.
+Handler time is sampled: with ``sample_every=N`` (N > 1) one turn in N
+times its first message alone, between two clock reads, into a fixed-bucket
+histogram; every turn is timed as a whole (dispatcher busy time) and its
+messages counted. With ``sample_every=1`` (and always for asyncio cells)
+every message is run and timed one at a time: exact, and dearer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
+from actors._core.cell import count_observing
 from actors._core.executors import ThreadExecutor
 from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
 from actors._core.ref import count_tracing
@@ -43,6 +45,7 @@ __all__ = [
     "cell_state",
     "live_cells",
     "pool_size",
+    "set_observer",
     "set_tracer",
 ]
 
@@ -122,8 +125,8 @@ class Probe:
     Args:
         system: the system it observes (it does not install itself: the
             service sets ``system.observer``).
-        sample_every: time the messages of one turn in this many, one by one
-            (1: every message).
+        sample_every: time the first message of one turn in this many
+            (1: every message, one at a time).
 
     Thread contract: `run_turn`, `handler_failed` run on the turn of the cell
     they name (a dispatcher thread, the actor's thread, the event loop);
@@ -131,7 +134,7 @@ class Probe:
     any thread.
     """
 
-    def __init__(self, system: ActorSystem, *, sample_every: int = 1) -> None:
+    def __init__(self, system: ActorSystem, *, sample_every: int = 16) -> None:
         self.system = system
         self.sample_every = sample_every
         self.pool = system.inline_executor
@@ -174,12 +177,30 @@ class Probe:
         stats.turns += 1
         clock = time.perf_counter
         aio = cell.aio
-        if aio is None and stats.turns % self.sample_every:
+        sample = self.sample_every
+        if aio is None and sample != 1:
             start = clock()
-            stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
+            if stats.turns % sample or not depth:
+                stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
+            else:
+                # A sampled turn: its first message timed alone, the rest as usual.
+                taken = cell._process(1, until)  # noqa: SLF001
+                elapsed = clock() - start
+                if taken:
+                    stats.handled += 1
+                    stats.timed += 1
+                    stats.time_sum += elapsed
+                    stats.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+                    if (
+                        not cell.sysq
+                        and cell.state == RUNNING
+                        and not cell.suspended
+                        and (until is None or not until._done)  # type: ignore[attr-defined]  # noqa: SLF001
+                    ):
+                        stats.handled += cell._process(cell.throughput - 1, until)  # noqa: SLF001
             stats.busy += clock() - start
             return
-        # A sampled turn (or an asyncio one): one message at a time, each timed.
+        # Every message timed (sample_every=1, and asyncio cells): one at a time.
         # A coroutine handler is timed up to its first suspension (the turn's part).
         limit = cell.throughput
         buckets = stats.buckets
@@ -265,6 +286,18 @@ def cell_state(cell: Cell) -> str:
 
 
 _tracer_lock = threading.Lock()
+
+
+def set_observer(system: ActorSystem, observer: Probe | None) -> Probe | None:
+    """Make `observer` the probe every turn of `system` runs through (None: off); return the previous one. Any thread.
+
+    A turn already under way finishes as it began (counted or not).
+    """
+    with _tracer_lock:
+        previous = system.observer
+        system.observer = observer
+        count_observing((observer is not None) - (previous is not None))
+    return previous
 
 
 def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:

@@ -7,7 +7,7 @@ attribute check.
 Metrics (`actors.observability.metrics`)::
 
     from actors.observability import enable_metrics
-    enable_metrics(system)                 # sample_every=1: every handler timed
+    enable_metrics(system)                 # one turn in 16 has a message timed
     snap = system.metrics()                # MetricsSnapshot, frozen attrs
     snap.classes["Worker"].messages_handled
     snap.flat()["system.dead_letters"]     # Mapping[str, float]
@@ -43,6 +43,11 @@ sender to the handler, in every mode, with ``send <dest>`` (PRODUCER) and
 ``process <dest>`` (CONSUMER) spans; `use_trace`, `current_trace`,
 `new_trace` set and read it; `correlate` and `trace_of` map it to and from
 an `AgentMessage`'s ``correlation_id`` at the edges.
+
+Prometheus (`actors.observability.prometheus`, the ``[prometheus]`` extra):
+`prometheus_registry(system)` (one registry and collector per system, read
+at scrape time, labels per actor class), `serve_metrics(system)` (HTTP on
+127.0.0.1).
 """
 
 from actors._core import AUDIT_STREAMS, CheckHealth, HealthReport, HealthStatus
@@ -81,6 +86,13 @@ from actors.observability.metrics import (
     enable_metrics,
     is_metric_name,
     metrics_of,
+)
+from actors.observability.prometheus import (
+    MetricsServer,
+    SystemCollector,
+    prometheus_registry,
+    register_metrics,
+    serve_metrics,
 )
 from actors.observability.tracing import (
     OpenTelemetryTracer,
@@ -121,11 +133,13 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "Metrics",
+    "MetricsServer",
     "MetricsSnapshot",
     "OpenTelemetryTracer",
     "SpanRecord",
     "SpanRecorder",
     "SubscribeAlerts",
+    "SystemCollector",
     "SystemHealth",
     "SystemMetrics",
     "UnsubscribeAlerts",
@@ -141,7 +155,10 @@ __all__ = [
     "is_metric_name",
     "metrics_of",
     "new_trace",
+    "prometheus_registry",
     "record_spans",
+    "register_metrics",
+    "serve_metrics",
     "trace_of",
     "use_trace",
 ]

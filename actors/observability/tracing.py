@@ -191,72 +191,83 @@ class SpanRecord:
 class SpanRecorder(Tracer):
     """A tracer that keeps every span in memory, for tests; needs no OpenTelemetry (`record_spans`).
 
+    A span is kept as a tuple on the hot path (one ``list.append``, atomic
+    under the GIL) and becomes a `SpanRecord` when read.
+
     Thread contract: every method may be called from any thread.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spans: list[SpanRecord] = []
+        self._raw: list[tuple[Any, ...]] = []
 
     def spans(self) -> tuple[SpanRecord, ...]:
         """Return the spans ended so far, in the order they ended."""
-        with self._lock:
-            return tuple(self._spans)
+        return tuple(_record(raw) for raw in list(self._raw))
 
     def clear(self) -> None:
         """Forget the spans recorded so far."""
-        with self._lock:
-            self._spans.clear()
-
-    def _add(self, span: SpanRecord) -> None:
-        with self._lock:
-            self._spans.append(span)
+        self._raw.clear()
 
     def send(self, cell: Cell, message: Any) -> Traced:
         """Record a ``send`` span under the current context; carry its context (the sender's thread)."""
         parent = CURRENT_TRACE.get()
         now = time.monotonic_ns()
         context = _context(parent.trace_id if parent is not None else _trace_id(), _span_id())
-        self._add(
-            SpanRecord(
-                name=f"send {_destination(cell)}",
-                kind="producer",
-                trace_id=context.trace_id,
-                span_id=context.span_id,
-                parent_id=parent.span_id if parent is not None else None,
-                attributes=FrozenDict(_attributes(cell, message, "send")),
-                thread=threading.current_thread().name,
-                start_ns=now,
-                end_ns=now,
+        self._raw.append(
+            (
+                "producer",
+                cell,
+                message,
+                context,
+                None if parent is None else parent.span_id,
+                None,
+                threading.current_thread().name,
+                now,
+                now,
             )
         )
         return Traced(message, context)
 
     def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
         """Start a ``process`` span, child of and linked to the send span (the receiver's turn)."""
-        producer = traced.context
-        context = _context(producer.trace_id, _span_id())
+        context = _context(traced.context.trace_id, _span_id())
         return (cell, traced, context, time.monotonic_ns()), context
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """End the ``process`` span begun with `handle`."""
         cell, traced, context, start = handle
-        producer = traced.context
-        self._add(
-            SpanRecord(
-                name=f"process {_destination(cell)}",
-                kind="consumer",
-                trace_id=context.trace_id,
-                span_id=context.span_id,
-                parent_id=producer.span_id,
-                links=(producer.span_id,),
-                attributes=FrozenDict(_attributes(cell, traced.message, "process")),
-                error=None if exc is None else repr(exc),
-                thread=threading.current_thread().name,
-                start_ns=start,
-                end_ns=time.monotonic_ns(),
+        self._raw.append(
+            (
+                "consumer",
+                cell,
+                traced.message,
+                context,
+                traced.context.span_id,
+                exc,
+                threading.current_thread().name,
+                start,
+                time.monotonic_ns(),
             )
         )
+
+
+def _record(raw: tuple[Any, ...]) -> SpanRecord:
+    kind, cell, message, context, parent_id, exc, thread, start, end = raw
+    consumer = kind == "consumer"
+    operation = "process" if consumer else "send"
+    return SpanRecord(
+        name=f"{operation} {_destination(cell)}",
+        kind=kind,
+        trace_id=context.trace_id,
+        span_id=context.span_id,
+        parent_id=parent_id,
+        links=(parent_id,) if consumer else (),
+        attributes=FrozenDict(_attributes(cell, message, operation)),
+        error=None if exc is None else repr(exc),
+        thread=thread,
+        start_ns=start,
+        end_ns=end,
+    )
 
 
 class OpenTelemetryTracer(Tracer):
