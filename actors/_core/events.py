@@ -52,6 +52,7 @@ class AuditChannel:
     __slots__ = (
         "_count",
         "_lock",
+        "_on_close",
         "_sample",
         "_sink",
         "agent_activity",
@@ -65,6 +66,7 @@ class AuditChannel:
         self._lock = threading.Lock()
         # Invariant: a stream's flag is True only while _sink is set and records it.
         self._sink: AuditSink | None = None
+        self._on_close: Callable[[], None] | None = None
         self._sample = 1
         self._count = itertools.count()  # next() on a count is atomic under the GIL
         self.agent_activity = False
@@ -82,8 +84,18 @@ class AuditChannel:
         """Whether a sink is attached."""
         return self._sink is not None
 
-    def attach(self, sink: AuditSink, streams: Iterable[str], *, message_sample: int = 1) -> None:
+    def attach(
+        self,
+        sink: AuditSink,
+        streams: Iterable[str],
+        *,
+        message_sample: int = 1,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         """Send the events of `streams` to `sink` from now on (one in `message_sample` of ``message_audit``).
+
+        `on_close` is called by `close` (the system's shutdown), on the
+        thread shutting the system down, after the sink is detached.
 
         Raises:
             RuntimeError: a sink is attached already (detach it first).
@@ -102,6 +114,7 @@ class AuditChannel:
                 msg = f"an audit sink is attached already ({self._sink!r}); disable the audit log first"
                 raise RuntimeError(msg)
             self._sink = sink
+            self._on_close = on_close
             self._sample = message_sample
             self._count = itertools.count()
             for stream in chosen:
@@ -113,7 +126,16 @@ class AuditChannel:
             for stream in STREAMS:
                 setattr(self, stream, False)
             sink, self._sink = self._sink, None
+            self._on_close = None
             return sink
+
+    def close(self) -> None:
+        """Detach the sink and call its `on_close` (the system calls this when it has shut down)."""
+        with self._lock:
+            on_close = self._on_close
+        self.detach()
+        if on_close is not None:
+            on_close()
 
     def sampled(self) -> bool:
         """Whether this message event is one of the sampled ones (one in `message_sample`); any thread."""

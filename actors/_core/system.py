@@ -519,6 +519,7 @@ class ActorSystem:
             threads = list(self._actor_threads)
         for actor_thread in threads:
             actor_thread.thread.join()
+        self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
         with self._state_lock:
             self._state = _SHUT_DOWN
         self._shut_down.set()

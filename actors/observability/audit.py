@@ -4,6 +4,7 @@
     ...                                     # the runtime and the services emit events
     log.statistics()                        # files, sizes, events written, dropped
     disable_audit_log(system)               # flushes, closes, joins the writer thread
+                                            # (system.shutdown() does it too)
 
 Layout, as the seed's: ``<dir>/<YYYY-MM-DD>/<stream>_<YYYY-MM-DD>.jsonl``,
 one file per stream and day (UTC). A file that reaches `max_bytes` is
@@ -409,7 +410,7 @@ class AuditLog:
     def attach(self) -> None:
         """Connect to the system's audit channel (`enable_audit_log` does it)."""
         channel = self.system.audit
-        channel.attach(self._sink, self.streams, message_sample=self.message_sample)
+        channel.attach(self._sink, self.streams, message_sample=self.message_sample, on_close=self.close)
         self._channel = channel
         if self.performance_interval is not None and "performance" in self.streams:
             self._sampler = self.system.spawn(_PerformanceSampler, self.performance_interval)
@@ -432,7 +433,7 @@ class AuditLog:
         if channel is not None:
             channel.detach()
         sampler, self._sampler = self._sampler, None
-        if sampler is not None:
+        if sampler is not None and sampler.is_alive():
             sampler.stop(block=False)  # a tick still queued finds the stream off and writes nothing
         with _registry_lock:
             if _logs.get(self.system) is self:

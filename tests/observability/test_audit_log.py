@@ -383,3 +383,13 @@ def test_the_metrics_are_sampled_into_performance_on_the_system_clock(
     finally:
         disable_audit_log(system)
         disable_metrics(system)
+
+
+def test_a_system_that_shuts_down_closes_its_audit_log(tmp_path: Path) -> None:
+    system = ActorSystem("closing", clock=ManualClock())
+    log = enable_audit_log(tmp_path, system=system)
+    system.audit.emit("errors", {"event": "queued before the shutdown"})
+    system.shutdown()
+    assert not [t for t in threading.enumerate() if t.name == "troupe-audit-closing"]
+    assert audit_log(system) is None
+    assert [e["event"] for e in lines(log, "errors")] == ["queued before the shutdown"]
