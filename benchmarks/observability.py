@@ -188,7 +188,7 @@ def _audit_off_on(system: ActorSystem, directory: str, **kwargs: Any) -> tuple[C
 def audit_write(impl: str, *, events: int, rounds: int) -> dict[str, float]:
     """Events/s the JSONL writer puts on disk: `events` emitted flat out, the clock stopped by `flush`."""
     del impl  # one writer thread whatever the actors' mode
-    rates, emit_ns = [], []
+    rates, emit_ns, cpu = [], [], []
     with ActorSystem(name="bench") as system, tempfile.TemporaryDirectory() as directory:
         on, off = _audit_off_on(system, directory)
         for _ in range(rounds):
@@ -203,10 +203,15 @@ def audit_write(impl: str, *, events: int, rounds: int) -> dict[str, float]:
                 msg = "the audit writer did not finish"
                 raise RuntimeError(msg)
             done = time.perf_counter()
+            cpu.append(log.statistics().writer_cpu_seconds / events * 1e6)
             off()
             rates.append(events / (done - start))
             emit_ns.append((emitted - start) / events * 1e9)
-    return {"audit_written_per_s": statistics.median(rates), "audit_emit_ns": statistics.median(emit_ns)}
+    return {
+        "audit_written_per_s": statistics.median(rates),
+        "audit_emit_ns": statistics.median(emit_ns),
+        "audit_writer_cpu_us": statistics.median(cpu),
+    }
 
 
 def audit_senders(impl: str, *, messages: int, tasks: int, rounds: int) -> dict[str, float]:
@@ -329,6 +334,7 @@ BENCHMARKS = (
         metrics=(
             Metric("audit_written_per_s", "audit log: events written to disk (events/s)", higher_is_better=True),
             Metric("audit_emit_ns", "audit log: emitting one event, writer running (ns)"),
+            Metric("audit_writer_cpu_us", "audit log: writer thread CPU per event written (µs)"),
         ),
         params={"events": 200_000, "rounds": 5},
         quick_params={"events": 2_000, "rounds": 1},

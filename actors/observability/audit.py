@@ -52,6 +52,7 @@ import datetime as dt
 import gzip
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -130,6 +131,8 @@ class AuditStatistics:
         files: every log file under `directory` (path relative to it) and its size in bytes.
         total_bytes: the sum of the sizes.
         days: the day directories present, oldest first.
+        writer_cpu_seconds: CPU time the writer thread has used (NaN where
+            the platform cannot tell, or once the thread has ended).
     """
 
     directory: str
@@ -142,6 +145,7 @@ class AuditStatistics:
     files: FrozenDict[str, int]
     total_bytes: int
     days: tuple[str, ...]
+    writer_cpu_seconds: float = math.nan
 
 
 class _WallClock:
@@ -495,7 +499,18 @@ class AuditLog:
             files=FrozenDict(files),
             total_bytes=sum(files.values()),
             days=tuple(days),
+            writer_cpu_seconds=self._writer_cpu(),
         )
+
+    def _writer_cpu(self) -> float:
+        ident = self._thread.ident
+        getclock = getattr(time, "pthread_getcpuclockid", None)
+        if ident is None or getclock is None or not self._thread.is_alive():
+            return math.nan
+        try:
+            return time.clock_gettime(getclock(ident))
+        except OSError:  # the thread ended meanwhile
+            return math.nan
 
     # -- the writer thread ---------------------------------------------------------------
     def _probe(self) -> None:
