@@ -14,6 +14,8 @@ __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
     "AgentRegistrationError",
+    "AlertRuleError",
+    "AuditLogError",
     "ClusterUnavailableError",
     "ConflictError",
     "ConflictNotFoundError",
@@ -404,4 +406,19 @@ class ObservabilityConfigError(TroupeError, ValueError):
     server address that is not a loopback one, an optional extra
     (``[otel]``, ``[prometheus]``) that is not installed: the message names
     the setting, what it got, and what it accepts.
+    """
+
+
+class AuditLogError(TroupeError, OSError):
+    """The audit log cannot be enabled: its directory cannot be created or written, or it is on already.
+
+    Raised by `enable_audit_log` at once, never later inside a runtime thread
+    (a write that fails later is counted and logged; see `AuditStatistics`).
+    """
+
+
+class AlertRuleError(TroupeError, ValueError):
+    """An alert rule cannot be evaluated: an unknown metric, a negative ``for``, a bad threshold or severity.
+
+    The message names the rule, the field and what it accepts.
     """

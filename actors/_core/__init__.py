@@ -28,6 +28,11 @@ ones are for services built on the runtime:
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
 the reply future its handler must settle.
+
+`AuditChannel` (``system.audit``, with `AUDIT_STREAMS` and `AuditSink`) is
+where the runtime and the services emit audit events; `CheckHealth`,
+`HealthReport` and `HealthStatus` are the health question every service
+actor answers (services cannot read each other's state).
 """
 
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
@@ -36,8 +41,11 @@ from actors._core.cell import STOP, Cell
 from actors._core.checks import check_count, check_interface, check_ref, check_seconds
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
+from actors._core.events import STREAMS as AUDIT_STREAMS
+from actors._core.events import AuditChannel, AuditSink
 from actors._core.frozendict import FrozenDict
 from actors._core.future import Future, Receipt
+from actors._core.health import CheckHealth, HealthReport, HealthStatus
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
 from actors._core.messages import KINDS as MESSAGE_KINDS
 from actors._core.observe import (
@@ -69,6 +77,7 @@ from actors._core.tracing import CURRENT as CURRENT_TRACE
 from actors._core.tracing import TraceContext, Traced, Tracer
 
 __all__ = [
+    "AUDIT_STREAMS",
     "CURRENT_TRACE",
     "DEFAULT_POLICY",
     "HANDLER_BUCKETS",
@@ -79,10 +88,13 @@ __all__ = [
     "ActorRef",
     "ActorSystem",
     "AsyncioActor",
+    "AuditChannel",
+    "AuditSink",
     "Backoff",
     "BoundedMailbox",
     "Cell",
     "CellStats",
+    "CheckHealth",
     "ChildSpec",
     "Clock",
     "DeadLetter",
@@ -94,6 +106,8 @@ __all__ = [
     "FifoMailbox",
     "FrozenDict",
     "Future",
+    "HealthReport",
+    "HealthStatus",
     "MailboxSpec",
     "ManualClock",
     "MonotonicClock",

@@ -828,6 +828,9 @@ class Cell:
         """
         exc = exc_info[1]
         report(logging.ERROR, f"Unhandled exception in {self.ref}:", exc_info)
+        audit = self.system.audit
+        if audit.errors:
+            audit.emit("errors", self.error_event("unhandled_exception", exc, message))
         if message is not None:
             self.system.dead_letters.record(message, self.ref, DeadLetterReason.HANDLER_FAILED, exc)
         self.failed = True
@@ -845,6 +848,19 @@ class Cell:
         self.reason = exc
         self.state = STOPPING
         self.stop_children(self.finish_stop)
+
+    def error_event(self, event: str, exc: BaseException | None, message: Any = None) -> dict[str, object]:
+        """Return the ``errors`` audit event of `exc` in this actor (its name, class and urn)."""
+        ref = self.ref
+        return {
+            "event": event,
+            "actor": self.name if self.name is not None else ref.actor_urn,
+            "actor_class": ref.actor_class.__name__,
+            "actor_urn": ref.actor_urn,
+            "error_type": type(exc).__name__,
+            "error": str(exc),
+            "message_type": None if message is None else type(message).__name__,
+        }
 
     def _report(self, exc: BaseException | None) -> None:
         """Suspend and ask the supervisor what to do (`exc` None: a permanent child exited)."""

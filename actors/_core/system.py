@@ -44,6 +44,7 @@ from actors._core.cell import STOP, Cell
 from actors._core.checks import check_count, check_interface, check_seconds
 from actors._core.clock import Clock, MonotonicClock
 from actors._core.deadletters import DeadLetters
+from actors._core.events import AuditChannel
 from actors._core.executors import (
     DEFAULT_SLOW_CALLBACK_DURATION,
     AsyncioExecutor,
@@ -151,6 +152,8 @@ class ActorSystem:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.throughput = throughput
         self.dead_letters = DeadLetters(keep=dead_letters_kept)
+        # Audit events of the runtime and the services; silent until enable_audit_log attaches a sink.
+        self.audit = AuditChannel()
         self.scheduler = Scheduler(self.clock, name=self.name)
         # Guards the tree (every cell's parent/children), the name registry and
         # cell termination. Held only for a few dict operations at a time.
@@ -516,6 +519,7 @@ class ActorSystem:
             threads = list(self._actor_threads)
         for actor_thread in threads:
             actor_thread.thread.join()
+        self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
         with self._state_lock:
             self._state = _SHUT_DOWN
         self._shut_down.set()

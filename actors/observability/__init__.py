@@ -1,4 +1,4 @@
-"""Observability: per-actor-class metrics, traces across message chains (and, later, health, alerts, audit logs).
+"""Observability: per-actor-class metrics, traces across message chains, health checks, alerts, audit logs.
 
 A service on the runtime's seams (``actors._core``: ``system.observer``, the
 turn loop's probe). Everything is off by default and then costs a turn one
@@ -30,6 +30,12 @@ before the class has an actor); ``flat()[name]`` raises `UnknownMetricError`
 for a name the snapshot does not hold; quantiles of a class with no timed
 message are NaN.
 
+Health checks (`actors.observability.health`): `HealthChecks` asks each
+registered service actor `CheckHealth` and aggregates a `SystemHealth`.
+Alert rules (`actors.observability.alerts`): an `AlertManager` actor
+evaluates `AlertRule` s over the flat metrics on the system clock.
+Audit logs (`actors.observability.audit`): `enable_audit_log(directory)`
+writes the events of ``system.audit`` as daily JSONL files per stream.
 Tracing (`actors.observability.tracing`): `record_spans(system)` (a
 `SpanRecorder`, no OpenTelemetry needed) or `enable_tracing(system)` (the
 ``[otel]`` extra) make each tell and ask carry a W3C trace context from the
@@ -44,6 +50,29 @@ at scrape time, labels per actor class), `serve_metrics(system)` (HTTP on
 127.0.0.1).
 """
 
+from actors._core import AUDIT_STREAMS, CheckHealth, HealthReport, HealthStatus
+from actors.observability.alerts import (
+    SEVERITIES,
+    AlertEvent,
+    AlertManager,
+    AlertPhase,
+    AlertRule,
+    AlertState,
+    AlertStatus,
+    EvaluateAlerts,
+    GetAlerts,
+    SubscribeAlerts,
+    UnsubscribeAlerts,
+)
+from actors.observability.audit import (
+    DEFAULT_AUDIT_STREAMS,
+    AuditLog,
+    AuditStatistics,
+    audit_log,
+    disable_audit_log,
+    enable_audit_log,
+)
+from actors.observability.health import CheckResult, HealthChecks, SystemHealth
 from actors.observability.metrics import (
     CLASS_METRICS,
     METRIC_NAMES,
@@ -80,23 +109,47 @@ from actors.observability.tracing import (
 )
 
 __all__ = [
+    "AUDIT_STREAMS",
     "CLASS_METRICS",
+    "DEFAULT_AUDIT_STREAMS",
     "METRIC_NAMES",
+    "SEVERITIES",
+    "AlertEvent",
+    "AlertManager",
+    "AlertPhase",
+    "AlertRule",
+    "AlertState",
+    "AlertStatus",
+    "AuditLog",
+    "AuditStatistics",
+    "CheckHealth",
+    "CheckResult",
     "ClassMetrics",
+    "EvaluateAlerts",
     "FlatMetrics",
+    "GetAlerts",
     "HandlerTime",
+    "HealthChecks",
+    "HealthReport",
+    "HealthStatus",
     "Metrics",
     "MetricsServer",
     "MetricsSnapshot",
     "OpenTelemetryTracer",
     "SpanRecord",
     "SpanRecorder",
+    "SubscribeAlerts",
     "SystemCollector",
+    "SystemHealth",
     "SystemMetrics",
+    "UnsubscribeAlerts",
+    "audit_log",
     "correlate",
     "current_trace",
+    "disable_audit_log",
     "disable_metrics",
     "disable_tracing",
+    "enable_audit_log",
     "enable_metrics",
     "enable_tracing",
     "is_metric_name",
