@@ -202,13 +202,13 @@ class _Expire:
 class _Waiting:
     __slots__ = ("future", "holder_urn", "id", "message", "queued_at", "sort")
 
-    def __init__(self, rid: int, message: Acquire, now: float) -> None:
+    def __init__(self, rid: int, message: Acquire, now: float, holder_urn: str | None) -> None:
         self.id = rid
         self.message = message
         self.future: Future[Lease] = Future()
         self.queued_at = now
         self.sort = (-message.priority, rid)
-        self.holder_urn = message.holder.actor_urn if message.holder is not None else None
+        self.holder_urn = holder_urn
 
     def __lt__(self, other: _Waiting) -> bool:
         return self.sort < other.sort
@@ -327,19 +327,27 @@ class ResourceManager(Actor):
             future: Future[Lease] = Future()
             future.set(lease)
             return LeaseRequest(0, future)
-        waiting = _Waiting(next(self._rids), message, now)
-        self._waiting[waiting.id] = waiting
+        rid = next(self._rids)
+        holder_urn = None
         if message.holder is not None:
-            self._watch(message.holder)
+            holder_urn = self._watch(message.holder)
         free = self._free
-        if not self._queue and all(free[name] >= units for name, units in message.units):
-            # Nobody waits and it fits: grant at once (the queue pass would grant it first anyway).
+        if not self._queue:
             for name, units in message.units:
-                free[name] -= units
-            self._grant(waiting, now)
-        else:
-            bisect.insort(self._queue, waiting)
-            self._grant_waiting()
+                if free[name] < units:
+                    break
+            else:
+                # Nobody waits and it fits: grant at once (the queue pass would grant it first
+                # anyway), without the waiting record a queued request needs.
+                for name, units in message.units:
+                    free[name] -= units
+                future = Future()
+                self._grant_to(message, future, holder_urn, now, now)
+                return LeaseRequest(rid, future)
+        waiting = _Waiting(rid, message, now, holder_urn)
+        self._waiting[rid] = waiting
+        bisect.insort(self._queue, waiting)
+        self._grant_waiting()
         if not waiting.future.done() and message.timeout is not None:
             self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
         return LeaseRequest(waiting.id, waiting.future)
@@ -401,21 +409,29 @@ class ResourceManager(Actor):
         del self._waiting[waiting.id]
         if message.timeout is not None:
             self.timers.cancel(("wait", waiting.id))
+        self._grant_to(message, waiting.future, waiting.holder_urn, waiting.queued_at, now)
+
+    def _grant_to(
+        self, message: Acquire, future: Future[Lease], holder_urn: str | None, queued_at: float, now: float
+    ) -> None:
+        """Make the lease of `message`, whose units are taken from the free counts already."""
         token = next(self._tokens)
+        capacity, free, peak, last_token = self._capacity, self._free, self._peak, self._last_token
         for name, _ in message.units:
-            in_use = self._capacity[name] - self._free[name]
-            self._peak[name] = max(self._peak[name], in_use)
-            self._last_token[name] = token
+            in_use = capacity[name] - free[name]
+            if in_use > peak[name]:
+                peak[name] = in_use
+            last_token[name] = token
         lease_id = f"lease-{token}"
         lease = Lease(lease_id, message.owner, message.bundle, token, now, None)
-        held = _Held(lease, waiting.holder_urn, message.units)
+        held = _Held(lease, holder_urn, message.units)
         self._leases[lease_id] = held
         self._by_owner_bundle[(message.owner, message.bundle)] = lease_id
         if message.ttl is not None:
             lease = held.lease = attrs.evolve(lease, expires_at=self._renew(held, message.ttl, now))
         self._counts["granted"] += 1
-        self._waits.append(now - waiting.queued_at)
-        waiting.future.set(lease)
+        self._waits.append(now - queued_at)
+        future.set(lease)
 
     def _renew(self, held: _Held, ttl: float | None, now: float) -> float | None:
         """Restart the lease's TTL (`ttl`, or the one it was granted with); return the new expiry."""
@@ -535,7 +551,8 @@ class ResourceManager(Actor):
             logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
             self._free_lease(held, "expired")
 
-    def _watch(self, ref: pykka.ActorRef[Any]) -> None:
+    def _watch(self, ref: pykka.ActorRef[Any]) -> str:
+        """Watch `ref` (counted: one unwatch per watch); return its URN."""
         urn = ref.actor_urn
         entry = self._watched.get(urn)
         if entry is None:
@@ -543,6 +560,7 @@ class ResourceManager(Actor):
             self.watch(ref)
         else:
             self._watched[urn] = (entry[0], entry[1] + 1)
+        return urn
 
     def _unwatch(self, urn: str) -> None:
         entry = self._watched.get(urn)
