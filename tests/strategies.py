@@ -320,6 +320,7 @@ _DERIVED = frozenset(
         "HealthSample",
         "KeepAlive",
         "Lease",
+        "LeasePreempted",
         "LeaseRequest",
         "ListAgentTypes",
         "ListCapabilities",

@@ -218,9 +218,7 @@ class _Task:
         "submitted_at",
     )
 
-    def __init__(
-        self, task_id: str, spec: TaskSpec, now: float, aging: float, counters: tuple[_Counters, ...]
-    ) -> None:
+    def __init__(self, task_id: str, spec: TaskSpec, now: float, aging: float, counters: tuple[_Counters, ...]) -> None:
         self.id = task_id
         # The overall counters, then one per required capability: resolved once per task,
         # not looked up by name on each of its ~6 counted events.
