@@ -47,8 +47,10 @@ Semantics:
   is queued behind (they share a resource) and for each owner whose units it
   needs whoever else releases. Requests with a ``timeout`` and leases with a
   ``ttl`` end by themselves and are left out: only a wait that nothing would
-  ever end counts. The youngest request on a cycle fails with
-  `ResourceDeadlockError`, which names the cycle; the others go on.
+  ever end counts. The youngest request of an owner on the cycle (one that
+  holds and waits) fails with `ResourceDeadlockError`, which names the
+  cycle; the others go on. The model: an owner with a waiting request
+  releases nothing until it is granted.
 
 Threading: every handler runs on the manager's turn; request futures are
 settled there. `Lease` and the statistics are frozen.
@@ -504,7 +506,7 @@ class ResourceManager(Actor):
     # -- wait-for cycles ----------------------------------------------------------------------
 
     def _break_deadlocks(self) -> None:
-        """Fail the youngest request of each wait-for cycle (see the module docstring) until none is left."""
+        """Fail one request of each wait-for cycle (see the module docstring) until none is left."""
         if self._checking:
             return
         self._checking = True
@@ -576,8 +578,12 @@ class ResourceManager(Actor):
         return None
 
     def _fail_deadlocked(self, cycle: list[Any]) -> None:
-        requests = [self._waiting[rid] for kind, rid in cycle if kind == "r"]
-        victim = max(requests, key=lambda w: w.id)  # the youngest
+        # The victim: the youngest request of an owner on the cycle, one that holds and waits.
+        # (Any cycle holds an owner: edges between requests only point back in queue order.)
+        # A request on the cycle only because it is queued behind one is innocent: failing it
+        # would leave the cycle in place.
+        holding = [self._waiting[cycle[(i + 1) % len(cycle)][1]] for i, (kind, _) in enumerate(cycle) if kind == "o"]
+        victim = max(holding, key=lambda w: w.id)
         steps = []
         for kind, key in cycle:
             if kind == "o":

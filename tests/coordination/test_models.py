@@ -156,8 +156,8 @@ class ResourceModel(RuleBasedStateMachine):
                     lease = request.future.get(timeout=0)
                 except ResourceWaitTimeoutError:  # timed out in the queue: not a grant
                     continue
-                except ResourceDeadlockError:
-                    victims.append((owner, request.request_id))
+                except ResourceDeadlockError as error:
+                    victims.append((owner, request.request_id, str(error)))
                     continue
                 granted.append((lease, request.request_id))
         for lease, rid in sorted(granted, key=lambda pair: pair[0].fencing_token):
@@ -169,10 +169,10 @@ class ResourceModel(RuleBasedStateMachine):
                 self.preemptible[lease.lease_id] = priority
         if granted:  # a preemption is followed by the grant it was for, in the same pass
             self._find_preempted(below=max(self.priorities[rid][0] for _, rid in granted))
-        for owner, rid in victims:
+        for owner, rid, why in victims:
             # Only an untimed request closes a cycle, and only one whose owner holds something.
-            assert rid in self.untimed
-            assert any(lease.owner == owner for lease in self.held.values())
+            assert rid in self.untimed, why
+            assert any(lease.owner == owner for lease in self.held.values()), (why, self.held)
             self.deadlocks += 1
 
     def _find_preempted(self, *, below: int) -> None:
