@@ -50,9 +50,10 @@ from actors.coordination.resources import (
     ResourceUsage,
     ValidateLease,
 )
+from actors.coordination.retry import RetryPolicy
 from actors.coordination.statistics import CapabilityStatistics, CoordinationStatistics
 from actors.coordination.status import AgentStatus, StatusChange
-from actors.coordination.tasks import RetryPolicy, Task, TaskHandle, TaskInfo, TaskSpec, TaskState, Timeouts
+from actors.coordination.tasks import Task, TaskHandle, TaskInfo, TaskSpec, TaskState, Timeouts
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",

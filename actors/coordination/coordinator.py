@@ -959,7 +959,7 @@ class Coordinator(Actor):
             self.timers.cancel(("hb", task.id))
 
     def _attempt_failed(self, task: _Task, error: BaseException) -> None:
-        if task.spec.retry.allows(task.attempt, error):
+        if task.spec.retry.should_retry(error, task.attempt):
             task.state = TaskState.BACKOFF
             task.agent = None
             self._count(task, "retries")
@@ -1025,14 +1025,14 @@ class Coordinator(Actor):
                 continue
             self._end_attempt(task)
             task.agent = None
-            if task.spec.retry.allows(task.attempt, None):
+            if task.spec.retry.should_retry(None, task.attempt):
                 self._count(task, "reassignments")
                 logger.info("{}: task {} attempt {} reassigned: {} {}", self, task.id, attempt, agent.id, why)
                 self._schedule(task)
             else:
                 error = pykka.ActorDeadError(
                     f"task {task.id} ({task.spec.kind!r}) was lost: agent {agent.id} {why} during attempt {attempt}, "
-                    f"its last of {task.spec.retry.maximum_attempts}"
+                    f"its last of {task.spec.retry.max_attempts}"
                 )
                 self._finish(task, TaskState.FAILED, error=error)
 
