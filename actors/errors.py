@@ -44,6 +44,7 @@ __all__ = [
     "PoolExhaustedError",
     "ProtocolError",
     "RemoteTaskError",
+    "ResourceDeadlockError",
     "ResourceRequestError",
     "ResourceWaitTimeoutError",
     "RestartIntensityError",
@@ -245,6 +246,10 @@ class ResourceRequestError(TroupeError, ValueError):
 
 class ResourceWaitTimeoutError(TroupeError, TimeoutError):
     """A resource request waited in the queue longer than its timeout and was withdrawn."""
+
+
+class ResourceDeadlockError(TroupeError, RuntimeError):
+    """A resource request would wait for ever: it closes a wait-for cycle (the message names it); it is withdrawn."""
 
 
 class LeaseNotHeldError(TroupeError, LookupError):

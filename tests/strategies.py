@@ -320,6 +320,7 @@ _DERIVED = frozenset(
         "HealthSample",
         "KeepAlive",
         "Lease",
+        "LeasePreempted",
         "LeaseRequest",
         "ListAgentTypes",
         "ListCapabilities",
@@ -447,7 +448,12 @@ def _for_annotation(annotation: str, namespace: dict[str, Any], refs: st.SearchS
 def _overrides(refs: st.SearchStrategy[Any]) -> dict[str, dict[str, st.SearchStrategy[Any]]]:
     """Fields whose valid values their annotation does not say, by class name."""
     return {
-        "RetryPolicy": {"backoff_coefficient": st.floats(min_value=1, max_value=10)},
+        "RetryPolicy": {
+            "backoff": st.floats(min_value=1, max_value=10),
+            "initial_delay": st.floats(min_value=0, max_value=1e6),
+            "max_delay": st.none() | st.floats(min_value=0, max_value=1e6),
+            "max_attempts": st.none() | st.integers(1, 100),
+        },
         "HealthSample": {"error_rate": st.floats(min_value=0, max_value=1)},
         "TaskFinished": {"run_time": _times()},
         "PoolStatistics": {"hit_rate": st.floats(min_value=0, max_value=1), "strategy": names()},

@@ -42,6 +42,7 @@ from actors.coordination.resources import (
     GetResourceStatistics,
     KeepAlive,
     Lease,
+    LeasePreempted,
     LeaseRequest,
     Release,
     ResourceManager,
@@ -49,9 +50,10 @@ from actors.coordination.resources import (
     ResourceUsage,
     ValidateLease,
 )
+from actors.coordination.retry import RetryPolicy
 from actors.coordination.statistics import CapabilityStatistics, CoordinationStatistics
 from actors.coordination.status import AgentStatus, StatusChange
-from actors.coordination.tasks import RetryPolicy, Task, TaskHandle, TaskInfo, TaskSpec, TaskState, Timeouts
+from actors.coordination.tasks import Task, TaskHandle, TaskInfo, TaskSpec, TaskState, Timeouts
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -80,6 +82,7 @@ __all__ = [
     "HealthSample",
     "KeepAlive",
     "Lease",
+    "LeasePreempted",
     "LeaseRequest",
     "ListAgentTypes",
     "ListCapabilities",

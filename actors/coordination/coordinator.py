@@ -95,7 +95,7 @@ from actors.coordination.messages import (
 )
 from actors.coordination.statistics import CoordinationStatistics, _Counters
 from actors.coordination.status import AgentStatus, StatusChange, derive_status, is_legal
-from actors.coordination.tasks import FINAL_STATES, Task, TaskHandle, TaskInfo, TaskSpec, TaskState
+from actors.coordination.tasks import FINAL_STATES, NO_TIMEOUTS, Task, TaskHandle, TaskInfo, TaskSpec, TaskState
 from actors.errors import (
     AgentRegistrationError,
     CoordinationStoppedError,
@@ -214,6 +214,7 @@ class _Task:
     __slots__ = (
         "agent",
         "attempt",
+        "counters",
         "error",
         "finished_at",
         "future",
@@ -228,8 +229,11 @@ class _Task:
         "submitted_at",
     )
 
-    def __init__(self, task_id: str, spec: TaskSpec, now: float, aging: float) -> None:
+    def __init__(self, task_id: str, spec: TaskSpec, now: float, aging: float, counters: tuple[_Counters, ...]) -> None:
         self.id = task_id
+        # The overall counters, then one per required capability: resolved once per task,
+        # not looked up by name on each of its ~6 counted events.
+        self.counters = counters
         self.spec = spec
         self.idem = spec.idempotency_key or task_id
         self.future: Future[Any] = Future()
@@ -317,6 +321,7 @@ class Coordinator(Actor):
         self._event_seq = 0
         self._overall = _Counters()
         self._per_cap: dict[str, _Counters] = {}
+        self._counter_sets: dict[frozenset[str], tuple[_Counters, ...]] = {}
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Register: self._on_register,
             Deregister: self._on_deregister,
@@ -782,13 +787,18 @@ class Coordinator(Actor):
             msg = f"{self} already has a task {task_id!r}; give every submission its own task_id"
             raise TaskSpecError(msg)
         now = self._clock.now()
-        task = _Task(task_id or f"{self._prefix}-{next(self._ids)}", spec, now, self._aging)
+        requires = spec.requires
+        counters = self._counter_sets.get(requires)
+        if counters is None:
+            counters = self._counter_sets[requires] = self._counters_for(requires)
+        task = _Task(task_id or f"{self._prefix}-{next(self._ids)}", spec, now, self._aging, counters)
         if future is not None:
             task.future = future
         self._tasks[task.id] = task
         if key is not None:
             self._by_idem[key] = task
-        self._count(task, "submitted")
+        for c in counters:
+            c.submitted += 1
         audit = self.actor_system.audit
         if audit.task_history:
             audit.emit("task_history", task_event("submitted", task.id, spec.kind))
@@ -797,25 +807,27 @@ class Coordinator(Actor):
             self.timers.start_single_timer(
                 ("s2close", task.id), _TaskTimer(task.id, 0, "schedule_to_close"), timeouts.schedule_to_close
             )
-        self._schedule(task)
+        self._schedule(task, now)
         return TaskHandle(task.id, task.future)
 
+    def _counters_for(self, requires: frozenset[str]) -> tuple[_Counters, ...]:
+        per_cap = self._per_cap
+        for cap in requires:
+            if cap not in per_cap:
+                per_cap[cap] = _Counters()
+        return (self._overall, *(per_cap[cap] for cap in sorted(requires)))
+
     def _count(self, task: _Task, field: str, delta: int = 1) -> None:
-        overall = self._overall
-        setattr(overall, field, getattr(overall, field) + delta)
-        for cap in task.spec.requires:
-            counters = self._per_cap.get(cap)
-            if counters is None:
-                counters = self._per_cap[cap] = _Counters()
+        for counters in task.counters:
             setattr(counters, field, getattr(counters, field) + delta)
 
-    def _schedule(self, task: _Task) -> None:
+    def _schedule(self, task: _Task, now: float | None = None) -> None:
         """Give `task` (state QUEUED) to the best capable agent with credit, or queue it."""
         task.state = TaskState.QUEUED
-        task.queued_at = self._clock.now()
+        task.queued_at = now = self._clock.now() if now is None else now
         agent = self._pick(task.spec.requires)
         if agent is not None:
-            self._start(task, agent)
+            self._start(task, agent, now)
             return
         queue = self._queues.get(task.spec.requires)
         if queue is None:
@@ -867,29 +879,32 @@ class Coordinator(Actor):
                 return best
         return None
 
-    def _start(self, task: _Task, agent: _Agent) -> None:
-        now = self._clock.now()
+    def _start(self, task: _Task, agent: _Agent, now: float | None = None) -> None:
+        if now is None:
+            now = self._clock.now()
         task.state = TaskState.RUNNING
         task.attempt += 1
         task.agent = agent
         task.started_at = now
         attempt = task.attempt
         agent.in_flight.add((task.id, attempt))
-        self._count(task, "running")
         wait = now - task.queued_at
-        self._overall.wait_times.append(wait)
-        for cap in task.spec.requires:
-            self._per_cap[cap].wait_times.append(wait)
+        for c in task.counters:
+            c.running += 1
+            c.wait_times.append(wait)
         timeouts = task.spec.timeouts
-        timers = self.timers
-        if timeouts.schedule_to_start is not None:
-            timers.cancel(("s2start", task.id))
-        if timeouts.start_to_close is not None:
-            timers.start_single_timer(
-                ("s2c", task.id), _TaskTimer(task.id, attempt, "start_to_close"), timeouts.start_to_close
-            )
-        if timeouts.heartbeat is not None:
-            timers.start_single_timer(("hb", task.id), _TaskTimer(task.id, attempt, "heartbeat"), timeouts.heartbeat)
+        if timeouts is not NO_TIMEOUTS:  # the default: no timer to touch
+            timers = self.timers
+            if timeouts.schedule_to_start is not None:
+                timers.cancel(("s2start", task.id))
+            if timeouts.start_to_close is not None:
+                timers.start_single_timer(
+                    ("s2c", task.id), _TaskTimer(task.id, attempt, "start_to_close"), timeouts.start_to_close
+                )
+            if timeouts.heartbeat is not None:
+                timers.start_single_timer(
+                    ("hb", task.id), _TaskTimer(task.id, attempt, "heartbeat"), timeouts.heartbeat
+                )
         audit = self.actor_system.audit
         if audit.task_history:
             audit.emit("task_history", task_event("assigned", task.id, task.spec.kind, agent=agent.id, attempt=attempt))
@@ -903,6 +918,9 @@ class Coordinator(Actor):
     def _pull(self, agent: _Agent) -> None:
         """Let `agent` take the best queued tasks it can run, while it has credit."""
         queues = self._queues
+        if not queues:
+            return
+        now = self._clock.now()
         while agent.bucket is not None and queues:
             best_key, best = None, None
             for caps, queue in list(queues.items()):
@@ -919,7 +937,7 @@ class Coordinator(Actor):
             if not queues[best]:
                 del queues[best]
             self._count(task, "queued", -1)
-            self._start(task, agent)
+            self._start(task, agent, now)
 
     def _release(self, agent: _Agent | None, task_id: str, attempt: int) -> None:
         """Give the agent back the slot of (task_id, attempt)."""
@@ -952,9 +970,8 @@ class Coordinator(Actor):
         if current and task is not None:
             self._end_attempt(task)
             if message.error is None:
-                self._overall.run_times.append(message.run_time)
-                for cap in task.spec.requires:
-                    self._per_cap[cap].run_times.append(message.run_time)
+                for c in task.counters:
+                    c.run_times.append(message.run_time)
                 self._finish(task, TaskState.COMPLETED, value=message.value)
             else:
                 self._attempt_failed(task, message.error)
@@ -963,15 +980,18 @@ class Coordinator(Actor):
 
     def _end_attempt(self, task: _Task) -> None:
         """The running attempt is over (for whatever reason): stop its timers and counters."""
-        self._count(task, "running", -1)
+        for c in task.counters:
+            c.running -= 1
         timeouts = task.spec.timeouts
+        if timeouts is NO_TIMEOUTS:
+            return
         if timeouts.start_to_close is not None:
             self.timers.cancel(("s2c", task.id))
         if timeouts.heartbeat is not None:
             self.timers.cancel(("hb", task.id))
 
     def _attempt_failed(self, task: _Task, error: BaseException) -> None:
-        if task.spec.retry.allows(task.attempt, error):
+        if task.spec.retry.should_retry(error, task.attempt):
             task.state = TaskState.BACKOFF
             task.agent = None
             self._count(task, "retries")
@@ -1002,7 +1022,11 @@ class Coordinator(Actor):
         task.finished_at = self._clock.now()
         task.result = value
         task.error = error
-        self._count(task, state.value)  # the counters are named for the final states
+        if state is TaskState.COMPLETED:
+            for c in task.counters:
+                c.completed += 1
+        else:
+            self._count(task, state.value)  # the counters are named for the final states
         audit = self.actor_system.audit
         if audit.task_history:
             started = task.started_at
@@ -1018,14 +1042,14 @@ class Coordinator(Actor):
                     error=error,
                 ),
             )
-        timers = self.timers
         timeouts = task.spec.timeouts
-        if timeouts.schedule_to_close is not None:
-            timers.cancel(("s2close", task.id))
-        if timeouts.schedule_to_start is not None:
-            timers.cancel(("s2start", task.id))
+        if timeouts is not NO_TIMEOUTS:
+            if timeouts.schedule_to_close is not None:
+                self.timers.cancel(("s2close", task.id))
+            if timeouts.schedule_to_start is not None:
+                self.timers.cancel(("s2start", task.id))
         if task.attempt > 1 or state is TaskState.CANCELLED:
-            timers.cancel(("retry", task.id))  # only a task that failed an attempt can have one
+            self.timers.cancel(("retry", task.id))  # only a task that failed an attempt can have one
         if error is None:
             task.future.set(value)
             key = task.spec.result_key
@@ -1053,14 +1077,14 @@ class Coordinator(Actor):
                 continue
             self._end_attempt(task)
             task.agent = None
-            if task.spec.retry.allows(task.attempt, None):
+            if task.spec.retry.should_retry(None, task.attempt):
                 self._count(task, "reassignments")
                 logger.info("{}: task {} attempt {} reassigned: {} {}", self, task.id, attempt, agent.id, why)
                 self._schedule(task)
             else:
                 error = pykka.ActorDeadError(
                     f"task {task.id} ({task.spec.kind!r}) was lost: agent {agent.id} {why} during attempt {attempt}, "
-                    f"its last of {task.spec.retry.maximum_attempts}"
+                    f"its last of {task.spec.retry.max_attempts}"
                 )
                 self._finish(task, TaskState.FAILED, error=error)
 

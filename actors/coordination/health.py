@@ -156,14 +156,24 @@ class HealthTracker:
     def evaluate(self, lag: float) -> Health:
         """Apply the rules to the current sample; return the level after hysteresis."""
         policy = self.policy
-        sample = self.sample(lag)
+        if self._needs_p95:
+            sample = self.sample(lag)
+            n, rate, p95, depth = sample.outcomes, sample.error_rate, sample.p95_run_time, sample.mailbox_depth
+        else:
+            # No rule reads the p95 nor the sample: skip building one (it was ~40% of a
+            # task's health bookkeeping, which runs on every TaskFinished).
+            outcomes = self._outcomes
+            n = len(outcomes) if outcomes is not None else 0
+            rate = self._errors / n if n else 0.0
+            p95, depth = None, self.mailbox_depth
         worst = Health.HEALTHY
-        if sample.outcomes >= policy.min_outcomes:
-            worst = _level(sample.error_rate, policy.error_rate_degraded, policy.error_rate_unhealthy)
-        worst = max(worst, _level(sample.p95_run_time, policy.p95_degraded, policy.p95_unhealthy))
-        worst = max(worst, _level(sample.mailbox_depth, policy.mailbox_degraded, policy.mailbox_unhealthy))
+        if n >= policy.min_outcomes:
+            worst = _level(rate, policy.error_rate_degraded, policy.error_rate_unhealthy)
+        if p95 is not None:
+            worst = max(worst, _level(p95, policy.p95_degraded, policy.p95_unhealthy))
+        worst = max(worst, _level(depth, policy.mailbox_degraded, policy.mailbox_unhealthy))
         worst = max(worst, _level(lag, self.lag_degraded, None))
-        for rule in policy.rules:
+        for rule in policy.rules:  # rules set _needs_p95: the sample was built above
             worst = max(worst, Health(rule(sample)))
         if worst == self.level:
             self._candidate, self._streak = worst, 0

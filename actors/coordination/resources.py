@@ -32,6 +32,25 @@ Semantics:
   `ValidateLease` (or compares tokens: a newer grant has a larger one).
 - A lease released twice, by another owner, or after it ended raises
   `LeaseNotHeldError`; the manager keeps serving.
+- Preemption, by priority, only of what was granted as preemptible
+  (``Acquire(..., preemptible=True)``): a waiting request that does not fit,
+  and that no earlier request holds up, revokes preemptible leases of a
+  strictly lower priority (the lowest first, then the newest) when, and only
+  when, what they free makes its bundle fit. The preempted lease ends at once
+  (its fencing token goes stale, `Release` and `KeepAlive` raise
+  `LeaseNotHeldError`) and its holder actor, if it named one, is told
+  `LeasePreempted`; an agent that opts in must handle that message.
+- Wait-for cycles. Bundles stop hold-and-wait inside one request, but an owner
+  may hold a lease and ask for more. After each change to the queue the
+  manager looks for a cycle in the wait-for graph: an owner waits for each of
+  its waiting requests; a request waits for each earlier waiting request it
+  is queued behind (they share a resource) and for each owner whose units it
+  needs whoever else releases. Requests with a ``timeout`` and leases with a
+  ``ttl`` end by themselves and are left out: only a wait that nothing would
+  ever end counts. The youngest request of an owner on the cycle (one that
+  holds and waits) fails with `ResourceDeadlockError`, which names the
+  cycle; the others go on. The model: an owner with a waiting request
+  releases nothing until it is granted.
 
 Threading: every handler runs on the manager's turn; request futures are
 settled there. `Lease` and the statistics are frozen.
@@ -40,6 +59,7 @@ settled there. `Lease` and the statistics are frozen.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -55,6 +75,7 @@ from actors.errors import (
     CoordinationStoppedError,
     LeaseNotHeldError,
     MessageNotUnderstoodError,
+    ResourceDeadlockError,
     ResourceRequestError,
     ResourceWaitTimeoutError,
     StaleFencingTokenError,
@@ -67,6 +88,7 @@ __all__ = [
     "GetResourceStatistics",
     "KeepAlive",
     "Lease",
+    "LeasePreempted",
     "LeaseRequest",
     "Release",
     "ResourceManager",
@@ -100,6 +122,8 @@ class Acquire:
     ``holder``: the actor the lease dies with (watched). ``timeout``: seconds
     to wait in the queue (None: as long as it takes). ``ttl``: the lease's
     time to live, renewed by `KeepAlive` (None: until released).
+    ``preemptible``: a waiting request of a higher priority may revoke the
+    lease (the holder is told `LeasePreempted`); default False: never.
     """
 
     owner: str
@@ -108,11 +132,23 @@ class Acquire:
     priority: int = 0
     timeout: float | None = None
     ttl: float | None = None
+    preemptible: bool = False
     units: tuple[tuple[str, int], ...] = attrs.field(init=False, repr=False, eq=False)
     """The bundle's (name, units) pairs, read once: a `FrozenDict`'s items view iterates in Python."""
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.bundle.items()))
+
+
+@attrs.frozen
+class LeasePreempted:
+    """Told to a preemptible lease's holder when a higher-priority request revoked it: stop using it now."""
+
+    lease: Lease
+    by_owner: str
+    """The owner of the request the units went to."""
+    priority: int
+    """That request's priority."""
 
 
 @attrs.frozen(eq=False)
@@ -190,6 +226,10 @@ class ResourceStatistics:
     rejected: int
     wait_p50: float | None
     wait_p95: float | None
+    preempted: int = 0
+    """Leases revoked for a higher-priority request."""
+    deadlocks: int = 0
+    """Requests failed with `ResourceDeadlockError` (a wait-for cycle)."""
 
 
 @attrs.frozen
@@ -202,24 +242,26 @@ class _Expire:
 class _Waiting:
     __slots__ = ("future", "holder_urn", "id", "message", "queued_at", "sort")
 
-    def __init__(self, rid: int, message: Acquire, now: float) -> None:
+    def __init__(self, rid: int, message: Acquire, now: float, holder_urn: str | None) -> None:
         self.id = rid
         self.message = message
         self.future: Future[Lease] = Future()
         self.queued_at = now
         self.sort = (-message.priority, rid)
-        self.holder_urn = message.holder.actor_urn if message.holder is not None else None
+        self.holder_urn = holder_urn
 
     def __lt__(self, other: _Waiting) -> bool:
         return self.sort < other.sort
 
 
 class _Held:
-    __slots__ = ("expires_version", "holder_urn", "lease", "ttl", "units")
+    __slots__ = ("expires_version", "holder_urn", "lease", "preemptible", "priority", "ttl", "units")
 
-    def __init__(self, lease: Lease, holder_urn: str | None, units: tuple[tuple[str, int], ...]) -> None:
+    def __init__(self, lease: Lease, holder_urn: str | None, message: Acquire) -> None:
         self.lease = lease
-        self.units = units
+        self.units = message.units
+        self.priority = message.priority
+        self.preemptible = message.preemptible
         self.holder_urn = holder_urn
         self.ttl: float | None = None
         # Invariant: only the TTL timer message carrying this version may expire the lease.
@@ -270,7 +312,10 @@ class ResourceManager(Actor):
         self._watched: dict[str, tuple[ActorRef[Any], int]] = {}  # urn -> (ref, users)
         self._rids = itertools.count(1)
         self._tokens = itertools.count(1)
-        self._counts = dict.fromkeys(("granted", "released", "expired", "revoked", "timed_out", "rejected"), 0)
+        self._counts = dict.fromkeys(
+            ("granted", "released", "expired", "revoked", "timed_out", "rejected", "preempted", "deadlocks"), 0
+        )
+        self._checking = False  # a deadlock pass is running (its own grants do not start another)
         self._waits: deque[float] = deque(maxlen=4096)
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Acquire: self._on_acquire,
@@ -327,19 +372,27 @@ class ResourceManager(Actor):
             future: Future[Lease] = Future()
             future.set(lease)
             return LeaseRequest(0, future)
-        waiting = _Waiting(next(self._rids), message, now)
-        self._waiting[waiting.id] = waiting
+        rid = next(self._rids)
+        holder_urn = None
         if message.holder is not None:
-            self._watch(message.holder)
+            holder_urn = self._watch(message.holder)
         free = self._free
-        if not self._queue and all(free[name] >= units for name, units in message.units):
-            # Nobody waits and it fits: grant at once (the queue pass would grant it first anyway).
+        if not self._queue:
             for name, units in message.units:
-                free[name] -= units
-            self._grant(waiting, now)
-        else:
-            bisect.insort(self._queue, waiting)
-            self._grant_waiting()
+                if free[name] < units:
+                    break
+            else:
+                # Nobody waits and it fits: grant at once (the queue pass would grant it first
+                # anyway), without the waiting record a queued request needs.
+                for name, units in message.units:
+                    free[name] -= units
+                future = Future()
+                self._grant_to(message, future, holder_urn, now, now)
+                return LeaseRequest(rid, future)
+        waiting = _Waiting(rid, message, now, holder_urn)
+        self._waiting[rid] = waiting
+        bisect.insort(self._queue, waiting)
+        self._grant_waiting()
         if not waiting.future.done() and message.timeout is not None:
             self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
         return LeaseRequest(waiting.id, waiting.future)
@@ -380,6 +433,11 @@ class ResourceManager(Actor):
             bundle = waiting.message.bundle
             if blocked and not blocked.isdisjoint(bundle):
                 continue
+            if not all(free[name] >= units for name, units in waiting.message.units):
+                victims = self._preemption_victims(waiting)
+                if victims:
+                    for held in victims:
+                        self._preempt(held, waiting)
             if all(free[name] >= units for name, units in waiting.message.units):
                 granted.append(waiting)
                 for name, units in waiting.message.units:
@@ -388,34 +446,195 @@ class ResourceManager(Actor):
                 blocked.update(bundle)
                 if len(blocked) == len(free):
                     break
-        if not granted:
+        if granted:
+            now = self._clock.now()
+            gone = {w.id for w in granted}
+            self._queue = [w for w in self._queue if w.id not in gone]
+            for waiting in granted:
+                self._grant(waiting, now)
+        if self._queue:
+            self._break_deadlocks()
+
+    # -- preemption ---------------------------------------------------------------------------
+
+    def _preemption_victims(self, waiting: _Waiting) -> list[_Held] | None:
+        """Return the preemptible leases whose units make `waiting` fit (fewest, lowest priority first), or None."""
+        message = waiting.message
+        free = self._free
+        short = {name: units - free[name] for name, units in message.units if free[name] < units}
+        candidates = [
+            held
+            for held in self._leases.values()
+            if held.preemptible
+            and held.priority < message.priority
+            and held.lease.owner != message.owner
+            and any(name in short for name, _ in held.units)
+        ]
+        if not candidates:
+            return None
+        candidates.sort(key=lambda held: (held.priority, -held.lease.fencing_token))  # lowest, then newest
+        victims = []
+        for held in candidates:
+            victims.append(held)
+            for name, units in held.units:
+                if name in short:
+                    short[name] -= units
+                    if short[name] <= 0:
+                        del short[name]
+            if not short:
+                return victims
+        return None  # even all of them would not do: revoke nothing
+
+    def _preempt(self, held: _Held, waiting: _Waiting) -> None:
+        lease = held.lease
+        logger.info(
+            "{}: lease {} of {!r} (priority {}) preempted by request {} of {!r} (priority {})",
+            self,
+            lease.lease_id,
+            lease.owner,
+            held.priority,
+            waiting.id,
+            waiting.message.owner,
+            waiting.message.priority,
+        )
+        entry = self._watched.get(held.holder_urn) if held.holder_urn is not None else None
+        self._free_lease(held, "preempted", grant=False)
+        if entry is not None:
+            with contextlib.suppress(pykka.ActorDeadError):  # its Terminated is on the way: nothing to tell
+                entry[0].tell(LeasePreempted(lease, waiting.message.owner, waiting.message.priority))
+
+    # -- wait-for cycles ----------------------------------------------------------------------
+
+    def _break_deadlocks(self) -> None:
+        """Fail one request of each wait-for cycle (see the module docstring) until none is left."""
+        if self._checking:
             return
-        now = self._clock.now()
-        gone = {w.id for w in granted}
-        self._queue = [w for w in self._queue if w.id not in gone]
-        for waiting in granted:
-            self._grant(waiting, now)
+        self._checking = True
+        try:
+            while self._queue:
+                cycle = self._find_cycle()
+                if cycle is None:
+                    return
+                self._fail_deadlocked(cycle)
+        finally:
+            self._checking = False
+
+    def _wait_for_graph(self) -> dict[Any, list[Any]]:
+        """Edges: ("o", owner) -> its waiting requests; ("r", id) -> requests ahead of it and owners it needs."""
+        free = self._free
+        graph: dict[Any, list[Any]] = {}
+        holders: dict[str, dict[str, int]] = {}  # resource -> owner -> units, of leases without a TTL
+        held_by_ttl: dict[str, int] = {}
+        for held in self._leases.values():
+            for name, units in held.units:
+                if held.ttl is None:
+                    owners = holders.setdefault(name, {})
+                    owners[held.lease.owner] = owners.get(held.lease.owner, 0) + units
+                else:
+                    held_by_ttl[name] = held_by_ttl.get(name, 0) + units
+        last_on: dict[str, Any] = {}  # resource -> the latest request queued for it (queue order is wait order)
+        for waiting in self._queue:
+            message = waiting.message
+            if message.timeout is not None:
+                continue  # no node: it ends by itself, so what waits on it does not wait for ever
+            node = ("r", waiting.id)
+            edges = graph.setdefault(node, [])
+            graph.setdefault(("o", message.owner), []).append(node)
+            for name, units in message.units:
+                earlier = last_on.get(name)
+                if earlier is not None:
+                    edges.append(earlier)  # and, through it, every earlier one on this resource
+                last_on[name] = node
+                owners = holders.get(name, {})
+                released = free[name] + held_by_ttl.get(name, 0) + sum(owners.values())
+                for owner, own in owners.items():
+                    if released - own < units:  # even if everyone else released, it needs this owner's units
+                        edges.append(("o", owner))
+        return graph
+
+    def _find_cycle(self) -> list[Any] | None:
+        """Return the nodes of one cycle of the wait-for graph, or None (an iterative depth-first search)."""
+        graph = self._wait_for_graph()
+        state: dict[Any, int] = {}  # 1: on the current path, 2: done
+        for root in graph:
+            if root in state:
+                continue
+            path: list[Any] = [root]
+            state[root] = 1
+            stack = [iter(graph.get(root, ()))]
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                    continue
+                seen = state.get(nxt)
+                if seen == 1:
+                    return path[path.index(nxt) :]
+                if seen is None:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(graph.get(nxt, ())))
+        return None
+
+    def _fail_deadlocked(self, cycle: list[Any]) -> None:
+        # The victim: the youngest request of an owner on the cycle, one that holds and waits.
+        # (Any cycle holds an owner: edges between requests only point back in queue order.)
+        # A request on the cycle only because it is queued behind one is innocent: failing it
+        # would leave the cycle in place.
+        holding = [self._waiting[cycle[(i + 1) % len(cycle)][1]] for i, (kind, _) in enumerate(cycle) if kind == "o"]
+        victim = max(holding, key=lambda w: w.id)
+        steps = []
+        for kind, key in cycle:
+            if kind == "o":
+                steps.append(f"owner {key!r}")
+            else:
+                w = self._waiting[key]
+                steps.append(f"request {key} of {w.message.owner!r} for {dict(w.message.bundle)}")
+        msg = (
+            f"{self}: request {victim.id} of {victim.message.owner!r} for {dict(victim.message.bundle)} "
+            f"would wait for ever: a wait-for cycle {' -> '.join(steps)} -> back to the start. "
+            "Release what you hold before asking for more, ask for everything in one bundle, "
+            "or give the request a timeout"
+        )
+        self._waiting.pop(victim.id)
+        self._queue.remove(victim)
+        if victim.message.timeout is not None:
+            self.timers.cancel(("wait", victim.id))
+        if victim.holder_urn is not None:
+            self._unwatch(victim.holder_urn)
+        self._counts["deadlocks"] += 1
+        logger.warning("{}", msg)
+        error = ResourceDeadlockError(msg)
+        victim.future.set_exception((type(error), error, None))
 
     def _grant(self, waiting: _Waiting, now: float) -> None:
         message = waiting.message
         del self._waiting[waiting.id]
         if message.timeout is not None:
             self.timers.cancel(("wait", waiting.id))
+        self._grant_to(message, waiting.future, waiting.holder_urn, waiting.queued_at, now)
+
+    def _grant_to(
+        self, message: Acquire, future: Future[Lease], holder_urn: str | None, queued_at: float, now: float
+    ) -> None:
+        """Make the lease of `message`, whose units are taken from the free counts already."""
         token = next(self._tokens)
+        capacity, free, peak, last_token = self._capacity, self._free, self._peak, self._last_token
         for name, _ in message.units:
-            in_use = self._capacity[name] - self._free[name]
-            self._peak[name] = max(self._peak[name], in_use)
-            self._last_token[name] = token
+            in_use = capacity[name] - free[name]
+            peak[name] = max(peak[name], in_use)
+            last_token[name] = token
         lease_id = f"lease-{token}"
         lease = Lease(lease_id, message.owner, message.bundle, token, now, None)
-        held = _Held(lease, waiting.holder_urn, message.units)
+        held = _Held(lease, holder_urn, message)
         self._leases[lease_id] = held
         self._by_owner_bundle[(message.owner, message.bundle)] = lease_id
         if message.ttl is not None:
             lease = held.lease = attrs.evolve(lease, expires_at=self._renew(held, message.ttl, now))
         self._counts["granted"] += 1
-        self._waits.append(now - waiting.queued_at)
-        waiting.future.set(lease)
+        self._waits.append(now - queued_at)
+        future.set(lease)
 
     def _renew(self, held: _Held, ttl: float | None, now: float) -> float | None:
         """Restart the lease's TTL (`ttl`, or the one it was granted with); return the new expiry."""
@@ -447,7 +666,7 @@ class ResourceManager(Actor):
         self._free_lease(held, "released")
         return 0
 
-    def _free_lease(self, held: _Held, why: str) -> None:
+    def _free_lease(self, held: _Held, why: str, *, grant: bool = True) -> None:
         lease = held.lease
         del self._leases[lease.lease_id]
         self._by_owner_bundle.pop((lease.owner, lease.bundle), None)
@@ -458,7 +677,8 @@ class ResourceManager(Actor):
         self._counts[why] += 1
         if held.holder_urn is not None:
             self._unwatch(held.holder_urn)
-        self._grant_waiting()
+        if grant and self._queue:
+            self._grant_waiting()
 
     def _on_keep_alive(self, message: KeepAlive) -> Lease:
         held = self._held(message.lease_id, message.owner, "keep alive")
@@ -510,6 +730,8 @@ class ResourceManager(Actor):
             c["rejected"],
             percentile(waits, 0.5),
             percentile(waits, 0.95),
+            c["preempted"],
+            c["deadlocks"],
         )
 
     # -- timers, death watch ----------------------------------------------------------------
@@ -535,7 +757,8 @@ class ResourceManager(Actor):
             logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
             self._free_lease(held, "expired")
 
-    def _watch(self, ref: pykka.ActorRef[Any]) -> None:
+    def _watch(self, ref: pykka.ActorRef[Any]) -> str:
+        """Watch `ref` (counted: one unwatch per watch); return its URN."""
         urn = ref.actor_urn
         entry = self._watched.get(urn)
         if entry is None:
@@ -543,6 +766,7 @@ class ResourceManager(Actor):
             self.watch(ref)
         else:
             self._watched[urn] = (entry[0], entry[1] + 1)
+        return urn
 
     def _unwatch(self, urn: str) -> None:
         entry = self._watched.get(urn)

@@ -2,10 +2,11 @@
 
 Defaults, chosen from the anchors (../shared/research/anchors-coordination.md):
 
-- `RetryPolicy`: Temporal's shape (1 s initial interval, x2 backoff, capped
-  at 100x the initial interval, `non_retryable_error_types`), but at most 3
-  attempts (Ray's and LangGraph's limit) rather than Temporal's unlimited
-  ones, so that a handler that always raises reaches its caller.
+- `RetryPolicy` (in `actors.coordination.retry`, shared with the workflow
+  orchestrator): Temporal's shape (1 s initial delay, x2 backoff, capped at
+  100x the initial delay, non-retryable types), but at most 3 attempts (Ray's
+  and LangGraph's limit) rather than Temporal's unlimited ones, so that a
+  handler that always raises reaches its caller.
 - `Timeouts`: none by default: a task waits for a capable agent as long as it
   takes and is never dropped. Set ``schedule_to_start`` to bound that wait,
   ``start_to_close`` per attempt (catches a lost task), ``schedule_to_close``
@@ -27,9 +28,10 @@ import attrs
 
 from actors._core import Future
 from actors.coordination.identity import AgentId
+from actors.coordination.retry import RetryPolicy
 from actors.errors import TaskSpecError
 
-__all__ = ["RetryPolicy", "Task", "TaskHandle", "TaskInfo", "TaskSpec", "TaskState", "Timeouts"]
+__all__ = ["Task", "TaskHandle", "TaskInfo", "TaskSpec", "TaskState", "Timeouts"]
 
 
 def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -40,47 +42,7 @@ def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: flo
         raise TaskSpecError(msg)
 
 
-def _error_types(value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
-    return tuple(value)
-
-
-@attrs.frozen
-class RetryPolicy:
-    """When and how often a failed attempt is tried again; waits are timer messages, never sleeps.
-
-    The n-th retry waits ``min(initial_interval * backoff_coefficient**(n-1),
-    maximum_interval)``; `maximum_interval` None means 100x the initial.
-    `maximum_attempts` counts every start (the first included; 0 = no limit).
-    An attempt ended by its agent's death is retried at once, as a reassignment.
-    """
-
-    initial_interval: float = attrs.field(default=1.0, validator=_positive_or_none)
-    backoff_coefficient: float = 2.0
-    maximum_interval: float | None = attrs.field(default=None, validator=_positive_or_none)
-    maximum_attempts: int = 3
-    non_retryable_error_types: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_error_types)
-
-    def __attrs_post_init__(self) -> None:
-        if not (isinstance(self.backoff_coefficient, int | float) and self.backoff_coefficient >= 1):
-            msg = f"RetryPolicy.backoff_coefficient must be >= 1, got {self.backoff_coefficient!r}"
-            raise TaskSpecError(msg)
-        if not isinstance(self.maximum_attempts, int) or self.maximum_attempts < 0:
-            msg = f"RetryPolicy.maximum_attempts must be an int >= 0 (0: no limit), got {self.maximum_attempts!r}"
-            raise TaskSpecError(msg)
-
-    def delay(self, retry: int) -> float:
-        """Return the wait before retry number `retry` (1 for the first retry)."""
-        cap = self.maximum_interval if self.maximum_interval is not None else 100 * self.initial_interval
-        return float(min(self.initial_interval * self.backoff_coefficient ** (retry - 1), cap))
-
-    def allows(self, attempts: int, error: BaseException | None) -> bool:
-        """Return whether a task that made `attempts` starts and ended with `error` may start again."""
-        if error is not None and isinstance(error, self.non_retryable_error_types):
-            return False
-        return self.maximum_attempts == 0 or attempts < self.maximum_attempts
-
-
-NO_RETRY = RetryPolicy(maximum_attempts=1)
+NO_RETRY = RetryPolicy(max_attempts=1)
 DEFAULT_RETRY = RetryPolicy()
 
 

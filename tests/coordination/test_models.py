@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import hypothesis.strategies as st
@@ -25,8 +24,11 @@ from actors import (
     ManualClock,
     Register,
     Release,
+    ResourceDeadlockError,
     ResourceManager,
     ResourceWaitTimeoutError,
+    StaleFencingTokenError,
+    ValidateLease,
 )
 
 CAPS = ["a", "b", "c"]
@@ -120,7 +122,12 @@ class ResourceModel(RuleBasedStateMachine):
         self.system = ActorSystem("resource-model", clock=self.clock, dispatchers=2)
         self.rm = self.system.spawn(ResourceManager, CAPACITY)
         self.requests: list[tuple[str, Any]] = []  # (owner, LeaseRequest), in submission order
+        self.untimed: set[int] = set()  # request ids asked without a timeout (only those can deadlock)
         self.held: dict[str, Any] = {}  # lease_id -> Lease
+        self.preemptible: dict[str, int] = {}  # lease_id -> priority, of the leases granted as preemptible
+        self.priorities: dict[int, tuple[int, bool]] = {}  # request id -> (priority, preemptible)
+        self.preempted = 0
+        self.deadlocks = 0
         self.released: set[str] = set()
         self.last_token = 0
         self.owners = 0
@@ -141,26 +148,77 @@ class ResourceModel(RuleBasedStateMachine):
     def _collect(self) -> None:
         """Take the grants made since the last step, in token order: tokens only increase."""
         granted = []
+        victims = []
         for owner, request in list(self.requests):
             if request.future.done():
                 self.requests.remove((owner, request))
-                with contextlib.suppress(ResourceWaitTimeoutError):  # timed out in the queue: not a grant
-                    granted.append(request.future.get(timeout=0))
-        for lease in sorted(granted, key=lambda lease: lease.fencing_token):
+                try:
+                    lease = request.future.get(timeout=0)
+                except ResourceWaitTimeoutError:  # timed out in the queue: not a grant
+                    continue
+                except ResourceDeadlockError as error:
+                    victims.append((owner, request.request_id, str(error)))
+                    continue
+                granted.append((lease, request.request_id))
+        for lease, rid in sorted(granted, key=lambda pair: pair[0].fencing_token):
             assert lease.fencing_token > self.last_token
             self.last_token = lease.fencing_token
             self.held[lease.lease_id] = lease
+            priority, preemptible = self.priorities[rid]
+            if preemptible:
+                self.preemptible[lease.lease_id] = priority
+        if granted:  # a preemption is followed by the grant it was for, in the same pass
+            self._find_preempted(below=max(self.priorities[rid][0] for _, rid in granted))
+        for owner, rid, why in victims:
+            # Only an untimed request closes a cycle, and only one whose owner holds something.
+            assert rid in self.untimed, why
+            assert any(lease.owner == owner for lease in self.held.values()), (why, self.held)
+            self.deadlocks += 1
+
+    def _find_preempted(self, *, below: int) -> None:
+        """Drop the leases the manager preempted: only preemptible ones, of a priority below a request's."""
+        for lease_id, priority in list(self.preemptible.items()):
+            lease = self.held.get(lease_id)
+            if lease is None:
+                del self.preemptible[lease_id]
+                continue
+            try:
+                self.rm.ask(ValidateLease(lease_id, lease.fencing_token))
+            except StaleFencingTokenError:
+                if lease.expires_at is not None and lease.expires_at <= self.clock.now():
+                    continue  # expired, and dropped by `advance`
+                assert priority < below, "a lease is preempted only by a request of a higher priority"
+                del self.held[lease_id]
+                del self.preemptible[lease_id]
+                self.preempted += 1
 
     @rule(
         bundle=BUNDLES,
         priority=st.integers(0, 2),
         ttl=st.sampled_from([None, 5.0]),
         timeout=st.sampled_from([None, 3.0]),
+        preemptible=st.booleans(),
+        again=st.sampled_from([None, "o1", "o2"]),
     )
-    def acquire(self, bundle: dict[str, int], priority: int, ttl: float | None, timeout: float | None) -> None:
-        self.owners += 1
-        owner = f"o{self.owners}"
-        request = self.rm.ask(Acquire(owner, bundle, priority=priority, ttl=ttl, timeout=timeout))
+    def acquire(  # noqa: PLR0917 - hypothesis passes the drawn values by keyword
+        self,
+        bundle: dict[str, int],
+        priority: int,
+        ttl: float | None,
+        timeout: float | None,
+        preemptible: bool,  # noqa: FBT001 - a drawn flag
+        again: str | None,
+    ) -> None:
+        """Ask as a new owner, or as o1 or o2 again: an owner that holds and asks for more can deadlock."""
+        owner = again
+        if owner is None or any(lease.owner == owner and dict(lease.bundle) == bundle for lease in self.held.values()):
+            self.owners += 1
+            owner = f"n{self.owners}"  # the same bundle again would be a reentrant hold: not what this draws
+        message = Acquire(owner, bundle, priority=priority, ttl=ttl, timeout=timeout, preemptible=preemptible)
+        request = self.rm.ask(message)
+        self.priorities[request.request_id] = (priority, preemptible)
+        if timeout is None:
+            self.untimed.add(request.request_id)
         self.requests.append((owner, request))
         self._collect()
 
@@ -193,6 +251,7 @@ class ResourceModel(RuleBasedStateMachine):
         for name, usage in stats.resources.items():
             assert 0 <= usage.in_use <= usage.capacity
             assert usage.in_use == sum(lease.bundle.get(name, 0) for lease in self.held.values())
+        assert (stats.preempted, stats.deadlocks) == (self.preempted, self.deadlocks)
 
 
 TestResourceModel = ResourceModel.TestCase

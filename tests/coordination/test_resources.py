@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pykka
@@ -15,8 +16,10 @@ from actors import (
     GetResourceStatistics,
     KeepAlive,
     LeaseNotHeldError,
+    LeasePreempted,
     ManualClock,
     Release,
+    ResourceDeadlockError,
     ResourceManager,
     ResourceRequestError,
     ResourceWaitTimeoutError,
@@ -195,3 +198,111 @@ def test_a_bad_tell_becomes_a_dead_letter_and_the_manager_keeps_serving(actor_te
     rm.tell("gibberish")
     assert rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT).owner == "a"
     assert [letter.message for letter in actor_testkit.system.dead_letters.recent()] == ["gibberish"]
+
+
+# -- preemption ---------------------------------------------------------------------------------
+
+
+def test_a_higher_priority_request_preempts_a_preemptible_lease_and_its_holder_is_told(
+    rm: Any, actor_testkit: ActorTestKit
+) -> None:
+    probe = actor_testkit.probe()
+    low = rm.ask(Acquire("batch", {"gpu": 3}, holder=probe.ref, preemptible=True)).future.get(timeout=WAIT)
+    urgent = rm.ask(Acquire("urgent", {"gpu": 2}, priority=5)).future.get(timeout=WAIT)
+    told = probe.expect_message(LeasePreempted)
+    assert (told.lease, told.by_owner, told.priority) == (low, "urgent", 5)
+    assert urgent.fencing_token > low.fencing_token
+    with pytest.raises(StaleFencingTokenError):
+        rm.ask(ValidateLease(low.lease_id, low.fencing_token))
+    with pytest.raises(LeaseNotHeldError):
+        rm.ask(Release(low.lease_id, "batch"))
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.preempted, stats.resources["gpu"].in_use) == (1, 2)
+
+
+def test_only_preemptible_leases_of_a_lower_priority_are_preempted(rm: Any) -> None:
+    kept = rm.ask(Acquire("steady", {"gpu": 2}, priority=1)).future.get(timeout=WAIT)  # not preemptible
+    peer = rm.ask(Acquire("peer", {"gpu": 2}, priority=5, preemptible=True)).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("urgent", {"gpu": 1}, priority=5))  # same priority as peer: no preemption
+    assert not waiting.future.done()
+    assert rm.ask(ValidateLease(kept.lease_id, kept.fencing_token)) == kept
+    assert rm.ask(ValidateLease(peer.lease_id, peer.fencing_token)) == peer
+    assert rm.ask(GetResourceStatistics()).preempted == 0
+    rm.ask(Release(kept.lease_id, "steady"))
+    assert dict(waiting.future.get(timeout=WAIT).bundle) == {"gpu": 1}
+
+
+def test_preemption_revokes_nothing_when_it_would_not_make_the_request_fit(rm: Any) -> None:
+    small = rm.ask(Acquire("small", {"gpu": 1}, preemptible=True)).future.get(timeout=WAIT)
+    rm.ask(Acquire("big", {"gpu": 3})).future.get(timeout=WAIT)  # not preemptible
+    waiting = rm.ask(Acquire("urgent", {"gpu": 2}, priority=9))  # freeing small's 1 gpu is not enough
+    assert not waiting.future.done()
+    assert rm.ask(ValidateLease(small.lease_id, small.fencing_token)) == small
+    assert rm.ask(GetResourceStatistics()).preempted == 0
+
+
+def test_preemption_takes_the_lowest_priority_then_the_newest_lease_first(rm: Any) -> None:
+    old = rm.ask(Acquire("old", {"gpu": 1}, priority=1, preemptible=True)).future.get(timeout=WAIT)
+    new = rm.ask(Acquire("new", {"gpu": 1}, priority=1, preemptible=True)).future.get(timeout=WAIT)
+    lowest = rm.ask(Acquire("lowest", {"gpu": 1}, priority=0, preemptible=True)).future.get(timeout=WAIT)
+    rm.ask(Acquire("fixed", {"gpu": 1})).future.get(timeout=WAIT)
+    rm.ask(Acquire("urgent", {"gpu": 2}, priority=3)).future.get(timeout=WAIT)
+    alive = []
+    for lease in (old, new, lowest):
+        with contextlib.suppress(StaleFencingTokenError):
+            alive.append(rm.ask(ValidateLease(lease.lease_id, lease.fencing_token)).owner)
+    assert alive == ["old"]
+
+
+# -- wait-for cycles ------------------------------------------------------------------------------
+
+
+def test_a_wait_for_cycle_fails_its_youngest_request_and_names_the_cycle(rm: Any) -> None:
+    a_gpu = rm.ask(Acquire("a", {"gpu": 4})).future.get(timeout=WAIT)
+    b_api = rm.ask(Acquire("b", {"llm-api": 100})).future.get(timeout=WAIT)
+    a_wants_api = rm.ask(Acquire("a", {"llm-api": 10}))
+    assert not a_wants_api.future.done()  # a waits for b: no cycle yet
+    b_wants_gpu = rm.ask(Acquire("b", {"gpu": 1}))  # b waits for a: the cycle closes here
+    with pytest.raises(ResourceDeadlockError, match=r"wait-for cycle .*owner 'a'.*owner 'b'|owner 'b'.*owner 'a'"):
+        b_wants_gpu.future.get(timeout=WAIT)
+    assert not a_wants_api.future.done()  # the older request goes on waiting, and is served
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.deadlocks, stats.waiting) == (1, 1)
+    rm.ask(Release(b_api.lease_id, "b"))
+    assert dict(a_wants_api.future.get(timeout=WAIT).bundle) == {"llm-api": 10}
+    rm.ask(Release(a_gpu.lease_id, "a"))
+
+
+def test_a_cycle_through_the_queue_order_is_found_too(rm: Any) -> None:
+    rm.ask(Acquire("a", {"gpu": 4})).future.get(timeout=WAIT)
+    rm.ask(Acquire("c", {"llm-api": 100})).future.get(timeout=WAIT)
+    b_first = rm.ask(Acquire("b", {"gpu": 1, "llm-api": 1}))  # waits for a and c
+    a_next = rm.ask(Acquire("a", {"llm-api": 1}))  # queued behind b on llm-api; b needs a's gpu
+    with pytest.raises(ResourceDeadlockError):
+        a_next.future.get(timeout=WAIT)
+    assert not b_first.future.done()
+
+
+def test_an_owner_waiting_for_units_only_it_holds_is_a_deadlock(rm: Any) -> None:
+    rm.ask(Acquire("solo", {"gpu": 4})).future.get(timeout=WAIT)
+    with pytest.raises(ResourceDeadlockError, match="solo"):
+        rm.ask(Acquire("solo", {"gpu": 1})).future.get(timeout=WAIT)
+
+
+def test_a_wait_that_ends_by_itself_is_no_deadlock(actor_testkit: ActorTestKit, mode: str) -> None:
+    rm = actor_testkit.spawn(ResourceManager, {"gpu": 4, "llm-api": 100}, mode=mode)
+    rm.ask(Acquire("a", {"gpu": 4}, ttl=10)).future.get(timeout=WAIT)  # ends by its TTL
+    b_api = rm.ask(Acquire("b", {"llm-api": 100})).future.get(timeout=WAIT)
+    a_wants_api = rm.ask(Acquire("a", {"llm-api": 1}))
+    b_wants_gpu = rm.ask(Acquire("b", {"gpu": 1}))
+    c_api = rm.ask(Acquire("c", {"llm-api": 1}, timeout=5))  # timed: it ends by itself too
+    assert rm.ask(GetResourceStatistics()).deadlocks == 0
+    assert not a_wants_api.future.done()
+    assert not b_wants_gpu.future.done()
+    assert not c_api.future.done()
+    actor_testkit.advance(10)
+    assert dict(b_wants_gpu.future.get(timeout=WAIT).bundle) == {"gpu": 1}
+    with pytest.raises(ResourceWaitTimeoutError):
+        c_api.future.get(timeout=WAIT)
+    rm.ask(Release(b_api.lease_id, "b"))
+    assert dict(a_wants_api.future.get(timeout=WAIT).bundle) == {"llm-api": 1}

@@ -117,7 +117,7 @@ def test_a_degraded_agent_gets_work_only_after_the_healthy_ones(actor_testkit: A
     spawn_agent(actor_testkit, Echo, "flaky", coord)
     for _ in range(2):  # two failures: error rate 100 % -> unhealthy
         with pytest.raises(ValueError, match="on purpose"):
-            submit(coord, payload=("fail", 9), retry=RetryPolicy(maximum_attempts=1)).result(timeout=WAIT)
+            submit(coord, payload=("fail", 9), retry=RetryPolicy(max_attempts=1)).result(timeout=WAIT)
     assert info(coord, "echo/flaky").health is Health.UNHEALTHY
     spawn_agent(actor_testkit, Echo, "good", coord)
     handle = submit(coord, payload="x")
@@ -176,7 +176,7 @@ def test_queued_tasks_start_by_priority_and_aging_keeps_low_ones_from_starving(
 def test_a_failing_handler_is_retried_with_backoff_on_timer_messages(actor_testkit: ActorTestKit, mode: str) -> None:
     coord = spawn_coordinator(actor_testkit, mode=mode)
     ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
-    policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0, maximum_attempts=3)
+    policy = RetryPolicy(initial_delay=1.0, backoff=2.0, max_attempts=3)
     handle = submit(coord, payload=("fail", 2), retry=policy, idempotency_key="k-1")
     settle(actor_testkit, coord, ref)
     assert coord.ask(GetTask(handle.task_id)).state is TaskState.BACKOFF
@@ -196,7 +196,7 @@ def test_a_failing_handler_is_retried_with_backoff_on_timer_messages(actor_testk
 def test_after_the_last_attempt_the_caller_gets_the_handlers_exception(actor_testkit: ActorTestKit, mode: str) -> None:
     coord = spawn_coordinator(actor_testkit)
     ref = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
-    handle = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_interval=1, maximum_attempts=2))
+    handle = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_delay=1, max_attempts=2))
     settle(actor_testkit, coord, ref)  # attempt 1 failed; its retry timer is armed
     actor_testkit.advance(1)
     with pytest.raises(ValueError, match="attempt 2 fails on purpose"):
@@ -208,17 +208,24 @@ def test_after_the_last_attempt_the_caller_gets_the_handlers_exception(actor_tes
 def test_a_non_retryable_error_fails_the_task_at_once(actor_testkit: ActorTestKit) -> None:
     coord = spawn_coordinator(actor_testkit)
     spawn_agent(actor_testkit, Echo, "e1", coord)
-    handle = submit(coord, payload=("fail", 1), retry=RetryPolicy(non_retryable_error_types=(ValueError,)))
+    handle = submit(coord, payload=("fail", 1), retry=RetryPolicy(non_retryable=(ValueError,)))
     with pytest.raises(ValueError, match="attempt 1 fails"):
         handle.result(timeout=WAIT)
     assert coord.ask(GetTask(handle.task_id)).attempt == 1
 
 
 def test_the_retry_policys_delays_grow_to_their_cap() -> None:
-    policy = RetryPolicy(initial_interval=1.0, backoff_coefficient=2.0)
+    policy = RetryPolicy(initial_delay=1.0, backoff=2.0)
     assert [policy.delay(n) for n in (1, 2, 3, 8, 20)] == [1.0, 2.0, 4.0, 100.0, 100.0]  # cap: 100x initial
-    assert RetryPolicy(initial_interval=0.5, maximum_interval=3).delay(10) == 3
-    for bad in ({"initial_interval": 0}, {"backoff_coefficient": 0.5}, {"maximum_attempts": -1}):
+    assert RetryPolicy(initial_delay=0.5, max_delay=3).delay(10) == 3
+    for bad in (
+        {"initial_delay": -1},
+        {"initial_delay": float("inf")},
+        {"backoff": 0.5},
+        {"max_attempts": 0},
+        {"max_attempts": -1},
+        {"retry_on": (3,)},
+    ):
         with pytest.raises(TaskSpecError):
             RetryPolicy(**bad)
     for bad_timeout in (0, -1, float("inf")):
@@ -237,7 +244,7 @@ def test_start_to_close_ends_a_slow_attempt_and_the_retry_goes_to_a_free_agent(a
             lambda m: isinstance(m, RegistryEvent) and m.status_change is not None and m.status_change.new is status
         )
 
-    retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
+    retry = RetryPolicy(initial_delay=1, max_attempts=2)
     handle = submit(coord, payload=("forever",), timeouts=Timeouts(start_to_close=5), retry=retry)
     assert coord.ask(GetTask(handle.task_id)).state is TaskState.RUNNING
     actor_testkit.advance(5)  # attempt 1 times out; the agent is told to cancel it
@@ -261,7 +268,7 @@ def test_start_to_close_times_out_a_blocked_plain_handler_and_the_late_result_is
     coord = spawn_coordinator(actor_testkit)
     gate = Gate()
     slow = spawn_agent(actor_testkit, Echo, "slow", coord, mode=mode)
-    retry = RetryPolicy(initial_interval=1, maximum_attempts=2)
+    retry = RetryPolicy(initial_delay=1, max_attempts=2)
     handle = submit(coord, payload=("gate", gate), timeouts=Timeouts(start_to_close=5), retry=retry)
     assert gate.entered.wait(WAIT)
     # (pooled: in asyncio mode the blocked handler holds the loop, and every actor on it)
@@ -294,7 +301,7 @@ def test_a_hung_task_is_caught_by_its_heartbeat_timeout_and_progress_keeps_it_al
     spawn_agent(actor_testkit, Reporter, "r1", coord)
     probe = actor_testkit.probe()
     steps: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(2)]
-    hung = submit(coord, payload=("forever",), timeouts=Timeouts(heartbeat=3), retry=RetryPolicy(maximum_attempts=1))
+    hung = submit(coord, payload=("forever",), timeouts=Timeouts(heartbeat=3), retry=RetryPolicy(max_attempts=1))
     alive = submit(coord, payload=("steps", steps, probe.ref), timeouts=Timeouts(heartbeat=3))
     for i, step in enumerate(steps):
         actor_testkit.advance(2)
@@ -315,7 +322,7 @@ def test_schedule_to_close_bounds_all_attempts_together(actor_testkit: ActorTest
     handle = submit(
         coord,
         payload=("fail", 99),
-        retry=RetryPolicy(initial_interval=4, maximum_attempts=0),
+        retry=RetryPolicy(initial_delay=4, max_attempts=None),
         timeouts=Timeouts(schedule_to_close=10),
     )
     settle(actor_testkit, coord, ref)

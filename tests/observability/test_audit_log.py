@@ -97,7 +97,7 @@ def test_coordinator_events_are_flat_json_lines_with_the_documented_fields(
     agent = spawn_agent(kit, Echo, "e1", coord, mode=mode)
     handle = submit(coord, payload="hello")
     assert handle.result(timeout=WAIT) == "hello"
-    failing = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_interval=1, maximum_attempts=2))
+    failing = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_delay=1, max_attempts=2))
     settle(kit, coord, agent)  # attempt 1 failed; its retry timer is armed
     kit.advance(1)
     with pytest.raises(ValueError, match="attempt 2 fails on purpose"):
