@@ -44,7 +44,11 @@ sits behind its own lock, held for a few dict operations and the handler's
 mailbox append (which keeps delivery in order); what one side sends the
 other is sent after its lock is released, so the two locks never nest. The
 controller actors themselves handle the timer ticks, registration and
-statistics, in their mailboxes.
+statistics, in their mailboxes. A producer whose consumer is local and has no
+link hands it what it sends from its buffer (a refilled window, a resend) as
+one run of (seq, message) pairs, taken under one hold of the consumer's lock
+and answered with one request at most: the same steps as telling each item
+(a hypothesis test holds the two paths equal), at a third less per message.
 
 Timers run on the system's clock (a `ManualClock` drives them in tests).
 `LossyLink` may be called from any thread.
@@ -212,11 +216,38 @@ def _decode_payload(payload: str) -> Any:
 class _ProducerState:
     """The producer's protocol state; every method may run on any thread."""
 
+    __slots__ = (
+        "_send",
+        "_send_run",
+        "buffer",
+        "confirmed",
+        "fast_resent",
+        "initial",
+        "interval",
+        "local",
+        "lock",
+        "maximum",
+        "next_seq",
+        "outbox",
+        "progress",
+        "repeats",
+        "resent",
+        "sent",
+        "sent_up_to",
+        "up_to",
+    )
+
     def __init__(
-        self, send: Callable[[Any], None], initial: float, maximum: float, outbox: _Outbox | None = None
+        self,
+        send: Callable[[Any], None],
+        initial: float,
+        maximum: float,
+        outbox: _Outbox | None = None,
+        send_run: Callable[[list[tuple[int, Any]]], None] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self._send = send
+        self._send_run = send_run if send_run is not None else self._send_each
         self.outbox = outbox
         self.local = threading.local()
         self.initial = initial
@@ -237,26 +268,34 @@ class _ProducerState:
             self.next_seq, self.buffer = outbox.load()
             self.confirmed = self.sent_up_to = min(self.buffer, default=self.next_seq) - 1
 
-    def send(self, item: SequencedMessage) -> None:
-        """Send `item` to the consumer, after what this thread is sending already.
+    def send(self, run: list[tuple[int, Any]]) -> None:
+        """Send `run`, (seq, message) pairs, to the consumer, after what this thread is sending already.
 
         The consumer runs on the caller's thread too, and its request may
         come straight back here: sent at once, it would overtake the rest of
         the batch being sent (and each window's request would nest one call
-        deeper). So a thread already sending a batch queues it (a trampoline).
+        deeper). So a thread already sending queues the run (a trampoline).
+        A local consumer without a link takes a whole run in one call and
+        under one hold of its lock (`ConsumerRef.tell_run`); anything else is
+        told the run's items one by one.
         """
         local = self.local
         queue = getattr(local, "queue", None)
         if queue is not None:
-            queue.append(item)
+            queue.append(run)
             return
-        local.queue = queue = deque((item,))
-        send = self._send
+        local.queue = queue = deque((run,))
+        send_run = self._send_run
         try:
             while queue:
-                send(queue.popleft())
+                send_run(queue.popleft())
         finally:
             local.queue = None
+
+    def _send_each(self, run: list[tuple[int, Any]]) -> None:
+        send = self._send
+        for seq, message in run:
+            send(SequencedMessage(seq, message))
 
     def accept(self, message: Any) -> int:
         with self.lock:
@@ -265,7 +304,8 @@ class _ProducerState:
                 self.outbox.accept(seq, message)  # committed before the tell returns
             self.next_seq = seq + 1
             self.buffer[seq] = message
-            send_now = seq <= self.up_to and self.sent_up_to == seq - 1
+            # Sent now only if everything before it is out and the window allows it.
+            send_now = self.sent_up_to == seq - 1 and seq <= self.up_to
             if send_now:
                 self.sent_up_to = seq
                 self.sent += 1
@@ -299,15 +339,16 @@ class _ProducerState:
             self.up_to = max(self.up_to, request.up_to)
             first = self.sent_up_to + 1
             last = min(self.up_to, self.next_seq - 1)
-            out = [SequencedMessage(seq, self.buffer[seq]) for seq in range(first, last + 1)]
+            seqs = range(first, last + 1)
+            out = list(zip(seqs, map(self.buffer.__getitem__, seqs), strict=True))
             if out:
                 self.sent_up_to = last
                 self.sent += len(out)
             if retry:
                 self.resent += 1
-                out.insert(0, SequencedMessage(retry, self.buffer[retry]))
-        for each in out:
-            self.send(each)
+                out.insert(0, (retry, self.buffer[retry]))
+        if out:
+            self.send(out)
 
     def tick(self) -> float:
         """Resend what is out if nothing was confirmed since the last tick; return the next interval."""
@@ -316,15 +357,14 @@ class _ProducerState:
                 self.interval = self.initial
                 out = []
             else:
-                out = [
-                    SequencedMessage(seq, self.buffer[seq]) for seq in range(self.confirmed + 1, self.sent_up_to + 1)
-                ]
+                seqs = range(self.confirmed + 1, self.sent_up_to + 1)
+                out = list(zip(seqs, map(self.buffer.__getitem__, seqs), strict=True))
                 self.resent += len(out)
                 self.interval = min(self.interval * 2, self.maximum)
             self.progress = False
             interval = self.interval
-        for each in out:
-            self.send(each)
+        if out:
+            self.send(out)
         return interval
 
     def statistics(self) -> ProducerStatistics:
@@ -346,10 +386,10 @@ class ProducerRef(ActorRef[Any]):
         state = self._state
         if state is None or message.__class__ in _CONTROL or not self._cell.alive:
             super().tell(message)
-        elif message.__class__ is Request:
-            state.requested(message)
-        else:
+        elif message.__class__ is not Request:
             state.accept(message)
+        else:
+            state.requested(message)
 
 
 class ProducerController(Actor):
@@ -385,8 +425,9 @@ class ProducerController(Actor):
         check_seconds("max_resend_interval", max_resend_interval, owner="ProducerController")
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
+        send_run = consumer.tell_run if link is None and isinstance(consumer, ConsumerRef) else None
         self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
-        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox)
+        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox, send_run)
         ref = self.actor_ref
         if isinstance(ref, ProducerRef):
             ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
@@ -422,6 +463,21 @@ class ProducerController(Actor):
 class _ConsumerState:
     """The consumer's protocol state; every method may run on any thread."""
 
+    __slots__ = (
+        "acked",
+        "deliver",
+        "delivered",
+        "duplicates",
+        "early",
+        "early_count",
+        "heard",
+        "lock",
+        "reply",
+        "requested",
+        "requests",
+        "window",
+    )
+
     def __init__(self, deliver: Callable[[Any], None], window: int) -> None:
         self.lock = threading.Lock()
         self.deliver = deliver
@@ -437,6 +493,7 @@ class _ConsumerState:
         self.duplicates = self.early_count = self.requests = 0
 
     def arrived(self, sequenced: SequencedMessage) -> None:
+        """Take one sequenced message (from any thread)."""
         seq = sequenced.seq
         with self.lock:
             self.heard = True
@@ -445,32 +502,58 @@ class _ConsumerState:
                 self.deliver(sequenced.message)
                 self.delivered = seq
                 return
-            request = None
-            if seq <= self.delivered or seq in self.early:
-                self.duplicates += 1
-                request = self._request()  # the producer did not hear our confirmation
-            elif seq != self.delivered + 1:
-                if seq <= self.requested:
-                    request = self._request()  # a gap: say where it starts (the producer resends)
-                    self.early[seq] = sequenced.message
-                    self.early_count += 1
-            else:
-                # Told under the lock: a mailbox append, and what keeps the handler's order.
-                deliver = self.deliver
-                deliver(sequenced.message)
-                self.delivered = seq
-                early = self.early
-                while early:
-                    following = early.pop(self.delivered + 1, None)
-                    if following is None:
-                        break
-                    deliver(following)
-                    self.delivered += 1
-                if self.requested - self.delivered <= self.window // 2:
-                    self.requested = self.delivered + self.window
-                    request = self._request()
+            request = self._request() if self._arrived(seq, sequenced.message) else None
         if request is not None and self.reply is not None:
             self.reply(request)
+
+    def arrived_run(self, run: list[tuple[int, Any]]) -> None:
+        """Take a run of sequenced messages under one hold of the lock, answering with one request at most.
+
+        The same steps as `arrived` for each item in turn; a request that any
+        of them calls for is made once, after the last, from the state then
+        (both of its numbers only grow, so the later request says no less).
+        """
+        half = self.window // 2
+        deliver = self.deliver
+        need = False
+        with self.lock:
+            self.heard = True
+            for seq, message in run:
+                if seq == self.delivered + 1 and not self.early and self.requested - seq > half:
+                    deliver(message)
+                    self.delivered = seq
+                elif self._arrived(seq, message):
+                    need = True
+            request = self._request() if need else None
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def _arrived(self, seq: int, message: Any) -> bool:
+        """Take a message off the common path, under the lock; return whether a request is due."""
+        if seq <= self.delivered or seq in self.early:
+            self.duplicates += 1
+            return True  # the producer did not hear our confirmation
+        if seq != self.delivered + 1:
+            if seq <= self.requested:
+                self.early[seq] = message
+                self.early_count += 1
+                return True  # a gap: say where it starts (the producer resends)
+            return False
+        # Told under the lock: a mailbox append, and what keeps the handler's order.
+        deliver = self.deliver
+        deliver(message)
+        self.delivered = seq
+        early = self.early
+        while early:
+            following = early.pop(self.delivered + 1, None)
+            if following is None:
+                break
+            deliver(following)
+            self.delivered += 1
+        if self.requested - self.delivered <= self.window // 2:
+            self.requested = self.delivered + self.window
+            return True
+        return False
 
     def _request(self) -> Request | None:
         if self.reply is None:
@@ -519,6 +602,15 @@ class ConsumerRef(ActorRef[Any]):
             state.arrived(message)
         else:
             super().tell(message)
+
+    def tell_run(self, run: list[tuple[int, Any]]) -> None:
+        """Take a run of (seq, message) pairs at once: a local producer's seam, the same as telling each."""
+        state = self._state
+        if state is not None and self._cell.alive:
+            state.arrived_run(run)
+        else:
+            for seq, message in run:
+                super().tell(SequencedMessage(seq, message))
 
 
 class ConsumerController(Actor):
