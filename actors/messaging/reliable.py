@@ -130,6 +130,7 @@ class ConsumerStatistics:
 class _Register:
     producer: ActorRef[Any]
     first: int = 1  # the producer's first unconfirmed seq (a producer resumed from its outbox starts past 1)
+    registered: bool = False  # a local producer registered itself on the consumer's state already
 
 
 @attrs.frozen
@@ -218,6 +219,7 @@ class _ProducerState:
 
     __slots__ = (
         "_send",
+        "_send_one",
         "_send_run",
         "buffer",
         "confirmed",
@@ -243,11 +245,14 @@ class _ProducerState:
         initial: float,
         maximum: float,
         outbox: _Outbox | None = None,
+        *,
         send_run: Callable[[list[tuple[int, Any]]], None] | None = None,
+        send_one: Callable[[int, Any], None] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self._send = send
         self._send_run = send_run if send_run is not None else self._send_each
+        self._send_one = send_one if send_one is not None else self._send_pair
         self.outbox = outbox
         self.local = threading.local()
         self.initial = initial
@@ -292,6 +297,9 @@ class _ProducerState:
         finally:
             local.queue = None
 
+    def _send_pair(self, seq: int, message: Any) -> None:
+        self._send(SequencedMessage(seq, message))
+
     def _send_each(self, run: list[tuple[int, Any]]) -> None:
         send = self._send
         for seq, message in run:
@@ -312,7 +320,7 @@ class _ProducerState:
         if send_now:
             # Straight out, without the trampoline: everything before it is out already, and a
             # request coming back during this call finds nothing of this thread's to overtake.
-            self._send(SequencedMessage(seq, message))
+            self._send_one(seq, message)
         return seq
 
     def requested(self, request: Request) -> None:
@@ -425,16 +433,28 @@ class ProducerController(Actor):
         check_seconds("max_resend_interval", max_resend_interval, owner="ProducerController")
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
-        send_run = consumer.tell_run if link is None and isinstance(consumer, ConsumerRef) else None
+        local = link is None and isinstance(consumer, ConsumerRef)
+        send_run = consumer.tell_run if local else None  # type: ignore[attr-defined]
+        send_one = consumer.tell_one if local else None  # type: ignore[attr-defined]
         self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
-        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox, send_run)
+        self.state = _ProducerState(
+            send, resend_interval, max_resend_interval, self.outbox, send_run=send_run, send_one=send_one
+        )
         ref = self.actor_ref
+        self.registered = False
         if isinstance(ref, ProducerRef):
             ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
+            consumer_state = consumer._state if send_run is not None else None  # type: ignore[attr-defined]  # noqa: SLF001
+            if consumer_state is not None and consumer.is_alive():
+                # A local consumer without a link: registered here, on the spawning thread, so the
+                # first window is granted before `spawn` returns and the first tells go straight
+                # out (registered by a message, they would queue until the consumer's turn).
+                consumer_state.register(ref.tell, self.state.confirmed + 1)
+                self.registered = True
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
-        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1))  # type: ignore[arg-type]
+        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1, self.registered))  # type: ignore[arg-type]
         self.timers.start_single_timer("resend", _Tick(), self.state.interval)
 
     def on_stop(self) -> None:
@@ -492,17 +512,16 @@ class _ConsumerState:
         self.heard = False
         self.duplicates = self.early_count = self.requests = 0
 
-    def arrived(self, sequenced: SequencedMessage) -> None:
-        """Take one sequenced message (from any thread)."""
-        seq = sequenced.seq
+    def arrived(self, seq: int, message: Any) -> None:
+        """Take message number `seq` (from any thread)."""
         with self.lock:
             self.heard = True
             if seq == self.delivered + 1 and not self.early and self.requested - seq > self.window // 2:
                 # The common case: the next one, no gap, no request due.
-                self.deliver(sequenced.message)
+                self.deliver(message)
                 self.delivered = seq
                 return
-            request = self._request() if self._arrived(seq, sequenced.message) else None
+            request = self._request() if self._arrived(seq, message) else None
         if request is not None and self.reply is not None:
             self.reply(request)
 
@@ -599,9 +618,17 @@ class ConsumerRef(ActorRef[Any]):
         """Take a sequenced message (or hand anything else to the controller's mailbox)."""
         state = self._state
         if state is not None and message.__class__ is SequencedMessage and self._cell.alive:
-            state.arrived(message)
+            state.arrived(message.seq, message.message)
         else:
             super().tell(message)
+
+    def tell_one(self, seq: int, message: Any) -> None:
+        """Take message number `seq`: a local producer's seam, the same as telling its `SequencedMessage`."""
+        state = self._state
+        if state is not None and self._cell.alive:
+            state.arrived(seq, message)
+        else:
+            super().tell(SequencedMessage(seq, message))
 
     def tell_run(self, run: list[tuple[int, Any]]) -> None:
         """Take a run of (seq, message) pairs at once: a local producer's seam, the same as telling each."""
@@ -650,13 +677,15 @@ class ConsumerController(Actor):
         """Handle registration, ticks, statistics, and sequenced messages that came through the mailbox."""
         cls = message.__class__
         if cls is SequencedMessage:
-            self.state.arrived(message)
+            self.state.arrived(message.seq, message.message)
         elif cls is _Tick:
             self.state.tick()
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is _Register:
-            producer = message.producer
-            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell, message.first)
+            if not message.registered:
+                producer = message.producer
+                reply = self.link(producer.tell) if self.link is not None else producer.tell
+                self.state.register(reply, message.first)
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is GetStatistics:
             return self.state.statistics()

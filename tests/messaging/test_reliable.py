@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from actors import ActorSystem, ManualClock
 from actors.messaging import ConsumerController, LossyLink, ProducerController, spawn_service
-from actors.messaging.reliable import GetStatistics, Request, SequencedMessage, _ConsumerState
+from actors.messaging.reliable import GetStatistics, Request, _ConsumerState
 from tests.messaging.helpers import Recorder
 
 
@@ -88,7 +88,7 @@ def test_a_run_is_taken_exactly_as_its_items_told_one_by_one(window: int, arriva
     batched.register(many_requests.append, 1)
     for run in arrivals:
         for seq in run:
-            single.arrived(SequencedMessage(seq, seq))
+            single.arrived(seq, seq)
         batched.arrived_run([(seq, seq) for seq in run])
         assert many == one
         assert (batched.delivered, batched.requested, batched.duplicates, batched.early_count) == (
