@@ -119,3 +119,26 @@ def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness
 def test_importing_actors_and_actors_cluster_does_not_import_ray() -> None:
     code = "import sys, actors, actors.cluster; assert 'ray' not in sys.modules, 'ray was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_ray_asking_for_the_ray_transport_raises_cluster_unavailable_naming_the_extra() -> None:
+    """`actors.cluster.RayTransport` on a machine without Ray: `ClusterUnavailableError`, which says what to install.
+
+    Run in a fresh interpreter where ``import ray`` fails (a None entry in
+    `sys.modules` is how Python marks a module as unimportable).
+    """
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import actors.cluster\n"
+        "from actors.errors import ClusterUnavailableError\n"
+        "try:\n"
+        "    actors.cluster.RayTransport\n"
+        "except ClusterUnavailableError as exc:\n"
+        "    assert isinstance(exc, ConnectionError), type(exc).__mro__\n"
+        "    assert \"pip install 'troupe-actors[ray]'\" in str(exc), str(exc)\n"
+        "    assert 'MemoryTransport' in str(exc), str(exc)\n"
+        "    assert isinstance(exc.__cause__, ImportError), repr(exc.__cause__)\n"
+        "else:\n"
+        "    raise SystemExit('no ClusterUnavailableError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
