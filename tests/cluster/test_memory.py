@@ -109,6 +109,21 @@ def test_the_receiver_reorders_frames_and_drops_duplicates() -> None:
     assert list(out.unacked) == [4]
 
 
+def test_an_outbox_flushes_at_once_when_the_link_is_idle_or_all_it_sent_is_acknowledged() -> None:
+    """Nagle's rule beside the idle rule: a lone ask goes at once, a busy link batches until acknowledged."""
+    config = LinkConfig(idle_after=0.5, flush_after=1.0)
+    out = Outbox("a", 1, "b", config)
+    assert out.append((wire.TELL, "x", b"1"), 0.0)  # nothing sent yet: idle
+    assert out.take(0.0, 0, force=True) is not None
+    assert not out.append((wire.TELL, "x", b"2"), 0.1)  # frame 1 unacknowledged and sent 0.1 s ago: batch
+    assert not out.append((wire.TELL, "x", b"3"), 0.1)  # not the first item waiting: batch
+    assert out.take(0.2, 0, force=True) is not None
+    out.acked(2)  # every frame acknowledged (the reply to an ask carries this)
+    assert out.append((wire.TELL, "x", b"4"), 0.21)  # so the next lone item goes at once, though sent 0.01 s ago
+    assert out.take(0.21, 0, force=True) is not None
+    assert out.append((wire.TELL, "x", b"5"), 0.9)  # unacknowledged, but idle for 0.69 s: at once
+
+
 def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness) -> None:
     memory.start("a")
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
