@@ -83,16 +83,18 @@ class Outbox:
     def append(self, item: tuple[Any, ...], now: float) -> bool:
         """Queue `item`; return True if the outbox should be flushed now, on the sending thread.
 
-        That is when it is full, or when the link was idle (nothing sent for
-        `idle_after`): a lone message (an ask, its reply) goes at once instead
-        of waiting for the tick, while a busy link still batches.
+        That is when it is full, or when the link is idle: nothing sent for
+        `idle_after`, or every frame sent acknowledged (Nagle's rule). A lone
+        message (an ask, its reply: each frame's ack rides on the other's)
+        goes at once instead of waiting for the tick, while a busy link,
+        whose frames are still unacknowledged, batches.
         """
         with self.lock:
             items = self.items
             if not items:
                 self.first_at = now
                 items.append(item)
-                return now - self.last_sent >= self.config.idle_after
+                return not self.unacked or now - self.last_sent >= self.config.idle_after
             items.append(item)
             return len(items) >= self.config.max_batch
 

@@ -44,7 +44,11 @@ sits behind its own lock, held for a few dict operations and the handler's
 mailbox append (which keeps delivery in order); what one side sends the
 other is sent after its lock is released, so the two locks never nest. The
 controller actors themselves handle the timer ticks, registration and
-statistics, in their mailboxes.
+statistics, in their mailboxes. A producer whose consumer is local and has no
+link hands it what it sends from its buffer (a refilled window, a resend) as
+one run of (seq, message) pairs, taken under one hold of the consumer's lock
+and answered with one request at most: the same steps as telling each item
+(a hypothesis test holds the two paths equal), at a third less per message.
 
 Timers run on the system's clock (a `ManualClock` drives them in tests).
 `LossyLink` may be called from any thread.
@@ -126,6 +130,7 @@ class ConsumerStatistics:
 class _Register:
     producer: ActorRef[Any]
     first: int = 1  # the producer's first unconfirmed seq (a producer resumed from its outbox starts past 1)
+    registered: bool = False  # a local producer registered itself on the consumer's state already
 
 
 @attrs.frozen
@@ -212,11 +217,42 @@ def _decode_payload(payload: str) -> Any:
 class _ProducerState:
     """The producer's protocol state; every method may run on any thread."""
 
+    __slots__ = (
+        "_send",
+        "_send_one",
+        "_send_run",
+        "buffer",
+        "confirmed",
+        "fast_resent",
+        "initial",
+        "interval",
+        "local",
+        "lock",
+        "maximum",
+        "next_seq",
+        "outbox",
+        "progress",
+        "repeats",
+        "resent",
+        "sent",
+        "sent_up_to",
+        "up_to",
+    )
+
     def __init__(
-        self, send: Callable[[Any], None], initial: float, maximum: float, outbox: _Outbox | None = None
+        self,
+        send: Callable[[Any], None],
+        initial: float,
+        maximum: float,
+        outbox: _Outbox | None = None,
+        *,
+        send_run: Callable[[list[tuple[int, Any]]], None] | None = None,
+        send_one: Callable[[int, Any], None] | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self._send = send
+        self._send_run = send_run if send_run is not None else self._send_each
+        self._send_one = send_one if send_one is not None else self._send_pair
         self.outbox = outbox
         self.local = threading.local()
         self.initial = initial
@@ -237,26 +273,37 @@ class _ProducerState:
             self.next_seq, self.buffer = outbox.load()
             self.confirmed = self.sent_up_to = min(self.buffer, default=self.next_seq) - 1
 
-    def send(self, item: SequencedMessage) -> None:
-        """Send `item` to the consumer, after what this thread is sending already.
+    def send(self, run: list[tuple[int, Any]]) -> None:
+        """Send `run`, (seq, message) pairs, to the consumer, after what this thread is sending already.
 
         The consumer runs on the caller's thread too, and its request may
         come straight back here: sent at once, it would overtake the rest of
         the batch being sent (and each window's request would nest one call
-        deeper). So a thread already sending a batch queues it (a trampoline).
+        deeper). So a thread already sending queues the run (a trampoline).
+        A local consumer without a link takes a whole run in one call and
+        under one hold of its lock (`ConsumerRef.tell_run`); anything else is
+        told the run's items one by one.
         """
         local = self.local
         queue = getattr(local, "queue", None)
         if queue is not None:
-            queue.append(item)
+            queue.append(run)
             return
-        local.queue = queue = deque((item,))
-        send = self._send
+        local.queue = queue = deque((run,))
+        send_run = self._send_run
         try:
             while queue:
-                send(queue.popleft())
+                send_run(queue.popleft())
         finally:
             local.queue = None
+
+    def _send_pair(self, seq: int, message: Any) -> None:
+        self._send(SequencedMessage(seq, message))
+
+    def _send_each(self, run: list[tuple[int, Any]]) -> None:
+        send = self._send
+        for seq, message in run:
+            send(SequencedMessage(seq, message))
 
     def accept(self, message: Any) -> int:
         with self.lock:
@@ -265,14 +312,15 @@ class _ProducerState:
                 self.outbox.accept(seq, message)  # committed before the tell returns
             self.next_seq = seq + 1
             self.buffer[seq] = message
-            send_now = seq <= self.up_to and self.sent_up_to == seq - 1
+            # Sent now only if everything before it is out and the window allows it.
+            send_now = self.sent_up_to == seq - 1 and seq <= self.up_to
             if send_now:
                 self.sent_up_to = seq
                 self.sent += 1
         if send_now:
             # Straight out, without the trampoline: everything before it is out already, and a
             # request coming back during this call finds nothing of this thread's to overtake.
-            self._send(SequencedMessage(seq, message))
+            self._send_one(seq, message)
         return seq
 
     def requested(self, request: Request) -> None:
@@ -299,15 +347,16 @@ class _ProducerState:
             self.up_to = max(self.up_to, request.up_to)
             first = self.sent_up_to + 1
             last = min(self.up_to, self.next_seq - 1)
-            out = [SequencedMessage(seq, self.buffer[seq]) for seq in range(first, last + 1)]
+            seqs = range(first, last + 1)
+            out = list(zip(seqs, map(self.buffer.__getitem__, seqs), strict=True))
             if out:
                 self.sent_up_to = last
                 self.sent += len(out)
             if retry:
                 self.resent += 1
-                out.insert(0, SequencedMessage(retry, self.buffer[retry]))
-        for each in out:
-            self.send(each)
+                out.insert(0, (retry, self.buffer[retry]))
+        if out:
+            self.send(out)
 
     def tick(self) -> float:
         """Resend what is out if nothing was confirmed since the last tick; return the next interval."""
@@ -316,15 +365,14 @@ class _ProducerState:
                 self.interval = self.initial
                 out = []
             else:
-                out = [
-                    SequencedMessage(seq, self.buffer[seq]) for seq in range(self.confirmed + 1, self.sent_up_to + 1)
-                ]
+                seqs = range(self.confirmed + 1, self.sent_up_to + 1)
+                out = list(zip(seqs, map(self.buffer.__getitem__, seqs), strict=True))
                 self.resent += len(out)
                 self.interval = min(self.interval * 2, self.maximum)
             self.progress = False
             interval = self.interval
-        for each in out:
-            self.send(each)
+        if out:
+            self.send(out)
         return interval
 
     def statistics(self) -> ProducerStatistics:
@@ -346,10 +394,10 @@ class ProducerRef(ActorRef[Any]):
         state = self._state
         if state is None or message.__class__ in _CONTROL or not self._cell.alive:
             super().tell(message)
-        elif message.__class__ is Request:
-            state.requested(message)
-        else:
+        elif message.__class__ is not Request:
             state.accept(message)
+        else:
+            state.requested(message)
 
 
 class ProducerController(Actor):
@@ -385,15 +433,28 @@ class ProducerController(Actor):
         check_seconds("max_resend_interval", max_resend_interval, owner="ProducerController")
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
+        local = link is None and isinstance(consumer, ConsumerRef)
+        send_run = consumer.tell_run if local else None  # type: ignore[attr-defined]
+        send_one = consumer.tell_one if local else None  # type: ignore[attr-defined]
         self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
-        self.state = _ProducerState(send, resend_interval, max_resend_interval, self.outbox)
+        self.state = _ProducerState(
+            send, resend_interval, max_resend_interval, self.outbox, send_run=send_run, send_one=send_one
+        )
         ref = self.actor_ref
+        self.registered = False
         if isinstance(ref, ProducerRef):
             ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
+            consumer_state = consumer._state if send_run is not None else None  # type: ignore[attr-defined]  # noqa: SLF001
+            if consumer_state is not None and consumer.is_alive():
+                # A local consumer without a link: registered here, on the spawning thread, so the
+                # first window is granted before `spawn` returns and the first tells go straight
+                # out (registered by a message, they would queue until the consumer's turn).
+                consumer_state.register(ref.tell, self.state.confirmed + 1)
+                self.registered = True
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
-        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1))  # type: ignore[arg-type]
+        self.consumer.tell(_Register(self.actor_ref, self.state.confirmed + 1, self.registered))  # type: ignore[arg-type]
         self.timers.start_single_timer("resend", _Tick(), self.state.interval)
 
     def on_stop(self) -> None:
@@ -422,6 +483,21 @@ class ProducerController(Actor):
 class _ConsumerState:
     """The consumer's protocol state; every method may run on any thread."""
 
+    __slots__ = (
+        "acked",
+        "deliver",
+        "delivered",
+        "duplicates",
+        "early",
+        "early_count",
+        "heard",
+        "lock",
+        "reply",
+        "requested",
+        "requests",
+        "window",
+    )
+
     def __init__(self, deliver: Callable[[Any], None], window: int) -> None:
         self.lock = threading.Lock()
         self.deliver = deliver
@@ -436,41 +512,67 @@ class _ConsumerState:
         self.heard = False
         self.duplicates = self.early_count = self.requests = 0
 
-    def arrived(self, sequenced: SequencedMessage) -> None:
-        seq = sequenced.seq
+    def arrived(self, seq: int, message: Any) -> None:
+        """Take message number `seq` (from any thread)."""
         with self.lock:
             self.heard = True
             if seq == self.delivered + 1 and not self.early and self.requested - seq > self.window // 2:
                 # The common case: the next one, no gap, no request due.
-                self.deliver(sequenced.message)
+                self.deliver(message)
                 self.delivered = seq
                 return
-            request = None
-            if seq <= self.delivered or seq in self.early:
-                self.duplicates += 1
-                request = self._request()  # the producer did not hear our confirmation
-            elif seq != self.delivered + 1:
-                if seq <= self.requested:
-                    request = self._request()  # a gap: say where it starts (the producer resends)
-                    self.early[seq] = sequenced.message
-                    self.early_count += 1
-            else:
-                # Told under the lock: a mailbox append, and what keeps the handler's order.
-                deliver = self.deliver
-                deliver(sequenced.message)
-                self.delivered = seq
-                early = self.early
-                while early:
-                    following = early.pop(self.delivered + 1, None)
-                    if following is None:
-                        break
-                    deliver(following)
-                    self.delivered += 1
-                if self.requested - self.delivered <= self.window // 2:
-                    self.requested = self.delivered + self.window
-                    request = self._request()
+            request = self._request() if self._arrived(seq, message) else None
         if request is not None and self.reply is not None:
             self.reply(request)
+
+    def arrived_run(self, run: list[tuple[int, Any]]) -> None:
+        """Take a run of sequenced messages under one hold of the lock, answering with one request at most.
+
+        The same steps as `arrived` for each item in turn; a request that any
+        of them calls for is made once, after the last, from the state then
+        (both of its numbers only grow, so the later request says no less).
+        """
+        half = self.window // 2
+        deliver = self.deliver
+        need = False
+        with self.lock:
+            self.heard = True
+            for seq, message in run:
+                if seq == self.delivered + 1 and not self.early and self.requested - seq > half:
+                    deliver(message)
+                    self.delivered = seq
+                elif self._arrived(seq, message):
+                    need = True
+            request = self._request() if need else None
+        if request is not None and self.reply is not None:
+            self.reply(request)
+
+    def _arrived(self, seq: int, message: Any) -> bool:
+        """Take a message off the common path, under the lock; return whether a request is due."""
+        if seq <= self.delivered or seq in self.early:
+            self.duplicates += 1
+            return True  # the producer did not hear our confirmation
+        if seq != self.delivered + 1:
+            if seq <= self.requested:
+                self.early[seq] = message
+                self.early_count += 1
+                return True  # a gap: say where it starts (the producer resends)
+            return False
+        # Told under the lock: a mailbox append, and what keeps the handler's order.
+        deliver = self.deliver
+        deliver(message)
+        self.delivered = seq
+        early = self.early
+        while early:
+            following = early.pop(self.delivered + 1, None)
+            if following is None:
+                break
+            deliver(following)
+            self.delivered += 1
+        if self.requested - self.delivered <= self.window // 2:
+            self.requested = self.delivered + self.window
+            return True
+        return False
 
     def _request(self) -> Request | None:
         if self.reply is None:
@@ -516,9 +618,26 @@ class ConsumerRef(ActorRef[Any]):
         """Take a sequenced message (or hand anything else to the controller's mailbox)."""
         state = self._state
         if state is not None and message.__class__ is SequencedMessage and self._cell.alive:
-            state.arrived(message)
+            state.arrived(message.seq, message.message)
         else:
             super().tell(message)
+
+    def tell_one(self, seq: int, message: Any) -> None:
+        """Take message number `seq`: a local producer's seam, the same as telling its `SequencedMessage`."""
+        state = self._state
+        if state is not None and self._cell.alive:
+            state.arrived(seq, message)
+        else:
+            super().tell(SequencedMessage(seq, message))
+
+    def tell_run(self, run: list[tuple[int, Any]]) -> None:
+        """Take a run of (seq, message) pairs at once: a local producer's seam, the same as telling each."""
+        state = self._state
+        if state is not None and self._cell.alive:
+            state.arrived_run(run)
+        else:
+            for seq, message in run:
+                super().tell(SequencedMessage(seq, message))
 
 
 class ConsumerController(Actor):
@@ -558,13 +677,15 @@ class ConsumerController(Actor):
         """Handle registration, ticks, statistics, and sequenced messages that came through the mailbox."""
         cls = message.__class__
         if cls is SequencedMessage:
-            self.state.arrived(message)
+            self.state.arrived(message.seq, message.message)
         elif cls is _Tick:
             self.state.tick()
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is _Register:
-            producer = message.producer
-            self.state.register(self.link(producer.tell) if self.link is not None else producer.tell, message.first)
+            if not message.registered:
+                producer = message.producer
+                reply = self.link(producer.tell) if self.link is not None else producer.tell
+                self.state.register(reply, message.first)
             self.timers.start_single_timer("request", _Tick(), self.interval)
         elif cls is GetStatistics:
             return self.state.statistics()

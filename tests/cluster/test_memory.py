@@ -109,6 +109,21 @@ def test_the_receiver_reorders_frames_and_drops_duplicates() -> None:
     assert list(out.unacked) == [4]
 
 
+def test_an_outbox_flushes_at_once_when_the_link_is_idle_or_all_it_sent_is_acknowledged() -> None:
+    """Nagle's rule beside the idle rule: a lone ask goes at once, a busy link batches until acknowledged."""
+    config = LinkConfig(idle_after=0.5, flush_after=1.0)
+    out = Outbox("a", 1, "b", config)
+    assert out.append((wire.TELL, "x", b"1"), 0.0)  # nothing sent yet: idle
+    assert out.take(0.0, 0, force=True) is not None
+    assert not out.append((wire.TELL, "x", b"2"), 0.1)  # frame 1 unacknowledged and sent 0.1 s ago: batch
+    assert not out.append((wire.TELL, "x", b"3"), 0.1)  # not the first item waiting: batch
+    assert out.take(0.2, 0, force=True) is not None
+    out.acked(2)  # every frame acknowledged (the reply to an ask carries this)
+    assert out.append((wire.TELL, "x", b"4"), 0.21)  # so the next lone item goes at once, though sent 0.01 s ago
+    assert out.take(0.21, 0, force=True) is not None
+    assert out.append((wire.TELL, "x", b"5"), 0.9)  # unacknowledged, but idle for 0.69 s: at once
+
+
 def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness) -> None:
     memory.start("a")
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
@@ -118,4 +133,27 @@ def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness
 
 def test_importing_actors_and_actors_cluster_does_not_import_ray() -> None:
     code = "import sys, actors, actors.cluster; assert 'ray' not in sys.modules, 'ray was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_ray_asking_for_the_ray_transport_raises_cluster_unavailable_naming_the_extra() -> None:
+    """`actors.cluster.RayTransport` on a machine without Ray: `ClusterUnavailableError`, which says what to install.
+
+    Run in a fresh interpreter where ``import ray`` fails (a None entry in
+    `sys.modules` is how Python marks a module as unimportable).
+    """
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import actors.cluster\n"
+        "from actors.errors import ClusterUnavailableError\n"
+        "try:\n"
+        "    actors.cluster.RayTransport\n"
+        "except ClusterUnavailableError as exc:\n"
+        "    assert isinstance(exc, ConnectionError), type(exc).__mro__\n"
+        "    assert \"pip install 'troupe-actors[ray]'\" in str(exc), str(exc)\n"
+        "    assert 'MemoryTransport' in str(exc), str(exc)\n"
+        "    assert isinstance(exc.__cause__, ImportError), repr(exc.__cause__)\n"
+        "else:\n"
+        "    raise SystemExit('no ClusterUnavailableError')\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

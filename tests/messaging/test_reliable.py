@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import ActorSystem, ManualClock
 from actors.messaging import ConsumerController, LossyLink, ProducerController, spawn_service
-from actors.messaging.reliable import GetStatistics
+from actors.messaging.reliable import GetStatistics, Request, _ConsumerState
 from tests.messaging.helpers import Recorder
 
 
@@ -63,3 +65,40 @@ def test_the_consumer_grants_a_window_and_refills_it_at_half(system: ActorSystem
 def test_a_lossy_link_refuses_fractions_outside_zero_to_one() -> None:
     with pytest.raises(ValueError, match="fraction"):
         LossyLink(drop=1.0)
+
+
+@given(
+    window=st.integers(min_value=2, max_value=12),
+    arrivals=st.lists(st.lists(st.integers(min_value=1, max_value=40), max_size=15), max_size=12),
+)
+def test_a_run_is_taken_exactly_as_its_items_told_one_by_one(window: int, arrivals: list[list[int]]) -> None:
+    """`arrived_run` (a local producer's batches) delivers and requests what `arrived` per item would.
+
+    Runs of arbitrary seqs (gaps, duplicates, beyond the window) against the
+    one-by-one path: the same messages delivered in the same order, the same
+    counters, and the last request the same (a run answers once, after its last item).
+    """
+    one: list[int] = []
+    many: list[int] = []
+    one_requests: list[Request] = []
+    many_requests: list[Request] = []
+    single = _ConsumerState(one.append, window)
+    batched = _ConsumerState(many.append, window)
+    single.register(one_requests.append, 1)
+    batched.register(many_requests.append, 1)
+    for run in arrivals:
+        for seq in run:
+            single.arrived(seq, seq)
+        batched.arrived_run([(seq, seq) for seq in run])
+        assert many == one
+        assert (batched.delivered, batched.requested, batched.duplicates, batched.early_count) == (
+            single.delivered,
+            single.requested,
+            single.duplicates,
+            single.early_count,
+        )
+        if any(run) and one_requests[-1:] != many_requests[-1:]:
+            # A run answers once, with the state after its last item; one by one the last answer may come earlier.
+            assert many_requests[-1] == Request(batched.delivered, batched.requested)
+    assert one == sorted(set(one))
+    assert one == list(range(1, len(one) + 1))
