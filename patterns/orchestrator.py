@@ -32,7 +32,9 @@ Durable resume: with a ``journal`` (see `patterns.journal`), a new
 orchestrator in a new process, given the same workflow definitions, resumes
 an execution with `ResumeExecution`: tasks that had ended keep their state and
 result, the ones that were in flight run again (same idempotency key, next
-attempt number), and the rest follow as usual.
+attempt number), one that was waiting for a retry gets it at the time it was
+due on the system clock (the journal keeps the due time; at once if it has
+passed), and the rest follow as usual.
 
 Threading: like every actor it handles one message at a time. Targets' futures
 complete on other threads; their done-callbacks only tell the orchestrator
@@ -763,11 +765,18 @@ class WorkflowOrchestrator(Actor):
         )
         self._runs[execution_id] = run
         self._counts["executions_resumed"] += 1
+        now = self._clock.now()
         for row in record.tasks:
             tr = run.tasks[row.task_id]
             tr.attempts = row.attempts
             tr.started_at = row.started_at
             state = TaskState(row.state)
+            due = row.retry_due
+            if state is TaskState.PENDING and due is not None and due > now and record.state == ExecutionState.RUNNING:
+                # Waiting for a retry when the process ended: it fires at its original due time on the
+                # system clock (one already due is decided below like any pending task, and starts at once).
+                tr.decided = True
+                self.timers.start_single_timer(("retry", run.id, tr.task.id), _RetryDue(run.id, tr.task.id), due - now)
             if state.terminal:
                 tr.state = state
                 tr.decided = True
@@ -1063,9 +1072,9 @@ class WorkflowOrchestrator(Actor):
                 self._counts["retries"] += 1
                 tr.state = TaskState.PENDING
                 tr.error = error
-                if self._journal is not None:
-                    self._journal.task_pending(run.id, tr.task.id, tr.attempts)
                 delay = policy.delay(tr.attempts, self._rng)
+                if self._journal is not None:
+                    self._journal.task_pending(run.id, tr.task.id, tr.attempts, retry_due=now + delay)
                 self.timers.start_single_timer(("retry", run.id, tr.task.id), _RetryDue(run.id, tr.task.id), delay)
                 self._event(run, tr, now)  # after the timer: a watcher that saw it may advance the clock
                 return
