@@ -335,9 +335,10 @@ class _Batch:
 
 @attrs.frozen
 class _Credit:
-    """`n` more items may be sent on flow `flow`'s link to the stage that tells it."""
+    """`n` more items may be sent on flow `flow`'s link from stage `stage` (-1: the driver) to the next."""
 
     flow: object
+    stage: int
     n: int
 
 
@@ -384,7 +385,7 @@ class Stage(Actor):
     If you override ``on_receive``, pass what you do not handle to ``super()``'s.
     """
 
-    _pipeline_links: dict[object, _Link] | None = None
+    _pipeline_links: dict[tuple[object, int], _Link] | None = None
 
     def process(self, item: Any) -> Any:
         """Return the item for the next stage (override)."""
@@ -407,7 +408,7 @@ class Stage(Actor):
         if cls is _End:
             links = self._pipeline_links
             if links is not None:
-                links.pop(message.flow, None)
+                links.pop((message.flow, message.stage), None)
             _quiet_tell(message.route[message.stage + 1], _End(message.flow, message.stage + 1, message.route))
             return None
         return self.handle_message(message)
@@ -417,14 +418,19 @@ class Stage(Actor):
         if links is None:
             links = self._pipeline_links = {}
         flow, stage = batch.flow, batch.stage
-        link = links.get(flow)
+        key = (flow, stage)  # one actor may be two stages of one pipeline
+        link = links.get(key)
         if link is None:
-            link = links[flow] = _Link(batch)
+            link = links[key] = _Link(batch)
         items = batch.items
         more: list[_Batch] = []
-        with self.take_queued(
-            lambda q: q.message.__class__ in (_Batch, _Credit) and q.message.flow is flow, limit=_TAKE_LIMIT
-        ) as taken:
+
+        def ours(queued: Any) -> bool:
+            message = queued.message
+            cls = message.__class__
+            return (cls is _Batch or cls is _Credit) and message.flow is flow and message.stage == stage
+
+        with self.take_queued(ours, limit=_TAKE_LIMIT) as taken:
             for queued in taken:
                 if queued.message.__class__ is _Credit:
                     link.credit += queued.message.n
@@ -448,7 +454,7 @@ class Stage(Actor):
 
     def _pipeline_credit(self, credit: _Credit) -> None:
         links = self._pipeline_links
-        link = links.get(credit.flow) if links is not None else None
+        link = links.get((credit.flow, credit.stage)) if links is not None else None
         if link is None:
             return  # a flow that has ended
         link.credit += credit.n
@@ -469,7 +475,7 @@ class Stage(Actor):
         link.credit -= n
         first = link.route
         _quiet_tell(link.downstream, _Batch(link.flow, link.stage + 1, out, self.actor_ref, first.route, first.caps))
-        _quiet_tell(link.upstream, _Credit(link.flow, n))
+        _quiet_tell(link.upstream, _Credit(link.flow, link.stage - 1, n))
 
 
 def _quiet_tell(ref: ActorRef[Any], message: Any) -> None:
@@ -552,6 +558,11 @@ class _Driver(Actor):
             msg = "the pipeline's driver failed"
             _settle_exception(self.future, PipelineItemError(msg, index=self.next_emit, stage=-1))
 
+    def on_stop(self) -> None:
+        if not self.future.done():  # stopped from outside (the system shutting down) before the end
+            msg = f"the pipeline was stopped (its driver {self.actor_ref} stopped) after {self.count} items"
+            _settle_exception(self.future, PipelineItemError(msg, index=self.next_emit, stage=-1))
+
     def _guarded(self, step: Callable[[], None]) -> None:
         try:
             step()
@@ -613,7 +624,7 @@ class _Driver(Actor):
                 self._emit(index, None, dropped=True)
             else:
                 self._emit(index, value, dropped=False)
-        batch.sender.tell(_Credit(self.flow, len(batch.items)))
+        _quiet_tell(batch.sender, _Credit(self.flow, batch.stage - 1, len(batch.items)))
         self._pump()
 
     def _emit(self, index: int, value: Any, *, dropped: bool) -> None:

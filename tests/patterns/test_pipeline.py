@@ -180,6 +180,12 @@ def test_one_stage_serves_two_pipelines_at_once(system: ActorSystem, mode: str) 
     assert second.get(timeout=WAIT).outputs == tuple(-x * 10 for x in range(100))
 
 
+def test_one_stage_actor_can_be_two_stages_of_one_pipeline(system: ActorSystem, mode: str) -> None:
+    twice = stage(system, mode, lambda x: x * 2, "tell")
+    result = pipeline([twice, stage(system, mode, lambda x: x + 1, "tell"), twice], range(60), buffer=2)
+    assert result.get(timeout=WAIT).outputs == tuple((x * 2 + 1) * 2 for x in range(60))
+
+
 def test_unordered_tell_pipeline_emits_every_item(system: ActorSystem, mode: str) -> None:
     stages = [stage(system, mode, lambda x: x + 1, "tell") for _ in range(3)]
     result = pipeline(stages, range(300), buffer=[4, 1, 7], ordered=False).get(timeout=WAIT)
