@@ -443,6 +443,7 @@ BENCHMARKS = (
         params={"items": 20_000, "buffer": 64},
         quick_params={"items": 500, "buffer": 16},
         impls=("pykka", "thread", "pooled", "ask"),
+        quick_impls=("pykka", "thread", "pooled"),  # the ask hand-off only in full runs: keep --quick short
         targets=(Target("pipeline >= 5x the pykka chain", "items_per_s", 5.0, at_most=False, relative=True),),
     ),
     Benchmark(
@@ -456,6 +457,7 @@ BENCHMARKS = (
         params={"items": 10_000, "buffer": 16, "delay": 0.0002},
         quick_params={"items": 300, "buffer": 8, "delay": 0.0002},
         impls=("pykka", "pooled", "ask"),
+        quick_impls=("pykka", "pooled"),
         timeout_s=300.0,
     ),
     Benchmark(
