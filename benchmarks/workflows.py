@@ -49,7 +49,7 @@ from actors import Actor, ActorSystem
 from benchmarks._harness import Benchmark, Metric, Target
 from patterns.consensus import consensus_vote
 from patterns.orchestrator import WorkflowClient, WorkflowOrchestrator
-from patterns.pipeline import pipeline
+from patterns.pipeline import Stage, pipeline
 from patterns.workflow import RunTask, Task, Workflow
 
 __all__ = ["BENCHMARKS", "consensus", "dag", "pipeline_memory", "pipeline_throughput"]
@@ -230,14 +230,29 @@ def dag(impl: str, *, n: int) -> dict[str, float]:
 # -- pipelines --------------------------------------------------------------------------------------
 
 
-class _Stage(Actor):
+class _Stage(Stage):
+    """A `Stage`: items arrive by tell, in batches, with credit (the tell hand-off)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def process(self, item: Any) -> Any:
+        if self.delay:
+            time.sleep(self.delay)  # the simulated slow stage
+        return item + 1 if isinstance(item, int) else item
+
+
+class _AskedStage(Actor):
+    """A plain actor: each item is asked (the ask hand-off, for any actor, a Pool included)."""
+
     def __init__(self, delay: float = 0.0) -> None:
         super().__init__()
         self.delay = delay
 
     def on_receive(self, message: Any) -> Any:
         if self.delay:
-            time.sleep(self.delay)  # the simulated slow stage
+            time.sleep(self.delay)
         return message + 1 if isinstance(message, int) else message
 
 
@@ -302,7 +317,8 @@ def _troupe_pipeline(impl: str, items: Any, delays: list[float], buffer: int, sa
 
     with ActorSystem("bench") as system:
         mode = impl if impl in ("thread", "pooled") else "pooled"
-        stages = [system.spawn(_Stage, d, mode="thread" if d else mode) for d in delays]
+        cls = _AskedStage if impl == "ask" else _Stage
+        stages = [system.spawn(cls, d, mode="thread" if d else mode) for d in delays]
         start = time.perf_counter()
         result = pipeline(stages, items, buffer=buffer, sink=sink).get(timeout=_WAIT_S)
         elapsed = time.perf_counter() - start
@@ -426,7 +442,8 @@ BENCHMARKS = (
         metrics=(Metric("items_per_s", "4-stage pipeline (items/s)", higher_is_better=True),),
         params={"items": 20_000, "buffer": 64},
         quick_params={"items": 500, "buffer": 16},
-        impls=("pykka", "thread", "pooled"),
+        impls=("pykka", "thread", "pooled", "ask"),
+        quick_impls=("pykka", "thread", "pooled"),  # the ask hand-off only in full runs: keep --quick short
         targets=(Target("pipeline >= 5x the pykka chain", "items_per_s", 5.0, at_most=False, relative=True),),
     ),
     Benchmark(
@@ -439,7 +456,8 @@ BENCHMARKS = (
         ),
         params={"items": 10_000, "buffer": 16, "delay": 0.0002},
         quick_params={"items": 300, "buffer": 8, "delay": 0.0002},
-        impls=("pykka", "pooled"),
+        impls=("pykka", "pooled", "ask"),
+        quick_impls=("pykka", "pooled"),
         timeout_s=300.0,
     ),
     Benchmark(

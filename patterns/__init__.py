@@ -36,7 +36,7 @@ from patterns.orchestrator import (
     WorkflowOrchestrator,
     state_key,
 )
-from patterns.pipeline import PipelineResult, pipeline
+from patterns.pipeline import PipelineResult, Stage, pipeline
 from patterns.retry import RetryPolicy
 from patterns.scatter_gather import GatherResult, scatter_gather
 from patterns.workflow import CancelTask, JoinRule, RunTask, Skip, Task, TaskState, TaskTarget, Workflow
@@ -61,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "RunTask",
     "Skip",
+    "Stage",
     "Submitter",
     "Tally",
     "Task",

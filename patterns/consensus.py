@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -231,12 +231,12 @@ class _Vote:
         self._lock = threading.Lock()
         self._failed: list[tuple[str, BaseException]] = []
         self._done = False
-        self._timer: Any = None
+        self._timer: Callable[[], None] | None = None
 
     def start(self) -> Future[VoteResult]:
         if self.deadline is not None:
-            scheduler = next(iter(self.participants.values())).actor_system.scheduler
-            self._timer = (scheduler, scheduler.call_later(self.deadline, self._expire))
+            system = next(iter(self.participants.values())).actor_system
+            self._timer = system.call_later(self.deadline, self._expire)
         for voter, ref in self.participants.items():
             future = ref.ask(self.question, block=False)
             future.add_done_callback(lambda f, voter=voter: self._ballot(voter, f))
@@ -289,6 +289,5 @@ class _Vote:
 
     def _settle(self, result: VoteResult) -> None:
         if self._timer is not None:
-            scheduler, handle = self._timer
-            scheduler.cancel(handle)
+            self._timer()
         self.future.set(result)

@@ -3,7 +3,10 @@
 What it holds, per execution: the workflow id and shape (task ids and
 dependencies, to check a resumed definition against), the execution's
 settings and inputs, its state; per task: state, attempts, times, the result
-(pickled) or the error (its repr).
+(pickled) or the error (its repr), and for a task waiting for a retry when it
+is due (on the system clock: `time.monotonic()`, which holds across processes
+on one host until a reboot; a `ManualClock` in tests), so a resumed retry
+fires at its original due time, at once if that has passed.
 
 Write-ahead: the orchestrator records a task as running, and commits, before
 it hands the attempt to its target; it records the end, and commits, before
@@ -54,6 +57,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     ended_at REAL,
     result BLOB,
     error TEXT,
+    retry_due REAL,
     PRIMARY KEY (execution_id, task_id)
 ) WITHOUT ROWID;
 """
@@ -70,6 +74,8 @@ class TaskRecord:
     ended_at: float | None
     result: Any
     error: str | None
+    retry_due: float | None = None
+    """For a task waiting for a retry: when it is due, on the system clock (`ActorSystem.clock`)."""
 
 
 @attrs.frozen
@@ -107,6 +113,9 @@ class WorkflowJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "retry_due" not in columns:  # a journal written before retry delays were kept
+            self._db.execute("ALTER TABLE tasks ADD COLUMN retry_due REAL")
         # Invariant: True while a transaction holds writes not yet committed.
         self._dirty = False
 
@@ -142,7 +151,7 @@ class WorkflowJournal:
             ),
         )
         self._db.executemany(
-            "INSERT INTO tasks VALUES (?, ?, 'pending', 0, NULL, NULL, NULL, NULL)",
+            "INSERT INTO tasks VALUES (?, ?, 'pending', 0, NULL, NULL, NULL, NULL, NULL)",
             [(execution_id, task_id) for task_id, _ in shape],
         )
 
@@ -150,17 +159,17 @@ class WorkflowJournal:
         """Record that attempt `attempt` of a task is being handed to its target."""
         self._begin()
         self._db.execute(
-            "UPDATE tasks SET state='running', attempts=?, started_at=COALESCE(started_at, ?) "
+            "UPDATE tasks SET state='running', attempts=?, started_at=COALESCE(started_at, ?), retry_due=NULL "
             "WHERE execution_id=? AND task_id=?",
             (attempt, at, execution_id, task_id),
         )
 
-    def task_pending(self, execution_id: str, task_id: str, attempts: int) -> None:
-        """Record that a task waits for its next attempt (a retry's delay)."""
+    def task_pending(self, execution_id: str, task_id: str, attempts: int, retry_due: float | None = None) -> None:
+        """Record that a task waits for its next attempt, due at `retry_due` on the system clock (a retry's delay)."""
         self._begin()
         self._db.execute(
-            "UPDATE tasks SET state='pending', attempts=? WHERE execution_id=? AND task_id=?",
-            (attempts, execution_id, task_id),
+            "UPDATE tasks SET state='pending', attempts=?, retry_due=? WHERE execution_id=? AND task_id=?",
+            (attempts, retry_due, execution_id, task_id),
         )
 
     def task_ended(
@@ -177,7 +186,8 @@ class WorkflowJournal:
         """Record a task's terminal state; `result` is already pickled (see `dumps`)."""
         self._begin()
         self._db.execute(
-            "UPDATE tasks SET state=?, attempts=?, ended_at=?, result=?, error=? WHERE execution_id=? AND task_id=?",
+            "UPDATE tasks SET state=?, attempts=?, ended_at=?, result=?, error=?, retry_due=NULL "
+            "WHERE execution_id=? AND task_id=?",
             (state, attempts, at, result, error, execution_id, task_id),
         )
 
@@ -207,9 +217,10 @@ class WorkflowJournal:
         if row is None:
             return None
         tasks = tuple(
-            TaskRecord(t, s, a, sa, ea, pickle.loads(r) if r is not None else None, e)  # noqa: S301 - our own journal
-            for t, s, a, sa, ea, r, e in self._db.execute(
-                "SELECT task_id, state, attempts, started_at, ended_at, result, error FROM tasks WHERE execution_id=?",
+            TaskRecord(t, s, a, sa, ea, pickle.loads(r) if r is not None else None, e, d)  # noqa: S301 - our own
+            for t, s, a, sa, ea, r, e, d in self._db.execute(
+                "SELECT task_id, state, attempts, started_at, ended_at, result, error, retry_due "
+                "FROM tasks WHERE execution_id=?",
                 (execution_id,),
             )
         )

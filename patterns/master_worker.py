@@ -110,15 +110,15 @@ class _Master:
         self._results: dict[Any, Any] = {}
         self._errors: dict[Any, Exception] = {}
         self._dead: set[Any] = set()
-        self._timer: Any = None
+        self._timer: Callable[[], None] | None = None
 
     def start(self) -> Future[dict[Any, Any]]:
         if not self.work:
             self.future.set({})
             return self.future
         if self.timeout is not None:
-            scheduler = next(iter(self.workers.values())).actor_system.scheduler
-            self._timer = (scheduler, scheduler.call_later(self.timeout, self._expire))
+            system = next(iter(self.workers.values())).actor_system
+            self._timer = system.call_later(self.timeout, self._expire)
         for key, message in self.work.items():
             self._ask(key, self.workers[key], message)
         return self.future
@@ -187,8 +187,7 @@ class _Master:
 
     def _settle(self) -> None:
         if self._timer is not None:
-            scheduler, handle = self._timer
-            scheduler.cancel(handle)
+            self._timer()
         if self.future.done():
             return
         if self._errors:

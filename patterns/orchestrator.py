@@ -32,7 +32,9 @@ Durable resume: with a ``journal`` (see `patterns.journal`), a new
 orchestrator in a new process, given the same workflow definitions, resumes
 an execution with `ResumeExecution`: tasks that had ended keep their state and
 result, the ones that were in flight run again (same idempotency key, next
-attempt number), and the rest follow as usual.
+attempt number), one that was waiting for a retry gets it at the time it was
+due on the system clock (the journal keeps the due time; at once if it has
+passed), and the rest follow as usual.
 
 Threading: like every actor it handles one message at a time. Targets' futures
 complete on other threads; their done-callbacks only tell the orchestrator
@@ -330,13 +332,49 @@ class GetOrchestratorStatistics:
     """Reply with an `OrchestratorStatistics`."""
 
 
-@attrs.frozen(eq=False)
 class _Ended:
-    execution_id: str
-    task_id: str
-    request: RunTask
-    future: Future[Any]
-    worker: int  # the callable worker's index, or -1
+    """An attempt's future is done (told by its done callback). A plain slotted class: one is made per attempt."""
+
+    __slots__ = ("execution_id", "future", "request", "task_id", "worker")
+
+    def __init__(self, execution_id: str, task_id: str, request: RunTask, future: Future[Any], worker: int) -> None:
+        self.execution_id = execution_id
+        self.task_id = task_id
+        self.request = request
+        self.future = future
+        self.worker = worker  # the callable worker's index, or -1
+
+
+_ENDED_PER_TURN = 256
+"""Most `_Ended` the orchestrator takes from behind the one it handles, in one turn (`Actor.take_queued`)."""
+
+
+class _CallEnded:
+    """A callable attempt ended on a worker, which tells this itself (no future per attempt): value or error."""
+
+    __slots__ = ("error", "request", "value", "worker")
+
+    def __init__(self, request: RunTask, value: Any, error: BaseException | None, worker: int) -> None:
+        self.request = request
+        self.value = value
+        self.error = error
+        self.worker = worker
+
+
+@attrs.frozen(eq=False)
+class _BatchFailed:
+    """A worker's batch failed as a whole (the worker stopped or died): the attempts of it still running fail."""
+
+    requests: tuple[RunTask, ...]
+    error: BaseException
+    worker: int
+
+
+_ENDS = (_Ended, _CallEnded)
+
+
+def _is_ended(queued: Any) -> bool:
+    return queued.message.__class__ in _ENDS
 
 
 @attrs.frozen
@@ -378,30 +416,33 @@ _BATCH = 64
 
 @attrs.frozen(eq=False)
 class _CallBatch:
-    # (callable, request, the future its result goes to), run in order.
-    calls: tuple[tuple[Any, RunTask, Future[Any]], ...]
+    calls: tuple[tuple[Any, RunTask], ...]  # (callable, request), run in order
+    reply_to: pykka.ActorRef[Any]  # the orchestrator, told a `_CallEnded` per attempt
+    worker: int
 
 
 class _CallWorker(Actor):
     """Runs plain callables one at a time, in the order given; a child of the orchestrator.
 
     An attempt cancelled (or timed out) before its turn here is not run at all.
-    Every future of a batch is settled, whatever the callables do.
+    Each attempt's end is told to the orchestrator as soon as it ends
+    (`_CallEnded`), whatever the callable does; if the batch fails as a whole
+    (this worker stops or dies), its ask's reply says so (`_BatchFailed`).
     """
 
     def on_receive(self, message: Any) -> None:
         if not isinstance(message, _CallBatch):
             return
-        for fn, request, future in message.calls:
+        reply_to, worker = message.reply_to, message.worker
+        for fn, request in message.calls:
             if request.cancelled():
-                future.set(_Cancelled())
-                continue
-            try:
-                value = fn(request)
-            except Exception as exc:  # noqa: BLE001 - the attempt's failure is its status
-                _settle_exception(future, exc)
+                ended = _CallEnded(request, _Cancelled(), None, worker)
             else:
-                future.set(value)
+                try:
+                    ended = _CallEnded(request, fn(request), None, worker)
+                except Exception as exc:  # noqa: BLE001 - the attempt's failure is its status
+                    ended = _CallEnded(request, None, exc, worker)
+            _tell(reply_to, ended)
 
     def on_stop(self) -> None:
         """Nothing to do: a batch in progress finishes its turn; queued ones become dead letters."""
@@ -645,8 +686,11 @@ class WorkflowOrchestrator(Actor):
     def on_receive(self, message: Any) -> Any:
         """Handle one message; see the message classes for what each replies."""
         try:
-            if isinstance(message, _Ended):
-                self._on_ended(message)
+            if message.__class__ in _ENDS:
+                self._on_ended_group(message)
+                return None
+            if isinstance(message, _BatchFailed):
+                self._on_batch_failed(message)
                 return None
             if isinstance(message, _AttemptTimedOut):
                 self._on_timeout(message)
@@ -763,11 +807,18 @@ class WorkflowOrchestrator(Actor):
         )
         self._runs[execution_id] = run
         self._counts["executions_resumed"] += 1
+        now = self._clock.now()
         for row in record.tasks:
             tr = run.tasks[row.task_id]
             tr.attempts = row.attempts
             tr.started_at = row.started_at
             state = TaskState(row.state)
+            due = row.retry_due
+            if state is TaskState.PENDING and due is not None and due > now and record.state == ExecutionState.RUNNING:
+                # Waiting for a retry when the process ended: it fires at its original due time on the
+                # system clock (one already due is decided below like any pending task, and starts at once).
+                tr.decided = True
+                self.timers.start_single_timer(("retry", run.id, tr.task.id), _RetryDue(run.id, tr.task.id), due - now)
             if state.terminal:
                 tr.state = state
                 tr.decided = True
@@ -954,19 +1005,16 @@ class WorkflowOrchestrator(Actor):
         orchestrator for the GIL); batches cost a few.
         """
         share = max(1, min(_BATCH, -(-len(calls) // self._workers)))
+        me = self.actor_ref
         for start in range(0, len(calls), share):
             chunk = calls[start : start + share]
             worker = self._least_loaded_worker()
-            batch = []
-            for run, tr, request in chunk:
-                future: Future[Any] = Future()
-                batch.append((tr.task.target, request, future))
-                self._when_done(run, tr, request, future, worker)
+            batch = tuple((tr.task.target, request) for _run, tr, request in chunk)
             self._worker_load[worker] += len(chunk)
             # An ask, not a tell: if the worker dies with the batch queued or half run,
-            # the batch's reply fails, and so does every attempt of it not yet settled.
-            done = self._workers_refs[worker].ask(_CallBatch(tuple(batch)), block=False)
-            done.add_done_callback(functools.partial(_settle_batch, batch))
+            # the batch's reply fails, and so does every attempt of it still running.
+            done = self._workers_refs[worker].ask(_CallBatch(batch, me, worker), block=False)
+            done.add_done_callback(functools.partial(_batch_done, me, batch, worker))
 
     def _least_loaded_worker(self) -> int:
         """Return the index of the callable worker with the fewest attempts in flight (spawning them on first use).
@@ -994,22 +1042,56 @@ class WorkflowOrchestrator(Actor):
 
     # -- ends of attempts -------------------------------------------------------------------------
 
-    def _on_ended(self, message: _Ended) -> None:
+    def _on_ended_group(self, first: _Ended | _CallEnded) -> None:
+        """Handle `first` and the `_Ended` queued right behind it, then start and finish once per execution.
+
+        Measured on 10,000 wide no-op callables: one turn per attempt's end
+        cost a flush, a pump and a finished-check each; taking the ends
+        that queue up while a turn runs amortizes them.
+        """
+        touched: dict[str, _Run] = {}
+        self._on_ended(first, touched)
+        with self.take_queued(_is_ended, limit=_ENDED_PER_TURN) as taken:
+            for queued in taken:
+                self._on_ended(queued.message, touched)
+        for run in touched.values():
+            self._pump(run)
+            self._maybe_finished(run)
+
+    def _on_ended(self, message: _Ended | _CallEnded, touched: dict[str, _Run]) -> None:
+        """Record one attempt's end; the caller pumps and checks the executions in `touched`."""
         if message.worker >= 0:
             self._worker_load[message.worker] -= 1
-        run = self._runs.get(message.execution_id)
-        tr = run.tasks.get(message.task_id) if run is not None else None
-        if run is None or tr is None or tr.request is not message.request:
+        request = message.request
+        run = self._runs.get(request.execution_id)
+        tr = run.tasks.get(request.task_id) if run is not None else None
+        if run is None or tr is None or tr.request is not request:
             self._counts["late_results_discarded"] += 1  # timed out or cancelled before it came
             return
-        try:
-            value = message.future.get()
-        except Exception as exc:  # noqa: BLE001 - a task's failure is its status
-            self._attempt_ended(run, tr, None, exc)
+        if isinstance(message, _CallEnded):
+            value, error = message.value, message.error
         else:
-            self._attempt_ended(run, tr, value, None)
-        self._pump(run)
-        self._maybe_finished(run)
+            try:
+                value, error = message.future.get(), None
+            except Exception as exc:  # noqa: BLE001 - a task's failure is its status
+                value, error = None, exc
+        self._attempt_ended(run, tr, value, error)
+        touched[run.id] = run
+
+    def _on_batch_failed(self, message: _BatchFailed) -> None:
+        """A worker's batch failed whole: every attempt of it still running fails with that error."""
+        touched: dict[str, _Run] = {}
+        for request in message.requests:
+            run = self._runs.get(request.execution_id)
+            tr = run.tasks.get(request.task_id) if run is not None else None
+            if run is None or tr is None or tr.request is not request:
+                continue  # it ended (its _CallEnded came first), or was cancelled
+            self._worker_load[message.worker] -= 1
+            self._attempt_ended(run, tr, None, message.error)
+            touched[run.id] = run
+        for run in touched.values():
+            self._pump(run)
+            self._maybe_finished(run)
 
     def _on_timeout(self, message: _AttemptTimedOut) -> None:
         run = self._runs.get(message.execution_id)
@@ -1065,9 +1147,9 @@ class WorkflowOrchestrator(Actor):
                 self._counts["retries"] += 1
                 tr.state = TaskState.PENDING
                 tr.error = error
-                if self._journal is not None:
-                    self._journal.task_pending(run.id, tr.task.id, tr.attempts)
                 delay = policy.delay(tr.attempts, self._rng)
+                if self._journal is not None:
+                    self._journal.task_pending(run.id, tr.task.id, tr.attempts, retry_due=now + delay)
                 self.timers.start_single_timer(("retry", run.id, tr.task.id), _RetryDue(run.id, tr.task.id), delay)
                 self._event(run, tr, now)  # after the timer: a watcher that saw it may advance the clock
                 return
@@ -1202,13 +1284,14 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
     _tell(ref, message)
 
 
-def _settle_batch(batch: list[tuple[Any, RunTask, Future[Any]]], done: Future[Any]) -> None:
-    """A batch's reply came; if it is an error (the worker died), fail every attempt it left unsettled."""
+def _batch_done(
+    orchestrator: pykka.ActorRef[Any], batch: tuple[tuple[Any, RunTask], ...], worker: int, done: Future[Any]
+) -> None:
+    """A batch's reply came (on the worker's thread); if it is an error (the worker died), say so."""
     try:
         done.get()
-    except Exception as exc:  # noqa: BLE001 - given to each attempt
-        for _fn, _request, future in batch:
-            _settle_exception(future, exc)
+    except Exception as exc:  # noqa: BLE001 - given to each attempt still running
+        _tell(orchestrator, _BatchFailed(tuple(request for _fn, request in batch), exc, worker))
 
 
 def _settle(future: Future[Any], value: Any) -> None:

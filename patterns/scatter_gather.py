@@ -24,7 +24,7 @@ interchangeable routees, a `Router` with ``scatter_gather_first`` or
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -133,7 +133,7 @@ class _Gather:
         self.timeout = timeout
         self.backup_after = backup_after
         self.future: Future[GatherResult] = Future()
-        self.scheduler = targets[0].actor_system.scheduler
+        self.system = targets[0].actor_system
         self._lock = threading.Lock()
         self._asked = 0  # Invariant: targets[:_asked] have been asked.
         self._answered: set[int] = set()
@@ -141,11 +141,11 @@ class _Gather:
         self._failures: list[tuple[ActorRef[Any], BaseException]] = []
         self._backups = 0
         self._done = False
-        self._timers: list[Any] = []
+        self._timers: list[Callable[[], None]] = []
 
     def start(self, first: int) -> Future[GatherResult]:
         if self.timeout is not None:
-            self._timers.append(self.scheduler.call_later(self.timeout, lambda: self._end("timeout")))
+            self._timers.append(self.system.call_later(self.timeout, lambda: self._end("timeout")))
         for _ in range(first):
             self._ask_next(backup=False)
         return self.future
@@ -160,7 +160,7 @@ class _Gather:
                 self._backups += 1
             more = self.backup_after is not None and self._asked < len(self.targets)
         if more and self.backup_after is not None:
-            self._timers.append(self.scheduler.call_later(self.backup_after, lambda: self._ask_next(backup=True)))
+            self._timers.append(self.system.call_later(self.backup_after, lambda: self._ask_next(backup=True)))
         target = self.targets[index]
         future = target.ask(self.message, block=False)
         future.add_done_callback(lambda f: self._answer(index, f))
@@ -206,6 +206,6 @@ class _Gather:
                 backups_sent=self._backups,
                 reason=reason,
             )
-        for handle in self._timers:
-            self.scheduler.cancel(handle)
+        for cancel in self._timers:
+            cancel()
         self.future.set(result)

@@ -61,6 +61,7 @@ from actors._core.timers import Scheduler
 from actors.errors import ActorNameTakenError, MetricsOffError, SystemShutdownError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from actors._core.observe import Probe
@@ -365,6 +366,36 @@ class ActorSystem:
     def _actor_thread_exited(self, executor: ThreadExecutor) -> None:
         with self.tree_lock:
             self._actor_threads.discard(executor)
+
+    # -- time ----------------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call `callback` once, `delay` seconds from now on the system's clock; return a function that cancels it.
+
+        For code outside an actor (an actor has ``self.timers``): deadlines of
+        futures, backup requests. Thread contract: any thread may call it;
+        `callback` runs on the system's timer thread (with a `ManualClock`, on
+        the thread calling ``advance()``, before it returns), one callback at a
+        time in deadline order, so it must be quick and never block: tell an
+        actor or settle a future. An exception it raises is logged and the
+        timer goes on. Calling the returned function before the callback runs
+        makes sure it never runs; after, or twice, it does nothing. Nothing
+        fires once the system has shut down.
+
+        Raises:
+            TypeError: `callback` is not callable, or `delay` is not a number.
+            ValueError: `delay` is negative or NaN.
+        """
+        if not callable(callback):
+            msg = f"ActorSystem.call_later: callback must be callable, got {callback!r}"
+            raise TypeError(msg)
+        scheduler = self.scheduler
+        handle = scheduler.call_later(delay, callback)  # type: ignore[arg-type]  # its result is ignored
+
+        def cancel() -> None:
+            scheduler.cancel(handle)
+
+        return cancel
 
     # -- looking up ----------------------------------------------------------------
 
