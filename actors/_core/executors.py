@@ -49,6 +49,7 @@ import itertools
 import math
 import os
 import queue
+import sys
 import threading
 from asyncio import _get_running_loop
 from collections import deque
@@ -61,11 +62,14 @@ from actors.errors import EventLoopError, TroupeInternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+    from types import FrameType
 
     from actors._core.cell import Cell
     from actors._core.clock import Clock
+    from actors._core.timers import Scheduler
 
 __all__ = [
+    "DEFAULT_DISPATCHER",
     "DEFAULT_SLOW_CALLBACK_DURATION",
     "DRAIN",
     "THREAD_STATE",
@@ -73,6 +77,7 @@ __all__ = [
     "DispatcherPool",
     "Executor",
     "HandlerExit",
+    "HeldDispatcherWatch",
     "ThreadExecutor",
     "bind_executor",
     "current_executor",
@@ -145,6 +150,9 @@ class HandlerExit(Exception):  # noqa: N818 - a carrier for SystemExit/KeyboardI
 # -- pooled and thread modes -------------------------------------------------------
 
 
+DEFAULT_DISPATCHER = "default"
+"""The dispatcher group pooled actors run on unless spawned with ``dispatcher=``."""
+
 _SPIN_MAX = 256
 """Most ``sched_yield`` rounds a dispatcher (or a timed asker) spins before it parks.
 
@@ -187,6 +195,11 @@ class DispatcherPool:
         # Idle threads that are not the listener park here; a token wakes one.
         self._gate: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._started = False
+        # The held-dispatcher watch pauses while the pool is idle (it sets
+        # `watch_paused`); the first thread to wake calls `on_wake` to resume it.
+        self.watch_paused = False
+        self.on_wake: Callable[[], None] | None = None
         # Invariant (changed under `_lock`): `_listeners` counts the threads in
         # `_listen` (spinning, or blocked on the run queue), `_parked` those
         # blocked on the gate. `submit` reads both without the lock; see
@@ -211,8 +224,20 @@ class DispatcherPool:
 
     def start(self) -> None:
         """Start the threads."""
+        self._started = True
         for thread in self.threads:
             thread.start()
+
+    def ensure_started(self) -> None:
+        """Start the threads unless they are (a group other than the default starts on first use)."""
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self.start()
+
+    def is_idle(self) -> bool:
+        """Return whether every thread waits for work (a racy read: a hint, for sampling)."""
+        return self._listeners + self._parked >= self.size
 
     def submit(self, cell: Cell) -> None:
         """Queue ``cell.run()``; wake a parked thread if no thread listens."""
@@ -296,6 +321,11 @@ class DispatcherPool:
             self._listeners -= 1
         if cell is not None and self._parked and not self._listeners and self._runq.qsize():
             self._gate.put(True)
+        if self.watch_paused:  # after lowering `_listeners`: see `HeldDispatcherWatch.tick`
+            self.watch_paused = False
+            on_wake = self.on_wake
+            if on_wake is not None:
+                on_wake()
         return cell
 
     def _listen(self) -> Cell | None:
@@ -325,6 +355,137 @@ class DispatcherPool:
 
 
 _yield = os.sched_yield
+
+
+class HeldDispatcherWatch:
+    """Logs, once per actor class, a turn that holds a dispatcher thread of the default group too long.
+
+    A pooled handler that blocks (``time.sleep``, a blocking HTTP call) holds
+    one of a few threads that every pooled actor shares. The watch names the
+    first such actor of each class, the time held and the fixes: thread mode,
+    asyncio, or a dispatcher group of its own (in which blocking is what the
+    group is for, so other groups are not watched).
+
+    Sampled, not timed: reading the clock around every turn would cost the
+    hot path two clock reads (~0.5 µs each here, more than a whole tell).
+    Every ``threshold / 2`` seconds of the system's clock (a timer on its
+    scheduler), the watch looks at what each dispatcher thread runs
+    (`sys._current_frames`, skipped while the pool is idle): a turn is the
+    frame of ``Cell.run`` called from the dispatcher loop, and the same frame
+    object (held here, so its identity cannot be reused) seen again at least
+    `threshold` seconds after it was first seen is one turn that has held its
+    thread that long, and is still holding it. A turn longer than 1.5 x
+    `threshold` is always reported; one between 1x and 1.5x may not be.
+
+    Thread contract: `tick` runs on the scheduler's thread (with a
+    `ManualClock`, on the thread that calls ``advance``), one at a time.
+    """
+
+    def __init__(
+        self, system_name: str, pool: DispatcherPool, threshold: float, now: Callable[[], float], scheduler: Scheduler
+    ) -> None:
+        self.system_name = system_name
+        self.threshold = threshold
+        self._pool = pool
+        self._now = now
+        self._scheduler = scheduler
+        # A single-shot timer re-armed by each tick (not a periodic one): a
+        # ManualClock jumping an hour ticks once, not 36,000 times.
+        self._period = max(threshold / 2, _MIN_WATCH_PERIOD)
+        # Invariant: thread ident -> (the frame of the turn it runs, when first
+        # seen), for the threads seen in a turn at the last tick; only `tick` touches it.
+        self._seen: dict[int | None, tuple[FrameType, float]] = {}
+        # Invariant: the actor classes already reported (once each, per system).
+        self.warned: set[type] = set()
+        self._lock = threading.Lock()
+        # Invariant (under `_lock`): True while a tick is scheduled.
+        self._armed = False
+        pool.on_wake = self.arm
+        self.arm()
+
+    def arm(self) -> None:
+        """Schedule the next tick unless one is (called by a tick, and by the pool when it wakes up)."""
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        self._scheduler.call_later(self._period, self.tick, internal=True)
+
+    def tick(self) -> None:
+        """Sample the pool's threads, report a turn held too long, and schedule the next tick.
+
+        An idle pool is not ticked for (measured: 20 ticks a second cost an
+        idle system ~2 ms of CPU a second): the tick pauses the watch, and
+        the first thread to wake in the pool arms it again (`DispatcherPool._wait`).
+        """
+        with self._lock:
+            self._armed = False
+        pool = self._pool
+        if pool.is_idle():
+            self._seen.clear()
+            pool.watch_paused = True
+            if pool.is_idle():  # checked again after pausing: a thread waking now sees the pause
+                return
+            pool.watch_paused = False
+        try:
+            self._sample()
+        finally:
+            self.arm()
+
+    def _sample(self) -> None:
+        pool = self._pool
+        frames = sys._current_frames()  # noqa: SLF001 - the one way to see what another thread runs
+        now = self._now()
+        seen: dict[int | None, tuple[FrameType, float]] = {}
+        for thread in pool.threads:
+            ident = thread.ident
+            turn = _turn_frame(frames.get(ident)) if ident is not None else None
+            if turn is None:
+                continue
+            earlier = self._seen.get(ident)
+            if earlier is None or earlier[0] is not turn:
+                seen[ident] = (turn, now)
+                continue
+            seen[ident] = earlier
+            held = now - earlier[1]
+            if held >= self.threshold:
+                self._report(turn, held, thread)
+        self._seen = seen
+
+    def _report(self, turn: FrameType, held: float, thread: threading.Thread) -> None:
+        cell = turn.f_locals.get("self")  # Cell.run's own `self`
+        actor_class = getattr(cell, "actor_class", None)
+        if actor_class is None or actor_class in self.warned:
+            return
+        self.warned.add(actor_class)
+        logger.warning(
+            "{} has held dispatcher thread {} of system {!r} for {:.3f} s in one turn and still does "
+            "(slow_callback_duration is {} s); the other pooled actors have one thread fewer meanwhile. "
+            "A handler that blocks belongs elsewhere: spawn it with mode='thread', make it async (mode='asyncio', "
+            "await instead of blocking), or give it a dispatcher group of its own: "
+            "ActorSystem(dispatchers={{'default': N, 'blocking': 32}}) and spawn(..., dispatcher='blocking'). "
+            "Logged once per actor class",
+            cell.ref,  # type: ignore[union-attr]
+            thread.name,
+            self.system_name,
+            held,
+            self.threshold,
+        )
+
+
+_MIN_WATCH_PERIOD = 0.001
+_LOOP_CODE = DispatcherPool._loop.__code__  # noqa: SLF001
+_WAIT_CODE = DispatcherPool._wait.__code__  # noqa: SLF001
+
+
+def _turn_frame(frame: FrameType | None) -> FrameType | None:
+    """Return the frame of the turn a dispatcher thread runs (called from its loop), or None when idle."""
+    below = None
+    while frame is not None:
+        if frame.f_code is _LOOP_CODE:
+            return below if below is not None and below.f_code is not _WAIT_CODE else None
+        below, frame = frame, frame.f_back
+    return None
 _thread_ids = itertools.count()
 
 
