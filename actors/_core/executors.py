@@ -486,6 +486,8 @@ def _turn_frame(frame: FrameType | None) -> FrameType | None:
             return below if below is not None and below.f_code is not _WAIT_CODE else None
         below, frame = frame, frame.f_back
     return None
+
+
 _thread_ids = itertools.count()
 
 

@@ -32,8 +32,8 @@ import os
 import sys
 import threading
 import weakref
-from os import urandom as _urandom
 from collections.abc import Mapping
+from os import urandom as _urandom
 from typing import TYPE_CHECKING, Any, Self
 
 import pykka
