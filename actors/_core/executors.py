@@ -5,7 +5,8 @@ submitted; the cell's `sched` lock guarantees a cell is submitted at most
 once at a time (see `actors._core.cell`). The three kinds:
 
 - `DispatcherPool` (pooled mode): a fixed set of threads sharing one run
-  queue, a C `queue.SimpleQueue` (put/get without Python-level locks).
+  queue, a C `queue.SimpleQueue` (put/get without Python-level locks); a
+  system has one per dispatcher group (``"default"``, and any it is given).
 - `ThreadExecutor` (thread mode): one thread for one actor, alive from spawn
   until the actor terminates, as pykka's `ThreadingActor`.
 - `AsyncioExecutor` (asyncio mode): one event loop that runs the turns of a
@@ -37,7 +38,8 @@ messages) and every step of a handler task is timed on the system's clock;
 one that holds the loop longer than ``slow_callback_duration`` (0.1 s by
 default, as asyncio's own debug-mode threshold) logs a warning naming the
 actor and the time held. All actors on the loop stand still while one holds
-it.
+it. The same threshold applies to a pooled turn holding a dispatcher thread of
+the default group, sampled instead of timed (`HeldDispatcherWatch`).
 """
 
 from __future__ import annotations
