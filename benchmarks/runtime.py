@@ -219,7 +219,7 @@ BENCHMARKS = (
             Metric("idle_cpu_ms_per_s", "idle CPU after the asks (ms per s)", better="less", worse="more"),
         ),
         params={"asks": 20_000},
-        quick_params={"asks": 1_000, "idle_s": 0.2},
+        quick_params={"asks": 1_000, "idle_s": 0.05},
         targets=(
             Target("ask median <= 1/2 of pykka's", "ask_median_us", 0.5, relative=True),
             Target("ask(timeout=) median <= 1/3 of pykka's", "ask_timeout_median_us", 1 / 3, relative=True),
