@@ -178,8 +178,8 @@ class DispatcherPool:
     is hot wakes no thread at all (with every idle thread blocked on the run
     queue, each submit woke a second one that then fought for the GIL: a
     timed ask took ~20 µs instead of ~7 µs). A parked thread is woken when
-    work is queued and nobody listens: by `submit`, or by a thread that takes
-    a cell and sees more queued behind it. An idle pool spins for at most
+    work is queued and nobody listens: by `submit`, or by a listener that
+    takes a cell and sees more queued behind it. An idle pool spins for at most
     `_SPIN_MAX` rounds after its last turn, then blocks: no CPU when idle.
 
     Thread contract: `submit` may be called from any thread by whoever holds
@@ -285,18 +285,15 @@ class DispatcherPool:
 
     def _loop(self) -> None:
         bind_executor(self)
-        runq = self._runq
-        get = runq.get
-        qsize = runq.qsize
+        get = self._runq.get
         while True:
             try:
                 cell = get(False)
             except queue.Empty:
+                # A backlog needs no check here: whoever queued it woke a
+                # thread if none listened, and each thread leaving `_listen`
+                # wakes the next while cells are queued (see `_wait`).
                 cell = self._wait()
-            else:
-                # More queued behind this cell and nobody to take it: wake one.
-                if self._parked and not self._listeners and qsize():
-                    self._wake_one()
             if cell is None:
                 return
             cell.run()
