@@ -22,6 +22,7 @@ __all__ = [
     "CoordinationInputError",
     "CoordinationStoppedError",
     "CoroutineSubscriberError",
+    "DispatcherError",
     "EventLoopError",
     "ExpectationError",
     "HistoryPayloadError",
@@ -93,6 +94,10 @@ class ActorNameTakenError(TroupeError, ValueError):
 
 class ModeError(TroupeError, ValueError):
     """An execution mode name is unknown, or conflicts with the actor class."""
+
+
+class DispatcherError(TroupeError, ValueError):
+    """A dispatcher group named at spawn is unknown, or was given to an actor that runs on no dispatcher."""
 
 
 class NotAnActorError(TroupeError, TypeError):

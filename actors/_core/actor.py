@@ -74,6 +74,15 @@ class Actor(pykka.Actor):
     reentrant: ClassVar[bool] = False
     """Asyncio mode only: handle the next message while a handler awaits (see `AsyncioActor`)."""
 
+    dispatcher: ClassVar[str | None] = None
+    """Pooled mode only: the dispatcher group to run on (a key of ``ActorSystem(dispatchers={...})``).
+
+    None (the default): the ``"default"`` group; ``spawn(..., dispatcher=)``
+    overrides it. A group of its own keeps an actor whose handler blocks
+    (``time.sleep``, a blocking HTTP call) from holding the threads every other
+    pooled actor runs on (Akka's dedicated dispatcher).
+    """
+
     refusals: ClassVar[tuple[type[BaseException], ...]] = ()
     """Exceptions that refuse a request rather than reveal a bug (the shared-service rule).
 
@@ -175,6 +184,7 @@ class Actor(pykka.Actor):
         mode: str | None = None,
         mailbox: MailboxSpec | None = None,
         restart: RestartType | str = "temporary",
+        dispatcher: str | None = None,
         **kwargs: Any,
     ) -> ActorRef[Any]:
         """Spawn a child: it stops before this actor stops (see `ActorSystem.spawn`).
@@ -184,7 +194,15 @@ class Actor(pykka.Actor):
         """
         cell = self._troupe_cell
         return cell.system._spawn(  # noqa: SLF001
-            actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, parent=cell, restart=restart
+            actor_class,
+            args,
+            kwargs,
+            name=name,
+            mode=mode,
+            mailbox=mailbox,
+            parent=cell,
+            restart=restart,
+            dispatcher=dispatcher,
         )
 
     def watch(self, ref: pykka.ActorRef[Any]) -> None:

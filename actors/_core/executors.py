@@ -5,7 +5,8 @@ submitted; the cell's `sched` lock guarantees a cell is submitted at most
 once at a time (see `actors._core.cell`). The three kinds:
 
 - `DispatcherPool` (pooled mode): a fixed set of threads sharing one run
-  queue, a C `queue.SimpleQueue` (put/get without Python-level locks).
+  queue, a C `queue.SimpleQueue` (put/get without Python-level locks); a
+  system has one per dispatcher group (``"default"``, and any it is given).
 - `ThreadExecutor` (thread mode): one thread for one actor, alive from spawn
   until the actor terminates, as pykka's `ThreadingActor`.
 - `AsyncioExecutor` (asyncio mode): one event loop that runs the turns of a
@@ -37,7 +38,8 @@ messages) and every step of a handler task is timed on the system's clock;
 one that holds the loop longer than ``slow_callback_duration`` (0.1 s by
 default, as asyncio's own debug-mode threshold) logs a warning naming the
 actor and the time held. All actors on the loop stand still while one holds
-it.
+it. The same threshold applies to a pooled turn holding a dispatcher thread of
+the default group, sampled instead of timed (`HeldDispatcherWatch`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ import contextlib
 import contextvars
 import itertools
 import math
+import os
 import queue
+import sys
 import threading
 from asyncio import _get_running_loop
 from collections import deque
@@ -60,11 +64,14 @@ from actors.errors import EventLoopError, TroupeInternalError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+    from types import FrameType
 
     from actors._core.cell import Cell
     from actors._core.clock import Clock
+    from actors._core.timers import Scheduler
 
 __all__ = [
+    "DEFAULT_DISPATCHER",
     "DEFAULT_SLOW_CALLBACK_DURATION",
     "DRAIN",
     "THREAD_STATE",
@@ -72,6 +79,7 @@ __all__ = [
     "DispatcherPool",
     "Executor",
     "HandlerExit",
+    "HeldDispatcherWatch",
     "ThreadExecutor",
     "bind_executor",
     "current_executor",
@@ -144,35 +152,107 @@ class HandlerExit(Exception):  # noqa: N818 - a carrier for SystemExit/KeyboardI
 # -- pooled and thread modes -------------------------------------------------------
 
 
+DEFAULT_DISPATCHER = "default"
+"""The dispatcher group pooled actors run on unless spawned with ``dispatcher=``."""
+
+_SPIN_MAX = 256
+"""Most ``sched_yield`` rounds a dispatcher (or a timed asker) spins before it parks.
+
+A parked thread takes ~10 µs to wake here, and a cross-thread ask needs two
+wake-ups (the dispatcher, then the asker): measured, a timed pooled ask went
+from ~20 µs to ~7 µs when both sides spin first (benchmarks/runtime.py, ask).
+"""
+_SPIN_MIN = 8
+
+
 class DispatcherPool:
-    """`size` daemon threads named ``troupe-<system>-dispatcher-<i>`` running cell turns.
+    """`size` daemon threads named ``troupe-<system>-dispatcher-<i>`` (another group: ``-<group>-dispatcher-``).
 
     Fairness comes from the cells: each turn handles at most the system's
     `throughput` messages, then the cell goes to the back of the run queue.
+
+    Waking is shaped for latency without burning a core: at most one idle
+    thread, the *listener*, waits on the run queue, spinning for a short
+    adaptive while (yielding the CPU each round) before it blocks there; the
+    others park on a gate of their own, so that a submit while the listener
+    is hot wakes no thread at all (with every idle thread blocked on the run
+    queue, each submit woke a second one that then fought for the GIL: a
+    timed ask took ~20 µs instead of ~7 µs). A parked thread is woken when
+    work is queued and nobody listens: by `submit`, or by a listener that
+    takes a cell and sees more queued behind it. An idle pool spins for at most
+    `_SPIN_MAX` rounds after its last turn, then blocks: no CPU when idle.
+
+    Thread contract: `submit` may be called from any thread by whoever holds
+    the cell's `sched`; `shutdown` from any thread but the pool's own.
     """
 
-    def __init__(self, system_name: str, size: int) -> None:
+    def __init__(self, system_name: str, size: int, *, group: str = "default") -> None:
         if size < 1:
             msg = f"a dispatcher pool needs at least 1 thread, got {size}"
             raise ValueError(msg)
         self.size = size
+        self.group = group
         self._runq: queue.SimpleQueue[Cell | None] = queue.SimpleQueue()
-        # Bound once: the hot path calls it for every idle-to-busy transition.
-        self.submit = self._runq.put
+        self._put = self._runq.put
+        # Idle threads that are not the listener park here; a token wakes one.
+        self._gate: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = False
+        # The held-dispatcher watch pauses while the pool is idle (it sets
+        # `watch_paused`); the first thread to wake calls `on_wake` to resume it.
+        self.watch_paused = False
+        self.on_wake: Callable[[], None] | None = None
+        # Invariant (changed under `_lock`): `_listeners` counts the threads in
+        # `_listen` (spinning, or blocked on the run queue), `_parked` those
+        # blocked on the gate. `submit` reads both without the lock; see
+        # `_wait` for why no cell is left queued with nobody woken.
+        self._listeners = 0
+        self._parked = 0
+        self._spinning = False
+        # Set by a timed ask, cleared by the spin it allows.
+        self._hot = False
+        # Adaptive spin budgets (rounds): doubled when a spin found what it
+        # waited for, halved when it gave up.
+        self._spin = _SPIN_MAX
+        self._ask_spin = _SPIN_MAX
+        prefix = "" if group == "default" else f"{group}-"
         self.threads = [
-            threading.Thread(target=self._loop, name=f"troupe-{system_name}-dispatcher-{i}", daemon=True)
+            threading.Thread(target=self._loop, name=f"troupe-{system_name}-{prefix}dispatcher-{i}", daemon=True)
             for i in range(size)
         ]
 
+    def __repr__(self) -> str:
+        return f"<DispatcherPool {self.group!r} size={self.size}>"
+
     def start(self) -> None:
         """Start the threads."""
+        self._started = True
         for thread in self.threads:
             thread.start()
+
+    def ensure_started(self) -> None:
+        """Start the threads unless they are (a group other than the default starts on first use)."""
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self.start()
+
+    def is_idle(self) -> bool:
+        """Return whether every thread waits for work (a racy read: a hint, for sampling)."""
+        return self._listeners + self._parked >= self.size
+
+    def submit(self, cell: Cell) -> None:
+        """Queue ``cell.run()``; wake a parked thread if no thread listens."""
+        self._put(cell)
+        if not self._listeners and self._parked:
+            self._wake_one()
 
     def shutdown(self, *, timeout: float | None = None) -> None:
         """Let each thread finish the turns queued before this call, then join them."""
         for _ in self.threads:
             self._runq.put(None)
+        for _ in self.threads:
+            self._gate.put(True)
         for thread in self.threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
@@ -184,11 +264,236 @@ class DispatcherPool:
         and its running turn takes every system message.
         """
 
+    def settle(self, future: Any) -> None:
+        """Spin briefly (yielding the CPU) while `future` is not done, before its asker blocks on it.
+
+        Called by a timed ask to a pooled actor: a reply that comes within the
+        spin costs the asker no wake-up. The budget adapts: a handler that
+        keeps its askers waiting longer than the spin soon costs them ~8
+        yields, not 256.
+        """
+        self._hot = True
+        budget = self._ask_spin
+        for _ in range(budget):
+            if future._done:  # noqa: SLF001 - read-only peek, the future is ours
+                if budget < _SPIN_MAX:
+                    self._ask_spin = budget * 2
+                return
+            _yield()
+        if not future._done and budget > _SPIN_MIN:  # noqa: SLF001
+            self._ask_spin = budget // 2
+
     def _loop(self) -> None:
         bind_executor(self)
         get = self._runq.get
-        while (cell := get()) is not None:
+        while True:
+            try:
+                cell = get(False)
+            except queue.Empty:
+                # A backlog needs no check here: whoever queued it woke a
+                # thread if none listened, and each thread leaving `_listen`
+                # wakes the next while cells are queued (see `_wait`).
+                cell = self._wait()
+            if cell is None:
+                return
             cell.run()
+
+    def _wait(self) -> Cell | None:
+        """Wait for the next cell as the listener, or parked on the gate if there is one already."""
+        # No cell is stranded: a submit puts its cell, then reads the counts;
+        # a thread leaving `_listen` lowers `_listeners` (under the lock),
+        # then looks at the queue. Whichever comes second sees the other, and
+        # wakes a parked thread if the cell is queued with nobody listening.
+        with self._lock:
+            follower = self._listeners > 0
+            if follower:
+                self._parked += 1
+            else:
+                self._listeners += 1
+        if follower:
+            self._gate.get()  # `_wake_one` made this thread a listener
+        cell = self._listen()
+        with self._lock:
+            self._listeners -= 1
+        if cell is not None and self._parked and not self._listeners and self._runq.qsize():
+            self._wake_one()
+        if self.watch_paused:  # after lowering `_listeners`: see `HeldDispatcherWatch.tick`
+            self.watch_paused = False
+            on_wake = self.on_wake
+            if on_wake is not None:
+                on_wake()
+        return cell
+
+    def _wake_one(self) -> None:
+        """Wake a parked thread to listen, unless another thread listens by now."""
+        # The waker counts the woken thread as a listener at once: the submits
+        # that follow, before it is even scheduled, wake nobody else (a token
+        # per submit flooded the gate: ping-pong ran 30% slower).
+        with self._lock:
+            if self._listeners or not self._parked:
+                return
+            self._parked -= 1
+            self._listeners += 1
+        self._gate.put(True)
+
+    def _listen(self) -> Cell | None:
+        runq = self._runq
+        # Spin only after a timed ask (`settle`), whose asker spins too: with
+        # tells alone a spinner only steals the GIL from the threads doing the
+        # work (measured: pinned tell throughput halved, ping-pong -40%).
+        # One spinner is enough (a race may make two, briefly).
+        if self._hot and not self._spinning:
+            self._hot = False
+            self._spinning = True
+            budget = self._spin
+            qsize = runq.qsize
+            found = False
+            for _ in range(budget):
+                _yield()
+                if qsize():
+                    found = True
+                    break
+            self._spinning = False
+            if found:
+                if budget < _SPIN_MAX:
+                    self._spin = budget * 2
+            elif budget > _SPIN_MIN:
+                self._spin = budget // 2
+        return runq.get()
+
+
+_yield = os.sched_yield
+
+
+class HeldDispatcherWatch:
+    """Logs, once per actor class, a turn that holds a dispatcher thread of the default group too long.
+
+    A pooled handler that blocks (``time.sleep``, a blocking HTTP call) holds
+    one of a few threads that every pooled actor shares. The watch names the
+    first such actor of each class, the time held and the fixes: thread mode,
+    asyncio, or a dispatcher group of its own (in which blocking is what the
+    group is for, so other groups are not watched).
+
+    Sampled, not timed: reading the clock around every turn would cost the
+    hot path two clock reads (~0.5 µs each here, more than a whole tell).
+    Every ``threshold / 2`` seconds of the system's clock (a timer on its
+    scheduler), the watch looks at what each dispatcher thread runs
+    (`sys._current_frames`, skipped while the pool is idle): a turn is the
+    frame of ``Cell.run`` called from the dispatcher loop, and the same frame
+    object (held here, so its identity cannot be reused) seen again at least
+    `threshold` seconds after it was first seen is one turn that has held its
+    thread that long, and is still holding it. A turn longer than 1.5 x
+    `threshold` is always reported; one between 1x and 1.5x may not be.
+
+    Thread contract: `tick` runs on the scheduler's thread (with a
+    `ManualClock`, on the thread that calls ``advance``), one at a time.
+    """
+
+    def __init__(
+        self, system_name: str, pool: DispatcherPool, threshold: float, now: Callable[[], float], scheduler: Scheduler
+    ) -> None:
+        self.system_name = system_name
+        self.threshold = threshold
+        self._pool = pool
+        self._now = now
+        self._scheduler = scheduler
+        # A single-shot timer re-armed by each tick (not a periodic one): a
+        # ManualClock jumping an hour ticks once, not 36,000 times.
+        self._period = max(threshold / 2, _MIN_WATCH_PERIOD)
+        # Invariant: thread ident -> (the frame of the turn it runs, when first
+        # seen), for the threads seen in a turn at the last tick; only `tick` touches it.
+        self._seen: dict[int | None, tuple[FrameType, float]] = {}
+        # Invariant: the actor classes already reported (once each, per system).
+        self.warned: set[type] = set()
+        self._lock = threading.Lock()
+        # Invariant (under `_lock`): True while a tick is scheduled.
+        self._armed = False
+        pool.on_wake = self.arm
+        self.arm()
+
+    def arm(self) -> None:
+        """Schedule the next tick unless one is (called by a tick, and by the pool when it wakes up)."""
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        self._scheduler.call_later(self._period, self.tick, internal=True)
+
+    def tick(self) -> None:
+        """Sample the pool's threads, report a turn held too long, and schedule the next tick.
+
+        An idle pool is not ticked for (measured: 20 ticks a second cost an
+        idle system ~2 ms of CPU a second): the tick pauses the watch, and
+        the first thread to wake in the pool arms it again (`DispatcherPool._wait`).
+        """
+        with self._lock:
+            self._armed = False
+        pool = self._pool
+        if pool.is_idle():
+            self._seen.clear()
+            pool.watch_paused = True
+            if pool.is_idle():  # checked again after pausing: a thread waking now sees the pause
+                return
+            pool.watch_paused = False
+        try:
+            self._sample()
+        finally:
+            self.arm()
+
+    def _sample(self) -> None:
+        pool = self._pool
+        frames = sys._current_frames()  # noqa: SLF001 - the one way to see what another thread runs
+        now = self._now()
+        seen: dict[int | None, tuple[FrameType, float]] = {}
+        for thread in pool.threads:
+            ident = thread.ident
+            turn = _turn_frame(frames.get(ident)) if ident is not None else None
+            if turn is None:
+                continue
+            earlier = self._seen.get(ident)
+            if earlier is None or earlier[0] is not turn:
+                seen[ident] = (turn, now)
+                continue
+            seen[ident] = earlier
+            held = now - earlier[1]
+            if held >= self.threshold:
+                self._report(turn, held, thread)
+        self._seen = seen
+
+    def _report(self, turn: FrameType, held: float, thread: threading.Thread) -> None:
+        cell = turn.f_locals.get("self")  # Cell.run's own `self`
+        actor_class = getattr(cell, "actor_class", None)
+        if actor_class is None or actor_class in self.warned:
+            return
+        self.warned.add(actor_class)
+        logger.warning(
+            "{} has held dispatcher thread {} of system {!r} for {:.3f} s in one turn and still does "
+            "(slow_callback_duration is {} s); the other pooled actors have one thread fewer meanwhile. "
+            "A handler that blocks belongs elsewhere: spawn it with mode='thread', make it async (mode='asyncio', "
+            "await instead of blocking), or give it a dispatcher group of its own: "
+            "ActorSystem(dispatchers={{'default': N, 'blocking': 32}}) and spawn(..., dispatcher='blocking'). "
+            "Logged once per actor class",
+            cell.ref,  # type: ignore[union-attr]
+            thread.name,
+            self.system_name,
+            held,
+            self.threshold,
+        )
+
+
+_MIN_WATCH_PERIOD = 0.001
+_LOOP_CODE = DispatcherPool._loop.__code__  # noqa: SLF001
+_WAIT_CODE = DispatcherPool._wait.__code__  # noqa: SLF001
+
+
+def _turn_frame(frame: FrameType | None) -> FrameType | None:
+    """Return the frame of the turn a dispatcher thread runs (called from its loop), or None when idle."""
+    below = None
+    while frame is not None:
+        if frame.f_code is _LOOP_CODE:
+            return below if below is not None and below.f_code is not _WAIT_CODE else None
+        below, frame = frame, frame.f_back
+    return None
 
 
 _thread_ids = itertools.count()

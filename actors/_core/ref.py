@@ -16,7 +16,7 @@ from pykka import ActorDeadError
 from actors._core._pykka import ActorStop, Envelope
 from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
-from actors._core.executors import inline_depth
+from actors._core.executors import DispatcherPool, inline_depth
 from actors._core.future import Future, Receipt
 from actors._core.messages import KINDS, PROXY
 from actors.errors import EventLoopError, TroupeError
@@ -216,8 +216,11 @@ class ActorRef(pykka.ActorRef[A]):
         except (ActorDeadError, TroupeError):
             future.set_exception()
         if block:
-            if timeout is not None and future._cell is not None:  # noqa: SLF001
-                return self._get_or_abandon(future, timeout)
+            if timeout is not None:
+                if future._cell is not None:  # noqa: SLF001
+                    return self._get_or_abandon(future, timeout)
+                if type(executor := cell.executor) is DispatcherPool:
+                    executor.settle(future)
             return future.get(timeout=timeout)
         return future
 

@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Mapping
 from os import urandom as _urandom
 from typing import TYPE_CHECKING, Any, Self
 
@@ -46,10 +47,12 @@ from actors._core.clock import Clock, MonotonicClock
 from actors._core.deadletters import DeadLetters
 from actors._core.events import AuditChannel
 from actors._core.executors import (
+    DEFAULT_DISPATCHER,
     DEFAULT_SLOW_CALLBACK_DURATION,
     AsyncioExecutor,
     DispatcherPool,
     Executor,
+    HeldDispatcherWatch,
     ThreadExecutor,
     current_executor,
     inline_depth,
@@ -58,7 +61,7 @@ from actors._core.mailbox import FifoMailbox, MailboxSpec
 from actors._core.ref import ActorRef
 from actors._core.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
 from actors._core.timers import Scheduler
-from actors.errors import ActorNameTakenError, MetricsOffError, SystemShutdownError
+from actors.errors import ActorNameTakenError, DispatcherError, MetricsOffError, SystemShutdownError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,6 +85,7 @@ _system_ids = itertools.count(1)
 _live_systems: weakref.WeakSet[ActorSystem] = weakref.WeakSet()
 
 _RUNNING, _STOPPING, _SHUT_DOWN = "running", "stopping", "shut down"
+_NO_DISPATCHER = frozenset({"thread", "asyncio"})
 
 
 class _Guardian(PooledActor):
@@ -105,7 +109,14 @@ class ActorSystem:
     Args:
         name: names the system's threads and appears in errors (default
             ``system-<n>``).
-        dispatchers: threads of the pooled dispatcher (default: CPU count).
+        dispatchers: the pooled dispatcher's threads: an int (the size of the
+            ``"default"`` group; default: the CPU count), or a mapping of
+            group name to size, e.g. ``{"default": 2, "blocking": 32}``: each
+            group is a pool of threads of its own (Akka's dispatchers), chosen
+            at spawn with ``dispatcher="blocking"`` (or the class attribute
+            ``dispatcher``). A mapping without ``"default"`` gets one of CPU
+            count threads. The default group starts with the system; another
+            starts its threads when its first actor is spawned.
         throughput: messages a pooled actor handles per turn (default 32).
         clock: where timers read the time (default `MonotonicClock`; tests
             pass a `ManualClock`).
@@ -117,10 +128,12 @@ class ActorSystem:
             actor is spawned). A given loop is never stopped or closed by the
             system; shut the system down before the loop stops (``async with``
             or `ashutdown`).
-        slow_callback_duration: seconds an asyncio actor may hold the event
-            loop in one go (a turn, one step of a handler) before a warning is
-            logged naming it (default 0.1, as asyncio's debug mode; None: never
-            warn). Measured on `clock`.
+        slow_callback_duration: seconds an actor may hold what it runs on in
+            one go before a warning is logged naming it (default 0.1, as
+            asyncio's debug mode; None: never warn), measured on `clock`: an
+            asyncio actor the event loop (a turn, one step of a handler, every
+            time), a pooled actor of the default group a dispatcher thread (one
+            turn; once per actor class, sampled: see `HeldDispatcherWatch`).
 
     Thread contract: every public method may be called from any thread,
     except `shutdown`, which must not be called from a thread of this system
@@ -131,7 +144,7 @@ class ActorSystem:
         self,
         name: str | None = None,
         *,
-        dispatchers: int | None = None,
+        dispatchers: int | Mapping[str, int] | None = None,
         throughput: int = DEFAULT_THROUGHPUT,
         clock: Clock | None = None,
         dead_letters_kept: int = 1000,
@@ -140,7 +153,7 @@ class ActorSystem:
         slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK_DURATION,
     ) -> None:
         check_count("throughput", throughput, minimum=1, owner="ActorSystem")
-        check_count("dispatchers", dispatchers, minimum=1, optional=True, owner="ActorSystem")
+        sizes = _dispatcher_sizes(dispatchers)
         check_count("dead_letters_kept", dead_letters_kept, owner="ActorSystem")
         check_seconds(
             "slow_callback_duration", slow_callback_duration, positive=False, optional=True, owner="ActorSystem"
@@ -165,7 +178,9 @@ class ActorSystem:
         self._state_lock = threading.Lock()
         self._shut_down = threading.Event()
         self._actor_threads: set[ThreadExecutor] = set()
-        self._pool = DispatcherPool(self.name, dispatchers or _cpu_count())
+        # Invariant: the groups never change after construction; "default" is one.
+        self._pools = {group: DispatcherPool(self.name, size, group=group) for group, size in sizes.items()}
+        self._pool = self._pools[DEFAULT_DISPATCHER]
         self._asyncio = AsyncioExecutor(
             self.name, loop=loop, clock=self.clock, slow_callback_duration=slow_callback_duration, fallback=self._pool
         )
@@ -180,6 +195,11 @@ class ActorSystem:
         _at_first_system()
         self._pool.start()
         self.scheduler.start()
+        self._held_watch: HeldDispatcherWatch | None = None
+        if slow_callback_duration is not None:
+            self._held_watch = HeldDispatcherWatch(
+                self.name, self._pool, slow_callback_duration, self.clock.now, self.scheduler
+            )
         self._guardian = self._new_cell(_Guardian, "pooled", None, None, _FIFO)
         self._guardian.instantiate((root_policy,), {}, False)  # not in pykka's registry
         self._guardian.launch()
@@ -220,6 +240,7 @@ class ActorSystem:
         mode: str | None = None,
         mailbox: MailboxSpec | None = None,
         restart: RestartType | str = "temporary",
+        dispatcher: str | None = None,
         **kwargs: Any,
     ) -> ActorRef[Any]:
         """Start an actor and return its ref; `args` and `kwargs` go to its constructor.
@@ -237,11 +258,16 @@ class ActorSystem:
             restart: ``"temporary"`` (default: a failure stops it, as in pykka),
                 ``"transient"`` or ``"permanent"``: the root supervisor restarts it
                 by the system's `root_policy` (see `actors._core.supervision`).
+            dispatcher: pooled actors only: the dispatcher group to run on, a
+                key of the system's `dispatchers` (default: the class attribute
+                ``dispatcher``, else ``"default"``).
             *args: positional arguments of the actor's constructor.
             **kwargs: keyword arguments of the actor's constructor.
 
         Raises:
             ActorNameTakenError: `name` is used by a live actor.
+            DispatcherError: `dispatcher` names no group of this system, or
+                was given for an actor that runs in thread or asyncio mode.
             EventLoopError: an asyncio actor, and the loop given to the system
                 is closed or not running.
             ModeError: unknown mode, one the class is not bound to, or one
@@ -249,7 +275,9 @@ class ActorSystem:
             NotAnActorError: `actor_class` is not a pykka actor class.
             SystemShutdownError: the system is shutting down or shut down.
         """
-        return self._spawn(actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, restart=restart)
+        return self._spawn(
+            actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, restart=restart, dispatcher=dispatcher
+        )
 
     def _spawn(
         self,
@@ -263,6 +291,7 @@ class ActorSystem:
         parent: Cell | None = None,
         pykka_registry: bool = False,
         restart: RestartType | str = RestartType.TEMPORARY,
+        dispatcher: str | None = None,
     ) -> ActorRef[Any]:
         if self._state != _RUNNING:
             what = getattr(actor_class, "__qualname__", actor_class)
@@ -280,11 +309,14 @@ class ActorSystem:
             raise TypeError(msg)
         if restart is not RestartType.TEMPORARY:
             restart = restart_type(restart)
+        pool = None
+        if dispatcher is not None or (mode not in _NO_DISPATCHER and getattr(concrete, "dispatcher", None) is not None):
+            pool = self._group(concrete, mode, dispatcher)
         home = self._guardian if parent is None else parent
         if restart is RestartType.TEMPORARY:
-            cell = self._new_cell(concrete, mode, name, home, mailbox or _FIFO)
+            cell = self._new_cell(concrete, mode, name, home, mailbox or _FIFO, pool=pool)
         else:  # a restart builds the instance again from the same arguments
-            cell = self._new_cell(concrete, mode, name, home, mailbox or _FIFO, restart, (args, kwargs))
+            cell = self._new_cell(concrete, mode, name, home, mailbox or _FIFO, restart, (args, kwargs), pool=pool)
         # `cell.sched` is held: nothing can run the cell until it is launched below.
         cell.instantiate(args, kwargs, pykka_registry)
         executor = cell.executor
@@ -304,6 +336,8 @@ class ActorSystem:
         mailbox: MailboxSpec,
         restart: RestartType | None = None,
         spec: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        *,
+        pool: DispatcherPool | None = None,
     ) -> Cell:
         loop: asyncio.AbstractEventLoop | None = None
         reentrant = False
@@ -321,7 +355,7 @@ class ActorSystem:
             reentrant = bool(getattr(concrete, "reentrant", False))
             throughput = self.throughput
         else:
-            executor = self._pool
+            executor = self._pool if pool is None else pool
             throughput = self.throughput
         # Positional arguments: a keyword argument costs a spawn ~10 ns, and
         # these are 13 (measured: one-phase building with keywords made
@@ -362,6 +396,38 @@ class ActorSystem:
                     raise SystemShutdownError(msg)
                 parent.adopt(cell)
         return cell
+
+    def _group(self, concrete: type[pykka.Actor], mode: str, dispatcher: str | None) -> DispatcherPool:
+        """Return the dispatcher pool an actor spawned with `dispatcher` runs on, started."""
+        given = dispatcher is not None
+        if dispatcher is None:
+            dispatcher = getattr(concrete, "dispatcher", None)
+        where = "dispatcher=" if given else f"{concrete.__qualname__}.dispatcher"
+        if not isinstance(dispatcher, str):
+            msg = f"{where} must be the name of a dispatcher group (a str) or None, got {dispatcher!r}"
+            raise TypeError(msg)
+        if mode in _NO_DISPATCHER:
+            msg = (
+                f"{where} {dispatcher!r} cannot apply to {concrete.__qualname__}: it runs in mode {mode!r}, "
+                "which has no dispatcher (a thread of its own, or the event loop); "
+                "drop dispatcher= or spawn it with mode='pooled'"
+            )
+            raise DispatcherError(msg)
+        pool = self._pools.get(dispatcher)
+        if pool is None:
+            msg = (
+                f"{where} {dispatcher!r} is not a dispatcher group of system {self.name!r} "
+                f"(it has {sorted(self._pools)}); declare it: ActorSystem(dispatchers={{'default': ..., "
+                f"{dispatcher!r}: size}})"
+            )
+            raise DispatcherError(msg)
+        pool.ensure_started()
+        return pool
+
+    @property
+    def dispatchers(self) -> dict[str, int]:
+        """The dispatcher groups: name -> number of threads."""
+        return {group: pool.size for group, pool in self._pools.items()}
 
     def _actor_thread_exited(self, executor: ThreadExecutor) -> None:
         with self.tree_lock:
@@ -465,7 +531,7 @@ class ActorSystem:
             )
             raise SystemShutdownError(msg)
         executor = current_executor()
-        if executor is self._pool or executor is self._asyncio or executor in self._actor_threads:
+        if executor is self._asyncio or executor in self._pools.values() or executor in self._actor_threads:
             msg = (
                 f"shutdown() of system {self.name!r} was called from one of its own threads "
                 f"({threading.current_thread().name}); call it from outside the system, "
@@ -543,7 +609,8 @@ class ActorSystem:
 
     def _finish_shutdown(self) -> None:
         # Every actor has terminated: join every thread (each is finishing).
-        self._pool.shutdown()
+        for pool in self._pools.values():
+            pool.shutdown()
         self._asyncio.shutdown()
         self.scheduler.shutdown()
         with self.tree_lock:
@@ -570,6 +637,29 @@ class ActorSystem:
         """Ask every top-level actor to stop now, without waiting (pykka's BaseException rule)."""
         for cell in reversed(self._guardian.children_snapshot()):
             cell.post_system(STOP)
+
+
+def _dispatcher_sizes(dispatchers: object) -> dict[str, int]:
+    """Return the dispatcher groups `ActorSystem(dispatchers=...)` asks for: name -> size."""
+    if dispatchers is None:
+        return {DEFAULT_DISPATCHER: _cpu_count()}
+    if isinstance(dispatchers, Mapping):
+        sizes: dict[str, int] = {}
+        for group, size in dispatchers.items():
+            if not isinstance(group, str) or not group:
+                msg = f"ActorSystem: a dispatcher group name must be a non-empty str, got {group!r} in {dispatchers!r}"
+                raise TypeError(msg)
+            sizes[group] = check_count(f"dispatchers[{group!r}]", size, minimum=1, owner="ActorSystem")  # type: ignore[assignment]
+        sizes.setdefault(DEFAULT_DISPATCHER, _cpu_count())
+        return sizes
+    if isinstance(dispatchers, bool) or not isinstance(dispatchers, int):
+        msg = (
+            "ActorSystem: dispatchers must be an int >= 1 (threads of the default group), a mapping of "
+            f"group name to size such as {{'default': 2, 'blocking': 32}}, or None; got {dispatchers!r}"
+        )
+        raise TypeError(msg)
+    check_count("dispatchers", dispatchers, minimum=1, owner="ActorSystem")
+    return {DEFAULT_DISPATCHER: dispatchers}
 
 
 def _cpu_count() -> int:
