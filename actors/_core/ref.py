@@ -38,6 +38,7 @@ A = TypeVar("A", bound=pykka.Actor)
 _ACTOR_STOP = ActorStop()
 """The one stop message every `ActorRef.stop` sends: an empty, immutable tuple (one allocation less per stop)."""
 
+
 class StoppedFlag:
     """The ``actor_stopped`` attribute: a read-mostly view with `threading.Event`'s interface.
 
