@@ -70,4 +70,4 @@ def test_the_lazy_table_names_each_export_once_where_its_service_exports_it() ->
 def test_dir_lists_every_export_and_an_unknown_name_is_an_attribute_error() -> None:
     assert set(actors.__all__) <= set(dir(actors))
     with pytest.raises(AttributeError, match="module 'actors' has no attribute 'NoSuchName'"):
-        _ = actors.NoSuchName  # type: ignore[attr-defined]
+        _ = actors.NoSuchName
