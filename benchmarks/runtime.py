@@ -32,7 +32,7 @@ from benchmarks._harness import Benchmark, Metric, Target
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["BENCHMARKS", "Echo", "PykkaEcho", "ask", "shutdown", "spawn_ask_stop", "tell"]
+__all__ = ["BENCHMARKS", "Echo", "PykkaEcho", "ask", "shutdown", "spawn_ask_stop", "stop_each", "tell"]
 
 _WAIT_S = 600.0
 """Timeout of the waits that end a measurement: generous, they only guard against hangs."""
@@ -193,6 +193,23 @@ def shutdown(impl: str, *, n: int) -> dict[str, float]:
     return {"shutdown_s": elapsed}
 
 
+def stop_each(impl: str, *, n: int) -> dict[str, float]:
+    """Spawn `n` actors, ask each once, then stop them one blocking ``ref.stop()`` at a time (issue 16 §4).
+
+    Each stop returns once its actor has terminated, so this is `n` stops in
+    a row, not one pass over all of them (`shutdown`) nor `n` stops in flight
+    at once (the ``actors`` benchmark's ``stop_s``).
+    """
+    with _spawner(impl) as spawn:
+        refs = [spawn() for _ in range(n)]
+        _ask_all(refs)
+        start = time.perf_counter()
+        for ref in refs:
+            ref.stop()
+        elapsed = time.perf_counter() - start
+    return {"stop_each_s": elapsed, "stop_each_us_per_actor": elapsed / n * 1e6}
+
+
 def _ask_all(refs: list[pykka.ActorRef[Any]]) -> None:
     # Every actor has handled a message: shutdown then stops actors that have run.
     for future in [ref.ask(None, block=False) for ref in refs]:
@@ -253,6 +270,22 @@ BENCHMARKS = (
         quick_sizes=_QUICK_SIZES,
         max_n=_THREAD_PER_ACTOR_CAP,
         targets=(Target("shutdown of 100,000 in <= 1 s", "shutdown_s", 1.0, n=100_000, unit="s"),),
+    ),
+    Benchmark(
+        name="stop_each",
+        func=stop_each,
+        metrics=(
+            Metric("stop_each_s", "stop each: one blocking ref.stop() at a time (s)", plot=True),
+            Metric("stop_each_us_per_actor", "stop each (µs/actor)"),
+        ),
+        sizes=_SIZES,
+        quick_sizes=_QUICK_SIZES,
+        max_n=_THREAD_PER_ACTOR_CAP,
+        targets=(
+            Target(
+                "stop each of 100,000, one ref.stop() at a time, in <= 1 s", "stop_each_s", 1.0, n=100_000, unit="s"
+            ),
+        ),
     ),
 )
 """The runtime benchmarks, in report order."""

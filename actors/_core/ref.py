@@ -54,6 +54,10 @@ def _traced(cell: Cell, message: Any) -> Any:
     return tracer.send(cell, message)
 
 
+_ACTOR_STOP = ActorStop()
+"""The one stop message every `ActorRef.stop` sends: an empty, immutable tuple (one allocation less per stop)."""
+
+
 class StoppedFlag:
     """The ``actor_stopped`` attribute: a read-mostly view with `threading.Event`'s interface.
 
@@ -287,6 +291,11 @@ class ActorRef(pykka.ActorRef[A]):
         that. The reply comes once the actor has terminated (its children
         first, then its ``on_stop``).
 
+        A blocking stop without a timeout of an idle pooled actor runs its
+        turn on the calling thread, as a blocking ask does (see `ask`): the
+        messages sent before, then the stop and ``on_stop``, one at a time
+        and in order as always; children on other threads stop on theirs.
+
         An asyncio actor's handler in flight is one of the messages sent
         before: it finishes first (a reentrant actor's running handlers are
         cancelled when the stop is reached). Stops that do not wait their
@@ -304,8 +313,24 @@ class ActorRef(pykka.ActorRef[A]):
         if not cell.alive:
             future.set(False)
         else:
+            envelope = Envelope(_ACTOR_STOP, reply_to=future)
             try:
-                cell.put(Envelope(ActorStop(), reply_to=future))
+                if (
+                    block
+                    and timeout is None
+                    and cell.executor is cell.system.inline_executor
+                    and inline_depth() < _MAX_INLINE
+                ):
+                    # An inline stop, as an inline ask: an idle pooled actor
+                    # is stopped by its turn run on this thread (the messages
+                    # sent before first), without waking a dispatcher and
+                    # then this thread again: a blocking stop of 100,000
+                    # pooled actors one at a time cost ~20 us each that way.
+                    cell.queue.append(envelope)
+                    if cell.sched.acquire(False):
+                        cell.run(future)
+                else:
+                    cell.put(envelope)
             except TroupeError:
                 future.set_exception()
         if block:

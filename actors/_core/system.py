@@ -177,6 +177,9 @@ class ActorSystem:
         self._state = _RUNNING
         self._state_lock = threading.Lock()
         self._shut_down = threading.Event()
+        # The live thread-mode executors. Touched only by single C calls
+        # (add, discard, `in`, list()), each atomic under the GIL, so without
+        # the tree lock: 10,000 actor threads exiting at once convoyed on it.
         self._actor_threads: set[ThreadExecutor] = set()
         # Invariant: the groups never change after construction; "default" is one.
         self._pools = {group: DispatcherPool(self.name, size, group=group) for group, size in sizes.items()}
@@ -321,8 +324,7 @@ class ActorSystem:
         cell.instantiate(args, kwargs, pykka_registry)
         executor = cell.executor
         if isinstance(executor, ThreadExecutor):
-            with self.tree_lock:
-                self._actor_threads.add(executor)
+            self._actor_threads.add(executor)  # one C call under the GIL: atomic, no lock (see __init__)
             executor.start()
         cell.launch()
         return cell.ref
@@ -389,12 +391,17 @@ class ActorSystem:
                     raise ActorNameTakenError(msg)
                 self.registry[name] = cell
             if parent is not None:
+                # Adopt first, then check: a stopping parent reads its
+                # children without this lock when it never had one
+                # (`StopChildren.next_child`), and this order is what makes
+                # that read safe.
+                parent.adopt(cell)
                 if parent.is_stopping():
+                    parent.disown(cell)
                     if name is not None:
                         del self.registry[name]
                     msg = f"cannot spawn a child of {parent.ref}: it is stopping"
                     raise SystemShutdownError(msg)
-                parent.adopt(cell)
         return cell
 
     def _group(self, concrete: type[pykka.Actor], mode: str, dispatcher: str | None) -> DispatcherPool:
@@ -430,8 +437,7 @@ class ActorSystem:
         return {group: pool.size for group, pool in self._pools.items()}
 
     def _actor_thread_exited(self, executor: ThreadExecutor) -> None:
-        with self.tree_lock:
-            self._actor_threads.discard(executor)
+        self._actor_threads.discard(executor)
 
     # -- time ----------------------------------------------------------------------
 
@@ -613,8 +619,7 @@ class ActorSystem:
             pool.shutdown()
         self._asyncio.shutdown()
         self.scheduler.shutdown()
-        with self.tree_lock:
-            threads = list(self._actor_threads)
+        threads = list(self._actor_threads)
         for actor_thread in threads:
             actor_thread.thread.join()
         self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
