@@ -27,7 +27,7 @@ import psutil
 import pykka
 
 from actors import Actor, ActorSystem
-from benchmarks._harness import Benchmark, Metric, Target
+from benchmarks._harness import Benchmark, Headline, Metric, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -44,6 +44,9 @@ _QUICK_SIZES = (100, 1_000)
 # 2 CPUs, 20,000 pykka actors take ~30 s to spawn and ~40 s for one round of
 # asks, where 10,000 take ~6 s and ~2 s.
 _THREAD_PER_ACTOR_CAP = {"pykka": 10_000, "thread": 10_000}
+
+_HEADLINE_PLACEMENTS = ("unpinned", "pinned")
+"""These are the headline rows: a default run measures them in both placements."""
 
 
 class Echo(Actor):
@@ -196,6 +199,8 @@ BENCHMARKS = (
         params={"messages": 100_000, "rounds": 5},
         quick_params={"messages": 5_000, "rounds": 1},
         targets=(Target("tell >= 5x pykka", "tell_per_s", 5.0, at_most=False, relative=True),),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("tell_per_s", impl="thread"),),
     ),
     Benchmark(
         name="ask",
@@ -209,6 +214,8 @@ BENCHMARKS = (
         params={"asks": 20_000},
         quick_params={"asks": 1_000},
         targets=(Target("ask median <= 1/2 of pykka's", "ask_median_us", 0.5, relative=True),),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("ask_timeout_median_us"), Headline("ask_median_us", impl="thread")),
     ),
     Benchmark(
         name="actors",
@@ -229,6 +236,15 @@ BENCHMARKS = (
             Target("ask-all over 100,000 in <= 1 s", "ask_all_s", 1.0, n=100_000, unit="s"),
             Target("stop each of 100,000 in <= 1 s", "stop_s", 1.0, n=100_000, unit="s"),
         ),
+        # 10,000: the largest N pykka runs at (thread mode against it is issue 16's first row).
+        default_sizes=(10_000, 100_000),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(
+            Headline("spawn_s", n=10_000),
+            Headline("spawn_s", impl="thread", n=10_000),
+            Headline("ask_all_s", impl="thread", n=10_000),
+            Headline("stop_s", impl="thread", n=10_000),
+        ),
     ),
     Benchmark(
         name="shutdown",
@@ -238,6 +254,10 @@ BENCHMARKS = (
         quick_sizes=_QUICK_SIZES,
         max_n=_THREAD_PER_ACTOR_CAP,
         targets=(Target("shutdown of 100,000 in <= 1 s", "shutdown_s", 1.0, n=100_000, unit="s"),),
+        # pykka's side at 1,000: at 10,000 its spawn alone takes most of a case's time.
+        default_sizes=(1_000, 100_000),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("shutdown_s", n=1_000),),
     ),
 )
 """The runtime benchmarks, in report order."""
