@@ -39,7 +39,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     tier.add_argument("--full", action="store_true", help="the whole matrix: every size, both placements everywhere")
     parser.add_argument("--only", default="", help="comma-separated benchmarks or modules (e.g. tell,ask or runtime)")
     parser.add_argument(
-        "--placement", default="", help="comma-separated CPU placements to run (default: all of unpinned,pinned)"
+        "--placement",
+        default="",
+        help="comma-separated CPU placements (unpinned,pinned; default: what each benchmark declares)",
     )
     parser.add_argument("--out", type=Path, default=_DEFAULT_OUT, help=f"where results go (default {_DEFAULT_OUT})")
     parser.add_argument("--list", action="store_true", help="list the registered benchmarks and exit")
@@ -67,6 +69,14 @@ def _placement_titles(placements: dict[str, int | None]) -> dict[str, str]:
     return {name: titles[name] for name in placements}
 
 
+def _describe(bench: _harness.Benchmark, tier: str, placements: dict[str, int | None]) -> str:
+    """Say what `bench` measures in `tier`: ``N=10,000 100,000; pykka, thread, pooled; unpinned, pinned``."""
+    sizes = _harness.tier_sizes(bench, tier)
+    shown = "1 actor" if sizes == (None,) else "N=" + " ".join(f"{n:,}" for n in sizes if n is not None)
+    where = _harness.tier_placements(bench, tier, placements)
+    return f"{shown}; {', '.join(_harness.tier_impls(bench, tier))}; {', '.join(where) or 'not run here'}"
+
+
 def _tier(args: argparse.Namespace) -> str:
     if args.quick:
         return "quick"
@@ -90,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks and report; return the exit status."""
     args = _parse(argv)
     benchmarks = _select(_harness.discover(), args.only)
+    placements = _harness.placements()
     if args.list:
         for bench in benchmarks:
-            print(f"{bench.full_name:<20} {', '.join(m.label for m in bench.metrics)}")
+            print(f"{bench.full_name:<28} {', '.join(m.label for m in bench.metrics)}")
+            for tier in _harness.TIERS:
+                print(f"    {tier:<8} {_describe(bench, tier, placements)}")
         return 0
-    placements = _harness.placements()
     if args.placement:
         chosen = [name.strip() for name in args.placement.split(",")]
         placements = {name: cpu for name, cpu in placements.items() if name in chosen}

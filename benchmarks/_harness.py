@@ -10,10 +10,11 @@ threads or caches. The child prints one JSON line; the runner turns it into a
 Each benchmark declares what three run tiers measure, beside its cases:
 
 - ``quick`` (``--quick``): `Benchmark.quick_sizes`, `Benchmark.quick_params`
-  and `Benchmark.quick_impls`, in every placement: a smoke run;
+  and `Benchmark.quick_impls`, in the default placements: a smoke run;
 - ``default`` (no flag): `Benchmark.default_sizes` (a representative size)
-  with `Benchmark.default_params`, in `Benchmark.default_placements`
-  (unpinned alone unless the benchmark is a headline one);
+  with `Benchmark.default_params` and `Benchmark.default_impls`, in
+  `Benchmark.default_placements` (unpinned alone unless the benchmark is a
+  headline one);
 - ``full`` (``--full``): every one of `Benchmark.sizes` with
   `Benchmark.params`, in every placement: the whole matrix.
 
@@ -189,8 +190,11 @@ class Benchmark:
             each column gets a ratio, plus the sizes its targets and
             headlines name.
         default_params: keyword arguments of a default run (None: `params`).
-        default_placements: the placements of a default run; headline
-            benchmarks name both (``("unpinned", "pinned")``).
+        default_impls: the implementations of a default run (default:
+            `impls`); leave out one whose every case costs minutes (a Ray
+            cluster's start).
+        default_placements: the placements of a default and a quick run;
+            headline benchmarks name both (``("unpinned", "pinned")``).
         headlines: figures for the closing summary, besides the targets.
     """
 
@@ -215,8 +219,10 @@ class Benchmark:
     """The actor counts of a default run (None: derived, see the class docstring)."""
     default_params: Mapping[str, Any] | None = None
     """The keyword arguments of a default run (None: `params`)."""
+    default_impls: tuple[str, ...] = ()
+    """The implementations of a default run (default: all of `impls`)."""
     default_placements: tuple[str, ...] = DEFAULT_PLACEMENTS
-    """The placements of a default run (``--full`` and ``--quick`` run every one)."""
+    """The placements of a default or quick run (``--full`` runs every one)."""
     headlines: tuple[Headline, ...] = ()
     """Figures the closing summary shows besides the targets."""
 
@@ -323,19 +329,21 @@ def tier_params(bench: Benchmark, tier: str) -> Mapping[str, Any]:
 def tier_impls(bench: Benchmark, tier: str) -> tuple[str, ...]:
     """Return the implementations `bench` measures in `tier`."""
     _check_tier(tier)
-    return (bench.quick_impls if tier == "quick" else ()) or bench.impls
+    narrowed = {"quick": bench.quick_impls, "default": bench.default_impls}.get(tier, ())
+    return narrowed or bench.impls
 
 
 def tier_placements(bench: Benchmark, tier: str, available: Iterable[str]) -> list[str]:
     """Return the placements, of those `available`, that `bench` runs in for `tier`.
 
-    A default run keeps `Benchmark.default_placements`; if none of them is
-    available (``--placement pinned`` was asked for), it takes the first
-    placement the benchmark may run in, so that every module is measured.
+    A full run takes every one. Default and quick runs keep
+    `Benchmark.default_placements`; if none of them is available
+    (``--placement pinned`` was asked for), they take the first placement the
+    benchmark may run in, so that every module is measured.
     """
     _check_tier(tier)
     allowed = [p for p in available if not bench.only_placements or p in bench.only_placements]
-    if tier != "default":
+    if tier == "full":
         return allowed
     return [p for p in allowed if p in bench.default_placements] or allowed[:1]
 

@@ -84,20 +84,22 @@ def test_default_params_fall_back_to_the_full_ones() -> None:
     assert tier_params(lighter, "full") == {"k": 10}
 
 
-def test_only_a_quick_run_narrows_the_implementations() -> None:
-    bench = _bench(impls=("pykka", "pooled", "ray"), quick_impls=("pykka", "pooled"))
-    assert tier_impls(bench, "quick") == ("pykka", "pooled")
-    assert tier_impls(bench, "default") == ("pykka", "pooled", "ray")
+def test_quick_and_default_runs_may_narrow_the_implementations_and_a_full_run_takes_every_one() -> None:
+    bench = _bench(impls=("pykka", "pooled", "ray"), quick_impls=("pykka",), default_impls=("pykka", "pooled"))
+    assert tier_impls(bench, "quick") == ("pykka",)
+    assert tier_impls(bench, "default") == ("pykka", "pooled")
     assert tier_impls(bench, "full") == ("pykka", "pooled", "ray")
+    assert tier_impls(_bench(impls=("pykka", "ray")), "default") == ("pykka", "ray")
 
 
-def test_a_default_run_keeps_the_declared_placements_and_the_others_run_every_one() -> None:
+def test_default_and_quick_runs_keep_the_declared_placements_and_a_full_run_takes_every_one() -> None:
     plain = _bench()
     headline = _bench(default_placements=("unpinned", "pinned"))
     assert tier_placements(plain, "default", _BOTH) == ["unpinned"]
     assert tier_placements(headline, "default", _BOTH) == ["unpinned", "pinned"]
     assert tier_placements(plain, "full", _BOTH) == ["unpinned", "pinned"]
-    assert tier_placements(plain, "quick", _BOTH) == ["unpinned", "pinned"]
+    assert tier_placements(plain, "quick", _BOTH) == ["unpinned"]
+    assert tier_placements(headline, "quick", _BOTH) == ["unpinned", "pinned"]
     # --placement pinned: a default run still measures the benchmark, pinned.
     assert tier_placements(plain, "default", ["pinned"]) == ["pinned"]
     unpinned_only = _bench(only_placements=("unpinned",), default_placements=("unpinned", "pinned"))
