@@ -64,6 +64,7 @@ __all__ = [
     "recorded_durations",
     "remaining_s",
     "tier_impls",
+    "tier_max_n",
     "tier_params",
     "tier_placements",
     "tier_sizes",
@@ -193,6 +194,9 @@ class Benchmark:
         default_impls: the implementations of a default run (default:
             `impls`); leave out one whose every case costs minutes (a Ray
             cluster's start).
+        default_max_n: per-implementation caps of a default run, tighter
+            than `max_n` (pykka's 10,000 threads where its ratio at 1,000
+            says enough).
         default_placements: the placements of a default and a quick run;
             headline benchmarks name both (``("unpinned", "pinned")``).
         headlines: figures for the closing summary, besides the targets.
@@ -221,6 +225,8 @@ class Benchmark:
     """The keyword arguments of a default run (None: `params`)."""
     default_impls: tuple[str, ...] = ()
     """The implementations of a default run (default: all of `impls`)."""
+    default_max_n: Mapping[str, int] = field(default_factory=dict)
+    """Tighter per-implementation caps for a default run (default: `max_n`)."""
     default_placements: tuple[str, ...] = DEFAULT_PLACEMENTS
     """The placements of a default or quick run (``--full`` runs every one)."""
     headlines: tuple[Headline, ...] = ()
@@ -331,6 +337,14 @@ def tier_impls(bench: Benchmark, tier: str) -> tuple[str, ...]:
     _check_tier(tier)
     narrowed = {"quick": bench.quick_impls, "default": bench.default_impls}.get(tier, ())
     return narrowed or bench.impls
+
+
+def tier_max_n(bench: Benchmark, tier: str) -> Mapping[str, int]:
+    """Return the per-implementation actor caps of `bench` in `tier`."""
+    _check_tier(tier)
+    if tier == "default" and bench.default_max_n:
+        return {**bench.max_n, **bench.default_max_n}
+    return bench.max_n
 
 
 def tier_placements(bench: Benchmark, tier: str, available: Iterable[str]) -> list[str]:
@@ -475,9 +489,9 @@ class Runner:
         if case.n is None:
             return None
         key = (case.benchmark.full_name, case.impl, case.placement)
-        cap = case.benchmark.max_n.get(case.impl)
+        cap = tier_max_n(case.benchmark, self.tier).get(case.impl)
         if cap is not None and case.n > cap:
-            return f"skipped: above the {cap:,}-actor cap for {case.impl}"
+            return f"skipped: above the {cap:,}-actor cap for {case.impl} in a {self.tier} run"
         if key in self._failed:
             return "skipped: a smaller N failed or was skipped"
         history = self._history.get(key, [])

@@ -25,6 +25,7 @@ from benchmarks._harness import (
     recorded_durations,
     remaining_s,
     tier_impls,
+    tier_max_n,
     tier_params,
     tier_placements,
     tier_sizes,
@@ -105,6 +106,15 @@ def test_default_and_quick_runs_keep_the_declared_placements_and_a_full_run_take
     unpinned_only = _bench(only_placements=("unpinned",), default_placements=("unpinned", "pinned"))
     assert tier_placements(unpinned_only, "full", _BOTH) == ["unpinned"]
     assert tier_placements(unpinned_only, "default", ["pinned"]) == []
+
+
+def test_a_default_run_may_cap_an_implementation_tighter() -> None:
+    bench = _bench(sizes=(1_000, 10_000), max_n={"pykka": 10_000, "thread": 10_000}, default_max_n={"pykka": 1_000})
+    assert tier_max_n(bench, "default") == {"pykka": 1_000, "thread": 10_000}
+    assert tier_max_n(bench, "full") == {"pykka": 10_000, "thread": 10_000}
+    runner = Runner([bench], _BOTH, tier="default")
+    (case,) = [c for c in runner.plan() if c.impl == "pykka" and c.n == 10_000 and c.placement == "unpinned"]
+    assert runner.skip_reason(case) == "skipped: above the 1,000-actor cap for pykka in a default run"
 
 
 def test_an_unknown_tier_is_refused_with_the_known_ones() -> None:
