@@ -121,18 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     recorded = _harness.recorded_durations(args.out / "results.json")
     done: dict[_harness.CaseKey, float] = {}
     records = []
-    cpu_before = _children_cpu_s()
     for number, case in enumerate(plan, 1):
         left = _harness.remaining_s([c.key for c in plan[number - 1 :]], done, recorded)
         prefix = progress_prefix(number, len(plan), time.perf_counter() - started, left)
         _progress(f"{prefix} {case} ... ", end="")
         record = runner.run(case)
         outcome = record.note if record.status == "skipped" else f"{record.wall_s:.1f} s {record.status}"
+        if record.status != "skipped":
+            outcome += f" ({record.cpu_s:.1f} s CPU)"
         _progress(outcome if record.status != "error" else f"{outcome}: {record.note}")
         records.append(record)
         done[case.key] = record.wall_s
     wall_s = time.perf_counter() - started
-    cpu_s = _children_cpu_s() - cpu_before
+    cpu_s = sum(record.cpu_s for record in records)
 
     targets = _report.check_targets(benchmarks, records, placements)
     summary_rows = _report.summary(benchmarks, records)
@@ -164,12 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     written = ", ".join(str(path) for path in [args.out / "results.json", *pictures])
     print(f"Wrote {written}. Total {wall_s:.0f} s ({_clock(wall_s)}); the cases used {cpu_s:.0f} s of CPU.")
     return 1 if any(r.status == "error" for r in records) else 0
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds (user + system) of the finished case subprocesses so far."""
-    usage = os.times()
-    return usage.children_user + usage.children_system
 
 
 def _progress(text: str, end: str = "\n") -> None:

@@ -286,6 +286,8 @@ class Record:
     elapsed_s: float = 0.0
     note: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0
+    """CPU seconds (user + system) the case's process used: what a loaded machine does not inflate."""
 
     @property
     def key(self) -> CaseKey:
@@ -541,6 +543,7 @@ class Runner:
         # The child must import this checkout's `actors` and `benchmarks`, installed or not.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "benchmarks._case", json.dumps(spec)]
+        cpu_before = _children_cpu_s()
         start = time.perf_counter()
         try:
             done = subprocess.run(
@@ -558,6 +561,7 @@ class Runner:
             record.note = f"timed out after {case.benchmark.timeout_s:.0f} s"
             return
         record.wall_s = time.perf_counter() - start
+        record.cpu_s = _children_cpu_s() - cpu_before
         result = _result_line(done.stdout)
         if done.returncode != 0 or result is None:
             record.elapsed_s = record.wall_s
@@ -572,6 +576,12 @@ class Runner:
             record.note = f"left threads running: {result['leaked_threads'][:5]}"
         else:
             record.status = "ok"
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = os.times()
+    return usage.children_user + usage.children_system
 
 
 def _result_line(stdout: str) -> dict[str, Any] | None:
