@@ -305,8 +305,8 @@ def tier_sizes(bench: Benchmark, tier: str) -> tuple[int | None, ...]:
     """Return the actor counts `bench` runs at in `tier`, smallest first (``(None,)`` if it has none).
 
     A default run takes `Benchmark.default_sizes`; without them, the largest
-    size every implementation runs (each column then has its ratio to pykka),
-    plus the sizes its targets and headlines name.
+    size every implementation of the run reaches (`tier_max_n`; each column
+    then has its ratio to pykka), plus the sizes its targets and headlines name.
     """
     _check_tier(tier)
     if tier == "quick":
@@ -316,7 +316,8 @@ def tier_sizes(bench: Benchmark, tier: str) -> tuple[int | None, ...]:
     elif bench.default_sizes is not None:
         chosen = bench.default_sizes
     else:
-        caps = [bench.max_n[impl] for impl in bench.impls if impl in bench.max_n]
+        limits = tier_max_n(bench, tier)
+        caps = [limits[impl] for impl in tier_impls(bench, tier) if impl in limits]
         common = [n for n in bench.sizes if all(n <= cap for cap in caps)]
         goals: tuple[Target | Headline, ...] = (*bench.targets, *bench.headlines)
         named = {goal.n for goal in goals if goal.n in bench.sizes}

@@ -72,6 +72,11 @@ def test_an_undeclared_default_size_is_the_largest_every_implementation_runs_plu
         headlines=(Headline("s", n=1_000),),
     )
     assert tier_sizes(targeted, "default") == (1_000, 10_000, 100_000)
+    # The caps and implementations of a default run are the ones that count.
+    tighter = _bench(sizes=(1_000, 10_000), max_n={"pykka": 10_000}, default_max_n={"pykka": 1_000})
+    assert tier_sizes(tighter, "default") == (1_000,)
+    narrowed = _bench(sizes=(1_000, 10_000), impls=("pykka", "ray"), max_n={"ray": 1_000}, default_impls=("pykka",))
+    assert tier_sizes(narrowed, "default") == (10_000,)
     # Every size above some cap: the smallest keeps the benchmark in the run.
     assert tier_sizes(_bench(sizes=(5_000, 50_000), max_n={"pykka": 1_000}), "default") == (5_000,)
 
@@ -109,7 +114,12 @@ def test_default_and_quick_runs_keep_the_declared_placements_and_a_full_run_take
 
 
 def test_a_default_run_may_cap_an_implementation_tighter() -> None:
-    bench = _bench(sizes=(1_000, 10_000), max_n={"pykka": 10_000, "thread": 10_000}, default_max_n={"pykka": 1_000})
+    bench = _bench(
+        sizes=(1_000, 10_000),
+        default_sizes=(1_000, 10_000),
+        max_n={"pykka": 10_000, "thread": 10_000},
+        default_max_n={"pykka": 1_000},
+    )
     assert tier_max_n(bench, "default") == {"pykka": 1_000, "thread": 10_000}
     assert tier_max_n(bench, "full") == {"pykka": 10_000, "thread": 10_000}
     runner = Runner([bench], _BOTH, tier="default")
