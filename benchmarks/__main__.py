@@ -7,11 +7,11 @@ elsewhere); ``--full`` runs the whole matrix (every size, both placements);
 ``--quick`` is a smoke run at the smallest sizes.
 
 Prints progress to stderr, one line per case with the time elapsed and an
-estimate of what is left (from the durations so far, and from those the last
-``results.json`` in ``--out`` recorded for the same cases); at the end,
+estimate of what is left (from the durations so far, and from those earlier
+runs recorded for the same cases in ``--out``/durations.json); at the end,
 markdown tables per module and one summary table of the headline figures and
 targets to stdout. Writes ``results.json`` and one PNG per module to
-``--out``. Exits 1 if a case failed (a crash, a timeout, a thread left running).
+``--out``, and updates ``durations.json`` there. Exits 1 if a case failed (a crash, a timeout, a thread left running).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     tier = _tier(args)
     runner = _harness.Runner(benchmarks, placements, tier=tier)
     plan = runner.plan()
-    recorded = _harness.recorded_durations(args.out / "results.json")
+    durations = args.out / "durations.json"
+    recorded = _harness.recorded_durations(durations) or _harness.recorded_durations(args.out / "results.json")
     done: dict[_harness.CaseKey, float] = {}
     records = []
     for number, case in enumerate(plan, 1):
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "placements": titles,
     }
     _report.write_json(args.out / "results.json", meta, records, targets, summary_rows)
+    _harness.write_durations(durations, recorded, records)
     try:
         pictures = _report.plot(benchmarks, records, args.out)
     except ImportError:

@@ -68,6 +68,7 @@ __all__ = [
     "tier_params",
     "tier_placements",
     "tier_sizes",
+    "write_durations",
 ]
 
 BASELINE = "pykka"
@@ -380,6 +381,22 @@ def recorded_durations(path: Path) -> dict[CaseKey, float]:
         }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def write_durations(path: Path, recorded: Mapping[CaseKey, float], records: Iterable[Record]) -> None:
+    """Write `recorded` updated with `records`' wall times to `path`, for the next run's estimate.
+
+    ``results.json`` holds only the last run's cases (an ``--only`` run's
+    few); this file keeps every case any run in the same ``--out`` measured,
+    in the shape `recorded_durations` reads.
+    """
+    merged = dict(recorded)
+    merged.update({record.key: record.wall_s for record in records})
+    rows = [
+        {"benchmark": b, "impl": i, "n": n, "placement": p, "params": json.loads(params), "wall_s": wall}
+        for (b, i, n, p, params), wall in sorted(merged.items(), key=lambda item: repr(item[0]))
+    ]
+    path.write_text(json.dumps({"records": rows}, indent=0) + "\n")
 
 
 def remaining_s(

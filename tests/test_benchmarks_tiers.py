@@ -225,6 +225,16 @@ def test_durations_are_read_back_from_the_last_results_json(tmp_path: Path) -> N
     assert recorded_durations(path) == {}
 
 
+def test_the_durations_file_keeps_every_case_any_run_measured(tmp_path: Path) -> None:
+    path = tmp_path / "durations.json"
+    first = Record("m.a", "pooled", None, "unpinned", "ok", wall_s=2.0, params={"k": 1})
+    _harness.write_durations(path, recorded_durations(path), [first])
+    again = Record("m.a", "pooled", None, "unpinned", "ok", wall_s=3.0, params={"k": 1})
+    other = Record("m.b", "pykka", 10, "pinned", "ok", wall_s=1.0, params={"n": 10})
+    _harness.write_durations(path, recorded_durations(path), [again, other])
+    assert recorded_durations(path) == {first.key: 3.0, other.key: 1.0}
+
+
 def test_a_progress_line_shows_the_elapsed_time_and_what_is_left() -> None:
     assert progress_prefix(12, 86, 83.0, 250.4) == "[ 12/86 1:23 elapsed, ~4:10 left]"
     assert progress_prefix(1, 86, 0.0, None) == "[  1/86 0:00 elapsed, ? left]"
