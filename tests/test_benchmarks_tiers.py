@@ -127,6 +127,19 @@ def test_a_default_run_may_cap_an_implementation_tighter() -> None:
     assert runner.skip_reason(case) == "skipped: above the 1,000-actor cap for pykka in a default run"
 
 
+def test_the_budget_skips_a_slow_size_but_never_one_a_target_names() -> None:
+    bench = _bench(
+        sizes=(1_000, 10_000, 100_000), impls=("pykka", "pooled"), targets=(Target("fast", "s", 1.0, n=100_000),)
+    )
+    runner = Runner([bench], {"unpinned": None}, tier="full")
+    plan = {(c.impl, c.n): c for c in runner.plan()}
+    for impl in ("pykka", "pooled"):
+        for n in (1_000, 10_000):
+            runner._history.setdefault((bench.full_name, impl, "unpinned"), []).append((n, n / 100))
+    assert runner.skip_reason(plan["pykka", 100_000]) == "skipped: over budget (~1000 s predicted > 20 s)"
+    assert runner.skip_reason(plan["pooled", 100_000]) is None
+
+
 def test_an_unknown_tier_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="quick, default, full"):
         tier_sizes(_bench(), "fast")
