@@ -74,7 +74,10 @@ def _describe(bench: _harness.Benchmark, tier: str, placements: dict[str, int | 
     sizes = _harness.tier_sizes(bench, tier)
     shown = "1 actor" if sizes == (None,) else "N=" + " ".join(f"{n:,}" for n in sizes if n is not None)
     where = _harness.tier_placements(bench, tier, placements)
-    return f"{shown}; {', '.join(_harness.tier_impls(bench, tier))}; {', '.join(where) or 'not run here'}"
+    impls = ", ".join(_harness.tier_impls(bench, tier))
+    caps = _harness.tier_max_n(bench, tier)
+    capped = "".join(f"; {impl} up to N={cap:,}" for impl, cap in caps.items() if sizes[-1] and sizes[-1] > cap)
+    return f"{shown}; {impls}; {', '.join(where) or 'not run here'}{capped}"
 
 
 def _tier(args: argparse.Namespace) -> str:
