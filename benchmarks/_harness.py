@@ -580,6 +580,7 @@ class Runner:
             )
         except subprocess.TimeoutExpired:
             record.wall_s = record.elapsed_s = time.perf_counter() - start
+            record.cpu_s = _children_cpu_s() - cpu_before
             record.status = "error"
             record.note = f"timed out after {case.benchmark.timeout_s:.0f} s"
             return

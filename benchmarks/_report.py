@@ -263,7 +263,7 @@ def summary(benchmarks: list[Benchmark], records: list[Record]) -> list[dict[str
                     row["target"] = goal.description
                     if checked is not None:
                         row["met"] = checked <= goal.limit if goal.at_most else checked >= goal.limit
-                        unit = f"x {BASELINE}" if goal.relative else (f" {goal.unit}" if goal.unit else "")
+                        unit = f"x {BASELINE}" if goal.relative else (f" {goal.unit.strip()}" if goal.unit else "")
                         row["checked"] = format_number(checked) + unit
                 rows.append(row)
     return rows
