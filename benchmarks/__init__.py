@@ -2,8 +2,10 @@
 
 Every figure is a ratio against plain pykka `ThreadingActor` measured in the
 same run, on the same machine, because absolute numbers drift on shared
-machines. Each case runs in a fresh subprocess, once unpinned and once pinned
-to one CPU, and prints one JSON line that the parent collects.
+machines. Each case runs in a fresh subprocess (unpinned, or pinned to one
+CPU) and prints one JSON line that the parent collects. ``--quick``, the
+default run and ``--full`` are tiers each benchmark declares (see
+`benchmarks._harness`).
 
 To add benchmarks, drop a module into this package (no leading underscore)
 that defines ``BENCHMARKS``, a tuple of `benchmarks._harness.Benchmark`;

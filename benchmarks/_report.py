@@ -4,6 +4,12 @@ Tables have one row per metric and actor count and one column per
 implementation, each troupe column followed by its ratio to pykka in words
 ("6.8x faster", "3.1x less"), so they read the same whichever way a metric
 is better and paste into the README as they are.
+
+The run closes with one summary table (`summary` and `summary_table`): a
+row per headline figure (every `Target`, and every `Headline` a benchmark
+declares) and placement, with troupe's figure, its ratio to pykka and to
+each peer framework measured beside it (`benchmarks._harness.PEERS`), and
+the target met or missed.
 """
 
 from __future__ import annotations
@@ -13,15 +19,25 @@ import textwrap
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from benchmarks._harness import BASELINE
+from benchmarks._harness import BASELINE, PEERS, Headline, Target
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from benchmarks._harness import Benchmark, Metric, Record, Target
+    from benchmarks._harness import Benchmark, Metric, Record
 
-__all__ = ["check_targets", "format_number", "format_ratio", "plot", "tables", "targets_table", "write_json"]
+__all__ = [
+    "check_targets",
+    "format_number",
+    "format_ratio",
+    "plot",
+    "summary",
+    "summary_table",
+    "tables",
+    "targets_table",
+    "write_json",
+]
 
 _Key = tuple[str, str, int | None, str]  # benchmark, impl, n, placement
 
@@ -186,9 +202,123 @@ def targets_table(results: list[dict[str, Any]], placement_titles: dict[str, str
     return "\n".join(out)
 
 
-def write_json(path: Path, meta: dict[str, Any], records: list[Record], targets: list[dict[str, Any]]) -> None:
-    """Write every record and target result to `path` as JSON."""
+def _ratio_cell(record: Record | None, other: Record | None, metric: Metric) -> str:
+    """Say how `record`'s figure compares with `other`'s, or why it cannot."""
+    if record is None or record.status != "ok":
+        return ""
+    if other is None:
+        return ""
+    if other.status != "ok":
+        return _cell(other, metric.key)
+    return format_ratio(record.metrics[metric.key], other.metrics[metric.key], metric)
+
+
+def _goals(bench: Benchmark) -> list[Target | Headline]:
+    """The benchmark's targets, then its headlines that no target already shows."""
+    shown = {(t.metric, t.impl, t.n) for t in bench.targets}
+    return [*bench.targets, *(h for h in bench.headlines if (h.metric, h.impl, h.n) not in shown)]
+
+
+def summary(benchmarks: list[Benchmark], records: list[Record]) -> list[dict[str, Any]]:
+    """Return the closing summary's rows: one per headline figure and placement the run measured.
+
+    A benchmark's headline figures are its targets and its `Headline`
+    declarations. Each row holds troupe's figure, its ratio to pykka in words
+    (``vs_pykka``), its ratio to each peer in `PEERS` the benchmark compares
+    with (``vs_peers``), and for a target whether it was met (None: not
+    measured, as in a quick run or a skipped case). Benchmarks with no case
+    in `records` (left out by ``--only``) have no rows.
+    """
+    by_key = _index(records)
+    rows: list[dict[str, Any]] = []
+    for bench in benchmarks:
+        ran = list(dict.fromkeys(r.placement for r in records if r.benchmark == bench.full_name))
+        metrics = {metric.key: metric for metric in bench.metrics}
+        for goal in _goals(bench):
+            metric = metrics[goal.metric]
+            for placement in ran:
+                record = by_key.get((bench.full_name, goal.impl, goal.n, placement))
+                base = by_key.get((bench.full_name, BASELINE, goal.n, placement))
+                peers = {
+                    peer: _ratio_cell(record, by_key.get((bench.full_name, peer, goal.n, placement)), metric)
+                    for peer in PEERS
+                    if peer in bench.impls and peer != goal.impl
+                }
+                row: dict[str, Any] = {
+                    "benchmark": bench.full_name,
+                    "figure": goal.description if isinstance(goal, Headline) and goal.description else metric.label,
+                    "impl": goal.impl,
+                    "n": goal.n,
+                    "placement": placement,
+                    "value": record.metrics[metric.key] if record is not None and record.status == "ok" else None,
+                    "shown": _cell(record, metric.key) if record is not None else "not measured",
+                    "vs_pykka": _ratio_cell(record, base, metric) if BASELINE in bench.impls else "",
+                    "vs_peers": peers,
+                    "target": "",
+                    "met": None,
+                    "checked": "",
+                }
+                if isinstance(goal, Target):
+                    checked = _target_value(bench, goal, placement, by_key)
+                    row["target"] = goal.description
+                    if checked is not None:
+                        row["met"] = checked <= goal.limit if goal.at_most else checked >= goal.limit
+                        unit = f"x {BASELINE}" if goal.relative else (f" {goal.unit.strip()}" if goal.unit else "")
+                        row["checked"] = format_number(checked) + unit
+                rows.append(row)
+    return rows
+
+
+def _result(row: dict[str, Any]) -> str:
+    if not row["target"]:
+        return ""
+    if row["met"] is None:
+        return "not measured"
+    return f"{row['checked']}: {'met' if row['met'] else '**missed**'}"
+
+
+def summary_table(rows: list[dict[str, Any]], placement_titles: dict[str, str]) -> str:
+    """Return the summary rows as one markdown table, with a column per peer that has a ratio."""
+    if not rows:
+        return ""
+    peers = [peer for peer in PEERS if any(row["vs_peers"].get(peer) for row in rows)]
+    header = ["headline", "N", "troupe mode", "placement", "troupe", f"vs {BASELINE}"]
+    header += [f"vs {peer}" for peer in peers] + ["target", "result"]
+    out = ["### Summary: headline figures and targets", "", _line(header)]
+    out.append(_line(["---", "--:", "---", "---", "--:", "--:"] + ["--:"] * len(peers) + ["---", "---"]))
+    for row in rows:
+        cells = [
+            f"{row['benchmark']}: {row['figure']}",
+            f"{row['n']:,}" if row["n"] is not None else "1",
+            row["impl"],
+            placement_titles.get(row["placement"], row["placement"]).split(" (")[0],
+            row["shown"],
+            row["vs_pykka"],
+            *(row["vs_peers"].get(peer, "") for peer in peers),
+            row["target"],
+            _result(row),
+        ]
+        out.append(_line(cells))
+    met = [row["met"] for row in rows if row["target"]]
+    out += [
+        "",
+        f"Targets: {met.count(True)} met, {met.count(False)} missed, {met.count(None)} not measured.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_json(
+    path: Path,
+    meta: dict[str, Any],
+    records: list[Record],
+    targets: list[dict[str, Any]],
+    summary_rows: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write every record, target result and summary row to `path` as JSON."""
     document = {"meta": meta, "records": [asdict(r) for r in records], "targets": targets}
+    if summary_rows is not None:
+        document["summary"] = summary_rows
     path.write_text(json.dumps(document, indent=1) + "\n")
 
 

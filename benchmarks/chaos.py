@@ -21,7 +21,8 @@ letters + refused tells == sent``, and ``lost`` is what is left over.
 - `kill9_storm`: the same storm in a child process, killed with ``kill -9``
   after a seeded number of acknowledgements, again and again on one database.
 
-``python -m benchmarks --only chaos`` runs the long version and prints the
+``python -m benchmarks --only chaos --full`` runs the long version (without
+``--full``, a fifth of it) and prints the
 figures as a table (one column per mode); tests/test_chaos.py runs the same
 scenarios, smaller, and asserts ``lost == 0``. Every random choice comes from
 a seeded `random.Random`; nothing sleeps.
@@ -65,7 +66,7 @@ from actors import (
     StateStore,
     SupervisionPolicy,
 )
-from benchmarks._harness import Benchmark, Metric
+from benchmarks._harness import Benchmark, Metric, Target
 
 __all__ = [
     "BENCHMARKS",
@@ -562,6 +563,18 @@ BENCHMARKS = (
         ),
         params={"tasks": 100_000, "crash_rate": 0.01, "rounds": 10, "per_thread": 5_000, "kills": 20, "acks": 10_000},
         quick_params={"tasks": 4_000, "crash_rate": 0.01, "rounds": 2, "per_thread": 400, "kills": 1, "acks": 500},
+        # A fifth of the long version: every scenario still runs, in each mode, within the default run's minutes.
+        default_params={
+            "tasks": 20_000,
+            "crash_rate": 0.01,
+            "rounds": 2,
+            "per_thread": 1_000,
+            "kills": 4,
+            "acks": 2_000,
+        },
+        targets=tuple(
+            Target(f"chaos, {mode}: nothing lost", "lost", 0.0, impl=mode) for mode in ("thread", "pooled", "asyncio")
+        ),
         impls=("thread", "pooled", "asyncio"),
         only_placements=("unpinned",),
         timeout_s=600.0,

@@ -369,6 +369,8 @@ BENCHMARKS = (
         quick_params={"messages": 20_000, "asks": 200},
         impls=("pykka", "ray-naive", "memory", "ray"),
         quick_impls=("pykka", "memory"),
+        # Ray: a cluster's start and the one-call-per-message baseline take minutes a case (--full runs them).
+        default_impls=("pykka", "memory"),
         only_placements=("unpinned",),
         requires={"ray": "ray", "ray-naive": "ray"},
         targets=(
@@ -397,6 +399,7 @@ BENCHMARKS = (
         quick_params={"agents": 2_000, "fast": True},
         impls=("memory", "ray"),
         quick_impls=("memory",),
+        default_impls=("memory",),
         only_placements=("unpinned",),
         requires={"ray": "ray"},
         targets=(

@@ -232,6 +232,7 @@ BENCHMARKS = (
         ),
         params={"messages": 100_000, "rounds": 7},
         quick_params={"messages": 5_000, "rounds": 1},
+        default_params={"messages": 50_000, "rounds": 3},  # pykka's four rows took minutes of a loaded default run
         targets=(
             Target("router overhead <= 1.5x direct tell", "router_overhead", 1.5, unit="x"),
             Target("router overhead <= 1.5x direct tell (thread)", "router_overhead", 1.5, impl="thread", unit="x"),

@@ -27,7 +27,7 @@ import psutil
 import pykka
 
 from actors import Actor, ActorSystem
-from benchmarks._harness import Benchmark, Metric, Target
+from benchmarks._harness import Benchmark, Headline, Metric, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -44,6 +44,9 @@ _QUICK_SIZES = (100, 1_000)
 # 2 CPUs, 20,000 pykka actors take ~30 s to spawn and ~40 s for one round of
 # asks, where 10,000 take ~6 s and ~2 s.
 _THREAD_PER_ACTOR_CAP = {"pykka": 10_000, "thread": 10_000}
+
+_HEADLINE_PLACEMENTS = ("unpinned", "pinned")
+"""These are the headline rows: a default run measures them in both placements."""
 
 
 class Echo(Actor):
@@ -224,6 +227,8 @@ BENCHMARKS = (
         params={"messages": 100_000, "rounds": 5},
         quick_params={"messages": 5_000, "rounds": 1},
         targets=(Target("tell >= 5x pykka", "tell_per_s", 5.0, at_most=False, relative=True),),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("tell_per_s", impl="thread"),),
     ),
     Benchmark(
         name="ask",
@@ -241,6 +246,8 @@ BENCHMARKS = (
             Target("ask median <= 1/2 of pykka's", "ask_median_us", 0.5, relative=True),
             Target("ask(timeout=) median <= 1/3 of pykka's", "ask_timeout_median_us", 1 / 3, relative=True),
         ),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("ask_median_us", impl="thread"),),
     ),
     Benchmark(
         name="actors",
@@ -261,6 +268,16 @@ BENCHMARKS = (
             Target("ask-all over 100,000 in <= 1 s", "ask_all_s", 1.0, n=100_000, unit="s"),
             Target("stop each of 100,000 in <= 1 s", "stop_s", 1.0, n=100_000, unit="s"),
         ),
+        # 10,000: the largest N pykka runs at (thread mode against it is issue 16's first row).
+        default_sizes=(10_000, 100_000),
+        default_placements=_HEADLINE_PLACEMENTS,
+        timeout_s=300.0,  # pykka's 10,000 threads took over 120 s on the shared machine at a load of 100-200
+        headlines=(
+            Headline("spawn_s", n=10_000),
+            Headline("spawn_s", impl="thread", n=10_000),
+            Headline("ask_all_s", impl="thread", n=10_000),
+            Headline("stop_s", impl="thread", n=10_000),
+        ),
     ),
     Benchmark(
         name="shutdown",
@@ -270,6 +287,10 @@ BENCHMARKS = (
         quick_sizes=_QUICK_SIZES,
         max_n=_THREAD_PER_ACTOR_CAP,
         targets=(Target("shutdown of 100,000 in <= 1 s", "shutdown_s", 1.0, n=100_000, unit="s"),),
+        # pykka's side at 1,000: at 10,000 its spawn alone takes most of a case's time.
+        default_sizes=(1_000, 100_000),
+        default_placements=_HEADLINE_PLACEMENTS,
+        headlines=(Headline("shutdown_s", n=1_000),),
     ),
     Benchmark(
         name="stop_each",
@@ -286,6 +307,8 @@ BENCHMARKS = (
                 "stop each of 100,000, one ref.stop() at a time, in <= 1 s", "stop_each_s", 1.0, n=100_000, unit="s"
             ),
         ),
+        default_sizes=(1_000, 100_000),
+        default_placements=_HEADLINE_PLACEMENTS,
     ),
 )
 """The runtime benchmarks, in report order."""

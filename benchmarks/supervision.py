@@ -166,8 +166,11 @@ BENCHMARKS = (
             Metric("tree_start_s", "supervision tree: start N and get a reply from each (s)", plot=True),
             Metric("tree_shutdown_s", "supervision tree: shutdown (s)", plot=True),
         ),
-        sizes=(10_000,),
+        sizes=(1_000, 10_000),
         quick_sizes=(100,),
+        # pykka's and thread mode's 10,000 threads took 31 s of CPU each in a default run: --full runs them.
+        default_sizes=(1_000, 10_000),
+        default_max_n={"pykka": 1_000, "thread": 1_000},
         budget_s=60.0,
     ),
 )

@@ -13,7 +13,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 # Every benchmark module runs once at its quick size, each case in a fresh
-# process: ~40 s alone on 2 CPUs, several times that on a loaded machine. The
+# process (pinned too only for the runtime rows): about a minute alone on
+# 2 CPUs, several times that on a loaded machine. The
 # subprocess's own timeout sits below this test's hang guard, so a hang
 # reports the benchmark's output instead of a bare timeout.
 @pytest.mark.timeout(420)
@@ -31,3 +32,5 @@ def test_a_quick_benchmark_run_measures_pykka_and_both_troupe_modes(tmp_path: Pa
     measured = {record["impl"] for record in results["records"] if record["status"] == "ok"}
     assert {"pykka", "thread", "pooled"} <= measured
     assert "| benchmark | N | pykka | thread |" in done.stdout
+    assert "| headline | N | troupe mode | placement | troupe | vs pykka |" in done.stdout
+    assert results["meta"]["tier"] == "quick"
