@@ -94,6 +94,9 @@ __all__ = [
 
 _constructing = threading.local()
 
+_SYSQ_LOCK = allocate_lock()
+"""Held while a cell's list of system messages is made (`Cell.system_queue`)."""
+
 
 def bind_constructing(cell: Cell | None) -> Cell | None:
     """Make `cell` the one `Actor.__init__` binds to on this thread; return the previous one."""
@@ -121,7 +124,7 @@ def constructing_instance(cell: Cell) -> Any:
     cell it belongs to, so it is never the wrong one.
     """
     newborn = getattr(_constructing, "instance", None)
-    if newborn is not None and newborn.__dict__.get("_troupe_cell") is cell:
+    if newborn is not None and getattr(newborn, "_troupe_cell", None) is cell:
         return newborn
     return None
 
@@ -228,7 +231,9 @@ class Cell:
         # Why the actor terminated: None (a normal stop) or the exception it failed with.
         self.reason: BaseException | None = None
         # System messages: callables run with this cell before any user message.
-        self.sysq: list[Callable[[Cell], None]] = []
+        # None until the first one, or the first turn that handles mail
+        # (`system_queue`): a list is 56 bytes, most of an idle actor's.
+        self.sysq: list[Callable[[Cell], None]] | None = None
         # Guarded by system.tree_lock; insertion-ordered, so reversed() is youngest first.
         self.children: dict[Cell, None] | None = None
         self.stop_replies: list[pykka.Future[Any]] | None = None
@@ -290,13 +295,27 @@ class Cell:
 
     # -- posting from any thread ---------------------------------------------
 
+    def system_queue(self) -> list[Callable[[Cell], None]]:
+        """Return the list of system messages, created on first use (any thread).
+
+        Once made it stays: a turn loop holds it and sees what is posted while
+        it runs (`_process`). Two threads making it at once make one.
+        """
+        sysq = self.sysq
+        if sysq is None:
+            with _SYSQ_LOCK:
+                sysq = self.sysq
+                if sysq is None:
+                    sysq = self.sysq = []
+        return sysq
+
     def post_system(self, message: Callable[[Cell], None], *, inline: bool = False) -> None:
         """Queue a system message (runs before user messages) and schedule the cell.
 
         With `inline`, a cell served by the calling thread's own executor is run
         right here instead of being submitted (used to stop children quickly).
         """
-        self.sysq.append(message)
+        self.system_queue().append(message)
         if self.sched.acquire(False):
             if inline and self.executor is current_executor():
                 self.run()
@@ -435,7 +454,9 @@ class Cell:
         finally:
             bind_constructing(previous)
             _constructing.instance = newborn
-        if actor.__dict__.get("_troupe_cell") is not self:
+        # getattr, not ``actor.__dict__``: reading ``__dict__`` makes a 64-byte
+        # dict object per instance (3.11 keeps attributes in a values array).
+        if getattr(actor, "_troupe_cell", None) is not self:
             msg = (
                 f"{self.actor_class.__qualname__}.__init__ did not call super().__init__(); "
                 "call it so the actor is bound to its mailbox"
@@ -602,7 +623,7 @@ class Cell:
             self.fail(exc_info_of(exc), during_start=True)
 
     def _process_system(self) -> None:
-        sysq = self.sysq
+        sysq = self.system_queue()
         while sysq:
             sysq.pop(0)(self)
 
@@ -611,6 +632,8 @@ class Cell:
         actor = self.actor
         kinds = KINDS
         sysq = self.sysq
+        if sysq is None:  # the first turn with mail: the loop below must see what is posted meanwhile
+            sysq = self.system_queue()
         while limit > 0 and not sysq:
             limit -= 1
             try:
@@ -764,7 +787,7 @@ class Cell:
         def lose_loop(_cell: Cell) -> None:
             aio.lose_loop(exc)  # type: ignore[arg-type]  # an EventLoopError
 
-        self.sysq.insert(0, lose_loop)
+        self.system_queue().insert(0, lose_loop)
         self.executor = new
         return True
 

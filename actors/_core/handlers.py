@@ -144,7 +144,7 @@ class AsyncioState:
         pop = cell.queue.popleft
         actor = cell.actor
         kinds = KINDS
-        sysq = cell.sysq
+        sysq = cell.system_queue()  # made now if need be: the loop sees what is posted meanwhile
         while limit > 0 and not sysq:
             limit -= 1
             try:
