@@ -286,9 +286,9 @@ BENCHMARKS = (
             Metric("shutdown_s", "system.shutdown() (s)"),
         ),
         # One size, pooled only: a thread per actor cannot reach it (see
-        # `_THREAD_PER_ACTOR_CAP`). A --quick run measures 10,000 as a smoke test.
+        # `_THREAD_PER_ACTOR_CAP`). A --quick run measures 1,000 as a smoke test.
         sizes=(1_000_000,),
-        quick_sizes=(10_000,),
+        quick_sizes=(1_000,),
         impls=("pooled",),
         timeout_s=300.0,
         targets=(

@@ -144,7 +144,9 @@ class AsyncioState:
         pop = cell.queue.popleft
         actor = cell.actor
         kinds = KINDS
-        sysq = cell.system_queue()  # made now if need be: the loop sees what is posted meanwhile
+        sysq = cell.sysq
+        if sysq is None:  # the first turn with mail: the loop below must see what is posted meanwhile
+            sysq = cell.system_queue()
         while limit > 0 and not sysq:
             limit -= 1
             try:
