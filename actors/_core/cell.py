@@ -50,6 +50,7 @@ import threading
 import uuid
 from _thread import allocate_lock
 from asyncio import _get_running_loop
+from os import urandom
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,9 @@ __all__ = [
 ]
 
 _constructing = threading.local()
+
+_URN_LOCK = allocate_lock()
+"""Held while a cell's URN is drawn on first read (`Cell.urn`)."""
 
 _SYSQ_LOCK = allocate_lock()
 """Held while a cell's list of system messages is made (`Cell.system_queue`)."""
@@ -185,7 +189,7 @@ class Cell:
         executor: Executor,
         name: str | None,
         parent: Cell | None,
-        urn: bytes | str,
+        urn: bytes | str | None,
         throughput: int,
         ref_class: Callable[[Cell], ActorRef[Any]],
         mailbox: MailboxSpec,
@@ -202,7 +206,7 @@ class Cell:
         self.executor = executor
         self.name = name
         self.parent = parent
-        # 16 random bytes until the URN is first read (see `urn`), then its text.
+        # None (or 16 random bytes) until the URN is first read (see `urn`), then its text.
         self._urn = urn
         self.throughput = throughput
         self.ref = ref_class(self)
@@ -262,19 +266,23 @@ class Cell:
 
     @property
     def urn(self) -> str:
-        """The actor's URN: pykka's uuid4 form, ``urn:uuid:<uuid4>``, formatted on first read.
+        """The actor's URN: pykka's uuid4 form, ``urn:uuid:<uuid4>``, drawn and formatted on first read.
 
-        The system draws the 16 random bytes at spawn (``os.urandom``, a
-        quarter of a microsecond); formatting them costs ~1.5 µs more, which
-        a spawn whose URN nobody reads never pays. Two threads reading it
-        first at once format the same bytes to the same text.
+        Most actors' URNs are never read (it is in ``str(ref)``, the logs, a
+        router's table): drawing 16 random bytes (``os.urandom``, a system
+        call) and formatting them (~1.5 µs) waits for the first read, and so
+        do the 49 bytes of the bytes object. The first read takes a
+        module-wide lock, so two threads reading it first at once see one URN.
+        The spawner may also pass the random bytes (formatted on first read).
         """
         urn = self._urn
-        if isinstance(urn, str):
+        if urn.__class__ is str:
             return urn
-        text = uuid.UUID(bytes=urn, version=4).urn
-        self._urn = text
-        return text
+        with _URN_LOCK:
+            urn = self._urn
+            if not isinstance(urn, str):
+                urn = self._urn = uuid.UUID(bytes=urn or urandom(16), version=4).urn
+        return urn
 
     # -- the pykka inbox interface ---------------------------------------------
 
