@@ -14,6 +14,8 @@ __all__ = [
     "AccessDeniedError",
     "ActorNameTakenError",
     "AgentRegistrationError",
+    "AlertRuleError",
+    "AuditLogError",
     "ClusterUnavailableError",
     "ConflictError",
     "ConflictNotFoundError",
@@ -28,6 +30,7 @@ __all__ = [
     "MailboxFullError",
     "MessageNotPicklableError",
     "MessageNotUnderstoodError",
+    "MetricsOffError",
     "MigrationError",
     "ModeError",
     "NoRouteeError",
@@ -35,6 +38,7 @@ __all__ = [
     "NodeNameTakenError",
     "NotASessionMemberError",
     "NotAnActorError",
+    "ObservabilityConfigError",
     "PatternError",
     "PipelineItemError",
     "PoolExhaustedError",
@@ -60,6 +64,7 @@ __all__ = [
     "TroupeInternalError",
     "UnknownAgentError",
     "UnknownMessageError",
+    "UnknownMetricError",
     "UnknownNodeError",
     "UnknownTaskError",
     "WireVersionError",
@@ -371,3 +376,49 @@ class PipelineItemError(TroupeError, RuntimeError):
         super().__init__(message)
         self.index = index
         self.stage = stage
+
+
+class MetricsOffError(TroupeError, RuntimeError):
+    """`ActorSystem.metrics()` was called on a system whose metrics are off.
+
+    Turn them on first with ``actors.observability.enable_metrics(system)``
+    (they cost nothing until then, so they are off by default).
+    """
+
+
+class UnknownMetricError(TroupeError, KeyError):
+    """A flat metric name (``MetricsSnapshot.flat()``) that the snapshot does not define.
+
+    The message names the metric and the documented name patterns
+    (`actors.observability.METRIC_NAMES`); a name of an actor class that has
+    not handled a message yet is unknown until it has.
+    """
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; ours is a sentence.
+        return str(self.args[0]) if self.args else ""
+
+
+class ObservabilityConfigError(TroupeError, ValueError):
+    """Observability was given a setting it cannot use.
+
+    A `sample_every` below 1, a malformed W3C ``traceparent``, a metrics
+    server address that is not a loopback one, an optional extra
+    (``[otel]``, ``[prometheus]``) that is not installed: the message names
+    the setting, what it got, and what it accepts.
+    """
+
+
+class AuditLogError(TroupeError, OSError):
+    """The audit log cannot be enabled: its directory cannot be created or written, or it is on already.
+
+    Raised by `enable_audit_log` at once, never later inside a runtime thread
+    (a write that fails later is counted and logged; see `AuditStatistics`).
+    """
+
+
+class AlertRuleError(TroupeError, ValueError):
+    """An alert rule cannot be evaluated: an unknown metric, a negative ``for``, a bad threshold or severity.
+
+    The message names the rule, the field and what it accepts.
+    """

@@ -884,6 +884,8 @@ class WorkflowOrchestrator(Actor):
         tr.request = request
         run.running += 1
         self._counts["tasks_started"] += 1
+        if self.actor_system.audit.task_history:
+            _audit_task(self, run.id, tr, "started", now)
         if self._journal is not None:
             self._journal.task_started(run.id, task.id, tr.attempts, now)
         if task.timeout is not None and not task.inline:
@@ -1087,6 +1089,8 @@ class WorkflowOrchestrator(Actor):
         tr.ended_at = now
         run.remaining -= 1
         self._counts[f"tasks_{state.value}"] += 1
+        if self.actor_system.audit.task_history:
+            _audit_task(self, run.id, tr, state.value, now)
         if self._journal is not None:
             result = WorkflowJournal.dumps(tr.result) if state is TaskState.SUCCEEDED else None
             error = repr(tr.error) if tr.error is not None else None
@@ -1291,3 +1295,23 @@ class WorkflowClient:
         except pykka.Timeout:
             msg = f"execution {execution_id!r} had not ended after {timeout} s; its status: ask GetExecution"
             raise pykka.Timeout(msg) from None
+
+
+def _audit_task(orchestrator: Actor, execution_id: str, tr: _TaskRun, event: str, now: float) -> None:
+    """Emit a workflow task's ``task_history`` audit event (README, Audit logs); the caller checked the flag."""
+    error = tr.error if event != "started" else None
+    orchestrator.actor_system.audit.emit(
+        "task_history",
+        {
+            "event": event,
+            "task_id": tr.task.id,
+            "kind": "workflow",
+            "execution_id": execution_id,
+            "agent_id": None,
+            "attempt": tr.attempts,
+            "duration_ms": None if event == "started" or tr.started_at is None else (now - tr.started_at) * 1000.0,
+            "success": None if event == "started" else event == TaskState.SUCCEEDED.value,
+            "error_type": None if error is None else type(error).__name__,
+            "error": None if error is None else str(error),
+        },
+    )

@@ -18,10 +18,21 @@ ones are for services built on the runtime:
 - `FrozenDict`: the immutable, hashable mapping statistics snapshots hold.
 - `check_seconds`, `check_count`, `check_interface`, `check_ref`: constructor
   argument checks whose messages name the argument and what it expects.
+- `Probe`, `CellStats`, `HANDLER_BUCKETS`, `set_observer`, `live_cells`,
+  `cell_mode`, `cell_state`, `pool_size`: the runtime's measured turns and the views a
+  metrics service reads (`actors._core.observe`; ``system.observer``).
+- `Tracer`, `Traced`, `TraceContext`, `CURRENT_TRACE`, `set_tracer`: the
+  trace context the runtime carries with each message while a system has a
+  tracer (`actors._core.tracing`; ``system.tracer``).
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
 the reply future its handler must settle.
+
+`AuditChannel` (``system.audit``, with `AUDIT_STREAMS` and `AuditSink`) is
+where the runtime and the services emit audit events; `CheckHealth`,
+`HealthReport` and `HealthStatus` are the health question every service
+actor answers (services cannot read each other's state).
 """
 
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
@@ -30,10 +41,24 @@ from actors._core.cell import STOP, Cell
 from actors._core.checks import check_count, check_interface, check_ref, check_seconds
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
+from actors._core.events import STREAMS as AUDIT_STREAMS
+from actors._core.events import AuditChannel, AuditSink
 from actors._core.frozendict import FrozenDict
 from actors._core.future import Future, Receipt
+from actors._core.health import CheckHealth, HealthReport, HealthStatus
 from actors._core.mailbox import BoundedMailbox, FifoMailbox, MailboxSpec, PriorityMailbox
 from actors._core.messages import KINDS as MESSAGE_KINDS
+from actors._core.observe import (
+    HANDLER_BUCKETS,
+    CellStats,
+    Probe,
+    cell_mode,
+    cell_state,
+    live_cells,
+    pool_size,
+    set_observer,
+    set_tracer,
+)
 from actors._core.ref import ActorRef
 from actors._core.supervision import (
     DEFAULT_POLICY,
@@ -48,9 +73,14 @@ from actors._core.supervision import (
 )
 from actors._core.system import ActorSystem, default_system
 from actors._core.timers import Scheduler, TimerHandle, Timers
+from actors._core.tracing import CURRENT as CURRENT_TRACE
+from actors._core.tracing import TraceContext, Traced, Tracer
 
 __all__ = [
+    "AUDIT_STREAMS",
+    "CURRENT_TRACE",
     "DEFAULT_POLICY",
+    "HANDLER_BUCKETS",
     "MESSAGE_KINDS",
     "MODES",
     "STOP",
@@ -58,9 +88,13 @@ __all__ = [
     "ActorRef",
     "ActorSystem",
     "AsyncioActor",
+    "AuditChannel",
+    "AuditSink",
     "Backoff",
     "BoundedMailbox",
     "Cell",
+    "CellStats",
+    "CheckHealth",
     "ChildSpec",
     "Clock",
     "DeadLetter",
@@ -72,11 +106,14 @@ __all__ = [
     "FifoMailbox",
     "FrozenDict",
     "Future",
+    "HealthReport",
+    "HealthStatus",
     "MailboxSpec",
     "ManualClock",
     "MonotonicClock",
     "PooledActor",
     "PriorityMailbox",
+    "Probe",
     "QueuedMessage",
     "Receipt",
     "RestartType",
@@ -88,9 +125,18 @@ __all__ = [
     "ThreadActor",
     "TimerHandle",
     "Timers",
+    "TraceContext",
+    "Traced",
+    "Tracer",
+    "cell_mode",
+    "cell_state",
     "check_count",
     "check_interface",
     "check_ref",
     "check_seconds",
     "default_system",
+    "live_cells",
+    "pool_size",
+    "set_observer",
+    "set_tracer",
 ]

@@ -73,6 +73,7 @@ from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
 from actors._core.mailbox import NOTHING, take_head
 from actors._core.messages import KINDS as _KINDS
+from actors._core.tracing import Traced
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -145,6 +146,8 @@ class TakenMessages:
                 return True
         else:
             message, reply_to = item, None
+        if message.__class__ is Traced:  # sent with tracing on: batched as the message it carries
+            message = message.message
         if message.__class__ in _KINDS:
             return False
         self._candidate = candidate = QueuedMessage(message, reply_to)

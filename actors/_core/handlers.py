@@ -41,7 +41,8 @@ from actors._core.executors import HandlerExit
 from actors._core.future import Receipt
 from actors._core.lifecycle import exc_info_of
 from actors._core.logbridge import report
-from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, SelfStop
+from actors._core.messages import KINDS, PROXY, STOP_MESSAGE, TIMER, TRACED, SelfStop
+from actors._core.tracing import Traced, run_traced
 from actors.errors import EventLoopError
 
 if TYPE_CHECKING:
@@ -158,6 +159,8 @@ class AsyncioState:
                 reply_to = item.reply_to
                 if reply_to._done:  # type: ignore[union-attr]  # noqa: SLF001 - every reply future is ours
                     # Settled before it was handled: its asker gave up (`abandon`).
+                    if message.__class__ is Traced:
+                        message = message.message
                     cell.system.dead_letters.record(message, cell.ref, DeadLetterReason.ASK_ABANDONED)
                     continue
             else:
@@ -177,6 +180,10 @@ class AsyncioState:
                         continue
                     message = message.message
                     result = actor.on_receive(message)
+                elif kind == TRACED:  # sent with tracing on (actors._core.tracing)
+                    traced = message
+                    message = traced.message
+                    result = run_traced(cell, actor, traced, proxy=kinds.get(message.__class__) == PROXY)
                 else:  # Terminated
                     if not cell.still_watching(message):
                         continue

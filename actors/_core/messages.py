@@ -12,10 +12,11 @@ from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr
 from actors._core._pykka import ActorStop
 from actors._core.supervision import Terminated
 from actors._core.timers import _TimerFired
+from actors._core.tracing import Traced
 
-__all__ = ["KINDS", "PROXY", "STOP_MESSAGE", "TERMINATED_MESSAGE", "TIMER", "SelfStop"]
+__all__ = ["KINDS", "PROXY", "STOP_MESSAGE", "TERMINATED_MESSAGE", "TIMER", "TRACED", "SelfStop"]
 
-PROXY, STOP_MESSAGE, TIMER, TERMINATED_MESSAGE = 1, 2, 3, 4
+PROXY, STOP_MESSAGE, TIMER, TERMINATED_MESSAGE, TRACED = 1, 2, 3, 4, 5
 
 
 class SelfStop(ActorStop):
@@ -30,4 +31,5 @@ KINDS: dict[type, int] = {
     SelfStop: STOP_MESSAGE,
     _TimerFired: TIMER,
     Terminated: TERMINATED_MESSAGE,
+    Traced: TRACED,  # a message sent with tracing on (actors._core.tracing)
 }

@@ -18,6 +18,7 @@ from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import inline_depth
 from actors._core.future import Future, Receipt
+from actors._core.messages import KINDS, PROXY
 from actors.errors import EventLoopError, TroupeError
 
 if TYPE_CHECKING:
@@ -26,13 +27,31 @@ if TYPE_CHECKING:
     from actors._core.cell import Cell
     from actors._core.system import ActorSystem
 
-__all__ = ["ActorRef", "StoppedFlag"]
+__all__ = ["ActorRef", "StoppedFlag", "count_tracing"]
 
 # Nested inline asks allowed on one thread before asks go through the executor
 # (each level is a few Python frames deep).
 _MAX_INLINE = 32
 
 A = TypeVar("A", bound=pykka.Actor)
+
+# How many systems have a tracer (`count_tracing`). While 0, tell and ask pay
+# one check of this global, a specialized LOAD_GLOBAL, and nothing else.
+_tracing = 0
+
+
+def count_tracing(delta: int) -> None:
+    """A system's tracer was set (+1) or removed (-1): `ActorRef.tell` and ``ask`` look for tracers while any is."""
+    global _tracing  # noqa: PLW0603 - the hot path's flag, a module global for speed
+    _tracing += delta
+
+
+def _traced(cell: Cell, message: Any) -> Any:
+    """Return `message` as the tracer of `cell`'s system wraps it, if it has one (tracing on somewhere)."""
+    tracer = cell.system.tracer
+    if tracer is None or KINDS.get(message.__class__, PROXY) != PROXY:
+        return message
+    return tracer.send(cell, message)
 
 
 class StoppedFlag:
@@ -147,6 +166,8 @@ class ActorRef(pykka.ActorRef[A]):
         cell = self._cell
         if not cell.alive:
             self._dead(message)
+        if _tracing:
+            message = _traced(cell, message)
         cell.queue.append(message)
         if cell.sched.acquire(False):
             cell.executor.submit(cell)
@@ -173,7 +194,7 @@ class ActorRef(pykka.ActorRef[A]):
         try:
             if not cell.alive:
                 self._dead(message)
-            envelope = Envelope(message, reply_to=future)
+            envelope = Envelope(_traced(cell, message) if _tracing else message, reply_to=future)
             inline = block and timeout is None and cell.executor is cell.system.inline_executor
             if inline and inline_depth() < _MAX_INLINE:
                 # Inline ask: the asker would only sleep until a dispatcher
@@ -213,7 +234,7 @@ class ActorRef(pykka.ActorRef[A]):
         try:
             if not cell.alive:
                 self._dead(message)
-            envelope = Envelope(message, reply_to=future)
+            envelope = Envelope(_traced(cell, message) if _tracing else message, reply_to=future)
             if inline and cell.executor is cell.system.inline_executor and inline_depth() < _MAX_INLINE:
                 cell.queue.append(envelope)  # an inline ask, as in `ask`
                 if cell.sched.acquire(False):
@@ -235,7 +256,7 @@ class ActorRef(pykka.ActorRef[A]):
         cell = self._cell
         if not cell.alive:
             self._dead(message)
-        cell.put(Envelope(message, reply_to=receipt))
+        cell.put(Envelope(_traced(cell, message) if _tracing else message, reply_to=receipt))
 
     def _get_or_abandon(self, future: Future[Any], timeout: float) -> Any:
         try:

@@ -43,6 +43,7 @@ from actors._core.cell import STOP, Cell
 from actors._core.checks import check_count, check_interface, check_seconds
 from actors._core.clock import Clock, MonotonicClock
 from actors._core.deadletters import DeadLetters
+from actors._core.events import AuditChannel
 from actors._core.executors import (
     DEFAULT_SLOW_CALLBACK_DURATION,
     AsyncioExecutor,
@@ -56,10 +57,13 @@ from actors._core.mailbox import FifoMailbox, MailboxSpec
 from actors._core.ref import ActorRef
 from actors._core.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
 from actors._core.timers import Scheduler
-from actors.errors import ActorNameTakenError, SystemShutdownError
+from actors.errors import ActorNameTakenError, MetricsOffError, SystemShutdownError
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from actors._core.observe import Probe
+    from actors._core.tracing import Tracer
 
 __all__ = ["DEFAULT_THROUGHPUT", "ActorSystem", "default_system"]
 
@@ -147,6 +151,8 @@ class ActorSystem:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.throughput = throughput
         self.dead_letters = DeadLetters(keep=dead_letters_kept)
+        # Audit events of the runtime and the services; silent until enable_audit_log attaches a sink.
+        self.audit = AuditChannel()
         self.scheduler = Scheduler(self.clock, name=self.name)
         # Guards the tree (every cell's parent/children), the name registry and
         # cell termination. Held only for a few dict operations at a time.
@@ -163,6 +169,12 @@ class ActorSystem:
         )
         # Blocking asks of idle actors on this executor run on the asking thread.
         self.inline_executor: object = self._pool
+        # The metrics service's probe (`actors._core.observe.Probe`); None: off,
+        # and a turn pays one check of it.
+        self.observer: Probe | None = None
+        # The tracing service's tracer (`actors._core.tracing.Tracer`), set with
+        # `actors._core.observe.set_tracer`; None: off.
+        self.tracer: Tracer | None = None
         _at_first_system()
         self._pool.start()
         self.scheduler.start()
@@ -364,6 +376,24 @@ class ActorSystem:
         """Return the refs of the live top-level actors, oldest first."""
         return [cell.ref for cell in self._guardian.children_snapshot()]
 
+    def metrics(self) -> Any:
+        """Return an immutable snapshot of the system's metrics (`actors.observability.MetricsSnapshot`).
+
+        Metrics are off by default; ``actors.observability.enable_metrics(system)``
+        turns them on. Any thread.
+
+        Raises:
+            MetricsOffError: they are off.
+        """
+        observer = self.observer
+        if observer is None:
+            msg = (
+                f"metrics are off in system {self.name!r}; "
+                "turn them on first with actors.observability.enable_metrics(system)"
+            )
+            raise MetricsOffError(msg)
+        return observer.snapshot()
+
     @property
     def is_running(self) -> bool:
         """Whether the system accepts new actors (it has not begun shutting down)."""
@@ -488,6 +518,7 @@ class ActorSystem:
             threads = list(self._actor_threads)
         for actor_thread in threads:
             actor_thread.thread.join()
+        self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
         with self._state_lock:
             self._state = _SHUT_DOWN
         self._shut_down.set()

@@ -54,7 +54,18 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, DeadLetterReason, FrozenDict, Future, Terminated, check_count
+from actors._core import (
+    Actor,
+    CheckHealth,
+    DeadLetterReason,
+    FrozenDict,
+    Future,
+    HealthReport,
+    HealthStatus,
+    Terminated,
+    check_count,
+)
+from actors.coordination.audit import agent_event, task_event
 from actors.coordination.health import Health, HealthPolicy, HealthTracker
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
@@ -319,6 +330,7 @@ class Coordinator(Actor):
             CancelTask: self._on_cancel,
             GetTask: self._on_get_task,
             GetCoordinationStatistics: self._on_statistics,
+            CheckHealth: self._on_check_health,
         }
         self._notifications: dict[type, Callable[[Any], None]] = {
             TaskFinished: self._on_finished,
@@ -417,6 +429,9 @@ class Coordinator(Actor):
         agent.status_seq = 1
         if self._watchers:
             self._emit(RegistryEventKind.REGISTERED, agent, StatusChange(aid, 1, None, AgentStatus.IDLE, now))
+        audit = self.actor_system.audit
+        if audit.agent_activity:
+            audit.emit("agent_activity", agent_event("registered", descriptor, replaced=replaced, status="idle"))
         self._place(agent)
         self._pull(agent)
         return RegistrationResult(aid, replaced=replaced)
@@ -465,6 +480,9 @@ class Coordinator(Actor):
             self._emit(RegistryEventKind.DEREGISTERED, agent, change)
         elif self._watchers:
             self._emit(RegistryEventKind.DEREGISTERED, agent, None)
+        audit = self.actor_system.audit
+        if audit.agent_activity:
+            audit.emit("agent_activity", agent_event("deregistered", agent.descriptor, reason=why))
         self._reassign(agent, why)
 
     # -- discovery ----------------------------------------------------------------------------
@@ -575,6 +593,14 @@ class Coordinator(Actor):
         agent.status = new
         agent.status_seq += 1
         agent.info = None
+        audit = self.actor_system.audit
+        if audit.agent_activity and emit:
+            audit.emit(
+                "agent_activity",
+                agent_event(
+                    "status_changed", agent.descriptor, old_status=str(old), status=str(new), seq=agent.status_seq
+                ),
+            )
         if emit and self._watchers:
             self._emit(
                 RegistryEventKind.STATUS, agent, StatusChange(agent.id, agent.status_seq, old, new, self._clock.now())
@@ -763,6 +789,9 @@ class Coordinator(Actor):
         if key is not None:
             self._by_idem[key] = task
         self._count(task, "submitted")
+        audit = self.actor_system.audit
+        if audit.task_history:
+            audit.emit("task_history", task_event("submitted", task.id, spec.kind))
         timeouts = spec.timeouts
         if timeouts.schedule_to_close is not None:
             self.timers.start_single_timer(
@@ -861,6 +890,9 @@ class Coordinator(Actor):
             )
         if timeouts.heartbeat is not None:
             timers.start_single_timer(("hb", task.id), _TaskTimer(task.id, attempt, "heartbeat"), timeouts.heartbeat)
+        audit = self.actor_system.audit
+        if audit.task_history:
+            audit.emit("task_history", task_event("assigned", task.id, task.spec.kind, agent=agent.id, attempt=attempt))
         # Moving the agent to the end of its new bucket is the round robin.
         self._refresh(agent)
         with contextlib.suppress(pykka.ActorDeadError):  # its Terminated is on the way: reassigned then
@@ -944,6 +976,11 @@ class Coordinator(Actor):
             task.agent = None
             self._count(task, "retries")
             delay = task.spec.retry.delay(task.attempt)
+            audit = self.actor_system.audit
+            if audit.task_history:
+                audit.emit(
+                    "task_history", task_event("retrying", task.id, task.spec.kind, attempt=task.attempt, error=error)
+                )
             logger.debug(
                 "{}: task {} attempt {} failed ({!r}); retry in {} s", self, task.id, task.attempt, error, delay
             )
@@ -966,6 +1003,21 @@ class Coordinator(Actor):
         task.result = value
         task.error = error
         self._count(task, state.value)  # the counters are named for the final states
+        audit = self.actor_system.audit
+        if audit.task_history:
+            started = task.started_at
+            audit.emit(
+                "task_history",
+                task_event(
+                    state.value,
+                    task.id,
+                    task.spec.kind,
+                    agent=None if task.agent is None else task.agent.id,
+                    attempt=task.attempt,
+                    duration_ms=None if started is None else (self._clock.now() - started) * 1000.0,
+                    error=error,
+                ),
+            )
         timers = self.timers
         timeouts = task.spec.timeouts
         if timeouts.schedule_to_close is not None:
@@ -1133,6 +1185,21 @@ class Coordinator(Actor):
             t.finished_at,
             t.result,
             t.error,
+        )
+
+    def _on_check_health(self, _message: CheckHealth) -> HealthReport:
+        """Answer a health check: healthy while it serves; ``queue_depth`` (tasks waiting) and more to judge."""
+        overall = self._overall
+        unhealthy = sum(1 for a in self._agents.values() if a.health is Health.UNHEALTHY)
+        return HealthReport(
+            HealthStatus.HEALTHY,
+            f"{overall.queued} tasks queued, {overall.running} running, {len(self._agents)} agents",
+            {
+                "queue_depth": overall.queued,
+                "running": overall.running,
+                "agents": len(self._agents),
+                "agents_unhealthy": unhealthy,
+            },
         )
 
     def _on_statistics(self, _message: GetCoordinationStatistics) -> CoordinationStatistics:

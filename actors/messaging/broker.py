@@ -70,7 +70,17 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import MODES, ActorRef, DeadLetterReason, Future, Terminated, check_ref
+from actors._core import (
+    MODES,
+    ActorRef,
+    CheckHealth,
+    DeadLetterReason,
+    Future,
+    HealthReport,
+    HealthStatus,
+    Terminated,
+    check_ref,
+)
 from actors.errors import CoroutineSubscriberError, ProtocolError, SubscriberOverflowError, TroupeError
 from actors.messaging._service import Service, ServiceRef
 from actors.messaging.history import Append, check_payload
@@ -364,6 +374,21 @@ class _Table:
         return route
 
 
+def _message_event(topic: str, message: Any, sender: Any, delivered: int, offered: int) -> dict[str, object]:
+    """Return the ``message_audit`` event of one publication (README, Audit logs)."""
+    agent = message.__class__ is AgentMessage
+    return {
+        "event": "sent",
+        "topic": topic,
+        "message_id": message.message_id if agent else None,
+        "from_agent": message.sender if agent else (sender if isinstance(sender, str) else None),
+        "to_agent": message.recipient if agent else None,
+        "message_type": str(message.message_type) if agent else type(message).__name__,
+        "delivered": delivered,
+        "dropped": offered - delivered,
+    }
+
+
 class _Core:
     """What the broker's ref and the broker actor share."""
 
@@ -371,6 +396,7 @@ class _Core:
         self.ref = ref
         self.history = history
         self.dead_letters = ref.actor_system.dead_letters
+        self.audit = ref.actor_system.audit
         # Invariant: replaced, never mutated, and only by the broker actor's thread (under lock).
         self.table = _Table.build(())
         self.lock = threading.Lock()
@@ -444,6 +470,9 @@ class _Core:
             self.dropped_total += offered - delivered
             if not offered:
                 self.no_subscriber += 1
+        audit = self.audit
+        if audit.message_audit and audit.sampled():
+            audit.emit("message_audit", _message_event(topic, message, sender, delivered, offered))
         if not offered:
             self.dead_letters.record(message, self.ref, DeadLetterReason.NO_SUBSCRIBER)
         if refused:
@@ -752,6 +781,8 @@ class MessageBroker(Service):
                 return tuple(o.sub for o in sorted(self.outlets.values(), key=lambda o: o.sub.id))
             case _Statistics():
                 return self._statistics()
+            case CheckHealth():
+                return self._health()
             case Publish(topic=topic, message=payload, sender=sender, include_self=include_self):
                 return self.core.ref.publish(topic, payload, sender=sender, include_self=include_self)
             case Terminated(ref=gone):
@@ -817,6 +848,28 @@ class MessageBroker(Service):
         self.dirty = False
         with self.core.lock:
             self.core.table = table
+
+    def _health(self) -> HealthReport:
+        """Answer a health check: healthy while it serves; ``dropped`` (hand-offs refused, total) and more."""
+        core = self.core
+        with core.lock:
+            published, delivered, nobody, dropped = (
+                core.published,
+                core.delivered,
+                core.no_subscriber,
+                core.dropped_total,
+            )
+        return HealthReport(
+            HealthStatus.HEALTHY,
+            f"{published} published, {dropped} dropped, {len(self.outlets)} subscriptions",
+            {
+                "dropped": dropped,
+                "published": published,
+                "delivered": delivered,
+                "no_subscriber": nobody,
+                "subscriptions": len(self.outlets),
+            },
+        )
 
     def _statistics(self) -> BrokerStatistics:
         core = self.core

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import DeadLetterReason, Future, Receipt
+from actors._core import CURRENT_TRACE, DeadLetterReason, Future, Receipt, TraceContext
 from actors.errors import NoRouteeError, TroupeError
 
 if TYPE_CHECKING:
@@ -81,8 +81,13 @@ class AdmissionCounts:
     admitted_after_wait: int
 
 
-_Waiting = tuple[Any, Future[Any], bool]
-"""A message waiting for room: (message, reply future or receipt, is it a tell)."""
+_Waiting = tuple[Any, Future[Any], bool, TraceContext | None]
+"""A message waiting for room: (message, reply future or receipt, is it a tell, the trace it was sent in).
+
+The trace context (`actors.observability` tracing; None when off) goes with
+it, so the routee handles it in the sender's trace, not in that of whichever
+handler happens to hand it out.
+"""
 
 
 class AdmissionControl:
@@ -188,7 +193,7 @@ class AdmissionControl:
                 else:
                     grow, waits = self._saturated()
                     if waits:
-                        self._pending.append((message, future, is_tell))
+                        self._pending.append((message, future, is_tell, CURRENT_TRACE.get()))
                     else:
                         self._refused += 1
                         refused = (limits.exhausted or self._exhausted)()
@@ -245,13 +250,13 @@ class AdmissionControl:
         if not self._pending:
             return
         table = self.table
-        ready: list[tuple[Routee, Any, Future[Any], bool]] = []
+        ready: list[tuple[Routee, Any, Future[Any], bool, TraceContext | None]] = []
         unable: list[tuple[Any, Future[Any], bool, BaseException]] = []
         with self.lock:
             now = table.clock.now()
             pending = self._pending
             while pending:
-                message, future, is_tell = pending[0]
+                message, future, is_tell, trace = pending[0]
                 try:
                     routee = self._choose(message)
                 except NoRouteeError as exc:
@@ -262,11 +267,18 @@ class AdmissionControl:
                     break
                 pending.popleft()
                 self._admitted_after_wait += 1
-                ready.append((routee, message, table.track(routee, future, now), is_tell))
+                ready.append((routee, message, table.track(routee, future, now), is_tell, trace))
         for message, future, is_tell, error in unable:
             self._reject(message, future, is_tell, error)
-        for routee, message, future, is_tell in ready:
-            self._deliver(routee, message, future, is_tell)
+        for routee, message, future, is_tell, trace in ready:
+            if trace is None:
+                self._deliver(routee, message, future, is_tell)
+            else:
+                token = CURRENT_TRACE.set(trace)  # sent in the trace it waited in
+                try:
+                    self._deliver(routee, message, future, is_tell)
+                finally:
+                    CURRENT_TRACE.reset(token)
 
     def _deliver(
         self, routee: Routee, message: Any, future: Future[Any], is_tell: bool, *, inline: bool = False
@@ -329,7 +341,7 @@ class AdmissionControl:
             if not self._growing and not any(r.cell.alive for r in self.table.routees):
                 stranded = list(self._pending)
                 self._pending.clear()
-        for message, future, is_tell in stranded:
+        for message, future, is_tell, _trace in stranded:
             self._reject(message, future, is_tell, error)
 
     # -- closing ------------------------------------------------------------------------------------------
@@ -353,6 +365,6 @@ class AdmissionControl:
             self._closed = True
             waiting = list(self._pending)
             self._pending.clear()
-        for message, future, is_tell in waiting:
+        for message, future, is_tell, _trace in waiting:
             self._reject(message, future, is_tell, error)
         return len(waiting)

@@ -251,6 +251,19 @@ class SqliteBackend:
                 connection.execute("ROLLBACK")
             raise
 
+    def ping(self) -> None:
+        """Check the database answers (a health check's probe: one ``SELECT`` on the store's table).
+
+        Raises:
+            RuntimeError: the backend is not open.
+            sqlite3.Error: the database does not answer.
+        """
+        connection = self._connection
+        if connection is None:
+            msg = f"{self!r} is not open; the store opens it when it starts"
+            raise RuntimeError(msg)
+        connection.execute("SELECT count(*) FROM (SELECT 1 FROM entries LIMIT 1)").fetchone()
+
     def close(self) -> None:
         """Close the database (idempotent)."""
         connection, self._connection = self._connection, None

@@ -51,7 +51,18 @@ import attrs
 from loguru import logger
 from pykka import ActorDeadError
 
-from actors._core import Actor, AsyncioActor, DeadLetterReason, check_count, check_interface, check_ref, check_seconds
+from actors._core import (
+    Actor,
+    AsyncioActor,
+    CheckHealth,
+    DeadLetterReason,
+    HealthReport,
+    HealthStatus,
+    check_count,
+    check_interface,
+    check_ref,
+    check_seconds,
+)
 from actors.errors import (
     ConflictError,
     ConflictNotFoundError,
@@ -351,6 +362,7 @@ class StateStore(Actor):
             UnsubscribeState: self._on_unsubscribe,
             SetAccessRules: self._on_set_access_rules,
             _Sweep: self._on_sweep,
+            CheckHealth: self._on_check_health,
         }
         for kind in _WRITES:
             self._handlers[kind] = self._on_write
@@ -1034,6 +1046,23 @@ class StateStore(Actor):
         self._purge_tombstones()
 
     # -- queries (call through a proxy) ----------------------------------------------------
+
+    def _on_check_health(self, _message: CheckHealth) -> HealthReport:
+        """Answer a health check: probe the backend (``ping()``, if it has one: the database reachable)."""
+        ping = getattr(self._backend, "ping", None)
+        measurements = {"entries": len(self._entries)}
+        if ping is not None:
+            try:
+                ping()
+            except Exception as error:  # noqa: BLE001 - the answer is the report
+                return HealthReport(
+                    HealthStatus.UNHEALTHY,
+                    f"{self._backend!r} unreachable: {type(error).__name__}: {error}",
+                    {**measurements, "backend_reachable": 0},
+                )
+        return HealthReport(
+            HealthStatus.HEALTHY, f"{self._backend!r} reachable", {**measurements, "backend_reachable": 1}
+        )
 
     def statistics(self) -> StoreStatistics:
         """Return a snapshot of the store's counters."""

@@ -1,0 +1,148 @@
+"""The audit channel: where the runtime and the services report what happened, for the audit log.
+
+Every `ActorSystem` has one (``system.audit``). Nothing listens by default:
+then each stream's flag is False and an emitting site costs one attribute
+read (``if audit.task_history:``), so the sites build no event they would
+throw away. `actors.enable_audit_log` attaches a sink (the JSONL writer) and
+turns the flags of the streams it records on; `disable_audit_log` detaches it.
+
+The streams (the seed's five daily files):
+
+- ``agent_activity``: agents registered, deregistered, status changes.
+- ``message_audit``: messages sent / received / processed (opt-in, and
+  sampled: one in `message_sample`; see `enable_audit_log`).
+- ``task_history``: tasks submitted, assigned, completed, failed.
+- ``performance``: performance samples (metrics, timings).
+- ``errors``: failures, with the actor's name.
+
+An event is a flat dict of JSON scalars (str, int, float, bool, None), with
+at least an ``event`` key; the sink adds the ``timestamp`` and ``stream``.
+
+Thread contract: `emit` may be called from any thread, and calls the sink on
+that thread: a sink must neither block nor raise (the JSONL writer appends
+to a queue its own thread drains). `attach` and `detach` may be called from
+any thread; an emit racing with `detach` may still reach the old sink, which
+must then drop it quietly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+
+__all__ = ["STREAMS", "AuditChannel", "AuditSink"]
+
+STREAMS = ("agent_activity", "message_audit", "task_history", "performance", "errors")
+"""The audit streams, in the order the seed lists its files."""
+
+AuditSink = Callable[[str, dict[str, object]], None]
+"""What receives events: ``sink(stream, fields)``, on the emitting thread; never blocks or raises."""
+
+
+class AuditChannel:
+    """One system's audit channel (see the module docstring).
+
+    Attributes:
+        agent_activity, message_audit, task_history, performance, errors:
+            True while a sink records that stream; read them before building
+            an event.
+    """
+
+    __slots__ = (
+        "_count",
+        "_lock",
+        "_on_close",
+        "_sample",
+        "_sink",
+        "agent_activity",
+        "errors",
+        "message_audit",
+        "performance",
+        "task_history",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Invariant: a stream's flag is True only while _sink is set and records it.
+        self._sink: AuditSink | None = None
+        self._on_close: Callable[[], None] | None = None
+        self._sample = 1
+        self._count = itertools.count()  # next() on a count is atomic under the GIL
+        self.agent_activity = False
+        self.message_audit = False
+        self.task_history = False
+        self.performance = False
+        self.errors = False
+
+    def __repr__(self) -> str:
+        on = [stream for stream in STREAMS if getattr(self, stream)]
+        return f"AuditChannel(streams={on})"
+
+    @property
+    def attached(self) -> bool:
+        """Whether a sink is attached."""
+        return self._sink is not None
+
+    def attach(
+        self,
+        sink: AuditSink,
+        streams: Iterable[str],
+        *,
+        message_sample: int = 1,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        """Send the events of `streams` to `sink` from now on (one in `message_sample` of ``message_audit``).
+
+        `on_close` is called by `close` (the system's shutdown), on the
+        thread shutting the system down, after the sink is detached.
+
+        Raises:
+            RuntimeError: a sink is attached already (detach it first).
+            ValueError: a stream not in `STREAMS`, or a `message_sample` below 1.
+        """
+        chosen = tuple(streams)
+        unknown = sorted(set(chosen) - set(STREAMS))
+        if unknown:
+            msg = f"unknown audit streams {unknown}; the streams are {list(STREAMS)}"
+            raise ValueError(msg)
+        if isinstance(message_sample, bool) or not isinstance(message_sample, int) or message_sample < 1:
+            msg = f"message_sample must be an int >= 1 (1: every message), got {message_sample!r}"
+            raise ValueError(msg)
+        with self._lock:
+            if self._sink is not None:
+                msg = f"an audit sink is attached already ({self._sink!r}); disable the audit log first"
+                raise RuntimeError(msg)
+            self._sink = sink
+            self._on_close = on_close
+            self._sample = message_sample
+            self._count = itertools.count()
+            for stream in chosen:
+                setattr(self, stream, True)
+
+    def detach(self) -> AuditSink | None:
+        """Stop sending events; return the sink that was attached (None if none was)."""
+        with self._lock:
+            for stream in STREAMS:
+                setattr(self, stream, False)
+            sink, self._sink = self._sink, None
+            self._on_close = None
+            return sink
+
+    def close(self) -> None:
+        """Detach the sink and call its `on_close` (the system calls this when it has shut down)."""
+        with self._lock:
+            on_close = self._on_close
+        self.detach()
+        if on_close is not None:
+            on_close()
+
+    def sampled(self) -> bool:
+        """Whether this message event is one of the sampled ones (one in `message_sample`); any thread."""
+        return self._sample == 1 or next(self._count) % self._sample == 0
+
+    def emit(self, stream: str, fields: dict[str, object]) -> None:
+        """Hand one event to the sink, if one is attached (check the stream's flag first)."""
+        sink = self._sink
+        if sink is not None:
+            sink(stream, fields)

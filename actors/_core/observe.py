@@ -1,0 +1,313 @@
+"""The runtime's side of observability: measured turns and the hooks a metrics service fills in.
+
+Off by default, and then it costs a turn one attribute check
+(``system.observer is None``, once per turn, not per message) and nothing
+else: no clock read, no counter. A service (`actors.observability`) turns it
+on by setting ``system.observer`` to a `Probe` (its subclass); from then on
+every turn of a running actor goes through `Probe.run_turn`, which runs the
+cell's own turn loop (`Cell._process`, or the asyncio cell's) and counts
+around it. What it counts lives in one `CellStats` per cell, written only by
+that cell's turn (so without a lock: a cell's turns never overlap), and read
+by whoever takes a snapshot (a slightly stale read, never a torn one: each
+field is one Python object).
+
+Handler time is sampled: with ``sample_every=N`` (N > 1) one turn in N
+times its first message alone, between two clock reads, into a fixed-bucket
+histogram; every turn is timed as a whole (dispatcher busy time) and its
+messages counted. With ``sample_every=1`` (and always for asyncio cells)
+every message is run and timed one at a time: exact, and dearer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+from actors._core.cell import count_observing
+from actors._core.executors import ThreadExecutor
+from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
+from actors._core.ref import count_tracing
+
+if TYPE_CHECKING:
+    import pykka
+
+    from actors._core.cell import Cell
+    from actors._core.system import ActorSystem
+    from actors._core.tracing import Tracer
+
+__all__ = [
+    "HANDLER_BUCKETS",
+    "CellStats",
+    "Probe",
+    "cell_mode",
+    "cell_state",
+    "live_cells",
+    "pool_size",
+    "set_observer",
+    "set_tracer",
+]
+
+HANDLER_BUCKETS: tuple[float, ...] = (
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Upper bounds (seconds, inclusive) of the handler-time histogram; one more bucket holds the rest.
+
+OpenTelemetry's messaging buckets start at 5 ms; an actor's handler is often
+a microsecond, so these start at 1 µs and end at OTel's 10 s.
+"""
+
+
+class CellStats:
+    """What the runtime counted for one cell (or, folded, for the terminated cells of one class).
+
+    Written only by the cell's own turns (`Probe.run_turn`, the failure
+    hooks), so no lock; `Probe.retire` folds it into its class's total under
+    the probe's lock once the cell has terminated.
+    """
+
+    __slots__ = ("buckets", "busy", "failures", "handled", "high_water", "restarts", "time_sum", "timed", "turns")
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.failures = 0
+        self.restarts = 0  # only in a class's folded total: a live cell's is its `incarnation`
+        # Invariant: the largest mailbox length seen at the start of a turn or message.
+        self.high_water = 0
+        self.turns = 0
+        # Seconds spent in measured turns (all of them, timed or not).
+        self.busy = 0.0
+        # The histogram: buckets[i] counts timed messages <= HANDLER_BUCKETS[i]; the last, the rest.
+        self.buckets = [0] * (len(HANDLER_BUCKETS) + 1)
+        self.timed = 0
+        self.time_sum = 0.0
+
+    def fold(self, other: CellStats) -> None:
+        """Add `other`'s counts into this one (high-water: the larger)."""
+        self.handled += other.handled
+        self.failures += other.failures
+        self.restarts += other.restarts
+        self.high_water = max(self.high_water, other.high_water)
+        self.turns += other.turns
+        self.busy += other.busy
+        self.timed += other.timed
+        self.time_sum += other.time_sum
+        buckets = self.buckets
+        for i, n in enumerate(other.buckets):
+            buckets[i] += n
+
+
+class Probe:
+    """``system.observer``: runs every turn measured; subclassed by the metrics service.
+
+    Args:
+        system: the system it observes (it does not install itself: the
+            service sets ``system.observer``).
+        sample_every: time the first message of one turn in this many
+            (1: every message, one at a time).
+
+    Thread contract: `run_turn`, `handler_failed` run on the turn of the cell
+    they name (a dispatcher thread, the actor's thread, the event loop);
+    `retire` runs where the cell terminates (its last turn); `collect` on
+    any thread.
+    """
+
+    def __init__(self, system: ActorSystem, *, sample_every: int = 16) -> None:
+        self.system = system
+        self.sample_every = sample_every
+        self.pool = system.inline_executor
+        # Invariant: the live cells that had a measured turn; a cell leaves it
+        # (folded into `retired`) when it terminates. Guarded by `lock` for
+        # removal and for `collect`; a cell's own turn inserts it (a dict
+        # store is atomic).
+        self.cells: dict[Cell, CellStats] = {}
+        self.retired: dict[type, CellStats] = {}
+        self.retired_pool_busy = 0.0  # busy seconds of terminated pooled cells (dispatcher utilization)
+        self.lock = threading.Lock()
+        self.started = time.perf_counter()
+
+    def snapshot(self) -> Any:
+        """Return the service's immutable snapshot (`ActorSystem.metrics`); overridden by the service."""
+        raise NotImplementedError
+
+    def collect(self) -> tuple[list[tuple[Cell, CellStats]], dict[type, CellStats], float]:
+        """Return the live cells' stats, a copy of the retired totals and their pooled busy seconds (any thread)."""
+        with self.lock:
+            busy = self.retired_pool_busy
+            live = list(self.cells.items())
+            retired = {}
+            for cls, stats in self.retired.items():
+                copy = CellStats()
+                copy.fold(stats)
+                retired[cls] = copy
+        return live, retired, busy
+
+    # -- hooks the cell calls -------------------------------------------------------
+
+    def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
+        """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
+        stats = self.cells.get(cell)
+        if stats is None:
+            stats = self.cells[cell] = CellStats()
+        queue = cell.queue
+        depth = len(queue)
+        stats.high_water = max(stats.high_water, depth)
+        stats.turns += 1
+        clock = time.perf_counter
+        aio = cell.aio
+        sample = self.sample_every
+        if aio is None and sample != 1:
+            start = clock()
+            if stats.turns % sample or not depth:
+                stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
+            else:
+                # A sampled turn: its first message timed alone, the rest as usual.
+                taken = cell._process(1, until)  # noqa: SLF001
+                elapsed = clock() - start
+                if taken:
+                    stats.handled += 1
+                    stats.timed += 1
+                    stats.time_sum += elapsed
+                    stats.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+                    if (
+                        not cell.sysq
+                        and cell.state == RUNNING
+                        and not cell.suspended
+                        and (until is None or not until._done)  # type: ignore[attr-defined]  # noqa: SLF001
+                    ):
+                        stats.handled += cell._process(cell.throughput - 1, until)  # noqa: SLF001
+            stats.busy += clock() - start
+            return
+        # Every message timed (sample_every=1, and asyncio cells): one at a time.
+        # A coroutine handler is timed up to its first suspension (the turn's part).
+        limit = cell.throughput
+        buckets = stats.buckets
+        sysq = cell.sysq
+        while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
+            if until is not None and until._done:  # type: ignore[attr-defined]  # noqa: SLF001 - our futures
+                return
+            if aio is not None and (cell.awaiting is not None or cell.aio is not aio):
+                return
+            depth = len(queue)
+            stats.high_water = max(stats.high_water, depth)
+            limit -= 1
+            start = clock()
+            if aio is None:
+                taken = cell._process(1, until)  # noqa: SLF001
+            else:
+                aio.process(1)  # the only consumer: it takes the one message seen above
+                taken = 1
+            elapsed = clock() - start
+            if not taken:
+                return
+            stats.handled += 1
+            stats.busy += elapsed
+            stats.timed += 1
+            stats.time_sum += elapsed
+            buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+
+    def handler_failed(self, cell: Cell) -> None:
+        """A handler of `cell` raised (a tell's or an ask's), on its turn."""
+        stats = self.cells.get(cell)
+        if stats is None:
+            stats = self.cells[cell] = CellStats()
+        stats.failures += 1
+
+    def retire(self, cell: Cell) -> None:
+        """`cell` has terminated: fold its counts (and restarts) into its class's total."""
+        with self.lock:
+            stats = self.cells.pop(cell, None)
+            if stats is None:
+                if not cell.incarnation:
+                    return
+                stats = CellStats()
+            stats.restarts = cell.incarnation
+            if cell_mode(cell) == "pooled":
+                self.retired_pool_busy += stats.busy
+            total = self.retired.get(cell.actor_class)
+            if total is None:
+                total = self.retired[cell.actor_class] = CellStats()
+            total.fold(stats)
+
+
+def live_cells(system: ActorSystem) -> list[Cell]:
+    """Return every cell of `system` that has not terminated, the root guardian first (any thread)."""
+    return system._live_cells()  # noqa: SLF001
+
+
+def pool_size(system: ActorSystem) -> int:
+    """Return the number of threads of `system`'s pooled dispatcher."""
+    return system._pool.size  # noqa: SLF001
+
+
+def cell_mode(cell: Cell) -> str:
+    """Return the mode `cell` runs in: ``"pooled"``, ``"thread"`` or ``"asyncio"``."""
+    if cell.aio is not None or cell.executor is cell.system._asyncio:  # noqa: SLF001
+        return "asyncio"
+    if isinstance(cell.executor, ThreadExecutor):
+        return "thread"
+    return "pooled"
+
+
+def cell_state(cell: Cell) -> str:
+    """Return `cell`'s state: ``"starting"``, ``"running"``, ``"suspended"``, ``"stopping"`` or ``"terminated"``."""
+    state = cell.state
+    if state == STARTING:
+        return "starting"
+    if state == RUNNING:
+        return "suspended" if cell.suspended else "running"
+    if state == STOPPING:
+        return "stopping"
+    if state == TERMINATED:
+        return "terminated"
+    return str(state)
+
+
+_tracer_lock = threading.Lock()
+
+
+def set_observer(system: ActorSystem, observer: Probe | None) -> Probe | None:
+    """Make `observer` the probe every turn of `system` runs through (None: off); return the previous one. Any thread.
+
+    A turn already under way finishes as it began (counted or not).
+    """
+    with _tracer_lock:
+        previous = system.observer
+        system.observer = observer
+        count_observing((observer is not None) - (previous is not None))
+    return previous
+
+
+def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
+    """Make `tracer` the one `system`'s refs send through (None: tracing off); return the previous one. Any thread.
+
+    Messages already queued keep the context they were sent with; one queued
+    traced and handled after tracing is off runs without a span.
+    """
+    with _tracer_lock:
+        previous = system.tracer
+        system.tracer = tracer
+        count_tracing((tracer is not None) - (previous is not None))
+    return previous

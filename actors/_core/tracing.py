@@ -1,0 +1,191 @@
+"""Trace contexts carried with messages: the runtime's side of tracing (W3C ``traceparent``).
+
+Context variables do not cross thread pools by themselves (a dispatcher
+thread runs whichever actor is next), so the runtime carries the context in
+the mailbox item: with tracing on, `ActorRef.tell` and ``ask`` wrap the
+message in a `Traced` built by the system's `Tracer` on the sender's thread
+(`Tracer.send`), and the turn that takes it (any mode) unwraps it, calls
+`Tracer.begin`, makes the handler's context current (`CURRENT`) while the
+handler runs (an asyncio handler's coroutine: until it ends, in its task),
+then `Tracer.end`. A message the handler sends is sent under that context,
+so a chain of tells and asks across modes keeps one trace id.
+
+Off (no system has a tracer) the hot path pays one check of a module global
+(`ActorRef.tell`/``ask``) and nothing else; a turn never looks for a
+wrapper it was not given (`Traced` is one of the `KINDS`, found by the
+lookup every message has anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+from typing import TYPE_CHECKING, Any
+
+from actors._core._pykka import handle_receive
+from actors.errors import ObservabilityConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from actors._core.cell import Cell
+
+__all__ = ["CURRENT", "TraceContext", "Traced", "Tracer", "run_traced"]
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+class TraceContext:
+    """One span's identity as W3C Trace Context carries it: trace id, span id, sampled flag. Immutable.
+
+    Args:
+        trace_id: 32 lowercase hex digits, not all zero.
+        span_id: 16 lowercase hex digits, not all zero.
+        sampled: the ``sampled`` trace flag.
+
+    Raises:
+        ObservabilityConfigError: an id is malformed.
+    """
+
+    __slots__ = ("sampled", "span_id", "trace_id")
+
+    trace_id: str
+    span_id: str
+    sampled: bool
+
+    def __init__(self, trace_id: str, span_id: str, *, sampled: bool = True) -> None:
+        if not (isinstance(trace_id, str) and len(trace_id) == 32 and _is_hex(trace_id) and trace_id.strip("0")):  # noqa: PLR2004
+            msg = f"TraceContext: trace_id must be 32 lowercase hex digits, not all zero; got {trace_id!r}"
+            raise ObservabilityConfigError(msg)
+        if not (isinstance(span_id, str) and len(span_id) == 16 and _is_hex(span_id) and span_id.strip("0")):  # noqa: PLR2004
+            msg = f"TraceContext: span_id must be 16 lowercase hex digits, not all zero; got {span_id!r}"
+            raise ObservabilityConfigError(msg)
+        object.__setattr__(self, "trace_id", trace_id)
+        object.__setattr__(self, "span_id", span_id)
+        object.__setattr__(self, "sampled", bool(sampled))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = f"TraceContext is immutable; cannot set {name!r}"
+        raise AttributeError(msg)
+
+    @classmethod
+    def from_traceparent(cls, header: str) -> TraceContext:
+        """Parse a W3C ``traceparent`` header (version 00).
+
+        Raises:
+            ObservabilityConfigError: it is not ``00-<32 hex>-<16 hex>-<2 hex>``.
+        """
+        match = _TRACEPARENT.fullmatch(header) if isinstance(header, str) else None
+        if match is None:
+            msg = (
+                f"malformed traceparent {header!r}; expected '00-<32 hex trace id>-<16 hex span id>-<2 hex flags>' "
+                "(W3C Trace Context)"
+            )
+            raise ObservabilityConfigError(msg)
+        return cls(match[1], match[2], sampled=bool(int(match[3], 16) & 1))
+
+    @property
+    def traceparent(self) -> str:
+        """This context as a W3C ``traceparent`` header."""
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceContext):
+            return NotImplemented
+        return (self.trace_id, self.span_id, self.sampled) == (other.trace_id, other.span_id, other.sampled)
+
+    def __hash__(self) -> int:
+        return hash((self.trace_id, self.span_id, self.sampled))
+
+    def __repr__(self) -> str:
+        return f"TraceContext({self.traceparent!r})"
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+CURRENT: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar("troupe_trace", default=None)
+"""The trace context messages are sent under on this thread or task: the running handler's, or one set by the user."""
+
+
+class Traced:
+    """A mailbox item's message with the trace context it was sent under (built by `Tracer.send`).
+
+    Attributes:
+        message: what was sent.
+        context: the sending span's context (the consumer's parent).
+        data: the tracer's own (an OpenTelemetry span context, a record), or None.
+    """
+
+    __slots__ = ("context", "data", "message")
+
+    def __init__(self, message: Any, context: TraceContext, data: Any = None) -> None:
+        self.message = message
+        self.context = context
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Traced({self.message!r}, {self.context.traceparent})"
+
+
+class Tracer:
+    """``system.tracer``: what the tracing service implements. The base class records nothing.
+
+    Thread contract: `send` runs on the sender's thread (any thread, a
+    handler's or not); `begin` and `end` on the turn of the receiving
+    actor (its dispatcher thread, its own thread, or the event loop; for a
+    coroutine handler `end` runs in its task when it ends). They must not
+    raise.
+    """
+
+    def send(self, cell: Cell, message: Any) -> Traced:
+        """Return `message` wrapped with the context to carry to `cell`'s actor (a new span under `CURRENT`)."""
+        raise NotImplementedError
+
+    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
+        """The handler of `traced` is about to run: return (a handle for `end`, the context it runs under)."""
+        raise NotImplementedError
+
+    def end(self, handle: Any, exc: BaseException | None) -> None:
+        """The handler begun with `handle` ended (`exc`: what it raised, or None)."""
+        raise NotImplementedError
+
+
+def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:
+    """Run the handler of a `Traced` item under its context (the turn loops call it; it raises what the handler does).
+
+    An asyncio actor's coroutine result comes back wrapped, so that the
+    context stays current in its task and the span ends when it does.
+    """
+    tracer = cell.system.tracer
+    message = traced.message
+    if tracer is None:  # tracing was turned off while it was queued
+        return handle_receive(actor, message) if proxy else actor.on_receive(message)
+    handle, context = tracer.begin(cell, traced)
+    token = CURRENT.set(context)
+    try:
+        result = handle_receive(actor, message) if proxy else actor.on_receive(message)
+    except BaseException as exc:
+        tracer.end(handle, exc)
+        raise
+    finally:
+        CURRENT.reset(token)
+    if cell.aio is not None and asyncio.iscoroutine(result):
+        return _in_trace(result, tracer, handle, context)
+    tracer.end(handle, None)
+    return result
+
+
+async def _in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any, context: TraceContext) -> Any:
+    token = CURRENT.set(context)
+    try:
+        result = await coro
+    except BaseException as exc:
+        tracer.end(handle, exc)
+        raise
+    finally:
+        CURRENT.reset(token)
+    tracer.end(handle, None)
+    return result

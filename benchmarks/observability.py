@@ -1,0 +1,370 @@
+"""Observability benchmarks: what metrics and tracing cost a tell and an ask.
+
+``python -m benchmarks --only observability``. Each function runs in its own
+subprocess (see `benchmarks._harness`) for one implementation:
+
+- ``pykka``: plain `pykka.ThreadingActor`s, which have neither metrics nor
+  tracing: each of its figures is the plain one, so the report's "vs pykka"
+  column reads as "troupe with this on, against plain pykka";
+- ``thread`` / ``pooled``: troupe, the actor in that mode, measured in
+  alternating rounds in one process with observability off, metrics on
+  (the default, one turn in 16 timed, and ``sample_every=1``) and tracing on with the
+  OpenTelemetry SDK (a ``TracerProvider`` with a ``SimpleSpanProcessor``
+  into an ``InMemorySpanExporter``: two spans per message), so each ratio
+  compares figures taken milliseconds apart.
+
+The ``*_ratio`` rows are on / off: 1.05 is 5% slower (tell: time per message;
+ask: median latency). Targets: metrics on <= 1.05x on tell, tracing with the
+OpenTelemetry SDK <= 2x.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors import Actor, ActorSystem
+from actors.observability import (
+    AUDIT_STREAMS,
+    audit_log,
+    disable_audit_log,
+    disable_metrics,
+    disable_tracing,
+    enable_audit_log,
+    enable_metrics,
+    enable_tracing,
+)
+from benchmarks._harness import Benchmark, Metric, Target
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["BENCHMARKS", "audit_senders", "audit_write", "overhead"]
+
+_WAIT_S = 600.0
+"""Timeout of the waits that end a measurement: generous, they only guard against hangs."""
+
+
+class Sink(Actor):
+    """Reply with the message (troupe, mode chosen at spawn)."""
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+class PykkaSink(pykka.ThreadingActor):
+    """Reply with the message (plain pykka)."""
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def _tell_rate(ref: pykka.ActorRef[Any], messages: int) -> float:
+    tell = ref.tell
+    start = time.perf_counter()
+    for i in range(messages):
+        tell(i)
+    ref.ask(None, timeout=_WAIT_S)  # FIFO: this reply comes after every tell was handled
+    return messages / (time.perf_counter() - start)
+
+
+def _ask_us(ref: pykka.ActorRef[Any], asks: int) -> float:
+    ask = ref.ask
+    samples = []
+    clock = time.perf_counter
+    for i in range(asks):
+        start = clock()
+        ask(i)
+        samples.append(clock() - start)
+    return statistics.median(samples) * 1e6
+
+
+def _otel_switch(system: ActorSystem) -> tuple[Callable[[], None], Callable[[], None]] | None:
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return None
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def on() -> None:
+        exporter.clear()
+        enable_tracing(system, tracer_provider=provider)
+
+    def off() -> None:
+        disable_tracing(system)
+        exporter.clear()
+
+    return on, off
+
+
+def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, float]:
+    """Tell throughput and ask latency with observability off, metrics on and tracing on, in alternating rounds."""
+    if impl == "pykka":
+        try:
+            ref = PykkaSink.start()
+            ref.ask(None)
+            tell = statistics.median(_tell_rate(ref, messages) for _ in range(rounds))
+            ask = statistics.median(_ask_us(ref, asks) for _ in range(rounds))
+        finally:
+            pykka.ActorRegistry.stop_all()
+        plain = {"off_tell_per_s": tell, "off_ask_us": ask}
+        for config in ("metrics", "metrics_exact", "tracing"):
+            plain[f"{config}_tell_per_s"] = tell
+            plain[f"{config}_ask_us"] = ask
+            plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0  # nothing to turn on
+        return plain
+
+    with ActorSystem(name="bench") as system:
+        ref = system.spawn(Sink, mode=impl)
+        ref.ask(None, timeout=_WAIT_S)
+
+        def metrics_on(sample_every: int = 16) -> None:
+            enable_metrics(system, sample_every=sample_every)
+
+        def metrics_off() -> None:
+            disable_metrics(system)
+
+        switches: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+            "off": (lambda: None, lambda: None),
+            "metrics": (metrics_on, metrics_off),
+            "metrics_exact": (lambda: metrics_on(1), metrics_off),
+        }
+        otel = _otel_switch(system)
+        if otel is not None:
+            switches["tracing"] = otel
+        tells: dict[str, list[float]] = {name: [] for name in switches}
+        latencies: dict[str, list[float]] = {name: [] for name in switches}
+        for _ in range(rounds):
+            for name, (on, off) in switches.items():
+                # OpenTelemetry's spans cost ~100x a tell: fewer messages, the same rates.
+                scale = 20 if name == "tracing" else 1
+                on()
+                try:
+                    tells[name].append(_tell_rate(ref, max(messages // scale, 100)))
+                    latencies[name].append(_ask_us(ref, max(asks // scale, 50)))
+                finally:
+                    off()
+    figures: dict[str, float] = {}
+    for name in switches:
+        figures[f"{name}_tell_per_s"] = statistics.median(tells[name])
+        figures[f"{name}_ask_us"] = statistics.median(latencies[name])
+        if name != "off":
+            figures[f"{name}_tell_ratio"] = statistics.median(
+                off / on for off, on in zip(tells["off"], tells[name], strict=True)
+            )
+            figures[f"{name}_ask_ratio"] = statistics.median(
+                on / off for off, on in zip(latencies["off"], latencies[name], strict=True)
+            )
+    return figures
+
+
+# -- audit log functions (obs-ops, issue 15 §4) -------------------------------------------------------
+
+
+def _audit_off_on(system: ActorSystem, directory: str, **kwargs: Any) -> tuple[Callable[[], None], Callable[[], int]]:
+    """Return (on, off) for the audit log; off returns the events written (and checks none was dropped)."""
+
+    def on() -> None:
+        enable_audit_log(directory, system=system, max_bytes=None, **kwargs)
+
+    def off() -> int:
+        stats = disable_audit_log(system, timeout=_WAIT_S)
+        if stats is None or stats.dropped:
+            msg = f"the audit log dropped events: {stats}"
+            raise RuntimeError(msg)
+        return sum(stats.written.values())
+
+    return on, off
+
+
+def audit_write(impl: str, *, events: int, rounds: int) -> dict[str, float]:
+    """Events/s the JSONL writer puts on disk: `events` emitted flat out, the clock stopped by `flush`."""
+    del impl  # one writer thread whatever the actors' mode
+    rates, emit_ns, cpu = [], [], []
+    with ActorSystem(name="bench") as system, tempfile.TemporaryDirectory() as directory:
+        on, off = _audit_off_on(system, directory)
+        for _ in range(rounds):
+            on()
+            log = audit_log(system)
+            emit = system.audit.emit
+            start = time.perf_counter()
+            for n in range(events):
+                emit("task_history", {"event": "completed", "task_id": f"t-{n}", "agent_id": "echo/e1", "attempt": 1})
+            emitted = time.perf_counter()
+            if log is None or not log.flush(timeout=_WAIT_S):
+                msg = "the audit writer did not finish"
+                raise RuntimeError(msg)
+            done = time.perf_counter()
+            cpu.append(log.statistics().writer_cpu_seconds / events * 1e6)
+            off()
+            rates.append(events / (done - start))
+            emit_ns.append((emitted - start) / events * 1e9)
+    return {
+        "audit_written_per_s": statistics.median(rates),
+        "audit_emit_ns": statistics.median(emit_ns),
+        "audit_writer_cpu_us": statistics.median(cpu),
+    }
+
+
+def audit_senders(impl: str, *, messages: int, tasks: int, rounds: int) -> dict[str, float]:
+    """What the audit log costs whoever emits: tell, broker publish and coordinator tasks, off and on.
+
+    Rounds alternate off / on in one process. Tell: the runtime emits no
+    per-tell event, so this is the cost of a system with the log on (all
+    streams). Publish: ``message_audit`` on, an event per publication
+    (``message_sample`` 1) and one in 10. Tasks: a coordinator and 4 agents,
+    ~5 events per task (submitted, assigned, completed, two status changes).
+    """
+    from actors import Agent, Coordinator, MessageBroker, Submit, TaskSpec
+
+    class Worker(Agent):
+        agent_type = "bench"
+        capabilities = frozenset({"work"})
+        max_concurrent_tasks = 4
+
+        def handle_task(self, task: Any) -> Any:
+            return task.payload
+
+    def run_tasks(coordinator: Any) -> float:
+        start = time.perf_counter()
+        handles = [coordinator.ask(Submit(TaskSpec("work", payload=n, requires={"work"}))) for n in range(tasks)]
+        for handle in handles:
+            handle.result(timeout=_WAIT_S)
+        return tasks / (time.perf_counter() - start)
+
+    samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    with ActorSystem(name="bench") as system, tempfile.TemporaryDirectory() as directory:
+        sink = system.spawn(Sink, mode=impl)
+        broker = system.spawn(MessageBroker)
+        subscriber = system.spawn(Sink, mode=impl)
+        broker.subscribe("bench.*", subscriber, capacity=messages + 1)  # type: ignore[attr-defined]
+        coordinator = system.spawn(Coordinator, mode=impl)
+        for key in range(4):
+            system.spawn(Worker, f"w{key}", coordinator=coordinator, mode=impl)
+        run_tasks(coordinator)  # warm up
+        publish = broker.publish  # type: ignore[attr-defined]
+
+        def publish_rate() -> float:
+            start = time.perf_counter()
+            for i in range(messages):
+                publish("bench.x", i)
+            subscriber.ask(None, timeout=_WAIT_S)
+            return messages / (time.perf_counter() - start)
+
+        everything = _audit_off_on(system, directory, streams=AUDIT_STREAMS)
+        sampled = _audit_off_on(system, directory, streams=AUDIT_STREAMS, message_sample=10)
+        for _ in range(rounds):
+            add("tell_off", _tell_rate(sink, messages))
+            everything[0]()
+            add("tell_on", _tell_rate(sink, messages))
+            everything[1]()
+            add("publish_off", publish_rate())
+            everything[0]()
+            start = time.perf_counter()
+            add("publish_on", publish_rate())
+            add("publish_events_per_s", everything[1]() / (time.perf_counter() - start))
+            sampled[0]()
+            add("publish_sampled", publish_rate())
+            sampled[1]()
+            add("tasks_off", run_tasks(coordinator))
+            everything[0]()
+            start = time.perf_counter()
+            add("tasks_on", run_tasks(coordinator))
+            add("task_events", everything[1]() / tasks)
+    med = {key: statistics.median(values) for key, values in samples.items()}
+    return {
+        "audit_tell_ratio": med["tell_off"] / med["tell_on"],
+        "audit_publish_ratio": med["publish_off"] / med["publish_on"],
+        "audit_publish10_ratio": med["publish_off"] / med["publish_sampled"],
+        "audit_publish_events_per_s": med["publish_events_per_s"],
+        "audit_tasks_off_per_s": med["tasks_off"],
+        "audit_tasks_on_per_s": med["tasks_on"],
+        "audit_tasks_ratio": med["tasks_off"] / med["tasks_on"],
+        "audit_events_per_task": med["task_events"],
+    }
+
+
+# -- end of audit log functions ---------------------------------------------------------------------
+
+
+BENCHMARKS = (
+    Benchmark(
+        name="overhead",
+        func=overhead,
+        metrics=(
+            Metric("off_tell_per_s", "tell, observability off (msg/s)", higher_is_better=True),
+            Metric("metrics_tell_per_s", "tell, metrics on (default, msg/s)", higher_is_better=True),
+            Metric("metrics_exact_tell_per_s", "tell, metrics sample_every=1 (msg/s)", higher_is_better=True),
+            Metric("tracing_tell_per_s", "tell, OTel SDK tracing (msg/s)", higher_is_better=True),
+            Metric("metrics_tell_ratio", "tell, metrics on / off (time per message)"),
+            Metric("metrics_exact_tell_ratio", "tell, metrics sample_every=1 / off"),
+            Metric("tracing_tell_ratio", "tell, OTel SDK tracing / off"),
+            Metric("off_ask_us", "ask median, observability off (µs)"),
+            Metric("metrics_ask_us", "ask median, metrics on (µs)"),
+            Metric("tracing_ask_us", "ask median, OTel SDK tracing (µs)"),
+            Metric("metrics_ask_ratio", "ask, metrics on / off (median latency)"),
+            Metric("tracing_ask_ratio", "ask, OTel SDK tracing / off"),
+        ),
+        params={"messages": 100_000, "asks": 5_000, "rounds": 5},
+        quick_params={"messages": 2_000, "asks": 200, "rounds": 1},
+        quick_impls=("pykka", "pooled"),  # the smoke run's budget: thread mode runs in the full one
+        targets=(
+            Target("metrics on: tell <= 1.05x off (pooled)", "metrics_tell_ratio", 1.05, unit="x"),
+            Target("metrics on: tell <= 1.05x off (thread)", "metrics_tell_ratio", 1.05, impl="thread", unit="x"),
+            Target("OTel SDK tracing: tell <= 2x off (pooled)", "tracing_tell_ratio", 2.0, unit="x"),
+            Target("OTel SDK tracing: ask <= 2x off (pooled)", "tracing_ask_ratio", 2.0, unit="x"),
+        ),
+        timeout_s=600.0,
+    ),
+    # -- audit log rows (obs-ops, issue 15 §4) --------------------------------------------------
+    Benchmark(
+        name="audit_write",
+        func=audit_write,
+        metrics=(
+            Metric("audit_written_per_s", "audit log: events written to disk (events/s)", higher_is_better=True),
+            Metric("audit_emit_ns", "audit log: emitting one event, writer running (ns)"),
+            Metric("audit_writer_cpu_us", "audit log: writer thread CPU per event written (µs)"),
+        ),
+        params={"events": 200_000, "rounds": 5},
+        quick_params={"events": 2_000, "rounds": 1},
+        impls=("pooled",),
+        targets=(Target("audit log writes >= 100,000 events/s", "audit_written_per_s", 100_000, at_most=False),),
+        timeout_s=600.0,
+    ),
+    Benchmark(
+        name="audit_senders",
+        func=audit_senders,
+        metrics=(
+            Metric("audit_tell_ratio", "tell, audit log on (all streams) / off (time per message)"),
+            Metric("audit_publish_ratio", "broker publish, message_audit every message / off"),
+            Metric("audit_publish10_ratio", "broker publish, message_audit 1 in 10 / off"),
+            Metric("audit_publish_events_per_s", "events written while publishing (events/s)", higher_is_better=True),
+            Metric("audit_tasks_off_per_s", "coordinator tasks, audit log off (tasks/s)", higher_is_better=True),
+            Metric("audit_tasks_on_per_s", "coordinator tasks, audit log on (tasks/s)", higher_is_better=True),
+            Metric("audit_tasks_ratio", "coordinator tasks, audit log on / off (time per task)"),
+            Metric("audit_events_per_task", "audit events per coordinator task"),
+        ),
+        params={"messages": 50_000, "tasks": 3_000, "rounds": 5},
+        quick_params={"messages": 1_000, "tasks": 100, "rounds": 1},
+        impls=("thread", "pooled"),
+        targets=(
+            Target("audit log on: tell <= 1.10x off (pooled)", "audit_tell_ratio", 1.10, unit="x"),
+            Target("message_audit 1 in 10: publish <= 1.10x off (pooled)", "audit_publish10_ratio", 1.10, unit="x"),
+        ),
+        timeout_s=900.0,
+    ),
+    # -- end of audit log rows ------------------------------------------------------------------------
+)
+"""The observability benchmarks, in report order."""

@@ -1,0 +1,395 @@
+"""JSONL audit logs (issue 15 §4): layout, fields, rotation and retention on the manual clock, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from actors import (
+    Actor,
+    ActorSystem,
+    AuditLogError,
+    BrokerRef,
+    GetCoordinationStatistics,
+    ManualClock,
+    MessageBroker,
+    RetryPolicy,
+)
+from actors.observability import (
+    AUDIT_STREAMS,
+    DEFAULT_AUDIT_STREAMS,
+    AuditLog,
+    audit_log,
+    disable_audit_log,
+    disable_metrics,
+    enable_audit_log,
+    enable_metrics,
+)
+from actors.testing import ActorTestKit
+from patterns import WorkflowClient, WorkflowOrchestrator
+from patterns.workflow import RunTask, Task, Workflow
+from tests.conftest import LogRecords
+from tests.coordination.agents_for_tests import Echo, spawn_agent, spawn_coordinator
+from tests.coordination.test_tasks import settle, submit
+
+WAIT = 10
+DAY = 86400.0
+COMMON = ("timestamp", "stream", "system", "event")
+FIELDS = {
+    "agent_activity": ("agent_id", "agent_type", "capabilities"),
+    "task_history": ("task_id", "kind", "agent_id", "attempt", "duration_ms", "success", "error_type", "error"),
+    "message_audit": ("topic", "message_id", "from_agent", "to_agent", "message_type", "delivered", "dropped"),
+    "performance": ("metric", "value", "unit"),
+    "errors": ("actor", "actor_class", "actor_urn", "error_type", "error", "message_type"),
+}
+
+
+def lines(log: AuditLog, stream: str, day: str | None = None) -> list[dict[str, Any]]:
+    """Every event of `stream` (of `day`, default all days), in file order, each line parsed."""
+    found: list[dict[str, Any]] = []
+    for day_dir in sorted(p for p in log.directory.iterdir() if p.is_dir()):
+        if day is not None and day_dir.name != day:
+            continue
+        for path in sorted(day_dir.glob(f"{stream}_*")):
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            found.extend(json.loads(line) for line in raw.decode().splitlines())
+    return found
+
+
+def today(log: AuditLog) -> str:
+    return log.statistics().days[-1]
+
+
+@pytest.fixture
+def kit() -> Any:
+    kit = ActorTestKit()
+    yield kit
+    disable_audit_log(kit.system)
+    kit.shutdown()
+
+
+class Crasher(Actor):
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom":
+            msg = "it went boom"
+            raise ValueError(msg)
+        return message
+
+
+def test_the_audit_log_is_off_by_default(system: ActorSystem) -> None:
+    audit = system.audit
+    assert not audit.attached
+    assert not any(getattr(audit, stream) for stream in AUDIT_STREAMS)
+    assert audit_log(system) is None
+    assert disable_audit_log(system) is None
+
+
+def test_coordinator_events_are_flat_json_lines_with_the_documented_fields(
+    kit: ActorTestKit, tmp_path: Path, mode: str
+) -> None:
+    log = enable_audit_log(tmp_path, system=kit.system)
+    coord = spawn_coordinator(kit, mode=mode)
+    agent = spawn_agent(kit, Echo, "e1", coord, mode=mode)
+    handle = submit(coord, payload="hello")
+    assert handle.result(timeout=WAIT) == "hello"
+    failing = submit(coord, payload=("fail", 99), retry=RetryPolicy(initial_interval=1, maximum_attempts=2))
+    settle(kit, coord, agent)  # attempt 1 failed; its retry timer is armed
+    kit.advance(1)
+    with pytest.raises(ValueError, match="attempt 2 fails on purpose"):
+        failing.result(timeout=WAIT)
+    assert log.flush()
+
+    registered = [e for e in lines(log, "agent_activity") if e["event"] == "registered"]
+    assert [(e["agent_id"], e["agent_type"], e["capabilities"]) for e in registered] == [("echo/e1", "echo", "echo")]
+    tasks = [e for e in lines(log, "task_history") if e["task_id"] == handle.task_id]
+    assert [e["event"] for e in tasks] == ["submitted", "assigned", "completed"]
+    done = tasks[-1]
+    assert (done["agent_id"], done["attempt"], done["success"]) == ("echo/e1", 1, True)
+    assert done["duration_ms"] >= 0
+    failed = [e for e in lines(log, "task_history") if e["task_id"] == failing.task_id]
+    assert [e["event"] for e in failed][-1] == "failed"
+    assert (failed[-1]["success"], failed[-1]["error_type"]) == (False, "ValueError")
+    assert "retrying" in [e["event"] for e in failed]
+
+    for stream in DEFAULT_AUDIT_STREAMS:
+        for event in lines(log, stream):
+            assert set(COMMON) | set(FIELDS[stream]) <= set(event), (stream, event)
+            assert event["stream"] == stream
+            assert event["system"] == kit.system.name
+            assert event["timestamp"].endswith("Z")
+            assert event["timestamp"].startswith(today(log))
+            assert all(not isinstance(v, dict | list) for v in event.values()), event  # flat
+
+
+def test_status_changes_and_deregistration_are_agent_activity(kit: ActorTestKit, tmp_path: Path) -> None:
+    log = enable_audit_log(tmp_path, system=kit.system)
+    coord = spawn_coordinator(kit)
+    agent = spawn_agent(kit, Echo, "e1", coord)
+    submit(coord, payload="x").result(timeout=WAIT)
+    agent.stop()
+    coord.ask(GetCoordinationStatistics())  # the agent's Terminated was queued first (FIFO)
+    assert log.flush()
+    events = [(e["event"], e.get("status")) for e in lines(log, "agent_activity")]
+    assert events[0] == ("registered", "idle")
+    assert ("status_changed", "working") in events or ("status_changed", "busy") in events
+    assert events[-1][0] == "deregistered"
+
+
+def test_a_failing_actor_is_an_errors_event_with_its_name(system: ActorSystem, tmp_path: Path, mode: str) -> None:
+    log = enable_audit_log(tmp_path, system=system)
+    try:
+        ref = system.spawn(Crasher, name="crashy", mode=mode)
+        ref.tell("boom")
+        ref.actor_stopped.wait(WAIT)
+        assert log.flush()
+        (event,) = lines(log, "errors")
+        assert (event["event"], event["actor"], event["actor_class"]) == ("unhandled_exception", "crashy", "Crasher")
+        assert (event["error_type"], event["error"], event["message_type"]) == ("ValueError", "it went boom", "str")
+    finally:
+        disable_audit_log(system)
+
+
+def test_message_audit_is_opt_in_and_sampled(system: ActorSystem, tmp_path: Path) -> None:
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    received: list[Any] = []
+    gate = threading.Event()
+
+    def collect(message: Any) -> None:
+        received.append(message)
+        if len(received) == 20:
+            gate.set()
+
+    broker.subscribe("news.*", collect)
+    log = enable_audit_log(tmp_path, system=system)
+    broker.publish("news.a", "not recorded: message_audit is off by default")
+    disable_audit_log(system)
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS, message_sample=5)
+    for n in range(19):
+        broker.publish("news.a", n)
+    assert gate.wait(WAIT)
+    assert log.flush()
+    events = lines(log, "message_audit")
+    assert len(events) == 4  # one in five of 19 publications, counted from the first
+    assert all((e["event"], e["topic"], e["delivered"], e["dropped"]) == ("sent", "news.a", 1, 0) for e in events)
+    assert all(e["message_type"] == "int" for e in events)
+    disable_audit_log(system)
+
+
+def test_performance_samples_are_written(system: ActorSystem, tmp_path: Path) -> None:
+    with enable_audit_log(tmp_path, system=system) as log:
+        log.log_performance("response_time", 125.5, "ms", agent_id="agent_001")
+        assert log.flush()
+        (event,) = lines(log, "performance")
+    assert (event["event"], event["metric"], event["value"], event["unit"], event["agent_id"]) == (
+        "sample",
+        "response_time",
+        125.5,
+        "ms",
+        "agent_001",
+    )
+    assert audit_log(system) is None  # leaving the with block disabled it
+
+
+def test_files_rotate_by_day_and_old_days_are_deleted_on_the_manual_clock(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    log = enable_audit_log(tmp_path, retention_days=3, system=system)
+    try:
+        days = []
+        for n in range(5):
+            system.audit.emit("task_history", {"event": "completed", "task_id": f"t{n}"})
+            assert log.flush()
+            days.append(today(log))
+            clock.advance(DAY)
+        assert len(set(days)) == 5
+        for n, day in enumerate(days[:4]):
+            assert [e["task_id"] for e in lines(log, "task_history", day)] == ([f"t{n}"] if n >= 2 else [])
+        assert log.flush()
+        stats = log.statistics()
+        # Today (the 6th day) and the two before it are kept: the first three days are gone.
+        assert stats.days == tuple(days[3:])
+        assert set(stats.files) == {f"{d}/task_history_{d}.jsonl" for d in days[3:]}
+        assert stats.written["task_history"] == 5
+        assert stats.total_bytes == sum(stats.files.values()) > 0
+        assert (tmp_path / days[4] / f"task_history_{days[4]}.jsonl").is_file()  # the seed's layout
+    finally:
+        disable_audit_log(system)
+
+
+def test_a_full_day_file_rotates_by_size_and_closed_files_are_gzipped(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    log = enable_audit_log(tmp_path, system=system, max_bytes=2000, compression="gzip")
+    try:
+        day = today(log)
+        for n in range(100):
+            system.audit.emit("errors", {"event": "e", "actor": f"a{n}", "error": "x" * 20})
+            if n % 10 == 9:
+                assert log.flush()
+        clock.advance(DAY)
+        assert log.flush()
+        names = sorted(log.statistics().files)
+        assert names
+        assert all(name.endswith(".jsonl.gz") for name in names if name.startswith(day)), names
+        assert len([n for n in names if n.startswith(day)]) > 1, names
+        assert [e["actor"] for e in lines(log, "errors", day)] == [f"a{n}" for n in range(100)]
+    finally:
+        disable_audit_log(system)
+
+
+def test_a_directory_that_cannot_be_written_is_refused_at_enable_time(system: ActorSystem, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    before = set(threading.enumerate())
+    with pytest.raises(AuditLogError, match="cannot write audit files under"):
+        enable_audit_log(blocker / "logs", system=system)
+    assert set(threading.enumerate()) == before  # no writer thread was started
+    assert not system.audit.attached
+    assert audit_log(system) is None
+
+
+def test_a_full_disk_drops_the_batch_reports_it_and_the_system_runs_on(
+    system: ActorSystem, tmp_path: Path, logs: LogRecords
+) -> None:
+    # /dev/full fails every write with ENOSPC: the kernel's own "disk full", no root needed.
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    log = enable_audit_log(tmp_path, system=system)
+    try:
+        day = today(log)
+        target = tmp_path / day / f"errors_{day}.jsonl"
+        target.symlink_to("/dev/full")
+        for n in range(10):
+            system.audit.emit("errors", {"event": "e", "actor": f"a{n}"})
+        assert log.flush()
+        stats = log.statistics()
+        assert stats.dropped == 10
+        assert stats.write_errors >= 1
+        assert stats.last_error is not None
+        assert "No space left on device" in stats.last_error
+        assert stats.written["errors"] == 0
+        assert any("a write failed" in m for m in logs.messages("ERROR"))
+        ref = system.spawn(Crasher)
+        assert ref.ask("still here", timeout=WAIT) == "still here"  # the system runs on
+        target.unlink()  # the disk has room again
+        system.audit.emit("errors", {"event": "e", "actor": "after"})
+        assert log.flush()
+        assert [e["actor"] for e in lines(log, "errors", day)] == ["after"]
+        assert any("writing works again" in m for m in logs.messages("INFO"))
+    finally:
+        disable_audit_log(system)
+
+
+def test_every_event_is_written_or_counted_as_dropped(system: ActorSystem, tmp_path: Path) -> None:
+    log = enable_audit_log(tmp_path, system=system, max_pending=3)
+    try:
+        for n in range(50):
+            system.audit.emit("errors", {"event": "e", "n": n})
+        assert log.flush()
+        stats = log.statistics()
+        assert stats.written["errors"] + stats.dropped == 50
+        assert stats.pending == 0
+    finally:
+        disable_audit_log(system)
+
+
+def test_disable_joins_the_writer_and_a_second_enable_is_refused(system: ActorSystem, tmp_path: Path) -> None:
+    log = enable_audit_log(tmp_path, system=system)
+    with pytest.raises(AuditLogError, match="enabled already"):
+        enable_audit_log(tmp_path, system=system)
+    system.audit.emit("errors", {"event": "queued before disable"})
+    stats = disable_audit_log(system)
+    assert stats is not None
+    assert stats.written["errors"] == 1  # disable wrote what was queued
+    assert not [t for t in threading.enumerate() if t.name == f"troupe-audit-{system.name}"]
+    assert not system.audit.attached
+    assert disable_audit_log(system) is None  # idempotent
+    system.audit.emit("errors", {"event": "after: no sink, dropped quietly"})
+    assert lines(log, "errors")[-1]["event"] == "queued before disable"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"retention_days": 0}, ValueError),
+        ({"retention_days": 1.5}, TypeError),
+        ({"compression": "zip"}, ValueError),
+        ({"streams": ("agent_activity", "gossip")}, ValueError),
+        ({"message_sample": 0}, ValueError),
+        ({"max_bytes": 0}, ValueError),
+        ({"flush_interval": 0}, ValueError),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_starts(
+    system: ActorSystem, tmp_path: Path, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        enable_audit_log(tmp_path, system=system, **kwargs)
+    assert not system.audit.attached
+    assert audit_log(system) is None
+
+
+def test_workflow_tasks_are_task_history_events(system: ActorSystem, tmp_path: Path, mode: str) -> None:
+    def fail(_request: RunTask) -> Any:
+        msg = "no"
+        raise RuntimeError(msg)
+
+    log = enable_audit_log(tmp_path, system=system)
+    try:
+        client = WorkflowClient(system.spawn(WorkflowOrchestrator, mode=mode), timeout=WAIT)
+        client.define(Workflow("w", [Task("a", lambda _r: 1), Task("b", fail, depends_on=("a",))]))
+        execution = client.execute("w")
+        client.wait_for_completion(execution, timeout=WAIT)
+        assert log.flush()
+        events = [(e["task_id"], e["event"], e["success"]) for e in lines(log, "task_history")]
+        assert events == [
+            ("a", "started", None),
+            ("a", "succeeded", True),
+            ("b", "started", None),
+            ("b", "failed", False),
+        ]
+        failed = lines(log, "task_history")[-1]
+        assert (failed["kind"], failed["execution_id"], failed["error_type"]) == ("workflow", execution, "RuntimeError")
+        assert set(FIELDS["task_history"]) <= set(failed)
+    finally:
+        disable_audit_log(system)
+
+
+def test_the_metrics_are_sampled_into_performance_on_the_system_clock(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path
+) -> None:
+    enable_metrics(system)
+    log = enable_audit_log(tmp_path, system=system, performance_interval=30)
+    try:
+        ref = system.spawn(Crasher, name="busy")
+        for n in range(5):
+            ref.ask(n, timeout=WAIT)
+        assert log.flush()
+        assert lines(log, "performance") == []  # nothing before the first interval
+        clock.advance(30)
+        sampler = log.sampler
+        assert sampler is not None
+        sampler.ask(None, timeout=WAIT)  # its tick was queued by advance(): handled before this ask (FIFO)
+        assert log.flush()
+        samples = {e["metric"]: e for e in lines(log, "performance")}
+        assert samples["class.Crasher.messages_handled"]["value"] >= 5
+        assert samples["class.Crasher.handler_seconds.sum"]["unit"] == "s"
+        assert all(e["event"] == "sample" for e in samples.values())
+    finally:
+        disable_audit_log(system)
+        disable_metrics(system)
+
+
+def test_a_system_that_shuts_down_closes_its_audit_log(tmp_path: Path) -> None:
+    system = ActorSystem("closing", clock=ManualClock())
+    log = enable_audit_log(tmp_path, system=system)
+    system.audit.emit("errors", {"event": "queued before the shutdown"})
+    system.shutdown()
+    assert not [t for t in threading.enumerate() if t.name == "troupe-audit-closing"]
+    assert audit_log(system) is None
+    assert [e["event"] for e in lines(log, "errors")] == ["queued before the shutdown"]

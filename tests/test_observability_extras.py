@@ -1,0 +1,207 @@
+"""The observability extras: OpenTelemetry spans (``[otel]``) and Prometheus exposition (``[prometheus]``).
+
+Both extras are in the ``test`` extra, so CI runs these; the Prometheus
+server is scraped over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from actors import Actor, ActorSystem, ObservabilityConfigError
+from actors.observability import (
+    disable_tracing,
+    enable_metrics,
+    enable_tracing,
+    new_trace,
+    prometheus_registry,
+    register_metrics,
+    serve_metrics,
+    use_trace,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytest.importorskip("opentelemetry.sdk")
+pytest.importorskip("prometheus_client")
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+WAIT = 10.0
+
+
+class Echo(Actor):
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom":
+            msg = "boom, as asked"
+            raise ValueError(msg)
+        return message
+
+
+class Relay(Actor):
+    def __init__(self, to: Any) -> None:
+        super().__init__()
+        self.to = to
+
+    def on_receive(self, message: Any) -> Any:
+        return self.to.ask(message, timeout=WAIT)
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_otel_spans_follow_the_messaging_conventions(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    enable_tracing(system, tracer_provider=provider)
+    echo = system.spawn(Echo, mode=mode, name="echo")
+    relay = system.spawn(Relay, echo)
+    root = new_trace()
+    with use_trace(root):
+        assert relay.ask("x", timeout=WAIT) == "x"
+    finished: tuple[ReadableSpan, ...] = spans.get_finished_spans()
+    assert {f"{span.context.trace_id:032x}" for span in finished} == {root.trace_id}
+    by_name = {span.name: span for span in finished}
+    assert set(by_name) == {"send Relay", "process Relay", "send echo", "process echo"}
+    for destination in ("Relay", "echo"):
+        send, process = by_name[f"send {destination}"], by_name[f"process {destination}"]
+        assert send.kind is SpanKind.PRODUCER
+        assert process.kind is SpanKind.CONSUMER
+        assert process.parent is not None
+        assert process.parent.span_id == send.context.span_id
+        assert [link.context.span_id for link in process.links] == [send.context.span_id]
+        assert send.attributes is not None
+        assert process.attributes is not None
+        assert send.attributes["messaging.system"] == "troupe"
+        assert send.attributes["messaging.operation.type"] == "send"
+        assert process.attributes["messaging.operation.type"] == "process"
+        assert process.attributes["messaging.destination.name"] == destination
+    # the inner send was made inside the relay's handler: a child of its process span
+    inner = by_name["send echo"]
+    assert inner.parent is not None
+    assert inner.parent.span_id == by_name["process Relay"].context.span_id
+    assert by_name["send Relay"].parent is not None
+    assert by_name["send Relay"].parent.span_id == int(root.span_id, 16)
+
+
+def test_an_otel_span_records_the_handlers_error(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    enable_tracing(system, tracer_provider=provider)
+    with pytest.raises(ValueError, match="boom"):
+        system.spawn(Echo, mode=mode).ask("boom", timeout=WAIT)
+    (process,) = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CONSUMER]
+    assert process.status.status_code is StatusCode.ERROR
+    assert any(event.name == "exception" for event in process.events)
+
+
+def test_with_tracing_off_no_opentelemetry_code_is_called(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    calls: list[str] = []
+
+    class Watching(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            calls.append(span.name)
+
+    provider.add_span_processor(Watching(spans))
+    enable_tracing(system, tracer_provider=provider)
+    disable_tracing(system)
+    ref = system.spawn(Echo, mode=mode)
+    for i in range(5):
+        ref.tell(i)
+    assert ref.ask("x", timeout=WAIT) == "x"
+    assert calls == []
+    assert spans.get_finished_spans() == ()
+
+
+# -- Prometheus ----------------------------------------------------------------------
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_prometheus_exposes_per_class_series_scraped_over_localhost(system: ActorSystem, mode: str) -> None:
+    enable_metrics(system, sample_every=1)
+    refs = [system.spawn(Echo, mode=mode) for _ in range(3)]
+    for ref in refs:
+        assert ref.ask("x", timeout=WAIT) == "x"
+    with serve_metrics(system) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(server.url, timeout=WAIT) as response:  # noqa: S310 - our own loopback URL
+            text = response.read().decode()
+    families = _families(text)
+    handled = families["troupe_messages_handled"]
+    samples = [s for s in handled.samples if s.name == "troupe_messages_handled_total"]
+    # one series for the three actors: labels per class, never per actor
+    assert [(s.labels, s.value) for s in samples] == [({"system": "test", "actor_class": "Echo"}, 3.0)]
+    histogram = families["troupe_handler_seconds"]
+    count = [s for s in histogram.samples if s.name == "troupe_handler_seconds_count"]
+    assert count[0].value == 3.0
+    inf = [s for s in histogram.samples if s.name == "troupe_handler_seconds_bucket" and s.labels["le"] == "+Inf"]
+    assert inf[0].value == 3.0
+    actors = {s.labels["mode"]: s.value for s in families["troupe_actors"].samples}
+    assert actors[mode] == 3.0
+    assert families["troupe_metrics_enabled"].samples[0].value == 1.0
+
+
+def test_a_scrape_reads_the_snapshot_of_the_moment(system: ActorSystem) -> None:
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    registry = prometheus_registry(system)
+    assert _families(generate_latest(registry).decode())["troupe_metrics_enabled"].samples[0].value == 0.0
+    enable_metrics(system)
+    ref = system.spawn(Echo)
+    assert ref.ask(1, timeout=WAIT) == 1
+    first = _families(generate_latest(registry).decode())["troupe_messages_handled"].samples[0].value
+    assert ref.ask(2, timeout=WAIT) == 2
+    second = _families(generate_latest(registry).decode())["troupe_messages_handled"].samples[0].value
+    assert (first, second) == (1.0, 2.0)
+
+
+def test_each_system_gets_its_own_registry_and_a_shared_one_refuses_a_second_system(system: ActorSystem) -> None:
+    with ActorSystem("other", dispatchers=1) as other:
+        assert prometheus_registry(system) is prometheus_registry(system)
+        assert prometheus_registry(system) is not prometheus_registry(other)
+        shared = CollectorRegistry()
+        collector = register_metrics(system, shared)
+        assert register_metrics(system, shared) is collector  # again: a no-op, no "Duplicated timeseries"
+        with pytest.raises(ObservabilityConfigError, match="already exposes system 'test'"):
+            register_metrics(other, shared)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "match"),
+    [
+        ("0.0.0.0", 0, "loopback"),  # noqa: S104 - refused, the point of the test
+        ("example.com", 0, "loopback"),
+        ("127.0.0.1", -1, "port"),
+        ("127.0.0.1", 70000, "port"),
+    ],
+)
+def test_serve_metrics_refuses_an_outside_address_or_a_bad_port(
+    system: ActorSystem, host: str, port: int, match: str
+) -> None:
+    with pytest.raises(ObservabilityConfigError, match=match):
+        serve_metrics(system, host=host, port=port)
+    assert not [t for t in threading.enumerate() if t.name.endswith("-metrics-http")]
