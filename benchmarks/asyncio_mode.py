@@ -41,7 +41,16 @@ from benchmarks.runtime import Echo, PykkaEcho
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["BENCHMARKS", "AsyncEcho", "IOAgent", "PykkaIOAgent", "coroutine_ask", "io_agents", "tell"]
+__all__ = [
+    "BENCHMARKS",
+    "AsyncEcho",
+    "IOAgent",
+    "PykkaIOAgent",
+    "coroutine_ask",
+    "coroutine_ask_vs_pykka",
+    "io_agents",
+    "tell",
+]
 
 _WAIT_S = 600.0
 """Timeout of the waits that end a measurement: generous, they only guard against hangs."""
@@ -151,6 +160,46 @@ def coroutine_ask(impl: str, *, asks: int) -> dict[str, float]:
     return _with_actor(impl, body)
 
 
+def coroutine_ask_vs_pykka(impl: str, *, asks: int, block: int) -> dict[str, float]:
+    """Awaited asks to a troupe actor of `impl` against pykka's blocking ask, interleaved in one process.
+
+    Issue 16 §3: ``await ref.ask(i, block=False)`` from a coroutine on the
+    caller's own loop, the actor on another thread (a pooled or thread actor,
+    or an asyncio actor on the system's loop thread), against pykka's
+    blocking ``ref.ask(i)`` made from the same coroutine. The two alternate
+    in blocks of `block` asks, so a noisy neighbour on the machine hits both
+    alike; the figure that counts is the ratio of the medians.
+    """
+    clock = time.perf_counter_ns
+
+    async def body(ref: Any, pykka_ref: Any) -> dict[str, float]:
+        ours: list[int] = []
+        theirs: list[int] = []
+        ask, blocking_ask = ref.ask, pykka_ref.ask
+        for i in range(max(1, asks // 10)):  # warm-up
+            await ask(i, block=False)
+            blocking_ask(i)
+        for _ in range(max(1, asks // block)):
+            for i in range(block):
+                start = clock()
+                await ask(i, block=False)
+                ours.append(clock() - start)
+            for i in range(block):
+                start = clock()
+                blocking_ask(i)
+                theirs.append(clock() - start)
+        troupe_us = statistics.median(ours) / 1000
+        pykka_us = statistics.median(theirs) / 1000
+        return {"troupe_us": troupe_us, "pykka_us": pykka_us, "ratio": troupe_us / pykka_us}
+
+    try:
+        with ActorSystem(name="bench") as system:
+            actor = system.spawn(AsyncEcho) if impl == "asyncio" else system.spawn(Echo, mode=impl)
+            return asyncio.run(body(actor, PykkaEcho.start()))
+    finally:
+        pykka.ActorRegistry.stop_all()
+
+
 def tell(impl: str, *, messages: int, rounds: int) -> dict[str, float]:
     """Send `messages` tells from a coroutine, then await one ask so all were handled; median of `rounds`."""
 
@@ -201,6 +250,23 @@ BENCHMARKS = (
         quick_params={"asks": 1_000},
         impls=_ECHO_IMPLS,
         headlines=(Headline("coro_ask_median_us", impl="asyncio"),),
+    ),
+    Benchmark(
+        name="coro_ask_vs_pykka",
+        func=coroutine_ask_vs_pykka,
+        metrics=(
+            Metric("troupe_us", "await ask from a coroutine, actor on another thread, median (µs)"),
+            Metric("pykka_us", "pykka's blocking ask from the same coroutine, interleaved, median (µs)"),
+            Metric("ratio", "await ask / pykka's blocking ask (same process)"),
+        ),
+        params={"asks": 20_000, "block": 200},
+        quick_params={"asks": 500, "block": 100},
+        impls=("pooled", "thread", "asyncio"),
+        quick_impls=("pooled", "asyncio"),
+        targets=(
+            Target("awaited ask to an asyncio actor <= pykka's blocking ask", "ratio", 1.0, impl="asyncio"),
+            Target("awaited ask to a pooled actor <= pykka's blocking ask", "ratio", 1.0, impl="pooled"),
+        ),
     ),
     Benchmark(
         name="coro_tell",

@@ -32,7 +32,7 @@ from benchmarks._harness import Benchmark, Headline, Metric, Target
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["BENCHMARKS", "Echo", "PykkaEcho", "ask", "shutdown", "spawn_ask_stop", "stop_each", "tell"]
+__all__ = ["BENCHMARKS", "Echo", "PykkaEcho", "ask", "million", "shutdown", "spawn_ask_stop", "stop_each", "tell"]
 
 _WAIT_S = 600.0
 """Timeout of the waits that end a measurement: generous, they only guard against hangs."""
@@ -213,6 +213,42 @@ def stop_each(impl: str, *, n: int) -> dict[str, float]:
     return {"stop_each_s": elapsed, "stop_each_us_per_actor": elapsed / n * 1e6}
 
 
+def million(impl: str, *, n: int) -> dict[str, float]:
+    """Spawn `n` pooled actors in one process, ask each once, then shut the system down.
+
+    Issue 16 §2's bar at a million: spawn in <= 10 s at <= 1 KB of RSS each,
+    the asks answered in <= 5 s, ``shutdown()`` in <= 5 s. RSS per actor is
+    measured after the spawn (idle actors: an actor's mailbox is made on its
+    first message) and again after the asks (each then has one).
+    """
+    with ActorSystem(name="bench") as system:
+        spawn = functools.partial(system.spawn, Echo, mode=impl)
+        rss_before = _rss_bytes()
+        start = time.perf_counter()
+        refs = [spawn() for _ in range(n)]
+        spawn_s = time.perf_counter() - start
+        rss_spawned = _rss_bytes()
+
+        start = time.perf_counter()
+        futures = [ref.ask(i, block=False) for i, ref in enumerate(refs)]
+        for future in futures:
+            future.get(timeout=_WAIT_S)
+        ask_all_s = time.perf_counter() - start
+        del futures
+        rss_asked = _rss_bytes()
+
+        start = time.perf_counter()
+        system.shutdown()
+        shutdown_s = time.perf_counter() - start
+    return {
+        "spawn_s": spawn_s,
+        "rss_kb_per_actor": (rss_spawned - rss_before) / n / 1024,
+        "ask_all_s": ask_all_s,
+        "rss_kb_per_asked_actor": (rss_asked - rss_before) / n / 1024,
+        "shutdown_s": shutdown_s,
+    }
+
+
 def _ask_all(refs: list[pykka.ActorRef[Any]]) -> None:
     # Every actor has handled a message: shutdown then stops actors that have run.
     for future in [ref.ask(None, block=False) for ref in refs]:
@@ -309,6 +345,29 @@ BENCHMARKS = (
         ),
         default_sizes=(1_000, 100_000),
         default_placements=_HEADLINE_PLACEMENTS,
+    ),
+    Benchmark(
+        name="million",
+        func=million,
+        metrics=(
+            Metric("spawn_s", "spawn N pooled actors (s)"),
+            Metric("rss_kb_per_actor", "RSS after spawn (KB/actor)", better="less", worse="more"),
+            Metric("ask_all_s", "ask-all: one ask to each, wait for all (s)"),
+            Metric("rss_kb_per_asked_actor", "RSS after ask-all (KB/actor)", better="less", worse="more"),
+            Metric("shutdown_s", "system.shutdown() (s)"),
+        ),
+        # One size, pooled only: a thread per actor cannot reach it (see
+        # `_THREAD_PER_ACTOR_CAP`). A --quick run measures 1,000 as a smoke test.
+        sizes=(1_000_000,),
+        quick_sizes=(1_000,),
+        impls=("pooled",),
+        timeout_s=300.0,
+        targets=(
+            Target("spawn 1,000,000 in <= 10 s", "spawn_s", 10.0, n=1_000_000, unit="s"),
+            Target("<= 1 KB RSS per actor at 1,000,000", "rss_kb_per_actor", 1.0, n=1_000_000, unit="KB"),
+            Target("ask-all over 1,000,000 in <= 5 s", "ask_all_s", 5.0, n=1_000_000, unit="s"),
+            Target("shutdown of 1,000,000 in <= 5 s", "shutdown_s", 5.0, n=1_000_000, unit="s"),
+        ),
     ),
 )
 """The runtime benchmarks, in report order."""

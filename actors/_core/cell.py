@@ -50,6 +50,7 @@ import threading
 import uuid
 from _thread import allocate_lock
 from asyncio import _get_running_loop
+from os import urandom
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,12 @@ __all__ = [
 
 _constructing = threading.local()
 
+_URN_LOCK = allocate_lock()
+"""Held while a cell's URN is drawn on first read (`Cell.urn`)."""
+
+_SYSQ_LOCK = allocate_lock()
+"""Held while a cell's list of system messages is made (`Cell.system_queue`)."""
+
 # How many systems have an observer (`count_observing`). While 0, a turn pays
 # one check of this global (a specialized LOAD_GLOBAL) instead of reading
 # ``system.observer`` (measured: the attribute read made a pinned inline ask ~4% slower).
@@ -134,7 +141,7 @@ def constructing_instance(cell: Cell) -> Any:
     cell it belongs to, so it is never the wrong one.
     """
     newborn = getattr(_constructing, "instance", None)
-    if newborn is not None and newborn.__dict__.get("_troupe_cell") is cell:
+    if newborn is not None and getattr(newborn, "_troupe_cell", None) is cell:
         return newborn
     return None
 
@@ -195,7 +202,7 @@ class Cell:
         executor: Executor,
         name: str | None,
         parent: Cell | None,
-        urn: bytes | str,
+        urn: bytes | str | None,
         throughput: int,
         ref_class: Callable[[Cell], ActorRef[Any]],
         mailbox: MailboxSpec,
@@ -212,7 +219,7 @@ class Cell:
         self.executor = executor
         self.name = name
         self.parent = parent
-        # 16 random bytes until the URN is first read (see `urn`), then its text.
+        # None (or 16 random bytes) until the URN is first read (see `urn`), then its text.
         self._urn = urn
         self.throughput = throughput
         self.ref = ref_class(self)
@@ -241,7 +248,9 @@ class Cell:
         # Why the actor terminated: None (a normal stop) or the exception it failed with.
         self.reason: BaseException | None = None
         # System messages: callables run with this cell before any user message.
-        self.sysq: list[Callable[[Cell], None]] = []
+        # None until the first one, or the first turn that handles mail
+        # (`system_queue`): a list is 56 bytes, most of an idle actor's.
+        self.sysq: list[Callable[[Cell], None]] | None = None
         # Guarded by system.tree_lock; insertion-ordered, so reversed() is youngest first.
         self.children: dict[Cell, None] | None = None
         self.stop_replies: list[pykka.Future[Any]] | None = None
@@ -270,19 +279,23 @@ class Cell:
 
     @property
     def urn(self) -> str:
-        """The actor's URN: pykka's uuid4 form, ``urn:uuid:<uuid4>``, formatted on first read.
+        """The actor's URN: pykka's uuid4 form, ``urn:uuid:<uuid4>``, drawn and formatted on first read.
 
-        The system draws the 16 random bytes at spawn (``os.urandom``, a
-        quarter of a microsecond); formatting them costs ~1.5 µs more, which
-        a spawn whose URN nobody reads never pays. Two threads reading it
-        first at once format the same bytes to the same text.
+        Most actors' URNs are never read (it is in ``str(ref)``, the logs, a
+        router's table): drawing 16 random bytes (``os.urandom``, a system
+        call) and formatting them (~1.5 µs) waits for the first read, and so
+        do the 49 bytes of the bytes object. The first read takes a
+        module-wide lock, so two threads reading it first at once see one URN.
+        The spawner may also pass the random bytes (formatted on first read).
         """
         urn = self._urn
-        if isinstance(urn, str):
+        if urn.__class__ is str:
             return urn
-        text = uuid.UUID(bytes=urn, version=4).urn
-        self._urn = text
-        return text
+        with _URN_LOCK:
+            urn = self._urn
+            if not isinstance(urn, str):
+                urn = self._urn = uuid.UUID(bytes=urn or urandom(16), version=4).urn
+        return urn
 
     # -- the pykka inbox interface ---------------------------------------------
 
@@ -303,13 +316,27 @@ class Cell:
 
     # -- posting from any thread ---------------------------------------------
 
+    def system_queue(self) -> list[Callable[[Cell], None]]:
+        """Return the list of system messages, created on first use (any thread).
+
+        Once made it stays: a turn loop holds it and sees what is posted while
+        it runs (`_process`). Two threads making it at once make one.
+        """
+        sysq = self.sysq
+        if sysq is None:
+            with _SYSQ_LOCK:
+                sysq = self.sysq
+                if sysq is None:
+                    sysq = self.sysq = []
+        return sysq
+
     def post_system(self, message: Callable[[Cell], None], *, inline: bool = False) -> None:
         """Queue a system message (runs before user messages) and schedule the cell.
 
         With `inline`, a cell served by the calling thread's own executor is run
         right here instead of being submitted (used to stop children quickly).
         """
-        self.sysq.append(message)
+        self.system_queue().append(message)
         if self.sched.acquire(False):
             if inline and self.executor is current_executor():
                 self.run()
@@ -453,7 +480,9 @@ class Cell:
         finally:
             bind_constructing(previous)
             _constructing.instance = newborn
-        if actor.__dict__.get("_troupe_cell") is not self:
+        # getattr, not ``actor.__dict__``: reading ``__dict__`` makes a 64-byte
+        # dict object per instance (3.11 keeps attributes in a values array).
+        if getattr(actor, "_troupe_cell", None) is not self:
             msg = (
                 f"{self.actor_class.__qualname__}.__init__ did not call super().__init__(); "
                 "call it so the actor is bound to its mailbox"
@@ -622,7 +651,7 @@ class Cell:
             self.fail(exc_info_of(exc), during_start=True)
 
     def _process_system(self) -> None:
-        sysq = self.sysq
+        sysq = self.system_queue()
         while sysq:
             sysq.pop(0)(self)
 
@@ -633,6 +662,8 @@ class Cell:
         start = limit
         kinds = KINDS
         sysq = self.sysq
+        if sysq is None:  # the first turn with mail: the loop below must see what is posted meanwhile
+            sysq = self.system_queue()
         while limit > 0 and not sysq:
             try:
                 item = pop()
@@ -798,7 +829,7 @@ class Cell:
         def lose_loop(_cell: Cell) -> None:
             aio.lose_loop(exc)  # type: ignore[arg-type]  # an EventLoopError
 
-        self.sysq.insert(0, lose_loop)
+        self.system_queue().insert(0, lose_loop)
         self.executor = new
         return True
 

@@ -146,6 +146,8 @@ class AsyncioState:
         actor = cell.actor
         kinds = KINDS
         sysq = cell.sysq
+        if sysq is None:  # the first turn with mail: the loop below must see what is posted meanwhile
+            sysq = cell.system_queue()
         while limit > 0 and not sysq:
             limit -= 1
             try:

@@ -365,10 +365,11 @@ def test_a_negative_limit_is_a_clear_error(system: ActorSystem, mode: str) -> No
 
 
 class _NoCell:
-    """What a bounded queue needs of its cell when nothing overflows."""
+    """What a queue needs of its cell when nothing overflows: it holds the queue (a FIFO one replaces itself)."""
 
     ref = "<test>"
     aio = None
+    queue: Any = None
 
 
 @settings(max_examples=200, deadline=None)
@@ -380,7 +381,9 @@ class _NoCell:
 def test_take_head_takes_the_head_while_it_matches_and_leaves_the_rest_in_order(
     kind: str, items: list[tuple[int, bool]], takes: int
 ) -> None:
-    queue: Any = KINDS[kind](len(items)).create(_NoCell())  # type: ignore[arg-type]
+    cell = _NoCell()
+    cell.queue = KINDS[kind](len(items)).create(cell)  # type: ignore[arg-type]
+    queue = cell.queue  # a FIFO one: its placeholder, which goes on working once replaced
     messages = [Item(seq, priority, match) for seq, (priority, match) in enumerate(items)]
     for message in messages:
         queue.append(message)

@@ -440,6 +440,10 @@ def test_drain_stops_everything_when_its_timeout_passes(roomy: ActorSystem, cloc
         # (a system message) before a later ask is handled.
         with pytest.raises(ActorDeadError, match="timeout passed"):
             waiting.get(timeout=WAIT)  # what still waited is refused
+        if mode == "asyncio":
+            # Opened only once the routee is stopping: its stop cancels the handler
+            # in the same loop callback, before the loop hears of the gate.
+            assert routee.actor_stopped.wait(WAIT)
     finally:
         gate.released.set()
     if mode == "asyncio":  # a coroutine handler can be interrupted: stopping the routee cancels it
