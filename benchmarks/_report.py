@@ -93,6 +93,9 @@ def tables(benchmarks: list[Benchmark], records: list[Record], placement_titles:
         members = [bench for bench in benchmarks if bench.module == module]
         impls = list(dict.fromkeys(impl for bench in members for impl in bench.impls))
         for placement, title in placement_titles.items():
+            names = {bench.full_name for bench in members}
+            if not any(r.placement == placement and r.benchmark in names for r in records):
+                continue  # this module ran in other placements only (the default run pins only the headline rows)
             rows: list[list[str]] = []
             for bench in members:
                 sizes = sorted({r.n for r in records if r.benchmark == bench.full_name}, key=lambda n: n or 0)

@@ -332,3 +332,15 @@ def test_a_benchmark_left_out_of_the_run_has_no_summary_rows_and_an_unmeasured_t
     assert "| not measured |" in table
     assert "Targets: 0 met, 0 missed, 1 not measured." in table
     assert _report.summary_table([], {}) == ""
+
+
+def test_a_module_gets_a_table_only_for_the_placements_it_ran_in() -> None:
+    bench = _bench(impls=("pykka", "pooled"))
+    records = [
+        Record(bench.full_name, impl, None, "unpinned", "ok", metrics={"s": 1.0, "per_s": 2.0})
+        for impl in ("pykka", "pooled")
+    ]
+    titles = {"unpinned": "unpinned (2 CPUs)", "pinned": "pinned to CPU 0"}
+    text = _report.tables([bench], records, titles)
+    assert f"### {bench.module}: unpinned (2 CPUs)" in text
+    assert "pinned to CPU 0" not in text
