@@ -139,7 +139,52 @@ def _is_stage(ref: ActorRef[Any]) -> bool:
     return isinstance(cls, type) and issubclass(cls, Stage)
 
 
-class _Flow:
+class _Emitting:
+    """The output end of a pipeline run: items leave in input order (or as they end, unordered).
+
+    Shared by `_Flow` and `_Driver`, which set these fields in their
+    constructors; each calls `_emit` from the one thread or turn that owns
+    its run (under `_Flow`'s lock, or in the `_Driver`'s turn).
+    Invariant: every index below `next_emit` has left (to the sink or
+    `outputs`, or dropped); `reorder` and `dropped` hold only indices above it.
+    """
+
+    ordered: bool
+    sink: Callable[[Any], None] | None
+    next_emit: int
+    reorder: dict[int, Any]
+    dropped: set[int]
+    outputs: list[Any]
+    count: int
+
+    def _emit(self, index: int, value: Any, *, dropped: bool) -> None:
+        if not self.ordered:
+            self.next_emit += 1  # the window counts items ended, in any order
+            if not dropped:
+                self._out(value)
+            return
+        if dropped:
+            self.dropped.add(index)
+        else:
+            self.reorder[index] = value
+        while True:
+            if self.next_emit in self.reorder:
+                self._out(self.reorder.pop(self.next_emit))
+            elif self.next_emit in self.dropped:
+                self.dropped.discard(self.next_emit)
+            else:
+                return
+            self.next_emit += 1
+
+    def _out(self, value: Any) -> None:
+        self.count += 1
+        if self.sink is not None:
+            self.sink(value)
+        else:
+            self.outputs.append(value)
+
+
+class _Flow(_Emitting):
     """One pipeline run: credit accounting under one lock, driven by the stages' reply callbacks.
 
     There is no coordinator in the path: when stage s replies, the callback
@@ -243,32 +288,6 @@ class _Flow:
             self.waiting[stage + 1].append((index, value))
         else:
             self._emit(index, value, dropped=False)
-
-    def _emit(self, index: int, value: Any, *, dropped: bool) -> None:
-        if not self.ordered:
-            self.next_emit += 1  # the window counts items ended, in any order
-            if not dropped:
-                self._out(value)
-            return
-        if dropped:
-            self.dropped.add(index)
-        else:
-            self.reorder[index] = value
-        while True:
-            if self.next_emit in self.reorder:
-                self._out(self.reorder.pop(self.next_emit))
-            elif self.next_emit in self.dropped:
-                self.dropped.discard(self.next_emit)
-            else:
-                return
-            self.next_emit += 1
-
-    def _out(self, value: Any) -> None:
-        self.count += 1
-        if self.sink is not None:
-            self.sink(value)
-        else:
-            self.outputs.append(value)
 
     def _schedule(self) -> list[tuple[int, int, Any]]:
         """Return the (stage, index, value) to send now, counting them in flight."""
@@ -484,7 +503,7 @@ def _quiet_tell(ref: ActorRef[Any], message: Any) -> None:
         ref.tell(message)
 
 
-class _Driver(Actor):
+class _Driver(Actor, _Emitting):
     """Reads the source into the first stage as credit allows and takes the last stage's output.
 
     Runs on its own turn (pooled): the source is read there, the sink called
@@ -626,32 +645,6 @@ class _Driver(Actor):
                 self._emit(index, value, dropped=False)
         _quiet_tell(batch.sender, _Credit(self.flow, batch.stage - 1, len(batch.items)))
         self._pump()
-
-    def _emit(self, index: int, value: Any, *, dropped: bool) -> None:
-        if not self.ordered:
-            self.next_emit += 1
-            if not dropped:
-                self._out(value)
-            return
-        if dropped:
-            self.dropped.add(index)
-        else:
-            self.reorder[index] = value
-        while True:
-            if self.next_emit in self.reorder:
-                self._out(self.reorder.pop(self.next_emit))
-            elif self.next_emit in self.dropped:
-                self.dropped.discard(self.next_emit)
-            else:
-                return
-            self.next_emit += 1
-
-    def _out(self, value: Any) -> None:
-        self.count += 1
-        if self.sink is not None:
-            self.sink(value)
-        else:
-            self.outputs.append(value)
 
     def _finish(self) -> None:
         self.finished = True
