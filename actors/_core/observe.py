@@ -104,6 +104,13 @@ class CellStats:
         self.timed = 0
         self.time_sum = 0.0
 
+    def timed_one(self, elapsed: float) -> None:
+        """Count one handled message whose handler took `elapsed` seconds (into the histogram)."""
+        self.handled += 1
+        self.timed += 1
+        self.time_sum += elapsed
+        self.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+
     def fold(self, other: CellStats) -> None:
         """Add `other`'s counts into this one (high-water: the larger)."""
         self.handled += other.handled
@@ -168,9 +175,7 @@ class Probe:
 
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
         """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
-        stats = self.cells.get(cell)
-        if stats is None:
-            stats = self.cells[cell] = CellStats()
+        stats = self._stats(cell)
         queue = cell.queue
         depth = len(queue)
         stats.high_water = max(stats.high_water, depth)
@@ -187,10 +192,7 @@ class Probe:
                 taken = cell._process(1, until)  # noqa: SLF001
                 elapsed = clock() - start
                 if taken:
-                    stats.handled += 1
-                    stats.timed += 1
-                    stats.time_sum += elapsed
-                    stats.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+                    stats.timed_one(elapsed)
                     if (
                         not cell.sysq
                         and cell.state == RUNNING
@@ -203,7 +205,6 @@ class Probe:
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
         # A coroutine handler is timed up to its first suspension (the turn's part).
         limit = cell.throughput
-        buckets = stats.buckets
         sysq = cell.sysq
         while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
             if until is not None and until._done:  # type: ignore[attr-defined]  # noqa: SLF001 - our futures
@@ -222,18 +223,19 @@ class Probe:
             elapsed = clock() - start
             if not taken:
                 return
-            stats.handled += 1
             stats.busy += elapsed
-            stats.timed += 1
-            stats.time_sum += elapsed
-            buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+            stats.timed_one(elapsed)
 
     def handler_failed(self, cell: Cell) -> None:
         """A handler of `cell` raised (a tell's or an ask's), on its turn."""
+        self._stats(cell).failures += 1
+
+    def _stats(self, cell: Cell) -> CellStats:
+        """Return `cell`'s counts, made on its first turn (only its own turns call this)."""
         stats = self.cells.get(cell)
         if stats is None:
             stats = self.cells[cell] = CellStats()
-        stats.failures += 1
+        return stats
 
     def retire(self, cell: Cell) -> None:
         """`cell` has terminated: fold its counts (and restarts) into its class's total."""
