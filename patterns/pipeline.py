@@ -156,6 +156,27 @@ class _Emitting:
     dropped: set[int]
     outputs: list[Any]
     count: int
+    next_index: int
+    exhausted: bool
+    finished: bool
+    collected_errors: list[PipelineItemError]
+    high_water: int
+
+    def _init_run(self) -> None:
+        """Start the run's counters and output state (both kinds of run, in their constructors)."""
+        self.next_index = 0
+        self.next_emit = 0
+        self.reorder = {}
+        self.dropped = set()
+        self.exhausted = False
+        self.finished = False
+        self.outputs = []
+        self.collected_errors = []
+        self.count = 0
+        self.high_water = 0
+
+    def _result(self) -> PipelineResult:
+        return PipelineResult(self.count, tuple(self.outputs), tuple(self.collected_errors), self.high_water)
 
     def _emit(self, index: int, value: Any, *, dropped: bool) -> None:
         if not self.ordered:
@@ -224,16 +245,7 @@ class _Flow(_Emitting):
         self.inflight = [0] * n
         self.waiting: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
         self.window = sum(caps)
-        self.next_index = 0
-        self.next_emit = 0
-        self.reorder: dict[int, Any] = {}
-        self.dropped: set[int] = set()
-        self.exhausted = False
-        self.finished = False
-        self.outputs: list[Any] = []
-        self.collected_errors: list[PipelineItemError] = []
-        self.count = 0
-        self.high_water = 0
+        self._init_run()
 
     def start(self) -> Future[PipelineResult]:
         self._step(None, -1, None)
@@ -319,9 +331,6 @@ class _Flow(_Emitting):
         if self.exhausted and held == 0:
             self.finished = True
         return sends
-
-    def _result(self) -> PipelineResult:
-        return PipelineResult(self.count, tuple(self.outputs), tuple(self.collected_errors), self.high_water)
 
 
 def _settle_exception(future: Future[Any], error: BaseException) -> None:
@@ -538,16 +547,7 @@ class _Driver(Actor, _Emitting):
         self.credit0 = caps[0]
         self.flow = object()
         self.route: tuple[Any, ...] = ()
-        self.next_index = 0
-        self.next_emit = 0
-        self.reorder: dict[int, Any] = {}
-        self.dropped: set[int] = set()
-        self.exhausted = False
-        self.finished = False
-        self.outputs: list[Any] = []
-        self.collected_errors: list[PipelineItemError] = []
-        self.count = 0
-        self.high_water = 0
+        self._init_run()
 
     def on_start(self) -> None:
         self.route = (*self.stages, self.actor_ref)
@@ -648,7 +648,7 @@ class _Driver(Actor, _Emitting):
 
     def _finish(self) -> None:
         self.finished = True
-        self.future.set(PipelineResult(self.count, tuple(self.outputs), tuple(self.collected_errors), self.high_water))
+        self.future.set(self._result())
         self._end()
 
     def _fail(self, error: BaseException) -> None:
