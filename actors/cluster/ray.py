@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     from actors.errors import ClusterUnavailableError
 
@@ -53,27 +53,67 @@ if TYPE_CHECKING:
 __all__ = ["RayTransport"]
 
 
+_RAY_NODES_EVERY = 0.2
+"""Seconds between two reads of Ray's node table (``ray.nodes()``) by the directory: the Ray tier."""
+_DIRECTORY_TIMEOUT = 10.0
+"""Seconds a blocking call to the directory may take before it fails as unreachable."""
+
+
 class _DirectoryActor:
-    """The cluster's `Directory`, in a Ray actor."""
+    """The cluster's `Directory`, in a Ray actor, with the Ray tier of the failure detector.
+
+    A thread (``troupe-directory-ray-nodes``) reads ``ray.nodes()`` every
+    `_RAY_NODES_EVERY` and marks DOWN every node whose Ray node Ray reports
+    dead: one read of Ray's node table for the whole cluster, and it catches
+    a node nobody was sending to (a lone node, say), which no call error would.
+    """
 
     def __init__(self, cluster: str) -> None:
         self._directory = Directory(cluster)
+        self._watcher = threading.Thread(target=self._watch_ray_nodes, name="troupe-directory-ray-nodes", daemon=True)
+        self._watcher.start()
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return getattr(self._directory, method)(*args, **kwargs)
 
+    def _watch_ray_nodes(self) -> None:
+        pause = threading.Event()
+        failing = False
+        while not pause.wait(_RAY_NODES_EVERY):
+            try:
+                dead = {str(n["NodeID"]) for n in ray.nodes() if not n.get("Alive", True)}
+            except Exception:  # noqa: BLE001 - the GCS is briefly unreachable: the other tiers still work
+                if not failing:
+                    from loguru import logger  # noqa: PLC0415
+
+                    logger.opt(exception=True).warning("troupe directory: ray.nodes() failed; retrying")
+                failing = True
+                continue
+            failing = False
+            if dead:
+                self._directory.down_dead_ray_nodes(dead)
+
 
 class _DirectoryClient:
-    """`Directory`'s methods as blocking calls to the directory actor."""
+    """`Directory`'s methods as blocking calls to the directory actor (each within `_DIRECTORY_TIMEOUT`)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, cluster: str) -> None:
         self._handle = handle
+        self._cluster = cluster
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         handle = self._handle
+        cluster = self._cluster
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return ray.get(handle.call.remote(method, args, kwargs))
+            try:
+                return ray.get(handle.call.remote(method, args, kwargs), timeout=_DIRECTORY_TIMEOUT)
+            except (GetTimeoutError, RayActorError) as exc:
+                msg = (
+                    f"the directory of troupe cluster {cluster!r} did not answer {method}() "
+                    f"({type(exc).__name__}): its Ray actor is gone or hung"
+                )
+                raise ClusterUnavailableError(msg) from exc
 
         return call
 
@@ -87,7 +127,9 @@ class _NodeProcess:
         self._namespace = namespace
         self._cluster = cluster
         self._directory_handle = ray.get_actor(f"{cluster}/directory", namespace=namespace)
-        self._directory = _DirectoryClient(self._directory_handle)
+        self._directory = _DirectoryClient(self._directory_handle, cluster)
+        # The Ray node this process runs on, for the directory's Ray tier (ray.nodes()).
+        self._directory.set_ray_node(name, epoch, str(ray.get_runtime_context().get_node_id()))
         self._handles: dict[tuple[str, int], Any] = {}
         self._last_call: dict[str, tuple[int, Any]] = {}
         self.faults = Faults()
@@ -110,6 +152,12 @@ class _NodeProcess:
 
     def ready(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
+
+    @ray.method(concurrency_group="control")
+    def pid(self) -> int:
+        import os  # noqa: PLC0415
+
+        return os.getpid()
 
     # -- data path (default group: in order per submitter) ----------------------------
 
@@ -199,11 +247,15 @@ class _NodeProcess:
                 polls += 1
                 if polls % 20 == 0:
                     # The directory's change log, without blocking the tick: ask, and apply when it came.
+                    # A directory that does not answer leaves the poll pending: the node's quorum rule
+                    # counts it as unreachable (see `Node.tick`).
                     if poll is None:
-                        poll = self._directory_handle.call.remote("changes", (node.seen,), {})
+                        if node.reaches_directory():
+                            poll = self._directory_handle.call.remote("changes", (node.seen,), {})
                     elif ray.wait([poll], timeout=0)[0]:
-                        node.apply(*ray.get(poll))
-                        poll = None
+                        answer, poll = poll, None
+                        with contextlib.suppress(RayActorError):  # the directory is gone: unreachable
+                            node.apply(*ray.get(answer))
                     self._check_calls()
                 node.tick()
             except Exception:  # noqa: BLE001 - the ticker must go on
@@ -279,6 +331,7 @@ class RayTransport:
         self.dispatchers = dispatchers
         self.manual = False
         self._handles: dict[str, Any] = {}
+        self._paused: dict[str, int] = {}
         self.faults = _RemoteFaults(self)
 
     def open(self, cluster: str) -> None:
@@ -298,7 +351,7 @@ class RayTransport:
         self._directory_handle = actor.options(
             name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True, scheduling_strategy=here
         ).remote(cluster)
-        self.directory = _DirectoryClient(self._directory_handle)
+        self.directory = _DirectoryClient(self._directory_handle, cluster)
 
     def start_node(
         self,
@@ -348,6 +401,24 @@ class RayTransport:
             ray.kill(handle)
             del self._handles[name]
 
+    def pause(self, name: str) -> None:
+        """Hang node `name`'s process (SIGSTOP; it must run on this machine): Ray still reports it alive."""
+        import os  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pid = self.node_call(name, "pid")
+        os.kill(pid, signal.SIGSTOP)
+        self._paused[name] = pid
+
+    def resume(self, name: str) -> None:
+        """Let a paused node's process run again (SIGCONT)."""
+        import os  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pid = self._paused.pop(name, None)
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
     def crash(self, name: str) -> None:
         """Kill the node's process (SIGKILL, no handoff); the detector finds out."""
         ray.kill(self._handle(name), no_restart=True)
@@ -394,6 +465,8 @@ class RayTransport:
 
     def shutdown(self) -> None:
         """Stop every node this driver started, then the directory."""
+        for name in list(self._paused):
+            self.resume(name)
         for name in list(self._handles):
             with contextlib.suppress(Exception):  # shutting down: the rest must stop too
                 self.stop_node(name)

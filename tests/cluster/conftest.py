@@ -138,6 +138,14 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 @pytest.fixture
+def ray_harness(ray_pool: RayPool) -> Iterator[Harness]:
+    """A test's cluster on Ray only (what only Ray shows: its node table, a real process to hang)."""
+    h = Harness("ray", ray_pool)
+    yield h
+    h.close()
+
+
+@pytest.fixture
 def memory() -> Iterator[Harness]:
     h = Harness("memory", None)
     yield h
@@ -148,7 +156,7 @@ def memory() -> Iterator[Harness]:
 def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """The root conftest's guard, with the module's Ray (and its driver threads) started before it looks."""
     callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("harness") == "ray":
+    if (callspec is not None and callspec.params.get("harness") == "ray") or "ray_harness" in request.fixturenames:
         request.getfixturevalue("ray_pool")
     before = set(threading.enumerate())
     yield

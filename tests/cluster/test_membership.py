@@ -139,3 +139,11 @@ def test_a_report_from_a_node_the_directory_holds_down_is_refused(memory: Harnes
     assert not directory.report("a", a, NodeStatus.DOWN, by=("b", b))
     assert not directory.report("a", a, NodeStatus.SUSPECT, by=("b", b + 100))
     assert directory.node("a").status is NodeStatus.UP
+
+
+def test_a_lone_node_whose_ray_node_dies_is_down_by_rays_node_table(ray_harness: Harness) -> None:
+    """No peer sends to it, so no call fails and no heartbeat is missed: only ``ray.nodes()`` can tell."""
+    ray_harness.start("a")
+    ray_harness.crash("a")  # remove_node(allow_graceful=False) of its Ray node
+    ray_harness.wait(lambda: ray_harness.cluster.status("a") is NodeStatus.DOWN)
+    assert ray_harness.cluster.nodes()[0].ray_node is not None
