@@ -296,7 +296,7 @@ class _RemoteFaults:
 
     def __getattr__(self, op: str) -> Callable[..., None]:
         def call(*args: Any, **kwargs: Any) -> None:
-            handles = list(self._transport._handles.values())  # noqa: SLF001
+            handles = self._transport.live_handles()
             ray.get([h.fault.remote(op, args, kwargs) for h in handles])
 
         return call
@@ -311,6 +311,18 @@ class RayTransport:
         namespace: the Ray namespace of the directory and node actors.
         config: link and failure-detector timing.
         dispatchers: dispatcher threads of each node's `ActorSystem`.
+        detached: create the directory and the nodes this driver starts as
+            detached Ray actors, so the cluster outlives this driver's process
+            (another driver attaches with the same namespace and cluster name;
+            `shutdown` of the driver that started them still stops them).
+
+    The directory is a named Ray actor (``<cluster>/directory``) on the Ray
+    head node, not on the driver's: nodes find it by name and talk to it
+    directly, and find each other through it (each node's actor is named
+    ``<cluster>/node/<name>#<epoch>``). A driver is a client like any other:
+    a `Cluster` opened on a namespace and cluster name that exist attaches to
+    them (it reaches every node through the directory, not only the ones it
+    started), and its `shutdown` stops only what it started.
     """
 
     def __init__(
@@ -320,8 +332,10 @@ class RayTransport:
         namespace: str = "troupe",
         config: LinkConfig | None = None,
         dispatchers: int | None = 2,
+        detached: bool = False,
     ) -> None:
         self.address = address
+        self.detached = detached
         self.namespace = namespace
         self.config = (
             config
@@ -330,7 +344,9 @@ class RayTransport:
         )
         self.dispatchers = dispatchers
         self.manual = False
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, Any] = {}  # the nodes this driver started
+        self._attached: dict[str, tuple[int, Any]] = {}  # nodes others started: name -> (epoch, handle)
+        self._owns_directory = False
         self._paused: dict[str, int] = {}
         self.faults = _RemoteFaults(self)
 
@@ -345,12 +361,19 @@ class RayTransport:
             raise ClusterUnavailableError(msg) from exc
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
-        actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
-        # On the driver's Ray node (the head, usually): it must outlive the nodes it watches.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self._directory_handle = actor.options(
-            name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True, scheduling_strategy=here
-        ).remote(cluster)
+        name = f"{cluster}/directory"
+        try:
+            self._directory_handle = ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
+            # On the head node (where Ray's own control store runs: if it goes, the Ray cluster goes),
+            # not the driver's: it must outlive the nodes it watches, and any driver.
+            head = NodeAffinitySchedulingStrategy(_head_node_id(), soft=False)
+            options: dict[str, Any] = {"name": name, "namespace": self.namespace, "get_if_exists": True}
+            if self.detached:
+                options["lifetime"] = "detached"
+            self._directory_handle = actor.options(scheduling_strategy=head, **options).remote(cluster)
+            self._owns_directory = True
         self.directory = _DirectoryClient(self._directory_handle, cluster)
 
     def start_node(
@@ -368,6 +391,8 @@ class RayTransport:
             "namespace": self.namespace,
             "num_cpus": 0,
         }
+        if self.detached:
+            options["lifetime"] = "detached"
         if resources:
             options["resources"] = resources
         if ray_node is not None:
@@ -386,10 +411,28 @@ class RayTransport:
 
     def _handle(self, name: str) -> Any:
         handle = self._handles.get(name)
-        if handle is None:
-            msg = f"node {name!r} was not started by this driver (started: {sorted(self._handles)})"
-            raise UnknownNodeError(msg)
+        if handle is not None:
+            return handle
+        info = self.directory.node(name)  # UnknownNodeError if it never joined
+        attached = self._attached.get(name)
+        if attached is not None and attached[0] == info.epoch:
+            return attached[1]
+        try:
+            handle = ray.get_actor(f"{self.cluster}/node/{name}#{info.epoch}", namespace=self.namespace)
+        except ValueError as exc:
+            msg = f"node {name!r} (epoch {info.epoch}) of cluster {self.cluster!r} is {info.status}: no Ray actor"
+            raise UnknownNodeError(msg) from exc
+        self._attached[name] = (info.epoch, handle)
         return handle
+
+    def live_handles(self) -> list[Any]:
+        """Return the Ray actor of every node not DOWN (started by this driver or another)."""
+        handles = []
+        for info in self.directory.nodes():
+            if info.status is not NodeStatus.DOWN:
+                with contextlib.suppress(UnknownNodeError):
+                    handles.append(self._handle(info.name))
+        return handles
 
     def stop_node(self, name: str) -> None:
         """Leave gracefully: DOWN in the directory at once, then the node's actors stop and its process ends."""
@@ -399,7 +442,8 @@ class RayTransport:
             ray.get(handle.shutdown.remote(), timeout=30)
         finally:
             ray.kill(handle)
-            del self._handles[name]
+            self._handles.pop(name, None)
+            self._attached.pop(name, None)
 
     def pause(self, name: str) -> None:
         """Hang node `name`'s process (SIGSTOP; it must run on this machine): Ray still reports it alive."""
@@ -422,11 +466,13 @@ class RayTransport:
     def crash(self, name: str) -> None:
         """Kill the node's process (SIGKILL, no handoff); the detector finds out."""
         ray.kill(self._handle(name), no_restart=True)
-        del self._handles[name]
+        self._handles.pop(name, None)
+        self._attached.pop(name, None)
 
     def forget(self, name: str) -> None:
         """Drop the handle of a node whose Ray node was removed (a hard crash made by the caller)."""
         self._handles.pop(name, None)
+        self._attached.pop(name, None)
 
     def control(self, node: str, op: str, *args: Any) -> Any:
         """Run control operation `op` on node `node` and return its result."""
@@ -464,13 +510,22 @@ class RayTransport:
         return ray.get(getattr(self._handle(node), method).remote(*args))
 
     def shutdown(self) -> None:
-        """Stop every node this driver started, then the directory."""
+        """Stop every node this driver started, then the directory if this driver created it."""
         for name in list(self._paused):
             self.resume(name)
         for name in list(self._handles):
             with contextlib.suppress(Exception):  # shutting down: the rest must stop too
                 self.stop_node(name)
-        ray.kill(self._directory_handle)
+        if self._owns_directory:
+            ray.kill(self._directory_handle)
+
+
+def _head_node_id() -> str:
+    """Return the id of the Ray head node (the driver's own node if none is marked as the head)."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _now() -> float:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actors.cluster import NodeStatus, wire
+from actors.cluster import Cluster, NodeStatus, wire
 from actors.cluster.faults import DIRECTORY
 from actors.cluster.link import LinkConfig, Outbox
-from tests.cluster.agents import Recorder
+from tests.cluster.agents import Echo, Recorder, Sender
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -147,3 +147,25 @@ def test_a_lone_node_whose_ray_node_dies_is_down_by_rays_node_table(ray_harness:
     ray_harness.crash("a")  # remove_node(allow_graceful=False) of its Ray node
     ray_harness.wait(lambda: ray_harness.cluster.status("a") is NodeStatus.DOWN)
     assert ray_harness.cluster.nodes()[0].ray_node is not None
+
+
+def test_a_second_driver_attaches_to_the_cluster_as_a_client_and_its_shutdown_stops_nothing_it_did_not_start(
+    ray_harness: Harness,
+) -> None:
+    from actors.cluster.ray import RayTransport  # noqa: PLC0415 - imports ray
+
+    ray_harness.start("a", "b")
+    echo = ray_harness.cluster.spawn(Echo, node="b", name="echo")
+    first = ray_harness.transport
+    other = Cluster(RayTransport(namespace=first.namespace, config=first.config), name=ray_harness.cluster.name)
+    try:
+        assert [(n.name, n.status) for n in other.nodes()] == [("a", NodeStatus.UP), ("b", NodeStatus.UP)]
+        found = other.lookup("echo")
+        assert found is not None
+        assert found.ask("from another driver", timeout=10) == "from another driver"
+        sender = other.spawn(Sender, node="a", name="snd")  # on a node the other driver started
+        assert sender.ask(("ask", found, "node to node"), timeout=10) == "node to node"
+    finally:
+        other.shutdown()
+    assert echo.ask("still here", timeout=10) == "still here"
+    assert [n.status for n in ray_harness.cluster.nodes()] == [NodeStatus.UP, NodeStatus.UP]
