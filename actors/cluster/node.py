@@ -37,7 +37,7 @@ from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
 from actors.cluster.faults import DIRECTORY
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.cluster.refs import RemoteRef, WatchPoint, decoding
-from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError
+from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError, SystemShutdownError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,6 +49,8 @@ __all__ = ["Node", "NodeStatistics"]
 
 _ASK_LEN = 4
 """Fields of an ask or call item; a forwarded one carries the asker's node as a fifth."""
+_STOP_ROUNDS, _STOP_ROUND_S = 50, 0.2
+"""A node that downed itself waits for its actors to stop in rounds of 0.2 s, 10 s at most."""
 
 
 @attrs.frozen
@@ -138,6 +140,7 @@ class Node:
         self._directory_heard = clock.now()
         self._downed: str | None = None
         self._actors_stopped = False
+        self._suspecting: set[str] = set()  # peers this node reported SUSPECT and has not reported UP since
         self.poll_directory()
 
     def __repr__(self) -> str:
@@ -634,6 +637,7 @@ class Node:
                 self._flush(outbox, force=True)
 
     def _peer_down(self, node: str) -> None:
+        self._suspecting.discard(node)
         with self._lock:
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
@@ -712,10 +716,10 @@ class Node:
             if silent >= config.down_after:
                 if quorum:  # keep-majority: a node on the minority side downs nobody (it downs itself)
                     self.report(info.name, info.epoch, NodeStatus.DOWN)
-            elif silent >= config.suspect_after and info.status is NodeStatus.UP:
+            elif silent >= config.suspect_after and info.name not in self._suspecting:
                 self.report(info.name, info.epoch, NodeStatus.SUSPECT)
-            elif silent < config.suspect_after and info.status is NodeStatus.SUSPECT:
-                self.report(info.name, info.epoch, NodeStatus.UP)
+            elif silent < config.suspect_after and info.name in self._suspecting:
+                self.report(info.name, info.epoch, NodeStatus.UP)  # only a suspecter takes its suspicion back
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
@@ -748,6 +752,10 @@ class Node:
 
         The directory refuses it if it holds this node DOWN (fencing: see `Directory.report`).
         """
+        if status is NodeStatus.SUSPECT:
+            self._suspecting.add(node)
+        elif status is NodeStatus.UP:
+            self._suspecting.discard(node)
         if not self.reaches_directory():
             return
         if self._directory.report(node, epoch, status, by=(self.name, self.epoch)):
@@ -810,12 +818,28 @@ class Node:
                 self._undeliverable(item, outbox.dst)
 
     def _stop_actors_after_down(self) -> None:
+        # Asks its actors make while they stop are failed between rounds, so none of them waits
+        # out its timeout (and the stop with it); an actor that never returns is given up on.
         self._actors_stopped = True
-        self.system.shutdown()
+        why = self._downed or "stopped"
+        for _ in range(_STOP_ROUNDS):
+            with self._lock:
+                pending, self._pending = list(self._pending.values()), {}
+                outboxes, self._out = list(self._out.values()), {}
+            self._abandon(pending, outboxes, why)
+            try:
+                self.system.shutdown(timeout=_STOP_ROUND_S)
+            except SystemShutdownError:
+                continue
+            break
+        else:
+            from loguru import logger  # noqa: PLC0415
+
+            logger.error("Node {}: actors still running {} s after it downed itself", self.name, _STOP_ROUNDS * 0.2)
         with self._lock:  # what its actors sent while they stopped
             pending, self._pending = list(self._pending.values()), {}
             outboxes, self._out = list(self._out.values()), {}
-        self._abandon(pending, outboxes, self._downed or "stopped")
+        self._abandon(pending, outboxes, why)
 
     # -- control operations (spawn, stop, migrate steps) --------------------------------
 

@@ -1,10 +1,12 @@
 """The `harness` fixture: every shared cluster test runs over MemoryTransport and RayTransport.
 
 The memory half runs on a `ManualClock` (deterministic, no sleeping). The Ray
-half uses one `ray.cluster_utils.Cluster` per test module (a head and three
-worker Ray nodes, one per troupe node, with tuned health checks), with
-``RAY_TMPDIR`` in the module's temporary directory and everything shut down
-at the end of the module. Without Ray installed the Ray half is skipped.
+half uses one `ray.cluster_utils.Cluster` for the whole `tests.cluster`
+package (a head and three worker Ray nodes, handed out one per troupe node and
+added as crashes remove them, with tuned health checks; one cluster start,
+~10 s here, instead of one per module), with ``RAY_TMPDIR`` in its temporary
+directory and everything shut down after the package's last test. Without Ray
+installed the Ray half is skipped.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Harness:
                 self.pool.give_back(node)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayPool]:
     if not HAVE_RAY:
         pytest.skip("Ray is not installed: pip install 'troupe-actors[ray]' to run the Ray half of the cluster suite")
