@@ -13,8 +13,6 @@ from __future__ import annotations
 import pickle
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from actors.cluster import Cluster, NodeStatus, wire
 from actors.cluster.faults import DIRECTORY
 from actors.cluster.link import LinkConfig, Outbox
@@ -37,10 +35,18 @@ def _running(harness: Harness, node: str) -> list[str]:
     return list(harness.node_call(node, "running_names"))
 
 
-@pytest.mark.parametrize("majority", [{"a", "b"}, {"a", "b", DIRECTORY}], ids=["directory-reachable", "directory-cut"])
-def test_a_node_cut_off_from_the_majority_downs_itself_before_its_permanent_actors_start_elsewhere(
-    harness: Harness, majority: set[str]
+def test_a_node_cut_off_from_the_majority_and_the_directory_downs_itself_before_its_actors_start_elsewhere(
+    harness: Harness,
 ) -> None:
+    _minority_downs_itself(harness, {"a", "b", DIRECTORY})
+
+
+def test_a_node_cut_off_from_the_majority_but_not_the_directory_downs_itself_too(memory: Harness) -> None:
+    """The directory is one vote of four: with it, node c still hears no majority."""
+    _minority_downs_itself(memory, {"a", "b"})
+
+
+def _minority_downs_itself(harness: Harness, majority: set[str]) -> None:
     harness.start("a", "b", "c")
     keeper = _keeper_on(harness, "c")
     harness.transport.faults.partition(majority, {"c"})
@@ -141,7 +147,7 @@ def test_a_report_from_a_node_the_directory_holds_down_is_refused(memory: Harnes
     assert directory.node("a").status is NodeStatus.UP
 
 
-def test_a_lone_node_whose_ray_node_dies_is_down_by_rays_node_table(ray_harness: Harness) -> None:
+def test_on_ray_a_lone_node_whose_ray_node_dies_is_down_by_rays_node_table(ray_harness: Harness) -> None:
     """No peer sends to it, so no call fails and no heartbeat is missed: only ``ray.nodes()`` can tell."""
     ray_harness.start("a")
     ray_harness.crash("a")  # remove_node(allow_graceful=False) of its Ray node
@@ -149,7 +155,7 @@ def test_a_lone_node_whose_ray_node_dies_is_down_by_rays_node_table(ray_harness:
     assert ray_harness.cluster.nodes()[0].ray_node is not None
 
 
-def test_a_second_driver_attaches_to_the_cluster_as_a_client_and_its_shutdown_stops_nothing_it_did_not_start(
+def test_on_ray_a_second_driver_attaches_as_a_client_and_its_shutdown_stops_nothing_it_did_not_start(
     ray_harness: Harness,
 ) -> None:
     from actors.cluster.ray import RayTransport  # noqa: PLC0415 - imports ray
