@@ -12,6 +12,13 @@ When a node is first reported DOWN, the directory re-places at once every
 incarnation bumped and the last snapshot saved for it; the chosen node sees
 the event and starts it.
 
+It is the membership authority (Orleans' membership table): a node is
+``name#epoch``, DOWN is final for an epoch, a report from a node it holds
+DOWN is refused (fencing), and SUSPECT is kept per suspecting member. It is
+also one vote in every node's quorum (see `Node.tick`: the split-brain rule).
+On Ray it reads ``ray.nodes()`` and downs the nodes of dead Ray nodes
+(`down_dead_ray_nodes`).
+
 Thread contract: every method may be called from any thread (one lock).
 """
 

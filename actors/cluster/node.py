@@ -11,6 +11,11 @@ directory's change log and runs the failure detector.
 Ask replies travel back as one-way `REPLY` items with the ask's correlation
 id, so a node never blocks waiting for another.
 
+Membership: a node that cannot hear from a majority of the cluster (the
+directory included) for the down bound downs itself, and frames from an epoch
+declared DOWN are refused (see `tick` and `receive`; the README's cluster
+section states the rule).
+
 Which thread runs what: `receive` runs on the transport's delivery thread (the
 memory transport's ticker, or Ray's data method), one frame at a time per
 source; sends run on the sending actor's thread; `tick` on the ticker thread;

@@ -4,7 +4,10 @@ Measured on a 2-CPU machine with Ray 2.60 (shared/research/scaleout-ray.md):
 one Ray call per message gives 3-6k msg/s, one call carrying 1,000 messages
 ~360k msg/s, so frames carry whole outbox flushes. The layout:
 
-- the directory is one named Ray actor (``<cluster>/directory``) wrapping `Directory`;
+- the directory is one named Ray actor (``<cluster>/directory``) wrapping
+  `Directory`, on the Ray head node; it reads ``ray.nodes()`` every 200 ms
+  and downs every node whose Ray node is dead (the Ray tier of the detector);
+  nodes and drivers find it by name, and find nodes through it;
 - each node is a named Ray actor (``<cluster>/node/<name>#<epoch>``) hosting a
   `Node`, created with ``max_restarts=0, max_task_retries=0`` (a retried call
   would break the per-submitter order the data path relies on);
@@ -16,11 +19,15 @@ one Ray call per message gives 3-6k msg/s, one call carrying 1,000 messages
 - a ticker thread in each node process runs the node's tick every
   `LinkConfig.tick`, polls the directory, and checks its last call to each
   peer: `ActorUnavailableError` makes the peer SUSPECT, `ActorDiedError` DOWN
-  (tier 1 and 2 of the detector; tier 3 is troupe's own heartbeat timeout,
-  which catches a hung process Ray still reports alive).
+  (with the directory's ``ray.nodes()``, tiers 1 and 2 of the detector; tier 3
+  is troupe's own heartbeat timeout, which catches a hung process Ray still
+  reports alive, and the quorum rule that makes a node cut off from the
+  majority down itself: `Node.tick`).
 
 The driver is a client-only member: it cannot receive Ray calls, so its asks
 are two calls (submit in order with its tells, then wait in the client group).
+Any driver can attach to a running cluster (same namespace and cluster name);
+none is a hub: nodes talk to the directory and to each other directly.
 """
 
 from __future__ import annotations
