@@ -391,18 +391,20 @@ class Node:
         src = frame.src
         with self._lock:
             info = self._peers.get(src)
-            if (
-                info is None
-                or info.epoch != frame.src_epoch
-                or info.status is not NodeStatus.UP
-                or self.clock.now() - self._heard.get(src, 0.0) >= self.config.suspect_after
-            ):
-                # Fencing: a frame from a node unknown, SUSPECT or silent for a while is checked
-                # against the directory's fresh view first, so a stale incarnation the cluster
-                # declared DOWN (a healed partition, a resumed hung process) is never delivered
-                # from, even by a node whose own view had not caught up yet.
-                self.poll_directory()
-                info = self._peers.get(src)
+            fresh = (
+                info is not None
+                and info.epoch == frame.src_epoch
+                and info.status is NodeStatus.UP
+                and self.clock.now() - self._heard.get(src, 0.0) < self.config.suspect_after
+            )
+        if not fresh:
+            # Fencing: a frame from a node unknown, SUSPECT or silent for a while is checked
+            # against the directory's fresh view first (outside the lock: on Ray it is a call),
+            # so a stale incarnation the cluster declared DOWN (a healed partition, a resumed
+            # hung process) is never delivered from, even by a node whose view had not caught up.
+            self.poll_directory()
+        with self._lock:
+            info = self._peers.get(src)
             if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
                 return  # a node we do not know, or one declared DOWN: quarantined
             self._heard[src] = self.clock.now()
