@@ -12,6 +12,13 @@ When a node is first reported DOWN, the directory re-places at once every
 incarnation bumped and the last snapshot saved for it; the chosen node sees
 the event and starts it.
 
+It is the membership authority (Orleans' membership table): a node is
+``name#epoch``, DOWN is final for an epoch, a report from a node it holds
+DOWN is refused (fencing), and SUSPECT is kept per suspecting member. It is
+also one vote in every node's quorum (see `Node.tick`: the split-brain rule).
+On Ray it reads ``ray.nodes()`` and downs the nodes of dead Ray nodes
+(`down_dead_ray_nodes`).
+
 Thread contract: every method may be called from any thread (one lock).
 """
 
@@ -99,6 +106,10 @@ class Directory:
         # Invariant: append-only; changes(since=n) returns events[n:].
         self._events: list[tuple[Any, ...]] = []
         self._epochs = 0
+        # Invariant (under _lock): a SUSPECT node -> the members that suspect it (None: an anonymous
+        # report, cleared only by an anonymous UP). A node is SUSPECT while this set is not empty; a
+        # member that goes DOWN stops suspecting anyone (its view no longer counts).
+        self._suspects: dict[str, set[str | None]] = {}
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -122,24 +133,83 @@ class Directory:
             self._events.append(("node", info))
             return info.epoch
 
-    def report(self, name: str, epoch: int, status: NodeStatus) -> bool:
+    def report(self, name: str, epoch: int, status: NodeStatus, *, by: tuple[str, int] | None = None) -> bool:
         """Record that node `name` (incarnation `epoch`) is `status`; return whether that changed it.
 
         A status only moves towards DOWN, except SUSPECT back to UP; DOWN is final
         for that epoch. The first DOWN re-places the node's permanent actors.
+        SUSPECT is kept per reporter: a node is UP again once every member that
+        suspected it reported it UP or went DOWN itself.
+
+        `by` is the reporting node's (name, epoch); a report from a node this
+        directory holds DOWN (or from an epoch it does not know) is refused:
+        a fenced incarnation cannot change anyone's status. Of the two sides
+        of a partition that both reach the directory, the first to report the
+        other DOWN wins, and the other side learns it is DOWN itself.
         """
         with self._lock:
+            if by is not None:
+                reporter = self._nodes.get(by[0])
+                if reporter is None or reporter.epoch != by[1] or reporter.status is NodeStatus.DOWN:
+                    return False
             info = self._nodes.get(name)
             if info is None or info.epoch != epoch or info.status is status or info.status is NodeStatus.DOWN:
                 return False
             if _RANK[status] < _RANK[info.status] and status is not NodeStatus.UP:
                 return False
-            info = attrs.evolve(info, status=status)
-            self._nodes[name] = info
-            self._events.append(("node", info))
+            reporter_name = None if by is None else by[0]
+            if status is NodeStatus.SUSPECT:
+                self._suspects.setdefault(name, set()).add(reporter_name)
+            elif status is NodeStatus.UP:
+                suspects = self._suspects.get(name, set())
+                if reporter_name is None:
+                    suspects.clear()
+                suspects.discard(reporter_name)
+                if suspects:
+                    return False
+            self._set_status(info, status)
             if status is NodeStatus.DOWN:
                 self._replace_actors_of(name)
             return True
+
+    def _set_status(self, info: NodeInfo, status: NodeStatus) -> None:
+        self._nodes[info.name] = attrs.evolve(info, status=status)
+        self._events.append(("node", self._nodes[info.name]))
+        if status is NodeStatus.UP:
+            self._suspects.pop(info.name, None)
+        if status is not NodeStatus.DOWN:
+            return
+        self._suspects.pop(info.name, None)
+        for name, suspects in list(self._suspects.items()):
+            suspects.discard(info.name)
+            suspected = self._nodes.get(name)
+            if not suspects and suspected is not None and suspected.status is NodeStatus.SUSPECT:
+                self._set_status(suspected, NodeStatus.UP)
+
+    def set_ray_node(self, name: str, epoch: int, ray_node: str) -> None:
+        """Record the Ray node hosting node `name` (incarnation `epoch`), as its process found it."""
+        with self._lock:
+            info = self._nodes.get(name)
+            if info is None or info.epoch != epoch or info.ray_node == ray_node:
+                return
+            info = attrs.evolve(info, ray_node=ray_node)
+            self._nodes[name] = info
+            self._events.append(("node", info))
+
+    def down_dead_ray_nodes(self, dead: set[str]) -> list[str]:
+        """Mark DOWN every node hosted on a Ray node of `dead` (ids Ray reports dead); return their names.
+
+        The failure detector's Ray tier: ``ray.nodes()`` is the authority on a
+        Ray node's death, so no quorum is needed to act on it.
+        """
+        downed = []
+        with self._lock:
+            for info in list(self._nodes.values()):
+                if info.ray_node in dead and info.status is not NodeStatus.DOWN:
+                    self._set_status(info, NodeStatus.DOWN)
+                    self._replace_actors_of(info.name)
+                    downed.append(info.name)
+        return downed
 
     def leave(self, name: str) -> None:
         """Mark node `name` DOWN because it left on purpose (its actors were stopped)."""
@@ -147,9 +217,7 @@ class Directory:
             info = self._nodes.get(name)
             if info is None or info.status is NodeStatus.DOWN:
                 return
-            info = attrs.evolve(info, status=NodeStatus.DOWN)
-            self._nodes[name] = info
-            self._events.append(("node", info))
+            self._set_status(info, NodeStatus.DOWN)
             for entry in [e for e in self._actors.values() if e.node == name]:
                 del self._actors[entry.name]
                 self._events.append(("gone", entry.name, entry.node))

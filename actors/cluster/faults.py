@@ -26,7 +26,12 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-__all__ = ["Faults", "LinkFaults"]
+__all__ = ["DIRECTORY", "Faults", "LinkFaults"]
+
+DIRECTORY = "@directory"
+"""The directory's name in a partition: ``partition({"a", "b", DIRECTORY}, {"c"})`` also cuts node
+c's membership traffic with the directory (its polls of the change log and its status reports),
+as if the directory's process were out of its reach."""
 
 
 @attrs.define
@@ -82,7 +87,11 @@ class Faults:
             self._sides = []
 
     def partition(self, *sides: Collection[str]) -> None:
-        """Cut every link between nodes on different `sides` (nodes on no side are unaffected)."""
+        """Cut every link between nodes on different `sides` (nodes on no side are unaffected).
+
+        A side may hold `DIRECTORY`: the nodes on the other sides then cannot
+        poll or report to the directory (a node on no side reaches it).
+        """
         with self._lock:
             self._sides = [frozenset(side) for side in sides]
 

@@ -9,8 +9,10 @@ thread, so a test is deterministic and never sleeps. With a real clock a
 ticker thread does the same every `LinkConfig.tick`.
 
 Faults (`faults`): drop, duplicate, reorder and delay a fraction of frames,
-seeded; `partition` and `heal`; `crash` a node (no handoff: its in-flight mail
-is lost) and start new ones.
+seeded; `partition` and `heal` (`faults.DIRECTORY` on a side cuts the other
+sides off the directory); `crash` a node (no handoff: its in-flight mail is
+lost), `pause` one (a hung process: no tick, no frame in or out, until
+`resume`) and start new ones.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class MemoryTransport:
         self._dispatchers = dispatchers
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
+        self._paused: set[str] = set()
         self._inflight: deque[tuple[str, int, bytes]] = deque()
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
@@ -95,7 +98,7 @@ class MemoryTransport:
         node = Node(
             name,
             directory=self.directory,
-            send=self._send,
+            send=lambda dst, epoch, data: self._send(dst, epoch, data, name),
             clock=self.clock,
             config=self.config,
             faults=self.faults,
@@ -131,6 +134,21 @@ class MemoryTransport:
         node.closed = True
         node.system.shutdown()
 
+    def pause(self, name: str) -> None:
+        """Freeze node `name` as a hung process (SIGSTOP) would be.
+
+        It ticks and polls no more, and no frame reaches it or leaves it (they
+        are lost; the link layer's retransmits cover what the others sent).
+        """
+        self.node(name)
+        with self._lock:
+            self._paused.add(name)
+
+    def resume(self, name: str) -> None:
+        """Let paused node `name` run again (as SIGCONT does): its next tick finds out what it missed."""
+        with self._lock:
+            self._paused.discard(name)
+
     def nodes(self) -> list[Node]:
         """Return the running nodes."""
         with self._lock:
@@ -138,7 +156,7 @@ class MemoryTransport:
 
     # -- carrying frames --------------------------------------------------------------------
 
-    def _send(self, dst: str, epoch: int, data: bytes) -> None:
+    def _send(self, dst: str, epoch: int, data: bytes, src: str = "") -> None:
         """Carry a frame: on a real clock, delivered on the sending thread when it can be; else by the ticker.
 
         On a real clock a frame is delivered at once, on the thread that sent
@@ -150,7 +168,10 @@ class MemoryTransport:
         ticker, which it wakes. The wait for the lock is never blocking, so
         no sender waits on a delivery (or a node's lock) here. On a
         `ManualClock` every frame waits for the next `tick`, as tests expect.
+        A frame from or to a paused node is lost.
         """
+        if self._paused and (src in self._paused or dst in self._paused):
+            return
         if not self.manual and not self._inflight and self._deliver_lock.acquire(blocking=False):
             try:
                 receiver = self._nodes.get(dst)
@@ -168,7 +189,8 @@ class MemoryTransport:
     def tick(self) -> None:
         """Run every node's tick, then deliver every frame in flight (the calling thread)."""
         with self._deliver_lock:
-            nodes = self.nodes()
+            paused = self._paused
+            nodes = [node for node in self.nodes() if node.name not in paused]
             for node in nodes:
                 node.poll_directory()
                 node.tick()
@@ -176,7 +198,7 @@ class MemoryTransport:
             while inflight:
                 dst, epoch, data = inflight.popleft()
                 receiver = self._nodes.get(dst)
-                if receiver is not None and receiver.epoch == epoch:
+                if receiver is not None and receiver.epoch == epoch and dst not in paused:
                     receiver.receive(data)
 
     def advance(self, seconds: float) -> None:

@@ -11,6 +11,11 @@ directory's change log and runs the failure detector.
 Ask replies travel back as one-way `REPLY` items with the ask's correlation
 id, so a node never blocks waiting for another.
 
+Membership: a node that cannot hear from a majority of the cluster (the
+directory included) for the down bound downs itself, and frames from an epoch
+declared DOWN are refused (see `tick` and `receive`; the README's cluster
+section states the rule).
+
 Which thread runs what: `receive` runs on the transport's delivery thread (the
 memory transport's ticker, or Ray's data method), one frame at a time per
 source; sends run on the sending actor's thread; `tick` on the ticker thread;
@@ -34,9 +39,10 @@ from actors._core import ActorRef, ActorSystem, DeadLetterReason, Future
 from actors.cluster import wire
 from actors.cluster.address import Address
 from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
+from actors.cluster.faults import DIRECTORY
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.cluster.refs import RemoteRef, WatchPoint, decoding
-from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError
+from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError, SystemShutdownError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,6 +54,8 @@ __all__ = ["Node", "NodeStatistics"]
 
 _ASK_LEN = 4
 """Fields of an ask or call item; a forwarded one carries the asker's node as a fifth."""
+_STOP_ROUNDS, _STOP_ROUND_S = 50, 0.2
+"""A node that downed itself waits for its actors to stop in rounds of 0.2 s, 10 s at most."""
 
 
 @attrs.frozen
@@ -133,6 +141,11 @@ class Node:
         self._started_at = clock.now()
         self._last_snapshots = clock.now()
         self.closed = False
+        # Membership (see `tick`): when the directory last answered a poll, why this node downed itself.
+        self._directory_heard = clock.now()
+        self._downed: str | None = None
+        self._actors_stopped = False
+        self._suspecting: set[str] = set()  # peers this node reported SUSPECT and has not reported UP since
         self.poll_directory()
 
     def __repr__(self) -> str:
@@ -378,10 +391,21 @@ class Node:
         src = frame.src
         with self._lock:
             info = self._peers.get(src)
-            if info is None or info.epoch != frame.src_epoch:
-                self.poll_directory()
-                info = self._peers.get(src)
-            if info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
+            fresh = (
+                info is not None
+                and info.epoch == frame.src_epoch
+                and info.status is NodeStatus.UP
+                and self.clock.now() - self._heard.get(src, 0.0) < self.config.suspect_after
+            )
+        if not fresh:
+            # Fencing: a frame from a node unknown, SUSPECT or silent for a while is checked
+            # against the directory's fresh view first (outside the lock: on Ray it is a call),
+            # so a stale incarnation the cluster declared DOWN (a healed partition, a resumed
+            # hung process) is never delivered from, even by a node whose view had not caught up.
+            self.poll_directory()
+        with self._lock:
+            info = self._peers.get(src)
+            if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
                 return  # a node we do not know, or one declared DOWN: quarantined
             self._heard[src] = self.clock.now()
             outbox = self._out.get(src)
@@ -559,12 +583,20 @@ class Node:
         return self._seen
 
     def poll_directory(self) -> None:
-        """Apply the directory's new events (topology, locations)."""
+        """Apply the directory's new events (topology, locations); nothing if a fault cuts it off."""
+        if not self.reaches_directory():
+            return
         version, events = self._directory.changes(self._seen)
         self.apply(version, events)
 
+    def reaches_directory(self) -> bool:
+        """Return whether no injected partition cuts this node off the directory (`faults.DIRECTORY`)."""
+        faults = self.faults
+        return faults is None or not faults.cut(self.name, DIRECTORY)
+
     def apply(self, version: int, events: list[tuple[Any, ...]]) -> None:
-        """Apply directory events from `self._seen` up to `version` (any thread)."""
+        """Apply directory events from `self._seen` up to `version` (any thread): a fresh answer of the directory."""
+        self._directory_heard = self.clock.now()
         with self._lock:
             if version <= self._seen:
                 return
@@ -587,8 +619,10 @@ class Node:
 
     def _node_event(self, info: NodeInfo) -> None:
         if info.name == self.name:
-            if info.epoch == self.epoch and info.status is NodeStatus.DOWN and not self.closed:
-                self.closed = True  # the cluster declared us DOWN: we are quarantined
+            if info.epoch == self.epoch and info.status is NodeStatus.DOWN:
+                # The cluster declared this incarnation DOWN (Orleans: a silo that reads itself dead
+                # in the membership table stops): its actors run again elsewhere, so these must stop.
+                self._down_self("the cluster declared it DOWN", tell_directory=False)
             return
         with self._lock:
             old = self._peers.get(info.name)
@@ -610,6 +644,7 @@ class Node:
                 self._flush(outbox, force=True)
 
     def _peer_down(self, node: str) -> None:
+        self._suspecting.discard(node)
         with self._lock:
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
@@ -629,13 +664,33 @@ class Node:
             self._terminated(name, self._node_down(node))
 
     def tick(self) -> None:
-        """Flush, retransmit, heartbeat, poll the directory, detect failures (the ticker thread)."""
+        """Flush, retransmit, heartbeat, poll the directory, detect failures (the ticker thread).
+
+        Membership, the split-brain rule (Akka's keep-majority, with the
+        directory as a witness vote, as Akka's lease-majority and Orleans'
+        membership table use one): the voters are the members not DOWN (this
+        node included) and the directory. A node has quorum while it heard
+        from a majority of them within `suspect_after`; only then may it report
+        a silent peer DOWN. A node that has not heard from a majority for
+        `down_after` less one `heartbeat_every` (so before the others' bound
+        for declaring it DOWN runs out) downs itself: it stops its actors,
+        refuses traffic, and reports itself DOWN if it reaches the directory.
+        """
         if self.closed:
+            if self._downed is not None and not self._actors_stopped:
+                self._stop_actors_after_down()
             return
         now = self.clock.now()
         config = self.config
         with self._lock:
             peers = list(self._peers.values())
+        quorum_silence = self.quorum_silence(now, peers)
+        if quorum_silence >= config.down_after - config.heartbeat_every:
+            self._down_self(f"it heard from no majority of the cluster for {quorum_silence:.3g} s", tell_directory=True)
+            self._stop_actors_after_down()
+            return
+        quorum = quorum_silence < config.suspect_after
+        with self._lock:
             due = [d for d in self._delayed if d[0] <= now]
             if due:
                 self._delayed = [d for d in self._delayed if d[0] > now]
@@ -666,11 +721,12 @@ class Node:
                 self._transmit(info.name, beat)
             silent = now - self._heard.get(info.name, now)
             if silent >= config.down_after:
-                self.report(info.name, info.epoch, NodeStatus.DOWN)
-            elif silent >= config.suspect_after and info.status is NodeStatus.UP:
+                if quorum:  # keep-majority: a node on the minority side downs nobody (it downs itself)
+                    self.report(info.name, info.epoch, NodeStatus.DOWN)
+            elif silent >= config.suspect_after and info.name not in self._suspecting:
                 self.report(info.name, info.epoch, NodeStatus.SUSPECT)
-            elif silent < config.suspect_after and info.status is NodeStatus.SUSPECT:
-                self.report(info.name, info.epoch, NodeStatus.UP)
+            elif silent < config.suspect_after and info.name in self._suspecting:
+                self.report(info.name, info.epoch, NodeStatus.UP)  # only a suspecter takes its suspicion back
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
@@ -699,9 +755,98 @@ class Node:
         return int(self.system.dead_letters.statistics().by_reason.get(DeadLetterReason(reason), 0))
 
     def report(self, node: str, epoch: int, status: NodeStatus) -> None:
-        """Tell the directory what this node's detector concluded about a peer (and apply it here at once)."""
-        if self._directory.report(node, epoch, status):
+        """Tell the directory what this node's detector concluded about a peer (and apply it here at once).
+
+        The directory refuses it if it holds this node DOWN (fencing: see `Directory.report`).
+        """
+        if status is NodeStatus.SUSPECT:
+            self._suspecting.add(node)
+        elif status is NodeStatus.UP:
+            self._suspecting.discard(node)
+        if not self.reaches_directory():
+            return
+        if self._directory.report(node, epoch, status, by=(self.name, self.epoch)):
             self.poll_directory()
+
+    def quorum_silence(self, now: float, peers: list[NodeInfo] | None = None) -> float:
+        """Return how long ago this node last heard from a majority of the voters (see `tick`)."""
+        if peers is None:
+            with self._lock:
+                peers = list(self._peers.values())
+        heard = [now, self._directory_heard]
+        heard.extend(self._heard.get(p.name, now) for p in peers if p.status is not NodeStatus.DOWN)
+        heard.sort(reverse=True)
+        return now - heard[len(heard) // 2]
+
+    def peers(self) -> list[NodeInfo]:
+        """Return this node's topology view: every other node it knows of, as it last heard."""
+        with self._lock:
+            return list(self._peers.values())
+
+    def down_reason(self) -> str | None:
+        """Return why this node downed itself (None while it has not)."""
+        return self._downed
+
+    def running_names(self) -> list[str]:
+        """Return the names of the cluster actors running here (none once the node downed itself)."""
+        with self._lock:
+            local = list(self._local.items())
+        return sorted(name for name, (ref, _) in local if ref.is_alive())
+
+    def _down_self(self, why: str, *, tell_directory: bool) -> None:
+        """Down this node (any thread): refuse traffic at once, fail its asks; its actors stop on the next tick.
+
+        The actors are stopped on the tick, not here: this may run on one of
+        their own threads (a poll made while sending), which cannot wait for
+        its actor to stop.
+        """
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._downed = why
+            pending, self._pending = list(self._pending.values()), {}
+            outboxes, self._out = list(self._out.values()), {}
+            self._in.clear()
+        from loguru import logger  # noqa: PLC0415
+
+        logger.error("Node {} (epoch {}) downed itself: {}; its actors stop", self.name, self.epoch, why)
+        if tell_directory and self.reaches_directory():
+            with contextlib.suppress(Exception):  # out of reach: the others find out by its silence
+                self._directory.report(self.name, self.epoch, NodeStatus.DOWN, by=(self.name, self.epoch))
+        self._abandon(pending, outboxes, why)
+
+    def _abandon(self, pending: list[tuple[Future[Any], str]], outboxes: list[Outbox], why: str) -> None:
+        for future, dst in pending:
+            msg = f"an ask from node {self.name!r} to node {dst or '?'!r} was abandoned: the node downed itself ({why})"
+            fail(future, ActorDeadError(msg))
+        for outbox in outboxes:
+            for item in outbox.drain():
+                self._undeliverable(item, outbox.dst)
+
+    def _stop_actors_after_down(self) -> None:
+        # Asks its actors make while they stop are failed between rounds, so none of them waits
+        # out its timeout (and the stop with it); an actor that never returns is given up on.
+        self._actors_stopped = True
+        why = self._downed or "stopped"
+        for _ in range(_STOP_ROUNDS):
+            with self._lock:
+                pending, self._pending = list(self._pending.values()), {}
+                outboxes, self._out = list(self._out.values()), {}
+            self._abandon(pending, outboxes, why)
+            try:
+                self.system.shutdown(timeout=_STOP_ROUND_S)
+            except SystemShutdownError:
+                continue
+            break
+        else:
+            from loguru import logger  # noqa: PLC0415
+
+            logger.error("Node {}: actors still running {} s after it downed itself", self.name, _STOP_ROUNDS * 0.2)
+        with self._lock:  # what its actors sent while they stopped
+            pending, self._pending = list(self._pending.values()), {}
+            outboxes, self._out = list(self._out.values()), {}
+        self._abandon(pending, outboxes, why)
 
     # -- control operations (spawn, stop, migrate steps) --------------------------------
 
@@ -837,7 +982,18 @@ def new_name(cls: type) -> str:
 
 
 def client_request(node: Node, kind: int, name: str, hint: str, payload: bytes) -> Future[Any] | None:
-    """Route a request from the driver's client as if sent on `node` (a future for asks and calls)."""
+    """Route a request from the driver's client as if sent on `node` (a future for asks and calls).
+
+    A closed node (downed, crashed, shut down) refuses it: an ask fails at once, a tell is a dead letter.
+    """
+    if node.closed:
+        if kind == wire.TELL:
+            node._undeliverable((kind, name, payload), node.name)  # noqa: SLF001
+            return None
+        refused: Future[Any] = Future()
+        why = node.down_reason() or "it is stopped"
+        fail(refused, ActorDeadError(f"node {node.name!r} refused a request for {name!r}: {why}"))
+        return refused
     if kind == wire.TELL:
         node._route(name, hint, (wire.TELL, name, payload), None)  # noqa: SLF001
         return None

@@ -4,7 +4,10 @@ Measured on a 2-CPU machine with Ray 2.60 (shared/research/scaleout-ray.md):
 one Ray call per message gives 3-6k msg/s, one call carrying 1,000 messages
 ~360k msg/s, so frames carry whole outbox flushes. The layout:
 
-- the directory is one named Ray actor (``<cluster>/directory``) wrapping `Directory`;
+- the directory is one named Ray actor (``<cluster>/directory``) wrapping
+  `Directory`, on the Ray head node; it reads ``ray.nodes()`` every 200 ms
+  and downs every node whose Ray node is dead (the Ray tier of the detector);
+  nodes and drivers find it by name, and find nodes through it;
 - each node is a named Ray actor (``<cluster>/node/<name>#<epoch>``) hosting a
   `Node`, created with ``max_restarts=0, max_task_retries=0`` (a retried call
   would break the per-submitter order the data path relies on);
@@ -16,11 +19,15 @@ one Ray call per message gives 3-6k msg/s, one call carrying 1,000 messages
 - a ticker thread in each node process runs the node's tick every
   `LinkConfig.tick`, polls the directory, and checks its last call to each
   peer: `ActorUnavailableError` makes the peer SUSPECT, `ActorDiedError` DOWN
-  (tier 1 and 2 of the detector; tier 3 is troupe's own heartbeat timeout,
-  which catches a hung process Ray still reports alive).
+  (with the directory's ``ray.nodes()``, tiers 1 and 2 of the detector; tier 3
+  is troupe's own heartbeat timeout, which catches a hung process Ray still
+  reports alive, and the quorum rule that makes a node cut off from the
+  majority down itself: `Node.tick`).
 
 The driver is a client-only member: it cannot receive Ray calls, so its asks
 are two calls (submit in order with its tells, then wait in the client group).
+Any driver can attach to a running cluster (same namespace and cluster name);
+none is a hub: nodes talk to the directory and to each other directly.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     from actors.errors import ClusterUnavailableError
 
@@ -53,27 +60,67 @@ if TYPE_CHECKING:
 __all__ = ["RayTransport"]
 
 
+_RAY_NODES_EVERY = 0.2
+"""Seconds between two reads of Ray's node table (``ray.nodes()``) by the directory: the Ray tier."""
+_DIRECTORY_TIMEOUT = 10.0
+"""Seconds a blocking call to the directory may take before it fails as unreachable."""
+
+
 class _DirectoryActor:
-    """The cluster's `Directory`, in a Ray actor."""
+    """The cluster's `Directory`, in a Ray actor, with the Ray tier of the failure detector.
+
+    A thread (``troupe-directory-ray-nodes``) reads ``ray.nodes()`` every
+    `_RAY_NODES_EVERY` and marks DOWN every node whose Ray node Ray reports
+    dead: one read of Ray's node table for the whole cluster, and it catches
+    a node nobody was sending to (a lone node, say), which no call error would.
+    """
 
     def __init__(self, cluster: str) -> None:
         self._directory = Directory(cluster)
+        self._watcher = threading.Thread(target=self._watch_ray_nodes, name="troupe-directory-ray-nodes", daemon=True)
+        self._watcher.start()
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return getattr(self._directory, method)(*args, **kwargs)
 
+    def _watch_ray_nodes(self) -> None:
+        pause = threading.Event()
+        failing = False
+        while not pause.wait(_RAY_NODES_EVERY):
+            try:
+                dead = {str(n["NodeID"]) for n in ray.nodes() if not n.get("Alive", True)}
+            except Exception:  # noqa: BLE001 - the GCS is briefly unreachable: the other tiers still work
+                if not failing:
+                    from loguru import logger  # noqa: PLC0415
+
+                    logger.opt(exception=True).warning("troupe directory: ray.nodes() failed; retrying")
+                failing = True
+                continue
+            failing = False
+            if dead:
+                self._directory.down_dead_ray_nodes(dead)
+
 
 class _DirectoryClient:
-    """`Directory`'s methods as blocking calls to the directory actor."""
+    """`Directory`'s methods as blocking calls to the directory actor (each within `_DIRECTORY_TIMEOUT`)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, cluster: str) -> None:
         self._handle = handle
+        self._cluster = cluster
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         handle = self._handle
+        cluster = self._cluster
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return ray.get(handle.call.remote(method, args, kwargs))
+            try:
+                return ray.get(handle.call.remote(method, args, kwargs), timeout=_DIRECTORY_TIMEOUT)
+            except (GetTimeoutError, RayActorError) as exc:
+                msg = (
+                    f"the directory of troupe cluster {cluster!r} did not answer {method}() "
+                    f"({type(exc).__name__}): its Ray actor is gone or hung"
+                )
+                raise ClusterUnavailableError(msg) from exc
 
         return call
 
@@ -87,7 +134,9 @@ class _NodeProcess:
         self._namespace = namespace
         self._cluster = cluster
         self._directory_handle = ray.get_actor(f"{cluster}/directory", namespace=namespace)
-        self._directory = _DirectoryClient(self._directory_handle)
+        self._directory = _DirectoryClient(self._directory_handle, cluster)
+        # The Ray node this process runs on, for the directory's Ray tier (ray.nodes()).
+        self._directory.set_ray_node(name, epoch, str(ray.get_runtime_context().get_node_id()))
         self._handles: dict[tuple[str, int], Any] = {}
         self._last_call: dict[str, tuple[int, Any]] = {}
         self.faults = Faults()
@@ -110,6 +159,12 @@ class _NodeProcess:
 
     def ready(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
+
+    @ray.method(concurrency_group="control")
+    def pid(self) -> int:
+        import os  # noqa: PLC0415
+
+        return os.getpid()
 
     # -- data path (default group: in order per submitter) ----------------------------
 
@@ -199,11 +254,15 @@ class _NodeProcess:
                 polls += 1
                 if polls % 20 == 0:
                     # The directory's change log, without blocking the tick: ask, and apply when it came.
+                    # A directory that does not answer leaves the poll pending: the node's quorum rule
+                    # counts it as unreachable (see `Node.tick`).
                     if poll is None:
-                        poll = self._directory_handle.call.remote("changes", (node.seen,), {})
+                        if node.reaches_directory():
+                            poll = self._directory_handle.call.remote("changes", (node.seen,), {})
                     elif ray.wait([poll], timeout=0)[0]:
-                        node.apply(*ray.get(poll))
-                        poll = None
+                        answer, poll = poll, None
+                        with contextlib.suppress(RayActorError):  # the directory is gone: unreachable
+                            node.apply(*ray.get(answer))
                     self._check_calls()
                 node.tick()
             except Exception:  # noqa: BLE001 - the ticker must go on
@@ -244,7 +303,7 @@ class _RemoteFaults:
 
     def __getattr__(self, op: str) -> Callable[..., None]:
         def call(*args: Any, **kwargs: Any) -> None:
-            handles = list(self._transport._handles.values())  # noqa: SLF001
+            handles = self._transport.live_handles()
             ray.get([h.fault.remote(op, args, kwargs) for h in handles])
 
         return call
@@ -259,6 +318,18 @@ class RayTransport:
         namespace: the Ray namespace of the directory and node actors.
         config: link and failure-detector timing.
         dispatchers: dispatcher threads of each node's `ActorSystem`.
+        detached: create the directory and the nodes this driver starts as
+            detached Ray actors, so the cluster outlives this driver's process
+            (another driver attaches with the same namespace and cluster name;
+            `shutdown` of the driver that started them still stops them).
+
+    The directory is a named Ray actor (``<cluster>/directory``) on the Ray
+    head node, not on the driver's: nodes find it by name and talk to it
+    directly, and find each other through it (each node's actor is named
+    ``<cluster>/node/<name>#<epoch>``). A driver is a client like any other:
+    a `Cluster` opened on a namespace and cluster name that exist attaches to
+    them (it reaches every node through the directory, not only the ones it
+    started), and its `shutdown` stops only what it started.
     """
 
     def __init__(
@@ -268,8 +339,10 @@ class RayTransport:
         namespace: str = "troupe",
         config: LinkConfig | None = None,
         dispatchers: int | None = 2,
+        detached: bool = False,
     ) -> None:
         self.address = address
+        self.detached = detached
         self.namespace = namespace
         self.config = (
             config
@@ -278,7 +351,10 @@ class RayTransport:
         )
         self.dispatchers = dispatchers
         self.manual = False
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, Any] = {}  # the nodes this driver started
+        self._attached: dict[str, tuple[int, Any]] = {}  # nodes others started: name -> (epoch, handle)
+        self._owns_directory = False
+        self._paused: dict[str, int] = {}
         self.faults = _RemoteFaults(self)
 
     def open(self, cluster: str) -> None:
@@ -292,13 +368,20 @@ class RayTransport:
             raise ClusterUnavailableError(msg) from exc
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
-        actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
-        # On the driver's Ray node (the head, usually): it must outlive the nodes it watches.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self._directory_handle = actor.options(
-            name=f"{cluster}/directory", namespace=self.namespace, get_if_exists=True, scheduling_strategy=here
-        ).remote(cluster)
-        self.directory = _DirectoryClient(self._directory_handle)
+        name = f"{cluster}/directory"
+        try:
+            self._directory_handle = ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            actor: Any = ray.remote(num_cpus=0, max_restarts=0)(_DirectoryActor)
+            # On the head node (where Ray's own control store runs: if it goes, the Ray cluster goes),
+            # not the driver's: it must outlive the nodes it watches, and any driver.
+            head = NodeAffinitySchedulingStrategy(_head_node_id(), soft=False)
+            options: dict[str, Any] = {"name": name, "namespace": self.namespace, "get_if_exists": True}
+            if self.detached:
+                options["lifetime"] = "detached"
+            self._directory_handle = actor.options(scheduling_strategy=head, **options).remote(cluster)
+            self._owns_directory = True
+        self.directory = _DirectoryClient(self._directory_handle, cluster)
 
     def start_node(
         self,
@@ -315,6 +398,8 @@ class RayTransport:
             "namespace": self.namespace,
             "num_cpus": 0,
         }
+        if self.detached:
+            options["lifetime"] = "detached"
         if resources:
             options["resources"] = resources
         if ray_node is not None:
@@ -333,10 +418,28 @@ class RayTransport:
 
     def _handle(self, name: str) -> Any:
         handle = self._handles.get(name)
-        if handle is None:
-            msg = f"node {name!r} was not started by this driver (started: {sorted(self._handles)})"
-            raise UnknownNodeError(msg)
+        if handle is not None:
+            return handle
+        info = self.directory.node(name)  # UnknownNodeError if it never joined
+        attached = self._attached.get(name)
+        if attached is not None and attached[0] == info.epoch:
+            return attached[1]
+        try:
+            handle = ray.get_actor(f"{self.cluster}/node/{name}#{info.epoch}", namespace=self.namespace)
+        except ValueError as exc:
+            msg = f"node {name!r} (epoch {info.epoch}) of cluster {self.cluster!r} is {info.status}: no Ray actor"
+            raise UnknownNodeError(msg) from exc
+        self._attached[name] = (info.epoch, handle)
         return handle
+
+    def live_handles(self) -> list[Any]:
+        """Return the Ray actor of every node not DOWN (started by this driver or another)."""
+        handles = []
+        for info in self.directory.nodes():
+            if info.status is not NodeStatus.DOWN:
+                with contextlib.suppress(UnknownNodeError):
+                    handles.append(self._handle(info.name))
+        return handles
 
     def stop_node(self, name: str) -> None:
         """Leave gracefully: DOWN in the directory at once, then the node's actors stop and its process ends."""
@@ -346,16 +449,37 @@ class RayTransport:
             ray.get(handle.shutdown.remote(), timeout=30)
         finally:
             ray.kill(handle)
-            del self._handles[name]
+            self._handles.pop(name, None)
+            self._attached.pop(name, None)
+
+    def pause(self, name: str) -> None:
+        """Hang node `name`'s process (SIGSTOP; it must run on this machine): Ray still reports it alive."""
+        import os  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pid = self.node_call(name, "pid")
+        os.kill(pid, signal.SIGSTOP)
+        self._paused[name] = pid
+
+    def resume(self, name: str) -> None:
+        """Let a paused node's process run again (SIGCONT)."""
+        import os  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pid = self._paused.pop(name, None)
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
     def crash(self, name: str) -> None:
         """Kill the node's process (SIGKILL, no handoff); the detector finds out."""
         ray.kill(self._handle(name), no_restart=True)
-        del self._handles[name]
+        self._handles.pop(name, None)
+        self._attached.pop(name, None)
 
     def forget(self, name: str) -> None:
         """Drop the handle of a node whose Ray node was removed (a hard crash made by the caller)."""
         self._handles.pop(name, None)
+        self._attached.pop(name, None)
 
     def control(self, node: str, op: str, *args: Any) -> Any:
         """Run control operation `op` on node `node` and return its result."""
@@ -393,11 +517,22 @@ class RayTransport:
         return ray.get(getattr(self._handle(node), method).remote(*args))
 
     def shutdown(self) -> None:
-        """Stop every node this driver started, then the directory."""
+        """Stop every node this driver started, then the directory if this driver created it."""
+        for name in list(self._paused):
+            self.resume(name)
         for name in list(self._handles):
             with contextlib.suppress(Exception):  # shutting down: the rest must stop too
                 self.stop_node(name)
-        ray.kill(self._directory_handle)
+        if self._owns_directory:
+            ray.kill(self._directory_handle)
+
+
+def _head_node_id() -> str:
+    """Return the id of the Ray head node (the driver's own node if none is marked as the head)."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _now() -> float:

@@ -1,10 +1,12 @@
 """The `harness` fixture: every shared cluster test runs over MemoryTransport and RayTransport.
 
 The memory half runs on a `ManualClock` (deterministic, no sleeping). The Ray
-half uses one `ray.cluster_utils.Cluster` per test module (a head and three
-worker Ray nodes, one per troupe node, with tuned health checks), with
-``RAY_TMPDIR`` in the module's temporary directory and everything shut down
-at the end of the module. Without Ray installed the Ray half is skipped.
+half uses one `ray.cluster_utils.Cluster` for the whole `tests.cluster`
+package (a head and three worker Ray nodes, handed out one per troupe node and
+added as crashes remove them, with tuned health checks; one cluster start,
+~10 s here, instead of one per module), with ``RAY_TMPDIR`` in its temporary
+directory and everything shut down after the package's last test. Without Ray
+installed the Ray half is skipped.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ HAVE_RAY = importlib.util.find_spec("ray") is not None
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_health_check_period_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
-    "RAY_health_check_timeout_ms": "500",
+    # 6 x 500 ms (not 3): on a loaded 2-CPU box (load 10+) a raylet missed 3 checks and Ray declared
+    # a live node dead mid-test. A crash by remove_node is seen at once either way (< 0.6 s measured).
+    "RAY_health_check_failure_threshold": "6",
+    "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
@@ -120,7 +124,7 @@ class Harness:
                 self.pool.give_back(node)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayPool]:
     if not HAVE_RAY:
         pytest.skip("Ray is not installed: pip install 'troupe-actors[ray]' to run the Ray half of the cluster suite")
@@ -138,6 +142,14 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 @pytest.fixture
+def ray_harness(ray_pool: RayPool) -> Iterator[Harness]:
+    """A test's cluster on Ray only (what only Ray shows: its node table, a real process to hang)."""
+    h = Harness("ray", ray_pool)
+    yield h
+    h.close()
+
+
+@pytest.fixture
 def memory() -> Iterator[Harness]:
     h = Harness("memory", None)
     yield h
@@ -148,7 +160,7 @@ def memory() -> Iterator[Harness]:
 def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """The root conftest's guard, with the module's Ray (and its driver threads) started before it looks."""
     callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("harness") == "ray":
+    if (callspec is not None and callspec.params.get("harness") == "ray") or "ray_harness" in request.fixturenames:
         request.getfixturevalue("ray_pool")
     before = set(threading.enumerate())
     yield
