@@ -25,7 +25,7 @@ from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
 from actors.cluster.node import Node, client_request
-from actors.errors import NodeNameTakenError, UnknownNodeError
+from actors.errors import MigrationError, NodeNameTakenError, UnknownNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -210,6 +210,21 @@ class MemoryTransport:
     def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
         """Run control operation `op` on every node of `nodes`."""
         return [self.control(node, op, *args) for node in nodes]
+
+    def migrate(  # noqa: PLR0917 - the transport interface
+        self, src: str, name: str, to: str, token: str, spec: bytes, restart: str, timeout: float
+    ) -> int:
+        """Move actor `name` from node `src` to `to` (one request to the source; see `Node.migrate_out`)."""
+        node = self.node(src)
+        future = node.migrate_out(name, to, token, spec, restart, timeout)
+        if self.manual:
+            if not self.wait(future.done, timeout=timeout + 5.0):
+                msg = f"migrating {name!r} from {src!r} to {to!r} did not end within {timeout} s"
+                raise MigrationError(msg)
+            future.get(timeout=0)
+        else:
+            future.get(timeout=timeout + 5.0)
+        return node.finish_out(name)
 
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None

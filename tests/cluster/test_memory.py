@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +16,7 @@ from actors import ManualClock
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.errors import MessageNotPicklableError, WireVersionError
-from tests.cluster.agents import Recorder, Sender
+from tests.cluster.agents import GATE, Msg, Recorder, Sender, check_log
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -82,6 +83,60 @@ def test_every_message_arrives_once_and_in_order_whatever_the_seeded_faults(
             sender.tell(("send", recorder, 40))
         assert cluster.wait(lambda: recorder.ask("count", timeout=10) >= 40 * rounds, timeout=30)
         assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(40)) * rounds
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 1000),
+    drop=st.floats(0, 0.4),
+    duplicate=st.floats(0, 0.4),
+    reorder=st.floats(0, 0.4),
+    moves=st.lists(st.sampled_from("abc"), min_size=1, max_size=4),
+    count=st.integers(1, 60),
+)
+def test_migrations_under_faults_lose_reorder_and_duplicate_nothing_from_concurrent_senders(  # noqa: PLR0917
+    seed: int, drop: float, duplicate: float, reorder: float, moves: list[str], count: int
+) -> None:
+    transport = MemoryTransport(ManualClock(), seed=seed)
+    with Cluster(transport) as cluster:
+        for name in "abc":
+            cluster.start_node(name)
+        recorder = cluster.spawn(Recorder, node="a", name="rec")
+        senders = {name: cluster.spawn(Sender, node=name, name=f"s{name}") for name in "abc"}
+        transport.faults.set(drop=drop, duplicate=duplicate, reorder=reorder)
+        for sender in senders.values():
+            sender.tell(("mixed", recorder, count))
+        where = "a"
+        for to in moves:
+            if to != where:
+                recorder, where = cluster.migrate(recorder, to=to), to
+        assert cluster.wait(lambda: recorder.ask("count", timeout=10) >= 3 * count, timeout=60)
+        answers = {f"s{name}": sender.ask(("answers",), timeout=30) for name, sender in senders.items()}
+        check_log(recorder.ask("log", timeout=10), answers, count)
+        assert recorder.ask("count", timeout=10) == 3 * count
+        assert cluster.where("rec") == where
+
+
+def test_a_migration_ships_the_mail_not_yet_handled_instead_of_draining_it(memory: Harness) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
+    GATE.clear()
+    recorder.tell("block")  # the message in hand when the migration takes it
+    for i in range(10):
+        recorder.tell(Msg("d", i))  # queued behind it on node a
+    moved: list[object] = []
+    mover = threading.Thread(target=lambda: moved.append(memory.cluster.migrate(recorder, to="b")))
+    mover.start()
+    source = memory.transport.node("a")
+    try:
+        memory.wait(lambda: getattr(source._migrations.get("rec"), "stage", None) == "taking")
+    finally:
+        GATE.set()  # the message in hand ends; then the snapshot and the rest of the mailbox go to b
+        mover.join()
+    assert moved
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 10)
+    assert recorder.ask("log", timeout=10) == [Msg("d", i) for i in range(10)]
+    assert recorder.ask("moves", timeout=10) == [1] * 10  # all handled on b, after the restore
 
 
 def test_a_frame_of_a_newer_minor_version_is_accepted_and_an_unknown_major_refused() -> None:
