@@ -251,17 +251,19 @@ class Cluster:
             MigrationError: no such actor, it is already on `to`, its class
                 has no ``snapshot()`` / ``restore(state)`` pair, or the handoff
                 failed (the message says where the actor is then).
-            UnknownNodeError: `to` is unknown or not UP.
+            UnknownNodeError: `to` is unknown or not UP (the source node checks).
         """
         name = ref.address.name
         entry = self.directory.actor(name)
         if entry is None:
             msg = f"cannot migrate {ref}: no such actor in cluster {self.name!r} (it has stopped?)"
             raise MigrationError(msg)
+        if not isinstance(to, str):
+            msg = f"cannot migrate {name!r}: `to` must be a node name (str), got {to!r}"
+            raise TypeError(msg)
         if entry.node == to:
             msg = f"cannot migrate {name!r} to node {to!r}: it is already there"
             raise MigrationError(msg)
-        self._node(to, up=True)
         cls = pickle.loads(entry.spec)[0]  # noqa: S301 - bytes from the cluster's own nodes and directory
         if not (callable(getattr(cls, "snapshot", None)) and callable(getattr(cls, "restore", None))):
             msg = (

@@ -25,7 +25,7 @@ from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
 from actors.cluster.node import Node, client_request
-from actors.errors import MigrationError, NodeNameTakenError, UnknownNodeError
+from actors.errors import NodeNameTakenError, UnknownNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -218,13 +218,8 @@ class MemoryTransport:
         node = self.node(src)
         future = node.migrate_out(name, to, token, spec, restart, timeout)
         if self.manual:
-            if not self.wait(future.done, timeout=timeout + 5.0):
-                msg = f"migrating {name!r} from {src!r} to {to!r} did not end within {timeout} s"
-                raise MigrationError(msg)
-            future.get(timeout=0)
-        else:
-            future.get(timeout=timeout + 5.0)
-        return node.finish_out(name)
+            self.wait(future.done, timeout=timeout + 5.0)  # ticks the clock (the node gives up at `timeout`)
+        return node.finish_out(name, future, 0.0 if self.manual else timeout + 5.0)
 
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None

@@ -66,6 +66,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import pykka
 from pykka import ActorDeadError
 
 from actors._core import STOP, ActorRef, ActorSystem, DeadLetterReason, Future
@@ -74,7 +75,7 @@ from actors.cluster.address import Address
 from actors.cluster.directory import ActorEntry, NodeInfo, NodeStatus
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.cluster.refs import RemoteRef, WatchPoint, decoding
-from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError
+from actors.errors import MessageNotPicklableError, MigrationError, NodeDownError, UnknownNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,7 +99,8 @@ class _Migration:
     """One migration out of this node (its source), from `Node.migrate_out` to `Node.finish_out`.
 
     Stages: ``fencing`` (waiting for the peers' fences), ``taking`` (the
-    snapshot and mailbox are being taken on the actor's thread), ``shipped``
+    snapshot and mailbox will be taken on the actor's thread), ``shipping``
+    (they are: no going back once the instance is stopped), ``shipped``
     (MOVE sent, waiting for MOVED), ``moved`` (the target has it). Fields
     change under the node's lock.
     """
@@ -107,6 +109,7 @@ class _Migration:
         "deadline",
         "done",
         "incarnation",
+        "late",
         "mail",
         "name",
         "parked",
@@ -133,6 +136,7 @@ class _Migration:
         self.incarnation = 0
         self.snapshot: bytes | None = None
         self.mail: list[tuple[tuple[Any, ...], str]] = []
+        self.late = False
 
 
 @attrs.frozen
@@ -200,6 +204,8 @@ class Node:
         self._peers: dict[str, NodeInfo] = {}
         self._heard: dict[str, float] = {}
         self._locations: dict[str, str] = {}
+        # name -> the incarnation `_locations` has it at: an older one (a late poll) never overwrites it
+        self._located: dict[str, int] = {}
         # Invariant (under _lock): names being migrated -> items held back for them, in send order.
         self._holding: dict[str, list[tuple[Any, ...]]] = {}
         # names held -> (the migration's source node, its token)
@@ -324,8 +330,15 @@ class Node:
         entry = self._directory.actor(name)
         node = hint if entry is None else entry.node
         if entry is not None:
-            self._locations[name] = node
+            self._locate_at(name, node, entry.incarnation)
         return node
+
+    def _locate_at(self, name: str, node: str, incarnation: int) -> None:
+        """Cache that `name` is on `node` at `incarnation`, unless a newer one is known (with or without `_lock`)."""
+        with self._lock:
+            if incarnation >= self._located.get(name, -1):
+                self._locations[name] = node
+                self._located[name] = incarnation
 
     def _route(self, name: str, hint: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
         # Invariant: the hold check and the append to the outbox happen under
@@ -359,7 +372,8 @@ class Node:
             # The cache may be behind a failover the directory already made: ask it once.
             entry = self._directory.actor(name)
             if entry is not None and entry.node != dst:
-                dst = self._locations[name] = entry.node
+                dst = entry.node
+                self._locate_at(name, dst, entry.incarnation)
         self._send_item(dst, item, future)
 
     def _send_item(self, dst: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
@@ -673,16 +687,18 @@ class Node:
             if event[0] == "node":
                 reroute.extend(self._node_event(event[1]))
             elif event[0] == "actor":
-                _, name, node, _incarnation, why = event
+                _, name, node, incarnation, why = event
                 with self._lock:
                     if name not in self._holding:
-                        self._locations[name] = node
+                        # A poll may bring events older than a RELEASE already applied: never go back.
+                        self._locate_at(name, node, incarnation)
                 if why == "restart" and node == self.name:
                     self._restart_here(name)
             elif event[0] == "gone":
                 with self._lock:
                     if self._locations.get(event[1]) == event[2]:
                         del self._locations[event[1]]
+                        self._located.pop(event[1], None)  # the name may be spawned again, from incarnation 0
         # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
         for down, item in reroute:
             self._reroute(down, item)
@@ -815,9 +831,10 @@ class Node:
                 self.report(info.name, info.epoch, NodeStatus.UP)
         if self._migrations:
             with self._lock:
-                late = [m for m in self._migrations.values() if m.stage == "fencing" and now >= m.deadline]
+                late = [m for m in self._migrations.values() if m.stage in {"fencing", "taking"} and now >= m.deadline]
             for m in late:
-                self._abort(m, f"the fences of nodes {sorted(m.waiting)} did not arrive in time")
+                waiting = f"the fences of nodes {sorted(m.waiting)}" if m.waiting else "its snapshot"
+                self._abort(m, f"{waiting} did not come in time")
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
@@ -871,6 +888,7 @@ class Node:
         with self._lock:
             self._local[name] = (ref, incarnation)
             self._locations[name] = self.name
+            self._located[name] = max(incarnation, self._located.get(name, -1))
             self._forward.pop(name, None)
             if restart == "permanent" and callable(getattr(cls, "snapshot", None)):
                 self._permanent.add(name)
@@ -927,18 +945,21 @@ class Node:
             self.poll_directory()  # a node that joined since the last poll
         with self._lock:
             info = self._peers.get(to)
-            problem = None
+            problem: str | None = None
+            error: type[Exception] = MigrationError
             if name not in self._local:
                 problem = f"it is not on node {self.name!r}"
             elif name in self._migrations:
                 problem = "it is being migrated already"
             elif info is None or info.status is not NodeStatus.UP:
-                problem = f"node {to!r} is not UP ({'unknown' if info is None else info.status})"
+                problem = f"node {to!r} is {'unknown' if info is None else info.status}: pick an UP node"
+                error = UnknownNodeError
             if problem is not None:
-                fail(future, MigrationError(f"cannot migrate {name!r} from {self.name!r} to {to!r}: {problem}"))
+                fail(future, error(f"cannot migrate {name!r} from {self.name!r} to {to!r}: {problem}"))
                 return future
             peers = sorted(n for n, i in self._peers.items() if i.status is NodeStatus.UP and n != self.name)
             m = _Migration(name, to, token, spec, restart, peers, self.clock.now() + timeout)
+            m.incarnation = self._local[name][1] + 1
             self._migrations[name] = m
             self._parked[name] = m.parked
             self._forward[name] = self.name  # off the tells' short path, into `_handle`, which parks
@@ -951,24 +972,54 @@ class Node:
             self._fence(name, token, "")
         return m.done
 
-    def finish_out(self, name: str) -> int:
-        """Finish the migration of `name` whose `migrate_out` future is set: directory, then RELEASE; the incarnation.
+    def finish_out(self, name: str, future: Future[int], timeout: float) -> int:
+        """Wait up to `timeout` for `migrate_out`'s `future`, then finish: directory, then RELEASE; the incarnation.
 
         Raises:
-            MigrationError: no migration of `name` is done here.
+            MigrationError: the migration failed (the actor is where the
+                message says), or it did not end in time: then it is given
+                up if not shipped yet, else finished when the target answers.
         """
+        try:
+            future.get(timeout=timeout)
+        except pykka.Timeout:
+            with self._lock:
+                m = self._migrations.get(name)
+                if m is not None and m.stage == "moved":
+                    pass  # it came just now
+                elif m is not None and m.stage in {"shipping", "shipped"}:
+                    m.late = True  # `_moved` finishes it
+                    msg = f"migrating {name!r} from {self.name!r} to {m.to!r}: node {m.to!r} has not answered yet"
+                    raise MigrationError(msg) from None
+                else:
+                    m = None
+            if m is None:
+                self._abort_named(name, f"it did not end within {timeout} s")
+                future.get(timeout=0)  # raises the abort's MigrationError
         with self._lock:
             m = self._migrations.get(name)
             if m is None or m.stage != "moved":
                 msg = f"node {self.name!r} has no finished migration of {name!r} to complete"
                 raise MigrationError(msg)
-            del self._migrations[name]
+        return self._finish(m)
+
+    def _finish(self, m: _Migration) -> int:
+        with self._lock:
+            if self._migrations.get(m.name) is not m:
+                return m.incarnation
+            del self._migrations[m.name]
             m.snapshot, m.mail = None, []
         # Without the state (1 MB of it cost ~20 ms on Ray here): the target
         # saves a fresh snapshot of a permanent actor once it is released.
-        self._directory.add_actor(ActorEntry(name, m.to, m.incarnation, m.spec, m.restart))
+        self._directory.add_actor(ActorEntry(m.name, m.to, m.incarnation, m.spec, m.restart))
         self._release_all(m, m.to)
         return m.incarnation
+
+    def _abort_named(self, name: str, why: str) -> None:
+        with self._lock:
+            m = self._migrations.get(name)
+        if m is not None:
+            self._abort(m, why)
 
     def _flush_to(self, dst: str) -> None:
         outbox = self._out.get(dst)
@@ -993,7 +1044,7 @@ class Node:
         elif kind == wire.MOVED:
             self._moved(item[1], item[2], ok=item[3], error=item[4])
         elif kind == wire.RELEASE:
-            self.release(item[1], item[2], item[3])
+            self.release(item[1], item[2], item[3], item[4])
 
     def hold(self, name: str, source: str, token: str) -> None:
         """Step 2 on a peer: buffer new mail for `name`, and fence the mail already sent to it."""
@@ -1028,6 +1079,10 @@ class Node:
         m.incarnation = incarnation + 1
 
         def take(cell: Any) -> None:  # a system message: runs between two of the actor's messages
+            with self._lock:
+                if self._migrations.get(m.name) is not m or m.stage != "taking":
+                    return  # given up meanwhile: the actor stays
+                m.stage = "shipping"
             try:
                 data = self._dumps(cell.actor.snapshot(), f"snapshot of {m.name!r}")
             except Exception as exc:  # noqa: BLE001 - the migration fails; the actor stays
@@ -1081,6 +1136,8 @@ class Node:
             m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
         )
         self._flush_to(m.to)
+        if self._status(m.to) is NodeStatus.DOWN:  # it went DOWN while this was shipping
+            self._recover(m, f"node {m.to!r} went DOWN")
 
     def _move_in(self, item: tuple[Any, ...], src: str) -> None:
         """Step 5 on the target: start it, queue its restore and the shipped mail behind that; answer MOVED."""
@@ -1125,11 +1182,13 @@ class Node:
             self._recover(m, f"node {m.to!r} could not start it ({error})")
             return
         m.done.set(m.incarnation)
+        if m.late:  # its driver gave up waiting: finish here
+            self._finish(m)
 
     def _abort(self, m: _Migration, why: str) -> None:
         """Undo a migration not shipped yet: the actor stays, gets what was parked, in order; holds end."""
         with self._lock:
-            if self._migrations.get(m.name) is not m:
+            if self._migrations.get(m.name) is not m or m.stage not in {"fencing", "taking", "shipping"}:
                 return
             del self._migrations[m.name]
             parked = self._parked.pop(m.name, [])
@@ -1166,29 +1225,42 @@ class Node:
 
     def _release_all(self, m: _Migration, node: str) -> None:
         """Step 6: tell every node that held mail for `m.name` where it lives now (this one at once)."""
+        incarnation = m.incarnation if node == m.to else m.incarnation - 1
         for peer in m.peers:
             if self._status(peer) is not NodeStatus.DOWN:
-                self._send_item(peer, (wire.RELEASE, m.name, node, m.token), None)
+                self._send_item(peer, (wire.RELEASE, m.name, node, m.token, incarnation), None)
                 self._flush_to(peer)
-        self.release(m.name, node, m.token)
+        self.release(m.name, node, m.token, incarnation)
 
-    def release(self, name: str, node: str, token: str | None = None) -> None:
-        """`name` lives on `node` now: send what was held for it there, in order (a RELEASE, or its source DOWN)."""
+    def release(self, name: str, node: str, token: str | None = None, incarnation: int = 0) -> None:
+        """`name` lives on `node` now: send what was held for it there, in order (a RELEASE, or its source DOWN).
+
+        The hold stays while what it held is sent, in rounds: a send made
+        meanwhile joins the hold and goes in the next round, never before an
+        older one; the hold ends (under the lock) with a round found empty.
+        """
         with self._lock:
             hold = self._hold_src.get(name)
             if token is not None and hold is not None and hold[1] != token:
                 return  # the release of an earlier migration of it
             self._hold_src.pop(name, None)
-            held = self._holding.pop(name, [])
-            self._locations[name] = node
             arrived = self._local.get(name) if node == self.name and name in self._permanent else None
             if name in self._forward and node != self.name and not self._migrations.get(name):
                 self._forward[name] = node
+        while True:
+            with self._lock:
+                held = self._holding.get(name)
+                if not held:
+                    self._holding.pop(name, None)
+                    self._locations[name] = node
+                    self._located[name] = max(incarnation, self._located.get(name, -1))
+                    break
+                self._holding[name] = []
+                for item in held:
+                    if item[0] in {wire.ASK, wire.CALL} and item[3] in self._pending:
+                        self._pending[item[3]] = (self._pending[item[3]][0], node)
             for item in held:
-                if item[0] in {wire.ASK, wire.CALL} and item[3] in self._pending:
-                    self._pending[item[3]] = (self._pending[item[3]][0], node)
-        for item in held:
-            self._send_item(node, item, None)
+                self._send_item(node, item, None)
         if arrived is not None and token is not None:
             self._save_snapshot(name, *arrived)  # migrated here: the directory has its entry, not its state
 

@@ -154,8 +154,8 @@ class _NodeProcess:
     ) -> tuple[bool, Any]:
         """Move actor `name` from this node to `to`: (True, new incarnation) or (False, the error)."""
         try:
-            self.node.migrate_out(name, to, token, spec, restart, timeout).get(timeout=timeout + 5.0)
-            return True, self.node.finish_out(name)
+            future = self.node.migrate_out(name, to, token, spec, restart, timeout)
+            return True, self.node.finish_out(name, future, timeout + 5.0)
         except Exception as exc:  # noqa: BLE001 - goes to the driver, which raises it
             return False, exc
 

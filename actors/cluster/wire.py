@@ -56,7 +56,7 @@ FENCE = 8  # (FENCE, name, token, fencer): every earlier item from node `fencer`
 HOLD = 9  # (HOLD, name, token, source): hold new mail for `name`, fence what was sent to it
 MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, token): start it here
 MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
-RELEASE = 12  # (RELEASE, name, node, token): `name` lives on `node`; send what was held there
+RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
 
 
 @attrs.frozen

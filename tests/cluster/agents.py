@@ -152,3 +152,11 @@ def check_log(log: list[Msg], answers: dict[str, list[tuple[int, Any]]], count: 
         assert [m.seq for m in log if m.sender == sender] == list(range(count)), sender
         places = {m.seq: i + 1 for i, m in enumerate(log) if m.sender == sender}
         assert got == [(seq, places[seq]) for seq in range(0, count, 3)], sender
+
+
+class BadSnapshot(Recorder):
+    """A `Recorder` whose ``snapshot()`` raises (a migration of it fails; it stays)."""
+
+    def snapshot(self) -> Any:
+        msg = "no snapshot today"
+        raise RuntimeError(msg)

@@ -161,6 +161,10 @@ def test_bad_input_gets_named_errors_and_the_cluster_keeps_working(harness: Harn
         harness.cluster.migrate(plain, to="b")
     with pytest.raises(MigrationError, match="already there"):
         harness.cluster.migrate(echo, to="a")
+    blob = harness.cluster.spawn(Blob, 3, node="a", name="blob")
+    with pytest.raises(UnknownNodeError, match="'zz' is unknown"):
+        harness.cluster.migrate(blob, to="zz")
+    assert blob.ask("size", timeout=10) == 3  # it stays where it was, and answers
     assert echo.ask("still here", timeout=10) == "still here"
 
 
