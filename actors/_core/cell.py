@@ -1061,6 +1061,28 @@ class Cell:
             elif message.__class__ is not _TimerFired and message.__class__ is not Terminated:
                 self.reject(item, DeadLetterReason.QUEUED_AT_STOP)
 
+    def take_mail(self) -> list[tuple[Any, pykka.Future[Any] | None]]:
+        """Remove every queued message and return (message, reply future or None) for each, in mailbox order.
+
+        For a handoff (a cluster migration ships the mail not yet handled to
+        the actor's next home). The runtime's own items are left out: a
+        timer's message (its timers end with this instance) and a
+        `Terminated` (local death watch does not move).
+
+        Thread contract: only the actor's own turn (a system message, a
+        handler), as for any mailbox consumer.
+        """
+        taken: list[tuple[Any, pykka.Future[Any] | None]] = []
+        pop = self.queue.popleft
+        while True:
+            try:
+                item = pop()
+            except IndexError:
+                return taken
+            message, reply_to = unwrap(item)
+            if message.__class__ is not _TimerFired and message.__class__ is not Terminated:
+                taken.append((message, reply_to))
+
     def reject(self, item: Any, reason: DeadLetterReason, exc: BaseException | None = None) -> None:
         """Record a mailbox item as a dead letter; an ask gets `exc` (default ActorDeadError)."""
         message, reply_to = unwrap(item)

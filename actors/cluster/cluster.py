@@ -20,7 +20,6 @@ import pickle
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import pykka
 
 from actors._core import Future, check_interface
@@ -45,10 +44,13 @@ class _Client:
         self._cluster = cluster
 
     def _entry_node(self, ref: RemoteRef) -> str:
+        # The actor's own node if UP; else an UP node relays it (a SUSPECT or
+        # DOWN node may be gone: the relay holds it for the failover, see
+        # "Failover delivery" in `actors.cluster.node`).
         cluster = self._cluster
         entry = cluster.directory.actor(ref.address.name)
         node = ref.address.node if entry is None else entry.node
-        if cluster.directory.node(node).status is not NodeStatus.DOWN:
+        if cluster.directory.node(node).status is NodeStatus.UP:
             return node
         up = [n.name for n in cluster.directory.nodes() if n.status is NodeStatus.UP]
         return up[0] if up else node
@@ -235,28 +237,33 @@ class Cluster:
     def migrate(self, ref: RemoteRef, *, to: str, timeout: float = 30.0) -> RemoteRef:
         """Move the actor behind `ref` to node `to`, with its state; old refs keep working.
 
-        The handoff: every UP node holds new mail for it and sends a fence down
-        its link to the source; once every fence has arrived (so every earlier
-        message is in the actor's mailbox), the source lets the actor handle
-        that mail, calls ``snapshot()`` and stops it; the target spawns the
-        class again and calls ``restore(state)`` with the incarnation bumped;
-        the directory is updated and the held mail is sent on, in order. The
-        source forwards any straggler.
+        One request to the source node; the rest is node to node over the
+        data links ("Migration" in `actors.cluster.node`): every UP node holds
+        new mail for it and fences what it sent; the source finishes the
+        message in hand, calls ``snapshot()``, and ships the state with the
+        mail not yet handled to the target, which ``restore(state)``s it with
+        the incarnation bumped and handles that mail first, in order; the
+        source updates the directory once and every node sends what it held
+        to the target. The source forwards any straggler. If it cannot finish,
+        the actor stays where it was, with all its mail.
 
         Raises:
-            MigrationError: no such actor, it is already on `to`, or its class
-                has no ``snapshot()`` / ``restore(state)`` pair.
-            UnknownNodeError: `to` is unknown or not UP.
+            MigrationError: no such actor, it is already on `to`, its class
+                has no ``snapshot()`` / ``restore(state)`` pair, or the handoff
+                failed (the message says where the actor is then).
+            UnknownNodeError: `to` is unknown or not UP (the source node checks).
         """
         name = ref.address.name
         entry = self.directory.actor(name)
         if entry is None:
             msg = f"cannot migrate {ref}: no such actor in cluster {self.name!r} (it has stopped?)"
             raise MigrationError(msg)
+        if not isinstance(to, str):
+            msg = f"cannot migrate {name!r}: `to` must be a node name (str), got {to!r}"
+            raise TypeError(msg)
         if entry.node == to:
             msg = f"cannot migrate {name!r} to node {to!r}: it is already there"
             raise MigrationError(msg)
-        self._node(to, up=True)
         cls = pickle.loads(entry.spec)[0]  # noqa: S301 - bytes from the cluster's own nodes and directory
         if not (callable(getattr(cls, "snapshot", None)) and callable(getattr(cls, "restore", None))):
             msg = (
@@ -264,19 +271,8 @@ class Cluster:
                 "add `def snapshot(self) -> state` and `def restore(self, state) -> None` to move it with its state"
             )
             raise MigrationError(msg)
-        src = entry.node
-        up = [n.name for n in self.directory.nodes() if n.status is NodeStatus.UP]
-        token = uuid.uuid4().hex
-        self.directory.set_moving(name, moving=True)
-        self.transport.control_all(up, "hold", name, src, token)
-        if not self.transport.wait(lambda: self.transport.control(src, "fenced", name, token, up), timeout=timeout):
-            msg = f"migrating {name!r} from {src!r} to {to!r}: the fences did not all arrive within {timeout} s"
-            raise MigrationError(msg)
-        snapshot, watchers, incarnation = self.transport.control(src, "take", name)
-        self.transport.control(to, "restore", name, entry.spec, entry.restart, incarnation + 1, snapshot, watchers)
-        self.directory.add_actor(attrs.evolve(entry, node=to, incarnation=incarnation + 1, moving=False))
-        self.transport.control_all(up, "release", name, to)
-        return RemoteRef(Address(self.name, to, name, incarnation + 1), self._client)
+        incarnation = self.transport.migrate(entry.node, name, to, uuid.uuid4().hex, entry.spec, entry.restart, timeout)
+        return RemoteRef(Address(self.name, to, name, incarnation), self._client)
 
     def stop(self, ref: RemoteRef) -> bool:
         """Stop the actor behind `ref` for good; return whether it was running."""

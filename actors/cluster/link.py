@@ -141,14 +141,23 @@ class Outbox:
 
     def drain(self) -> list[tuple[Any, ...]]:
         """Remove and return every item not yet acknowledged (the destination is DOWN), oldest first."""
+        sent, unsent = self.drain_parts()
+        return sent + unsent
+
+    def drain_parts(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Remove every item not yet acknowledged; return (those sent in a frame, those never sent), oldest first.
+
+        An item never sent cannot have reached the destination; one sent and
+        not acknowledged may have (only its ack may be lost).
+        """
         from actors.cluster.wire import decode  # noqa: PLC0415 - only on the rare DOWN path
 
         with self.lock:
             frames = [decode(entry[0]) for _, entry in sorted(self.unacked.items())]
-            items = [item for frame in frames for item in frame.items] + self.items
+            sent = [item for frame in frames for item in frame.items]
+            unsent, self.items = self.items, []
             self.unacked.clear()
-            self.items = []
-        return items
+        return sent, unsent
 
 
 class Inbox:

@@ -233,6 +233,16 @@ class MemoryTransport:
         """Run control operation `op` on every node of `nodes`."""
         return [self.control(node, op, *args) for node in nodes]
 
+    def migrate(  # noqa: PLR0917 - the transport interface
+        self, src: str, name: str, to: str, token: str, spec: bytes, restart: str, timeout: float
+    ) -> int:
+        """Move actor `name` from node `src` to `to` (one request to the source; see `Node.migrate_out`)."""
+        node = self.node(src)
+        future = node.migrate_out(name, to, token, spec, restart, timeout)
+        if self.manual:
+            self.wait(future.done, timeout=timeout + 5.0)  # ticks the clock (the node gives up at `timeout`)
+        return node.finish_out(name, future, 0.0 if self.manual else timeout + 5.0)
+
     def request(  # noqa: PLR0917 - the transport interface
         self, node: str, kind: int, name: str, hint: str, payload: bytes, timeout: float | None
     ) -> Any:

@@ -204,6 +204,17 @@ class _NodeProcess:
         return getattr(self.node, op)(*args)
 
     @ray.method(concurrency_group="control")
+    def migrate(  # noqa: PLR0917 - Ray actor methods take positional arguments
+        self, name: str, to: str, token: str, spec: bytes, restart: str, timeout: float
+    ) -> tuple[bool, Any]:
+        """Move actor `name` from this node to `to`: (True, new incarnation) or (False, the error)."""
+        try:
+            future = self.node.migrate_out(name, to, token, spec, restart, timeout)
+            return True, self.node.finish_out(name, future, timeout + 5.0)
+        except Exception as exc:  # noqa: BLE001 - goes to the driver, which raises it
+            return False, exc
+
+    @ray.method(concurrency_group="control")
     def fault(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         getattr(self.faults, op)(*args, **kwargs)
 
@@ -484,6 +495,15 @@ class RayTransport:
     def control(self, node: str, op: str, *args: Any) -> Any:
         """Run control operation `op` on node `node` and return its result."""
         return ray.get(self._handle(node).control.remote(op, args))
+
+    def migrate(  # noqa: PLR0917 - the transport interface
+        self, src: str, name: str, to: str, token: str, spec: bytes, restart: str, timeout: float
+    ) -> int:
+        """Move actor `name` from node `src` to `to`: one call to the source, which does the rest node to node."""
+        ok, value = ray.get(self._handle(src).migrate.remote(name, to, token, spec, restart, timeout))
+        if not ok:
+            raise value
+        return int(value)
 
     def control_all(self, nodes: list[str], op: str, *args: Any) -> list[Any]:
         """Run control operation `op` on every node of `nodes`, in parallel."""

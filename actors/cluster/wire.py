@@ -24,6 +24,10 @@ __all__ = [
     "ASK",
     "CALL",
     "FENCE",
+    "HOLD",
+    "MOVE",
+    "MOVED",
+    "RELEASE",
     "REPLY",
     "TELL",
     "TERMINATED",
@@ -36,7 +40,7 @@ __all__ = [
     "encode",
 ]
 
-WIRE_VERSION = (1, 0)
+WIRE_VERSION = (1, 1)
 """(major, minor) of the frame layout and item kinds this troupe speaks."""
 
 # Item kinds. An item is a tuple whose first element is its kind.
@@ -47,7 +51,12 @@ REPLY = 4  # (REPLY, correlation id, ok, payload of the value or the exception)
 WATCH = 5  # (WATCH, name): the sender watches the receiver's actor `name`
 UNWATCH = 6  # (UNWATCH, name)
 TERMINATED = 7  # (TERMINATED, name, payload of the reason)
-FENCE = 8  # (FENCE, name, token): every earlier item from the sender to `name` has arrived
+FENCE = 8  # (FENCE, name, token, fencer): every earlier item from node `fencer` to `name` has arrived
+# Migration, node to node (see `actors.cluster.node`, "Migration"):
+HOLD = 9  # (HOLD, name, token, source): hold new mail for `name`, fence what was sent to it
+MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, token): start it here
+MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
+RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
 
 
 @attrs.frozen

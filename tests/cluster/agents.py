@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import attrs
@@ -16,25 +17,43 @@ class Msg:
 
 
 class Recorder(Actor):
-    """Keeps every message it gets; ``"log"`` asks for them."""
+    """Keeps every message it gets (and answers an ask with how many it has); ``"log"`` asks for them.
+
+    ``"moves"`` asks for the `Moved` record of each message: how many times
+    the instance that handled it had been restored (0 before its first
+    migration). With `GATE` set, ``"block"`` holds the handler until it is released.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[Any] = []
+        self.restored = 0
+        self.moves: list[int] = []
 
     def on_receive(self, message: Any) -> Any:
         if message == "log":
             return list(self.seen)
         if message == "count":
             return len(self.seen)
+        if message == "moves":
+            return list(self.moves)
+        if message == "block":
+            GATE.wait(30)
+            return None
         self.seen.append(message)
-        return None
+        self.moves.append(self.restored)
+        return len(self.seen)
 
-    def snapshot(self) -> list[Any]:
-        return list(self.seen)
+    def snapshot(self) -> tuple[list[Any], list[int], int]:
+        return list(self.seen), list(self.moves), self.restored
 
-    def restore(self, state: list[Any]) -> None:
-        self.seen = list(state)
+    def restore(self, state: tuple[list[Any], list[int], int]) -> None:
+        seen, moves, restored = state
+        self.seen, self.moves, self.restored = list(seen), list(moves), restored + 1
+
+
+GATE = threading.Event()
+"""Holds `Recorder`'s ``"block"`` handler (memory transport: the same process)."""
 
 
 class Echo(Actor):
@@ -58,7 +77,31 @@ class Sender(Actor):
             return count
         if message[0] == "ask":
             return message[1].ask(message[2], timeout=10)
+        if message[0] == "mixed":  # every third message an ask (kept), the rest tells
+            _, ref, count = message
+            for i in range(count):
+                if i % 3 == 0:
+                    self.asked.append((i, ref.ask(Msg(self.actor_name or "?", i), block=False)))
+                else:
+                    ref.tell(Msg(self.actor_name or "?", i))
+            return count
+        if message[0] == "ask_later":  # an ask whose answer `"answers"` gets later
+            self.asked.append((-1, message[1].ask(message[2], block=False)))
+            return None
+        if message[0] == "answers":  # (seq, the answer or the error's class name) of each kept ask
+            return [(seq, _outcome(future)) for seq, future in self.asked]
         return None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, Any]] = []
+
+
+def _outcome(future: Any) -> Any:
+    try:
+        return future.get(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - the test compares the class name
+        return type(exc).__name__
 
 
 class Watcher(Actor):
@@ -101,3 +144,19 @@ class Blob(Actor):
 
     def restore(self, state: bytes) -> None:
         self.state = state
+
+
+def check_log(log: list[Msg], answers: dict[str, list[tuple[int, Any]]], count: int) -> None:
+    """Each sender's `count` messages are in `log` once and in order; each of its asks was answered with its place."""
+    for sender, got in answers.items():
+        assert [m.seq for m in log if m.sender == sender] == list(range(count)), sender
+        places = {m.seq: i + 1 for i, m in enumerate(log) if m.sender == sender}
+        assert got == [(seq, places[seq]) for seq in range(0, count, 3)], sender
+
+
+class BadSnapshot(Recorder):
+    """A `Recorder` whose ``snapshot()`` raises (a migration of it fails; it stays)."""
+
+    def snapshot(self) -> Any:
+        msg = "no snapshot today"
+        raise RuntimeError(msg)

@@ -15,7 +15,7 @@ from actors.errors import (
     NodeNameTakenError,
     UnknownNodeError,
 )
-from tests.cluster.agents import Blob, Echo, Msg, NoSnapshot, Recorder, Sender, Watcher
+from tests.cluster.agents import Blob, Echo, Msg, NoSnapshot, Recorder, Sender, Watcher, check_log
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -161,4 +161,63 @@ def test_bad_input_gets_named_errors_and_the_cluster_keeps_working(harness: Harn
         harness.cluster.migrate(plain, to="b")
     with pytest.raises(MigrationError, match="already there"):
         harness.cluster.migrate(echo, to="a")
+    blob = harness.cluster.spawn(Blob, 3, node="a", name="blob")
+    with pytest.raises(UnknownNodeError, match="'zz' is unknown"):
+        harness.cluster.migrate(blob, to="zz")
+    assert blob.ask("size", timeout=10) == 3  # it stays where it was, and answers
     assert echo.ask("still here", timeout=10) == "still here"
+
+
+def test_concurrent_senders_on_several_nodes_lose_and_reorder_nothing_across_migrations(harness: Harness) -> None:
+    harness.start("a", "b", "c")
+    recorder = harness.cluster.spawn(Recorder, node="a", name="rec")
+    senders = {name: harness.cluster.spawn(Sender, node=name, name=f"s{name}") for name in ("a", "b", "c")}
+    for sender in senders.values():
+        sender.tell(("mixed", recorder, 150))  # tells and asks, in flight during the migrations
+    for to in ("b", "c", "a"):
+        recorder = harness.cluster.migrate(recorder, to=to)
+    harness.wait(lambda: recorder.ask("count", timeout=10) >= 450)
+    answers = {f"s{name}": sender.ask(("answers",), timeout=30) for name, sender in senders.items()}
+    check_log(recorder.ask("log", timeout=10), answers, 150)
+    assert recorder.ask("count", timeout=10) == 450
+    assert harness.cluster.where("rec") == "a"
+    assert harness.cluster.lookup("rec").address.incarnation == 3  # type: ignore[union-attr]
+
+
+def test_an_ask_its_dead_node_may_have_handled_fails_and_is_not_run_again(harness: Harness) -> None:
+    harness.start("a", "b")
+    keeper = harness.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    keeper.tell("kept")
+    assert keeper.ask("count", timeout=10) == 1
+    harness.node_call("b", "save_snapshots")
+    harness.wait(lambda: harness.cluster.directory.actor("keeper").snapshot is not None)
+    harness.transport.faults.set("b", "a", drop=1.0)  # b handles the ask; its answer never comes
+    sender.tell(("ask_later", keeper, Msg("snd", 0)))
+    harness.wait(lambda: keeper.ask("count", timeout=10) == 2)  # the driver's asks take another path
+    harness.crash("b")
+    harness.wait(lambda: "keeper" in harness.node_call("a", "local_names"))
+    assert sender.ask(("answers",), timeout=30) == [(-1, "ActorDeadError")]
+    assert keeper.ask("log", timeout=10) == ["kept"]  # from its snapshot; the ask was not run again
+
+
+def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restarted_elsewhere(harness: Harness) -> None:
+    harness.start("a", "b")
+    keeper = harness.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")
+    temp = harness.cluster.spawn(Recorder, node="b", name="temp")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    keeper.tell("kept")
+    assert keeper.ask("count", timeout=10) == 1
+    assert temp.ask("count", timeout=10) == 0
+    harness.node_call("b", "save_snapshots")
+    harness.wait(lambda: harness.cluster.directory.actor("keeper").snapshot is not None)
+    harness.crash("b")
+    harness.wait(lambda: harness.cluster.status("b") is not NodeStatus.UP)
+    # Sent in the failover window (b SUSPECT: nothing flushed to it; or DOWN already): they wait for the
+    # new incarnation of the permanent actor; those to the temporary one fail as before.
+    sender.tell(("send", keeper, 3))
+    sender.tell(("ask_later", keeper, "count"))
+    sender.tell(("ask_later", temp, "count"))
+    assert sender.ask(("answers",), timeout=30) == [(-1, 4), (-1, "ActorDeadError")]
+    assert keeper.ask("log", timeout=10) == ["kept", Msg("snd", 0), Msg("snd", 1), Msg("snd", 2)]
+    assert harness.cluster.where("keeper") == "a"

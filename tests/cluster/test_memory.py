@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from actors import ManualClock
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.link import Inbox, LinkConfig, Outbox
-from actors.errors import MessageNotPicklableError, WireVersionError
-from tests.cluster.agents import Recorder, Sender
+from actors.errors import MessageNotPicklableError, MigrationError, WireVersionError
+from tests.cluster.agents import GATE, BadSnapshot, Msg, Recorder, Sender, check_log
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -82,6 +83,106 @@ def test_every_message_arrives_once_and_in_order_whatever_the_seeded_faults(
             sender.tell(("send", recorder, 40))
         assert cluster.wait(lambda: recorder.ask("count", timeout=10) >= 40 * rounds, timeout=30)
         assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(40)) * rounds
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 1000),
+    drop=st.floats(0, 0.4),
+    duplicate=st.floats(0, 0.4),
+    reorder=st.floats(0, 0.4),
+    moves=st.lists(st.sampled_from("abc"), min_size=1, max_size=4),
+    count=st.integers(1, 60),
+)
+def test_migrations_under_faults_lose_reorder_and_duplicate_nothing_from_concurrent_senders(  # noqa: PLR0917
+    seed: int, drop: float, duplicate: float, reorder: float, moves: list[str], count: int
+) -> None:
+    transport = MemoryTransport(ManualClock(), seed=seed)
+    with Cluster(transport) as cluster:
+        for name in "abc":
+            cluster.start_node(name)
+        recorder = cluster.spawn(Recorder, node="a", name="rec")
+        senders = {name: cluster.spawn(Sender, node=name, name=f"s{name}") for name in "abc"}
+        transport.faults.set(drop=drop, duplicate=duplicate, reorder=reorder)
+        for sender in senders.values():
+            sender.tell(("mixed", recorder, count))
+        where = "a"
+        for to in moves:
+            if to != where:
+                recorder, where = cluster.migrate(recorder, to=to), to
+        assert cluster.wait(lambda: recorder.ask("count", timeout=10) >= 3 * count, timeout=60)
+        answers = {f"s{name}": sender.ask(("answers",), timeout=30) for name, sender in senders.items()}
+        check_log(recorder.ask("log", timeout=10), answers, count)
+        assert recorder.ask("count", timeout=10) == 3 * count
+        assert cluster.where("rec") == where
+
+
+def test_a_migration_ships_the_mail_not_yet_handled_instead_of_draining_it(memory: Harness) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
+    GATE.clear()
+    recorder.tell("block")  # the message in hand when the migration takes it
+    for i in range(10):
+        recorder.tell(Msg("d", i))  # queued behind it on node a
+    moved: list[object] = []
+    mover = threading.Thread(target=lambda: moved.append(memory.cluster.migrate(recorder, to="b")))
+    mover.start()
+    source = memory.transport.node("a")
+    try:
+        memory.wait(lambda: getattr(source._migrations.get("rec"), "stage", None) == "taking")
+    finally:
+        GATE.set()  # the message in hand ends; then the snapshot and the rest of the mailbox go to b
+        mover.join()
+    assert moved
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 10)
+    assert recorder.ask("log", timeout=10) == [Msg("d", i) for i in range(10)]
+    assert recorder.ask("moves", timeout=10) == [1] * 10  # all handled on b, after the restore
+
+
+def test_a_migration_whose_snapshot_raises_leaves_the_actor_where_it_was_with_all_its_mail(memory: Harness) -> None:
+    memory.start("a", "b", "c")
+    recorder = memory.cluster.spawn(BadSnapshot, node="a", name="rec")
+    senders = [memory.cluster.spawn(Sender, node=name, name=f"s{name}") for name in "bc"]
+    for sender in senders:
+        sender.tell(("mixed", recorder, 60))
+    with pytest.raises(MigrationError, match=r"no snapshot today.*stays on 'a'"):
+        memory.cluster.migrate(recorder, to="b")
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 120)
+    answers = {f"s{name}": sender.ask(("answers",), timeout=30) for name, sender in zip("bc", senders, strict=True)}
+    check_log(recorder.ask("log", timeout=10), answers, 60)
+    assert memory.cluster.where("rec") == "a"
+    assert recorder.ask("moves", timeout=10) == [0] * 120
+
+
+def test_a_migration_missing_a_fence_is_given_up_and_every_held_message_is_delivered(memory: Harness) -> None:
+    memory.start("a", "b", "c")
+    recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
+    sender = memory.cluster.spawn(Sender, node="c", name="sc")
+    memory.transport.faults.partition({"a", "b"}, {"c"})  # c never gets the HOLD in time
+    with pytest.raises(MigrationError, match=r"fences of nodes \['c'\].*stays on 'a'"):
+        memory.cluster.migrate(recorder, to="b", timeout=0.2)
+    sender.tell(("mixed", recorder, 30))
+    memory.transport.faults.heal()  # the HOLD, then the RELEASE, reach c in order: it holds nothing for good
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 30)
+    check_log(recorder.ask("log", timeout=10), {"sc": sender.ask(("answers",), timeout=30)}, 30)
+    assert memory.cluster.where("rec") == "a"
+    assert memory.transport.node("c")._holding == {}
+
+
+def test_a_late_poll_bringing_an_older_location_does_not_send_mail_back_to_the_old_home(memory: Harness) -> None:
+    """Ray polls the directory without blocking and applies the answer when it comes: maybe after a RELEASE."""
+    memory.start("a", "b", "c")
+    recorder = memory.cluster.spawn(Recorder, node="b", name="rec")
+    sender = memory.cluster.spawn(Sender, node="a", name="sa")
+    node_a = memory.transport.node("a")
+    recorder = memory.cluster.migrate(recorder, to="c")
+    memory.wait(lambda: "rec" not in node_a._holding)  # the RELEASE (c, incarnation 1) is in
+    # A poll asked before the move and answered after the RELEASE: it has the spawn's event (b, incarnation 0).
+    node_a.apply(node_a.seen + 1, [("actor", "rec", "b", 0, None)])
+    assert node_a._locations["rec"] == "c"
+    sender.tell(("mixed", recorder, 30))
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 30)
+    check_log(recorder.ask("log", timeout=10), {"sa": sender.ask(("answers",), timeout=30)}, 30)
 
 
 def test_a_frame_of_a_newer_minor_version_is_accepted_and_an_unknown_major_refused() -> None:
