@@ -306,10 +306,13 @@ def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
     """Make `tracer` the one `system`'s refs send through (None: tracing off); return the previous one. Any thread.
 
     Messages already queued keep the context they were sent with; one queued
-    traced and handled after tracing is off runs without a span.
+    traced and handled after tracing is off runs without a span. The previous
+    tracer, if another, is closed (`Tracer.close`) on this thread after the swap.
     """
     with _tracer_lock:
         previous = system.tracer
         system.tracer = tracer
         count_tracing((tracer is not None) - (previous is not None))
+    if previous is not None and previous is not tracer:
+        previous.close()
     return previous

@@ -152,6 +152,13 @@ class Tracer:
         """The handler begun with `handle` ended (`exc`: what it raised, or None)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """This tracer was replaced or removed (`set_tracer`, the system's shutdown): flush, stop its threads.
+
+        Runs on the thread that replaced it, after the swap; `end` may still
+        be called later, by a handler that began before.
+        """
+
 
 def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:
     """Run the handler of a `Traced` item under its context (the turn loops call it; it raises what the handler does).
