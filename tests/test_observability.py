@@ -327,6 +327,24 @@ def test_a_trace_id_survives_tell_ask_tell_across_modes_and_a_routed_ask(system:
     assert any(name.endswith("Forward") for name in processed)
 
 
+def test_a_tell_routed_on_the_router_refs_fast_path_keeps_the_trace(system: ActorSystem, mode: str) -> None:
+    recorder = record_spans(system)
+    seen: list[TraceContext | None] = []
+    done = threading.Event()
+    router = system.spawn(Router, [system.spawn(Tail, seen, done, mode=mode)])  # round robin: the fast path
+    root = new_trace()
+    with use_trace(root):
+        router.tell("job")
+    assert done.wait(WAIT)
+    (context,) = seen
+    assert context is not None
+    assert context.trace_id == root.trace_id
+    router.stop(timeout=WAIT)  # the routee's handler has ended: its span too
+    spans = tuple(span for span in recorder.spans() if span.trace_id == root.trace_id)
+    _check_chain(spans, root)
+    assert sorted((span.kind, span.name) for span in spans) == [("consumer", "process Tail"), ("producer", "send Tail")]
+
+
 def test_a_trace_id_survives_an_ask_routed_by_a_pool(system: ActorSystem, mode: str) -> None:
     recorder = record_spans(system)
     pool = system.spawn(Pool, ChildSpec(AsyncEcho if mode == "asyncio" else Echo, mode=mode), config=PoolConfig())

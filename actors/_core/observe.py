@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from actors._core.cell import count_observing
 from actors._core.executors import ThreadExecutor
 from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
+from actors._core.messages import KINDS, PROXY
 from actors._core.ref import count_tracing
+from actors._core.tracing import TRACING
 
 if TYPE_CHECKING:
     import pykka
@@ -47,6 +49,7 @@ __all__ = [
     "pool_size",
     "set_observer",
     "set_tracer",
+    "trace_message",
 ]
 
 HANDLER_BUCKETS: tuple[float, ...] = (
@@ -313,6 +316,21 @@ def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
         previous = system.tracer
         system.tracer = tracer
         count_tracing((tracer is not None) - (previous is not None))
+        if tracer is not None and previous is None:
+            TRACING.append(None)
+        elif tracer is None and previous is not None:
+            TRACING.pop()
     if previous is not None and previous is not tracer:
         previous.close()
     return previous
+
+
+def trace_message(cell: Cell, message: Any) -> Any:
+    """Return `message` as `cell`'s system's tracer wraps it for sending (as ``ActorRef.tell`` does), or as it is.
+
+    For a service that puts mail straight into a cell's queue, behind ``if TRACING:``; any thread.
+    """
+    tracer = cell.system.tracer
+    if tracer is None or KINDS.get(message.__class__, PROXY) != PROXY:
+        return message
+    return tracer.send(cell, message)
