@@ -15,7 +15,9 @@ Handler time is sampled: with ``sample_every=N`` (N > 1) one turn in N
 times its first message alone, between two clock reads, into a fixed-bucket
 histogram; every turn is timed as a whole (dispatcher busy time) and its
 messages counted. With ``sample_every=1`` (and always for asyncio cells)
-every message is run and timed one at a time: exact, and dearer.
+every message is run and timed one at a time: exact, and dearer. An
+asyncio actor's coroutine handler is timed from the turn that starts it to
+its end, awaits included (counted when it ends, on the loop thread).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from actors._core.cell import count_observing
@@ -206,7 +209,9 @@ class Probe:
             stats.busy += clock() - start
             return
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
-        # A coroutine handler is timed up to its first suspension (the turn's part).
+        # A coroutine handler runs as a task after the turn started it: it is
+        # timed from then to its end (awaits included), by its in-flight entry's
+        # `on_done` (the loop thread, so still one writer), and counted then.
         limit = cell.throughput
         sysq = cell.sysq
         while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
@@ -221,7 +226,13 @@ class Probe:
             if aio is None:
                 taken = cell._process(1, until)  # noqa: SLF001
             else:
+                handling = aio.handling
+                running = len(handling)
                 aio.process(1)  # the only consumer: it takes the one message seen above
+                if len(handling) > running:  # its handler is a coroutine, now a task (the newest entry)
+                    handling[next(reversed(handling))].on_done = partial(_timed_since, stats, start)
+                    stats.busy += clock() - start
+                    continue
                 taken = 1
             elapsed = clock() - start
             if not taken:
@@ -255,6 +266,11 @@ class Probe:
             if total is None:
                 total = self.retired[cell.actor_class] = CellStats()
             total.fold(stats)
+
+
+def _timed_since(stats: CellStats, start: float) -> None:
+    """A coroutine handler begun at `start` (``perf_counter``) has ended: count it, timed (the loop thread)."""
+    stats.timed_one(time.perf_counter() - start)
 
 
 def live_cells(system: ActorSystem) -> list[Cell]:
