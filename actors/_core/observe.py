@@ -55,6 +55,8 @@ __all__ = [
     "trace_message",
 ]
 
+_clock = time.perf_counter
+
 HANDLER_BUCKETS: tuple[float, ...] = (
     1e-6,
     2.5e-6,
@@ -181,17 +183,24 @@ class Probe:
 
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
         """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
-        stats = self._stats(cell)
+        # The common turn (pooled or thread, not sampled) pays: a dict get, a
+        # length, two clock reads and four counter updates; no call but the
+        # clock's and the cell's loop (inlining `_stats` and dropping max()
+        # took ~0.1 µs off each turn here).
+        stats = self.cells.get(cell)
+        if stats is None:
+            stats = self._stats(cell)
         queue = cell.queue
         depth = len(queue)
-        stats.high_water = max(stats.high_water, depth)
-        stats.turns += 1
-        clock = time.perf_counter
+        if depth > stats.high_water:  # noqa: PLR1730 - not max(): a builtin call per turn
+            stats.high_water = depth
+        turns = stats.turns = stats.turns + 1
+        clock = _clock
         aio = cell.aio
         sample = self.sample_every
         if aio is None and sample != 1:
             start = clock()
-            if stats.turns % sample or not depth:
+            if turns % sample or not depth:
                 stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
             else:
                 # A sampled turn: its first message timed alone, the rest as usual.
