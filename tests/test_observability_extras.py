@@ -25,6 +25,7 @@ from actors.observability import (
     serve_metrics,
     use_trace,
 )
+from actors.protocol import AgentMessage, MessageType
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,6 +118,24 @@ def test_an_otel_span_records_the_handlers_error(
     (process,) = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CONSUMER]
     assert process.status.status_code is StatusCode.ERROR
     assert any(event.name == "exception" for event in process.events)
+
+
+def test_an_agent_messages_otel_spans_carry_its_ids(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider)
+    message = AgentMessage(sender="a", recipient="b", type=MessageType.STATUS_UPDATE, correlation_id="c" * 32)
+    assert system.spawn(Echo, mode=mode).ask(message, timeout=WAIT) == message
+    assert tracer.flush(timeout=WAIT)
+    finished = spans.get_finished_spans()
+    assert {span.kind for span in finished} == {SpanKind.PRODUCER, SpanKind.CONSUMER}
+    for span in finished:
+        assert span.attributes is not None
+        assert span.attributes["messaging.message.id"] == message.message_id
+        assert span.attributes["messaging.message.conversation_id"] == "c" * 32
+        assert span.attributes["troupe.message.type"] == "AgentMessage"
+        assert span.attributes["troupe.actor.class"] == "Echo"
 
 
 def test_with_tracing_off_no_opentelemetry_code_is_called(

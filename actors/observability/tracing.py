@@ -177,18 +177,26 @@ def _destination(cell: Cell) -> str:
 
 
 def _attributes(cell: Cell, message: Any, operation: str) -> dict[str, Any]:
+    ids = (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None
+    return _named_attributes(cell.name, cell.actor_class.__qualname__, type(message).__qualname__, ids, operation)
+
+
+def _named_attributes(
+    name: str | None, actor_class: str, message_type: str, ids: tuple[str, str | None] | None, operation: str
+) -> dict[str, Any]:
+    """The messaging attributes of a span, from the actor's name and class, the message's type and ids."""
     attributes: dict[str, Any] = {
         "messaging.system": "troupe",
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
-        "messaging.destination.name": _destination(cell),
-        "troupe.actor.class": cell.actor_class.__qualname__,
-        "troupe.message.type": type(message).__qualname__,
+        "messaging.destination.name": name if name is not None else actor_class,
+        "troupe.actor.class": actor_class,
+        "troupe.message.type": message_type,
     }
-    if isinstance(message, AgentMessage):
-        attributes["messaging.message.id"] = message.message_id
-        if message.correlation_id is not None:
-            attributes["messaging.message.conversation_id"] = message.correlation_id
+    if ids is not None:  # an AgentMessage: (message_id, correlation_id)
+        attributes["messaging.message.id"] = ids[0]
+        if ids[1] is not None:
+            attributes["messaging.message.conversation_id"] = ids[1]
     return attributes
 
 
@@ -427,10 +435,24 @@ class OpenTelemetryTracer(Tracer):
         else:
             context, parent_id = self._root(cell)
         if context.sampled:
-            now = time.time_ns()
             pending = self._pending
             if len(pending) < self._soon or self._room():
-                pending.append((cell, message, context, parent_id, now))
+                # Only strings, ints and None in the queued tuple (not the cell, the
+                # message or the contexts): the collector untracks it at its first
+                # pass. Holding objects kept ~40% of this path's cost in collections
+                # of the queue (a traced inline ask measured 13.6 -> 9.1 us).
+                pending.append(
+                    (
+                        cell.name,
+                        cell.actor_class.__qualname__,
+                        message.__class__.__qualname__,
+                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                        context.trace_id,
+                        context.span_id,
+                        parent_id,
+                        time.time_ns(),
+                    )
+                )
                 if self._closed:
                     self._drain()
         return Traced(message, context)
@@ -443,11 +465,26 @@ class OpenTelemetryTracer(Tracer):
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
-        if handle[2].sampled:
+        cell, traced, context, start = handle
+        if context.sampled:
             end = time.time_ns()
             pending = self._pending
             if len(pending) < self._soon or self._room():
-                pending.append((handle, exc, end))
+                message = traced.message
+                pending.append(
+                    (
+                        cell.name,
+                        cell.actor_class.__qualname__,
+                        message.__class__.__qualname__,
+                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                        context.trace_id,
+                        context.span_id,
+                        traced.context.span_id,
+                        start,
+                        end,
+                        exc,
+                    )
+                )
                 if self._closed:  # a handler that ended after tracing was turned off
                     self._drain()
 
@@ -504,31 +541,28 @@ class OpenTelemetryTracer(Tracer):
 
     def _build(self, raw: tuple[Any, ...]) -> Any:
         trace = self._trace
-        if len(raw) == 5:  # noqa: PLR2004 - a send: (cell, message, context, parent_id, now)
-            cell, message, context, parent_id, start = raw
-            end = start
-            trace_id = int(context.trace_id, 16)
-            flags = self._flags[context.sampled]
-            parent = None if parent_id is None else trace.SpanContext(trace_id, int(parent_id, 16), False, flags)
-            name, attributes = self._naming(cell, message, "send")
-            kind, exc = self._producer, None
+        flags = self._flags[True]  # only sampled spans are queued
+        if len(raw) == 8:  # noqa: PLR2004 - a send span (see `send`)
+            name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start = raw
+            end, exc, operation, kind = start, None, "send", self._producer
+            trace_id = int(trace_hex, 16)
+            parent = None if parent_hex is None else trace.SpanContext(trace_id, int(parent_hex, 16), False, flags)
             links: tuple[Any, ...] = ()
-        else:  # a process span: ((cell, traced, context, start), exc, end)
-            (cell, traced, context, start), exc, end = raw
-            message = traced.message
-            trace_id = int(context.trace_id, 16)
-            flags = self._flags[context.sampled]
-            parent = trace.SpanContext(trace_id, int(traced.context.span_id, 16), False, flags)
-            name, attributes = self._naming(cell, message, "process")
-            kind, links = self._consumer, (trace.Link(parent),)
+        else:  # a process span (see `end`)
+            name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start, end, exc = raw
+            operation, kind = "process", self._consumer
+            trace_id = int(trace_hex, 16)
+            parent = trace.SpanContext(trace_id, int(parent_hex, 16), False, flags)
+            links = (trace.Link(parent),)
+        span_name, attributes = self._naming(name, actor_class, message_type, ids, operation)
         status = self._unset
         events: tuple[Any, ...] = ()
         if exc is not None:
             status = trace.Status(self._error, repr(exc))
             events = (self._exception_event(exc, end),)
         return self._readable(
-            name,
-            trace.SpanContext(trace_id, int(context.span_id, 16), False, flags),
+            span_name,
+            trace.SpanContext(trace_id, int(span_hex, 16), False, flags),
             parent,
             self._resource,
             attributes,
@@ -542,16 +576,22 @@ class OpenTelemetryTracer(Tracer):
             self._scope,
         )
 
-    def _naming(self, cell: Cell, message: Any, operation: str) -> tuple[str, dict[str, Any]]:
+    def _naming(
+        self, name: str | None, actor_class: str, message_type: str, ids: Any, operation: str
+    ) -> tuple[str, dict[str, Any]]:
         """The span's name and attributes; the same dict for every span of one (actor, message type, operation)."""
-        if isinstance(message, AgentMessage):  # per-message attributes: not shared
-            return f"{operation} {_destination(cell)}", _attributes(cell, message, operation)
-        key = (cell.name, cell.actor_class, message.__class__, operation)
+        destination = name if name is not None else actor_class
+        if ids is not None:  # an AgentMessage's attributes name it: not shared
+            return f"{operation} {destination}", _named_attributes(name, actor_class, message_type, ids, operation)
+        key = (name, actor_class, message_type, operation)
         named = self._names.get(key)
         if named is None:
             if len(self._names) >= _MAX_NAMES:
                 self._names.clear()
-            named = self._names[key] = (f"{operation} {_destination(cell)}", _attributes(cell, message, operation))
+            named = self._names[key] = (
+                f"{operation} {destination}",
+                _named_attributes(name, actor_class, message_type, None, operation),
+            )
         return named
 
     def _exception_event(self, exc: BaseException, when: int) -> Any:
