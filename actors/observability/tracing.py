@@ -84,7 +84,9 @@ def _draw(ids: list[str], digits: int) -> str:
     """Refill `ids` with a block of fresh ids of `digits` hex digits (none all zero) and return one."""
     block = _randbytes(digits // 2 * _BLOCK).hex()
     zero = "0" * digits
-    fresh = [chunk for chunk in (block[i : i + digits] for i in range(0, len(block), digits)) if chunk != zero]
+    fresh = [block[i : i + digits] for i in range(0, len(block), digits)]
+    if zero in fresh:  # one in 2**64 (an all-zero id is invalid)
+        fresh = [chunk for chunk in fresh if chunk != zero]
     mine = fresh.pop()  # not ids.pop(): other threads may empty ids before this one pops
     ids.extend(fresh)
     return mine
