@@ -27,7 +27,10 @@ its URN (one span name per actor would be a name per id). Attributes:
 ``troupe.message.type`` (the message's class) and, for an `AgentMessage`,
 ``messaging.message.id`` and ``messaging.message.conversation_id`` (its
 correlation id). With tracing off nothing here runs, and no OpenTelemetry
-module is imported.
+module is imported. With OpenTelemetry on, no OpenTelemetry code runs on the
+message path either: the spans are built by a thread of the tracer's own
+(`OpenTelemetryTracer`); `OpenTelemetryTracer.flush` or `disable_tracing`
+before reading an exporter.
 
 At the edges: `correlate` fills an `AgentMessage`'s empty ``correlation_id``
 with the current trace id (a message leaving the system), and `trace_of`
