@@ -10,7 +10,9 @@ subprocess (see `benchmarks._harness`) for one implementation:
   alternating rounds in one process with observability off, metrics on
   (the default, one turn in 16 timed, and ``sample_every=1``) and tracing on with the
   OpenTelemetry SDK (a ``TracerProvider`` with a ``SimpleSpanProcessor``
-  into an ``InMemorySpanExporter``: two spans per message), so each ratio
+  into an ``InMemorySpanExporter``: two spans per message, built off the
+  message path by the tracer's builder thread; ``tracing_exported`` stops
+  the clock only once every span is in the exporter), so each ratio
   compares figures taken milliseconds apart.
 
 The ``*_ratio`` rows are on / off: 1.05 is 5% slower (tell: time per message;
@@ -63,12 +65,14 @@ class PykkaSink(pykka.ThreadingActor):
         return message
 
 
-def _tell_rate(ref: pykka.ActorRef[Any], messages: int) -> float:
+def _tell_rate(ref: pykka.ActorRef[Any], messages: int, settle: Callable[[], Any] | None = None) -> float:
     tell = ref.tell
     start = time.perf_counter()
     for i in range(messages):
         tell(i)
     ref.ask(None, timeout=_WAIT_S)  # FIFO: this reply comes after every tell was handled
+    if settle is not None:
+        settle()  # e.g. every span built and exported
     return messages / (time.perf_counter() - start)
 
 
@@ -83,7 +87,9 @@ def _ask_us(ref: pykka.ActorRef[Any], asks: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-def _otel_switch(system: ActorSystem) -> tuple[Callable[[], None], Callable[[], None]] | None:
+def _otel_switch(
+    system: ActorSystem, built: list[tuple[int, float]]
+) -> tuple[Callable[[], None], Callable[[], None], Callable[[], Any]] | None:
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -94,15 +100,25 @@ def _otel_switch(system: ActorSystem) -> tuple[Callable[[], None], Callable[[], 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
 
+    tracers = []
+
     def on() -> None:
         exporter.clear()
-        enable_tracing(system, tracer_provider=provider)
+        tracers.append(enable_tracing(system, tracer_provider=provider))
 
     def off() -> None:
-        disable_tracing(system)
+        disable_tracing(system)  # builds and exports what is still queued
+        tracer = tracers.pop()
+        if tracer.dropped or len(exporter.get_finished_spans()) != tracer.built:
+            msg = f"tracing lost spans: {tracer.dropped} dropped, {tracer.built} built"
+            raise RuntimeError(msg)
+        built.append((tracer.built, tracer.build_cpu_seconds))
         exporter.clear()
 
-    return on, off
+    def flush() -> Any:
+        return tracers[-1].flush(timeout=_WAIT_S)
+
+    return on, off, flush
 
 
 def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, float]:
@@ -116,10 +132,11 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
         finally:
             pykka.ActorRegistry.stop_all()
         plain = {"off_tell_per_s": tell, "off_ask_us": ask}
-        for config in ("metrics", "metrics_exact", "tracing"):
+        for config in ("metrics", "metrics_exact", "tracing", "tracing_exported"):
             plain[f"{config}_tell_per_s"] = tell
             plain[f"{config}_ask_us"] = ask
             plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0  # nothing to turn on
+        plain["tracing_build_us"] = 0.0  # no span is built
         return plain
 
     with ActorSystem(name="bench") as system:
@@ -132,24 +149,26 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
         def metrics_off() -> None:
             disable_metrics(system)
 
-        switches: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
-            "off": (lambda: None, lambda: None),
-            "metrics": (metrics_on, metrics_off),
-            "metrics_exact": (lambda: metrics_on(1), metrics_off),
+        switches: dict[str, tuple[Callable[[], None], Callable[[], None], Callable[[], Any] | None]] = {
+            "off": (lambda: None, lambda: None, None),
+            "metrics": (metrics_on, metrics_off, None),
+            "metrics_exact": (lambda: metrics_on(1), metrics_off, None),
         }
-        otel = _otel_switch(system)
+        built: list[tuple[int, float]] = []
+        otel = _otel_switch(system, built)
         if otel is not None:
-            switches["tracing"] = otel
+            on, off, flush = otel
+            switches["tracing"] = (on, off, None)
+            # the same, the clock stopped once every span is built and in the exporter
+            switches["tracing_exported"] = (on, off, flush)
         tells: dict[str, list[float]] = {name: [] for name in switches}
         latencies: dict[str, list[float]] = {name: [] for name in switches}
         for _ in range(rounds):
-            for name, (on, off) in switches.items():
-                # OpenTelemetry's spans cost ~100x a tell: fewer messages, the same rates.
-                scale = 20 if name == "tracing" else 1
+            for name, (on, off, settle) in switches.items():
                 on()
                 try:
-                    tells[name].append(_tell_rate(ref, max(messages // scale, 100)))
-                    latencies[name].append(_ask_us(ref, max(asks // scale, 50)))
+                    tells[name].append(_tell_rate(ref, messages, settle))
+                    latencies[name].append(_ask_us(ref, asks))
                 finally:
                     off()
     figures: dict[str, float] = {}
@@ -163,6 +182,9 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             figures[f"{name}_ask_ratio"] = statistics.median(
                 on / off for off, on in zip(latencies["off"], latencies[name], strict=True)
             )
+    if built:
+        # What building the spans cost (off the message path): CPU per span on the builder.
+        figures["tracing_build_us"] = statistics.median(cpu / count * 1e6 for count, cpu in built if count)
     return figures
 
 
@@ -311,6 +333,8 @@ BENCHMARKS = (
             Metric("metrics_tell_ratio", "tell, metrics on / off (time per message)"),
             Metric("metrics_exact_tell_ratio", "tell, metrics sample_every=1 / off"),
             Metric("tracing_tell_ratio", "tell, OTel SDK tracing / off"),
+            Metric("tracing_exported_tell_ratio", "tell, OTel SDK tracing / off, until every span is exported"),
+            Metric("tracing_build_us", "OTel span built off the message path: builder CPU per span (µs)"),
             Metric("off_ask_us", "ask median, observability off (µs)"),
             Metric("metrics_ask_us", "ask median, metrics on (µs)"),
             Metric("tracing_ask_us", "ask median, OTel SDK tracing (µs)"),

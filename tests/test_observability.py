@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,7 +28,7 @@ from actors import (
     Router,
     UnknownMetricError,
 )
-from actors._core import ChildSpec, TraceContext
+from actors._core import ChildSpec, Future, TraceContext
 from actors.observability import (
     METRIC_NAMES,
     HandlerTime,
@@ -130,6 +131,39 @@ def test_counts_failures_high_water_and_histogram_in_every_mode(system: ActorSys
     assert flat["system.messages_handled"] == 8
     assert flat[f"system.actors.mode.{mode}"] == 1
     assert all(is_metric_name(key) for key in flat)
+
+
+class AwaitsGate(Actor):
+    """An async handler that awaits `gate` (set by the test) after setting `started`."""
+
+    def __init__(self, started: threading.Event, gate: Future[None]) -> None:
+        super().__init__()
+        self.started = started
+        self.gate = gate
+
+    async def on_receive(self, message: Any) -> Any:
+        self.started.set()
+        await self.gate
+        return message
+
+
+def test_an_async_handler_is_timed_to_its_end_awaits_included(system: ActorSystem) -> None:
+    enable_metrics(system)
+    started, gate = threading.Event(), Future[None]()
+    ref = system.spawn(AwaitsGate, started, gate, mode="asyncio")
+    reply = ref.ask("x", block=False)
+    assert started.wait(WAIT)
+    seen = time.perf_counter()  # the handler began before this
+    # suspended on its await: not handled yet (it was counted at its first await before)
+    assert system.metrics().classes["AwaitsGate"].messages_handled == 0
+    released = time.perf_counter()
+    gate.set(None)
+    assert reply.get(timeout=WAIT) == "x"
+    snap = system.metrics().classes["AwaitsGate"]
+    assert snap.messages_handled == 1
+    assert snap.handler_time.count == 1
+    # it ended after `released`: its time covers at least the span the test saw it suspended
+    assert snap.handler_time.sum >= released - seen
 
 
 def test_restarts_and_dead_letters_are_counted_per_class(system: ActorSystem, mode: str) -> None:
@@ -325,6 +359,24 @@ def test_a_trace_id_survives_tell_ask_tell_across_modes_and_a_routed_ask(system:
     assert "Tail" in processed
     assert any(name.endswith("Echo") for name in processed)
     assert any(name.endswith("Forward") for name in processed)
+
+
+def test_a_tell_routed_on_the_router_refs_fast_path_keeps_the_trace(system: ActorSystem, mode: str) -> None:
+    recorder = record_spans(system)
+    seen: list[TraceContext | None] = []
+    done = threading.Event()
+    router = system.spawn(Router, [system.spawn(Tail, seen, done, mode=mode)])  # round robin: the fast path
+    root = new_trace()
+    with use_trace(root):
+        router.tell("job")
+    assert done.wait(WAIT)
+    (context,) = seen
+    assert context is not None
+    assert context.trace_id == root.trace_id
+    router.stop(timeout=WAIT)  # the routee's handler has ended: its span too
+    spans = tuple(span for span in recorder.spans() if span.trace_id == root.trace_id)
+    _check_chain(spans, root)
+    assert sorted((span.kind, span.name) for span in spans) == [("consumer", "process Tail"), ("producer", "send Tail")]
 
 
 def test_a_trace_id_survives_an_ask_routed_by_a_pool(system: ActorSystem, mode: str) -> None:

@@ -12,17 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actors import Actor, ActorSystem, ObservabilityConfigError
+from actors import Actor, ActorSystem, ObservabilityConfigError, Router
+from actors._core import TraceContext
 from actors.observability import (
     disable_tracing,
     enable_metrics,
     enable_tracing,
     new_trace,
     prometheus_registry,
+    record_spans,
     register_metrics,
     serve_metrics,
     use_trace,
 )
+from actors.protocol import AgentMessage, MessageType
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,9 +36,11 @@ pytest.importorskip("prometheus_client")
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_observability import AsyncEcho, AsyncForward, Forward, Tail, _rotated
 
 WAIT = 10.0
 
@@ -70,12 +75,13 @@ def test_otel_spans_follow_the_messaging_conventions(
     system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, spans = exporter
-    enable_tracing(system, tracer_provider=provider)
+    tracer = enable_tracing(system, tracer_provider=provider)
     echo = system.spawn(Echo, mode=mode, name="echo")
     relay = system.spawn(Relay, echo)
     root = new_trace()
     with use_trace(root):
         assert relay.ask("x", timeout=WAIT) == "x"
+    assert tracer.flush(timeout=WAIT)  # spans are built off the message path
     finished: tuple[ReadableSpan, ...] = spans.get_finished_spans()
     assert {f"{span.context.trace_id:032x}" for span in finished} == {root.trace_id}
     by_name = {span.name: span for span in finished}
@@ -105,12 +111,31 @@ def test_an_otel_span_records_the_handlers_error(
     system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
     provider, spans = exporter
-    enable_tracing(system, tracer_provider=provider)
+    tracer = enable_tracing(system, tracer_provider=provider)
     with pytest.raises(ValueError, match="boom"):
         system.spawn(Echo, mode=mode).ask("boom", timeout=WAIT)
+    assert tracer.flush(timeout=WAIT)
     (process,) = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CONSUMER]
     assert process.status.status_code is StatusCode.ERROR
     assert any(event.name == "exception" for event in process.events)
+
+
+def test_an_agent_messages_otel_spans_carry_its_ids(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider)
+    message = AgentMessage(sender="a", recipient="b", type=MessageType.STATUS_UPDATE, correlation_id="c" * 32)
+    assert system.spawn(Echo, mode=mode).ask(message, timeout=WAIT) == message
+    assert tracer.flush(timeout=WAIT)
+    finished = spans.get_finished_spans()
+    assert {span.kind for span in finished} == {SpanKind.PRODUCER, SpanKind.CONSUMER}
+    for span in finished:
+        assert span.attributes is not None
+        assert span.attributes["messaging.message.id"] == message.message_id
+        assert span.attributes["messaging.message.conversation_id"] == "c" * 32
+        assert span.attributes["troupe.message.type"] == "AgentMessage"
+        assert span.attributes["troupe.actor.class"] == "Echo"
 
 
 def test_with_tracing_off_no_opentelemetry_code_is_called(
@@ -123,6 +148,9 @@ def test_with_tracing_off_no_opentelemetry_code_is_called(
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             calls.append(span.name)
 
+        def on_end(self, span: Any) -> None:
+            calls.append(span.name)
+
     provider.add_span_processor(Watching(spans))
     enable_tracing(system, tracer_provider=provider)
     disable_tracing(system)
@@ -132,6 +160,125 @@ def test_with_tracing_off_no_opentelemetry_code_is_called(
     assert ref.ask("x", timeout=WAIT) == "x"
     assert calls == []
     assert spans.get_finished_spans() == ()
+
+
+def _chain(system: ActorSystem, mode: str) -> tuple[TraceContext, TraceContext]:
+    """Run head -> (routed ask) -> routee -> head -> (tell) -> tail, modes rotated from `mode`.
+
+    Return the root context and the one tail's handler ran under.
+    """
+    first, middle, last = _rotated(mode)
+    seen: list[TraceContext | None] = []
+    done = threading.Event()
+    tail = system.spawn(Tail, seen, done, mode=last)
+    echo = AsyncEcho if middle == "asyncio" else Echo
+    router = system.spawn(Router, [system.spawn(echo, mode=middle) for _ in range(2)])
+    head = system.spawn(AsyncForward if first == "asyncio" else Forward, router, tail, mode=first)
+    root = new_trace()
+    with use_trace(root):
+        head.tell("job")
+    assert done.wait(WAIT)
+    head.stop(timeout=WAIT)  # after the handler that started the chain: its span has ended
+    tail.stop(timeout=WAIT)
+    (context,) = seen
+    assert context is not None
+    return root, context
+
+
+def _shape(spans: list[tuple[str, str, str, str | None, tuple[str, ...]]]) -> list[tuple[Any, ...]]:
+    """(name, kind, the parent's name or "root", the linked spans' names), sorted: the chain without its ids."""
+    names = {span_id: name for name, _kind, span_id, _parent, _links in spans}
+    return sorted(
+        (name, kind, "root" if parent is None else names.get(parent, "outside"), tuple(names[link] for link in links))
+        for name, kind, _span_id, parent, links in spans
+    )
+
+
+def test_otel_spans_have_the_recorders_structure_and_the_carried_ids(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    recorder = record_spans(system)
+    first, _ = _chain(system, mode)
+    recorded = [
+        (span.name, span.kind, span.span_id, None if span.parent_id == first.span_id else span.parent_id, span.links)
+        for span in recorder.spans()
+        if span.trace_id == first.trace_id
+    ]
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider)
+    root, tail_context = _chain(system, mode)
+    assert tracer.flush(timeout=WAIT)
+    kinds = {SpanKind.PRODUCER: "producer", SpanKind.CONSUMER: "consumer"}
+    exported = []
+    for span in spans.get_finished_spans():
+        assert span.context is not None
+        if f"{span.context.trace_id:032x}" != root.trace_id:
+            continue
+        exported.append(
+            (
+                span.name,
+                kinds[span.kind],
+                f"{span.context.span_id:016x}",
+                None
+                if span.parent is None or f"{span.parent.span_id:016x}" == root.span_id
+                else f"{span.parent.span_id:016x}",
+                tuple(f"{link.context.span_id:016x}" for link in span.links),
+            )
+        )
+    assert _shape(exported) == _shape(recorded)
+    assert len(exported) == 6  # head, the routee (the router ref routes on the sender), tail: a send and a process each
+    # the context tail's handler ran under (carried as a traceparent) names its exported process span
+    (tail_span,) = [span for span in exported if span[0] == "process Tail"]
+    assert tail_span[2] == tail_context.span_id
+    assert TraceContext.from_traceparent(tail_context.traceparent).trace_id == root.trace_id
+    disable_tracing(system)
+    assert tracer.dropped == 0
+
+
+def test_every_span_reaches_the_exporter_by_the_time_tracing_is_off(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider, export_interval=3600.0)  # the builder never wakes
+    ref = system.spawn(Echo, mode=mode)
+    for i in range(50):
+        ref.tell(i)
+    assert ref.ask("x", timeout=WAIT) == "x"
+    disable_tracing(system)
+    assert len(spans.get_finished_spans()) == 2 * 51 == tracer.built
+    assert tracer.dropped == 0
+
+
+def test_spans_past_max_pending_are_dropped_and_counted(
+    system: ActorSystem, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider, export_interval=3600.0, max_pending=4)
+    ref = system.spawn(Echo, mode="pooled")
+    with use_trace(new_trace()):
+        for i in range(20):
+            ref.tell(i)  # the builder is woken at 1 queued; how many it takes in time is up to the scheduler
+        assert ref.ask("x", timeout=WAIT) == "x"
+    disable_tracing(system)
+    assert tracer.built + tracer.dropped == 2 * 21
+    assert len(spans.get_finished_spans()) == tracer.built
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"export_interval": 0}, "export_interval"), ({"max_pending": 0}, "max_pending")],
+)
+def test_bad_tracing_arguments_are_refused(
+    system: ActorSystem, exporter: tuple[TracerProvider, InMemorySpanExporter], kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ObservabilityConfigError, match=match):
+        enable_tracing(system, tracer_provider=exporter[0], **kwargs)
+    assert system.tracer is None
+
+
+def test_a_provider_that_is_not_the_sdks_is_refused(system: ActorSystem) -> None:
+    with pytest.raises(ObservabilityConfigError, match="SDK TracerProvider"):
+        enable_tracing(system, tracer_provider=NoOpTracerProvider())
 
 
 # -- Prometheus ----------------------------------------------------------------------

@@ -23,7 +23,9 @@ ones are for services built on the runtime:
   metrics service reads (`actors._core.observe`; ``system.observer``).
 - `Tracer`, `Traced`, `TraceContext`, `CURRENT_TRACE`, `set_tracer`: the
   trace context the runtime carries with each message while a system has a
-  tracer (`actors._core.tracing`; ``system.tracer``).
+  tracer (`actors._core.tracing`; ``system.tracer``); `TRACING` (not empty
+  while any system has one) and `trace_message`, for a service's hot path
+  that appends to a cell's queue itself (the router ref).
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
@@ -58,6 +60,7 @@ from actors._core.observe import (
     pool_size,
     set_observer,
     set_tracer,
+    trace_message,
 )
 from actors._core.ref import ActorRef
 from actors._core.supervision import (
@@ -74,7 +77,7 @@ from actors._core.supervision import (
 from actors._core.system import ActorSystem, default_system
 from actors._core.timers import Scheduler, TimerHandle, Timers
 from actors._core.tracing import CURRENT as CURRENT_TRACE
-from actors._core.tracing import TraceContext, Traced, Tracer
+from actors._core.tracing import TRACING, TraceContext, Traced, Tracer
 
 __all__ = [
     "AUDIT_STREAMS",
@@ -84,6 +87,7 @@ __all__ = [
     "MESSAGE_KINDS",
     "MODES",
     "STOP",
+    "TRACING",
     "Actor",
     "ActorRef",
     "ActorSystem",
@@ -139,4 +143,5 @@ __all__ = [
     "pool_size",
     "set_observer",
     "set_tracer",
+    "trace_message",
 ]

@@ -93,7 +93,7 @@ class Hook:
 class _InFlight:
     """What a running handler task is handling."""
 
-    __slots__ = ("abandoned", "hook", "message", "reply_to")
+    __slots__ = ("abandoned", "hook", "message", "on_done", "reply_to")
 
     def __init__(self, message: Any, reply_to: pykka.Future[Any] | None, hook: Hook | None) -> None:
         self.message = message
@@ -101,6 +101,9 @@ class _InFlight:
         self.hook = hook
         # Set when the asker gave up: what its future was told.
         self.abandoned: BaseException | None = None
+        # Set by the metrics probe (actors._core.observe) to time the handler to its end;
+        # called on the loop thread when the handler ends, however it ends.
+        self.on_done: Callable[[], None] | None = None
 
 
 class AsyncioState:
@@ -247,6 +250,8 @@ class AsyncioState:
         if cell.aio is not self:  # the loop was lost meanwhile (`lose_loop`)
             return
         entry = self.handling.pop(task)
+        if entry.on_done is not None:
+            entry.on_done()
         if isinstance(exc, asyncio.CancelledError):
             if entry.hook is not None:
                 entry.hook.done(exc)

@@ -15,7 +15,9 @@ Handler time is sampled: with ``sample_every=N`` (N > 1) one turn in N
 times its first message alone, between two clock reads, into a fixed-bucket
 histogram; every turn is timed as a whole (dispatcher busy time) and its
 messages counted. With ``sample_every=1`` (and always for asyncio cells)
-every message is run and timed one at a time: exact, and dearer.
+every message is run and timed one at a time: exact, and dearer. An
+asyncio actor's coroutine handler is timed from the turn that starts it to
+its end, awaits included (counted when it ends, on the loop thread).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from actors._core.cell import count_observing
 from actors._core.executors import ThreadExecutor
 from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
+from actors._core.messages import KINDS, PROXY
 from actors._core.ref import count_tracing
+from actors._core.tracing import TRACING
 
 if TYPE_CHECKING:
     import pykka
@@ -47,7 +52,10 @@ __all__ = [
     "pool_size",
     "set_observer",
     "set_tracer",
+    "trace_message",
 ]
+
+_clock = time.perf_counter
 
 HANDLER_BUCKETS: tuple[float, ...] = (
     1e-6,
@@ -175,17 +183,24 @@ class Probe:
 
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
         """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
-        stats = self._stats(cell)
+        # The common turn (pooled or thread, not sampled) pays: a dict get, a
+        # length, two clock reads and four counter updates; no call but the
+        # clock's and the cell's loop (inlining `_stats` and dropping max()
+        # took ~0.1 µs off each turn here).
+        stats = self.cells.get(cell)
+        if stats is None:
+            stats = self._stats(cell)
         queue = cell.queue
         depth = len(queue)
-        stats.high_water = max(stats.high_water, depth)
-        stats.turns += 1
-        clock = time.perf_counter
+        if depth > stats.high_water:  # noqa: PLR1730 - not max(): a builtin call per turn
+            stats.high_water = depth
+        turns = stats.turns = stats.turns + 1
+        clock = _clock
         aio = cell.aio
         sample = self.sample_every
         if aio is None and sample != 1:
             start = clock()
-            if stats.turns % sample or not depth:
+            if turns % sample or not depth:
                 stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
             else:
                 # A sampled turn: its first message timed alone, the rest as usual.
@@ -203,7 +218,9 @@ class Probe:
             stats.busy += clock() - start
             return
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
-        # A coroutine handler is timed up to its first suspension (the turn's part).
+        # A coroutine handler runs as a task after the turn started it: it is
+        # timed from then to its end (awaits included), by its in-flight entry's
+        # `on_done` (the loop thread, so still one writer), and counted then.
         limit = cell.throughput
         sysq = cell.sysq
         while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
@@ -218,7 +235,13 @@ class Probe:
             if aio is None:
                 taken = cell._process(1, until)  # noqa: SLF001
             else:
+                handling = aio.handling
+                running = len(handling)
                 aio.process(1)  # the only consumer: it takes the one message seen above
+                if len(handling) > running:  # its handler is a coroutine, now a task (the newest entry)
+                    handling[next(reversed(handling))].on_done = partial(_timed_since, stats, start)
+                    stats.busy += clock() - start
+                    continue
                 taken = 1
             elapsed = clock() - start
             if not taken:
@@ -252,6 +275,11 @@ class Probe:
             if total is None:
                 total = self.retired[cell.actor_class] = CellStats()
             total.fold(stats)
+
+
+def _timed_since(stats: CellStats, start: float) -> None:
+    """A coroutine handler begun at `start` (``perf_counter``) has ended: count it, timed (the loop thread)."""
+    stats.timed_one(time.perf_counter() - start)
 
 
 def live_cells(system: ActorSystem) -> list[Cell]:
@@ -306,10 +334,28 @@ def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
     """Make `tracer` the one `system`'s refs send through (None: tracing off); return the previous one. Any thread.
 
     Messages already queued keep the context they were sent with; one queued
-    traced and handled after tracing is off runs without a span.
+    traced and handled after tracing is off runs without a span. The previous
+    tracer, if another, is closed (`Tracer.close`) on this thread after the swap.
     """
     with _tracer_lock:
         previous = system.tracer
         system.tracer = tracer
         count_tracing((tracer is not None) - (previous is not None))
+        if tracer is not None and previous is None:
+            TRACING.append(None)
+        elif tracer is None and previous is not None:
+            TRACING.pop()
+    if previous is not None and previous is not tracer:
+        previous.close()
     return previous
+
+
+def trace_message(cell: Cell, message: Any) -> Any:
+    """Return `message` as `cell`'s system's tracer wraps it for sending (as ``ActorRef.tell`` does), or as it is.
+
+    For a service that puts mail straight into a cell's queue, behind ``if TRACING:``; any thread.
+    """
+    tracer = cell.system.tracer
+    if tracer is None or KINDS.get(message.__class__, PROXY) != PROXY:
+        return message
+    return tracer.send(cell, message)

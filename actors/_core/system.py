@@ -57,6 +57,7 @@ from actors._core.executors import (
     inline_depth,
 )
 from actors._core.mailbox import FifoMailbox, MailboxSpec
+from actors._core.observe import set_tracer
 from actors._core.ref import ActorRef
 from actors._core.supervision import DEFAULT_POLICY, RestartType, SupervisionPolicy, restart_type
 from actors._core.timers import Scheduler
@@ -622,6 +623,8 @@ class ActorSystem:
         for actor_thread in threads:
             actor_thread.thread.join()
         self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
+        if self.tracer is not None:  # a tracer still set is removed and closed (it may own a thread)
+            set_tracer(self, None)
         with self._state_lock:
             self._state = _SHUT_DOWN
         self._shut_down.set()

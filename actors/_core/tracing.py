@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from actors._core.cell import Cell
 
-__all__ = ["CURRENT", "TraceContext", "Traced", "Tracer", "run_traced"]
+__all__ = ["CURRENT", "TRACING", "TraceContext", "Traced", "Tracer", "run_traced"]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
@@ -109,6 +109,15 @@ def _is_hex(text: str) -> bool:
 CURRENT: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar("troupe_trace", default=None)
 """The trace context messages are sent under on this thread or task: the running handler's, or one set by the user."""
 
+TRACING: list[None] = []
+"""Not empty while some system has a tracer (one item each; `set_tracer` keeps it).
+
+For a service's own hot path that puts mail straight into a cell's queue
+(the router ref's): ``if TRACING:`` costs one global load and a truth test
+of a list, and then `actors._core.observe.trace_message` wraps the message as ``ActorRef.tell``
+does.
+"""
+
 
 class Traced:
     """A mailbox item's message with the trace context it was sent under (built by `Tracer.send`).
@@ -151,6 +160,13 @@ class Tracer:
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """The handler begun with `handle` ended (`exc`: what it raised, or None)."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """This tracer was replaced or removed (`set_tracer`, the system's shutdown): flush, stop its threads.
+
+        Runs on the thread that replaced it, after the swap; `end` may still
+        be called later, by a handler that began before.
+        """
 
 
 def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:

@@ -78,6 +78,7 @@ from actors._core import (
     Future,
     HealthReport,
     HealthStatus,
+    Receipt,
     Terminated,
     check_ref,
 )
@@ -269,6 +270,20 @@ class _Outlet:
         # Written only by the callable's own actor (one writer).
         self.failed = 0
 
+    def offer_audited(self, item: Any, audited: _Audited) -> int:
+        """`offer` for a sampled publication: the tell carries a receipt whose settling writes ``processed``."""
+        cell = self.cell
+        if len(cell.queue) >= self.capacity or not cell.alive:
+            return self.offer(item)  # refused as any: dropped and dead-lettered there
+        receipt: Receipt[Any] = Receipt()
+        receipt.add_done_callback(audited.done)
+        try:
+            self.sub.ref._post_tell(item, receipt)  # noqa: SLF001 - a tell whose handling is reported
+        except (ActorDeadError, TroupeError):  # dead-lettered by the ref / refused by its own bounded mailbox
+            return 0
+        audited.receive()
+        return 1
+
     def offer(self, item: Any) -> int:
         """Hand `item` to the subscriber: 1 if it took it, 0 if its buffer was full or it has stopped."""
         cell = self.cell
@@ -374,19 +389,73 @@ class _Table:
         return route
 
 
-def _message_event(topic: str, message: Any, sender: Any, delivered: int, offered: int) -> dict[str, object]:
-    """Return the ``message_audit`` event of one publication (README, Audit logs)."""
+def _message_fields(topic: str, message: Any, sender: Any) -> dict[str, object]:
+    """The fields every ``message_audit`` event of one publication has (README, Audit logs)."""
     agent = message.__class__ is AgentMessage
     return {
-        "event": "sent",
         "topic": topic,
         "message_id": message.message_id if agent else None,
         "from_agent": message.sender if agent else (sender if isinstance(sender, str) else None),
         "to_agent": message.recipient if agent else None,
-        "message_type": str(message.message_type) if agent else type(message).__name__,
-        "delivered": delivered,
-        "dropped": offered - delivered,
+        "message_type": str(message.type) if agent else type(message).__name__,
     }
+
+
+def _message_event(fields: dict[str, object], delivered: int, offered: int) -> dict[str, object]:
+    """Return the ``sent`` event of one publication."""
+    return {"event": "sent", **fields, "delivered": delivered, "dropped": offered - delivered}
+
+
+class _Audited:
+    """One sampled publication's hand-off to one subscriber: writes ``received``, then ``processed``.
+
+    ``received``: the subscriber's mailbox took it (``subscriber``: its agent
+    id, actor name or URN; ``subscription``: the subscription's id).
+    ``processed``: its handler returned (``success`` true) or raised, or the
+    message became a dead letter (``success`` false, ``error_type``), with
+    ``latency_ms`` from received to processed on the system clock.
+
+    Thread contract: `receive` runs on the publisher's thread after the
+    hand-off, `done` on whichever thread settles the receipt (the
+    subscriber's turn, or its stop); the lock makes ``received`` come first.
+    """
+
+    __slots__ = ("_audit", "_clock", "_fields", "_lock", "_received")
+
+    def __init__(self, audit: Any, fields: dict[str, object], subscription: Subscription) -> None:
+        self._audit = audit
+        self._clock = subscription.ref.actor_system.clock
+        sub = subscription
+        name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
+        self._fields = {**fields, "subscriber": name if name is not None else sub.ref.actor_urn, "subscription": sub.id}
+        self._lock = threading.Lock()
+        self._received: float | None = None  # the clock at received; None until then
+
+    def receive(self) -> None:
+        with self._lock:
+            if self._received is None:
+                self._received = self._clock.now()
+                self._audit.emit("message_audit", {"event": "received", **self._fields})
+
+    def done(self, receipt: Future[Any]) -> None:
+        self.receive()
+        error_type = None
+        try:
+            receipt.get(timeout=0)
+        except Exception as exc:  # noqa: BLE001 - the handler's error (or the dead letter's), reported, not raised
+            error_type = type(exc).__name__
+        received = self._received
+        assert received is not None  # noqa: S101 - receive() set it
+        self._audit.emit(
+            "message_audit",
+            {
+                "event": "processed",
+                **self._fields,
+                "success": error_type is None,
+                "error_type": error_type,
+                "latency_ms": (self._clock.now() - received) * 1000.0,
+            },
+        )
 
 
 class _Core:
@@ -427,6 +496,11 @@ class _Core:
         envelope: Published | None = None
         delivered = offered = 0
         refused: list[Subscription] | None = None
+        audit = self.audit
+        # message_audit on and this publication sampled: each hand-off writes received / processed too.
+        fields = (
+            _message_fields(topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
+        )
         for outlet in route.singles:
             if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
                 continue
@@ -434,9 +508,14 @@ class _Core:
             if outlet.envelope:
                 if envelope is None:
                     envelope = Published(topic, message, sender)
-                took = outlet.offer(envelope)
+                item: Any = envelope
             else:
-                took = outlet.offer(message)
+                item = message
+            took = (
+                outlet.offer(item)
+                if fields is None
+                else outlet.offer_audited(item, _Audited(audit, fields, outlet.sub))
+            )
             delivered += took
             if not took and outlet.overflow == "fail":
                 refused = [*(refused or ()), outlet.sub]
@@ -454,10 +533,11 @@ class _Core:
             for step in range(len(eligible)):
                 outlet = eligible[(start + step) % len(eligible)]
                 if len(outlet.cell.queue) < outlet.capacity or step == len(eligible) - 1:
-                    if outlet.envelope:
-                        took = outlet.offer(envelope or Published(topic, message, sender))
+                    item = envelope or Published(topic, message, sender) if outlet.envelope else message
+                    if fields is None:
+                        took = outlet.offer(item)
                     else:
-                        took = outlet.offer(message)
+                        took = outlet.offer_audited(item, _Audited(audit, fields, outlet.sub))
                     delivered += took
                     if not took and outlet.overflow == "fail":
                         refused = [*(refused or ()), outlet.sub]
@@ -470,9 +550,8 @@ class _Core:
             self.dropped_total += offered - delivered
             if not offered:
                 self.no_subscriber += 1
-        audit = self.audit
-        if audit.message_audit and audit.sampled():
-            audit.emit("message_audit", _message_event(topic, message, sender, delivered, offered))
+        if fields is not None:
+            audit.emit("message_audit", _message_event(fields, delivered, offered))
         if not offered:
             self.dead_letters.record(message, self.ref, DeadLetterReason.NO_SUBSCRIBER)
         if refused:

@@ -14,7 +14,7 @@ import pykka
 from pykka import ActorDeadError
 
 from actors._core import MESSAGE_KINDS as _CELL_KINDS
-from actors._core import ActorRef
+from actors._core import TRACING, ActorRef, trace_message
 from actors.errors import TroupeError
 from actors.routing.fanout import gather
 from actors.routing.messages import Broadcast, _Managed, _Route
@@ -67,12 +67,14 @@ class RouterRef(ActorRef[A]):
         # The hot path of a strategy that picks by turn alone (round robin): a
         # C-level counter and the mailbox append `ActorRef.tell` does, with no
         # Python call in between (each call is ~8% of a tell; measured on
-        # pinned pooled tells: 1.52x -> see benchmarks/routing.py).
+        # pinned pooled tells: 1.52x -> see benchmarks/routing.py). With
+        # tracing on somewhere (`TRACING` not empty), the message goes with its
+        # trace context, as `ActorRef.tell` sends it.
         cells = table.turn_cells
         if cells:
             cell = cells[table.turn() % len(cells)]  # type: ignore[misc]
             if cell.alive:
-                cell.queue.append(message)
+                cell.queue.append(trace_message(cell, message) if TRACING else message)
                 if cell.sched.acquire(False):
                     cell.executor.submit(cell)
                 return

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
+import attrs
 import pytest
 
 from actors import (
@@ -30,6 +31,7 @@ from actors.observability import (
     enable_audit_log,
     enable_metrics,
 )
+from actors.protocol import AgentMessage, MessageType
 from actors.testing import ActorTestKit
 from patterns import WorkflowClient, WorkflowOrchestrator
 from patterns.workflow import RunTask, Task, Workflow
@@ -40,10 +42,32 @@ from tests.coordination.test_tasks import settle, submit
 WAIT = 10
 DAY = 86400.0
 COMMON = ("timestamp", "stream", "system", "event")
+_MESSAGE = ("topic", "message_id", "from_agent", "to_agent", "message_type")
 FIELDS = {
     "agent_activity": ("agent_id", "agent_type", "capabilities"),
     "task_history": ("task_id", "kind", "agent_id", "attempt", "duration_ms", "success", "error_type", "error"),
     "message_audit": ("topic", "message_id", "from_agent", "to_agent", "message_type", "delivered", "dropped"),
+    "message_audit.received": (
+        "topic",
+        "message_id",
+        "from_agent",
+        "to_agent",
+        "message_type",
+        "subscriber",
+        "subscription",
+    ),
+    "message_audit.processed": (
+        "topic",
+        "message_id",
+        "from_agent",
+        "to_agent",
+        "message_type",
+        "subscriber",
+        "subscription",
+        "success",
+        "error_type",
+        "latency_ms",
+    ),
     "performance": ("metric", "value", "unit"),
     "errors": ("actor", "actor_class", "actor_urn", "error_type", "error", "message_type"),
 }
@@ -173,10 +197,64 @@ def test_message_audit_is_opt_in_and_sampled(system: ActorSystem, tmp_path: Path
         broker.publish("news.a", n)
     assert gate.wait(WAIT)
     assert log.flush()
-    events = lines(log, "message_audit")
+    events = [e for e in lines(log, "message_audit") if e["event"] == "sent"]
     assert len(events) == 4  # one in five of 19 publications, counted from the first
     assert all((e["event"], e["topic"], e["delivered"], e["dropped"]) == ("sent", "news.a", 1, 0) for e in events)
     assert all(e["message_type"] == "int" for e in events)
+    # each sampled publication's hand-off was written before publish returned
+    assert len([e for e in lines(log, "message_audit") if e["event"] == "received"]) == 4
+    disable_audit_log(system)
+
+
+class Subscriber(Actor):
+    def __init__(self, *, touchy: bool = False) -> None:
+        super().__init__()
+        self.touchy = touchy
+
+    def on_receive(self, message: Any) -> Any:
+        if self.touchy and isinstance(message, AgentMessage) and message.content == "boom":
+            msg = "it went boom"
+            raise ValueError(msg)
+        return message
+
+
+def test_message_audit_writes_sent_received_and_processed_with_the_documented_fields(
+    system: ActorSystem, tmp_path: Path, mode: str
+) -> None:
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    quiet = system.spawn(Subscriber, mode=mode, name="quiet")
+    touchy = system.spawn(Subscriber, mode=mode, name="touchy", restart="permanent", touchy=True)
+    broker.subscribe("news.*", quiet)
+    broker.subscribe("news.*", touchy, agent="agent-7")
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
+    ok = AgentMessage(sender="a", recipient="b", type=MessageType.STATUS_UPDATE, content="fine")
+    bad = attrs.evolve(ok, message_id="m-bad", content="boom")
+    assert broker.publish("news.ok", ok) == 2
+    assert broker.publish("news.bad", bad) == 2
+    for ref in (quiet, touchy):  # FIFO: both publications were handled, their receipts settled
+        assert ref.ask("sync", timeout=WAIT) == "sync"
+    assert log.flush()
+    events = lines(log, "message_audit")
+    for event in events:
+        key = "message_audit" if event["event"] == "sent" else f"message_audit.{event['event']}"
+        assert set(event) == {*COMMON, *FIELDS[key]}, event
+    by = {(e["event"], e["message_id"], e.get("subscriber")): e for e in events}
+    assert len(by) == len(events) == 2 * (1 + 2 + 2)
+    for message in (ok, bad):
+        assert by["sent", message.message_id, None]["delivered"] == 2
+        for name in ("quiet", "agent-7"):
+            received = by["received", message.message_id, name]
+            processed = by["processed", message.message_id, name]
+            assert (received["from_agent"], received["to_agent"], received["message_type"]) == (
+                "a",
+                "b",
+                "status_update",
+            )
+            assert processed["latency_ms"] >= 0
+            assert events.index(received) < events.index(processed)
+            failed = message is bad and name == "agent-7"
+            assert processed["success"] is not failed
+            assert processed["error_type"] == ("ValueError" if failed else None)
     disable_audit_log(system)
 
 
