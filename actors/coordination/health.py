@@ -131,12 +131,19 @@ class HealthTracker:
         self.mailbox_depth = 0
         # `outcome`'s shortcut holds when no rule can call a clean record anything but healthy:
         # no custom rules, no p95 rule, no threshold at 0 (which even a rate or lag of 0 meets).
-        self._plain = not self._needs_p95 and all(
-            t is None or t > 0 for t in (policy.error_rate_degraded, policy.error_rate_unhealthy, self.lag_degraded)
+        degraded, unhealthy, lag = policy.error_rate_degraded, policy.error_rate_unhealthy, self.lag_degraded
+        self._plain = (
+            not self._needs_p95
+            and (degraded is None or degraded > 0)
+            and (unhealthy is None or unhealthy > 0)
+            and (lag is None or lag > 0)
         )
         # The mailbox depth below which its rule says healthy.
-        limits = [t for t in (policy.mailbox_degraded, policy.mailbox_unhealthy) if t is not None]
-        self._depth_limit = min(limits) if limits else math.inf
+        depth_degraded, depth_unhealthy = policy.mailbox_degraded, policy.mailbox_unhealthy
+        self._depth_limit: float = min(
+            math.inf if depth_degraded is None else depth_degraded,
+            math.inf if depth_unhealthy is None else depth_unhealthy,
+        )
         self.level = Health.HEALTHY
         self._candidate = Health.HEALTHY
         self._streak = 0
