@@ -991,14 +991,15 @@ class Coordinator(Actor):
         except pykka.ActorDeadError:
             pass  # its Terminated is on the way: the attempt is reassigned then
 
-    def _pull(self, agent: _Agent) -> None:
+    def _pull(self, agent: _Agent, now: float | None = None) -> bool:
         """Let `agent` take the best queued tasks it can run, while it may take work and has credit.
 
-        Runs before the agent's status is re-derived after a slot came back, so an agent
-        that goes from one task straight to the next stays BUSY (no IDLE in between).
+        Return whether it took one (its status was re-derived then). Runs before the
+        agent's status is re-derived after a slot came back, so an agent that goes from
+        one task straight to the next stays BUSY (no IDLE in between).
         """
         queues = self._queues
-        now = None
+        took = False
         while queues and _takes_work(agent):
             best: list[tuple[float, int, _Task]] | None = None
             empty = None
@@ -1017,7 +1018,7 @@ class Coordinator(Actor):
                 for requires in empty:
                     del queues[requires]
             if best is None:
-                return
+                break
             task = heapq.heappop(best)[2]
             if not best:
                 del queues[task.spec.requires]
@@ -1026,18 +1027,8 @@ class Coordinator(Actor):
             if now is None:
                 now = self._clock.now()
             self._start(task, agent, now)
-
-    def _release(self, agent: _Agent, task_id: str, attempt: int) -> None:
-        """Give the agent back the slot of (task_id, attempt): it pulls queued work, then its status is re-derived."""
-        key = (task_id, attempt)
-        in_flight = agent.in_flight
-        if key not in in_flight:
-            return
-        in_flight.remove(key)  # type: ignore[union-attr]  # holds key: a set
-        if not agent.removed:
-            if self._queues:
-                self._pull(agent)
-            self._refresh(agent)
+            took = True
+        return took
 
     def _on_finished(self, message: TaskFinished) -> None:
         task = self._tasks.get(message.task_id)
@@ -1047,30 +1038,57 @@ class Coordinator(Actor):
             if agent is None:
                 return  # not (or no longer) registered: it holds no slot here
         now = self._clock.now()
-        self._heard(agent, now)
-        if task is not None and task.agent is agent and task.attempt == message.attempt and task.state is _RUNNING:
+        if agent.offline:
+            self._heard(agent, now)
+        else:  # `_heard`, inlined: this runs once per task
+            agent.last_heard = now
+            beats = agent.beats
+            if beats is not None:
+                try:
+                    beats.move_to_end(agent)
+                except KeyError:
+                    beats[agent] = None
+        agent.info = None
+        attempt = message.attempt
+        if task is not None and task.agent is agent and task.attempt == attempt and task.state is _RUNNING:
             run_time = message.run_time
             error = message.error
-            level = self._tracker(agent).outcome(ok=error is None, run_time=run_time)
+            tracker = agent.tracker
+            if tracker is None:
+                tracker = self._tracker(agent)
+            level = tracker.outcome(ok=error is None, run_time=run_time)
             if level is not agent.health:
                 self._set_health(agent, level)
-            agent.ema = run_time if agent.ema == 0.0 else agent.ema + _EMA_ALPHA * (run_time - agent.ema)
-            self._end_attempt(task)
+            ema = agent.ema
+            agent.ema = run_time if ema == 0.0 else ema + _EMA_ALPHA * (run_time - ema)
             if error is None:
-                for c in task.counters:
+                for c in task.counters:  # `_end_attempt`'s counters, and the run time
+                    c.running -= 1
                     c.run_times.append(run_time)
+                if task.spec.timeouts is not NO_TIMEOUTS:
+                    self._stop_attempt_timers(task)
                 self._finish(task, _COMPLETED, value=message.value, now=now)
             else:
+                self._end_attempt(task)
                 self._attempt_failed(task, error)
-        self._release(agent, message.task_id, message.attempt)
+        # The attempt's slot comes back: the agent pulls queued work, then its status is
+        # re-derived (by `_start` if it took a task: one task straight to the next).
+        key = (message.task_id, attempt)
+        in_flight = agent.in_flight
+        if key in in_flight:
+            in_flight.remove(key)  # type: ignore[union-attr]  # holds key: a set
+            if not agent.removed and not (self._queues and self._pull(agent, now)):
+                self._refresh(agent)
 
     def _end_attempt(self, task: _Task) -> None:
         """The running attempt is over (for whatever reason): stop its timers and counters."""
         for c in task.counters:
             c.running -= 1
+        if task.spec.timeouts is not NO_TIMEOUTS:
+            self._stop_attempt_timers(task)
+
+    def _stop_attempt_timers(self, task: _Task) -> None:
         timeouts = task.spec.timeouts
-        if timeouts is NO_TIMEOUTS:
-            return
         if timeouts.start_to_close is not None:
             self.timers.cancel(("s2c", task.id))
         if timeouts.heartbeat is not None:
