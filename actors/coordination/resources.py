@@ -318,8 +318,6 @@ class ResourceManager(Actor):
         )
         self._checking = False  # a deadlock pass is running (its own grants do not start another)
         self._waits: deque[float] = deque(maxlen=4096)
-        # The bundles (as `Acquire.units`) that passed `_validate`: a repeat skips the checks.
-        self._valid_units: set[tuple[tuple[str, int], ...]] = set()
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Acquire: self._on_acquire,
             Release: self._on_release,
@@ -364,7 +362,7 @@ class ResourceManager(Actor):
     # -- requests ------------------------------------------------------------------------
 
     def _on_acquire(self, message: Acquire) -> LeaseRequest:
-        if message.units not in self._valid_units or message.timeout is not None or message.ttl is not None:
+        if not self._plainly_valid(message):
             self._validate(message)
         now = self._clock.now()
         key = (message.owner, message.bundle)
@@ -402,6 +400,22 @@ class ResourceManager(Actor):
             self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
         return LeaseRequest(waiting.id, waiting.future)
 
+    def _plainly_valid(self, message: Acquire) -> bool:
+        """The common request, checked in one pass: known resources, plain ints within capacity, no timeouts.
+
+        False sends it to `_validate`, which accepts what this does not look at (int
+        subclasses, timeouts) or says what is wrong.
+        """
+        units = message.units
+        if not units or message.timeout is not None or message.ttl is not None:
+            return False
+        capacity = self._capacity
+        for name, n in units:
+            cap = capacity.get(name)
+            if cap is None or n.__class__ is not int or not 0 < n <= cap:
+                return False
+        return True
+
     def _validate(self, message: Acquire) -> None:
         problem = None
         if not message.bundle:
@@ -422,7 +436,6 @@ class ResourceManager(Actor):
             except ResourceRequestError:
                 self._counts["rejected"] += 1
                 raise
-            self._valid_units.add(message.units)  # the capacities never change: valid for good
             return
         self._counts["rejected"] += 1
         msg = f"{self}: request of {message.owner!r} for {dict(message.bundle)} can never be granted: {problem}"
