@@ -24,12 +24,14 @@ in_flight``; the coordinator never sends it more. A new task goes to the best
 capable agent with credit: not unhealthy (degraded after healthy), then least
 in flight, then lowest moving-average run time (among the first 8 capable of
 a load level), then round robin. An agent that gets credit back pulls the
-best queued task it can run. A task nobody can take now waits in a queue per
-set of required capabilities, ordered by ``submitted_at - priority * aging``
-(so a priority level is worth `aging` seconds of waiting and nothing
-starves), and is never dropped: it waits until a capable agent has credit, or
-its schedule-to-start timeout fails it with an error naming the missing
-capabilities. Timeouts and retries are timer messages on the system clock.
+best queued task it can run, in the same turn and before its status is
+re-derived: one that goes from a task straight to the next stays BUSY (no
+IDLE/BUSY pair of events, no trip through the ready buckets). A task nobody
+can take now waits in a queue per set of required capabilities, ordered by
+``submitted_at - priority * aging`` (so a priority level is worth `aging`
+seconds of waiting and nothing starves), and is never dropped: it waits
+until a capable agent has credit, or its schedule-to-start timeout fails it
+with an error naming the missing capabilities. Timeouts and retries are timer messages on the system clock.
 
 Delivery is at least once: an attempt in flight on an agent that stops or
 goes offline is reassigned at once (it counts as an attempt; the attempt
