@@ -416,19 +416,28 @@ class Coordinator(Actor):
 
     def on_receive(self, message: Any) -> Any:
         """Answer a request (its errors reach the asker), or handle a notification (which never fails us)."""
-        handler = self._handlers.get(message.__class__)
-        if handler is not None:
-            return handler(message)
-        notify = self._notifications.get(message.__class__)
-        if notify is None:
-            self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
-            return None
+        cls = message.__class__
+        notify: Callable[[Any], None]
+        if cls is TaskFinished:  # the most frequent message: one per attempt, looked up first
+            notify = self._on_finished
+        else:
+            handler = self._handlers.get(cls)
+            if handler is not None:
+                return handler(message)
+            found = self._notifications.get(cls)
+            if found is None:
+                self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
+                return None
+            notify = found
         try:
             notify(message)
         except Exception as error:  # noqa: BLE001 - a bad notification must not stop the service
-            logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
-            self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
+            self._dropped(message, error)
         return None
+
+    def _dropped(self, message: Any, error: Exception) -> None:
+        logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
+        self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.HANDLER_FAILED, error)
 
     def _on_unknown(self, message: Any) -> None:
         msg = (

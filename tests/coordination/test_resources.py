@@ -143,7 +143,7 @@ def test_a_waiting_request_is_withdrawn_when_its_holder_stops(actor_testkit: Act
 
 
 def test_impossible_requests_are_rejected_at_once_and_the_manager_keeps_serving(rm: Any) -> None:
-    for bundle, match in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"gpu": 5}, "more than its capacity of 4"),
         ({"tpu": 1}, "no resource 'tpu'"),
         ({"gpu": 0}, "ask for an int > 0"),
@@ -151,7 +151,8 @@ def test_impossible_requests_are_rejected_at_once_and_the_manager_keeps_serving(
         ({"gpu": True}, "ask for an int > 0"),  # equal to 1, and hashed alike: still not a number of units
         ({"gpu": 1.0}, "ask for an int > 0"),
         ({}, "empty"),
-    ]:
+    ]
+    for bundle, match in cases:
         rm.ask(Acquire("a", {"gpu": 1}))  # the same bundle with 1 unit, granted just before, changes nothing
         with pytest.raises(ResourceRequestError, match=match):
             rm.ask(Acquire("a", bundle))
