@@ -50,6 +50,7 @@ from actors import (
     Task,
     TaskSpec,
     WatchRegistry,
+    submit_task,
 )
 from benchmarks._harness import Benchmark, Metric, Target
 
@@ -190,6 +191,14 @@ class _PykkaCoordinator(pykka.ThreadingActor):
             self.pending[task_id] = future
             ref.tell((task_id, payload))
             return future
+        if kind == "submit_told":  # the caller made the future and does not wait for the coordinator
+            _, requires, payload, future = message
+            capable = [ref for ref, caps in self.agents.values() if requires <= caps]
+            ref = capable[next(self.rr) % len(capable)]
+            task_id = next(self.ids)
+            self.pending[task_id] = future
+            ref.tell((task_id, payload))
+            return None
         if kind == "done":
             self.pending.pop(message[1]).set(message[2])
             return None
@@ -357,9 +366,21 @@ def registry(impl: str, *, n: int, queries: int = 2_000) -> dict[str, float]:
 
 
 def tasks(
-    impl: str, *, agents: int = 1_000, count: int = 20_000, window: int = 2_000, latency_samples: int = 2_000
+    impl: str,
+    *,
+    agents: int = 1_000,
+    count: int = 20_000,
+    window: int = 2_000,
+    latency_samples: int = 2_000,
+    told: bool = False,
 ) -> dict[str, float]:
-    """Run `count` tasks end to end through a coordinator with `agents` agents; time closed-loop latency too."""
+    """Run `count` tasks end to end through a coordinator with `agents` agents; time closed-loop latency too.
+
+    Submitted by ask (the coordinator answers the task's future), or with `told`
+    by tell, carrying a future the caller made (troupe's `submit_task`; pykka's
+    the same by hand): the caller never waits for the coordinator's turn. The
+    floor's plain calls are the same either way.
+    """
     requires = frozenset({"work"})
     if impl == "floor":
         plain = _PlainCoordinator()
@@ -381,9 +402,15 @@ def tasks(
         try:
             for i, ref in enumerate(refs):
                 coordinator.tell(("register", f"w/w{i}", ref, requires))
-            elapsed, latencies = _drive(
-                lambda i: coordinator.ask(("submit", requires, i)), count, window, latency_samples
-            )
+
+            def submit_pykka(i: int) -> Any:
+                if not told:
+                    return coordinator.ask(("submit", requires, i))
+                future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+                coordinator.tell(("submit_told", requires, i, future))
+                return future
+
+            elapsed, latencies = _drive(submit_pykka, count, window, latency_samples)
         finally:
             for ref in refs:
                 ref.stop(block=False)
@@ -400,6 +427,8 @@ def tasks(
             coordinator.ask(GetCoordinationStatistics())
 
             def submit(i: int) -> Any:
+                if told:
+                    return submit_task(coordinator, TaskSpec("echo", i, requires=requires)).future
                 return coordinator.ask(Submit(TaskSpec("echo", i, requires=requires))).future
 
             elapsed, latencies = _drive(submit, count, window, latency_samples)
@@ -518,9 +547,12 @@ def services(
     changes: int = 5_000,
     ops: int = 50_000,
 ) -> dict[str, float]:
-    """Tasks end to end, status to a watcher and resource grants, in one process (one case each impl)."""
+    """Tasks end to end (asked, then told), status to a watcher, resource grants: one process, one case each impl."""
+    asked = tasks(impl, agents=agents, count=count, window=window, latency_samples=latency_samples)
+    told = tasks(impl, agents=agents, count=count, window=window, latency_samples=latency_samples, told=True)
     return {
-        **tasks(impl, agents=agents, count=count, window=window, latency_samples=latency_samples),
+        **asked,
+        **{f"told_{name}": value for name, value in told.items()},
         **status_stream(impl, changes=changes),
         **resources(impl, ops=ops),
     }
@@ -562,6 +594,11 @@ BENCHMARKS = (
             Metric("tasks_per_s", "tasks end to end, 1,000 agents (tasks/s)", higher_is_better=True),
             Metric("task_p50_us", "one task, closed loop: median (µs)"),
             Metric("task_p99_us", "one task, closed loop: p99 (µs)"),
+            Metric(
+                "told_tasks_per_s", "tasks end to end, submitted by tell (submit_task) (tasks/s)", higher_is_better=True
+            ),
+            Metric("told_task_p50_us", "one task submitted by tell, closed loop: median (µs)"),
+            Metric("told_task_p99_us", "one task submitted by tell, closed loop: p99 (µs)"),
             Metric("status_us", "status change to a watcher (µs)"),
             Metric("grants_per_s", "resource request + grant + release (ops/s)", higher_is_better=True),
         ),

@@ -67,7 +67,11 @@ __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "Agent"]
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 """Seconds between heartbeats (seed 000); the coordinator's default timeout is twice that."""
 
-_current: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("troupe_agent_task", default=None)
+# The attempt being run: the `Task` itself (its id and attempt), no tuple made per task.
+_current: contextvars.ContextVar[Task | None] = contextvars.ContextVar("troupe_agent_task", default=None)
+
+# Results that are surely not awaitable: `inspect.isawaitable` (an ABC check) is skipped for them.
+_PLAIN_RESULTS = frozenset({type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
 
 
 @attrs.frozen
@@ -168,7 +172,7 @@ class Agent(Actor):
         """Heartbeat the task being run now (resets its heartbeat timeout); call it from `handle_task`."""
         current = _current.get()
         if current is not None:
-            self._tell(self.coordinator, TaskProgress(self.agent_id, current[0], current[1], details))
+            self._tell(self.coordinator, TaskProgress(self.agent_id, current.task_id, current.attempt, details))
 
     # -- runtime -------------------------------------------------------------------------
 
@@ -238,24 +242,28 @@ class Agent(Actor):
         coordinator = message.coordinator
         if self.coordinator is None:
             self.coordinator = coordinator
-        clock = self.actor_system.clock
-        started = clock.now()
-        token = _current.set((task.task_id, task.attempt))
+        now = self.actor_system.clock.now
+        started = now()
+        token = _current.set(task)
         try:
             result = self.handle_task(task)
         except Exception as error:  # noqa: BLE001 - the coordinator gets it, and retries by policy
             self._tell(
-                coordinator, TaskFinished(self.agent_id, task.task_id, task.attempt, None, error, clock.now() - started)
+                coordinator, TaskFinished(self.agent_id, task.task_id, task.attempt, None, error, now() - started)
             )
             return
         finally:
             _current.reset(token)
-        if inspect.isawaitable(result):
+        if result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result):
             self._start_async(task, coordinator, result, started)
             return
-        self._tell(
-            coordinator, TaskFinished(self.agent_id, task.task_id, task.attempt, result, None, clock.now() - started)
-        )
+        finished = TaskFinished(self.agent_id, task.task_id, task.attempt, result, None, now() - started)
+        try:
+            coordinator.tell(finished)
+        except pykka.ActorDeadError:  # as `_tell`, inlined: one call fewer per task
+            logger.debug(
+                "{}: coordinator {} has stopped; {!r} went to dead letters", self.agent_id, coordinator, finished
+            )
 
     def _start_async(self, task: Task, coordinator: pykka.ActorRef[Any], awaitable: Any, started: float) -> None:
         key = (task.task_id, task.attempt)
@@ -275,7 +283,7 @@ class Agent(Actor):
         if not inspect.iscoroutine(awaitable):
             awaitable = _await(awaitable)
         context = contextvars.copy_context()
-        context.run(_current.set, key)  # report_progress inside the task knows its attempt
+        context.run(_current.set, task)  # report_progress inside the task knows its attempt
         running = loop.create_task(awaitable, name=f"{self.agent_id}:{task.task_id}#{task.attempt}", context=context)
         self._running[key] = running
 

@@ -60,6 +60,8 @@ NO_TIMEOUTS = Timeouts()
 
 
 def _caps(value: Iterable[str]) -> frozenset[str]:
+    if value.__class__ is frozenset:  # the common case, as is: one call fewer per TaskSpec
+        return value
     return frozenset((value,) if isinstance(value, str) else value)
 
 

@@ -143,21 +143,26 @@ def test_a_waiting_request_is_withdrawn_when_its_holder_stops(actor_testkit: Act
 
 
 def test_impossible_requests_are_rejected_at_once_and_the_manager_keeps_serving(rm: Any) -> None:
-    for bundle, match in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"gpu": 5}, "more than its capacity of 4"),
         ({"tpu": 1}, "no resource 'tpu'"),
         ({"gpu": 0}, "ask for an int > 0"),
         ({"gpu": -1}, "ask for an int > 0"),
+        ({"gpu": True}, "ask for an int > 0"),  # equal to 1, and hashed alike: still not a number of units
+        ({"gpu": 1.0}, "ask for an int > 0"),
         ({}, "empty"),
-    ]:
+    ]
+    for bundle, match in cases:
+        rm.ask(Acquire("a", {"gpu": 1}))  # the same bundle with 1 unit, granted just before, changes nothing
         with pytest.raises(ResourceRequestError, match=match):
             rm.ask(Acquire("a", bundle))
     with pytest.raises(ResourceRequestError, match="timeout"):
         rm.ask(Acquire("a", {"gpu": 1}, timeout=0))
     with pytest.raises(ResourceRequestError, match="ttl"):
         rm.ask(Acquire("a", {"gpu": 1}, ttl=-1))
-    assert rm.ask(GetResourceStatistics()).rejected == 7
-    assert rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT).fencing_token == 1
+    assert rm.ask(GetResourceStatistics()).rejected == 9
+    lease = rm.ask(Acquire("a", {"gpu": 1})).future.get(timeout=WAIT)  # reentrant: the one granted in the loop
+    assert (lease.fencing_token, lease.holds) == (1, 8)
 
 
 def test_releasing_twice_or_as_another_owner_is_refused(rm: Any) -> None:

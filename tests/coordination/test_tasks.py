@@ -98,6 +98,28 @@ def test_an_agent_is_never_sent_more_tasks_than_its_credit(actor_testkit: ActorT
     assert [h.result(timeout=WAIT) for h in handles] == ["opened"] * 5
 
 
+def test_an_agent_going_from_a_task_straight_to_a_queued_one_stays_busy(actor_testkit: ActorTestKit, mode: str) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    agent = spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    probe = actor_testkit.probe()
+    coord.ask(WatchRegistry(probe.ref))
+    gate = Gate()
+    handles = [submit(coord, payload=("gate", gate)) for _ in range(3)]  # one runs, two wait for its slot
+    assert coord.ask(GetCoordinationStatistics()).tasks.queued == 2
+    gate.open()
+    assert [h.result(timeout=WAIT) for h in handles] == ["opened"] * 3
+    settle(actor_testkit, coord, agent)
+    changes = [m.status_change for m in probe.received() if isinstance(m, RegistryEvent) and m.status_change]
+    # The slot each report frees is refilled in the same turn: busy throughout, no idle in between,
+    # and the per-agent numbers have no gap.
+    assert [(c.old, c.new) for c in changes] == [
+        (AgentStatus.IDLE, AgentStatus.BUSY),
+        (AgentStatus.BUSY, AgentStatus.IDLE),
+    ]
+    assert [c.seq for c in changes] == [2, 3]
+    assert info(coord, "echo/e1").status_seq == 3
+
+
 def test_tasks_spread_over_idle_agents_by_load_then_round_robin(actor_testkit: ActorTestKit, mode: str) -> None:
     coord = spawn_coordinator(actor_testkit)
     refs = [spawn_agent(actor_testkit, Echo, f"e{i}", coord, mode=mode, max_concurrent_tasks=2) for i in range(3)]
