@@ -205,8 +205,7 @@ class Probe:
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
         # A coroutine handler is timed up to its first suspension (the turn's part).
         limit = cell.throughput
-        sysq = cell.sysq
-        while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
+        while limit > 0 and not cell.sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
             if until is not None and until._done:  # type: ignore[attr-defined]  # noqa: SLF001 - our futures
                 return
             if aio is not None and (cell.awaiting is not None or cell.aio is not aio):
