@@ -4,9 +4,11 @@
 `set_get_hook`, `map`, `filter`, `join`, `reduce` and `pykka.get_all` behave
 as pykka documents them. Two things differ from `pykka.ThreadingFuture`:
 
-- waiting is a single `_thread.lock` that is created locked and released by
-  `set()`: no `threading.Condition` per future (a Condition allocates a lock
-  per waiter and runs in Python; the lock is C and is ~4x cheaper per ask);
+- waiting is a single `_thread.lock`, made locked by the first `get()` that
+  has to wait and released by `set()`: no `threading.Condition` per future (a
+  Condition allocates a lock per waiter and runs in Python; the lock is C
+  and is ~4x cheaper per ask), and none at all for a future set before
+  anyone waits (an inline ask, a reply collected later);
 - `await future` inside a coroutine suspends only that coroutine: the value
   is handed to the event loop with `call_soon_threadsafe` (pykka's own
   `__await__` blocks the loop, pykka issue #99). Futures derived with `map`,
@@ -81,11 +83,14 @@ class Future(pykka.Future[T]):
     __slots__ = ("_callbacks", "_done", "_exc_info", "_label", "_value", "_waiter")
 
     def __init__(self) -> None:
-        # Invariant: _waiter is held until the future is set (or given a get
-        # hook); a getter acquires and at once releases it, so every waiter
-        # is woken in turn.
-        self._waiter = allocate_lock()
-        self._waiter.acquire()
+        # Invariant: None until a getter has to wait (`_make_waiter`), then a
+        # lock, made held and never replaced, released once by the setter (or
+        # `set_get_hook`); a getter acquires and at once releases it, so every
+        # waiter is woken in turn. Made lazily: a lock per future was one
+        # more object for the garbage collector per reply still held (a
+        # million of them after asking a million actors), and its allocation
+        # and acquire ~0.1 µs of every ask.
+        self._waiter: Any = None
         self._done = False
         self._value: Any = None
         self._exc_info: OptExcInfo | None = None
@@ -111,14 +116,20 @@ class Future(pykka.Future[T]):
             if self._cell is not None:
                 self._refuse_blocking_on_loop()
             waiter = self._waiter
-            if not waiter.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
-                what = f"a reply from {self._label}" if self._label else "a value"
-                msg = (
-                    f"waited {timeout} seconds for {what} and got none; "
-                    "the actor may be busy or blocked: raise the timeout or check what it is doing"
-                )
-                raise pykka.Timeout(msg)
-            waiter.release()
+            if waiter is None:
+                waiter = self._make_waiter()
+            # Read again now that the waiter is in place: a setter writes
+            # `_done` before it reads `_waiter` (`_settle`), so either it
+            # releases this waiter or this read sees it done.
+            if not self._done and self._get_hook is None:
+                if not waiter.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+                    what = f"a reply from {self._label}" if self._label else "a value"
+                    msg = (
+                        f"waited {timeout} seconds for {what} and got none; "
+                        "the actor may be busy or blocked: raise the timeout or check what it is doing"
+                    )
+                    raise pykka.Timeout(msg)
+                waiter.release()
         if self._get_hook is not None:
             return super().get(timeout=timeout)
         exc_info = self._exc_info
@@ -127,12 +138,30 @@ class Future(pykka.Future[T]):
             raise exc_value.with_traceback(traceback)  # type: ignore[union-attr]  # set_exception stores an exception
         return self._value  # type: ignore[no-any-return]
 
+    def _make_waiter(self) -> Any:
+        """Return the lock getters wait on, made held by the first of them (under `_waiter_lock`)."""
+        with _waiter_lock:
+            waiter = self._waiter
+            if waiter is None:
+                waiter = allocate_lock()
+                waiter.acquire()
+                self._waiter = waiter
+        return waiter
+
     def set(self, value: Any = None) -> None:
         """Set the value and wake every waiter.
 
         Raises:
             queue.Full: the future was already set or has a get hook (as pykka).
         """
+        if self._cell is not None:  # a reply its asker may abandon: settled under a lock
+            with _contested_lock:
+                if self._done or self._get_hook is not None:
+                    raise queue.Full
+                self._value = value
+                self._done = True  # the race is decided: the waking is done outside the lock
+            self._settle()
+            return
         if self._done or self._get_hook is not None:
             raise queue.Full
         self._value = value
@@ -147,24 +176,34 @@ class Future(pykka.Future[T]):
         if exc_info is None:
             exc_info = sys.exc_info()
         assert len(exc_info) == 3  # noqa: S101, PLR2004 - pykka's own check of the argument, kept as pykka has it
-        if self._done or self._get_hook is not None:
-            raise queue.Full
         exc_type, exc_value, traceback = exc_info
         if exc_value is None:
             assert exc_type is not None  # noqa: S101 - as pykka: an exc_info without a value has a type
             exc_value = exc_type()
+        if self._cell is not None:  # as in `set`
+            with _contested_lock:
+                if self._done or self._get_hook is not None:
+                    raise queue.Full
+                self._exc_info = (exc_type, exc_value, traceback)
+                self._done = True
+            self._settle()
+            return
+        if self._done or self._get_hook is not None:
+            raise queue.Full
         self._exc_info = (exc_type, exc_value, traceback)
         self._settle()
 
     def set_get_hook(self, func: Callable[[float | None], T]) -> None:
         """Compute the value by calling `func(timeout)` on `get()` (as pykka)."""
-        if self._done:
+        if self._done or self._get_hook is not None:
             raise queue.Full
         super().set_get_hook(func)
-        try:
-            self._waiter.release()
-        except RuntimeError:
-            raise queue.Full from None
+        waiter = self._waiter  # read after the hook is in place, as `_settle` reads it after `_done`
+        if waiter is not None:
+            try:
+                waiter.release()
+            except RuntimeError:
+                raise queue.Full from None
 
     def map(self, func: Callable[[T], M]) -> Future[M]:
         """Return a future of `func(value)`, computed on get (as pykka); awaitable without a thread."""
@@ -209,12 +248,16 @@ class Future(pykka.Future[T]):
         _call(fn, self)
 
     def _settle(self) -> None:
+        # `_done` first, then `_waiter`: see `get`. Under the GIL the two
+        # orders pair up, so a getter never waits on a lock nobody releases.
         self._done = True
-        try:
-            self._waiter.release()
-        except RuntimeError:
-            # Two parties raced to set the same future; the first one won.
-            raise queue.Full from None
+        waiter = self._waiter
+        if waiter is not None:
+            try:
+                waiter.release()
+            except RuntimeError:
+                # Two parties raced to set the same future; the first one won.
+                raise queue.Full from None
         if self._callbacks is not None:
             with _callbacks_lock:
                 callbacks, self._callbacks = self._callbacks, None
@@ -532,3 +575,13 @@ def _call(fn: Callable[[Future[Any]], None], future: Future[Any]) -> None:
 # One lock for every future's callback list: taken only when callbacks exist,
 # so the common ask (no callbacks) never touches it.
 _callbacks_lock = allocate_lock()
+
+_waiter_lock = allocate_lock()
+"""Held while a getter that has to wait makes the future's waiter (`Future._make_waiter`)."""
+
+_contested_lock = allocate_lock()
+"""Held while a reply its asker may abandon is settled (an asyncio actor's: `Cell.abandon`).
+
+Only that future is set by two parties (the actor and the asker giving up),
+and one of them must see that it lost (`queue.Full`); every other future has
+exactly one setter, and is set without a lock."""

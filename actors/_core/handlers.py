@@ -148,10 +148,7 @@ class AsyncioState:
         pop = cell.queue.popleft
         actor = cell.actor
         kinds = KINDS
-        sysq = cell.sysq
-        if sysq is None:  # the first turn with mail: the loop below must see what is posted meanwhile
-            sysq = cell.system_queue()
-        while limit > 0 and not sysq:
+        while limit > 0 and not cell.sysq:  # read each round: a system message posted meanwhile stops the turn
             limit -= 1
             try:
                 item = pop()

@@ -106,7 +106,7 @@ class StopChildren:
         while pending:
             child = pending[-1]
             if child.state != TERMINATED:
-                child.post_system(STOP, inline=True)
+                child.stop_now()
                 if child.state != TERMINATED:
                     child.on_terminated(self._child_terminated)
                     return

@@ -222,8 +222,7 @@ class Probe:
         # timed from then to its end (awaits included), by its in-flight entry's
         # `on_done` (the loop thread, so still one writer), and counted then.
         limit = cell.throughput
-        sysq = cell.sysq
-        while limit > 0 and not sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
+        while limit > 0 and not cell.sysq and len(queue) and cell.state == RUNNING and not cell.suspended:
             if until is not None and until._done:  # type: ignore[attr-defined]  # noqa: SLF001 - our futures
                 return
             if aio is not None and (cell.awaiting is not None or cell.aio is not aio):

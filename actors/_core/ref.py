@@ -216,7 +216,11 @@ class ActorRef(pykka.ActorRef[A]):
                 future._cell = cell  # noqa: SLF001 - it replies from its loop
                 cell.put(envelope)
             else:
-                cell.put(envelope)
+                # `Cell.put` inlined, as in `tell`: one Python call less for a
+                # timed ask and for each of a million asks without blocking.
+                cell.queue.append(envelope)
+                if cell.sched.acquire(False):
+                    cell.executor.submit(cell)
         except (ActorDeadError, TroupeError):
             future.set_exception()
         if block:

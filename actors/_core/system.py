@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import itertools
 import os
 import sys
 import threading
 import weakref
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 import pykka
@@ -64,7 +66,7 @@ from actors._core.timers import Scheduler
 from actors.errors import ActorNameTakenError, DispatcherError, MetricsOffError, SystemShutdownError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
     from actors._core.observe import Probe
@@ -242,7 +244,9 @@ class ActorSystem:
         name: str | None = None,
         mode: str | None = None,
         mailbox: MailboxSpec | None = None,
-        restart: RestartType | str = "temporary",
+        # The member, not its str: `_spawn` then skips validating it (an enum
+        # call, ~0.4 µs of a ~10 µs spawn).
+        restart: RestartType | str = RestartType.TEMPORARY,
         dispatcher: str | None = None,
         **kwargs: Any,
     ) -> ActorRef[Any]:
@@ -281,6 +285,79 @@ class ActorSystem:
         return self._spawn(
             actor_class, args, kwargs, name=name, mode=mode, mailbox=mailbox, restart=restart, dispatcher=dispatcher
         )
+
+    def spawn_many(
+        self,
+        actor_class: type[pykka.Actor],
+        count: int,
+        *args: Any,
+        mode: str | None = None,
+        mailbox: MailboxSpec | None = None,
+        restart: RestartType | str = RestartType.TEMPORARY,
+        dispatcher: str | None = None,
+        **kwargs: Any,
+    ) -> list[ActorRef[Any]]:
+        """Start `count` unnamed actors of one class, each built with `args` and `kwargs`; return their refs.
+
+        The bulk path for many alike actors (a million agents in one
+        process): the same actors, in the same order, as `count` calls of
+        `spawn` would start, with the arguments checked once, and Python's
+        cyclic garbage collector paused while they are built. What a bulk
+        spawn allocates is all alive (each cell is reachable from its
+        parent), so a collection in the middle of it frees nothing, yet each
+        one walks every object the process holds: CPython 3.11 runs a full
+        collection each time the long-lived objects grow by a quarter, and
+        those walks were ~37% of the CPU of spawning a million actors one
+        `spawn` at a time. The pause is for this call only: the collector is
+        switched back on before it returns (also when it raises) unless it
+        was off when it began, and a ``gc.collect()`` then gives the new
+        objects their one walk into the oldest generation. Calls from many
+        threads at once share one pause; garbage cycles made meanwhile on
+        other threads wait for that collection. ``gc.callbacks`` see it.
+
+        Any thread may call it, as `spawn`. The constructor arguments are the
+        same objects for every actor (build per-actor state in ``__init__``).
+
+        Raises:
+            TypeError: `count` is not an int.
+            ValueError: `count` is negative.
+            Exception: what `spawn` raises; the actors started before the
+                failing one keep running.
+        """
+        check_count("count", count, owner="ActorSystem.spawn_many")
+        if not count:
+            return []
+        with _collector_paused():
+            # The first spawn checks every argument (and raises as `spawn`
+            # would); the others skip the checks and build as `_spawn` does.
+            first = self._spawn(
+                actor_class, args, kwargs, mode=mode, mailbox=mailbox, restart=restart, dispatcher=dispatcher
+            )
+            refs: list[ActorRef[Any]] = [first]
+            concrete, mode = concrete_class(actor_class, mode)
+            pool = None
+            own_group = mode not in _NO_DISPATCHER and getattr(concrete, "dispatcher", None) is not None
+            if dispatcher is not None or own_group:
+                pool = self._group(concrete, mode, dispatcher)
+            kept = None if restart is RestartType.TEMPORARY else restart_type(restart)
+            if kept is RestartType.TEMPORARY:
+                kept = None
+            spec = None if kept is None else (args, kwargs)
+            new_cell, home, box = self._new_cell, self._guardian, mailbox or _FIFO
+            append, threads = refs.append, self._actor_threads
+            for _ in range(count - 1):
+                if self._state != _RUNNING:
+                    msg = f"cannot spawn {concrete.__qualname__!r}: system {self.name!r} is {self._state}"
+                    raise SystemShutdownError(msg)
+                cell = new_cell(concrete, mode, None, home, box, kept, spec, pool=pool)
+                cell.instantiate(args, kwargs, False)
+                executor = cell.executor
+                if isinstance(executor, ThreadExecutor):
+                    threads.add(executor)  # as in `_spawn`
+                    executor.start()
+                cell.launch()
+                append(cell.ref)
+        return refs
 
     def _spawn(
         self,
@@ -644,6 +721,34 @@ class ActorSystem:
         """Ask every top-level actor to stop now, without waiting (pykka's BaseException rule)."""
         for cell in reversed(self._guardian.children_snapshot()):
             cell.post_system(STOP)
+
+
+_collector_lock = threading.Lock()
+# Guarded by `_collector_lock`: the `spawn_many` calls under way, and whether
+# the first of them found the collector on (the last one out switches it back).
+_collector_pauses = 0
+_collector_was_on = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block; the last block out restores it and collects once."""
+    global _collector_pauses, _collector_was_on  # noqa: PLW0603 - one pause per process, under the lock
+    with _collector_lock:
+        if not _collector_pauses:
+            _collector_was_on = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_pauses -= 1
+            resume = not _collector_pauses and _collector_was_on
+            if resume:
+                gc.enable()
+        if resume:
+            gc.collect()
 
 
 def _dispatcher_sizes(dispatchers: object) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""An idle actor's mailbox costs 40 bytes: the FIFO queue is made on the first message (`LazyFifo`).
+"""An idle actor's mailbox costs 48 bytes: the FIFO queue holds one message and is made on the second (`LazyFifo`).
 
 What must not change for it: order, nothing lost when the first messages
 race in from many threads, timers and system messages reaching an actor
@@ -47,14 +47,28 @@ def _queue(ref: Any) -> Any:
     return ref.actor_inbox.queue
 
 
-def test_a_fifo_mailbox_is_a_placeholder_until_the_first_message_then_a_deque(system: ActorSystem, mode: str) -> None:
+def test_a_fifo_mailbox_is_a_placeholder_until_the_second_message_then_a_deque(system: ActorSystem, mode: str) -> None:
     ref = system.spawn(Recorder, mode=mode)
     assert type(_queue(ref)) is LazyFifo
     assert not ref.actor_inbox.sysq  # no system message yet: no list either
     ref.tell(1)
-    assert type(_queue(ref)) is deque  # the hot path is a bare deque's from now on
+    assert type(_queue(ref)) is LazyFifo  # it holds the first message itself
     ref.tell(2)
-    assert ref.ask("get", timeout=WAIT) == [1, 2]
+    assert type(_queue(ref)) is deque  # the hot path is a bare deque's from now on
+    ref.tell(3)
+    assert ref.ask("get", timeout=WAIT) == [1, 2, 3]
+
+
+def test_an_actor_asked_once_answers_without_a_deque_and_gets_one_on_its_next_message(
+    system: ActorSystem, mode: str
+) -> None:
+    ref = system.spawn(Recorder, mode=mode)
+    assert ref.ask("get", timeout=WAIT) == []
+    assert type(_queue(ref)) is LazyFifo  # the message held was taken: still no deque
+    assert len(_queue(ref)) == 0
+    ref.tell(1)
+    assert type(_queue(ref)) is deque
+    assert ref.ask("get", timeout=WAIT) == [1]
 
 
 def test_the_other_kinds_keep_their_own_queue_from_the_start(system: ActorSystem, mode: str) -> None:
@@ -154,8 +168,8 @@ def test_a_timer_is_the_first_message_of_an_actor_that_never_had_mail(
     assert type(_queue(ref)) is LazyFifo
     clock.advance(1.0)
     assert rang.wait(WAIT)
-    assert type(_queue(ref)) is deque
     assert ref.ask("after", timeout=WAIT) == "after"
+    assert type(_queue(ref)) is deque  # the ask was its second message
 
 
 class _Cell:
@@ -175,11 +189,34 @@ def test_a_replaced_placeholder_still_works_for_whoever_read_it_before() -> None
         placeholder.peek()
     assert not placeholder.pop_head("x")
     placeholder.append("a")
+    assert cell.queue is placeholder  # held, no deque yet
+    assert len(placeholder) == 1
+    assert placeholder.peek() == "a"
+    assert not placeholder.pop_head("x")
+    placeholder.append("b")
     assert type(cell.queue) is deque
-    placeholder.append("b")  # a sender that read cell.queue before the swap
-    placeholder.offer("c")  # the runtime's (a timer's)
-    assert len(placeholder) == 3
+    assert list(cell.queue) == ["a", "b"]  # the held message kept its place at the head
+    placeholder.append("c")  # a sender that read cell.queue before the swap
+    placeholder.offer("d")  # the runtime's (a timer's)
+    assert len(placeholder) == 4
     assert placeholder.peek() == "a"
     assert placeholder.pop_head("a")
     assert placeholder.popleft() == "b"
-    assert list(cell.queue) == ["c"]
+    assert list(cell.queue) == ["c", "d"]
+
+
+def test_a_placeholder_whose_one_message_was_taken_makes_its_deque_on_the_next() -> None:
+    cell = _Cell()
+    placeholder: Any = FifoMailbox().create(cell)  # type: ignore[arg-type]
+    cell.queue = placeholder
+    placeholder.append("a")
+    assert placeholder.pop_head("a")
+    assert len(placeholder) == 0
+    with pytest.raises(IndexError):
+        placeholder.popleft()
+    placeholder.append("b")
+    assert type(cell.queue) is deque
+    assert list(cell.queue) == ["b"]
+    assert placeholder.popleft() == "b"
+    with pytest.raises(IndexError):
+        placeholder.popleft()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -317,3 +318,114 @@ def test_the_first_system_registers_one_exit_hook_which_shuts_down_the_systems_l
     lines = stdout.splitlines()
     assert lines[:2] == ["1 0", "exiting 0"]
     assert sorted(lines[2:]) == ["stopped a", "stopped b"]
+
+
+# -- spawn_many: the bulk path ---------------------------------------------------
+
+
+class _Tagged(Actor):
+    """Records its constructor arguments; replies with them and its own id."""
+
+    def __init__(self, tag: str, *, weight: int) -> None:
+        super().__init__()
+        self.args = (tag, weight)
+
+    def on_receive(self, message: Any) -> Any:
+        return (*self.args, id(self))
+
+
+def test_spawn_many_starts_that_many_actors_in_order_each_its_own_instance(system: ActorSystem, mode: str) -> None:
+    refs = system.spawn_many(_Tagged, 5, "t", weight=3, mode=mode)
+    assert len(refs) == 5
+    assert system.children() == refs  # top-level, in spawn order
+    replies = [ref.ask("who", timeout=WAIT) for ref in refs]
+    assert [reply[:2] for reply in replies] == [("t", 3)] * 5
+    assert len({reply[2] for reply in replies}) == 5
+    assert system.spawn_many(_Tagged, 0, "t", weight=3, mode=mode) == []
+    for ref in refs:
+        assert ref.stop(timeout=WAIT) is True
+
+
+def test_spawn_many_checks_its_arguments_as_spawn_does(system: ActorSystem) -> None:
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        system.spawn_many(Recorder, -1)
+    with pytest.raises(TypeError, match="count must be an int"):
+        system.spawn_many(Recorder, 2.0)  # type: ignore[arg-type]
+    with pytest.raises(ModeError):
+        system.spawn_many(Recorder, 3, mode="nonsense")
+    with pytest.raises(ValueError, match="unknown restart type"):
+        system.spawn_many(Recorder, 3, restart="sometimes")
+    assert system.children() == []
+
+
+def test_spawn_many_actors_with_a_restart_type_are_restarted_from_the_same_arguments(
+    system: ActorSystem, mode: str
+) -> None:
+    first, second = system.spawn_many(Recorder, 2, mode=mode, restart="permanent")
+    assert first.ask(1, timeout=WAIT) == 1
+    assert second.ask(2, timeout=WAIT) == 2
+    second.tell("fail")  # a permanent child is restarted: a fresh instance, built again
+    assert second.ask("get", timeout=WAIT) == []
+    assert first.ask("get", timeout=WAIT) == [1]
+
+
+class _FailsThird(Actor):
+    built = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        _FailsThird.built += 1  # not type(self): that is the class derived for the mode
+        if _FailsThird.built == 3:
+            msg = "the third fails on purpose"
+            raise RuntimeError(msg)
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_spawn_many_pauses_the_collector_only_while_it_runs_also_when_a_spawn_fails(
+    system: ActorSystem, *, collector_on: bool
+) -> None:
+    was_on = gc.isenabled()
+    _FailsThird.built = 0
+    try:
+        if collector_on:
+            gc.enable()
+        else:
+            gc.disable()
+        assert len(system.spawn_many(Recorder, 3)) == 3
+        assert gc.isenabled() is collector_on
+        with pytest.raises(RuntimeError, match="third"):
+            system.spawn_many(_FailsThird, 5)
+        assert gc.isenabled() is collector_on
+        assert len(system.children()) == 5  # three Recorders, and the two built before the failure
+    finally:
+        if was_on:
+            gc.enable()
+        else:
+            gc.disable()
+
+
+class _HeldInConstructor(Actor):
+    def __init__(self, entered: threading.Event, release: threading.Event) -> None:
+        super().__init__()
+        entered.set()
+        assert release.wait(WAIT)
+
+
+def test_spawn_many_calls_at_once_share_one_pause_and_the_last_one_out_ends_it(system: ActorSystem) -> None:
+    assert gc.isenabled()
+    entered, release = threading.Event(), threading.Event()
+    spawned: list[Any] = []
+    holder = threading.Thread(
+        target=lambda: spawned.extend(system.spawn_many(_HeldInConstructor, 1, entered, release)), name="holder"
+    )
+    holder.start()
+    try:
+        assert entered.wait(WAIT)
+        assert not gc.isenabled()  # paused while the holder's call runs
+        assert len(system.spawn_many(Recorder, 2)) == 2
+        assert not gc.isenabled()  # the holder's call is still under way
+    finally:
+        release.set()
+        holder.join(WAIT)
+    assert len(spawned) == 1
+    assert gc.isenabled()
