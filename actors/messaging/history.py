@@ -107,6 +107,9 @@ DEFAULT_MAX_AGE = 30 * 24 * 3600.0
 _MAX_LIMIT = 10_000
 # One encoder: json.dumps with options builds a new JSONEncoder per call (~40% of encoding a small value).
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+# A commit's rows: no cycle check (~20% of encoding a [timestamp, message] row); a cyclic message
+# raises RecursionError instead, and `_json_rows` then finds it with `_JSON`, which names the cycle.
+_ROWS = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
@@ -753,7 +756,7 @@ class MessageHistory(Service, ThreadActor):
         """Encode a run of JSON messages as one array of [timestamp, message] rows."""
         rows = [[stamp, [entry.message] if legacy else entry.message] for entry, stamp in run]
         try:
-            return [entry for entry, _ in run], _JSON.encode(rows)
+            return [entry for entry, _ in run], _ROWS.encode(rows)
         except (TypeError, ValueError, RecursionError):
             pass  # one of them cannot be stored: find it, reject it, write the others
         kept: list[tuple[Append, float]] = []
@@ -784,7 +787,7 @@ class MessageHistory(Service, ThreadActor):
                 continue
             entries.append(entry)
             rows.append([stamp, text, message.type.value, message.correlation_id, message.message_id])
-        return entries, _JSON.encode(rows) if rows else ""
+        return entries, _ROWS.encode(rows) if rows else ""
 
     # -- queries ----------------------------------------------------------------------------------------------
 

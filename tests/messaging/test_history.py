@@ -249,16 +249,20 @@ def test_an_entry_that_cannot_be_encoded_is_rejected_and_the_rest_of_its_run_com
     system: ActorSystem, tmp_path: Path
 ) -> None:
     history = spawn_service(system, MessageHistory, tmp_path / "h.db", commit_delay=60.0)
-    for message in (0, 1, [object()], 3):  # a list at the top (check_payload lets it by), not JSON inside
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    # Lists at the top (check_payload lets them by), not JSON inside: an object, a cycle.
+    for message in (0, 1, [object()], 3, cyclic, 5):
         history.tell(Append("topic:t", message, topic="t"))
-    history.flush()  # one commit, one run of the four
+    history.flush()  # one commit, one run of the six
     page = history.query(stream="topic:t")
-    assert [(e.seq, e.message) for e in page.entries] == [(1, 0), (2, 1), (3, 3)]
-    assert history.statistics().rejected == 1
-    (letter,) = system.dead_letters.recent()
-    assert letter.reason is DeadLetterReason.REJECTED
-    assert isinstance(letter.exception, HistoryPayloadError)
-    assert history.append("topic:t", 4, topic="t").get(timeout=5) == 4
+    assert [(e.seq, e.message) for e in page.entries] == [(1, 0), (2, 1), (3, 3), (4, 5)]
+    assert history.statistics().rejected == 2
+    letters = system.dead_letters.recent()
+    assert [letter.reason for letter in letters] == [DeadLetterReason.REJECTED] * 2
+    assert all(isinstance(letter.exception, HistoryPayloadError) for letter in letters)
+    assert "Circular reference" in str(letters[1].exception)
+    assert history.append("topic:t", 6, topic="t").get(timeout=5) == 5
 
 
 _AWKWARD = [
