@@ -68,6 +68,7 @@ import contextlib
 import json
 import math
 import os
+import reprlib
 import sqlite3
 import threading
 import time
@@ -194,8 +195,9 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
         return "agent", to_json(message), message.type.value, message.correlation_id, message.message_id
     try:
         payload = _JSON.encode(message)
-    except (TypeError, ValueError) as exc:
-        msg = f"the history cannot store {message!r} as JSON: {exc}; send JSON-compatible data or an AgentMessage"
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        shown = reprlib.repr(message)  # bounded: the message may be too deep for repr too
+        msg = f"the history cannot store {shown} as JSON: {exc}; send JSON-compatible data or an AgentMessage"
         raise HistoryPayloadError(msg) from exc
     return "json", payload, None, None, None
 
@@ -683,7 +685,12 @@ class MessageHistory(Service, ThreadActor):
             return
         self.pending = []
         self.awaited = False
-        statements, written, streams = self._runs(pending)
+        try:
+            statements, written, streams = self._runs(pending)
+        except Exception as exc:
+            for entry, _ in pending:  # nothing is lost silently: each is a dead letter, its ack failed
+                self._reject(entry, exc)
+            raise
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")

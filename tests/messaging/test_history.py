@@ -251,15 +251,18 @@ def test_an_entry_that_cannot_be_encoded_is_rejected_and_the_rest_of_its_run_com
     history = spawn_service(system, MessageHistory, tmp_path / "h.db", commit_delay=60.0)
     cyclic: list[Any] = [1]
     cyclic.append(cyclic)
-    # Lists at the top (check_payload lets them by), not JSON inside: an object, a cycle.
-    for message in (0, 1, [object()], 3, cyclic, 5):
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    # Lists at the top (check_payload lets them by), not JSON inside: an object, a cycle, too deep.
+    for message in (0, 1, [object()], 3, cyclic, deep, 5):
         history.tell(Append("topic:t", message, topic="t"))
-    history.flush()  # one commit, one run of the six
+    history.flush()  # one commit, one run of the seven
     page = history.query(stream="topic:t")
     assert [(e.seq, e.message) for e in page.entries] == [(1, 0), (2, 1), (3, 3), (4, 5)]
-    assert history.statistics().rejected == 2
+    assert history.statistics().rejected == 3
     letters = system.dead_letters.recent()
-    assert [letter.reason for letter in letters] == [DeadLetterReason.REJECTED] * 2
+    assert [letter.reason for letter in letters] == [DeadLetterReason.REJECTED] * 3
     assert all(isinstance(letter.exception, HistoryPayloadError) for letter in letters)
     assert "Circular reference" in str(letters[1].exception)
     assert history.append("topic:t", 6, topic="t").get(timeout=5) == 5
