@@ -7,19 +7,30 @@
 
 Entries. Every entry belongs to a stream (``topic:<name>``, ``session:<id>``,
 ``direct:<from>:<to>``) and has a sequence number within it, 1, 2, 3...,
-assigned in the order entries reach the history's mailbox (so one
-publisher's entries to one stream keep their order). A stream's numbering
-survives retention: the last number of each stream is kept in its own table.
+in the order entries were told to the history (so one publisher's entries
+to one stream keep their order), given when they commit. A stream's
+numbering survives retention: the last number of each stream is kept in
+its own table.
 
-Group commit, off the sender's path. Senders only tell the history an
-`Append` (on their own thread that is one mailbox append). The history
-collects entries and commits them in one transaction when its mailbox is
-empty or `batch` entries wait, then settles each entry's ``ack`` future:
-**acknowledged means committed**. Entries nobody awaits (a plain
-publication) may wait ``commit_delay`` (5 ms of the system's clock) for
-more: a storm of publications then commits in batches, not one by one. In WAL mode with ``synchronous="NORMAL"``
-(the default) a committed transaction survives the process being killed;
-``"FULL"`` also survives a power loss, at the cost of an fsync per commit.
+Group commit, off the sender's path. A sender tells the history an
+`Append`; its ref puts it in the history's journal (`_Journal`: a list
+behind a lock, on the sender's thread, with the entry's timestamp) and
+tells the history's mailbox only when the journal had nothing waiting, or
+the entry is awaited, or `batch` entries wait: a storm of publications
+wakes the history's thread once per commit, not once per entry. The
+history commits what waits in one transaction, then settles each entry's
+``ack`` future. Entries nobody awaits (a plain publication) wait
+``commit_delay`` (5 ms of the system's clock) for company; an awaited
+entry, a query, a flush or a stop commits at once.
+
+**Acknowledged means committed.** An entry is acknowledged when its
+``ack`` future (`HistoryRef.append`, `BrokerRef.publish_acked`) is settled,
+or when a `HistoryRef.flush` told after it returns, and that happens only
+after the transaction holding it has committed. In WAL mode with
+``synchronous="NORMAL"`` (the default) a committed transaction survives the
+process being killed (kill -9); ``"FULL"`` also survives a power loss, at
+the cost of an fsync per commit. A plain publication is not acknowledged:
+up to ``commit_delay`` of them can be lost with the process.
 
 Payloads. A message is stored as JSON: an `AgentMessage` in its wire form
 (`actors.protocol.to_json`), anything else as a JSON value. `check_payload`
@@ -53,15 +64,19 @@ connection is used only by its own turns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import reprlib
 import sqlite3
+import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, cast
 
 import attrs
 from loguru import logger
+from pykka import ActorDeadError
 
 from actors._core import ActorRef, DeadLetterReason, Future, QueuedMessage, ThreadActor, check_count, check_seconds
 from actors.errors import HistoryPayloadError, HistoryQueryError, ProtocolError
@@ -70,6 +85,8 @@ from actors.protocol import AgentMessage, freeze_json, from_json, to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from actors._core import Cell
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -91,6 +108,9 @@ DEFAULT_MAX_AGE = 30 * 24 * 3600.0
 _MAX_LIMIT = 10_000
 # One encoder: json.dumps with options builds a new JSONEncoder per call (~40% of encoding a small value).
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+# A commit's rows: no cycle check (~20% of encoding a [timestamp, message] row); a cyclic message
+# raises RecursionError instead, and `_json_rows` then finds it with `_JSON`, which names the cycle.
+_ROWS = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
@@ -120,10 +140,28 @@ CREATE INDEX IF NOT EXISTS entries_type ON entries (message_type, id) WHERE mess
 CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, id) WHERE correlation_id IS NOT NULL;
 """
 
-_INSERT = (
+# A run of entries is inserted from one JSON array of rows (`MessageHistory._commit`); what varies along a
+# run comes from each row, the rest is bound once. `->` and `->>` need SQLite 3.38; before that,
+# json_extract reads the rows, and a JSON message travels wrapped in a one-element array (json_extract
+# would unquote a string; the array's text, brackets stripped, is the message's own encoding).
+_RUN = (
     "INSERT INTO entries (stream, seq, ts, kind, sender, recipient, topic, session, message_type, "
-    "correlation_id, message_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "correlation_id, message_id, payload) SELECT ?1, ?2 + key, {ts}, ?3, ?4, ?5, ?6, ?7, {rest} FROM json_each(?8)"
 )
+_JSON_RUN = _RUN.format(ts="value ->> 0", rest="NULL, NULL, NULL, value -> 1")
+_AGENT_RUN = _RUN.format(ts="value ->> 0", rest="value ->> 2, value ->> 3, value ->> 4, value ->> 1")
+_JSON_RUN_LEGACY = _RUN.format(
+    ts="json_extract(value, '$[0]')",
+    rest="NULL, NULL, NULL, substr(json_extract(value, '$[1]'), 2, length(json_extract(value, '$[1]')) - 2)",
+)
+_AGENT_RUN_LEGACY = _RUN.format(
+    ts="json_extract(value, '$[0]')",
+    rest="json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[1]')",
+)
+_ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)
+
+
 _COLUMNS = "id, stream, seq, ts, kind, sender, recipient, topic, session, message_type, correlation_id, payload"
 
 
@@ -157,8 +195,9 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
         return "agent", to_json(message), message.type.value, message.correlation_id, message.message_id
     try:
         payload = _JSON.encode(message)
-    except (TypeError, ValueError) as exc:
-        msg = f"the history cannot store {message!r} as JSON: {exc}; send JSON-compatible data or an AgentMessage"
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        shown = reprlib.repr(message)  # bounded: the message may be too deep for repr too
+        msg = f"the history cannot store {shown} as JSON: {exc}; send JSON-compatible data or an AgentMessage"
         raise HistoryPayloadError(msg) from exc
     return "json", payload, None, None, None
 
@@ -174,6 +213,7 @@ class Append(NamedTuple):
     0.5 us on the machine of the benchmarks). It is just as immutable.
     """
 
+    # Invariant: the fields in this order (`MessageHistory._runs` compares entries by slice).
     stream: str
     message: Any
     sender: str | None = None
@@ -219,6 +259,13 @@ class _Flush:
 @attrs.frozen
 class _CommitDue:
     pass
+
+
+@attrs.frozen
+class _Drain:
+    """The journal holds entries: commit them now, or arm the commit timer (`_Journal`)."""
+
+    now: bool
 
 
 @attrs.frozen
@@ -274,13 +321,19 @@ class HistoryPage:
 
 @attrs.frozen
 class HistoryStatistics:
-    """The history's counters: entries committed, commits, rejected entries, deleted by retention."""
+    """The history's counters: entries committed, commits, rejected entries, deleted by retention.
+
+    ``cpu_seconds`` is the CPU time the history's thread has used (its
+    thread's clock, read on it): what the history costs, apart from the
+    senders' side (`benchmarks/messaging.py` divides it by the entries).
+    """
 
     appended: int
     commits: int
     rejected: int
     deleted: int
     largest_batch: int
+    cpu_seconds: float = 0.0
 
 
 @attrs.frozen
@@ -306,10 +359,87 @@ class HistoryRetention:
 # -- the ref and the actor ------------------------------------------------------------------------------
 
 
-class HistoryRef(ServiceRef):
-    """The address of a `MessageHistory`, with its requests as methods."""
+class _Journal:
+    """Appends told to a history, waiting for its next commit: the sender's side of group commit.
 
-    __slots__ = ()
+    A told `Append` is put here on the sender's thread (with its timestamp),
+    not in the mailbox: a mailbox append wakes the history's thread for every
+    entry (most of an entry's cost in a publication storm, measured in
+    benchmarks/messaging.py), while the journal wakes it once per commit. The
+    history takes everything here when it commits (`MessageHistory._drain`),
+    in the order it was put here, which is the order of the streams' numbers.
+
+    Every field is guarded by `lock`, taken by senders and by the history's
+    own turns, never while calling out.
+    """
+
+    __slots__ = ("batch", "closed", "due", "entries", "immediate", "lock", "now")
+
+    def __init__(self, now: Callable[[], float], batch: int, *, immediate: bool) -> None:
+        self.lock = threading.Lock()
+        self.now = now
+        self.batch = batch
+        self.immediate = immediate  # commit_delay == 0: every wake commits at once
+        # Invariant: entries are (append, timestamp) in the order told; none is in the mailbox too.
+        self.entries: list[tuple[Append, float]] = []
+        # Invariant: due >= the commit the history was told to make for what is in entries:
+        # _IDLE (none told), _LATER (told a _Drain that arms the commit timer), _NOW (a _Drain that commits).
+        self.due = _IDLE
+        # Invariant: closed once the history's on_stop has taken the entries; a later append goes to the
+        # mailbox (a dead letter if the actor has gone, the next incarnation's if it is restarting).
+        self.closed = False
+
+    def take(self) -> list[tuple[Append, float]]:
+        """Take every entry (the history's turns only); the next append tells the history again."""
+        with self.lock:
+            entries = self.entries
+            self.entries = []
+            self.due = _IDLE
+        return entries
+
+
+_IDLE, _LATER, _NOW = 0, 1, 2
+
+
+class HistoryRef(ServiceRef):
+    """The address of a `MessageHistory`, with its requests as methods.
+
+    A told `Append` goes to the history's journal on the caller's thread
+    (`_Journal`); everything else to its mailbox.
+    """
+
+    __slots__ = ("_journal",)
+
+    def __init__(self, cell: Cell) -> None:
+        super().__init__(cell)
+        self._journal: _Journal | None = None  # installed by the history's constructor
+
+    def tell(self, message: Any) -> None:
+        """Send `message`; an `Append` waits in the journal for the next commit, which it may call for.
+
+        Raises:
+            ActorDeadError: the history has stopped; the message is a dead letter.
+        """
+        journal = self._journal
+        if journal is None or message.__class__ is not Append:
+            super().tell(message)
+            return
+        with journal.lock:
+            if journal.closed:
+                due = _IDLE
+            else:
+                entries = journal.entries
+                entries.append((message, journal.now()))
+                due = _NOW if message.ack is not None or journal.immediate or len(entries) >= journal.batch else _LATER
+                if due <= journal.due:
+                    return  # the history was told already
+                journal.due = due
+        if due == _IDLE:
+            super().tell(message)  # stopping or stopped: the mailbox (or a dead letter) settles it
+            return
+        # Stopped after the append: its on_stop takes the journal (closing it under the lock after that).
+        with contextlib.suppress(ActorDeadError):
+            super().tell(_Drain(now=due == _NOW))
 
     def append(self, stream: str, message: Any, **fields: Any) -> Future[Any]:
         """Append `message` to `stream`; return a future of its seq, settled once committed."""
@@ -380,22 +510,39 @@ class MessageHistory(Service, ThreadActor):
         self.batch = batch
         self.commit_delay = commit_delay
         self.db = _open(self.path, _SCHEMA, synchronous)
-        # Invariant: the last seq given in each stream, committed or pending.
+        self.legacy_json = not _ARROWS  # SQLite before 3.38: json_extract instead of -> and ->>
+        # Invariant: the last seq committed in each stream.
         self.seqs: dict[str, int] = dict(self.db.execute("SELECT stream, last_seq FROM streams").fetchall())
         last = self.db.execute("SELECT ts FROM entries ORDER BY id DESC LIMIT 1").fetchone()
         self.last_ts: float = last[0] if last is not None else -math.inf
-        self.pending: list[tuple[Append, tuple[Any, ...]]] = []
+        # Invariant: entries to commit, in the order their streams number them, each with its timestamp.
+        self.pending: list[tuple[Append, float]] = []
         # Invariant: awaited is True iff an entry in pending has an ack future.
         self.awaited = False
         self.appended = self.commits = self.rejected = self.deleted = self.largest = 0
+        ref = self.actor_ref
+        self.journal: _Journal | None = None
+        if isinstance(ref, HistoryRef):
+            journal = ref._journal  # noqa: SLF001 - a restarted history takes over its predecessor's journal
+            if journal is None:
+                journal = ref._journal = _Journal(now, batch, immediate=commit_delay == 0)  # noqa: SLF001
+            with journal.lock:
+                journal.closed = False
+                journal.due = _IDLE if not journal.entries else journal.due
+            self.journal = journal
 
     def on_start(self) -> None:
         """Arm the retention timer."""
         self.timers.start_periodic_timer("retention", EnforceRetention(), self.retention.interval)
 
     def on_stop(self) -> None:
-        """Commit what waits (queued appends included) and close the database."""
+        """Commit what waits (the journal and queued appends) and close the database."""
         try:
+            journal = self.journal
+            if journal is not None:
+                with journal.lock:
+                    journal.closed = True  # later appends go to the mailbox, as dead letters
+            self._drain()
             for entry in self.take_told(Append):
                 self._append(entry)
             self._commit()
@@ -418,6 +565,14 @@ class MessageHistory(Service, ThreadActor):
                     # storm would otherwise commit one entry at a time).
                     self.timers.start_single_timer("commit", _CommitDue(), self.commit_delay)
             return None
+        if cls is _Drain:
+            if message.now or self.commit_delay == 0 or self.awaited:
+                self._commit()
+            elif not self.timers.is_timer_active("commit"):
+                # Nobody waits: gather more before paying for a transaction; the journal wakes
+                # the history no more until this commit has taken what it holds.
+                self.timers.start_single_timer("commit", _CommitDue(), self.commit_delay)
+            return None
         if cls is _CommitDue:
             self._commit()
             return None
@@ -430,32 +585,45 @@ class MessageHistory(Service, ThreadActor):
             case _Flush():
                 return None
             case _Stats():
-                return HistoryStatistics(self.appended, self.commits, self.rejected, self.deleted, self.largest)
+                return HistoryStatistics(
+                    self.appended, self.commits, self.rejected, self.deleted, self.largest, time.thread_time()
+                )
         return super().handle(message)
 
     # -- appends ------------------------------------------------------------------------------------------
 
-    def _append(self, entry: Append) -> None:
-        try:
-            kind, payload, mtype, correlation, message_id = _encode(entry.message)
-        except HistoryPayloadError as exc:
-            self._reject(entry, exc)
+    def _drain(self) -> None:
+        """Move the journal's entries to `pending`, in the order they were told."""
+        journal = self.journal
+        if journal is None:
             return
-        seq = self.seqs.get(entry.stream, 0) + 1
-        self.seqs[entry.stream] = seq
-        row = (
-            entry.stream, seq, self._stamp(), entry.kind or kind, entry.sender, entry.recipient, entry.topic,
-            entry.session, mtype, correlation, message_id, payload,
-        )  # fmt: skip
-        self.pending.append((entry, row))
+        taken = journal.take()
+        if not taken:
+            return
+        # `_stamp` for each, inlined (a call per entry was ~10% of the history's CPU per entry).
+        last = self.last_ts
+        for i, (entry, stamp) in enumerate(taken):
+            if stamp < last:
+                taken[i] = (entry, last)
+            else:
+                last = stamp
+        self.last_ts = last
+        self.pending += taken
+        if not self.awaited:
+            self.awaited = any(entry.ack is not None for entry, _ in taken)
+
+    def _append(self, entry: Append, stamp: float | None = None) -> None:
+        """Add `entry` to what the next commit writes, with its timestamp (now, if it has none)."""
+        self.pending.append((entry, self._stamp(stamp)))
         if entry.ack is not None:
             self.awaited = True
 
-    def _stamp(self) -> float:
+    def _stamp(self, now: float | None) -> float:
         # Invariant: timestamps never decrease along ids (a wall clock stepped back repeats its last
         # reading), so a time bound is an id bound, found by bisection on the primary key: no
         # timestamp index to update on every append.
-        now = self.now()
+        if now is None:
+            now = self.now()  # an append from the mailbox: stamped when handled
         if now < self.last_ts:
             return self.last_ts
         self.last_ts = now
@@ -499,19 +667,35 @@ class MessageHistory(Service, ThreadActor):
             entry.ack.set_exception((type(exc), exc, exc.__traceback__))
 
     def _commit(self) -> None:
+        """Write what waits (the journal's entries, then `pending`) in one transaction; settle the acks.
+
+        One statement per run of entries that share a stream and their other
+        columns but the message (a publication storm on a topic is one run):
+        the run's rows travel as one JSON array (encoded by one C call, the
+        messages inside it) and SQLite inserts them from `json_each`. Per
+        row, that is about half the CPU of an `executemany` over encoded
+        rows (benchmarks/messaging.py, history), which also released and
+        retook the GIL once per row, a thread switch each when the senders
+        were running. Numbers are given at commit, so a rejected entry leaves
+        no gap, and the streams' numbers move only once the commit succeeded.
+        """
+        self._drain()
         pending = self.pending
         if not pending:
             return
         self.pending = []
         self.awaited = False
-        rows = [row for _, row in pending]
-        streams: dict[str, int] = {}
-        for row in rows:
-            streams[row[0]] = row[1]
+        try:
+            statements, written, streams = self._runs(pending)
+        except Exception as exc:
+            for entry, _ in pending:  # nothing is lost silently: each is a dead letter, its ack failed
+                self._reject(entry, exc)
+            raise
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(_INSERT, rows)
+            for sql, params in statements:
+                db.execute(sql, params)
             db.executemany(
                 "INSERT INTO streams (stream, last_seq) VALUES (?, ?) "
                 "ON CONFLICT(stream) DO UPDATE SET last_seq = excluded.last_seq",
@@ -521,21 +705,96 @@ class MessageHistory(Service, ThreadActor):
         except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            # The numbers these entries took are given back, so the streams have no gaps.
-            self.seqs.update(dict(db.execute("SELECT stream, last_seq FROM streams").fetchall()))
-            for stream in streams:
-                if db.execute("SELECT 1 FROM streams WHERE stream = ?", (stream,)).fetchone() is None:
-                    self.seqs.pop(stream, None)
-            for entry, _ in pending:
+            for entry, _ in written:
                 if entry.ack is not None:
                     entry.ack.set_exception((type(exc), exc, exc.__traceback__))
             raise
+        self.seqs.update(streams)
         self.commits += 1
-        self.appended += len(rows)
-        self.largest = max(self.largest, len(rows))
-        for entry, row in pending:
+        self.appended += len(written)
+        self.largest = max(self.largest, len(written))
+        for entry, seq in written:
             if entry.ack is not None:
-                entry.ack.set(row[1])
+                entry.ack.set(seq)
+
+    def _runs(
+        self, pending: list[tuple[Append, float]]
+    ) -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[Append, int]], dict[str, int]]:
+        """Return the statements writing `pending`, the entries written with their seqs, and each stream's last seq.
+
+        An entry whose message cannot be encoded is rejected here (a dead
+        letter, its ack failed) and takes no number.
+        """
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        written: list[tuple[Append, int]] = []
+        last: dict[str, int] = {}
+        legacy = self.legacy_json
+        start, count = 0, len(pending)
+        while start < count:
+            # The run starting here: the entries after it with the same columns (Append's fields
+            # but the message and ack) and the same kind of message.
+            first = pending[start][0]
+            stream, shared, agent = first[0], first[2:7], first[1].__class__ is AgentMessage
+            end = start + 1
+            while end < count:
+                other = pending[end][0]
+                if other[0] != stream or other[2:7] != shared or (other[1].__class__ is AgentMessage) is not agent:
+                    break
+                end += 1
+            run = pending[start:end]
+            start = end
+            sender, recipient, topic, session, kind = shared
+            if agent:
+                entries, text = self._agent_rows(run)  # the same rows either way
+                sql = _AGENT_RUN_LEGACY if legacy else _AGENT_RUN
+            else:
+                entries, text = self._json_rows(run, legacy=legacy)
+                sql = _JSON_RUN_LEGACY if legacy else _JSON_RUN
+            if not entries:
+                continue
+            base = last.get(stream, self.seqs.get(stream, 0))
+            last[stream] = base + len(entries)
+            stored = kind or ("agent" if agent else "json")
+            statements.append((sql, (stream, base + 1, stored, sender, recipient, topic, session, text)))
+            written.extend(zip(entries, range(base + 1, base + 1 + len(entries)), strict=True))
+        return statements, written, last
+
+    def _json_rows(self, run: list[tuple[Append, float]], *, legacy: bool) -> tuple[list[Append], str]:
+        """Encode a run of JSON messages as one array of [timestamp, message] rows."""
+        rows = [[stamp, [entry.message] if legacy else entry.message] for entry, stamp in run]
+        try:
+            return [entry for entry, _ in run], _ROWS.encode(rows)
+        except (TypeError, ValueError, RecursionError):
+            pass  # one of them cannot be stored: find it, reject it, write the others
+        kept: list[tuple[Append, float]] = []
+        for entry, stamp in run:
+            try:
+                _encode(entry.message)
+            except HistoryPayloadError as exc:
+                self._reject(entry, exc)
+            else:
+                kept.append((entry, stamp))
+        if not kept:
+            return [], ""
+        return self._json_rows(kept, legacy=legacy)
+
+    def _agent_rows(self, run: list[tuple[Append, float]]) -> tuple[list[Append], str]:
+        """Encode a run of `AgentMessage` entries as one array of [timestamp, wire text, type, correlation, id]."""
+        entries: list[Append] = []
+        rows: list[list[Any]] = []
+        for entry, stamp in run:
+            message = entry.message
+            try:
+                text = to_json(message)
+            except (TypeError, ValueError) as exc:
+                error = HistoryPayloadError(
+                    f"the history cannot store {message!r}: {exc}; send JSON-compatible content"
+                )
+                self._reject(entry, error)
+                continue
+            entries.append(entry)
+            rows.append([stamp, text, message.type.value, message.correlation_id, message.message_id])
+        return entries, _ROWS.encode(rows) if rows else ""
 
     # -- queries ----------------------------------------------------------------------------------------------
 

@@ -50,6 +50,21 @@ one run of (seq, message) pairs, taken under one hold of the consumer's lock
 and answered with one request at most: the same steps as telling each item
 (a hypothesis test holds the two paths equal), at a third less per message.
 
+Local pairs. Such a producer without an outbox is also *paired* with its
+consumer when it is spawned: both states then use the consumer's lock (so
+one lock, not two, is taken per message; the rule that neither side calls
+the other while holding a lock keeps it from nesting), and a tell whose
+message is next in an open window, with nothing early or unsent, is handled
+in one hold of it (`_ProducerState.pass_through`): the handler is told, the
+message kept until confirmed, and at each half window the consumer's refill
+and confirmation are applied to both sides at once instead of travelling as
+a `Request`. Anything else (a gap, a closed window, a resend, a consumer
+that stopped or restarted) takes the long way above. A hypothesis test
+holds the paired and the long way equal, step by step. The handler's tell
+runs under the shared lock, as it does under the consumer's in the long
+way: a handler ref whose tell called back into the same pair would deadlock
+either way.
+
 Timers run on the system's clock (a `ManualClock` drives them in tests).
 `LossyLink` may be called from any thread.
 """
@@ -231,6 +246,8 @@ class _ProducerState:
         "maximum",
         "next_seq",
         "outbox",
+        "peer",
+        "peer_ref",
         "progress",
         "repeats",
         "resent",
@@ -254,6 +271,9 @@ class _ProducerState:
         self._send_run = send_run if send_run is not None else self._send_each
         self._send_one = send_one if send_one is not None else self._send_pair
         self.outbox = outbox
+        # A local consumer's state this producer registered on at spawn, and its ref (see `share`).
+        self.peer: _ConsumerState | None = None
+        self.peer_ref: ConsumerRef | None = None
         self.local = threading.local()
         self.initial = initial
         self.maximum = maximum
@@ -296,6 +316,63 @@ class _ProducerState:
                 send_run(queue.popleft())
         finally:
             local.queue = None
+
+    def share(self, peer: _ConsumerState, ref: ConsumerRef | None = None) -> None:
+        """Pair with a local consumer's state reached without a link: one lock for both, `pass_through` on.
+
+        Called by the controller's constructor before any sender sees this
+        state (and before the consumer's first request). From then on the
+        consumer's lock is this state's lock too; no method of either side
+        calls the other while holding it (each sends after releasing), so
+        sharing it nests nothing. `ref` is the consumer's address, whose
+        current state `ProducerRef.tell` compares with `peer` (a restarted
+        consumer has a new one).
+        """
+        self.lock = peer.lock
+        self.peer = peer
+        self.peer_ref = ref
+
+    def pass_through(self, message: Any) -> bool:
+        """Hand `message` to the paired consumer's handler if nothing else is due; return whether it was.
+
+        The common case of a local pair, under the one shared lock: the window
+        is open and everything accepted before was delivered, with nothing
+        early. Then accepting, sending and arriving collapse into telling the
+        handler and keeping the message until it is confirmed; when it uses
+        half the window, the consumer's refill and confirmation are granted
+        and heard on the spot (the request it would send carries nothing the
+        producer does not see here). Both sides' state moves as the long way
+        moves it (a hypothesis test holds the two equal).
+        Otherwise nothing changes and the caller takes the long way
+        (`accept`), which keeps every other case as it was.
+        """
+        peer = self.peer
+        if peer is None:
+            return False
+        with self.lock:
+            seq = self.next_seq
+            if self.sent_up_to != seq - 1 or seq > self.up_to or peer.delivered != seq - 1 or peer.early:
+                return False
+            peer.deliver(message)  # raises before anything moved if the handler's mailbox refuses it
+            peer.heard = True
+            peer.delivered = self.sent_up_to = seq
+            self.next_seq = seq + 1
+            self.sent += 1
+            if peer.requested - seq > peer.half:
+                self.buffer[seq] = message  # kept until confirmed, as the long way keeps it
+                return True
+            # Half the window used: the consumer's refill and confirmation (`_ConsumerState._arrived`,
+            # `_request`) and the producer hearing them (`requested`), without the request in between.
+            peer.requested = seq + peer.window
+            peer.requests += 1
+            peer.acked = seq
+            buffer = self.buffer
+            for each in range(self.confirmed + 1, seq):
+                del buffer[each]
+            self.confirmed = seq
+            self.up_to = max(self.up_to, peer.requested)
+            self.progress = True
+            return True
 
     def _send_pair(self, seq: int, message: Any) -> None:
         self._send(SequencedMessage(seq, message))
@@ -394,10 +471,14 @@ class ProducerRef(ActorRef[Any]):
         state = self._state
         if state is None or message.__class__ in _CONTROL or not self._cell.alive:
             super().tell(message)
-        elif message.__class__ is not Request:
-            state.accept(message)
-        else:
+        elif message.__class__ is Request:
             state.requested(message)
+        else:
+            peer = state.peer_ref
+            # Paired with a local consumer that is alive and not restarted (a restart makes a new
+            # state, registered by message): the short way if nothing else is due, else the long one.
+            if peer is None or peer._state is not state.peer or not peer._cell.alive or not state.pass_through(message):  # noqa: SLF001
+                state.accept(message)
 
 
 class ProducerController(Actor):
@@ -433,9 +514,9 @@ class ProducerController(Actor):
         check_seconds("max_resend_interval", max_resend_interval, owner="ProducerController")
         self.consumer = consumer
         send = link(consumer.tell) if link is not None else consumer.tell
-        local = link is None and isinstance(consumer, ConsumerRef)
-        send_run = consumer.tell_run if local else None  # type: ignore[attr-defined]
-        send_one = consumer.tell_one if local else None  # type: ignore[attr-defined]
+        local = consumer if link is None and isinstance(consumer, ConsumerRef) else None
+        send_run = local.tell_run if local is not None else None
+        send_one = local.tell_one if local is not None else None
         self.outbox = _Outbox(os.fspath(outbox), synchronous) if outbox is not None else None
         self.state = _ProducerState(
             send, resend_interval, max_resend_interval, self.outbox, send_run=send_run, send_one=send_one
@@ -443,14 +524,19 @@ class ProducerController(Actor):
         ref = self.actor_ref
         self.registered = False
         if isinstance(ref, ProducerRef):
-            ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
-            consumer_state = consumer._state if send_run is not None else None  # type: ignore[attr-defined]  # noqa: SLF001
-            if consumer_state is not None and consumer.is_alive():
-                # A local consumer without a link: registered here, on the spawning thread, so the
-                # first window is granted before `spawn` returns and the first tells go straight
-                # out (registered by a message, they would queue until the consumer's turn).
+            consumer_state = local._state if local is not None else None  # noqa: SLF001
+            if consumer_state is not None and local is not None and local.is_alive():
+                # A local consumer without a link: paired (module docs) unless the outbox must see
+                # every accept, and registered here, on the spawning thread, so the first window is
+                # granted before `spawn` returns and the first tells go straight out (registered by
+                # a message, they would queue until the consumer's turn).
+                if self.outbox is None:
+                    self.state.share(consumer_state, local)
+                ref._state = self.state  # noqa: SLF001 - from here on, senders run the protocol themselves
                 consumer_state.register(ref.tell, self.state.confirmed + 1)
                 self.registered = True
+            else:
+                ref._state = self.state  # noqa: SLF001
 
     def on_start(self) -> None:
         """Introduce this producer to the consumer (a local tell) and arm the resend tick."""
@@ -490,6 +576,7 @@ class _ConsumerState:
         "duplicates",
         "early",
         "early_count",
+        "half",
         "heard",
         "lock",
         "reply",
@@ -502,6 +589,7 @@ class _ConsumerState:
         self.lock = threading.Lock()
         self.deliver = deliver
         self.window = window
+        self.half = window // 2
         self.reply: Callable[[Any], None] | None = None
         # Invariant: every seq <= delivered was told to the handler exactly once, in order;
         # early holds seqs in delivered + 2 .. requested.
