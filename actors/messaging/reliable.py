@@ -553,7 +553,14 @@ class ProducerController(Actor):
         """Handle a tick, statistics, or a message that came through the mailbox."""
         cls = message.__class__
         if cls is _Tick:
-            self.timers.start_single_timer("resend", _Tick(), self.state.tick())
+            state = self.state
+            resent = state.resent
+            self.timers.start_single_timer("resend", _Tick(), state.tick())
+            if state.resent != resent:
+                # Nothing was confirmed for a whole interval: the consumer may have restarted (its
+                # new state knows no producer and drops what it is sent). Registering again is
+                # harmless to a consumer that did not: it answers with a request from its state.
+                self.consumer.tell(_Register(self.actor_ref, state.confirmed + 1, False))  # type: ignore[arg-type]
         elif cls is GetStatistics:
             return self.state.statistics()
         elif cls is Request:
