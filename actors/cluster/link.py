@@ -77,17 +77,24 @@ class Outbox:
         # Invariant (under lock): seq -> (frame bytes, last sent at) for every frame not yet acknowledged.
         self.unacked: dict[int, list[Any]] = {}
         self.last_sent = float("-inf")
+        # When the receiver last acknowledged a frame new to it (or the first of the frames in flight was sent).
+        self.progress_at = 0.0
         self.frames = 0
         self.retransmits = 0
 
     def append(self, item: tuple[Any, ...], now: float) -> bool:
         """Queue `item`; return True if the outbox should be flushed now, on the sending thread.
 
-        That is when it is full, or when the link is idle: nothing sent for
-        `idle_after`, or every frame sent acknowledged (Nagle's rule). A lone
-        message (an ask, its reply: each frame's ack rides on the other's)
-        goes at once instead of waiting for the tick, while a busy link,
-        whose frames are still unacknowledged, batches.
+        That is when it is full, or when `item` is alone on an idle link (Nagle's
+        rule): no frame in flight (every frame sent acknowledged: an ask's reply
+        carries the ack of the ask, so sequential asks never wait for the tick),
+        or nothing sent for `idle_after` since the last send *ended* (a lone
+        one-way tell, whose acks come only with the peer's heartbeats). While
+        frames are unacknowledged and sends keep coming, items accumulate up to
+        `max_batch` or `flush_after`. The idle time counts from the end of the
+        last send (`sent`), not its start: a send on Ray takes longer than
+        `idle_after`, so counted from the start every item of a tell stream
+        found the link "idle" and went in a frame of its own.
         """
         with self.lock:
             items = self.items
@@ -97,6 +104,11 @@ class Outbox:
                 return not self.unacked or now - self.last_sent >= self.config.idle_after
             items.append(item)
             return len(items) >= self.config.max_batch
+
+    def sent(self, now: float) -> None:
+        """Note that a frame taken from this outbox has just been handed to the transport (the idle rule)."""
+        with self.lock:
+            self.last_sent = now
 
     def take(self, now: float, ack: int, *, force: bool = False) -> bytes | None:
         """Return the next frame's bytes (and keep it for retransmission), or None if nothing is due."""
@@ -109,6 +121,8 @@ class Outbox:
             self.items = []
             self.seq += 1
             data = encode(Frame(self.src, self.src_epoch, self.dst, self.seq, ack, tuple(items)))
+            if not self.unacked:
+                self.progress_at = now
             self.unacked[self.seq] = [data, now]
             self.last_sent = now
             self.frames += 1
@@ -123,9 +137,19 @@ class Outbox:
         return encode(Frame(self.src, self.src_epoch, self.dst, 0, ack, ()))
 
     def due_again(self, now: float) -> list[bytes]:
-        """Return the frames to send again: unacknowledged for `retransmit_after`."""
-        again = []
+        """Return the frames to send again: unacknowledged for `retransmit_after`, with no ack progress as long.
+
+        A receiver whose acks still advance is alive and only behind (a Ray
+        actor's queue of frames; its acks ride on heartbeats): sending its
+        frames again would double its work and its backlog, and the backlog
+        then makes more frames late (measured: 1,204 retransmits and as many
+        duplicates decoded and dropped for 2,825 frames in a 200,000-tell run).
+        A lost frame stops the acks (they are cumulative), so it is sent again.
+        """
+        again: list[bytes] = []
         with self.lock:
+            if now - self.progress_at < self.config.retransmit_after:
+                return again
             for entry in self.unacked.values():
                 if now - entry[1] >= self.config.retransmit_after:
                     entry[1] = now
@@ -133,11 +157,14 @@ class Outbox:
             self.retransmits += len(again)
         return again
 
-    def acked(self, upto: int) -> None:
+    def acked(self, upto: int, now: float) -> None:
         """Forget every frame up to sequence number `upto`: the receiver has it."""
         with self.lock:
-            for seq in [s for s in self.unacked if s <= upto]:
-                del self.unacked[seq]
+            done = [s for s in self.unacked if s <= upto]
+            if done:
+                self.progress_at = now
+                for seq in done:
+                    del self.unacked[seq]
 
     def drain(self) -> list[tuple[Any, ...]]:
         """Remove and return every item not yet acknowledged (the destination is DOWN), oldest first."""

@@ -464,6 +464,7 @@ class Node:
         data = outbox.take(self.clock.now(), self._ack_for(outbox.dst), force=force)
         if data is not None:
             self._transmit(outbox.dst, data)
+            outbox.sent(self.clock.now())
 
     def _transmit(self, dst: str, data: bytes) -> None:
         info = self._peers.get(dst)
@@ -523,7 +524,7 @@ class Node:
             if inbox is None:
                 inbox = self._in[src] = Inbox()
         if outbox is not None and frame.ack:
-            outbox.acked(frame.ack)
+            outbox.acked(frame.ack, self.clock.now())
         inbox.accept(frame, self._deliver_frame)
 
     def _deliver_frame(self, frame: wire.Frame) -> None:
@@ -874,6 +875,7 @@ class Node:
                 frame = outbox.take(now, ack)
                 if frame is not None:
                     self._transmit(info.name, frame)
+                    outbox.sent(self.clock.now())
                 for again in outbox.due_again(now):
                     self._transmit(info.name, again)
                 with self._lock:

@@ -206,23 +206,51 @@ def test_the_receiver_reorders_frames_and_drops_duplicates() -> None:
         inbox.accept(frame, lambda f: got.append(f.seq))
     assert got == [1, 2, 3, 4]
     assert inbox.duplicates == 2
-    out.acked(3)
+    out.acked(3, 1.0)
     assert list(out.unacked) == [4]
 
 
 def test_an_outbox_flushes_at_once_when_the_link_is_idle_or_all_it_sent_is_acknowledged() -> None:
-    """Nagle's rule beside the idle rule: a lone ask goes at once, a busy link batches until acknowledged."""
+    """Nagle's rule: a lone item on an idle link goes at once, a busy link batches until acknowledged."""
     config = LinkConfig(idle_after=0.5, flush_after=1.0)
     out = Outbox("a", 1, "b", config)
     assert out.append((wire.TELL, "x", b"1"), 0.0)  # nothing sent yet: idle
     assert out.take(0.0, 0, force=True) is not None
+    out.sent(0.0)
     assert not out.append((wire.TELL, "x", b"2"), 0.1)  # frame 1 unacknowledged and sent 0.1 s ago: batch
     assert not out.append((wire.TELL, "x", b"3"), 0.1)  # not the first item waiting: batch
     assert out.take(0.2, 0, force=True) is not None
-    out.acked(2)  # every frame acknowledged (the reply to an ask carries this)
+    out.sent(0.2)
+    out.acked(2, 0.2)  # every frame acknowledged (the reply to an ask carries this)
     assert out.append((wire.TELL, "x", b"4"), 0.21)  # so the next lone item goes at once, though sent 0.01 s ago
     assert out.take(0.21, 0, force=True) is not None
+    out.sent(0.21)
     assert out.append((wire.TELL, "x", b"5"), 0.9)  # unacknowledged, but idle for 0.69 s: at once
+
+
+def test_an_outbox_counts_idle_time_from_the_end_of_its_last_send() -> None:
+    """A send slower than `idle_after` (a Ray call) does not make the next item of a stream look idle."""
+    out = Outbox("a", 1, "b", LinkConfig(idle_after=0.5, flush_after=1.0))
+    out.append((wire.TELL, "x", b"1"), 0.0)
+    assert out.take(0.0, 0, force=True) is not None
+    out.sent(0.8)  # the transport took 0.8 s to take the frame
+    assert not out.append((wire.TELL, "x", b"2"), 0.81)  # frame 1 in flight, last send ended 0.01 s ago: batch
+    assert out.take(0.9, 0) is None  # and the tick leaves it for `flush_after`
+    assert out.take(1.81, 0) is not None
+
+
+def test_an_outbox_sends_nothing_again_while_the_acks_advance() -> None:
+    """A receiver that is behind but acknowledging gets no retransmits; one whose acks stop gets them."""
+    out = Outbox("a", 1, "b", LinkConfig(retransmit_after=0.2))
+    for i in range(3):
+        out.append((wire.TELL, "x", bytes([i])), i * 0.1)
+        assert out.take(i * 0.1, 0, force=True) is not None
+    out.acked(1, 0.25)  # frame 1 reached it: the link makes progress
+    assert out.due_again(0.3) == []  # frames 2 and 3 are old, but acks came 0.05 s ago
+    assert out.retransmits == 0
+    assert len(out.due_again(0.45)) == 2  # no ack for 0.2 s: both sent again
+    assert out.due_again(0.5) == []  # and not again before their own `retransmit_after`
+    assert out.retransmits == 2
 
 
 def test_a_message_that_does_not_pickle_fails_the_tell_naming_it(memory: Harness) -> None:
