@@ -169,15 +169,8 @@ class HealthTracker:
         with no failure in its window, no pending change and a healthy mailbox,
         stays healthy (what `evaluate` would find, at a third of its cost per task).
         """
-        outcomes = self._outcomes
-        if outcomes is None:
-            outcomes = self._outcomes = deque(maxlen=self.policy.window)
-        if len(outcomes) == outcomes.maxlen and not outcomes[0][0]:
-            self._errors -= 1  # the oldest, about to drop out, was a failure
-        outcomes.append((ok, run_time))
-        if not ok:
-            self._errors += 1
-        elif (
+        self.record(ok=ok, run_time=run_time)
+        if ok and (
             self._errors == 0
             and self._plain
             and self.level is _HEALTHY
