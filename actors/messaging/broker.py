@@ -280,9 +280,14 @@ class _Outlet:
         audit.emit("message_audit", delivery.received)  # queued before any `processed` can be
         try:
             self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
-        except (ActorDeadError, TroupeError) as exc:  # dead-lettered by the ref / refused by its own bounded mailbox
-            if not delivery.done():  # not settled by the dead letters: say it was not processed
-                delivery.set_exception((type(exc), exc, None))
+        except ActorDeadError as exc:  # stopped since the check: the ref dead-lettered it
+            delivery.set_exception((type(exc), exc, None))  # so `processed` says it was not
+            return 0
+        except TroupeError as exc:  # its own bounded mailbox, policy "fail", refused it: as `offer` counts it
+            with self.drop_lock:
+                self.dropped += 1
+            cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.MAILBOX_OVERFLOW)
+            delivery.set_exception((type(exc), exc, None))
             return 0
         return 1
 
