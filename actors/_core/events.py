@@ -17,6 +17,12 @@ The streams (the seed's five daily files):
 
 An event is a flat dict of JSON scalars (str, int, float, bool, None), with
 at least an ``event`` key; the sink adds the ``timestamp`` and ``stream``.
+A hot emitting site may hand a *deferred* event instead: a callable that
+takes the sink's clock reading of the event (``system.clock``) and returns
+that dict. The sink calls it later, on its own thread, once per event and
+in the order the events were emitted (the JSONL writer does so as it
+drains its queue), so the emitting thread pays no dict building; the
+callable must read only what no other thread changes after the emit.
 
 Thread contract: `emit` may be called from any thread, and calls the sink on
 that thread: a sink must neither block nor raise (the JSONL writer appends
@@ -36,8 +42,11 @@ __all__ = ["STREAMS", "AuditChannel", "AuditSink"]
 STREAMS = ("agent_activity", "message_audit", "task_history", "performance", "errors")
 """The audit streams, in the order the seed lists its files."""
 
-AuditSink = Callable[[str, dict[str, object]], None]
-"""What receives events: ``sink(stream, fields)``, on the emitting thread; never blocks or raises."""
+AuditSink = Callable[[str, "dict[str, object] | Callable[[float], dict[str, object]]"], None]
+"""What receives events: ``sink(stream, fields)``, on the emitting thread; never blocks or raises.
+
+`fields` is the event's dict, or a deferred event (see the module docstring).
+"""
 
 
 class AuditChannel:
@@ -141,8 +150,8 @@ class AuditChannel:
         """Whether this message event is one of the sampled ones (one in `message_sample`); any thread."""
         return self._sample == 1 or next(self._count) % self._sample == 0
 
-    def emit(self, stream: str, fields: dict[str, object]) -> None:
-        """Hand one event to the sink, if one is attached (check the stream's flag first)."""
+    def emit(self, stream: str, fields: dict[str, object] | Callable[[float], dict[str, object]]) -> None:
+        """Hand one event (or a deferred one) to the sink, if one is attached (check the stream's flag first)."""
         sink = self._sink
         if sink is not None:
             sink(stream, fields)

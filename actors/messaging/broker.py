@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
@@ -91,7 +92,7 @@ from actors.protocol import AgentMessage, from_json
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from actors._core import Cell
+    from actors._core import AuditChannel, Cell
 
 __all__ = [
     "MEMBERSHIP_TOPIC",
@@ -270,18 +271,24 @@ class _Outlet:
         # Written only by the callable's own actor (one writer).
         self.failed = 0
 
-    def offer_audited(self, item: Any, audited: _Audited) -> int:
-        """`offer` for a sampled publication: the tell carries a receipt whose settling writes ``processed``."""
+    def offer_audited(self, item: Any, audit: AuditChannel, sampled: _Sampled) -> int:
+        """`offer` for a sampled publication: ``received`` first, then a tell whose receipt writes ``processed``."""
         cell = self.cell
         if len(cell.queue) >= self.capacity or not cell.alive:
             return self.offer(item)  # refused as any: dropped and dead-lettered there
-        receipt: Receipt[Any] = Receipt()
-        receipt.add_done_callback(audited.done)
+        delivery = _Delivery(audit, sampled, self.sub)
+        audit.emit("message_audit", delivery.received)  # queued before any `processed` can be
         try:
-            self.sub.ref._post_tell(item, receipt)  # noqa: SLF001 - a tell whose handling is reported
-        except (ActorDeadError, TroupeError):  # dead-lettered by the ref / refused by its own bounded mailbox
+            self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
+        except ActorDeadError as exc:  # stopped since the check: the ref dead-lettered it
+            delivery.set_exception((type(exc), exc, None))  # so `processed` says it was not
             return 0
-        audited.receive()
+        except TroupeError as exc:  # its own bounded mailbox, policy "fail", refused it: as `offer` counts it
+            with self.drop_lock:
+                self.dropped += 1
+            cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.MAILBOX_OVERFLOW)
+            delivery.set_exception((type(exc), exc, None))
+            return 0
         return 1
 
     def offer(self, item: Any) -> int:
@@ -389,73 +396,123 @@ class _Table:
         return route
 
 
-def _message_fields(topic: str, message: Any, sender: Any) -> dict[str, object]:
-    """The fields every ``message_audit`` event of one publication has (README, Audit logs)."""
-    agent = message.__class__ is AgentMessage
-    return {
-        "topic": topic,
-        "message_id": message.message_id if agent else None,
-        "from_agent": message.sender if agent else (sender if isinstance(sender, str) else None),
-        "to_agent": message.recipient if agent else None,
-        "message_type": str(message.type) if agent else type(message).__name__,
-    }
+class _Sampled:
+    """One sampled publication: its ``message_audit`` events, built on the audit writer's thread.
 
-
-def _message_event(fields: dict[str, object], delivered: int, offered: int) -> dict[str, object]:
-    """Return the ``sent`` event of one publication."""
-    return {"event": "sent", **fields, "delivered": delivered, "dropped": offered - delivered}
-
-
-class _Audited:
-    """One sampled publication's hand-off to one subscriber: writes ``received``, then ``processed``.
-
-    ``received``: the subscriber's mailbox took it (``subscriber``: its agent
-    id, actor name or URN; ``subscription``: the subscription's id).
-    ``processed``: its handler returned (``success`` true) or raised, or the
-    message became a dead letter (``success`` false, ``error_type``), with
-    ``latency_ms`` from received to processed on the system clock.
-
-    Thread contract: `receive` runs on the publisher's thread after the
-    hand-off, `done` on whichever thread settles the receipt (the
-    subscriber's turn, or its stop); the lock makes ``received`` come first.
+    The publisher hands the audit log deferred events (`AuditChannel`): this
+    object, `_Delivery` objects and bound methods, no dicts; the writer
+    thread calls them in queue order and builds the JSON objects. The fields
+    every event of the publication has (README, Audit logs) are built once,
+    by the first event the writer builds, and cached: only the writer's
+    thread touches `_fields`. It reads the topic, the message's class and an
+    `AgentMessage`'s (frozen) attributes, and the sender, none of which
+    change after the publish.
     """
 
-    __slots__ = ("_audit", "_clock", "_fields", "_lock", "_received")
+    __slots__ = ("_fields", "message", "sender", "topic")
 
-    def __init__(self, audit: Any, fields: dict[str, object], subscription: Subscription) -> None:
-        self._audit = audit
-        self._clock = subscription.ref.actor_system.clock
-        sub = subscription
+    def __init__(self, topic: str, message: Any, sender: Any) -> None:
+        self.topic = topic
+        self.message = message
+        self.sender = sender
+        self._fields: dict[str, object] | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The fields every event of this publication has (the writer's thread only)."""
+        fields = self._fields
+        if fields is None:
+            message, sender = self.message, self.sender
+            agent = message.__class__ is AgentMessage
+            fields = self._fields = {
+                "topic": self.topic,
+                "message_id": message.message_id if agent else None,
+                "from_agent": message.sender if agent else (sender if isinstance(sender, str) else None),
+                "to_agent": message.recipient if agent else None,
+                "message_type": str(message.type) if agent else type(message).__name__,
+            }
+        return fields
+
+    def sent(self, delivered: int, offered: int) -> Callable[[float], dict[str, object]]:
+        """Return the deferred ``sent`` event (on the publisher's thread: one small closure)."""
+        return lambda _reading: {
+            "event": "sent",
+            **self.fields(),
+            "delivered": delivered,
+            "dropped": offered - delivered,
+        }
+
+
+class _Delivery(Receipt[Any]):
+    """One sampled publication's hand-off to one subscriber, as the receipt of its tell.
+
+    Its events: ``received``, the subscriber's mailbox is handed it
+    (``subscriber``: its agent id, actor name or URN; ``subscription``: the
+    subscription's id); ``processed``, its handler returned (``success``
+    true) or raised, or the message became a dead letter (``success``
+    false, ``error_type``), with ``latency_ms`` from received to processed
+    on the system clock (the audit sink's readings of the two events).
+
+    Thread contract: the publisher emits ``received`` (deferred: the bound
+    `received` method) before the tell; whichever thread settles the
+    receipt (the subscriber's turn, its stop, the dead letters, or the
+    publisher when the hand-off fails) emits ``processed`` from `set` /
+    `set_exception`, after. Both events are built on the audit writer's one
+    thread, in the order of its queue, so ``received`` is built (and its
+    reading kept) first: no lock, no done-callback. A hand-off refused after
+    ``received`` was queued (the subscriber stopped in between, or its own
+    bounded mailbox refused it) settles the receipt with that error, so a
+    ``processed`` with ``success`` false follows. If the ``received`` event
+    was lost (the sink's queue over `max_pending`), ``latency_ms`` is None.
+    """
+
+    __slots__ = ("_audit", "_error_type", "_received", "_sampled", "_sub")
+
+    def __init__(self, audit: AuditChannel, sampled: _Sampled, sub: Subscription) -> None:
+        super().__init__()
+        self._audit = audit  # the broker's system's channel
+        self._sampled = sampled
+        self._sub = sub
+        self._error_type: str | None = None  # set before `processed` is emitted, read by the writer after
+        self._received: float | None = None  # the writer's thread only: the reading of `received`
+
+    def set(self, value: Any = None) -> None:
+        """Settle as handled (the cell calls it), then emit ``processed``."""
+        super().set(value)
+        self._audit.emit("message_audit", self.processed)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        """Settle with the handler's (or the dead letter's) error, then emit ``processed``."""
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        super().set_exception(exc_info)
+        exc_type, exc_value = exc_info[0], exc_info[1]
+        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
+        self._audit.emit("message_audit", self.processed)
+
+    def _who(self) -> tuple[object, int]:
+        sub = self._sub
         name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
-        self._fields = {**fields, "subscriber": name if name is not None else sub.ref.actor_urn, "subscription": sub.id}
-        self._lock = threading.Lock()
-        self._received: float | None = None  # the clock at received; None until then
+        return (name if name is not None else sub.ref.actor_urn), sub.id
 
-    def receive(self) -> None:
-        with self._lock:
-            if self._received is None:
-                self._received = self._clock.now()
-                self._audit.emit("message_audit", {"event": "received", **self._fields})
+    def received(self, reading: float) -> dict[str, object]:
+        """Build ``received`` (the writer's thread)."""
+        self._received = reading
+        subscriber, subscription = self._who()
+        return {"event": "received", **self._sampled.fields(), "subscriber": subscriber, "subscription": subscription}
 
-    def done(self, receipt: Future[Any]) -> None:
-        self.receive()
-        error_type = None
-        try:
-            receipt.get(timeout=0)
-        except Exception as exc:  # noqa: BLE001 - the handler's error (or the dead letter's), reported, not raised
-            error_type = type(exc).__name__
-        received = self._received
-        assert received is not None  # noqa: S101 - receive() set it
-        self._audit.emit(
-            "message_audit",
-            {
-                "event": "processed",
-                **self._fields,
-                "success": error_type is None,
-                "error_type": error_type,
-                "latency_ms": (self._clock.now() - received) * 1000.0,
-            },
-        )
+    def processed(self, reading: float) -> dict[str, object]:
+        """Build ``processed`` (the writer's thread, after `received`)."""
+        subscriber, subscription = self._who()
+        error_type, received = self._error_type, self._received
+        return {
+            "event": "processed",
+            **self._sampled.fields(),
+            "subscriber": subscriber,
+            "subscription": subscription,
+            "success": error_type is None,
+            "error_type": error_type,
+            "latency_ms": None if received is None else (reading - received) * 1000.0,
+        }
 
 
 class _Core:
@@ -498,9 +555,7 @@ class _Core:
         refused: list[Subscription] | None = None
         audit = self.audit
         # message_audit on and this publication sampled: each hand-off writes received / processed too.
-        fields = (
-            _message_fields(topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
-        )
+        sampled = _Sampled(topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
         for outlet in route.singles:
             if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
                 continue
@@ -511,11 +566,7 @@ class _Core:
                 item: Any = envelope
             else:
                 item = message
-            took = (
-                outlet.offer(item)
-                if fields is None
-                else outlet.offer_audited(item, _Audited(audit, fields, outlet.sub))
-            )
+            took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
             delivered += took
             if not took and outlet.overflow == "fail":
                 refused = [*(refused or ()), outlet.sub]
@@ -534,10 +585,7 @@ class _Core:
                 outlet = eligible[(start + step) % len(eligible)]
                 if len(outlet.cell.queue) < outlet.capacity or step == len(eligible) - 1:
                     item = envelope or Published(topic, message, sender) if outlet.envelope else message
-                    if fields is None:
-                        took = outlet.offer(item)
-                    else:
-                        took = outlet.offer_audited(item, _Audited(audit, fields, outlet.sub))
+                    took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
                     delivered += took
                     if not took and outlet.overflow == "fail":
                         refused = [*(refused or ()), outlet.sub]
@@ -550,8 +598,8 @@ class _Core:
             self.dropped_total += offered - delivered
             if not offered:
                 self.no_subscriber += 1
-        if fields is not None:
-            audit.emit("message_audit", _message_event(fields, delivered, offered))
+        if sampled is not None:
+            audit.emit("message_audit", sampled.sent(delivered, offered))
         if not offered:
             self.dead_letters.record(message, self.ref, DeadLetterReason.NO_SUBSCRIBER)
         if refused:

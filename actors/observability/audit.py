@@ -90,6 +90,9 @@ __all__ = [
 DEFAULT_AUDIT_STREAMS = tuple(s for s in AUDIT_STREAMS if s != "message_audit")
 """Every stream but ``message_audit`` (one event per message: opt in to it)."""
 
+_Event = dict[str, object] | Callable[[float], dict[str, object]]
+"""An event as the sink queues it: its dict, or a deferred event (see `actors._core.AuditChannel`)."""
+
 _DAY = 86400.0
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False, default=str).encode
@@ -351,7 +354,7 @@ class AuditLog:
         self._system_name = _encode(system.name)
         # Events waiting for the writer: (stream, clock reading, fields). deque.append and popleft
         # are atomic, so senders take no lock.
-        self._queue: collections.deque[tuple[str, float, dict[str, object]]] = collections.deque()
+        self._queue: collections.deque[tuple[str, float, _Event]] = collections.deque()
         self._written: dict[str, int] = dict.fromkeys(AUDIT_STREAMS, 0)
         self._overflowed = itertools.count()  # next() is atomic: senders count their drops
         self._sink = self._make_sink()
@@ -387,16 +390,16 @@ class AuditLog:
         self.close()
 
     # -- the sender's side ---------------------------------------------------------------
-    def sink(self, stream: str, fields: dict[str, object]) -> None:
+    def sink(self, stream: str, fields: _Event) -> None:
         """Queue one event (the `AuditChannel`'s sink): a deque append, on the emitting thread."""
         self._sink(stream, fields)
 
-    def _make_sink(self) -> Callable[[str, dict[str, object]], None]:
+    def _make_sink(self) -> Callable[[str, _Event], None]:
         # A closure over locals: the sender pays a length check, a clock read and an append.
         queue, append, limit = self._queue, self._queue.append, self.max_pending
         now, overflowed = self.system.clock.now, self._overflowed
 
-        def sink(stream: str, fields: dict[str, object]) -> None:
+        def sink(stream: str, fields: _Event) -> None:
             if len(queue) >= limit:
                 next(overflowed)
                 return
@@ -563,7 +566,17 @@ class AuditLog:
         head = ""
         batch: list[str] = []
         while queue:
-            stream, reading, fields = queue.popleft()
+            stream, reading, event = queue.popleft()
+            if isinstance(event, dict):
+                fields = event
+            else:  # a deferred event (`AuditChannel`): built here, on the writer's thread, in queue order
+                try:
+                    fields = event(reading)
+                except Exception as error:  # noqa: BLE001 - a faulty emitter loses its event, not the batch
+                    self._write_dropped += 1
+                    self._last_error = f"{type(error).__name__}: {error}"
+                    logger.opt(exception=error).error("Audit log {}: building a deferred {} event failed", self, stream)
+                    continue
             key = (stream, int((reading + offset) * 1000))
             if key != last_key:
                 last_key = key

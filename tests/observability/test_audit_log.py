@@ -15,7 +15,9 @@ from actors import (
     Actor,
     ActorSystem,
     AuditLogError,
+    BoundedMailbox,
     BrokerRef,
+    DeadLetterReason,
     GetCoordinationStatistics,
     ManualClock,
     MessageBroker,
@@ -38,6 +40,8 @@ from patterns.workflow import RunTask, Task, Workflow
 from tests.conftest import LogRecords
 from tests.coordination.agents_for_tests import Echo, spawn_agent, spawn_coordinator
 from tests.coordination.test_tasks import settle, submit
+from tests.core.actors_for_tests import Gate
+from tests.messaging.helpers import Recorder
 
 WAIT = 10
 DAY = 86400.0
@@ -255,6 +259,51 @@ def test_message_audit_writes_sent_received_and_processed_with_the_documented_fi
             failed = message is bad and name == "agent-7"
             assert processed["success"] is not failed
             assert processed["error_type"] == ("ValueError" if failed else None)
+    disable_audit_log(system)
+
+
+class _Noting(Recorder):
+    """A `Recorder` that sets `took` once it has recorded a message."""
+
+    def __init__(self, took: threading.Event) -> None:
+        super().__init__()
+        self.took = took
+
+    def on_receive(self, message: Any) -> Any:
+        result = super().on_receive(message)
+        if self.got:
+            self.took.set()
+        return result
+
+
+def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
+    system: ActorSystem, tmp_path: Path, mode: str
+) -> None:
+    # `received` is queued before the tell; the subscriber's own bounded mailbox then refuses it.
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    gate, took = Gate(), threading.Event()
+    slow = system.spawn(_Noting, mode=mode, mailbox=BoundedMailbox(1, overflow="fail"), name="slow", took=took)
+    slow.tell(("hold", gate))
+    gate.wait_entered()
+    broker.subscribe("t", slow)
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
+    assert broker.publish("t", 0) == 1
+    assert broker.publish("t", 1) == 0  # slow's mailbox holds one already
+    assert broker.statistics().subscribers[0].dropped == 1
+    assert [d.message for d in system.dead_letters.recent() if d.reason is DeadLetterReason.MAILBOX_OVERFLOW] == [1]
+    gate.released.set()
+    assert took.wait(WAIT)  # it handled 0
+    assert slow.ask("get", timeout=WAIT) == [0]  # its mailbox has room again; FIFO: 0's receipt is settled
+    assert log.flush()
+    events = [(e["event"], e.get("success"), e.get("error_type")) for e in lines(log, "message_audit")]
+    assert events == [
+        ("received", None, None),
+        ("sent", None, None),
+        ("received", None, None),
+        ("processed", False, "MailboxFullError"),
+        ("sent", None, None),
+        ("processed", True, None),
+    ]
     disable_audit_log(system)
 
 
