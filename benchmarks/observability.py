@@ -12,12 +12,16 @@ subprocess (see `benchmarks._harness`) for one implementation:
   OpenTelemetry SDK (a ``TracerProvider`` with a ``SimpleSpanProcessor``
   into an ``InMemorySpanExporter``: two spans per message, built off the
   message path by the tracer's builder thread; ``tracing_exported`` stops
-  the clock only once every span is in the exporter), so each ratio
-  compares figures taken milliseconds apart.
+  the clock only once every span is in the exporter), and the same with
+  head sampling (``tracing_sampled``: ``ParentBased(TraceIdRatioBased(0.01))``,
+  each message here the root of a trace of its own, so ~1% are recorded;
+  ``tracing_unsampled``: ``ParentBased(ALWAYS_OFF)``, trace contexts carried
+  and nothing recorded), so each ratio compares figures taken milliseconds apart.
 
 The ``*_ratio`` rows are on / off: 1.05 is 5% slower (tell: time per message;
 ask: median latency). Targets: metrics on <= 1.05x on tell, tracing with the
-OpenTelemetry SDK <= 2x.
+OpenTelemetry SDK <= 2x (the issue's, on the SDK's default sampler: every
+message recorded; the sampled rows have no target of their own).
 """
 
 from __future__ import annotations
@@ -87,17 +91,30 @@ def _ask_us(ref: pykka.ActorRef[Any], asks: int) -> float:
     return statistics.median(samples) * 1e6
 
 
+SAMPLED_RATE = 0.01
+"""The ``tracing_sampled`` rows' head sampling rate: ``ParentBased(TraceIdRatioBased(SAMPLED_RATE))``."""
+
+
 def _otel_switch(
-    system: ActorSystem, built: list[tuple[int, float]]
+    system: ActorSystem, built: list[tuple[int, float]], sampler: str = "default"
 ) -> tuple[Callable[[], None], Callable[[], None], Callable[[], Any]] | None:
+    """Return (on, off, flush) for OpenTelemetry tracing with `sampler`.
+
+    ``"default"``: the SDK's default, ``ParentBased(ALWAYS_ON)`` (every message
+    recorded, two spans each); ``"ratio"``: ``ParentBased(TraceIdRatioBased(SAMPLED_RATE))``,
+    each tell or ask here being a trace's root; ``"off"``: ``ParentBased(ALWAYS_OFF)``,
+    the cost of carrying trace contexts with nothing recorded.
+    """
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
     except ImportError:
         return None
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    samplers = {"ratio": ParentBased(TraceIdRatioBased(SAMPLED_RATE)), "off": ParentBased(ALWAYS_OFF)}
+    provider = TracerProvider(sampler=samplers[sampler]) if sampler in samplers else TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
 
     tracers = []
@@ -112,7 +129,8 @@ def _otel_switch(
         if tracer.dropped or len(exporter.get_finished_spans()) != tracer.built:
             msg = f"tracing lost spans: {tracer.dropped} dropped, {tracer.built} built"
             raise RuntimeError(msg)
-        built.append((tracer.built, tracer.build_cpu_seconds))
+        if sampler == "default":
+            built.append((tracer.built, tracer.build_cpu_seconds))
         exporter.clear()
 
     def flush() -> Any:
@@ -136,6 +154,10 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             plain[f"{config}_tell_per_s"] = tell
             plain[f"{config}_ask_us"] = ask
             plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0  # nothing to turn on
+        for config in ("tracing_sampled", "tracing_unsampled"):
+            plain[f"{config}_tell_per_s"] = tell
+            plain[f"{config}_ask_us"] = ask
+            plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0
         plain["tracing_build_us"] = 0.0  # no span is built
         return plain
 
@@ -161,6 +183,10 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             switches["tracing"] = (on, off, None)
             # the same, the clock stopped once every span is built and in the exporter
             switches["tracing_exported"] = (on, off, flush)
+            for name, sampler in (("tracing_sampled", "ratio"), ("tracing_unsampled", "off")):
+                switch = _otel_switch(system, built, sampler)
+                if switch is not None:
+                    switches[name] = (switch[0], switch[1], None)
         tells: dict[str, list[float]] = {name: [] for name in switches}
         latencies: dict[str, list[float]] = {name: [] for name in switches}
         for _ in range(rounds):
@@ -334,12 +360,16 @@ BENCHMARKS = (
             Metric("metrics_exact_tell_ratio", "tell, metrics sample_every=1 / off"),
             Metric("tracing_tell_ratio", "tell, OTel SDK tracing / off"),
             Metric("tracing_exported_tell_ratio", "tell, OTel SDK tracing / off, until every span is exported"),
+            Metric("tracing_sampled_tell_ratio", "tell, OTel SDK tracing 1% head-sampled / off"),
+            Metric("tracing_unsampled_tell_ratio", "tell, OTel SDK tracing, no trace sampled / off"),
             Metric("tracing_build_us", "OTel span built off the message path: builder CPU per span (µs)"),
             Metric("off_ask_us", "ask median, observability off (µs)"),
             Metric("metrics_ask_us", "ask median, metrics on (µs)"),
             Metric("tracing_ask_us", "ask median, OTel SDK tracing (µs)"),
             Metric("metrics_ask_ratio", "ask, metrics on / off (median latency)"),
             Metric("tracing_ask_ratio", "ask, OTel SDK tracing / off"),
+            Metric("tracing_sampled_ask_ratio", "ask, OTel SDK tracing 1% head-sampled / off"),
+            Metric("tracing_unsampled_ask_ratio", "ask, OTel SDK tracing, no trace sampled / off"),
         ),
         params={"messages": 100_000, "asks": 5_000, "rounds": 5},
         quick_params={"messages": 2_000, "asks": 200, "rounds": 1},

@@ -15,6 +15,7 @@ import pytest
 from actors import Actor, ActorSystem, ObservabilityConfigError, Router
 from actors._core import TraceContext
 from actors.observability import (
+    current_trace,
     disable_tracing,
     enable_metrics,
     enable_tracing,
@@ -36,6 +37,7 @@ pytest.importorskip("prometheus_client")
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -233,6 +235,72 @@ def test_otel_spans_have_the_recorders_structure_and_the_carried_ids(
     assert TraceContext.from_traceparent(tail_context.traceparent).trace_id == root.trace_id
     disable_tracing(system)
     assert tracer.dropped == 0
+
+
+class TraceRelay(Actor):
+    """Asks `to` about the message and returns the trace ids it and its own handler ran under."""
+
+    def __init__(self, to: Any) -> None:
+        super().__init__()
+        self.to = to
+
+    def on_receive(self, message: Any) -> Any:
+        mine = current_trace()
+        assert mine is not None
+        return mine.trace_id, self.to.ask(message, timeout=WAIT)
+
+
+class AsyncTraceRelay(TraceRelay):
+    async def on_receive(self, message: Any) -> Any:  # type: ignore[override]
+        mine = current_trace()
+        assert mine is not None
+        return mine.trace_id, await self.to.ask(message, block=False)
+
+
+class TraceOf(Actor):
+    def on_receive(self, message: Any) -> Any:
+        context = current_trace()
+        return None if context is None else context.trace_id
+
+
+def _sampled_chains(system: ActorSystem, mode: str, sampler: Any, roots: int) -> tuple[list[str], dict[str, int]]:
+    """Ask a relay `roots` times, each a trace of its own; return its trace ids and the spans exported per trace."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = enable_tracing(system, tracer_provider=provider)
+    relay = system.spawn(
+        AsyncTraceRelay if mode == "asyncio" else TraceRelay, system.spawn(TraceOf, mode=mode), mode=mode
+    )
+    traces = []
+    for i in range(roots):
+        outer, inner = relay.ask(i, timeout=WAIT)
+        assert outer == inner  # sampled or not, the chain keeps one trace id
+        traces.append(outer)
+    disable_tracing(system)
+    assert tracer.dropped == 0
+    exported: dict[str, int] = {}
+    for span in spans.get_finished_spans():
+        assert span.context is not None
+        key = f"{span.context.trace_id:032x}"
+        exported[key] = exported.get(key, 0) + 1
+    provider.shutdown()
+    return traces, exported
+
+
+def test_a_ratio_sampler_decides_once_at_the_root_as_the_sdk_would(system: ActorSystem, mode: str) -> None:
+    sampler = ParentBased(TraceIdRatioBased(0.5))
+    traces, exported = _sampled_chains(system, mode, sampler, 64)
+    chosen = {t for t in traces if sampler.should_sample(None, int(t, 16), "send TraceRelay").decision.is_sampled()}
+    assert 0 < len(chosen) < len(traces)  # 64 coin flips: all alike once in 2**63 runs
+    # a sampled trace has every span of its chain (two sends, two processes); the others none
+    assert exported == dict.fromkeys(chosen, 4)
+
+
+def test_a_trace_not_sampled_exports_nothing_and_still_carries_its_id(system: ActorSystem, mode: str) -> None:
+    traces, exported = _sampled_chains(system, mode, ParentBased(ALWAYS_OFF), 8)
+    assert len(set(traces)) == 8
+    assert exported == {}
 
 
 def test_every_span_reaches_the_exporter_by_the_time_tracing_is_off(

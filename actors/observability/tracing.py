@@ -336,10 +336,15 @@ class OpenTelemetryTracer(Tracer):
     What that changes against spans made by ``tracer.start_span``: the span
     processors see each span once, ended (``on_end``; ``on_start`` is not
     called, the span is built after it ended). The sampling decision is
-    taken on the message path: a message sent under a trace context follows
-    its parent's ``sampled`` flag (as the SDK's default ``ParentBased``
-    sampler does); a root asks the provider's sampler, unless it is that
-    default with an always-on root. A span not sampled is not queued.
+    taken on the message path, once per trace, at its root: a message sent
+    under a trace context follows its parent's ``sampled`` flag (as the
+    SDK's default ``ParentBased`` sampler does); a root asks the provider's
+    sampler, except for the SDK's own (``ALWAYS_ON``, the default,
+    ``ALWAYS_OFF``, ``TraceIdRatioBased``, bare or as ``ParentBased``'s root),
+    whose rule is applied without calling them (a ratio: the trace id's low
+    64 bits below its bound, the same decision). In a trace not sampled no
+    span is queued and no span id drawn: each message carries the trace's
+    context as it came and its handler runs under it (the trace id goes on).
 
     Thread contract: `send`, `begin` and `end` run on any thread, without a
     lock (``deque.append`` is atomic); spans are built on one thread at a
@@ -360,10 +365,16 @@ class OpenTelemetryTracer(Tracer):
     ) -> None:
         try:
             # The optional extra, imported only when turned on.
+            from opentelemetry import context as otel_context  # noqa: PLC0415
             from opentelemetry import trace  # noqa: PLC0415
             from opentelemetry.sdk.trace import Event, ReadableSpan  # noqa: PLC0415
             from opentelemetry.sdk.trace import Tracer as SdkTracer  # noqa: PLC0415
-            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased  # noqa: PLC0415
+            from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
+                ALWAYS_OFF,
+                ALWAYS_ON,
+                ParentBased,
+                TraceIdRatioBased,
+            )
             from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - the extra is in the test extra
             msg = "enable_tracing needs the OpenTelemetry SDK: pip install 'troupe[otel]' (or use record_spans)"
@@ -395,9 +406,23 @@ class OpenTelemetryTracer(Tracer):
         self._error = trace.StatusCode.ERROR
         self._unset = trace.Status()
         sampler = sdk_tracer.sampler
-        always = {ParentBased(ALWAYS_ON).get_description(), ALWAYS_ON.get_description()}
-        self._sampler = None if sampler.get_description() in always else sampler
+        # A root's decision. For the SDK's own samplers it is taken here without calling
+        # them (`_root_sampled`): always (the default), never, or TraceIdRatioBased's rule
+        # (the trace id's low 64 bits below its bound), the same decision as theirs.
+        root = sampler._root if isinstance(sampler, ParentBased) else sampler  # noqa: SLF001 - the SDK's root
+        self._sampler: Any = None
+        self._below: str | None = None  # sampled iff the trace id's last 16 hex digits sort below it
+        if root is ALWAYS_ON:
+            pass
+        elif root is ALWAYS_OFF:
+            self._below = ""  # nothing sorts below ""
+        elif type(root) is TraceIdRatioBased:
+            bound = root.bound
+            self._below = None if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
+        else:
+            self._sampler = sampler
         self._current_span = trace.get_current_span
+        self._current_context = otel_context.get_current
         # Invariant: holds only sampled spans' raw tuples, at most max_pending (appended on
         # any thread, taken from the left by the builder under _build_lock).
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -435,7 +460,9 @@ class OpenTelemetryTracer(Tracer):
         """Queue a ``send`` PRODUCER span under the current context; carry its context (the sender's thread)."""
         parent = CURRENT_TRACE.get()
         if parent is not None:
-            context = _context(parent.trace_id, _span_id(), sampled=parent.sampled)
+            if not parent.sampled:  # a trace not sampled: nothing recorded, its context carried as it came
+                return Traced(message, parent)
+            context = _context(parent.trace_id, _span_id())
             parent_id: str | None = parent.span_id
         else:
             context, parent_id = self._root(cell)
@@ -465,48 +492,57 @@ class OpenTelemetryTracer(Tracer):
     def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
         """Start a ``process`` CONSUMER span, child of the send span and linked to it (the receiver's turn)."""
         producer = traced.context
-        context = _context(producer.trace_id, _span_id(), sampled=producer.sampled)
+        if not producer.sampled:  # not recorded: the handler runs under the context that came (no handle)
+            return None, producer
+        context = _context(producer.trace_id, _span_id())
         return (cell, traced, context, time.time_ns()), context
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
+        if handle is None:  # a trace not sampled (`begin`)
+            return
         cell, traced, context, start = handle
-        if context.sampled:
-            end = time.time_ns()
-            pending = self._pending
-            if len(pending) < self._soon or self._room():
-                message = traced.message
-                pending.append(
-                    (
-                        cell.name,
-                        cell.actor_class.__qualname__,
-                        message.__class__.__qualname__,
-                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                        context.trace_id,
-                        context.span_id,
-                        traced.context.span_id,
-                        start,
-                        end,
-                        exc,
-                    )
+        end = time.time_ns()
+        pending = self._pending
+        if len(pending) < self._soon or self._room():
+            message = traced.message
+            pending.append(
+                (
+                    cell.name,
+                    cell.actor_class.__qualname__,
+                    message.__class__.__qualname__,
+                    (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                    context.trace_id,
+                    context.span_id,
+                    traced.context.span_id,
+                    start,
+                    end,
+                    exc,
                 )
-                if self._closed:  # a handler that ended after tracing was turned off
-                    self._drain()
+            )
+            if self._closed:  # a handler that ended after tracing was turned off
+                self._drain()
 
     def _root(self, cell: Cell) -> tuple[TraceContext, str | None]:
         """A send outside any troupe trace: under OpenTelemetry's current span (the user's), else a new trace."""
-        current = self._current_span().get_span_context()
-        if current.is_valid:
-            return _context(
-                f"{current.trace_id:032x}", _span_id(), sampled=current.trace_flags.sampled
-            ), f"{current.span_id:016x}"
+        otel = self._current_context()
+        if otel:  # an empty OpenTelemetry context (the usual case) has no span: one call, not four
+            current = self._current_span(otel).get_span_context()
+            if current.is_valid:
+                return _context(
+                    f"{current.trace_id:032x}", _span_id(), sampled=current.trace_flags.sampled
+                ), f"{current.span_id:016x}"
         trace_id = _trace_id()
-        sampled = True
-        if self._sampler is not None:
+        below = self._below
+        if below is not None:
+            sampled = trace_id[16:] < below
+        elif self._sampler is not None:
             decision = self._sampler.should_sample(
                 None, int(trace_id, 16), f"send {_destination(cell)}", self._producer
             ).decision
             sampled = decision.is_sampled()
+        else:
+            sampled = True
         return _context(trace_id, _span_id(), sampled=sampled), None
 
     def _room(self) -> bool:
