@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
@@ -253,6 +254,7 @@ class _Outlet:
         "pattern",
         "plain",
         "sub",
+        "who",
     )
 
     def __init__(
@@ -270,13 +272,16 @@ class _Outlet:
         self.dropped = 0
         # Written only by the callable's own actor (one writer).
         self.failed = 0
+        # The audit writer's thread only: the encoded ``subscriber`` and ``subscription`` fields
+        # of this outlet's message_audit events (`_Delivery.who`), made at its first one.
+        self.who: str | None = None
 
     def offer_audited(self, item: Any, audit: AuditChannel, sampled: _Sampled) -> int:
         """`offer` for a sampled publication: ``received`` first, then a tell whose receipt writes ``processed``."""
         cell = self.cell
         if len(cell.queue) >= self.capacity or not cell.alive:
             return self.offer(item)  # refused as any: dropped and dead-lettered there
-        delivery = _Delivery(audit, sampled, self.sub)
+        delivery = _Delivery(audit, sampled, self)
         audit.emit("message_audit", delivery.received)  # queued before any `processed` can be
         try:
             self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
@@ -396,15 +401,31 @@ class _Table:
         return route
 
 
+_quote = json.encoder.encode_basestring  # a str as JSON text, as the audit writer's encoder writes it
+
+
+def _json(value: object) -> str:
+    """`value` (a JSON scalar) as JSON text: what the audit writer's encoder would make of it."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _quote(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 class _Sampled:
     """One sampled publication: its ``message_audit`` events, built on the audit writer's thread.
 
     The publisher hands the audit log deferred events (`AuditChannel`): this
     object, `_Delivery` objects and bound methods, no dicts; the writer
-    thread calls them in queue order and builds the JSON objects. The fields
-    every event of the publication has (README, Audit logs) are built once,
-    by the first event the writer builds, and cached: only the writer's
-    thread touches `_fields`. It reads the topic, the message's class and an
+    thread calls them in queue order and they return each event already
+    encoded as one JSON object's text (the channel allows it), so the
+    writer neither builds a dict per event nor encodes one: the fields
+    every event of the publication has (README, Audit logs) are encoded
+    once, by the first event the writer builds, and cached (only the
+    writer's thread touches `_fields`), and a subscriber's once per outlet
+    (`_Delivery.who`): 3 events measured ~4x cheaper to make so than as
+    dicts encoded each. It reads the topic, the message's class and an
     `AgentMessage`'s (frozen) attributes, and the sender, none of which
     change after the publish.
     """
@@ -415,31 +436,27 @@ class _Sampled:
         self.topic = topic
         self.message = message
         self.sender = sender
-        self._fields: dict[str, object] | None = None
+        self._fields: str | None = None
 
-    def fields(self) -> dict[str, object]:
-        """The fields every event of this publication has (the writer's thread only)."""
+    def fields(self) -> str:
+        """The fields every event of this publication has, as JSON members ``"topic":...`` (the writer's thread)."""
         fields = self._fields
         if fields is None:
             message, sender = self.message, self.sender
             agent = message.__class__ is AgentMessage
-            fields = self._fields = {
-                "topic": self.topic,
-                "message_id": message.message_id if agent else None,
-                "from_agent": message.sender if agent else (sender if isinstance(sender, str) else None),
-                "to_agent": message.recipient if agent else None,
-                "message_type": str(message.type) if agent else type(message).__name__,
-            }
+            fields = self._fields = (
+                f'"topic":{_json(self.topic)},'
+                f'"message_id":{_json(message.message_id if agent else None)},'
+                f'"from_agent":{_json(message.sender if agent else (sender if isinstance(sender, str) else None))},'
+                f'"to_agent":{_json(message.recipient if agent else None)},'
+                f'"message_type":{_json(str(message.type) if agent else type(message).__name__)}'
+            )
         return fields
 
-    def sent(self, delivered: int, offered: int) -> Callable[[float], dict[str, object]]:
+    def sent(self, delivered: int, offered: int) -> Callable[[float], str]:
         """Return the deferred ``sent`` event (on the publisher's thread: one small closure)."""
-        return lambda _reading: {
-            "event": "sent",
-            **self.fields(),
-            "delivered": delivered,
-            "dropped": offered - delivered,
-        }
+        dropped = offered - delivered
+        return lambda _reading: f'{{"event":"sent",{self.fields()},"delivered":{delivered},"dropped":{dropped}}}'
 
 
 class _Delivery(Receipt[Any]):
@@ -465,13 +482,13 @@ class _Delivery(Receipt[Any]):
     was lost (the sink's queue over `max_pending`), ``latency_ms`` is None.
     """
 
-    __slots__ = ("_audit", "_error_type", "_received", "_sampled", "_sub")
+    __slots__ = ("_audit", "_error_type", "_outlet", "_received", "_sampled")
 
-    def __init__(self, audit: AuditChannel, sampled: _Sampled, sub: Subscription) -> None:
+    def __init__(self, audit: AuditChannel, sampled: _Sampled, outlet: _Outlet) -> None:
         super().__init__()
         self._audit = audit  # the broker's system's channel
         self._sampled = sampled
-        self._sub = sub
+        self._outlet = outlet
         self._error_type: str | None = None  # set before `processed` is emitted, read by the writer after
         self._received: float | None = None  # the writer's thread only: the reading of `received`
 
@@ -489,30 +506,31 @@ class _Delivery(Receipt[Any]):
         self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
         self._audit.emit("message_audit", self.processed)
 
-    def _who(self) -> tuple[object, int]:
-        sub = self._sub
-        name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
-        return (name if name is not None else sub.ref.actor_urn), sub.id
+    def who(self) -> str:
+        """The ``subscriber`` and ``subscription`` members, encoded once per outlet (the writer's thread)."""
+        outlet = self._outlet
+        who = outlet.who
+        if who is None:
+            sub = outlet.sub
+            name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
+            subscriber = name if name is not None else sub.ref.actor_urn
+            who = outlet.who = f'"subscriber":{_json(subscriber)},"subscription":{_json(sub.id)}'
+        return who
 
-    def received(self, reading: float) -> dict[str, object]:
+    def received(self, reading: float) -> str:
         """Build ``received`` (the writer's thread)."""
         self._received = reading
-        subscriber, subscription = self._who()
-        return {"event": "received", **self._sampled.fields(), "subscriber": subscriber, "subscription": subscription}
+        return f'{{"event":"received",{self._sampled.fields()},{self.who()}}}'
 
-    def processed(self, reading: float) -> dict[str, object]:
+    def processed(self, reading: float) -> str:
         """Build ``processed`` (the writer's thread, after `received`)."""
-        subscriber, subscription = self._who()
         error_type, received = self._error_type, self._received
-        return {
-            "event": "processed",
-            **self._sampled.fields(),
-            "subscriber": subscriber,
-            "subscription": subscription,
-            "success": error_type is None,
-            "error_type": error_type,
-            "latency_ms": None if received is None else (reading - received) * 1000.0,
-        }
+        success = "true" if error_type is None else "false"
+        latency = "null" if received is None else repr((reading - received) * 1000.0)
+        return (
+            f'{{"event":"processed",{self._sampled.fields()},{self.who()},"success":{success},'
+            f'"error_type":{_json(error_type)},"latency_ms":{latency}}}'
+        )
 
 
 class _Core:

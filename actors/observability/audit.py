@@ -90,8 +90,8 @@ __all__ = [
 DEFAULT_AUDIT_STREAMS = tuple(s for s in AUDIT_STREAMS if s != "message_audit")
 """Every stream but ``message_audit`` (one event per message: opt in to it)."""
 
-_Event = dict[str, object] | Callable[[float], dict[str, object]]
-"""An event as the sink queues it: its dict, or a deferred event (see `actors._core.AuditChannel`)."""
+_Event = dict[str, object] | Callable[[float], dict[str, object] | str]
+"""An event as the sink queues it: its dict, or a deferred event making the dict or its JSON text (`AuditChannel`)."""
 
 _DAY = 86400.0
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -568,10 +568,11 @@ class AuditLog:
         while queue:
             stream, reading, event = queue.popleft()
             if isinstance(event, dict):
-                fields = event
+                body = encode(event)
             else:  # a deferred event (`AuditChannel`): built here, on the writer's thread, in queue order
                 try:
-                    fields = event(reading)
+                    built = event(reading)
+                    body = built if isinstance(built, str) else encode(built)  # a str: encoded by its emitter
                 except Exception as error:  # noqa: BLE001 - a faulty emitter loses its event, not the batch
                     self._write_dropped += 1
                     self._last_error = f"{type(error).__name__}: {error}"
@@ -586,7 +587,6 @@ class AuditLog:
                 if found is None:
                     found = batches[stream, day] = []
                 batch = found
-            body = encode(fields)
             batch.append(f"{head},{body[1:]}\n" if len(body) > 2 else f"{head}}}\n")  # noqa: PLR2004 - "{}"
         for (stream, day), lines in batches.items():
             try:

@@ -343,8 +343,8 @@ class OpenTelemetryTracer(Tracer):
     ``ALWAYS_OFF``, ``TraceIdRatioBased``, bare or as ``ParentBased``'s root),
     whose rule is applied without calling them (a ratio: the trace id's low
     64 bits below its bound, the same decision). In a trace not sampled no
-    span is queued and no span id drawn: each message carries the trace's
-    context as it came and its handler runs under it (the trace id goes on).
+    span is queued, and past its root no span id is drawn: each message
+    carries the trace's context as it came and its handler runs under it (the trace id goes on).
 
     Thread contract: `send`, `begin` and `end` run on any thread, without a
     lock (``deque.append`` is atomic); spans are built on one thread at a

@@ -23,6 +23,7 @@ from actors import (
     MessageBroker,
     RetryPolicy,
 )
+from actors._core import AuditChannel
 from actors.observability import (
     AUDIT_STREAMS,
     DEFAULT_AUDIT_STREAMS,
@@ -191,6 +192,15 @@ def test_message_audit_is_opt_in_and_sampled(system: ActorSystem, tmp_path: Path
     disable_audit_log(system)
 
 
+@pytest.mark.parametrize("period", [1, 2, 7, 4096, 4097, 10_000])
+def test_one_message_event_in_message_sample_is_sampled_the_first_first(period: int) -> None:
+    channel = AuditChannel()
+    channel.attach(lambda _stream, _fields: None, ["message_audit"], message_sample=period)
+    picks = [n for n in range(3 * period + 1) if channel.sampled()]
+    assert picks == [0, period, 2 * period, 3 * period]
+    channel.detach()
+
+
 class Subscriber(Actor):
     def __init__(self, *, touchy: bool = False) -> None:
         super().__init__()
@@ -240,6 +250,31 @@ def test_message_audit_writes_sent_received_and_processed_with_the_documented_fi
             failed = message is bad and name == "agent-7"
             assert processed["success"] is not failed
             assert processed["error_type"] == ("ValueError" if failed else None)
+    disable_audit_log(system)
+
+
+def test_message_audit_text_with_quotes_escapes_and_non_ascii_reads_back_as_written(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    # the broker encodes its message_audit events itself (once per publication): check its JSON
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    odd = 'é "quoted" \\ back\nslash\t ✓'
+    broker.subscribe("news.*", system.spawn(Subscriber), agent=odd + "?")  # not the sender: not skipped
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
+    message = AgentMessage(sender=odd, recipient=odd + "!", type=MessageType.STATUS_UPDATE, content="x")
+    assert broker.publish("news.odd", message) == 1
+    assert broker.publish("news.odd", odd) == 1  # not an AgentMessage: ids null, the class's name
+    assert log.flush()
+    events = lines(log, "message_audit")
+    received = [e for e in events if e["event"] == "received"]
+    assert [(e["from_agent"], e["to_agent"], e["subscriber"]) for e in received] == [
+        (odd, odd + "!", odd + "?"),
+        (None, None, odd + "?"),
+    ]
+    assert [(e["message_id"], e["message_type"]) for e in received] == [
+        (message.message_id, "status_update"),
+        (None, "str"),
+    ]
     disable_audit_log(system)
 
 
