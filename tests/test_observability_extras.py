@@ -37,7 +37,14 @@ pytest.importorskip("prometheus_client")
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -295,6 +302,27 @@ def test_a_ratio_sampler_decides_once_at_the_root_as_the_sdk_would(system: Actor
     assert 0 < len(chosen) < len(traces)  # 64 coin flips: all alike once in 2**63 runs
     # a sampled trace has every span of its chain (two sends, two processes); the others none
     assert exported == dict.fromkeys(chosen, 4)
+
+
+class _CountingSampler(Sampler):
+    """Samples every other root it is asked about, and counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        self.asked += 1
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if self.asked % 2 else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "CountingSampler"
+
+
+def test_a_samplers_decision_is_asked_once_per_trace_at_its_root(system: ActorSystem, mode: str) -> None:
+    sampler = _CountingSampler()
+    traces, exported = _sampled_chains(system, mode, sampler, 10)
+    assert sampler.asked == 10  # the chain's second message follows its parent's flag
+    assert exported == {trace: 4 for n, trace in enumerate(traces) if n % 2 == 0}
 
 
 def test_a_trace_not_sampled_exports_nothing_and_still_carries_its_id(system: ActorSystem, mode: str) -> None:

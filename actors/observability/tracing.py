@@ -109,6 +109,9 @@ def _span_id(pop: Callable[[], str] = _span_ids.pop) -> str:
         return _draw(_span_ids, 16)
 
 
+_ZERO_SPAN = "0" * 16
+"""An invalid span id (W3C): never a context's."""
+
 _MAX_NAMES = 4096
 """(actor, message type, operation) keys whose span name and attributes the OpenTelemetry builder keeps."""
 
@@ -410,17 +413,16 @@ class OpenTelemetryTracer(Tracer):
         # them (`_root_sampled`): always (the default), never, or TraceIdRatioBased's rule
         # (the trace id's low 64 bits below its bound), the same decision as theirs.
         root = sampler._root if isinstance(sampler, ParentBased) else sampler  # noqa: SLF001 - the SDK's root
-        self._sampler: Any = None
-        self._below: str | None = None  # sampled iff the trace id's last 16 hex digits sort below it
+        self._sampler = sampler
+        # A root is sampled iff its trace id's last 16 hex digits sort below this; None: ask _sampler.
+        self._below: str | None = None
         if root is ALWAYS_ON:
-            pass
+            self._below = "~"  # every hex digit sorts below "~"
         elif root is ALWAYS_OFF:
             self._below = ""  # nothing sorts below ""
         elif type(root) is TraceIdRatioBased:
             bound = root.bound
-            self._below = None if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
-        else:
-            self._sampler = sampler
+            self._below = "~" if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
         self._current_span = trace.get_current_span
         self._current_context = otel_context.get_current
         # Invariant: holds only sampled spans' raw tuples, at most max_pending (appended on
@@ -464,8 +466,18 @@ class OpenTelemetryTracer(Tracer):
                 return Traced(message, parent)
             context = _context(parent.trace_id, _span_id())
             parent_id: str | None = parent.span_id
-        else:
+        elif self._current_context():  # OpenTelemetry's context holds something: maybe the user's span
             context, parent_id = self._root(cell)
+        else:  # a new trace (the usual root), its decision inline: every tell from outside a handler
+            trace_id = _trace_id()
+            below = self._below
+            if below is None:
+                context, parent_id = self._decide(cell, trace_id), None
+            elif trace_id[16:] < below:
+                context, parent_id = _context(trace_id, _span_id()), None
+            else:  # not sampled: nothing recorded, so its span id may be the trace id's low half
+                low = trace_id[16:]
+                return Traced(message, _context(trace_id, low if low != _ZERO_SPAN else _span_id(), sampled=False))
         if context.sampled:
             pending = self._pending
             if len(pending) < self._soon or self._room():
@@ -525,25 +537,21 @@ class OpenTelemetryTracer(Tracer):
 
     def _root(self, cell: Cell) -> tuple[TraceContext, str | None]:
         """A send outside any troupe trace: under OpenTelemetry's current span (the user's), else a new trace."""
-        otel = self._current_context()
-        if otel:  # an empty OpenTelemetry context (the usual case) has no span: one call, not four
-            current = self._current_span(otel).get_span_context()
-            if current.is_valid:
-                return _context(
-                    f"{current.trace_id:032x}", _span_id(), sampled=current.trace_flags.sampled
-                ), f"{current.span_id:016x}"
+        current = self._current_span().get_span_context()
+        if current.is_valid:
+            return _context(
+                f"{current.trace_id:032x}", _span_id(), sampled=current.trace_flags.sampled
+            ), f"{current.span_id:016x}"
         trace_id = _trace_id()
         below = self._below
-        if below is not None:
-            sampled = trace_id[16:] < below
-        elif self._sampler is not None:
-            decision = self._sampler.should_sample(
-                None, int(trace_id, 16), f"send {_destination(cell)}", self._producer
-            ).decision
-            sampled = decision.is_sampled()
-        else:
-            sampled = True
-        return _context(trace_id, _span_id(), sampled=sampled), None
+        if below is None:
+            return self._decide(cell, trace_id), None
+        return _context(trace_id, _span_id(), sampled=trace_id[16:] < below), None
+
+    def _decide(self, cell: Cell, trace_id: str) -> TraceContext:
+        """A new trace's root context, sampled as the provider's sampler (not one of the SDK's own) decides."""
+        decision = self._sampler.should_sample(None, int(trace_id, 16), f"send {_destination(cell)}", self._producer)
+        return _context(trace_id, _span_id(), sampled=decision.decision.is_sampled())
 
     def _room(self) -> bool:
         """A quarter of `max_pending` is queued: wake the builder; False (the span is dropped) past `max_pending`."""
@@ -569,10 +577,14 @@ class OpenTelemetryTracer(Tracer):
             pending = self._pending
             take = pending.popleft
             on_end = self._processor.on_end
+            build = self._build
+            # The SpanContext of each send span built in this pass, by span id, until its process
+            # span (its child, linked to it) takes it: one SpanContext and two int() less a message.
+            sends: dict[str, tuple[Any, int]] = {}
             built = 0
             try:
                 for _ in range(len(pending)):
-                    on_end(self._build(take()))
+                    on_end(build(take(), sends))
                     built += 1
             except Exception:  # noqa: BLE001 - a processor's or exporter's failure must not stop the builder
                 logger.opt(exception=True).warning("troupe tracing: a span processor raised; the span was dropped")
@@ -580,21 +592,29 @@ class OpenTelemetryTracer(Tracer):
             self._built += built
             self._build_cpu_ns += time.thread_time_ns() - cpu
 
-    def _build(self, raw: tuple[Any, ...]) -> Any:
+    def _build(self, raw: tuple[Any, ...], sends: dict[str, tuple[Any, int]]) -> Any:
         trace = self._trace
+        span_context = trace.SpanContext
         flags = self._flags[True]  # only sampled spans are queued
         if len(raw) == 8:  # noqa: PLR2004 - a send span (see `send`)
             name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start = raw
             end, exc, operation, kind = start, None, "send", self._producer
             trace_id = int(trace_hex, 16)
-            parent = None if parent_hex is None else trace.SpanContext(trace_id, int(parent_hex, 16), False, flags)
+            parent = None if parent_hex is None else span_context(trace_id, int(parent_hex, 16), False, flags)
             links: tuple[Any, ...] = ()
+            context = span_context(trace_id, int(span_hex, 16), False, flags)
+            sends[span_hex] = context, trace_id
         else:  # a process span (see `end`)
             name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start, end, exc = raw
             operation, kind = "process", self._consumer
-            trace_id = int(trace_hex, 16)
-            parent = trace.SpanContext(trace_id, int(parent_hex, 16), False, flags)
+            sent = sends.pop(parent_hex, None)
+            if sent is None:  # its send span was built in an earlier pass
+                trace_id = int(trace_hex, 16)
+                parent = span_context(trace_id, int(parent_hex, 16), False, flags)
+            else:
+                parent, trace_id = sent
             links = (trace.Link(parent),)
+            context = span_context(trace_id, int(span_hex, 16), False, flags)
         span_name, attributes = self._naming(name, actor_class, message_type, ids, operation)
         status = self._unset
         events: tuple[Any, ...] = ()
@@ -603,7 +623,7 @@ class OpenTelemetryTracer(Tracer):
             events = (self._exception_event(exc, end),)
         return self._readable(
             span_name,
-            trace.SpanContext(trace_id, int(span_hex, 16), False, flags),
+            context,
             parent,
             self._resource,
             attributes,
