@@ -258,7 +258,7 @@ class TraceRelay(Actor):
 
 
 class AsyncTraceRelay(TraceRelay):
-    async def on_receive(self, message: Any) -> Any:  # type: ignore[override]
+    async def on_receive(self, message: Any) -> Any:
         mine = current_trace()
         assert mine is not None
         return mine.trace_id, await self.to.ask(message, block=False)
