@@ -249,8 +249,10 @@ def _times(stamps: Sequence[float]) -> tuple[Sequence[Any], float]:
 EntryColumns = tuple[str, str | None, str | None, str | None, str | None, str | None]
 """What an entry shares with its run: (stream, sender, recipient, topic, session, kind) (`HistoryRef.record`)."""
 
-# A journal's or a commit's entry: (columns, message, ack, timestamp).
-_Entry = tuple[EntryColumns, Any, "Future[Any] | None", float]
+# A journal's and a commit's entries lie flat in one list, _WIDTH items each: columns, message, ack,
+# timestamp. Nothing per entry outlives the append (a tuple kept per entry was an object for the
+# collector to count and walk), and the history takes each field by a strided slice.
+_WIDTH = 4
 
 
 class Append(NamedTuple):
@@ -421,15 +423,16 @@ class _Journal:
     own turns, never while calling out.
     """
 
-    __slots__ = ("acked", "batch", "closed", "due", "entries", "immediate", "lock", "now")
+    __slots__ = ("acked", "closed", "due", "entries", "limit", "lock", "now")
 
     def __init__(self, now: Callable[[], float], batch: int, *, immediate: bool) -> None:
         self.lock = threading.Lock()
         self.now = now
-        self.batch = batch
-        self.immediate = immediate  # commit_delay == 0: every wake commits at once
-        # Invariant: entries are (columns, message, ack, timestamp) in the order told; none is in the mailbox too.
-        self.entries: list[_Entry] = []
+        # The length of entries at which a commit is due at once: `batch` entries, or one (commit_delay == 0).
+        self.limit = _WIDTH if immediate else batch * _WIDTH
+        # Invariant: entries are columns, message, ack, timestamp, ... (_WIDTH each), in the order told;
+        # none is in the mailbox too.
+        self.entries: list[Any] = []
         # Invariant: acked is True iff an entry in entries has an ack future.
         self.acked = False
         # Invariant: due >= the commit the history was told to make for what is in entries:
@@ -439,7 +442,7 @@ class _Journal:
         # mailbox (a dead letter if the actor has gone, the next incarnation's if it is restarting).
         self.closed = False
 
-    def take(self) -> tuple[list[_Entry], bool]:
+    def take(self) -> tuple[list[Any], bool]:
         """Take every entry and whether one is awaited (the history's turns only); the next append tells it again."""
         with self.lock:
             entries, acked = self.entries, self.acked
@@ -493,12 +496,12 @@ class HistoryRef(ServiceRef):
                 closed = journal.closed
                 if not closed:
                     entries = journal.entries
-                    entries.append((columns, message, ack, journal.now()))
+                    entries += (columns, message, ack, journal.now())
                     if ack is not None:
                         journal.acked = True
                         due = _NOW
                     else:
-                        due = _NOW if journal.immediate or len(entries) >= journal.batch else _LATER
+                        due = _NOW if len(entries) >= journal.limit else _LATER
                     if due <= journal.due:
                         return  # the history was told already
                     journal.due = due
@@ -585,7 +588,7 @@ class MessageHistory(Service, ThreadActor):
         last = self.db.execute("SELECT ts FROM entries ORDER BY id DESC LIMIT 1").fetchone()
         self.last_ts: float = last[0] if last is not None else -math.inf
         # Invariant: entries to commit, in the order their streams number them, each with its timestamp.
-        self.pending: list[_Entry] = []
+        self.pending: list[Any] = []  # flat, as the journal's entries
         # Invariant: awaited is True iff an entry in pending has an ack future.
         self.awaited = False
         self.appended = self.commits = self.rejected = self.deleted = self.largest = 0
@@ -624,7 +627,7 @@ class MessageHistory(Service, ThreadActor):
         if cls is Append:
             self._append(message)
             self._take_appends()
-            if len(self.pending) >= self.batch:
+            if len(self.pending) >= self.batch * _WIDTH:
                 self._commit()
             elif not len(self.actor_inbox.queue):
                 if self.awaited or self.commit_delay == 0:
@@ -673,7 +676,7 @@ class MessageHistory(Service, ThreadActor):
 
     def _append(self, entry: Append) -> None:
         """Add `entry` (from the mailbox) to what the next commit writes, stamped now."""
-        self.pending.append((entry[:1] + entry[2:7], entry.message, entry.ack, self.now()))
+        self.pending += (entry[:1] + entry[2:7], entry.message, entry.ack, self.now())
         if entry.ack is not None:
             self.awaited = True
 
@@ -700,7 +703,7 @@ class MessageHistory(Service, ThreadActor):
         Group commit's other half: a turn per entry costs about as much as
         the entry's encoding (`Actor.take_queued`, the core's batching seam).
         """
-        room = self.batch - len(self.pending)
+        room = self.batch - len(self.pending) // _WIDTH
         if room > 0:
             append = self._append
             with self.take_queued(_is_append, limit=room) as taken:
@@ -739,8 +742,8 @@ class MessageHistory(Service, ThreadActor):
         try:
             statements, written, streams = self._runs(pending)
         except Exception as exc:
-            for columns, message, ack, _ in pending:  # nothing is lost silently: each is a dead letter, its ack failed
-                self._reject(columns[0], message, ack, exc)
+            for i in range(0, len(pending), _WIDTH):  # nothing is lost silently: each is a dead letter, its ack failed
+                self._reject(pending[i][0], pending[i + 1], pending[i + 2], exc)
             raise
         db = self.db
         try:
@@ -798,7 +801,7 @@ class MessageHistory(Service, ThreadActor):
                 raise sqlite3.IntegrityError(msg)
 
     def _runs(
-        self, pending: list[_Entry]
+        self, pending: list[Any]
     ) -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[Sequence[Future[Any] | None], int]], dict[str, int]]:
         """Return the statements writing `pending`, each run's acks with its first seq, and each stream's last seq.
 
@@ -809,10 +812,10 @@ class MessageHistory(Service, ThreadActor):
         written: list[tuple[Sequence[Future[Any] | None], int]] = []
         last: dict[str, int] = {}
         legacy = self.legacy_json
-        all_columns, messages, acks, told = zip(*pending, strict=True)
+        all_columns, messages, acks, told = (pending[i::_WIDTH] for i in range(_WIDTH))
         # Timestamps never decrease along ids (a clock stepped back repeats its last reading), so a
         # time bound is an id bound, found by bisection on the primary key: no timestamp index.
-        stamps = list(told)
+        stamps = told
         if not (stamps[0] >= self.last_ts and sorted(stamps) == stamps):  # in order, as they mostly are
             stamps = list(accumulate(told, max, initial=self.last_ts))
             del stamps[0]
