@@ -186,6 +186,8 @@ _ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)
 _TICKS = float(2**22)  # per second: a stamp's unit in a run's rows, where every stamp is a whole number of them
 _TICK = 1.0 / _TICKS
 _INT64 = float(2**63)
+_WHOLE_TICKS = float(2**30)  # a stamp at or over it is a whole number of ticks
+_TICKS_FIT = _INT64 / _TICKS  # a stamp under it, in ticks, fits an int64
 
 
 _COLUMNS = "id, stream, seq, ts, kind, sender, recipient, topic, session, message_type, correlation_id, payload"
@@ -232,10 +234,14 @@ def _times(stamps: Sequence[float]) -> tuple[Sequence[Any], float]:
     """Return a run's timestamps as written in its rows, and the unit they are in (see `_RUN`).
 
     Whole ticks (2**-22 s) where every stamp is one and fits an int64, else the stamps themselves (unit 1.0).
-    The stamps never decrease (`MessageHistory._runs`): the first and last bound them.
+    The stamps never decrease (`MessageHistory._runs`): the first and last bound them. A double at or over
+    2**30 is a whole number of ticks (its last bit is worth 2**-22 or more): a wall clock's, checked by
+    its bounds alone.
     """
-    ticks = list(map(mul, stamps, repeat(_TICKS)))
     try:
+        if stamps[0] >= _WHOLE_TICKS and stamps[-1] < _TICKS_FIT:
+            return list(map(int, map(mul, stamps, repeat(_TICKS)))), _TICK
+        ticks = list(map(mul, stamps, repeat(_TICKS)))
         if ticks[0] > -_INT64 and ticks[-1] < _INT64 and all(map(float.is_integer, ticks)):
             return list(map(int, ticks)), _TICK
     except TypeError:  # a stamp that is not a number: let the encoder name it

@@ -380,3 +380,16 @@ def test_every_kind_of_message_is_stored_and_read_back_exactly_by_either_sql_pat
     assert stamps_back[4:] == [2e9 + i / 7 for i in range(len(told) - 4)]
     assert [e.correlation_id for e in entries if e.kind == "agent"] == [None, "c-1", None]
     assert [e.message_type for e in entries if e.kind == "agent"] == ["task_request"] * 3
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=20))
+def test_a_runs_timestamps_in_whole_ticks_or_as_floats_give_back_every_stamp_exactly(stamps: list[float]) -> None:
+    import actors.messaging.history as module  # noqa: PLC0415
+
+    stamps.sort()  # a run's stamps never decrease
+    written, unit = module._times(stamps)
+    assert [value * unit for value in written] == stamps
+    if unit != 1.0:
+        assert all(type(value) is int and -(2**63) < value < 2**63 for value in written)
+    wall_clock = [1.7e9 + i / 3 for i in range(5)]
+    assert module._times(wall_clock)[1] == 2.0**-22
