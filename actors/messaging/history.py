@@ -76,7 +76,7 @@ import sqlite3
 import threading
 import time
 from itertools import accumulate, groupby, repeat
-from operator import mul
+from operator import mul, sub
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, cast
 
 import attrs
@@ -162,13 +162,13 @@ assert _TOPIC_EITHER.endswith(_APART + ")")  # noqa: S101 - a constant's consist
 # run comes from each row, the rest is bound once. `->` and `->>` need SQLite 3.38; before that,
 # json_extract reads the rows, and a JSON message travels wrapped in a one-element array (json_extract
 # would unquote a string; the array's text, brackets stripped, is the message's own encoding). A row's
-# timestamp is its first element times ?9: an integer count of 2**-22 s where every stamp of the run is
+# timestamp is its first element plus ?10, times ?9: an integer count of 2**-22 s where every stamp of the run is
 # one exactly (every `time.time()` reading from 2004 to 2038 is, and later ones too: a double at or over
 # 2**30 is a multiple of 2**-22; an int's text costs about a seventh of a float's repr), else the float
 # itself and ?9 = 1.0. Either way the stored REAL is the stamp, bit for bit.
 _RUN = (
     "INSERT INTO entries (stream, seq, ts, kind, sender, recipient, topic, session, message_type, "
-    "correlation_id, message_id, payload) SELECT ?1, ?2 + key, {ts} * ?9, ?3, ?4, ?5, ?6, ?7, {rest} "
+    "correlation_id, message_id, payload) SELECT ?1, ?2 + key, ({ts} + ?10) * ?9, ?3, ?4, ?5, ?6, ?7, {rest} "
     "FROM json_each(?8)"
 )
 _JSON_RUN = _RUN.format(ts="value ->> 0", rest="NULL, NULL, NULL, value -> 1")
@@ -230,23 +230,27 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
     return "json", payload, None, None, None
 
 
-def _times(stamps: Sequence[float]) -> tuple[Sequence[Any], float]:
-    """Return a run's timestamps as written in its rows, and the unit they are in (see `_RUN`).
+def _times(stamps: Sequence[float]) -> tuple[Sequence[Any], int, float]:
+    """Return a run's timestamps as written in its rows, their origin and their unit (see `_RUN`).
 
-    Whole ticks (2**-22 s) where every stamp is one and fits an int64, else the stamps themselves (unit 1.0).
-    The stamps never decrease (`MessageHistory._runs`): the first and last bound them. A double at or over
-    2**30 is a whole number of ticks (its last bit is worth 2**-22 or more): a wall clock's, checked by
-    its bounds alone.
+    Whole ticks (2**-22 s) after the first stamp's where every stamp is a whole number of ticks that fits
+    an int64 (a few digits each, where the whole numbers had 16: an int's text costs by its digits), else
+    the stamps themselves (origin 0, unit 1.0). The stamps never decrease (`MessageHistory._runs`): the
+    first and last bound them. A double at or over 2**30 is a whole number of ticks (its last bit is worth
+    2**-22 or more): a wall clock's, checked by its bounds alone.
     """
     try:
         if stamps[0] >= _WHOLE_TICKS and stamps[-1] < _TICKS_FIT:
-            return list(map(int, map(mul, stamps, repeat(_TICKS)))), _TICK
-        ticks = list(map(mul, stamps, repeat(_TICKS)))
-        if ticks[0] > -_INT64 and ticks[-1] < _INT64 and all(map(float.is_integer, ticks)):
-            return list(map(int, ticks)), _TICK
+            ticks: list[Any] = list(map(int, map(mul, stamps, repeat(_TICKS))))
+        else:
+            scaled = list(map(mul, stamps, repeat(_TICKS)))
+            if not (scaled[0] > -_INT64 and scaled[-1] < _INT64 and all(map(float.is_integer, scaled))):
+                return stamps, 0, 1.0
+            ticks = list(map(int, scaled))
     except TypeError:  # a stamp that is not a number: let the encoder name it
-        pass
-    return stamps, 1.0
+        return stamps, 0, 1.0
+    origin = ticks[0]
+    return list(map(sub, ticks, repeat(origin))), origin, _TICK
 
 
 # -- requests and results -----------------------------------------------------------------------------
@@ -842,17 +846,19 @@ class MessageHistory(Service, ThreadActor):
             start = end
             stream, sender, recipient, topic, session, kind = columns
             if agent:
-                run_acks, text, ticks = self._agent_rows(stream, messages[run], acks[run], stamps[run])
+                run_acks, text, origin, unit = self._agent_rows(stream, messages[run], acks[run], stamps[run])
                 sql = _AGENT_RUN_LEGACY if legacy else _AGENT_RUN
             else:
-                run_acks, text, ticks = self._json_rows(stream, messages[run], acks[run], stamps[run], legacy=legacy)
+                run_acks, text, origin, unit = self._json_rows(
+                    stream, messages[run], acks[run], stamps[run], legacy=legacy
+                )
                 sql = _JSON_RUN_LEGACY if legacy else _JSON_RUN
             if not run_acks:
                 continue
             base = last.get(stream, self.seqs.get(stream, 0))
             last[stream] = base + len(run_acks)
             stored = kind or ("agent" if agent else "json")
-            statements.append((sql, (stream, base + 1, stored, sender, recipient, topic, session, text, ticks)))
+            statements.append((sql, (stream, base + 1, stored, sender, recipient, topic, session, text, unit, origin)))
             written.append((run_acks, base + 1))
         return statements, written, last
 
@@ -864,13 +870,15 @@ class MessageHistory(Service, ThreadActor):
         stamps: Sequence[float],
         *,
         legacy: bool,
-    ) -> tuple[Sequence[Future[Any] | None], str, float]:
-        """Encode a run of JSON messages as one array of [timestamp, message] rows; return its acks, text, unit."""
-        times, unit = _times(stamps)
+    ) -> tuple[Sequence[Future[Any] | None], str, int, float]:
+        """Encode a run of JSON messages as one array of [timestamp, message] rows: acks, text, time origin, unit."""
+        times, origin, unit = _times(stamps)
         try:
-            return acks, _ROWS.encode(list(zip(times, zip(messages) if legacy else messages, strict=True))), unit
+            text = _ROWS.encode(list(zip(times, zip(messages) if legacy else messages, strict=True)))
         except (TypeError, ValueError, RecursionError):
             pass  # one of them cannot be stored: find it, reject it, write the others
+        else:
+            return acks, text, origin, unit
         kept: list[tuple[Any, Future[Any] | None, float]] = []
         for message, ack, stamp in zip(messages, acks, stamps, strict=True):
             try:
@@ -880,15 +888,15 @@ class MessageHistory(Service, ThreadActor):
             else:
                 kept.append((message, ack, stamp))
         if not kept:
-            return (), "", 1.0
+            return (), "", 0, 1.0
         kept_messages, kept_acks, kept_stamps = zip(*kept, strict=True)
         return self._json_rows(stream, kept_messages, kept_acks, kept_stamps, legacy=legacy)
 
     def _agent_rows(
         self, stream: str, messages: Sequence[Any], acks: Sequence[Future[Any] | None], stamps: Sequence[float]
-    ) -> tuple[Sequence[Future[Any] | None], str, float]:
+    ) -> tuple[Sequence[Future[Any] | None], str, int, float]:
         """Encode a run of `AgentMessage` entries as one array of [timestamp, wire text, type, correlation, id]."""
-        times, unit = _times(stamps)
+        times, origin, unit = _times(stamps)
         kept: list[Future[Any] | None] = []
         rows: list[list[Any]] = []
         for message, ack, stamp in zip(messages, acks, times, strict=True):
@@ -902,7 +910,7 @@ class MessageHistory(Service, ThreadActor):
                 continue
             kept.append(ack)
             rows.append([stamp, text, message.type.value, message.correlation_id, message.message_id])
-        return kept, _ROWS.encode(rows) if rows else "", unit
+        return kept, _ROWS.encode(rows) if rows else "", origin, unit
 
     # -- queries ----------------------------------------------------------------------------------------------
 
