@@ -155,8 +155,9 @@ assert _TOPIC_EITHER.endswith(_APART + ")")  # noqa: S101 - a constant's consist
 # The stream index (stream, id) serves queries by stream and by topic: a topic's entries are its stream's
 # (``topic:<name>``, the broker's), and `entries_topic_apart` holds only those whose topic is not their
 # stream's (an `Append` told with another stream). It replaces a (topic, id) index that duplicated the
-# stream's for every publication, and the UNIQUE (stream, seq) of files made before (kept there, unused):
-# seqs are given by the one writer, which checks the streams table moved only under it (`_commit`).
+# stream's for every publication (dropped from files made before), and the UNIQUE (stream, seq) index
+# (files made before keep it: a table's constraint stays; it costs them an insert more, and holds): seqs
+# are given by the one writer, which checks the streams table moved only under it (`_move_streams`).
 
 # A run of entries is inserted from one JSON array of rows (`MessageHistory._commit`); what varies along a
 # run comes from each row, the rest is bound once. `->` and `->>` need SQLite 3.38; before that,
