@@ -13,11 +13,13 @@ numbering survives retention: the last number of each stream is kept in
 its own table.
 
 Group commit, off the sender's path. A sender tells the history an
-`Append`; its ref puts it in the history's journal (`_Journal`: a list
-behind a lock, on the sender's thread, with the entry's timestamp) and
-tells the history's mailbox only when the journal had nothing waiting, or
-the entry is awaited, or `batch` entries wait: a storm of publications
-wakes the history's thread once per commit, not once per entry. The
+`Append` (the broker calls `HistoryRef.record` with the entry's columns,
+the same without the `Append`); its ref puts it in the history's journal
+(`_Journal`: a flat list behind a lock, on the sender's thread, with the
+entry's timestamp) and tells the history's mailbox only when the journal
+had nothing waiting, or the entry is awaited, or `batch` entries wait: a
+storm of publications wakes the history's thread once per commit, not once
+per entry. The
 history commits what waits in one transaction, then settles each entry's
 ``ack`` future. Entries nobody awaits (a plain publication) wait
 ``commit_delay`` (5 ms of the system's clock) for company; an awaited
@@ -97,6 +99,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "Append",
     "EnforceRetention",
+    "EntryColumns",
     "HistoryEntry",
     "HistoryPage",
     "HistoryQuery",
