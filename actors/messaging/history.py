@@ -13,11 +13,13 @@ numbering survives retention: the last number of each stream is kept in
 its own table.
 
 Group commit, off the sender's path. A sender tells the history an
-`Append`; its ref puts it in the history's journal (`_Journal`: a list
-behind a lock, on the sender's thread, with the entry's timestamp) and
-tells the history's mailbox only when the journal had nothing waiting, or
-the entry is awaited, or `batch` entries wait: a storm of publications
-wakes the history's thread once per commit, not once per entry. The
+`Append` (the broker calls `HistoryRef.record` with the entry's columns,
+the same without the `Append`); its ref puts it in the history's journal
+(`_Journal`: a flat list behind a lock, on the sender's thread, with the
+entry's timestamp) and tells the history's mailbox only when the journal
+had nothing waiting, or the entry is awaited, or `batch` entries wait: a
+storm of publications wakes the history's thread once per commit, not once
+per entry. The
 history commits what waits in one transaction, then settles each entry's
 ``ack`` future. Entries nobody awaits (a plain publication) wait
 ``commit_delay`` (5 ms of the system's clock) for company; an awaited
@@ -47,6 +49,9 @@ keyset paging (``after=page.next_cursor``). Every filter has an index; the
 per-column ones are partial (``WHERE column IS NOT NULL``), so an entry
 pays only for the columns it has (a topic publication has no recipient,
 session or correlation id): each index is a B-tree insert on every append.
+A topic is found through its stream's index (``topic:<name>``), and the
+topic index holds only the entries told with another stream, so a
+publication pays for one index, the stream's.
 Time has no index: timestamps never decrease along the log (a clock stepped
 back repeats its last reading), so a time bound becomes an id bound, found
 by bisection on the primary key (O(log^2 n) lookups). A
@@ -72,6 +77,8 @@ import reprlib
 import sqlite3
 import threading
 import time
+from itertools import accumulate, groupby, repeat
+from operator import mul, sub
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, cast
 
 import attrs
@@ -92,6 +99,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "Append",
     "EnforceRetention",
+    "EntryColumns",
     "HistoryEntry",
     "HistoryPage",
     "HistoryQuery",
@@ -128,25 +136,44 @@ CREATE TABLE IF NOT EXISTS entries (
     message_type TEXT,
     correlation_id TEXT,
     message_id TEXT,
-    payload TEXT NOT NULL,
-    UNIQUE (stream, seq)
+    payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_stream ON entries (stream, id);
 CREATE INDEX IF NOT EXISTS entries_sender ON entries (sender, id) WHERE sender IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_recipient ON entries (recipient, id) WHERE recipient IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_session ON entries (session, id) WHERE session IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_topic ON entries (topic, id) WHERE topic IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_topic_apart ON entries (topic, id) WHERE topic IS NOT NULL AND {apart};
 CREATE INDEX IF NOT EXISTS entries_type ON entries (message_type, id) WHERE message_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_correlation ON entries (correlation_id, id) WHERE correlation_id IS NOT NULL;
+DROP INDEX IF EXISTS entries_topic;
 """
+_APART = "stream <> 'topic:' || topic"  # an entry whose topic is not its stream's (the query must say it alike)
+_SCHEMA = _SCHEMA.format(apart=_APART)
+_TOPIC_EITHER = (  # the second half says _APART as the index does
+    "id IN (SELECT id FROM entries WHERE stream = ? AND topic = ? "
+    "UNION ALL SELECT id FROM entries WHERE topic = ? AND stream <> 'topic:' || topic)"
+)
+assert _TOPIC_EITHER.endswith(_APART + ")")  # noqa: S101 - a constant's consistency, at import
+# The stream index (stream, id) serves queries by stream and by topic: a topic's entries are its stream's
+# (``topic:<name>``, the broker's), and `entries_topic_apart` holds only those whose topic is not their
+# stream's (an `Append` told with another stream). It replaces a (topic, id) index that duplicated the
+# stream's for every publication (dropped from files made before), and the UNIQUE (stream, seq) index
+# (files made before keep it: a table's constraint stays; it costs them an insert more, and holds): seqs
+# are given by the one writer, which checks the streams table moved only under it (`_move_streams`).
 
 # A run of entries is inserted from one JSON array of rows (`MessageHistory._commit`); what varies along a
 # run comes from each row, the rest is bound once. `->` and `->>` need SQLite 3.38; before that,
 # json_extract reads the rows, and a JSON message travels wrapped in a one-element array (json_extract
-# would unquote a string; the array's text, brackets stripped, is the message's own encoding).
+# would unquote a string; the array's text, brackets stripped, is the message's own encoding). A row's
+# timestamp is its first element plus ?10, times ?9: an integer count of 2**-22 s where every stamp of the run is
+# one exactly (every `time.time()` reading from 2004 to 2038 is, and later ones too: a double at or over
+# 2**30 is a multiple of 2**-22; an int's text costs about a seventh of a float's repr), else the float
+# itself and ?9 = 1.0. Either way the stored REAL is the stamp, bit for bit.
 _RUN = (
     "INSERT INTO entries (stream, seq, ts, kind, sender, recipient, topic, session, message_type, "
-    "correlation_id, message_id, payload) SELECT ?1, ?2 + key, {ts}, ?3, ?4, ?5, ?6, ?7, {rest} FROM json_each(?8)"
+    "correlation_id, message_id, payload) SELECT ?1, ?2 + key, ({ts} + ?10) * ?9, ?3, ?4, ?5, ?6, ?7, {rest} "
+    "FROM json_each(?8)"
 )
 _JSON_RUN = _RUN.format(ts="value ->> 0", rest="NULL, NULL, NULL, value -> 1")
 _AGENT_RUN = _RUN.format(ts="value ->> 0", rest="value ->> 2, value ->> 3, value ->> 4, value ->> 1")
@@ -160,6 +187,11 @@ _AGENT_RUN_LEGACY = _RUN.format(
     "json_extract(value, '$[1]')",
 )
 _ARROWS = sqlite3.sqlite_version_info >= (3, 38, 0)
+_TICKS = float(2**22)  # per second: a stamp's unit in a run's rows, where every stamp is a whole number of them
+_TICK = 1.0 / _TICKS
+_INT64 = float(2**63)
+_WHOLE_TICKS = float(2**30)  # a stamp at or over it is a whole number of ticks
+_TICKS_FIT = _INT64 / _TICKS  # a stamp under it, in ticks, fits an int64
 
 
 _COLUMNS = "id, stream, seq, ts, kind, sender, recipient, topic, session, message_type, correlation_id, payload"
@@ -202,7 +234,39 @@ def _encode(message: Any) -> tuple[str, str, str | None, str | None, str | None]
     return "json", payload, None, None, None
 
 
+def _times(stamps: Sequence[float]) -> tuple[Sequence[Any], int, float]:
+    """Return a run's timestamps as written in its rows, their origin and their unit (see `_RUN`).
+
+    Whole ticks (2**-22 s) after the first stamp's where every stamp is a whole number of ticks that fits
+    an int64 (a few digits each, where the whole numbers had 16: an int's text costs by its digits), else
+    the stamps themselves (origin 0, unit 1.0). The stamps never decrease (`MessageHistory._runs`): the
+    first and last bound them. A double at or over 2**30 is a whole number of ticks (its last bit is worth
+    2**-22 or more): a wall clock's, checked by its bounds alone.
+    """
+    try:
+        if stamps[0] >= _WHOLE_TICKS and stamps[-1] < _TICKS_FIT:
+            ticks: list[Any] = list(map(int, map(mul, stamps, repeat(_TICKS))))
+        else:
+            scaled = list(map(mul, stamps, repeat(_TICKS)))
+            if not (scaled[0] > -_INT64 and scaled[-1] < _INT64 and all(map(float.is_integer, scaled))):
+                return stamps, 0, 1.0
+            ticks = list(map(int, scaled))
+    except TypeError:  # a stamp that is not a number: let the encoder name it
+        return stamps, 0, 1.0
+    origin = ticks[0]
+    return list(map(sub, ticks, repeat(origin))), origin, _TICK
+
+
 # -- requests and results -----------------------------------------------------------------------------
+
+
+EntryColumns = tuple[str, str | None, str | None, str | None, str | None, str | None]
+"""What an entry shares with its run: (stream, sender, recipient, topic, session, kind) (`HistoryRef.record`)."""
+
+# A journal's and a commit's entries lie flat in one list, _WIDTH items each: columns, message, ack,
+# timestamp. Nothing per entry outlives the append (a tuple kept per entry was an object for the
+# collector to count and walk), and the history takes each field by a strided slice.
+_WIDTH = 4
 
 
 class Append(NamedTuple):
@@ -213,7 +277,7 @@ class Append(NamedTuple):
     0.5 us on the machine of the benchmarks). It is just as immutable.
     """
 
-    # Invariant: the fields in this order (`MessageHistory._runs` compares entries by slice).
+    # Invariant: the fields in this order (`HistoryRef.tell` slices the columns out).
     stream: str
     message: Any
     sender: str | None = None
@@ -373,15 +437,18 @@ class _Journal:
     own turns, never while calling out.
     """
 
-    __slots__ = ("batch", "closed", "due", "entries", "immediate", "lock", "now")
+    __slots__ = ("acked", "closed", "due", "entries", "limit", "lock", "now")
 
     def __init__(self, now: Callable[[], float], batch: int, *, immediate: bool) -> None:
         self.lock = threading.Lock()
         self.now = now
-        self.batch = batch
-        self.immediate = immediate  # commit_delay == 0: every wake commits at once
-        # Invariant: entries are (append, timestamp) in the order told; none is in the mailbox too.
-        self.entries: list[tuple[Append, float]] = []
+        # The length of entries at which a commit is due at once: `batch` entries, or one (commit_delay == 0).
+        self.limit = _WIDTH if immediate else batch * _WIDTH
+        # Invariant: entries are columns, message, ack, timestamp, ... (_WIDTH each), in the order told;
+        # none is in the mailbox too.
+        self.entries: list[Any] = []
+        # Invariant: acked is True iff an entry in entries has an ack future.
+        self.acked = False
         # Invariant: due >= the commit the history was told to make for what is in entries:
         # _IDLE (none told), _LATER (told a _Drain that arms the commit timer), _NOW (a _Drain that commits).
         self.due = _IDLE
@@ -389,13 +456,14 @@ class _Journal:
         # mailbox (a dead letter if the actor has gone, the next incarnation's if it is restarting).
         self.closed = False
 
-    def take(self) -> list[tuple[Append, float]]:
-        """Take every entry (the history's turns only); the next append tells the history again."""
+    def take(self) -> tuple[list[Any], bool]:
+        """Take every entry and whether one is awaited (the history's turns only); the next append tells it again."""
         with self.lock:
-            entries = self.entries
+            entries, acked = self.entries, self.acked
             self.entries = []
+            self.acked = False
             self.due = _IDLE
-        return entries
+        return entries, acked
 
 
 _IDLE, _LATER, _NOW = 0, 1, 2
@@ -420,26 +488,48 @@ class HistoryRef(ServiceRef):
         Raises:
             ActorDeadError: the history has stopped; the message is a dead letter.
         """
-        journal = self._journal
-        if journal is None or message.__class__ is not Append:
+        if self._journal is None or message.__class__ is not Append:
             super().tell(message)
             return
-        with journal.lock:
-            if journal.closed:
-                due = _IDLE
-            else:
-                entries = journal.entries
-                entries.append((message, journal.now()))
-                due = _NOW if message.ack is not None or journal.immediate or len(entries) >= journal.batch else _LATER
-                if due <= journal.due:
-                    return  # the history was told already
-                journal.due = due
-        if due == _IDLE:
-            super().tell(message)  # stopping or stopped: the mailbox (or a dead letter) settles it
-            return
-        # Stopped after the append: its on_stop takes the journal (closing it under the lock after that).
-        with contextlib.suppress(ActorDeadError):
-            super().tell(_Drain(now=due == _NOW))
+        self.record(message[:1] + message[2:7], message.message, message.ack)
+
+    def record(self, columns: EntryColumns, message: Any, ack: Future[Any] | None = None) -> None:
+        """Append `message` with `columns` (told): what `tell(Append(...))` does, without the `Append`.
+
+        The broker's path (one call a publication): `columns` is best the same
+        tuple for every entry of a stream (the history finds its runs by
+        comparing them, which is quickest on one object). The message is not
+        checked here (`check_payload`).
+
+        Raises:
+            ActorDeadError: the history has stopped; the entry is a dead letter.
+        """
+        journal = self._journal
+        if journal is not None:
+            lock = journal.lock
+            lock.acquire()  # not `with`: its enter and exit calls cost more than the rest of the append
+            try:
+                closed = journal.closed
+                if not closed:
+                    entries = journal.entries
+                    entries += (columns, message, ack, journal.now())
+                    if ack is not None:
+                        journal.acked = True
+                        due = _NOW
+                    else:
+                        due = _NOW if len(entries) >= journal.limit else _LATER
+                    if due <= journal.due:
+                        return  # the history was told already
+                    journal.due = due
+            finally:
+                lock.release()
+            if not closed:
+                # Stopped after the append: its on_stop takes the journal (closing it under the lock after that).
+                with contextlib.suppress(ActorDeadError):
+                    super().tell(_Drain(now=due == _NOW))
+                return
+        # No journal yet, or stopping or stopped: the mailbox (or a dead letter) settles it.
+        super().tell(Append(columns[0], message, *columns[1:], ack))
 
     def append(self, stream: str, message: Any, **fields: Any) -> Future[Any]:
         """Append `message` to `stream`; return a future of its seq, settled once committed."""
@@ -516,7 +606,7 @@ class MessageHistory(Service, ThreadActor):
         last = self.db.execute("SELECT ts FROM entries ORDER BY id DESC LIMIT 1").fetchone()
         self.last_ts: float = last[0] if last is not None else -math.inf
         # Invariant: entries to commit, in the order their streams number them, each with its timestamp.
-        self.pending: list[tuple[Append, float]] = []
+        self.pending: list[Any] = []  # flat, as the journal's entries
         # Invariant: awaited is True iff an entry in pending has an ack future.
         self.awaited = False
         self.appended = self.commits = self.rejected = self.deleted = self.largest = 0
@@ -555,7 +645,7 @@ class MessageHistory(Service, ThreadActor):
         if cls is Append:
             self._append(message)
             self._take_appends()
-            if len(self.pending) >= self.batch:
+            if len(self.pending) >= self.batch * _WIDTH:
                 self._commit()
             elif not len(self.actor_inbox.queue):
                 if self.awaited or self.commit_delay == 0:
@@ -597,37 +687,16 @@ class MessageHistory(Service, ThreadActor):
         journal = self.journal
         if journal is None:
             return
-        taken = journal.take()
-        if not taken:
-            return
-        # `_stamp` for each, inlined (a call per entry was ~10% of the history's CPU per entry).
-        last = self.last_ts
-        for i, (entry, stamp) in enumerate(taken):
-            if stamp < last:
-                taken[i] = (entry, last)
-            else:
-                last = stamp
-        self.last_ts = last
-        self.pending += taken
-        if not self.awaited:
-            self.awaited = any(entry.ack is not None for entry, _ in taken)
+        taken, acked = journal.take()
+        if taken:
+            self.pending += taken
+            self.awaited = self.awaited or acked
 
-    def _append(self, entry: Append, stamp: float | None = None) -> None:
-        """Add `entry` to what the next commit writes, with its timestamp (now, if it has none)."""
-        self.pending.append((entry, self._stamp(stamp)))
+    def _append(self, entry: Append) -> None:
+        """Add `entry` (from the mailbox) to what the next commit writes, stamped now."""
+        self.pending += (entry[:1] + entry[2:7], entry.message, entry.ack, self.now())
         if entry.ack is not None:
             self.awaited = True
-
-    def _stamp(self, now: float | None) -> float:
-        # Invariant: timestamps never decrease along ids (a wall clock stepped back repeats its last
-        # reading), so a time bound is an id bound, found by bisection on the primary key: no
-        # timestamp index to update on every append.
-        if now is None:
-            now = self.now()  # an append from the mailbox: stamped when handled
-        if now < self.last_ts:
-            return self.last_ts
-        self.last_ts = now
-        return now
 
     def _first_id(self, ts: float, *, after: bool) -> int:
         """Return the first id whose timestamp is >= `ts` (> `ts` with `after`), or the next id if none."""
@@ -652,149 +721,200 @@ class MessageHistory(Service, ThreadActor):
         Group commit's other half: a turn per entry costs about as much as
         the entry's encoding (`Actor.take_queued`, the core's batching seam).
         """
-        room = self.batch - len(self.pending)
+        room = self.batch - len(self.pending) // _WIDTH
         if room > 0:
             append = self._append
             with self.take_queued(_is_append, limit=room) as taken:
                 for queued in taken:
                     append(queued.message)
 
-    def _reject(self, entry: Append, exc: Exception) -> None:
+    def _reject(self, stream: str, message: Any, ack: Future[Any] | None, exc: Exception) -> None:
         self.rejected += 1
-        logger.warning("{} rejected an entry for stream {!r}: {}", self, entry.stream, exc)
-        self.actor_system.dead_letters.record(entry.message, self.actor_ref, DeadLetterReason.REJECTED, exc)
-        if entry.ack is not None:
-            entry.ack.set_exception((type(exc), exc, exc.__traceback__))
+        logger.warning("{} rejected an entry for stream {!r}: {}", self, stream, exc)
+        self.actor_system.dead_letters.record(message, self.actor_ref, DeadLetterReason.REJECTED, exc)
+        if ack is not None:
+            ack.set_exception((type(exc), exc, exc.__traceback__))
 
     def _commit(self) -> None:
         """Write what waits (the journal's entries, then `pending`) in one transaction; settle the acks.
 
-        One statement per run of entries that share a stream and their other
-        columns but the message (a publication storm on a topic is one run):
-        the run's rows travel as one JSON array (encoded by one C call, the
+        One statement per run of entries that share their columns and the
+        kind of message (a publication storm on a topic is one run): the
+        run's rows travel as one JSON array (encoded by one C call, the
         messages inside it) and SQLite inserts them from `json_each`. Per
         row, that is about half the CPU of an `executemany` over encoded
         rows (benchmarks/messaging.py, history), which also released and
         retook the GIL once per row, a thread switch each when the senders
         were running. Numbers are given at commit, so a rejected entry leaves
         no gap, and the streams' numbers move only once the commit succeeded.
+        What is done per entry is done by C loops (zip, map, groupby, the
+        encoder) where it can be: the Python around each entry was a third
+        of the history's CPU.
         """
         self._drain()
         pending = self.pending
         if not pending:
             return
         self.pending = []
-        self.awaited = False
+        awaited, self.awaited = self.awaited, False
         try:
             statements, written, streams = self._runs(pending)
         except Exception as exc:
-            for entry, _ in pending:  # nothing is lost silently: each is a dead letter, its ack failed
-                self._reject(entry, exc)
+            for i in range(0, len(pending), _WIDTH):  # nothing is lost silently: each is a dead letter, its ack failed
+                self._reject(pending[i][0], pending[i + 1], pending[i + 2], exc)
             raise
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
                 db.execute(sql, params)
-            db.executemany(
-                "INSERT INTO streams (stream, last_seq) VALUES (?, ?) "
-                "ON CONFLICT(stream) DO UPDATE SET last_seq = excluded.last_seq",
-                list(streams.items()),
-            )
+            self._move_streams(streams)
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            for entry, _ in written:
-                if entry.ack is not None:
-                    entry.ack.set_exception((type(exc), exc, exc.__traceback__))
+            if awaited:
+                for acks, _ in written:
+                    for ack in acks:
+                        if ack is not None:
+                            ack.set_exception((type(exc), exc, exc.__traceback__))
             raise
         self.seqs.update(streams)
         self.commits += 1
-        self.appended += len(written)
-        self.largest = max(self.largest, len(written))
-        for entry, seq in written:
-            if entry.ack is not None:
-                entry.ack.set(seq)
+        count = sum(len(acks) for acks, _ in written)
+        self.appended += count
+        self.largest = max(self.largest, count)
+        if awaited:
+            for acks, first in written:
+                for seq, ack in enumerate(acks, first):
+                    if ack is not None:
+                        ack.set(seq)
+
+    def _move_streams(self, streams: dict[str, int]) -> None:
+        """Record each stream's last seq, checking that no other writer numbered it meanwhile.
+
+        The file's entries carry no UNIQUE (stream, seq) (an index more per
+        append): one writer gives the numbers, from `seqs`. A second history
+        on the same file would give them again; here its commit fails instead.
+
+        Raises:
+            sqlite3.IntegrityError: the streams table is not where this history left it.
+        """
+        db = self.db
+        seqs = self.seqs
+        for stream, last in streams.items():
+            known = seqs.get(stream)
+            if known is None:
+                db.execute("INSERT INTO streams (stream, last_seq) VALUES (?, ?)", (stream, last))
+            elif (
+                db.execute(
+                    "UPDATE streams SET last_seq = ? WHERE stream = ? AND last_seq = ?", (last, stream, known)
+                ).rowcount
+                != 1
+            ):
+                msg = (
+                    f"{self}: stream {stream!r} of {self.path!r} was numbered past {known} by another writer; "
+                    "open a history file with one MessageHistory at a time"
+                )
+                raise sqlite3.IntegrityError(msg)
 
     def _runs(
-        self, pending: list[tuple[Append, float]]
-    ) -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[Append, int]], dict[str, int]]:
-        """Return the statements writing `pending`, the entries written with their seqs, and each stream's last seq.
+        self, pending: list[Any]
+    ) -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[Sequence[Future[Any] | None], int]], dict[str, int]]:
+        """Return the statements writing `pending`, each run's acks with its first seq, and each stream's last seq.
 
         An entry whose message cannot be encoded is rejected here (a dead
         letter, its ack failed) and takes no number.
         """
         statements: list[tuple[str, tuple[Any, ...]]] = []
-        written: list[tuple[Append, int]] = []
+        written: list[tuple[Sequence[Future[Any] | None], int]] = []
         last: dict[str, int] = {}
         legacy = self.legacy_json
-        start, count = 0, len(pending)
-        while start < count:
-            # The run starting here: the entries after it with the same columns (Append's fields
-            # but the message and ack) and the same kind of message.
-            first = pending[start][0]
-            stream, shared, agent = first[0], first[2:7], first[1].__class__ is AgentMessage
-            end = start + 1
-            while end < count:
-                other = pending[end][0]
-                if other[0] != stream or other[2:7] != shared or (other[1].__class__ is AgentMessage) is not agent:
-                    break
-                end += 1
-            run = pending[start:end]
+        all_columns, messages, acks, told = (pending[i::_WIDTH] for i in range(_WIDTH))
+        # Timestamps never decrease along ids (a clock stepped back repeats its last reading), so a
+        # time bound is an id bound, found by bisection on the primary key: no timestamp index.
+        stamps = told
+        if not (stamps[0] >= self.last_ts and sorted(stamps) == stamps):  # in order, as they mostly are
+            stamps = list(accumulate(told, max, initial=self.last_ts))
+            del stamps[0]
+        self.last_ts = stamps[-1]
+        start = 0
+        kinds = list(map(isinstance, messages, repeat(AgentMessage)))
+        if all_columns.count(all_columns[0]) == len(kinds) and kinds.count(kinds[0]) == len(kinds):
+            runs: Any = (((all_columns[0], kinds[0]), kinds),)  # one run, as a storm on a topic is
+        else:
+            runs = groupby(zip(all_columns, kinds, strict=True))
+        for (columns, agent), group in runs:
+            end = start + len(list(group))
+            run = slice(start, end)
             start = end
-            sender, recipient, topic, session, kind = shared
+            stream, sender, recipient, topic, session, kind = columns
             if agent:
-                entries, text = self._agent_rows(run)  # the same rows either way
+                run_acks, text, origin, unit = self._agent_rows(stream, messages[run], acks[run], stamps[run])
                 sql = _AGENT_RUN_LEGACY if legacy else _AGENT_RUN
             else:
-                entries, text = self._json_rows(run, legacy=legacy)
+                run_acks, text, origin, unit = self._json_rows(
+                    stream, messages[run], acks[run], stamps[run], legacy=legacy
+                )
                 sql = _JSON_RUN_LEGACY if legacy else _JSON_RUN
-            if not entries:
+            if not run_acks:
                 continue
             base = last.get(stream, self.seqs.get(stream, 0))
-            last[stream] = base + len(entries)
+            last[stream] = base + len(run_acks)
             stored = kind or ("agent" if agent else "json")
-            statements.append((sql, (stream, base + 1, stored, sender, recipient, topic, session, text)))
-            written.extend(zip(entries, range(base + 1, base + 1 + len(entries)), strict=True))
+            statements.append((sql, (stream, base + 1, stored, sender, recipient, topic, session, text, unit, origin)))
+            written.append((run_acks, base + 1))
         return statements, written, last
 
-    def _json_rows(self, run: list[tuple[Append, float]], *, legacy: bool) -> tuple[list[Append], str]:
-        """Encode a run of JSON messages as one array of [timestamp, message] rows."""
-        rows = [[stamp, [entry.message] if legacy else entry.message] for entry, stamp in run]
+    def _json_rows(
+        self,
+        stream: str,
+        messages: Sequence[Any],
+        acks: Sequence[Future[Any] | None],
+        stamps: Sequence[float],
+        *,
+        legacy: bool,
+    ) -> tuple[Sequence[Future[Any] | None], str, int, float]:
+        """Encode a run of JSON messages as one array of [timestamp, message] rows: acks, text, time origin, unit."""
+        times, origin, unit = _times(stamps)
         try:
-            return [entry for entry, _ in run], _ROWS.encode(rows)
+            text = _ROWS.encode(list(zip(times, zip(messages) if legacy else messages, strict=True)))
         except (TypeError, ValueError, RecursionError):
             pass  # one of them cannot be stored: find it, reject it, write the others
-        kept: list[tuple[Append, float]] = []
-        for entry, stamp in run:
+        else:
+            return acks, text, origin, unit
+        kept: list[tuple[Any, Future[Any] | None, float]] = []
+        for message, ack, stamp in zip(messages, acks, stamps, strict=True):
             try:
-                _encode(entry.message)
+                _encode(message)
             except HistoryPayloadError as exc:
-                self._reject(entry, exc)
+                self._reject(stream, message, ack, exc)
             else:
-                kept.append((entry, stamp))
+                kept.append((message, ack, stamp))
         if not kept:
-            return [], ""
-        return self._json_rows(kept, legacy=legacy)
+            return (), "", 0, 1.0
+        kept_messages, kept_acks, kept_stamps = zip(*kept, strict=True)
+        return self._json_rows(stream, kept_messages, kept_acks, kept_stamps, legacy=legacy)
 
-    def _agent_rows(self, run: list[tuple[Append, float]]) -> tuple[list[Append], str]:
+    def _agent_rows(
+        self, stream: str, messages: Sequence[Any], acks: Sequence[Future[Any] | None], stamps: Sequence[float]
+    ) -> tuple[Sequence[Future[Any] | None], str, int, float]:
         """Encode a run of `AgentMessage` entries as one array of [timestamp, wire text, type, correlation, id]."""
-        entries: list[Append] = []
+        times, origin, unit = _times(stamps)
+        kept: list[Future[Any] | None] = []
         rows: list[list[Any]] = []
-        for entry, stamp in run:
-            message = entry.message
+        for message, ack, stamp in zip(messages, acks, times, strict=True):
             try:
                 text = to_json(message)
             except (TypeError, ValueError) as exc:
                 error = HistoryPayloadError(
                     f"the history cannot store {message!r}: {exc}; send JSON-compatible content"
                 )
-                self._reject(entry, error)
+                self._reject(stream, message, ack, error)
                 continue
-            entries.append(entry)
+            kept.append(ack)
             rows.append([stamp, text, message.type.value, message.correlation_id, message.message_id])
-        return entries, _ROWS.encode(rows) if rows else ""
+        return kept, _ROWS.encode(rows) if rows else "", origin, unit
 
     # -- queries ----------------------------------------------------------------------------------------------
 
@@ -817,7 +937,21 @@ class MessageHistory(Service, ThreadActor):
                 "id IN (SELECT id FROM entries WHERE sender = ? UNION SELECT id FROM entries WHERE recipient = ?)"
             )
             params += [query.agent, query.agent]
-        for column in ("sender", "recipient", "session", "topic", "stream", "message_type", "correlation_id"):
+        if query.topic is not None:
+            # A topic's entries are in its stream (the stream index, in log order), but for those that
+            # were told with another stream: the partial index `entries_topic_apart` holds only those.
+            topic = query.topic
+            apart = self.db.execute(
+                "SELECT 1 FROM entries WHERE topic = ? AND " + _APART + " LIMIT 1",  # noqa: S608 - constants
+                (topic,),
+            ).fetchone()
+            if apart is None:
+                clauses.append("stream = ? AND topic = ?")
+                params += [f"topic:{topic}", topic]
+            else:
+                clauses.append(_TOPIC_EITHER)
+                params += [f"topic:{topic}", topic, topic]
+        for column in ("sender", "recipient", "session", "stream", "message_type", "correlation_id"):
             value = getattr(query, column)
             if value is not None:
                 clauses.append(f"{column} = ?")

@@ -176,6 +176,73 @@ def test_a_reopened_history_continues_every_stream_numbering(tmp_path: Path) -> 
         assert [e.message for e in history.query(stream="s").entries] == [1, 2, 3]
 
 
+def test_a_query_by_topic_finds_its_stream_and_the_entries_told_with_another_stream_in_log_order(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    history = spawn_service(system, MessageHistory, tmp_path / "h.db")
+    told = [
+        ("topic:t", "t", 1),
+        ("custom", "t", 2),  # its topic is not its stream's: found through entries_topic_apart
+        ("topic:t", None, 3),  # in the topic's stream without the topic: not the topic's
+        ("topic:t", "t", 4),
+        ("topic:u", "t", 5),
+        ("topic:t", "t", 6),
+    ]
+    for stream, topic, n in told:
+        history.append(stream, n, topic=topic)
+    assert [e.message for e in history.query(topic="t").entries] == [1, 2, 4, 5, 6]
+    first = history.query(topic="t", limit=2)
+    assert [e.message for e in first.entries] == [1, 2]
+    assert [e.message for e in history.query(topic="t", after=first.next_cursor).entries] == [4, 5, 6]
+    assert [e.message for e in history.query(topic="t", stream="topic:t").entries] == [1, 4, 6]
+    only_its_stream = spawn_service(system, MessageHistory, tmp_path / "plain.db")
+    for n in range(3):
+        only_its_stream.append("topic:v", n, topic="v")
+    assert [e.message for e in only_its_stream.query(topic="v", limit=2).entries] == [0, 1]
+
+
+def test_a_second_history_on_the_same_file_fails_its_commit_instead_of_numbering_a_stream_again(
+    system: ActorSystem, tmp_path: Path
+) -> None:
+    path = tmp_path / "h.db"
+    first = spawn_service(system, MessageHistory, path)
+    assert first.append("s", 1).get(timeout=5) == 1
+    second = spawn_service(system, MessageHistory, path)  # reads s at 1
+    assert first.append("s", 2).get(timeout=5) == 2
+    with pytest.raises(sqlite3.IntegrityError, match="another writer"):
+        second.append("s", "again 2").get(timeout=5)
+    assert first.append("new", 1).get(timeout=5) == 1
+    with pytest.raises(sqlite3.IntegrityError):  # a stream new to it, which the first one made meanwhile
+        second.append("new", "again 1").get(timeout=5)
+    assert [(e.seq, e.message) for e in first.query(stream="s").entries] == [(1, 1), (2, 2)]
+
+
+def test_a_file_made_with_the_former_schema_is_read_and_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the schema before the stream index replaced UNIQUE and the topic index
+        old.executescript(
+            """
+            CREATE TABLE entries (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+                ts REAL NOT NULL, kind TEXT NOT NULL, sender TEXT, recipient TEXT, topic TEXT, session TEXT,
+                message_type TEXT, correlation_id TEXT, message_id TEXT, payload TEXT NOT NULL, UNIQUE (stream, seq));
+            CREATE TABLE streams (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+            CREATE INDEX entries_topic ON entries (topic, id) WHERE topic IS NOT NULL;
+            INSERT INTO entries (stream, seq, ts, kind, topic, payload)
+                VALUES ('topic:t', 1, 5.0, 'json', 't', '"old"');
+            INSERT INTO streams VALUES ('topic:t', 1);
+            """
+        )
+    with ActorSystem("reopened") as system:
+        history = spawn_service(system, MessageHistory, path)
+        assert history.append("topic:t", "new", topic="t").get(timeout=5) == 2
+        assert [(e.seq, e.message) for e in history.query(topic="t").entries] == [(1, "old"), (2, "new")]
+    with sqlite3.connect(path) as reopened:
+        indexes = {row[0] for row in reopened.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "entries_stream" in indexes
+        assert "entries_topic" not in indexes
+        assert reopened.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_with_its_history_stopped_the_broker_keeps_delivering_and_acked_publications_fail(
     system: ActorSystem, tmp_path: Path
 ) -> None:
@@ -313,3 +380,18 @@ def test_every_kind_of_message_is_stored_and_read_back_exactly_by_either_sql_pat
     assert stamps_back[4:] == [2e9 + i / 7 for i in range(len(told) - 4)]
     assert [e.correlation_id for e in entries if e.kind == "agent"] == [None, "c-1", None]
     assert [e.message_type for e in entries if e.kind == "agent"] == ["task_request"] * 3
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=20))
+def test_a_runs_timestamps_in_whole_ticks_or_as_floats_give_back_every_stamp_exactly(stamps: list[float]) -> None:
+    import actors.messaging.history as module  # noqa: PLC0415
+
+    stamps.sort()  # a run's stamps never decrease
+    written, origin, unit = module._times(stamps)
+    assert [(value + origin) * unit for value in written] == stamps  # as SQLite computes it, int64 then REAL
+    if unit != 1.0:
+        assert all(type(value) is int and -(2**63) < value + origin < 2**63 for value in written)
+    else:
+        assert origin == 0
+    wall_clock = [1.7e9 + i / 3 for i in range(5)]
+    assert module._times(wall_clock)[1:] == (round(1.7e9 * 2**22), 2.0**-22)
