@@ -499,7 +499,14 @@ class Coordinator(Actor):
         audit = self._audit
         if audit.agent_activity:
             audit.emit("agent_activity", agent_event("registered", descriptor, replaced=replaced, status="idle"))
-        self._place(agent)
+        # `_place`, inlined for the one case it has here: a new agent is healthy, idle and
+        # has credit (max_concurrent_tasks >= 1), so it goes to the end of ready bucket 0.
+        ready = self._ready.get(0)
+        if ready is None:
+            ready = self._ready[0] = OrderedDict()
+            self._ready_keys = sorted(self._ready)
+        ready[agent] = None
+        agent.bucket = 0
         if self._queues:
             self._pull(agent)
         return RegistrationResult(aid, replaced=replaced)
@@ -1349,15 +1356,18 @@ class Coordinator(Actor):
         )
 
     def _on_statistics(self, _message: GetCoordinationStatistics) -> CoordinationStatistics:
-        by_status: dict[str, int] = {}
-        by_health: dict[str, int] = {}
+        # Counted by member, named once per member: str() of an enum member is ~1 µs, and
+        # this runs over every agent (0.1 s at 100,000 agents with two str() each).
+        by_status: dict[AgentStatus, int] = {}
+        by_health: dict[Health, int] = {}
         for a in self._agents.values():
-            by_status[str(a.status)] = by_status.get(str(a.status), 0) + 1
-            by_health[str(a.health)] = by_health.get(str(a.health), 0) + 1
+            status, health = a.status, a.health
+            by_status[status] = by_status.get(status, 0) + 1
+            by_health[health] = by_health.get(health, 0) + 1
         return CoordinationStatistics(
             agents=len(self._agents),
-            by_status=FrozenDict(sorted(by_status.items())),
-            by_health=FrozenDict(sorted(by_health.items())),
+            by_status=FrozenDict(sorted((str(k), n) for k, n in by_status.items())),
+            by_health=FrozenDict(sorted((str(k), n) for k, n in by_health.items())),
             tasks=self._overall.snapshot(),
             per_capability=FrozenDict({c: n.snapshot() for c, n in sorted(self._per_cap.items())}),
             watchers=len(self._watchers),
