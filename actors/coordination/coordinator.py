@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import operator
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -945,8 +944,8 @@ class Coordinator(Actor):
 
     def _pick(self, requires: frozenset[str]) -> _Agent | None:
         """Return the best agent with credit holding `requires`, or None."""
-        smallest: set[_Agent] | None = None
         if requires:
+            smallest = None
             for cap in requires:
                 holders = self._by_cap.get(cap)
                 if not holders:
@@ -964,13 +963,6 @@ class Coordinator(Actor):
                         best, best_key = a, key
                 return best
         ready = self._ready
-        if smallest is None or len(smallest) == len(self._agents):
-            # Every registered agent is capable (the smallest index holds them all): no
-            # subset test per agent, and the first few of the best level ranked in C
-            # (min keeps the first of equals, as the loop below does).
-            for level in self._ready_keys:  # the first: a ready bucket is never empty
-                return min(itertools.islice(ready[level], _RANK_SCAN), key=_ema)
-            return None
         for level in self._ready_keys:
             best = None
             seen = 0
@@ -1428,9 +1420,6 @@ def _takes_work(agent: _Agent) -> bool:
         and len(agent.in_flight) < agent.max
         and not agent.removed
     )
-
-
-_ema = operator.attrgetter("ema")
 
 
 def _order(agent: _Agent) -> tuple[str, str]:

@@ -138,15 +138,15 @@ def test_tasks_spread_over_idle_agents_by_load_then_round_robin(actor_testkit: A
 def test_tasks_spread_one_each_over_40_agents_whether_every_agent_or_only_some_are_capable(
     actor_testkit: ActorTestKit, mode: str, incapable: int
 ) -> None:
-    # Above 32 capable agents the ready buckets rank them (not the exact scan); when every
-    # registered agent is capable, without a subset test per agent (incapable=0).
+    # Above 32 capable agents the ready buckets rank them (not the exact scan), skipping the
+    # incapable ones.
 
     class Other(Echo):
         agent_type = "other"
         capabilities = frozenset({"other"})
 
     coord = spawn_coordinator(actor_testkit)
-    # The incapable first: they head the round robin, so a pick that skipped the test would take them.
+    # The incapable first: they head the round robin, so a pick that skipped the subset test would take them.
     refs = [spawn_agent(actor_testkit, Other, f"o{i}", coord, mode=mode) for i in range(incapable)]
     refs += [spawn_agent(actor_testkit, Echo, f"e{i}", coord, mode=mode) for i in range(40)]
     gate = Gate()
