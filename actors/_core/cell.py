@@ -167,6 +167,7 @@ class Cell:
         "_supervising",
         "_timers",
         "_urn",
+        "_watched_by",
         "_watchers",
         "_watching",
         "actor",
@@ -259,6 +260,11 @@ class Cell:
         self._watchers: dict[object, Callable[[Cell], None]] | None = None
         # The cells this actor watches (death watch); only its own turn touches it.
         self._watching: dict[Cell, None] | None = None
+        # Guarded by system.tree_lock. Invariant: the cells watching this one (`watch`): None,
+        # the one watcher itself, or a dict of them. Most actors have one watcher (their
+        # coordinator, say); kept apart from `_watchers`, a watch costs no dict and no bound
+        # method per target (~1-2 µs a registration at 100,000 agents, with the collector's share).
+        self._watched_by: Cell | dict[Cell, None] | None = None
         # Invariant: the walk stopping the children (stopping, a restart's
         # teardown, a supervisor giving up) while one is under way, else None.
         self.children_stop: StopChildren | None = None
@@ -558,21 +564,48 @@ class Cell:
     # -- death watch (called in the watcher's turn) ------------------------------
 
     def watch(self, target: Cell) -> None:
-        """Deliver `Terminated(target.ref, reason)` to this actor when `target` terminates."""
-        if self._watching is None:
-            self._watching = {}
-        if target in self._watching:
+        """Deliver `Terminated(target.ref, reason)` to this actor when `target` terminates.
+
+        A `target` that is not a `Cell` (the cluster's `WatchPoint`) is asked
+        through its `on_terminated` / `remove_on_terminated`.
+        """
+        watching = self._watching
+        if watching is None:
+            watching = self._watching = {}
+        if target in watching:
             return
-        self._watching[target] = None
-        target.on_terminated(self._watched_terminated, key=self)
+        watching[target] = None
+        if target.__class__ is not Cell:
+            target.on_terminated(self.watched_terminated, key=self)
+            return
+        with target.system.tree_lock:
+            if target.state != TERMINATED:
+                by = target._watched_by
+                if by is None:
+                    target._watched_by = self
+                elif by.__class__ is dict:
+                    by[self] = None
+                else:
+                    target._watched_by = {by: None, self: None}  # type: ignore[dict-item]
+                return
+        self.watched_terminated(target)
 
     def unwatch(self, target: Cell) -> None:
         """Stop watching `target`; a `Terminated` already queued for it is dropped."""
         if self._watching and target in self._watching:
             del self._watching[target]
-            target.remove_on_terminated(self)
+            target.forget_watcher(self)
 
-    def _watched_terminated(self, target: Cell) -> None:
+    def forget_watcher(self, watcher: Cell) -> None:
+        """`watcher` no longer watches this cell (any thread)."""
+        with self.system.tree_lock:
+            by = self._watched_by
+            if by is watcher:
+                self._watched_by = None
+            elif by.__class__ is dict:
+                by.pop(watcher, None)
+
+    def watched_terminated(self, target: Cell) -> None:
         self.post_internal(Terminated(target.ref, target.reason))
 
     def still_watching(self, message: Terminated) -> bool:
@@ -1050,8 +1083,12 @@ class Cell:
             if self.name is not None and system.registry.get(self.name) is self:
                 del system.registry[self.name]
             watchers, self._watchers = self._watchers, None
+            watched_by, self._watched_by = self._watched_by, None
         for target in self._watching or ():
-            target.remove_on_terminated(self)
+            if target.__class__ is Cell:
+                target.forget_watcher(self)
+            else:
+                target.remove_on_terminated(self)
         self._watching = None
         if system.observer is not None:
             system.observer.retire(self)
@@ -1060,6 +1097,9 @@ class Cell:
                 callback(self)
             except Exception:  # noqa: BLE001
                 logger.opt(exception=True).error("Termination callback {!r} of {} failed", callback, self.ref)
+        if watched_by is not None:
+            for watcher in watched_by if watched_by.__class__ is dict else (watched_by,):
+                watcher.watched_terminated(self)  # type: ignore[union-attr]
 
     def release_held(self, how: str) -> None:
         """The current instance has ended: let it refuse what it holds outside the mailbox (`refuse_held`).

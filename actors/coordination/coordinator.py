@@ -499,7 +499,14 @@ class Coordinator(Actor):
         audit = self._audit
         if audit.agent_activity:
             audit.emit("agent_activity", agent_event("registered", descriptor, replaced=replaced, status="idle"))
-        self._place(agent)
+        # `_place`, inlined for the one case it has here: a new agent is healthy, idle and
+        # has credit (max_concurrent_tasks >= 1), so it goes to the end of ready bucket 0.
+        ready = self._ready.get(0)
+        if ready is None:
+            ready = self._ready[0] = OrderedDict()
+            self._ready_keys = sorted(self._ready)
+        ready[agent] = None
+        agent.bucket = 0
         if self._queues:
             self._pull(agent)
         return RegistrationResult(aid, replaced=replaced)
@@ -690,8 +697,15 @@ class Coordinator(Actor):
         # The common case, inlined: derive_status's last three rules, then `_place`.
         n = len(agent.in_flight)
         new = _BUSY if n >= agent.max else _WORKING if n else _IDLE
-        if new is not agent.status:
-            self._set_status(agent, new)
+        old = agent.status
+        if new is not old:
+            if old in _FREE_MOVES and not self._watchers and not self._audit.agent_activity:
+                # `_set_status` with nothing to tell anyone: idle, working and busy may
+                # always follow each other (twice a task: ~0.4 µs of its ~14 here).
+                agent.status = new
+                agent.status_seq += 1
+            else:
+                self._set_status(agent, new)
         offset = _BUCKET_OFFSET.get(agent.health)
         if offset is None or n >= agent.max or agent.removed:
             if agent.bucket is not None:
@@ -1073,8 +1087,9 @@ class Coordinator(Actor):
             ema = agent.ema
             agent.ema = run_time if ema == 0.0 else ema + _EMA_ALPHA * (run_time - ema)
             if error is None:
-                for c in task.counters:  # `_end_attempt`'s counters, and the run time
+                for c in task.counters:  # `_end_attempt`'s counters, the run time, and `_finish`'s count
                     c.running -= 1
+                    c.completed += 1
                     c.run_times.append(run_time)
                 if task.spec.timeouts is not NO_TIMEOUTS:
                     self._stop_attempt_timers(task)
@@ -1148,10 +1163,7 @@ class Coordinator(Actor):
         task.finished_at = self._clock.now() if now is None else now
         task.result = value
         task.error = error
-        if state is _COMPLETED:
-            for c in task.counters:
-                c.completed += 1
-        else:
+        if state is not _COMPLETED:  # a completion is counted by `_on_finished`, its one caller
             self._count(task, state.value)  # the counters are named for the final states
         audit = self._audit
         if audit.task_history:
@@ -1349,15 +1361,18 @@ class Coordinator(Actor):
         )
 
     def _on_statistics(self, _message: GetCoordinationStatistics) -> CoordinationStatistics:
-        by_status: dict[str, int] = {}
-        by_health: dict[str, int] = {}
+        # Counted by member, named once per member: str() of an enum member is ~1 µs, and
+        # this runs over every agent (0.1 s at 100,000 agents with two str() each).
+        by_status: dict[AgentStatus, int] = {}
+        by_health: dict[Health, int] = {}
         for a in self._agents.values():
-            by_status[str(a.status)] = by_status.get(str(a.status), 0) + 1
-            by_health[str(a.health)] = by_health.get(str(a.health), 0) + 1
+            status, health = a.status, a.health
+            by_status[status] = by_status.get(status, 0) + 1
+            by_health[health] = by_health.get(health, 0) + 1
         return CoordinationStatistics(
             agents=len(self._agents),
-            by_status=FrozenDict(sorted(by_status.items())),
-            by_health=FrozenDict(sorted(by_health.items())),
+            by_status=FrozenDict(sorted((str(k), n) for k, n in by_status.items())),
+            by_health=FrozenDict(sorted((str(k), n) for k, n in by_health.items())),
             tasks=self._overall.snapshot(),
             per_capability=FrozenDict({c: n.snapshot() for c, n in sorted(self._per_cap.items())}),
             watchers=len(self._watchers),

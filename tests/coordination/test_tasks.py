@@ -134,6 +134,30 @@ def test_tasks_spread_over_idle_agents_by_load_then_round_robin(actor_testkit: A
     assert agents == {"echo/e0", "echo/e1", "echo/e2"}
 
 
+@pytest.mark.parametrize("incapable", [0, 5])
+def test_tasks_spread_one_each_over_40_agents_whether_every_agent_or_only_some_are_capable(
+    actor_testkit: ActorTestKit, mode: str, incapable: int
+) -> None:
+    # Above 32 capable agents the ready buckets rank them (not the exact scan), skipping the
+    # incapable ones.
+
+    class Other(Echo):
+        agent_type = "other"
+        capabilities = frozenset({"other"})
+
+    coord = spawn_coordinator(actor_testkit)
+    # The incapable first: they head the round robin, so a pick that skipped the subset test would take them.
+    refs = [spawn_agent(actor_testkit, Other, f"o{i}", coord, mode=mode) for i in range(incapable)]
+    refs += [spawn_agent(actor_testkit, Echo, f"e{i}", coord, mode=mode) for i in range(40)]
+    gate = Gate()
+    handles = [submit(coord, payload=("gate", gate)) for _ in range(40)]
+    loads = {str(a.id): a.in_flight for a in coord.ask(FindAgents())}
+    assert loads == {**{f"echo/e{i}": 1 for i in range(40)}, **{f"other/o{i}": 0 for i in range(incapable)}}
+    gate.open()
+    assert [h.result(timeout=WAIT) for h in handles] == ["opened"] * 40
+    settle(actor_testkit, coord, *refs)
+
+
 def test_a_degraded_agent_gets_work_only_after_the_healthy_ones(actor_testkit: ActorTestKit) -> None:
     coord = spawn_coordinator(actor_testkit, health=HealthPolicy(min_outcomes=2, confirmations=1))
     spawn_agent(actor_testkit, Echo, "flaky", coord)

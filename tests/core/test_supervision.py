@@ -454,6 +454,33 @@ def test_a_watcher_that_stops_leaves_nothing_registered_on_the_watched(system: A
         watcher.proxy().watch(target).get(timeout=WAIT)
         watcher.stop()
     assert not target.actor_inbox._watchers
+    assert not target.actor_inbox._watched_by
+
+
+def test_every_watcher_of_one_actor_gets_terminated_but_the_one_that_unwatched(system: ActorSystem, mode: str) -> None:
+    # One watcher is held without a dict, more in one (`Cell._watched_by`): the cases in turn.
+    target = system.spawn(Worker, Log(), mode=mode)
+    watchers = [system.spawn(Watcher, mode=mode) for _ in range(3)]
+    for watcher in watchers:
+        watcher.proxy().watch(target).get(timeout=WAIT)
+    watchers[1].proxy().unwatch(target).get(timeout=WAIT)
+    target.stop()
+    for watcher in (watchers[0], watchers[2]):
+        assert wait_terminated(watcher, 1) == [Terminated(target, None)]
+    assert watchers[1].proxy().terminated.get(timeout=WAIT) == []
+
+
+def test_a_lone_watcher_that_unwatches_and_watches_again_gets_one_terminated(system: ActorSystem, mode: str) -> None:
+    target = system.spawn(Worker, Log(), mode=mode)
+    watcher = system.spawn(Watcher, mode=mode)
+    proxy = watcher.proxy()
+    proxy.watch(target).get(timeout=WAIT)
+    proxy.unwatch(target).get(timeout=WAIT)
+    assert target.actor_inbox._watched_by is None
+    proxy.watch(target).get(timeout=WAIT)
+    target.stop()
+    assert wait_terminated(watcher, 1) == [Terminated(target, None)]
+    assert proxy.terminated.get(timeout=WAIT) == [Terminated(target, None)]
 
 
 def test_watch_needs_a_troupe_ref(system: ActorSystem) -> None:
