@@ -4,7 +4,10 @@ Asyncio cells (``cell.aio`` is set) add one thing, on the loop's thread only:
 a handler (``on_receive``, a proxied method, a lifecycle hook) may return a
 coroutine. The cell runs it as a task and the turn is *suspended*, not ended:
 ``cell.awaiting`` holds the task and `sched` stays held, so no other message
-is handled meanwhile. When the coroutine ends, its task (`handler_done`, in
+is handled meanwhile. A message handler's first step runs at once, in the
+turn, as that task (`AsyncioExecutor.step_now`): one that ends without
+suspending is delivered there and the turn goes on, a loop pass sooner;
+one that suspends leaves the rest to its task. When the coroutine ends, its task (`handler_done`, in
 the task's last step) delivers the outcome exactly as the synchronous path
 does (the reply future; the actor's failure for a tell; a hook's next step)
 and carries on with the turn (``cell.run()``); a coroutine the rest of the
@@ -214,7 +217,25 @@ class AsyncioState:
             driver.next = coro  # the task that just finished a coroutine of this turn runs this one too
             task = driver.task
         else:
-            task = cell.executor.start_handler(cell, coro)  # type: ignore[attr-defined]  # an AsyncioExecutor
+            executor = cell.executor
+            task = executor.start_handler(cell, coro)  # type: ignore[attr-defined]  # an AsyncioExecutor
+            if hook is None and not self.reentrant:
+                # A message handler's first step runs now, in this turn: one
+                # that ends without suspending answers without a loop pass.
+                self.handling[task] = _InFlight(message, reply_to, None)
+                cell.awaiting = task  # as when suspended: a handler awaiting its own actor is refused
+                outcome = executor.step_now(task)  # type: ignore[attr-defined]
+                if outcome is None:  # suspended: the task goes on with it
+                    if cell.sysq:  # posted before `awaiting` was set: its poster did not wake us
+                        cell.executor.wake(cell)
+                    return True
+                cell.awaiting = None
+                value, exc = outcome
+                self._finish_handler(task, value, exc)
+                # The turn goes on, unless the handler raised (what that
+                # started ends this turn; the next one sees it) or started a
+                # hook's task.
+                return exc is not None or cell.awaiting is not None
         self.handling[task] = _InFlight(message, reply_to, hook)
         if hook is None and self.reentrant:
             return False

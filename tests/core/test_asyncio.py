@@ -10,6 +10,7 @@ thread) that the test settles when it is ready.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -317,6 +318,64 @@ def test_coroutine_handlers_that_suspend_or_not_are_handled_one_by_one_in_order(
     odd = [i for i in range(300) if i % 2]
     assert [r for r in replies if not isinstance(r, list)] == [i for i in odd if i % 5]
     assert [r for r in replies if isinstance(r, list)] == [list(range(i + 1)) for i in odd if not i % 5]
+
+
+_SEEN: contextvars.ContextVar[Any] = contextvars.ContextVar("_SEEN")
+
+
+class FirstStep(AsyncioActor):
+    """Handlers that end in their first step (no await reached), or suspend in it, each telling what it saw."""
+
+    async def on_receive(self, message: str) -> Any:
+        task = asyncio.current_task()
+        seen = (task is not None and not task.done(), _SEEN.get(None))
+        _SEEN.set(message)  # in the handler task's own context: no other handler sees it
+        if message == "timeout":
+            async with asyncio.timeout(WAIT):  # noqa: ASYNC100 - it needs a current task, even with no await inside
+                return ("timeout", *seen)
+        if message == "self-cancel":
+            assert task is not None
+            task.cancel()
+            try:
+                await asyncio.sleep(WAIT)  # suspended in the first step, cancelled before the task's own step
+            except asyncio.CancelledError:
+                return ("cancelled", *seen)
+            return ("not cancelled", *seen)
+        if message == "raise":
+            msg = "raised in the first step"
+            raise ValueError(msg)
+        return (message, *seen)
+
+
+def test_a_coroutine_handler_that_ends_without_suspending_runs_as_its_task_in_its_own_context(
+    system: ActorSystem,
+) -> None:
+    ref = system.spawn(FirstStep)
+    assert ref.ask("plain", timeout=WAIT) == ("plain", True, None)
+    assert ref.ask("timeout", timeout=WAIT) == ("timeout", True, None)
+    assert ref.ask("self-cancel", timeout=WAIT) == ("cancelled", True, None)
+    with pytest.raises(ValueError, match="first step"):
+        ref.ask("raise", timeout=WAIT)
+    assert ref.ask("after", timeout=WAIT) == ("after", True, None)
+    assert ref.is_alive()
+
+
+def test_an_async_handler_that_never_suspends_replies_in_the_turn_that_took_its_message() -> None:
+    # On the caller's own loop, the turn runs in the loop pass after the ask;
+    # the reply is set in that same pass, not one pass later by a task's step.
+    async def main() -> list[bool]:
+        async with ActorSystem("given", loop=asyncio.get_running_loop(), dispatchers=1) as system:
+            ref = system.spawn(FirstStep)
+            await ref.ask("started", block=False)
+            done = []
+            for i in range(3):
+                future = ref.ask(str(i), block=False)
+                await asyncio.sleep(0)  # one loop pass: the turn ran
+                done.append(future.done())
+                await future
+            return done
+
+    assert run(main()) == [True, True, True]
 
 
 def test_a_cancellation_meant_for_one_handler_does_not_reach_the_next(system: ActorSystem) -> None:
