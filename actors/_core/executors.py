@@ -26,9 +26,10 @@ handler that returns a coroutine is the cell's asyncio state's business (see
 `actors._core.handlers`); the executor runs that coroutine as a task and
 hands the outcome back when it is done.
 
-A handler task's first step runs in the turn that started it (as a Python
-3.12 eager task would; `AsyncioExecutor.step_now`), so a coroutine handler
-that ends without suspending answers in that turn. The executor's own loop
+The handler task of the last message queued takes its first step in the
+turn that started it (as a Python 3.12 eager task would;
+`AsyncioExecutor.step_now`), so a coroutine handler that ends without
+suspending answers in that turn. The executor's own loop
 spins briefly before it blocks after an awaited ask from another thread has
 warmed it (`AsyncioExecutor.spin`), and a sender that finds it spinning
 queues its cell without the self-pipe write.
@@ -1058,7 +1059,4 @@ class _Driver(Coroutine[Any, Any, None]):
             return False
         self.next = None
         self._coro = coro
-        task = self.task
-        while task.cancelling():  # a cancellation was for the coroutine that ended
-            task.uncancel()
         return True

@@ -378,6 +378,32 @@ def test_an_async_handler_that_never_suspends_replies_in_the_turn_that_took_its_
     assert run(main()) == [True, True, True]
 
 
+def test_handlers_of_one_turn_that_end_at_once_share_a_task_but_not_a_cancellation() -> None:
+    class Burst(AsyncioActor):
+        async def on_receive(self, message: str) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            if message == "cancel own task, return":
+                task.cancel()
+                return message
+            if message == "suspend":
+                await asyncio.sleep(0)
+                return "resumed"
+            return (message, id(task))
+
+    async def main() -> list[Any]:
+        async with ActorSystem("given", loop=asyncio.get_running_loop(), dispatchers=1) as system:
+            ref = system.spawn(Burst)
+            await ref.ask("started", block=False)
+            # Sent with no await between: one turn takes them all.
+            messages = ["a", "b", "cancel own task, return", "suspend", "c"]
+            return list(await asyncio.gather(*(ref.ask(m, block=False) for m in messages)))
+
+    (a, a_task), (b, b_task), returned, resumed, (c, _) = run(main())
+    assert (a, b, returned, resumed, c) == ("a", "b", "cancel own task, return", "resumed", "c")
+    assert a_task == b_task  # ended at once, one after the other: one task
+
+
 def test_a_cancellation_meant_for_one_handler_does_not_reach_the_next(system: ActorSystem) -> None:
     class Probe(Waiter):
         async def on_receive(self, message: Any) -> Any:
