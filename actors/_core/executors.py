@@ -1053,7 +1053,8 @@ class _Driver(Coroutine[Any, Any, None]):
                 value, exc = None, None
         finally:
             held = now() - start
-            if held > executor._slow:  # noqa: SLF001
+            # A first step run in the turn (`step_now`) is timed with that turn.
+            if held > executor._slow and self._stash is _NOTHING:  # noqa: SLF001
                 executor.warn_slow(self._cell, held)
 
     def _ended(self, value: Any, exc: BaseException | None) -> bool:

@@ -836,16 +836,24 @@ def test_a_handler_blocking_the_loop_is_reported_with_the_actor_and_the_time(
             clock.advance(seconds)
             return "async"
 
+        async def first_step(self, seconds: float) -> str:
+            clock.advance(seconds)  # before any await: in the turn that took the message
+            return "first step"
+
     hog = system.spawn(Hog, name="hog")
     assert hog.ask(0.25, timeout=WAIT) == "sync"
     assert hog.proxy().step(0.5).get(timeout=WAIT) == "async"
     assert hog.ask(0.05, timeout=WAIT) == "sync"  # under the 0.1 s default: no warning
+    assert hog.proxy().first_step(0.3).get(timeout=WAIT) == "first step"
+    assert hog.ask(0.3, timeout=WAIT) == "sync"
     warnings = logs.messages("WARNING")
-    assert len(warnings) == 2
+    assert len(warnings) == 4  # once each, the first step too (timed as the turn it ran in)
     assert "'hog'" in warnings[0]
     assert "held the event loop" in warnings[0]
     assert "0.250 s" in warnings[0]
     assert "0.500 s" in warnings[1]
+    assert "0.300 s" in warnings[2]
+    assert "0.300 s" in warnings[3]
     assert system.spawn(Waiter).ask("still serving", timeout=WAIT) == "still serving"
 
 
