@@ -193,7 +193,7 @@ class ActorRef(pykka.ActorRef[A]):
             Exception: with `block`, whatever the actor raised.
         """
         future: Future[Any] = Future()
-        future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
+        future._label = self  # noqa: SLF001 - formatted only on Timeout
         cell = self._cell
         try:
             if not cell.alive:
@@ -311,7 +311,7 @@ class ActorRef(pykka.ActorRef[A]):
                 loop of the asyncio actor it addresses (await it instead).
         """
         future: Future[bool] = Future()
-        future._label = self  # type: ignore[assignment]  # noqa: SLF001
+        future._label = self  # noqa: SLF001
         cell = self._cell
         self._refuse_blocking_on_loop(block=block, what="stop")
         if not cell.alive:

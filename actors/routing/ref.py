@@ -98,7 +98,7 @@ class RouterRef(ActorRef[A]):
         set on the future, as in pykka.
         """
         future = _TrackedFuture()
-        future._label = self  # type: ignore[assignment]  # noqa: SLF001 - formatted only on Timeout
+        future._label = self  # noqa: SLF001 - formatted only on Timeout
         self._post_ask(message, future, inline=block and timeout is None)
         if block:
             return future.get(timeout=timeout)

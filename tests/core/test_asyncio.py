@@ -10,6 +10,7 @@ thread) that the test settles when it is ready.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -317,6 +318,90 @@ def test_coroutine_handlers_that_suspend_or_not_are_handled_one_by_one_in_order(
     odd = [i for i in range(300) if i % 2]
     assert [r for r in replies if not isinstance(r, list)] == [i for i in odd if i % 5]
     assert [r for r in replies if isinstance(r, list)] == [list(range(i + 1)) for i in odd if not i % 5]
+
+
+_SEEN: contextvars.ContextVar[Any] = contextvars.ContextVar("_SEEN")
+
+
+class FirstStep(AsyncioActor):
+    """Handlers that end in their first step (no await reached), or suspend in it, each telling what it saw."""
+
+    async def on_receive(self, message: str) -> Any:
+        task = asyncio.current_task()
+        seen = (task is not None and not task.done(), _SEEN.get(None))
+        _SEEN.set(message)  # in the handler task's own context: no other handler sees it
+        if message == "timeout":
+            async with asyncio.timeout(WAIT):  # noqa: ASYNC100 - it needs a current task, even with no await inside
+                return ("timeout", *seen)
+        if message == "self-cancel":
+            assert task is not None
+            task.cancel()
+            try:
+                await asyncio.sleep(WAIT)  # suspended in the first step, cancelled before the task's own step
+            except asyncio.CancelledError:
+                return ("cancelled", *seen)
+            return ("not cancelled", *seen)
+        if message == "raise":
+            msg = "raised in the first step"
+            raise ValueError(msg)
+        return (message, *seen)
+
+
+def test_a_coroutine_handler_that_ends_without_suspending_runs_as_its_task_in_its_own_context(
+    system: ActorSystem,
+) -> None:
+    ref = system.spawn(FirstStep)
+    assert ref.ask("plain", timeout=WAIT) == ("plain", True, None)
+    assert ref.ask("timeout", timeout=WAIT) == ("timeout", True, None)
+    assert ref.ask("self-cancel", timeout=WAIT) == ("cancelled", True, None)
+    with pytest.raises(ValueError, match="first step"):
+        ref.ask("raise", timeout=WAIT)
+    assert ref.ask("after", timeout=WAIT) == ("after", True, None)
+    assert ref.is_alive()
+
+
+def test_an_async_handler_that_never_suspends_replies_in_the_turn_that_took_its_message() -> None:
+    # On the caller's own loop, the turn runs in the loop pass after the ask;
+    # the reply is set in that same pass, not one pass later by a task's step.
+    async def main() -> list[bool]:
+        async with ActorSystem("given", loop=asyncio.get_running_loop(), dispatchers=1) as system:
+            ref = system.spawn(FirstStep)
+            await ref.ask("started", block=False)
+            done = []
+            for i in range(3):
+                future = ref.ask(str(i), block=False)
+                await asyncio.sleep(0)  # one loop pass: the turn ran
+                done.append(future.done())
+                await future
+            return done
+
+    assert run(main()) == [True, True, True]
+
+
+def test_handlers_of_one_turn_that_end_at_once_share_a_task_but_not_a_cancellation() -> None:
+    class Burst(AsyncioActor):
+        async def on_receive(self, message: str) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            if message == "cancel own task, return":
+                task.cancel()
+                return message
+            if message == "suspend":
+                await asyncio.sleep(0)
+                return "resumed"
+            return (message, id(task))
+
+    async def main() -> list[Any]:
+        async with ActorSystem("given", loop=asyncio.get_running_loop(), dispatchers=1) as system:
+            ref = system.spawn(Burst)
+            await ref.ask("started", block=False)
+            # Sent with no await between: one turn takes them all.
+            messages = ["a", "b", "cancel own task, return", "suspend", "c"]
+            return list(await asyncio.gather(*(ref.ask(m, block=False) for m in messages)))
+
+    (a, a_task), (b, b_task), returned, resumed, (c, _) = run(main())
+    assert (a, b, returned, resumed, c) == ("a", "b", "cancel own task, return", "resumed", "c")
+    assert a_task == b_task  # ended at once, one after the other: one task
 
 
 def test_a_cancellation_meant_for_one_handler_does_not_reach_the_next(system: ActorSystem) -> None:
@@ -751,16 +836,24 @@ def test_a_handler_blocking_the_loop_is_reported_with_the_actor_and_the_time(
             clock.advance(seconds)
             return "async"
 
+        async def first_step(self, seconds: float) -> str:
+            clock.advance(seconds)  # before any await: in the turn that took the message
+            return "first step"
+
     hog = system.spawn(Hog, name="hog")
     assert hog.ask(0.25, timeout=WAIT) == "sync"
     assert hog.proxy().step(0.5).get(timeout=WAIT) == "async"
     assert hog.ask(0.05, timeout=WAIT) == "sync"  # under the 0.1 s default: no warning
+    assert hog.proxy().first_step(0.3).get(timeout=WAIT) == "first step"
+    assert hog.ask(0.3, timeout=WAIT) == "sync"
     warnings = logs.messages("WARNING")
-    assert len(warnings) == 2
+    assert len(warnings) == 4  # once each, the first step too (timed as the turn it ran in)
     assert "'hog'" in warnings[0]
     assert "held the event loop" in warnings[0]
     assert "0.250 s" in warnings[0]
     assert "0.500 s" in warnings[1]
+    assert "0.300 s" in warnings[2]
+    assert "0.300 s" in warnings[3]
     assert system.spawn(Waiter).ask("still serving", timeout=WAIT) == "still serving"
 
 

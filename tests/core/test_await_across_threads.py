@@ -8,6 +8,7 @@ and the ask to its outcome in every mode.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -29,6 +30,34 @@ def test_many_coroutines_awaiting_asks_from_another_loop_each_get_their_reply(sy
 
     assert _run(main()) == list(range(50))
     assert ref.ask("get", timeout=WAIT) == list(range(50))
+
+
+def test_asks_awaited_one_at_a_time_from_another_loop_get_their_replies_in_order(
+    system: ActorSystem, mode: str
+) -> None:
+    # One at a time, nothing else on the loop: the awaiting task spins for
+    # each reply and warms the executor that replies (a listening
+    # dispatcher, the asyncio executor's own loop spinning in its selector),
+    # while another thread tells the same actor meanwhile.
+    ref = system.spawn(Recorder, mode=mode)
+
+    def tell_all() -> None:
+        for i in range(100):
+            ref.tell(("told", i))
+
+    told = threading.Thread(target=tell_all, name="test-teller")
+
+    async def main() -> list[Any]:
+        replies = [await ref.ask(i, block=False) for i in range(100)]
+        told.start()
+        replies += [await ref.ask(i, block=False) for i in range(100, 200)]
+        told.join(WAIT)
+        return replies
+
+    assert _run(main()) == list(range(200))
+    log = ref.ask("get", timeout=WAIT)
+    assert [m for m in log if not isinstance(m, tuple)] == list(range(200))
+    assert [m for m in log if isinstance(m, tuple)] == [("told", i) for i in range(100)]
 
 
 def test_a_coroutine_cancelled_while_awaiting_an_ask_is_cancelled_and_the_actor_serves_on(
