@@ -63,6 +63,7 @@ import selectors
 import sys
 import threading
 import time
+import warnings
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Coroutine
@@ -659,7 +660,10 @@ class AsyncioExecutor:
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         """Make our own loop: asyncio's default one, with the spin before it blocks when that is a selector loop."""
-        if type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy or sys.platform == "win32":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.14 deprecates the policy API
+            policy = asyncio.get_event_loop_policy()
+        if type(policy) is not asyncio.DefaultEventLoopPolicy or sys.platform == "win32":
             return asyncio.new_event_loop()  # the user's policy (uvloop?), or a proactor: left as they are
         return asyncio.SelectorEventLoop(_SpinningSelector(self))
 
