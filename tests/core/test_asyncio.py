@@ -846,8 +846,16 @@ def test_a_handler_blocking_the_loop_is_reported_with_the_actor_and_the_time(
     assert hog.ask(0.05, timeout=WAIT) == "sync"  # under the 0.1 s default: no warning
     assert hog.proxy().first_step(0.3).get(timeout=WAIT) == "first step"
     assert hog.ask(0.3, timeout=WAIT) == "sync"
+
+    # The warning is logged when the turn ends, after its reply went out: a
+    # turn of another actor on the same loop runs only after hog's has ended.
+    class Probe(AsyncioActor):
+        def on_receive(self, message: str) -> str:
+            return message
+
+    assert system.spawn(Probe).ask("after hog's turn", timeout=WAIT) == "after hog's turn"
     warnings = logs.messages("WARNING")
-    assert len(warnings) == 4  # once each, the first step too (timed as the turn it ran in)
+    assert len(warnings) == 4, warnings  # once each, the first step too (timed as the turn it ran in)
     assert "'hog'" in warnings[0]
     assert "held the event loop" in warnings[0]
     assert "0.250 s" in warnings[0]
