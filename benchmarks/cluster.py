@@ -36,7 +36,7 @@ from actors import Actor
 from benchmarks._harness import Benchmark, Metric, Target
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["BENCHMARKS", "messaging", "nodes", "run_case", "seed_flow"]
 
@@ -443,7 +443,8 @@ def seed_flow() -> None:
 
 def run_case(impl: str, name: str, rounds: int = 1) -> None:
     """Run one case (`messaging` or `nodes` of `impl`) `rounds` times at its default size; print its figures."""
-    func = {"messaging": messaging, "nodes": nodes}[name]
+    cases: dict[str, Callable[[str], dict[str, float]]] = {"messaging": messaging, "nodes": nodes}
+    func = cases[name]
     for _ in range(rounds):
         load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
         start = time.perf_counter()
@@ -456,6 +457,7 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) > 1:
-        run_case(*sys.argv[1:3], *map(int, sys.argv[3:4]))
+        impl, case, *rounds = sys.argv[1:]
+        run_case(impl, case, *map(int, rounds[:1]))
     else:
         seed_flow()
