@@ -12,8 +12,11 @@ Implementations (one subprocess each, see `benchmarks._harness`):
   with one Ray node per troupe node and tuned health checks.
 
 A ``--quick`` run measures only ``pykka`` and ``memory`` (a Ray cluster takes
-10-20 s to start here); ``python -m benchmarks --only cluster`` measures all four.
-The seed's example flow runs as ``python -m benchmarks.cluster``.
+10-20 s to start here); ``python -m benchmarks --full --only cluster`` measures all four.
+The seed's example flow runs as ``python -m benchmarks.cluster``; one case alone
+(no harness, no ``ray-naive``, which takes ~2 min) as ``python -m benchmarks.cluster
+IMPL BENCHMARK [ROUNDS]``, e.g. ``python -m benchmarks.cluster ray messaging 3``:
+it prints the case's figures, once per round, with the load average.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from actors import Actor
 from benchmarks._harness import Benchmark, Metric, Target
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-__all__ = ["BENCHMARKS", "messaging", "nodes"]
+__all__ = ["BENCHMARKS", "messaging", "nodes", "run_case", "seed_flow"]
 
 _RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
@@ -438,5 +441,23 @@ def seed_flow() -> None:
         print("Y reaches X on its new node:", y.ask(("ping", x, 1), timeout=10) is not None)
 
 
+def run_case(impl: str, name: str, rounds: int = 1) -> None:
+    """Run one case (`messaging` or `nodes` of `impl`) `rounds` times at its default size; print its figures."""
+    cases: dict[str, Callable[[str], dict[str, float]]] = {"messaging": messaging, "nodes": nodes}
+    func = cases[name]
+    for _ in range(rounds):
+        load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+        start = time.perf_counter()
+        figures = func(impl)
+        shown = ", ".join(f"{key} {value:,.1f}" for key, value in figures.items())
+        print(f"{impl} {name}: {shown} ({time.perf_counter() - start:.0f} s, load {load})", flush=True)
+
+
 if __name__ == "__main__":
-    seed_flow()
+    import sys
+
+    if len(sys.argv) > 1:
+        impl, case, *rounds = sys.argv[1:]
+        run_case(impl, case, *map(int, rounds[:1]))
+    else:
+        seed_flow()

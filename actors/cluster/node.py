@@ -475,6 +475,9 @@ class Node:
             self._send(dst, info.epoch, data)
             return
         copies, delay, hold = faults.plan(self.name, dst)
+        if copies == 1 and not delay and not hold and not self._held_back.get(dst):
+            self._send(dst, info.epoch, data)  # no fault on the link, nothing held back on it: no lock
+            return
         if copies == 0:
             return
         with self._lock:
@@ -502,27 +505,34 @@ class Node:
         src = frame.src
         with self._lock:
             info = self._peers.get(src)
+            now = self.clock.now()
             fresh = (
-                info is not None
+                not self.closed
+                and info is not None
                 and info.epoch == frame.src_epoch
                 and info.status is NodeStatus.UP
-                and self.clock.now() - self._heard.get(src, 0.0) < self.config.suspect_after
+                and now - self._heard.get(src, 0.0) < self.config.suspect_after
             )
-        if not fresh:
+            if fresh:  # the common case, in one lock section: an UP peer heard from lately
+                self._heard[src] = now
+                outbox = self._out.get(src)
+                inbox = self._in.get(src)
+        if not fresh or inbox is None:
             # Fencing: a frame from a node unknown, SUSPECT or silent for a while is checked
             # against the directory's fresh view first (outside the lock: on Ray it is a call),
             # so a stale incarnation the cluster declared DOWN (a healed partition, a resumed
             # hung process) is never delivered from, even by a node whose view had not caught up.
-            self.poll_directory()
-        with self._lock:
-            info = self._peers.get(src)
-            if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
-                return  # a node we do not know, or one declared DOWN: quarantined
-            self._heard[src] = self.clock.now()
-            outbox = self._out.get(src)
-            inbox = self._in.get(src)
-            if inbox is None:
-                inbox = self._in[src] = Inbox()
+            if not fresh:
+                self.poll_directory()
+            with self._lock:
+                info = self._peers.get(src)
+                if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
+                    return  # a node we do not know, or one declared DOWN: quarantined
+                self._heard[src] = self.clock.now()
+                outbox = self._out.get(src)
+                inbox = self._in.get(src)
+                if inbox is None:
+                    inbox = self._in[src] = Inbox()
         if outbox is not None and frame.ack:
             outbox.acked(frame.ack, self.clock.now())
         inbox.accept(frame, self._deliver_frame)
