@@ -354,6 +354,9 @@ def test_a_routee_that_does_not_start_in_time_fails_the_messages_waiting_for_it(
     try:
         waiting = pool.ask("hello", block=False)
         gate.wait_entered()
+        # The pool arms the creation timer after spawn() returns, in the turn
+        # that spawned the routee: an ask to the pool is handled after it.
+        assert stats(pool).size == 0
         clock.advance(4.9)
         assert not waiting.done()
         clock.advance(0.1)
