@@ -224,6 +224,8 @@ def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restart
     harness.wait(lambda: harness.cluster.directory.actor("keeper").snapshot is not None)
     harness.crash("b")
     harness.wait(lambda: harness.cluster.status("b") is not NodeStatus.UP)
+    # The sender's node must see it too: mail sent while a still holds b UP may have reached b (at most once).
+    harness.wait(lambda: all(p.status is not NodeStatus.UP for p in harness.node_call("a", "peers") if p.name == "b"))
     # Sent in the failover window (b SUSPECT: nothing flushed to it; or DOWN already): they wait for the
     # new incarnation of the permanent actor; those to the temporary one fail as before.
     sender.tell(("send", keeper, 3))
