@@ -122,6 +122,7 @@ class _Migration:
     __slots__ = (
         "deadline",
         "done",
+        "failed",
         "incarnation",
         "late",
         "mail",
@@ -151,6 +152,7 @@ class _Migration:
         self.snapshot: bytes | None = None
         self.mail: list[tuple[tuple[Any, ...], str]] = []
         self.late = False
+        self.failed: str | None = None  # why it was undone after the target had it (`finish_out` raises it)
 
 
 @attrs.frozen
@@ -787,6 +789,7 @@ class Node:
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
         sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
+        never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
         unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL}
         with self._lock:
@@ -810,14 +813,18 @@ class Node:
         for name in watched:
             self._terminated(name, self._node_down(node))
         for m in migrations:
-            self._migration_peer_down(m, node)
+            self._migration_peer_down(m, node, moved=m.name not in never_moved)
         return reroute
 
-    def _migration_peer_down(self, m: _Migration, node: str) -> None:
+    def _migration_peer_down(self, m: _Migration, node: str, *, moved: bool) -> None:
+        """`node` went DOWN during migration `m`; `moved`: the MOVE may have reached it (it was sent in a frame)."""
         if node == m.to and m.stage == "fencing":
             self._abort(m, f"node {node!r} went DOWN")
-        elif node == m.to and m.stage == "shipped":
-            self._recover(m, f"node {node!r} went DOWN before it answered")
+        elif node == m.to and m.stage == "shipped" and not moved:
+            self._recover(m, f"node {node!r} went DOWN before the actor was sent to it")
+        elif node == m.to and m.stage in {"shipped", "moved"}:
+            # It may have run the shipped mail (the MOVE left in a frame; MOVED maybe lost): at most once.
+            self._recover(m, f"node {node!r} went DOWN after the actor was sent to it", delivered=True)
         elif m.stage == "fencing":
             with self._lock:
                 m.waiting.discard(node)
@@ -1141,6 +1148,8 @@ class Node:
                 message says), or it did not end in time: then it is given
                 up if not shipped yet, else finished when the target answers.
         """
+        with self._lock:
+            started = self._migrations.get(name)
         try:
             future.get(timeout=timeout)
         except pykka.Timeout:
@@ -1160,7 +1169,8 @@ class Node:
         with self._lock:
             m = self._migrations.get(name)
             if m is None or m.stage != "moved":
-                msg = f"node {self.name!r} has no finished migration of {name!r} to complete"
+                failed = started.failed if started is not None else None
+                msg = failed or f"node {self.name!r} has no finished migration of {name!r} to complete"
                 raise MigrationError(msg)
         return self._finish(m)
 
@@ -1361,8 +1371,16 @@ class Node:
         msg = f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; it stays on {self.name!r}"
         fail(m.done, MigrationError(msg))
 
-    def _recover(self, m: _Migration, why: str) -> None:
-        """Undo a migration whose target cannot have it: start it here again from what was shipped."""
+    def _recover(self, m: _Migration, why: str, *, delivered: bool = False) -> None:
+        """Undo a migration whose target cannot have it: start it here again from the snapshot taken for it.
+
+        The shipped mail is handled again only if it cannot have reached the
+        target (`delivered` False: the target refused it, or the MOVE never
+        left). Else the target may have run it before it went DOWN, and it is
+        settled as any mail that may have reached a dead node (at most once,
+        as the failover): its asks fail with `ActorDeadError`, its tells are
+        NODE_DOWN dead letters; the actor restarts from the snapshot, without them.
+        """
         with self._lock:
             if self._migrations.get(m.name) is not m:
                 return
@@ -1376,13 +1394,40 @@ class Node:
 
             logger.opt(exception=True).error("Node {} could not start {!r} again", self.name, m.name)
         for item, src in m.mail:
-            self._handle(item, src)
+            if delivered and item[0] in _REROUTE:
+                self._settle_delivered(m, item)
+            else:
+                self._handle(item, src)
         self._release_all(m, self.name)
-        msg = (
-            f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; "
-            f"it was started again on {self.name!r} from its snapshot, with its mail"
-        )
-        fail(m.done, MigrationError(msg))
+        if delivered:
+            msg = (
+                f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; it was started again on "
+                f"{self.name!r} from the snapshot taken for the move, without the mail shipped with it (node {m.to!r} "
+                "may have handled it: at most once, its asks failed and its tells are NODE_DOWN dead letters)"
+            )
+        else:
+            msg = (
+                f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; "
+                f"it was started again on {self.name!r} from its snapshot, with its mail"
+            )
+        m.failed = msg
+        if not m.done.done():
+            fail(m.done, MigrationError(msg))
+
+    def _settle_delivered(self, m: _Migration, item: tuple[Any, ...]) -> None:
+        """Settle an item shipped to `m.to` (DOWN now, it may have run it): fail the ask, or dead-letter the tell."""
+        if item[0] == wire.TELL:
+            self._undeliverable(item, m.to)
+            return
+        corr, asker = item[3], item[4] if len(item) > _ASK_LEN else self.name
+        if asker == self.name:
+            self._fail_ask(corr, m.to, m.name)  # an ask from the mailbox, answered through this node
+        else:
+            text = (
+                f"actor {m.name!r} may have handled this on node {m.to!r}, which went DOWN while it was migrated "
+                "there; it is not run again (at most once)"
+            )
+            self._reply_error(asker, corr, text)
 
     def _release_all(self, m: _Migration, node: str) -> None:
         """Step 6: tell every node that held mail for `m.name` where it lives now (this one at once)."""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from actors import ManualClock
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
+from actors.cluster.directory import ActorEntry, Directory
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.errors import MessageNotPicklableError, MigrationError, WireVersionError
 from tests.cluster.agents import GATE, BadSnapshot, Msg, Recorder, Sender, check_log
@@ -286,3 +287,66 @@ def test_without_ray_asking_for_the_ray_transport_raises_cluster_unavailable_nam
         "    raise SystemExit('no ClusterUnavailableError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_migration_target_that_dies_after_handling_the_shipped_mail_does_not_have_it_run_again_at_the_source(
+    memory: Harness,
+) -> None:
+    """At most once: b ran the shipped mail, then died before its MOVED reached a; a restarts it from the snapshot."""
+    memory.start("a", "b")
+    keeper = memory.cluster.spawn(Recorder, node="a", name="keeper", restart="permanent")
+    keeper.tell("kept")
+    assert keeper.ask("count", timeout=10) == 1
+    GATE.clear()
+    keeper.tell("block")  # the message in hand: the five behind it are shipped with the actor
+    for i in range(5):
+        keeper.tell(Msg("d", i))
+    errors: list[Exception] = []
+
+    def move() -> None:
+        try:
+            memory.cluster.migrate(keeper, to="b")
+        except MigrationError as exc:
+            errors.append(exc)
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    source, target = memory.transport.node("a"), memory.transport.node("b")
+    try:
+        memory.wait(lambda: getattr(source._migrations.get("keeper"), "stage", None) == "taking")
+        memory.transport.faults.set("b", "a", drop=1.0)  # b's MOVED (and every ack) never reaches a
+    finally:
+        GATE.set()
+    try:
+
+        def handled_there() -> bool:
+            moved = target.system.lookup("keeper")
+            return moved is not None and moved.ask("count", timeout=10) == 6
+
+        memory.wait(handled_there)
+    finally:
+        memory.cluster.crash_node("b")
+        mover.join()
+    assert len(errors) == 1
+    assert "DOWN" in str(errors[0])
+    assert "at most once" in str(errors[0])
+    memory.wait(lambda: "keeper" in source.running_names())
+    assert memory.cluster.where("keeper") == "a"
+    assert keeper.ask("log", timeout=10) == ["kept"]  # not the five b handled: they are not run twice
+    assert source.dead_letter_count("node_down") == 5
+
+
+def test_an_actor_migrated_to_a_node_already_down_is_placed_again_from_the_snapshot_saved_before_the_move() -> None:
+    """The source records the move after its target died: the entry must not stay on a DOWN node, stateless."""
+    directory = Directory()
+    directory.register("a")
+    b = directory.register("b")
+    directory.register("c")
+    directory.add_actor(ActorEntry("keeper", "a", 0, b"spec", "permanent"))
+    directory.save_snapshot("keeper", 0, b"state")
+    assert directory.report("b", b, NodeStatus.DOWN)
+    directory.add_actor(ActorEntry("keeper", "b", 1, b"spec", "permanent"))  # the move to b, finished late
+    entry = directory.actor("keeper")
+    assert entry is not None
+    assert (entry.node in {"a", "c"}, entry.incarnation, entry.snapshot) == (True, 2, b"state")
+    assert directory.changes(0)[1][-1] == ("actor", "keeper", entry.node, 2, "restart")
