@@ -123,6 +123,7 @@ class _Migration:
         "deadline",
         "done",
         "failed",
+        "fenced",
         "incarnation",
         "late",
         "mail",
@@ -153,6 +154,9 @@ class _Migration:
         self.mail: list[tuple[tuple[Any, ...], str]] = []
         self.late = False
         self.failed: str | None = None  # why it was undone after the target had it (`finish_out` raises it)
+        # (node, token, relayed) of each fence from a node not among `peers` (one that relocated the actor
+        # itself: see `Node._relocate`); relayed: passed on to the target, which answers it unless it fails.
+        self.fenced: list[tuple[str, str, bool]] = []
 
 
 @attrs.frozen
@@ -228,6 +232,8 @@ class Node:
         self._hold_src: dict[str, tuple[str, str]] = {}
         # name -> node to forward its stragglers to (this node's own name while it parks them)
         self._forward: dict[str, str] = {}
+        # name -> when its forward ends (`LinkConfig.forward_for` after the move): then the directory routes stragglers
+        self._forward_until: dict[str, float] = {}
         # Invariant (under _lock): migrations out of this node; names being migrated -> items parked, in arrival order.
         self._migrations: dict[str, _Migration] = {}
         self._parked: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
@@ -590,8 +596,17 @@ class Node:
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
-            self._restart_here(name)
+            entry = self._restart_here(name)
             ref = self._lookup_local(name)
+            home = None if entry is None or entry.node == self.name else entry.node
+            if ref is None and home is not None and self._status(home) is not NodeStatus.DOWN:
+                # A straggler after the forward's grace period: where the directory says it lives now.
+                self._send_item(
+                    home,
+                    (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item,
+                    None,
+                )
+                return
         if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
             src = item[4]  # forwarded: the reply goes to the original asker
         if kind == wire.TELL:
@@ -724,6 +739,7 @@ class Node:
             events = events[len(events) - (version - self._seen) :]
             self._seen = version
         reroute: list[tuple[str, tuple[Any, ...]]] = []
+        moved_from: dict[str, str] = {}  # name -> where this node located it before this batch moved it
         for event in events:
             if event[0] == "node":
                 reroute.extend(self._node_event(event[1]))
@@ -731,8 +747,11 @@ class Node:
                 _, name, node, incarnation, why = event
                 with self._lock:
                     if name not in self._holding:
+                        before = self._locations.get(name)
                         # A poll may bring events older than a RELEASE already applied: never go back.
                         self._locate_at(name, node, incarnation)
+                        if why is None and before not in {None, node} and self._locations.get(name) == node:
+                            moved_from.setdefault(name, before)
                 if why == "restart" and node == self.name:
                     self._restart_here(name)
             elif event[0] == "gone":
@@ -743,6 +762,31 @@ class Node:
         # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
         for down, item in reroute:
             self._reroute(down, item)
+        for name, old in moved_from.items():
+            self._relocate(name, old)
+
+    def _relocate(self, name: str, old: str) -> None:
+        """`name` moved from `old` without this node holding for it: fence what it sent there first.
+
+        A node that got no HOLD for a migration (it joined meanwhile, or the
+        source did not know it yet) may have sent mail to the old home that
+        is still on its way there, to be forwarded; mail sent straight to the
+        new home could overtake it. So it holds its new mail for `name` and
+        sends a FENCE to `old` behind that mail; `old` forwards the fence after
+        the mail it forwarded, and the node where the actor lives answers
+        RELEASE to this one (see `_on_fence`), which then sends what it held.
+        """
+        if old == self.name:
+            return
+        with self._lock:
+            info = self._peers.get(old)
+            if name in self._holding or info is None or info.status is NodeStatus.DOWN:
+                return
+            token = f"{self.name}#{self.epoch}:{next(self._corr)}"
+            self._holding[name] = []
+            self._hold_src[name] = (old, token)
+            self._send_item(old, (wire.FENCE, name, token, self.name), None)  # under the hold (see `_route`)
+        self._flush_to(old)
 
     def _reroute(self, down: str, item: tuple[Any, ...]) -> None:
         """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails."""
@@ -906,9 +950,24 @@ class Node:
             for m in late:
                 waiting = f"the fences of nodes {sorted(m.waiting)}" if m.waiting else "its snapshot"
                 self._abort(m, f"{waiting} did not come in time")
+        if self._forward_until:
+            self._end_forwards(now)
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
+
+    def _end_forwards(self, now: float) -> None:
+        """Drop the forwards whose grace period is over (the tick): a later straggler goes where the directory says."""
+        with self._lock:
+            for name in [n for n, until in self._forward_until.items() if until <= now]:
+                del self._forward_until[name]
+                if self._forward.get(name) not in {None, self.name}:  # not parking for a new move of it
+                    del self._forward[name]
+
+    def forwarding(self) -> dict[str, str]:
+        """Return the actors that moved away whose stragglers this node still forwards, and where to."""
+        with self._lock:
+            return {name: node for name, node in self._forward.items() if node != self.name}
 
     def save_snapshots(self) -> None:
         """Save the snapshot of every local permanent actor that has one in the directory (without waiting)."""
@@ -959,6 +1018,11 @@ class Node:
         heard.extend(self._heard.get(p.name, now) for p in peers if p.status is not NodeStatus.DOWN)
         heard.sort(reverse=True)
         return now - heard[len(heard) // 2]
+
+    def location(self, name: str) -> str | None:
+        """Return where this node sends mail for actor `name` now (cached), or None while it holds it or knows none."""
+        with self._lock:
+            return None if name in self._holding else self._locations.get(name)
 
     def peers(self) -> list[NodeInfo]:
         """Return this node's topology view: every other node it knows of, as it last heard."""
@@ -1058,6 +1122,7 @@ class Node:
             self._locations[name] = self.name
             self._located[name] = max(incarnation, self._located.get(name, -1))
             self._forward.pop(name, None)
+            self._forward_until.pop(name, None)
             if restart == "permanent" and callable(getattr(cls, "snapshot", None)):
                 self._permanent.add(name)
         ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
@@ -1081,12 +1146,14 @@ class Node:
         cell.post_system(restore)
         return done
 
-    def _restart_here(self, name: str) -> None:
+    def _restart_here(self, name: str) -> ActorEntry | None:
+        """Start `name` if the directory placed it here and it is not running; return the directory's entry."""
         with self._restart_lock:
             entry: ActorEntry | None = self._directory.actor(name)
             if entry is None or entry.node != self.name or name in self._local or entry.incarnation == 0:
-                return
+                return entry
             self._restart_entry(name, entry)
+            return entry
 
     def _restart_entry(self, name: str, entry: ActorEntry) -> None:
         try:
@@ -1180,6 +1247,8 @@ class Node:
                 return m.incarnation
             del self._migrations[m.name]
             m.snapshot, m.mail = None, []
+            # Stragglers (from nodes whose view lags) are forwarded for a grace period, then routed by the directory.
+            self._forward_until[m.name] = self.clock.now() + self.config.forward_for
         # Without the state (1 MB of it cost ~20 ms on Ray here): the target
         # saves a fresh snapshot of a permanent actor once it is released.
         self._directory.add_actor(ActorEntry(m.name, m.to, m.incarnation, m.spec, m.restart))
@@ -1202,14 +1271,7 @@ class Node:
         if kind == wire.HOLD:
             self.hold(item[1], item[3], item[2])
         elif kind == wire.FENCE:
-            name = item[1]
-            forward = self._forward.get(name)
-            if forward is not None and forward != self.name:
-                # An old home: the fence follows the mail it fences, which this node forwarded there.
-                self._send_item(forward, item, None)
-                self._flush_to(forward)
-                return
-            self._fence(name, item[2], item[3])
+            self._on_fence(item)
         elif kind == wire.MOVE:
             self._move_in(item, src)
         elif kind == wire.MOVED:
@@ -1227,6 +1289,51 @@ class Node:
                 dst = source
             self._send_item(dst, (wire.FENCE, name, token, self.name), None)
         self._flush_to(dst)
+
+    def _on_fence(self, item: tuple[Any, ...]) -> None:
+        """A FENCE from `fencer`: every item it sent to `name` before it has arrived here.
+
+        The fence of a migration's peer completes that migration's fencing.
+        Another (a node that relocated the actor itself, see `_relocate`) is
+        answered where the actor is, once the mail it fences is there: an old
+        home passes it on to where it forwards (after that mail, on the same
+        link); a source still parking keeps it for the migration's RELEASE;
+        the actor's home answers RELEASE at once; a node that has it not asks
+        the directory where it is and passes it on there (or answers RELEASE
+        itself if it is nowhere: what was held comes here and is dead-lettered).
+        """
+        _, name, token, fencer = item
+        with self._lock:
+            m = self._migrations.get(name)
+            ours = m is not None and m.token == token
+            if not ours:
+                forward = self._forward.get(name)
+                if forward is not None and forward != self.name:
+                    # An old home: the fence follows the mail it fences, which this node forwarded there.
+                    if m is not None:
+                        m.fenced.append((fencer, token, True))  # answered here if the move is undone
+                    self._send_item(forward, item, None)
+                    to: str | None = forward
+                elif m is not None:
+                    m.fenced.append((fencer, token, False))  # its mail is parked: it goes with the move
+                    return
+                elif name in self._local:
+                    self._send_item(fencer, (wire.RELEASE, name, self.name, token, self._local[name][1]), None)
+                    to = fencer
+                else:
+                    to = None
+        if ours:
+            self._fence(name, token, fencer)
+            return
+        if to is None:
+            entry = self._directory.actor(name)  # rare: a fence for an actor that moved on or stopped
+            if entry is not None and entry.node != self.name and self._status(entry.node) is not NodeStatus.DOWN:
+                self._send_item(entry.node, item, None)
+                to = entry.node
+            else:
+                self._send_item(fencer, (wire.RELEASE, name, self.name, token, 0), None)
+                to = fencer
+        self._flush_to(to)
 
     def _fence(self, name: str, token: str, fencer: str) -> None:
         with self._lock:
@@ -1303,9 +1410,10 @@ class Node:
             self._forward[m.name] = m.to  # stragglers follow it, after the MOVE on the same link
             m.stage = "shipped"
             m.snapshot, m.mail = data, items  # to start it here again if the target cannot
-        self._send_item(
-            m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
-        )
+            # Under the lock that set the forward: a straggler forwarded meanwhile cannot overtake the MOVE.
+            self._send_item(
+                m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
+            )
         self._flush_to(m.to)
         if self._status(m.to) is NodeStatus.DOWN:  # it went DOWN while this was shipping
             self._recover(m, f"node {m.to!r} went DOWN")
@@ -1432,9 +1540,12 @@ class Node:
     def _release_all(self, m: _Migration, node: str) -> None:
         """Step 6: tell every node that held mail for `m.name` where it lives now (this one at once)."""
         incarnation = m.incarnation if node == m.to else m.incarnation - 1
-        for peer in m.peers:
+        with self._lock:
+            # A relayed fence is answered by the target, if it has the actor; here if it never will.
+            late = [(fencer, token) for fencer, token, relayed in m.fenced if node == self.name or not relayed]
+        for peer, token in [(peer, m.token) for peer in m.peers] + late:
             if self._status(peer) is not NodeStatus.DOWN:
-                self._send_item(peer, (wire.RELEASE, m.name, node, m.token, incarnation), None)
+                self._send_item(peer, (wire.RELEASE, m.name, node, token, incarnation), None)
                 self._flush_to(peer)
         self.release(m.name, node, m.token, incarnation)
 

@@ -350,3 +350,28 @@ def test_an_actor_migrated_to_a_node_already_down_is_placed_again_from_the_snaps
     assert entry is not None
     assert (entry.node in {"a", "c"}, entry.incarnation, entry.snapshot) == (True, 2, b"state")
     assert directory.changes(0)[1][-1] == ("actor", "keeper", entry.node, 2, "restart")
+
+
+def test_an_old_home_forwards_stragglers_for_the_grace_period_then_sends_them_where_the_directory_says(
+    memory: Harness,
+) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.migrate(memory.cluster.spawn(Recorder, node="a", name="rec"), to="b")
+    old = memory.transport.node("a")
+    assert old.forwarding() == {"rec": "b"}
+    ends = memory.clock.now() + memory.transport.config.forward_for  # the move ended before `migrate` returned
+    while memory.clock.now() < ends - 0.2:  # in steps: one 10 s jump would look like silence to the detector
+        memory.transport.advance(0.1)
+    assert old.forwarding() == {"rec": "b"}
+    memory.transport.advance(0.1)
+    memory.transport.advance(0.1)
+    assert old.forwarding() == {}
+    # A straggler from a node whose view lagged, arriving at the old home after the grace period.
+    epoch = memory.cluster.directory.register("z")
+    old.poll_directory()
+    stale = Outbox("z", epoch, "a", LinkConfig())
+    stale.append((wire.TELL, "rec", pickle.dumps("straggler")), memory.clock.now())
+    old.receive(stale.take(memory.clock.now(), 0, force=True) or b"")
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 1)
+    assert recorder.ask("log", timeout=10) == ["straggler"]
+    assert old.forwarding() == {}
