@@ -256,6 +256,8 @@ class Node:
         self._downed: str | None = None
         self._actors_stopped = False
         self._suspecting: set[str] = set()  # peers this node reported SUSPECT and has not reported UP since
+        # Invariant (under _lock): peers whose last call failed as unavailable; SUSPECT until a call succeeds.
+        self._unavailable: set[str] = set()
         self.poll_directory()
 
     def __repr__(self) -> str:
@@ -830,6 +832,7 @@ class Node:
         """Fail what `node` may have had; return (node, item) for each item that never left for it (to route again)."""
         self._suspecting.discard(node)
         with self._lock:
+            self._unavailable.discard(node)
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
         sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
@@ -942,8 +945,9 @@ class Node:
                     self.report(info.name, info.epoch, NodeStatus.DOWN)
             elif silent >= config.suspect_after and info.name not in self._suspecting:
                 self.report(info.name, info.epoch, NodeStatus.SUSPECT)
-            elif silent < config.suspect_after and info.name in self._suspecting:
-                self.report(info.name, info.epoch, NodeStatus.UP)  # only a suspecter takes its suspicion back
+            elif silent < config.suspect_after and info.name in self._suspecting and info.name not in self._unavailable:
+                # Only a suspecter takes its suspicion back; one that suspects for failed calls, once one succeeds.
+                self.report(info.name, info.epoch, NodeStatus.UP)
         if self._migrations:
             with self._lock:
                 late = [m for m in self._migrations.values() if m.stage in {"fencing", "taking"} and now >= m.deadline]
@@ -994,6 +998,27 @@ class Node:
     def dead_letter_count(self, reason: str) -> int:
         """Return how many dead letters this node recorded with `reason` (a `DeadLetterReason` value)."""
         return int(self.system.dead_letters.statistics().by_reason.get(DeadLetterReason(reason), 0))
+
+    def call_failed(self, node: str, epoch: int) -> None:
+        """A call to `node` (incarnation `epoch`) failed as unavailable (the transport's thread): it is SUSPECT.
+
+        Tier 1 of the failure detector: nothing new is flushed to it, and it
+        stays SUSPECT until a call to it succeeds (`call_ok`; the heartbeats
+        still sent to a SUSPECT peer are the probes), even while its own
+        frames still arrive (hearing from it is not reaching it).
+        """
+        with self._lock:
+            info = self._peers.get(node)
+            if info is None or info.epoch != epoch or info.status is NodeStatus.DOWN:
+                return
+            self._unavailable.add(node)
+        self.report(node, epoch, NodeStatus.SUSPECT)
+
+    def call_ok(self, node: str) -> None:
+        """A call to `node` succeeded (the transport's thread): a suspicion for failed calls may end on the tick."""
+        if self._unavailable:
+            with self._lock:
+                self._unavailable.discard(node)
 
     def report(self, node: str, epoch: int, status: NodeStatus) -> None:
         """Tell the directory what this node's detector concluded about a peer (and apply it here at once).

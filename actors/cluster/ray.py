@@ -171,6 +171,11 @@ class _NodeProcess:
     def deliver(self, data: bytes) -> None:
         self.node.receive(data)
 
+    def refuse(self) -> None:
+        """Fail as unavailable: the call a sender makes instead of `deliver` on an `unavailable` link (a fault)."""
+        msg = f"node {self.node.name!r} refused the call (an injected `unavailable` fault)"
+        raise ActorUnavailableError(msg, None)
+
     def client_tell(self, name: str, hint: str, payload: bytes) -> None:
         from actors.cluster import wire  # noqa: PLC0415
 
@@ -253,6 +258,9 @@ class _NodeProcess:
             handle = self._handle(dst, epoch)
         except ValueError:
             return  # its actor is gone: the detector will declare it DOWN
+        if self.faults.refused(self.node.name, dst):  # an `unavailable` fault: the call fails as Ray's would
+            self._last_call[dst] = (epoch, handle.refuse.remote())
+            return
         self._last_call[dst] = (epoch, handle.deliver.remote(data))
 
     def _tick_forever(self) -> None:
@@ -294,11 +302,13 @@ class _NodeProcess:
             try:
                 ray.get(ref)
             except ActorUnavailableError:
-                self.node.report(dst, epoch, NodeStatus.SUSPECT)
+                self.node.call_failed(dst, epoch)  # SUSPECT until a call succeeds
             except (ActorDiedError, RayActorError):
                 self.node.report(dst, epoch, NodeStatus.DOWN)
             except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
                 pass
+            else:
+                self.node.call_ok(dst)
 
 
 _NodeActor: Any = ray.remote(  # type: ignore[call-overload]
