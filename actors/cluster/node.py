@@ -38,17 +38,26 @@ driver), over the data links, so each step is ordered with the mail:
 4. It ships ``MOVE`` to the target: class, snapshot, the mail not yet handled
    (the mailbox, then what was parked; asks keep their askers: a parked ask
    is answered to its asker's node, an ask from the mailbox through the
-   source) and its watchers. It forwards any straggler from now on.
+   source) and its watchers. It forwards any straggler from now on, for
+   `LinkConfig.forward_for` after the move; later ones go where the
+   directory says.
 5. The target starts the class, ``restore(state)``s it with the incarnation
    bumped and queues the shipped mail behind it, before anything new (its
    own sends are held too), then answers ``MOVED``.
 6. The source updates the directory (once) and sends ``RELEASE``: every node
    sends what it held, in order, to the target.
+7. A node that got no ``HOLD`` (it joined meanwhile) and sees the directory
+   move the actor fences what it sent the old home (`_relocate`): it holds,
+   and its ``FENCE`` follows its mail to wherever it was forwarded; the
+   actor's home answers ``RELEASE`` (`_on_fence`).
 
 A migration that cannot finish leaves the actor where it was, with every
-message: fences missing after the timeout, the target DOWN or unable to
-start it, or ``snapshot()`` raising all undo the holds (and the parked mail
-goes to the actor, in order), and the driver gets `MigrationError`.
+message: fences missing after the timeout, the target unable to start it
+or DOWN before the MOVE left, or ``snapshot()`` raising all undo the holds
+(and the parked mail goes to the actor, in order), and the driver gets
+`MigrationError`. A target that goes DOWN after the MOVE left may have run
+the shipped mail: the source restarts the actor from the move's snapshot
+without it (its asks fail, its tells are dead letters: at most once).
 
 Failover delivery: an item queued for a peer that goes DOWN and never sent in
 a frame cannot have reached it, so a tell, ask or call among them is routed
@@ -601,7 +610,7 @@ class Node:
             entry = self._restart_here(name)
             ref = self._lookup_local(name)
             home = None if entry is None or entry.node == self.name else entry.node
-            if ref is None and home is not None and self._status(home) is not NodeStatus.DOWN:
+            if ref is None and home is not None and kind in _REROUTE and self._status(home) is not NodeStatus.DOWN:
                 # A straggler after the forward's grace period: where the directory says it lives now.
                 self._send_item(
                     home,
@@ -1269,6 +1278,8 @@ class Node:
     def _finish(self, m: _Migration) -> int:
         with self._lock:
             if self._migrations.get(m.name) is not m:
+                if m.failed is not None:  # its target went DOWN as it finished: started again here
+                    raise MigrationError(m.failed)
                 return m.incarnation
             del self._migrations[m.name]
             m.snapshot, m.mail = None, []
@@ -1487,7 +1498,8 @@ class Node:
             return
         m.done.set(m.incarnation)
         if m.late:  # its driver gave up waiting: finish here
-            self._finish(m)
+            with contextlib.suppress(MigrationError):  # undone meanwhile: nothing to finish
+                self._finish(m)
 
     def _abort(self, m: _Migration, why: str) -> None:
         """Undo a migration not shipped yet: the actor stays, gets what was parked, in order; holds end."""

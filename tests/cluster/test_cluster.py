@@ -227,19 +227,20 @@ def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restart
 def test_a_node_that_joins_during_a_migration_loses_and_reorders_nothing_it_sends(patient: Harness) -> None:
     """Node d gets no HOLD (it joined after the move began): its mail to the old home must still come first."""
     h = patient
-    scale = 1.0 if h.kind == "ray" else 0.1  # seconds of delay: a Ray node takes ~1-2 s to start
     h.start("a", "b", "c")
     recorder = h.cluster.spawn(Recorder, node="a", name="rec")
-    h.transport.faults.set("c", "a", delay=3.0 * scale)  # c's fence comes late: the move stays in progress meanwhile
+    h.transport.faults.set("c", "a", drop=1.0)  # c's fence is lost (and sent again later): the move waits for it
     moved: list[RemoteRef] = []
     mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(recorder, to="b")))
     mover.start()
     try:
         h.start("d")
         sender = h.cluster.spawn(Sender, node="d", name="sd")
-        h.transport.faults.set("d", "a", delay=6.0 * scale)  # what d sends the old home arrives after the move
+        # What d sends the old home arrives after the move (seconds of the node clock: a real one on Ray).
+        h.transport.faults.set("d", "a", delay=5.0 if h.kind == "ray" else 0.5)
         sender.ask(("send", recorder, 50), timeout=10)  # to node a, where the directory has it still
     finally:
+        h.transport.faults.set("c", "a")  # c's fence gets through: the move ends
         mover.join()
     assert moved
     h.wait(lambda: h.node_call("d", "location", "rec") != "a")  # d has seen the move
