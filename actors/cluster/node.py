@@ -849,8 +849,17 @@ class Node:
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
         unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL}
         with self._lock:
-            # Held for a migration whose source is gone: never sent either.
-            for name in [n for n, (source, _) in self._hold_src.items() if source == node]:
+            # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
+            # will not come): never sent either.
+            for name in [n for n, to in self._forward.items() if to == node]:
+                del self._forward[name]  # an old home of an actor whose new one died: the directory has it
+                self._forward_until.pop(name, None)
+            mine = f"{self.name}#{self.epoch}:"
+            for name in [
+                n
+                for n, (source, token) in self._hold_src.items()
+                if source == node or (token.startswith(mine) and self._locations.get(n) == node)
+            ]:
                 del self._hold_src[name]
                 reroute.extend((node, item) for item in self._holding.pop(name, []) if item[0] in _REROUTE)
             migrations = list(self._migrations.values())
@@ -1361,6 +1370,8 @@ class Node:
         if ours:
             self._fence(name, token, fencer)
             return
+        if to is not None and to != fencer and self._status(to) is NodeStatus.DOWN:
+            to = None  # forwarded to a node that died since: the directory knows where it restarted
         if to is None:
             entry = self._directory.actor(name)  # rare: a fence for an actor that moved on or stopped
             if entry is not None and entry.node != self.name and self._status(entry.node) is not NodeStatus.DOWN:

@@ -375,3 +375,28 @@ def test_an_old_home_forwards_stragglers_for_the_grace_period_then_sends_them_wh
     memory.wait(lambda: recorder.ask("count", timeout=10) == 1)
     assert recorder.ask("log", timeout=10) == ["straggler"]
     assert old.forwarding() == {}
+
+
+def test_a_node_holding_for_a_move_it_saw_in_the_directory_lets_go_when_the_new_home_dies(memory: Harness) -> None:
+    """d joined mid-move, fenced its mail to the old home, and waits for the new home's RELEASE: b dies first."""
+    memory.start("a", "b", "c")
+    keeper = memory.cluster.spawn(Recorder, node="a", name="keeper", restart="permanent")
+    memory.transport.faults.set("c", "a", drop=1.0)  # the move waits for c's fence
+    mover = threading.Thread(target=lambda: memory.cluster.migrate(keeper, to="b"))
+    mover.start()
+    try:
+        memory.wait(lambda: "keeper" in memory.transport.node("a")._migrations)  # d is not among its peers
+        memory.start("d")
+        sender = memory.cluster.spawn(Sender, node="d", name="sd")
+        memory.transport.faults.set("d", "a", delay=1.0)  # d's fence reaches a after b is gone
+        sender.ask(("send", keeper, 1), timeout=10)  # d locates it on a
+    finally:
+        memory.transport.faults.set("c", "a")
+        mover.join()
+    node_d = memory.transport.node("d")
+    memory.wait(lambda: "keeper" in node_d._holding)  # d saw the move: it holds, its fence is on the way
+    memory.cluster.crash_node("b")  # before it could answer the fence
+    sender.ask(("send", keeper, 5, 1), timeout=10)  # held at d
+    memory.wait(lambda: memory.cluster.where("keeper") in {"a", "c", "d"})
+    memory.wait(lambda: node_d._holding == {})  # its RELEASE will never come: b's DOWN ends the hold
+    memory.wait(lambda: [m.seq for m in keeper.ask("log", timeout=10) if m.seq > 0] == [1, 2, 3, 4, 5])
