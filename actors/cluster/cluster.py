@@ -244,8 +244,11 @@ class Cluster:
         mail not yet handled to the target, which ``restore(state)``s it with
         the incarnation bumped and handles that mail first, in order; the
         source updates the directory once and every node sends what it held
-        to the target. The source forwards any straggler. If it cannot finish,
-        the actor stays where it was, with all its mail.
+        to the target. The source forwards any straggler (for
+        `LinkConfig.forward_for`; then the directory routes them). If it
+        cannot finish, the actor stays where it was, with all its mail (or,
+        if the target died after it was sent there, from the move's snapshot
+        without the mail it shipped: at most once).
 
         Raises:
             MigrationError: no such actor, it is already on `to`, its class

@@ -252,10 +252,23 @@ class Directory:
     # -- actors --------------------------------------------------------------------
 
     def add_actor(self, entry: ActorEntry) -> None:
-        """Record a newly spawned actor (or its new incarnation) and announce it."""
+        """Record a newly spawned actor (or its new incarnation) and announce it.
+
+        A new incarnation without a snapshot (a migration's: the target saves
+        a fresh one once it is released) keeps the one saved before, so a
+        failover in between restarts it from that, not from its constructor.
+        One recorded on a node already DOWN (its target died as the migration
+        finished) is re-placed at once, as the DOWN re-placed that node's actors.
+        """
         with self._lock:
+            old = self._actors.get(entry.name)
+            if entry.snapshot is None and old is not None and old.incarnation < entry.incarnation:
+                entry = attrs.evolve(entry, snapshot=old.snapshot)
             self._actors[entry.name] = entry
             self._events.append(("actor", entry.name, entry.node, entry.incarnation, None))
+            info = self._nodes.get(entry.node)
+            if info is not None and info.status is NodeStatus.DOWN:
+                self._replace_actors_of(entry.node, only=entry.name)
 
     def remove_actor(self, name: str, node: str, incarnation: int) -> None:
         """Forget actor `name` (it stopped for good), if it is still that incarnation on `node`."""
@@ -289,8 +302,8 @@ class Directory:
             if entry is not None and entry.incarnation == incarnation:
                 self._actors[name] = attrs.evolve(entry, snapshot=snapshot)
 
-    def _replace_actors_of(self, down: str) -> None:
-        for entry in [e for e in self._actors.values() if e.node == down]:
+    def _replace_actors_of(self, down: str, only: str | None = None) -> None:
+        for entry in [e for e in self._actors.values() if e.node == down and only in {None, e.name}]:
             target = self._place(entry.name) if entry.restart == "permanent" else None
             if target is None:
                 del self._actors[entry.name]

@@ -4,7 +4,9 @@ A `Faults` object sits between a node's outboxes and its transport. Each frame
 a node sends passes `Faults.plan(src, dst, now)`, which says when (and how many
 times) to hand it to the transport: never (dropped, or across a partition),
 later (delayed; reordered frames are held back until after the next frame on
-the link), or twice (duplicated). Randomness comes from one seeded
+the link), or twice (duplicated). A link made `unavailable` makes the
+transport fail each call on it as unavailable, which the sender's detector
+sees (`Faults.refused`; on Ray the call raises `ActorUnavailableError`). Randomness comes from one seeded
 `random.Random`, so a seeded run is reproducible.
 
 The link layer above it retransmits unacknowledged frames and the receiver
@@ -47,6 +49,9 @@ class LinkFaults:
     reorder: float = 0.0
     delay: float = 0.0
     """Seconds every frame is held before it is handed to the transport."""
+    unavailable: bool = False
+    """Every call on the link fails as unavailable (the frame is not delivered), as Ray's calls to a
+    node whose process it cannot reach fail with `ActorUnavailableError`: the sender's detector sees it."""
 
 
 class Faults:
@@ -58,6 +63,7 @@ class Faults:
         self._links: dict[tuple[str, str], LinkFaults] = {}
         # Invariant: a frozenset of node names per side; a link is cut when its ends are on different sides.
         self._sides: list[frozenset[str]] = []
+        self._refusing = False  # any link `unavailable` (the transports' send checks it for every frame)
 
     def set(
         self,
@@ -68,6 +74,7 @@ class Faults:
         duplicate: float = 0.0,
         reorder: float = 0.0,
         delay: float = 0.0,
+        unavailable: bool = False,
     ) -> None:
         """Apply faults to frames from `src` to `dst` (``"*"``: any node).
 
@@ -82,13 +89,15 @@ class Faults:
             msg = f"fault delay={delay!r} for link {src}->{dst} must be >= 0 seconds"
             raise ValueError(msg)
         with self._lock:
-            self._links[src, dst] = LinkFaults(drop, duplicate, reorder, delay)
+            self._links[src, dst] = LinkFaults(drop, duplicate, reorder, delay, unavailable)
+            self._refusing = any(faults.unavailable for faults in self._links.values())
 
     def clear(self) -> None:
         """Remove every fault and partition."""
         with self._lock:
             self._links.clear()
             self._sides = []
+            self._refusing = False
 
     def partition(self, *sides: Collection[str]) -> None:
         """Cut every link between nodes on different `sides` (nodes on no side are unaffected).
@@ -112,6 +121,19 @@ class Faults:
         b = next((i for i, side in enumerate(sides) if dst in side), None)
         return a is not None and b is not None and a != b
 
+    def refused(self, src: str, dst: str) -> bool:
+        """Return whether calls from `src` to `dst` fail as unavailable (the transport checks it per frame)."""
+        if not self._refusing:
+            return False
+        with self._lock:
+            faults = self._link(src, dst)
+        return faults is not None and faults.unavailable
+
+    def _link(self, src: str, dst: str) -> LinkFaults | None:
+        return (
+            self._links.get((src, dst)) or self._links.get((src, "*")) or self._links.get(("*", dst))
+        ) or self._links.get(("*", "*"))
+
     def plan(self, src: str, dst: str) -> tuple[int, float, bool]:
         """Return (copies to send, delay in seconds, hold back behind the next frame) for one frame."""
         if not self._sides and not self._links:
@@ -120,9 +142,7 @@ class Faults:
         if self.cut(src, dst):
             return 0, 0.0, False
         with self._lock:
-            faults = (
-                self._links.get((src, dst)) or self._links.get((src, "*")) or self._links.get(("*", dst))
-            ) or self._links.get(("*", "*"))
+            faults = self._link(src, dst)
             if faults is None:
                 return 1, 0.0, False
             rand = self._random.random

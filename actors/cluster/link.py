@@ -59,6 +59,10 @@ class LinkConfig:
     snapshot_every: float | None = 1.0
     """How often a node saves the snapshot of each of its permanent actors that has `snapshot()` in
     the directory, to restart it from if the node goes DOWN (None: never; state since the last one is lost)."""
+    forward_for: float = 10.0
+    """How long the old home of a migrated actor forwards the stragglers sent to it (from nodes whose
+    view of the move lags), from the move's end; after that it sends each one where the directory says
+    the actor lives (one directory call a straggler), so old refs keep working and the table stays small."""
 
 
 class Outbox:

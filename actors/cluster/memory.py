@@ -9,10 +9,11 @@ thread, so a test is deterministic and never sleeps. With a real clock a
 ticker thread does the same every `LinkConfig.tick`.
 
 Faults (`faults`): drop, duplicate, reorder and delay a fraction of frames,
-seeded; `partition` and `heal` (`faults.DIRECTORY` on a side cuts the other
-sides off the directory); `crash` a node (no handoff: its in-flight mail is
-lost), `pause` one (a hung process: no tick, no frame in or out, until
-`resume`) and start new ones.
+seeded; make a link's calls fail as unavailable (its sender's detector is
+told on the next tick, as Ray's ticker sees a failed call); `partition` and
+`heal` (`faults.DIRECTORY` on a side cuts the other sides off the directory);
+`crash` a node (no handoff: its in-flight mail is lost), `pause` one (a hung
+process: no tick, no frame in or out, until `resume`) and start new ones.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class MemoryTransport:
         self._nodes: dict[str, Node] = {}
         self._paused: set[str] = set()
         self._inflight: deque[tuple[str, int, bytes]] = deque()
+        # (src, dst, epoch, ok): calls on an `unavailable` link and the first after it, for src's detector on the tick
+        self._calls: list[tuple[str, str, int, bool]] = []
+        self._refused_links: set[tuple[str, str]] = set()
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -172,6 +176,16 @@ class MemoryTransport:
         """
         if self._paused and (src in self._paused or dst in self._paused):
             return
+        if self._refused_links or self.faults.refused(src, dst):
+            refused = self.faults.refused(src, dst)
+            with self._lock:
+                if refused:
+                    self._refused_links.add((src, dst))
+                    self._calls.append((src, dst, epoch, False))
+                    return
+                if (src, dst) in self._refused_links:  # the first call after the fault: it succeeds
+                    self._refused_links.discard((src, dst))
+                    self._calls.append((src, dst, epoch, True))
         if not self.manual and not self._inflight and self._deliver_lock.acquire(blocking=False):
             try:
                 receiver = self._nodes.get(dst)
@@ -190,6 +204,14 @@ class MemoryTransport:
         """Run every node's tick, then deliver every frame in flight (the calling thread)."""
         with self._deliver_lock:
             paused = self._paused
+            with self._lock:
+                calls, self._calls = self._calls, []
+            for src, dst, epoch, ok in calls:  # as Ray's ticker checks each node's last call to each peer
+                sender = self._nodes.get(src)
+                if sender is not None and ok:
+                    sender.call_ok(dst)
+                elif sender is not None:
+                    sender.call_failed(dst, epoch)
             nodes = [node for node in self.nodes() if node.name not in paused]
             for node in nodes:
                 node.poll_directory()

@@ -38,17 +38,26 @@ driver), over the data links, so each step is ordered with the mail:
 4. It ships ``MOVE`` to the target: class, snapshot, the mail not yet handled
    (the mailbox, then what was parked; asks keep their askers: a parked ask
    is answered to its asker's node, an ask from the mailbox through the
-   source) and its watchers. It forwards any straggler from now on.
+   source) and its watchers. It forwards any straggler from now on, for
+   `LinkConfig.forward_for` after the move; later ones go where the
+   directory says.
 5. The target starts the class, ``restore(state)``s it with the incarnation
    bumped and queues the shipped mail behind it, before anything new (its
    own sends are held too), then answers ``MOVED``.
 6. The source updates the directory (once) and sends ``RELEASE``: every node
    sends what it held, in order, to the target.
+7. A node that got no ``HOLD`` (it joined meanwhile) and sees the directory
+   move the actor fences what it sent the old home (`_relocate`): it holds,
+   and its ``FENCE`` follows its mail to wherever it was forwarded; the
+   actor's home answers ``RELEASE`` (`_on_fence`).
 
 A migration that cannot finish leaves the actor where it was, with every
-message: fences missing after the timeout, the target DOWN or unable to
-start it, or ``snapshot()`` raising all undo the holds (and the parked mail
-goes to the actor, in order), and the driver gets `MigrationError`.
+message: fences missing after the timeout, the target unable to start it
+or DOWN before the MOVE left, or ``snapshot()`` raising all undo the holds
+(and the parked mail goes to the actor, in order), and the driver gets
+`MigrationError`. A target that goes DOWN after the MOVE left may have run
+the shipped mail: the source restarts the actor from the move's snapshot
+without it (its asks fail, its tells are dead letters: at most once).
 
 Failover delivery: an item queued for a peer that goes DOWN and never sent in
 a frame cannot have reached it, so a tell, ask or call among them is routed
@@ -122,6 +131,8 @@ class _Migration:
     __slots__ = (
         "deadline",
         "done",
+        "failed",
+        "fenced",
         "incarnation",
         "late",
         "mail",
@@ -151,6 +162,10 @@ class _Migration:
         self.snapshot: bytes | None = None
         self.mail: list[tuple[tuple[Any, ...], str]] = []
         self.late = False
+        self.failed: str | None = None  # why it was undone after the target had it (`finish_out` raises it)
+        # (node, token, relayed) of each fence from a node not among `peers` (one that relocated the actor
+        # itself: see `Node._relocate`); relayed: passed on to the target, which answers it unless it fails.
+        self.fenced: list[tuple[str, str, bool]] = []
 
 
 @attrs.frozen
@@ -226,6 +241,8 @@ class Node:
         self._hold_src: dict[str, tuple[str, str]] = {}
         # name -> node to forward its stragglers to (this node's own name while it parks them)
         self._forward: dict[str, str] = {}
+        # name -> when its forward ends (`LinkConfig.forward_for` after the move): then the directory routes stragglers
+        self._forward_until: dict[str, float] = {}
         # Invariant (under _lock): migrations out of this node; names being migrated -> items parked, in arrival order.
         self._migrations: dict[str, _Migration] = {}
         self._parked: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
@@ -248,6 +265,8 @@ class Node:
         self._downed: str | None = None
         self._actors_stopped = False
         self._suspecting: set[str] = set()  # peers this node reported SUSPECT and has not reported UP since
+        # Invariant (under _lock): peers whose last call failed as unavailable; SUSPECT until a call succeeds.
+        self._unavailable: set[str] = set()
         self.poll_directory()
 
     def __repr__(self) -> str:
@@ -598,8 +617,17 @@ class Node:
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
-            self._restart_here(name)
+            entry = self._restart_here(name)
             ref = self._lookup_local(name)
+            home = None if entry is None or entry.node == self.name else entry.node
+            if ref is None and home is not None and kind in _REROUTE and self._status(home) is not NodeStatus.DOWN:
+                # A straggler after the forward's grace period: where the directory says it lives now.
+                self._send_item(
+                    home,
+                    (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item,
+                    None,
+                )
+                return
         if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
             src = item[4]  # forwarded: the reply goes to the original asker
         if kind == wire.TELL:
@@ -732,6 +760,7 @@ class Node:
             events = events[len(events) - (version - self._seen) :]
             self._seen = version
         reroute: list[tuple[str, tuple[Any, ...]]] = []
+        moved_from: dict[str, str] = {}  # name -> where this node located it before this batch moved it
         for event in events:
             if event[0] == "node":
                 reroute.extend(self._node_event(event[1]))
@@ -739,8 +768,11 @@ class Node:
                 _, name, node, incarnation, why = event
                 with self._lock:
                     if name not in self._holding:
+                        before = self._locations.get(name)
                         # A poll may bring events older than a RELEASE already applied: never go back.
                         self._locate_at(name, node, incarnation)
+                        if why is None and before not in {None, node} and self._locations.get(name) == node:
+                            moved_from.setdefault(name, before)
                 if why == "restart" and node == self.name:
                     self._restart_here(name)
             elif event[0] == "gone":
@@ -751,6 +783,31 @@ class Node:
         # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
         for down, item in reroute:
             self._reroute(down, item)
+        for name, old in moved_from.items():
+            self._relocate(name, old)
+
+    def _relocate(self, name: str, old: str) -> None:
+        """`name` moved from `old` without this node holding for it: fence what it sent there first.
+
+        A node that got no HOLD for a migration (it joined meanwhile, or the
+        source did not know it yet) may have sent mail to the old home that
+        is still on its way there, to be forwarded; mail sent straight to the
+        new home could overtake it. So it holds its new mail for `name` and
+        sends a FENCE to `old` behind that mail; `old` forwards the fence after
+        the mail it forwarded, and the node where the actor lives answers
+        RELEASE to this one (see `_on_fence`), which then sends what it held.
+        """
+        if old == self.name:
+            return
+        with self._lock:
+            info = self._peers.get(old)
+            if name in self._holding or info is None or info.status is NodeStatus.DOWN:
+                return
+            token = f"{self.name}#{self.epoch}:{next(self._corr)}"
+            self._holding[name] = []
+            self._hold_src[name] = (old, token)
+            self._send_item(old, (wire.FENCE, name, token, self.name), None)  # under the hold (see `_route`)
+        self._flush_to(old)
 
     def _reroute(self, down: str, item: tuple[Any, ...]) -> None:
         """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails."""
@@ -794,14 +851,25 @@ class Node:
         """Fail what `node` may have had; return (node, item) for each item that never left for it (to route again)."""
         self._suspecting.discard(node)
         with self._lock:
+            self._unavailable.discard(node)
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
         sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
+        never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
         unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL}
         with self._lock:
-            # Held for a migration whose source is gone: never sent either.
-            for name in [n for n, (source, _) in self._hold_src.items() if source == node]:
+            # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
+            # will not come): never sent either.
+            for name in [n for n, to in self._forward.items() if to == node]:
+                del self._forward[name]  # an old home of an actor whose new one died: the directory has it
+                self._forward_until.pop(name, None)
+            mine = f"{self.name}#{self.epoch}:"
+            for name in [
+                n
+                for n, (source, token) in self._hold_src.items()
+                if source == node or (token.startswith(mine) and self._locations.get(n) == node)
+            ]:
                 del self._hold_src[name]
                 reroute.extend((node, item) for item in self._holding.pop(name, []) if item[0] in _REROUTE)
             migrations = list(self._migrations.values())
@@ -820,14 +888,18 @@ class Node:
         for name in watched:
             self._terminated(name, self._node_down(node))
         for m in migrations:
-            self._migration_peer_down(m, node)
+            self._migration_peer_down(m, node, moved=m.name not in never_moved)
         return reroute
 
-    def _migration_peer_down(self, m: _Migration, node: str) -> None:
+    def _migration_peer_down(self, m: _Migration, node: str, *, moved: bool) -> None:
+        """`node` went DOWN during migration `m`; `moved`: the MOVE may have reached it (it was sent in a frame)."""
         if node == m.to and m.stage == "fencing":
             self._abort(m, f"node {node!r} went DOWN")
-        elif node == m.to and m.stage == "shipped":
-            self._recover(m, f"node {node!r} went DOWN before it answered")
+        elif node == m.to and m.stage == "shipped" and not moved:
+            self._recover(m, f"node {node!r} went DOWN before the actor was sent to it")
+        elif node == m.to and m.stage in {"shipped", "moved"}:
+            # It may have run the shipped mail (the MOVE left in a frame; MOVED maybe lost): at most once.
+            self._recover(m, f"node {node!r} went DOWN after the actor was sent to it", delivered=True)
         elif m.stage == "fencing":
             with self._lock:
                 m.waiting.discard(node)
@@ -901,17 +973,33 @@ class Node:
                     self.report(info.name, info.epoch, NodeStatus.DOWN)
             elif silent >= config.suspect_after and info.name not in self._suspecting:
                 self.report(info.name, info.epoch, NodeStatus.SUSPECT)
-            elif silent < config.suspect_after and info.name in self._suspecting:
-                self.report(info.name, info.epoch, NodeStatus.UP)  # only a suspecter takes its suspicion back
+            elif silent < config.suspect_after and info.name in self._suspecting and info.name not in self._unavailable:
+                # Only a suspecter takes its suspicion back; one that suspects for failed calls, once one succeeds.
+                self.report(info.name, info.epoch, NodeStatus.UP)
         if self._migrations:
             with self._lock:
                 late = [m for m in self._migrations.values() if m.stage in {"fencing", "taking"} and now >= m.deadline]
             for m in late:
                 waiting = f"the fences of nodes {sorted(m.waiting)}" if m.waiting else "its snapshot"
                 self._abort(m, f"{waiting} did not come in time")
+        if self._forward_until:
+            self._end_forwards(now)
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
+
+    def _end_forwards(self, now: float) -> None:
+        """Drop the forwards whose grace period is over (the tick): a later straggler goes where the directory says."""
+        with self._lock:
+            for name in [n for n, until in self._forward_until.items() if until <= now]:
+                del self._forward_until[name]
+                if self._forward.get(name) not in {None, self.name}:  # not parking for a new move of it
+                    del self._forward[name]
+
+    def forwarding(self) -> dict[str, str]:
+        """Return the actors that moved away whose stragglers this node still forwards, and where to."""
+        with self._lock:
+            return {name: node for name, node in self._forward.items() if node != self.name}
 
     def save_snapshots(self) -> None:
         """Save the snapshot of every local permanent actor that has one in the directory (without waiting)."""
@@ -939,6 +1027,27 @@ class Node:
         """Return how many dead letters this node recorded with `reason` (a `DeadLetterReason` value)."""
         return int(self.system.dead_letters.statistics().by_reason.get(DeadLetterReason(reason), 0))
 
+    def call_failed(self, node: str, epoch: int) -> None:
+        """A call to `node` (incarnation `epoch`) failed as unavailable (the transport's thread): it is SUSPECT.
+
+        Tier 1 of the failure detector: nothing new is flushed to it, and it
+        stays SUSPECT until a call to it succeeds (`call_ok`; the heartbeats
+        still sent to a SUSPECT peer are the probes), even while its own
+        frames still arrive (hearing from it is not reaching it).
+        """
+        with self._lock:
+            info = self._peers.get(node)
+            if info is None or info.epoch != epoch or info.status is NodeStatus.DOWN:
+                return
+            self._unavailable.add(node)
+        self.report(node, epoch, NodeStatus.SUSPECT)
+
+    def call_ok(self, node: str) -> None:
+        """A call to `node` succeeded (the transport's thread): a suspicion for failed calls may end on the tick."""
+        if self._unavailable:
+            with self._lock:
+                self._unavailable.discard(node)
+
     def report(self, node: str, epoch: int, status: NodeStatus) -> None:
         """Tell the directory what this node's detector concluded about a peer (and apply it here at once).
 
@@ -962,6 +1071,11 @@ class Node:
         heard.extend(self._heard.get(p.name, now) for p in peers if p.status is not NodeStatus.DOWN)
         heard.sort(reverse=True)
         return now - heard[len(heard) // 2]
+
+    def location(self, name: str) -> str | None:
+        """Return where this node sends mail for actor `name` now (cached), or None while it holds it or knows none."""
+        with self._lock:
+            return None if name in self._holding else self._locations.get(name)
 
     def peers(self) -> list[NodeInfo]:
         """Return this node's topology view: every other node it knows of, as it last heard."""
@@ -1061,6 +1175,7 @@ class Node:
             self._locations[name] = self.name
             self._located[name] = max(incarnation, self._located.get(name, -1))
             self._forward.pop(name, None)
+            self._forward_until.pop(name, None)
             if restart == "permanent" and callable(getattr(cls, "snapshot", None)):
                 self._permanent.add(name)
         ref.actor_inbox.on_terminated(lambda cell: self._local_terminated(name, cell), key=("cluster-watch", self))
@@ -1084,12 +1199,14 @@ class Node:
         cell.post_system(restore)
         return done
 
-    def _restart_here(self, name: str) -> None:
+    def _restart_here(self, name: str) -> ActorEntry | None:
+        """Start `name` if the directory placed it here and it is not running; return the directory's entry."""
         with self._restart_lock:
             entry: ActorEntry | None = self._directory.actor(name)
             if entry is None or entry.node != self.name or name in self._local or entry.incarnation == 0:
-                return
+                return entry
             self._restart_entry(name, entry)
+            return entry
 
     def _restart_entry(self, name: str, entry: ActorEntry) -> None:
         try:
@@ -1151,6 +1268,8 @@ class Node:
                 message says), or it did not end in time: then it is given
                 up if not shipped yet, else finished when the target answers.
         """
+        with self._lock:
+            started = self._migrations.get(name)
         try:
             future.get(timeout=timeout)
         except pykka.Timeout:
@@ -1170,16 +1289,21 @@ class Node:
         with self._lock:
             m = self._migrations.get(name)
             if m is None or m.stage != "moved":
-                msg = f"node {self.name!r} has no finished migration of {name!r} to complete"
+                failed = started.failed if started is not None else None
+                msg = failed or f"node {self.name!r} has no finished migration of {name!r} to complete"
                 raise MigrationError(msg)
         return self._finish(m)
 
     def _finish(self, m: _Migration) -> int:
         with self._lock:
             if self._migrations.get(m.name) is not m:
+                if m.failed is not None:  # its target went DOWN as it finished: started again here
+                    raise MigrationError(m.failed)
                 return m.incarnation
             del self._migrations[m.name]
             m.snapshot, m.mail = None, []
+            # Stragglers (from nodes whose view lags) are forwarded for a grace period, then routed by the directory.
+            self._forward_until[m.name] = self.clock.now() + self.config.forward_for
         # Without the state (1 MB of it cost ~20 ms on Ray here): the target
         # saves a fresh snapshot of a permanent actor once it is released.
         self._directory.add_actor(ActorEntry(m.name, m.to, m.incarnation, m.spec, m.restart))
@@ -1202,14 +1326,7 @@ class Node:
         if kind == wire.HOLD:
             self.hold(item[1], item[3], item[2])
         elif kind == wire.FENCE:
-            name = item[1]
-            forward = self._forward.get(name)
-            if forward is not None and forward != self.name:
-                # An old home: the fence follows the mail it fences, which this node forwarded there.
-                self._send_item(forward, item, None)
-                self._flush_to(forward)
-                return
-            self._fence(name, item[2], item[3])
+            self._on_fence(item)
         elif kind == wire.MOVE:
             self._move_in(item, src)
         elif kind == wire.MOVED:
@@ -1227,6 +1344,53 @@ class Node:
                 dst = source
             self._send_item(dst, (wire.FENCE, name, token, self.name), None)
         self._flush_to(dst)
+
+    def _on_fence(self, item: tuple[Any, ...]) -> None:
+        """A FENCE from `fencer`: every item it sent to `name` before it has arrived here.
+
+        The fence of a migration's peer completes that migration's fencing.
+        Another (a node that relocated the actor itself, see `_relocate`) is
+        answered where the actor is, once the mail it fences is there: an old
+        home passes it on to where it forwards (after that mail, on the same
+        link); a source still parking keeps it for the migration's RELEASE;
+        the actor's home answers RELEASE at once; a node that has it not asks
+        the directory where it is and passes it on there (or answers RELEASE
+        itself if it is nowhere: what was held comes here and is dead-lettered).
+        """
+        _, name, token, fencer = item
+        with self._lock:
+            m = self._migrations.get(name)
+            ours = m is not None and m.token == token
+            if not ours:
+                forward = self._forward.get(name)
+                if forward is not None and forward != self.name:
+                    # An old home: the fence follows the mail it fences, which this node forwarded there.
+                    if m is not None:
+                        m.fenced.append((fencer, token, True))  # answered here if the move is undone
+                    self._send_item(forward, item, None)
+                    to: str | None = forward
+                elif m is not None:
+                    m.fenced.append((fencer, token, False))  # its mail is parked: it goes with the move
+                    return
+                elif name in self._local:
+                    self._send_item(fencer, (wire.RELEASE, name, self.name, token, self._local[name][1]), None)
+                    to = fencer
+                else:
+                    to = None
+        if ours:
+            self._fence(name, token, fencer)
+            return
+        if to is not None and to != fencer and self._status(to) is NodeStatus.DOWN:
+            to = None  # forwarded to a node that died since: the directory knows where it restarted
+        if to is None:
+            entry = self._directory.actor(name)  # rare: a fence for an actor that moved on or stopped
+            if entry is not None and entry.node != self.name and self._status(entry.node) is not NodeStatus.DOWN:
+                self._send_item(entry.node, item, None)
+                to = entry.node
+            else:
+                self._send_item(fencer, (wire.RELEASE, name, self.name, token, 0), None)
+                to = fencer
+        self._flush_to(to)
 
     def _fence(self, name: str, token: str, fencer: str) -> None:
         with self._lock:
@@ -1303,9 +1467,10 @@ class Node:
             self._forward[m.name] = m.to  # stragglers follow it, after the MOVE on the same link
             m.stage = "shipped"
             m.snapshot, m.mail = data, items  # to start it here again if the target cannot
-        self._send_item(
-            m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
-        )
+            # Under the lock that set the forward: a straggler forwarded meanwhile cannot overtake the MOVE.
+            self._send_item(
+                m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
+            )
         self._flush_to(m.to)
         if self._status(m.to) is NodeStatus.DOWN:  # it went DOWN while this was shipping
             self._recover(m, f"node {m.to!r} went DOWN")
@@ -1354,7 +1519,8 @@ class Node:
             return
         m.done.set(m.incarnation)
         if m.late:  # its driver gave up waiting: finish here
-            self._finish(m)
+            with contextlib.suppress(MigrationError):  # undone meanwhile: nothing to finish
+                self._finish(m)
 
     def _abort(self, m: _Migration, why: str) -> None:
         """Undo a migration not shipped yet: the actor stays, gets what was parked, in order; holds end."""
@@ -1371,8 +1537,16 @@ class Node:
         msg = f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; it stays on {self.name!r}"
         fail(m.done, MigrationError(msg))
 
-    def _recover(self, m: _Migration, why: str) -> None:
-        """Undo a migration whose target cannot have it: start it here again from what was shipped."""
+    def _recover(self, m: _Migration, why: str, *, delivered: bool = False) -> None:
+        """Undo a migration whose target cannot have it: start it here again from the snapshot taken for it.
+
+        The shipped mail is handled again only if it cannot have reached the
+        target (`delivered` False: the target refused it, or the MOVE never
+        left). Else the target may have run it before it went DOWN, and it is
+        settled as any mail that may have reached a dead node (at most once,
+        as the failover): its asks fail with `ActorDeadError`, its tells are
+        NODE_DOWN dead letters; the actor restarts from the snapshot, without them.
+        """
         with self._lock:
             if self._migrations.get(m.name) is not m:
                 return
@@ -1386,20 +1560,50 @@ class Node:
 
             logger.opt(exception=True).error("Node {} could not start {!r} again", self.name, m.name)
         for item, src in m.mail:
-            self._handle(item, src)
+            if delivered and item[0] in _REROUTE:
+                self._settle_delivered(m, item)
+            else:
+                self._handle(item, src)
         self._release_all(m, self.name)
-        msg = (
-            f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; "
-            f"it was started again on {self.name!r} from its snapshot, with its mail"
-        )
-        fail(m.done, MigrationError(msg))
+        if delivered:
+            msg = (
+                f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; it was started again on "
+                f"{self.name!r} from the snapshot taken for the move, without the mail shipped with it (node {m.to!r} "
+                "may have handled it: at most once, its asks failed and its tells are NODE_DOWN dead letters)"
+            )
+        else:
+            msg = (
+                f"migrating {m.name!r} from {self.name!r} to {m.to!r} failed: {why}; "
+                f"it was started again on {self.name!r} from its snapshot, with its mail"
+            )
+        m.failed = msg
+        if not m.done.done():
+            fail(m.done, MigrationError(msg))
+
+    def _settle_delivered(self, m: _Migration, item: tuple[Any, ...]) -> None:
+        """Settle an item shipped to `m.to` (DOWN now, it may have run it): fail the ask, or dead-letter the tell."""
+        if item[0] == wire.TELL:
+            self._undeliverable(item, m.to)
+            return
+        corr, asker = item[3], item[4] if len(item) > _ASK_LEN else self.name
+        if asker == self.name:
+            self._fail_ask(corr, m.to, m.name)  # an ask from the mailbox, answered through this node
+        else:
+            text = (
+                f"actor {m.name!r} may have handled this on node {m.to!r}, which went DOWN while it was migrated "
+                "there; it is not run again (at most once)"
+            )
+            self._reply_error(asker, corr, text)
 
     def _release_all(self, m: _Migration, node: str) -> None:
         """Step 6: tell every node that held mail for `m.name` where it lives now (this one at once)."""
         incarnation = m.incarnation if node == m.to else m.incarnation - 1
-        for peer in m.peers:
+        with self._lock:
+            # A relayed fence is answered by the target, if it has the actor; here if it never will.
+            late = [(fencer, token) for fencer, token, relayed in m.fenced if node == self.name or not relayed]
+        for peer, token in [(peer, m.token) for peer in m.peers] + late:
             if self._status(peer) is not NodeStatus.DOWN:
-                self._send_item(peer, (wire.RELEASE, m.name, node, m.token, incarnation), None)
+                self._send_item(peer, (wire.RELEASE, m.name, node, token, incarnation), None)
                 self._flush_to(peer)
         self.release(m.name, node, m.token, incarnation)
 

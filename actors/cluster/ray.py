@@ -179,6 +179,11 @@ class _NodeProcess:
     def deliver(self, *parts: bytes) -> None:
         self.node.receive(parts[0] if len(parts) == 1 else b"".join(parts))
 
+    def refuse(self) -> None:
+        """Fail as unavailable: the call a sender makes instead of `deliver` on an `unavailable` link (a fault)."""
+        msg = f"node {self.node.name!r} refused the call (an injected `unavailable` fault)"
+        raise ActorUnavailableError(msg, None)
+
     def client_tell(self, name: str, hint: str, payload: bytes) -> None:
         from actors.cluster import wire  # noqa: PLC0415
 
@@ -261,6 +266,9 @@ class _NodeProcess:
             handle = self._handle(dst, epoch)
         except ValueError:
             return  # its actor is gone: the detector will declare it DOWN
+        if self.faults.refused(self.node.name, dst):  # an `unavailable` fault: the call fails as Ray's would
+            self._last_call[dst] = (epoch, handle.refuse.remote())
+            return
         if len(data) <= _PART_BYTES:
             call = handle.deliver.remote(data)
         else:  # inline in the call, not through the object store (see `_PART_BYTES`)
@@ -307,11 +315,13 @@ class _NodeProcess:
             try:
                 ray.get(ref)
             except ActorUnavailableError:
-                self.node.report(dst, epoch, NodeStatus.SUSPECT)
+                self.node.call_failed(dst, epoch)  # SUSPECT until a call succeeds
             except (ActorDiedError, RayActorError):
                 self.node.report(dst, epoch, NodeStatus.DOWN)
             except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
                 pass
+            else:
+                self.node.call_ok(dst)
 
 
 _NodeActor: Any = ray.remote(  # type: ignore[call-overload]

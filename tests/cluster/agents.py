@@ -67,12 +67,13 @@ class Echo(Actor):
 
 
 class Sender(Actor):
-    """Sends `count` `Msg`s to a ref when told ``("send", ref, count)``; ``("ask", ref, msg)`` asks it."""
+    """Sends `count` `Msg`s to a ref when told ``("send", ref, count[, first])``; ``("ask", ref, msg)`` asks it."""
 
     def on_receive(self, message: Any) -> Any:
-        if message[0] == "send":
-            _, ref, count = message
-            for i in range(count):
+        if message[0] == "send":  # ("send", ref, count[, first seq])
+            ref, count = message[1], message[2]
+            first = message[3] if len(message) > 3 else 0
+            for i in range(first, first + count):
                 ref.tell(Msg(self.actor_name or "?", i))
             return count
         if message[0] == "ask":

@@ -78,19 +78,19 @@ class RayPool:
 class Harness:
     """One test's cluster, with the operations that differ per transport."""
 
-    def __init__(self, kind: str, pool: RayPool | None) -> None:
+    def __init__(self, kind: str, pool: RayPool | None, config: LinkConfig | None = None) -> None:
         self.kind = kind
         self.pool = pool
         self.ray_nodes: dict[str, Any] = {}
         if kind == "memory":
             self.clock = ManualClock()
-            self.transport: Any = MemoryTransport(self.clock, seed=7)
+            self.transport: Any = MemoryTransport(self.clock, seed=7, config=config)
         else:
             from actors.cluster.ray import RayTransport  # noqa: PLC0415 - imports ray
 
             self.transport = RayTransport(
                 namespace=f"troupe-test-{next(_names)}",
-                config=LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0),
+                config=config or LinkConfig(suspect_after=1.0, down_after=2.0, join_grace=30.0),
             )
         self.cluster = Cluster(self.transport, name=f"t{next(_names)}")
 
@@ -141,6 +141,19 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     h.close()
 
 
+PATIENT = LinkConfig(suspect_after=10.0, down_after=20.0, join_grace=30.0)
+"""A failure detector slow enough for a test to delay links by seconds (Ray: real ones) and suspect nobody."""
+
+
+@pytest.fixture(params=["memory", "ray"])
+def patient(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """`harness` with the `PATIENT` detector."""
+    pool = request.getfixturevalue("ray_pool") if request.param == "ray" else None
+    h = Harness(request.param, pool, PATIENT)
+    yield h
+    h.close()
+
+
 @pytest.fixture
 def ray_harness(ray_pool: RayPool) -> Iterator[Harness]:
     """A test's cluster on Ray only (what only Ray shows: its node table, a real process to hang)."""
@@ -160,7 +173,8 @@ def memory() -> Iterator[Harness]:
 def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """The root conftest's guard, with the module's Ray (and its driver threads) started before it looks."""
     callspec = getattr(request.node, "callspec", None)
-    if (callspec is not None and callspec.params.get("harness") == "ray") or "ray_harness" in request.fixturenames:
+    params = {} if callspec is None else callspec.params
+    if "ray" in (params.get("harness"), params.get("patient")) or "ray_harness" in request.fixturenames:
         request.getfixturevalue("ray_pool")
     before = set(threading.enumerate())
     yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pykka
@@ -234,3 +235,31 @@ def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restart
     assert sender.ask(("answers",), timeout=30) == [(-1, 4), (-1, "ActorDeadError")]
     assert keeper.ask("log", timeout=10) == ["kept", Msg("snd", 0), Msg("snd", 1), Msg("snd", 2)]
     assert harness.cluster.where("keeper") == "a"
+
+
+def test_a_node_that_joins_during_a_migration_loses_and_reorders_nothing_it_sends(patient: Harness) -> None:
+    """Node d gets no HOLD (it joined after the move began): its mail to the old home must still come first."""
+    h = patient
+    h.start("a", "b", "c")
+    recorder = h.cluster.spawn(Recorder, node="a", name="rec")
+    h.transport.faults.set("c", "a", drop=1.0)  # c's fence is lost (and sent again later): the move waits for it
+    moved: list[RemoteRef] = []
+    mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(recorder, to="b")))
+    mover.start()
+    try:
+        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
+            h.wait(lambda: "rec" in h.transport.node("a")._migrations)
+        h.start("d")
+        sender = h.cluster.spawn(Sender, node="d", name="sd")
+        # What d sends the old home arrives after the move (seconds of the node clock: a real one on Ray).
+        h.transport.faults.set("d", "a", delay=5.0 if h.kind == "ray" else 0.5)
+        sender.ask(("send", recorder, 50), timeout=10)  # to node a, where the directory has it still
+    finally:
+        h.transport.faults.set("c", "a")  # c's fence gets through: the move ends
+        mover.join()
+    assert moved
+    h.wait(lambda: h.node_call("d", "location", "rec") != "a")  # d has seen the move
+    sender.ask(("send", recorder, 50, 50), timeout=10)
+    h.wait(lambda: recorder.ask("count", timeout=10) >= 100)
+    assert seqs(recorder.ask("log", timeout=10), "sd") == list(range(100))
+    assert h.cluster.where("rec") == "b"

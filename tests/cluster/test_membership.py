@@ -175,3 +175,27 @@ def test_on_ray_a_second_driver_attaches_as_a_client_and_its_shutdown_stops_noth
         other.shutdown()
     assert echo.ask("still here", timeout=10) == "still here"
     assert [n.status for n in ray_harness.cluster.nodes()] == [NodeStatus.UP, NodeStatus.UP]
+
+
+def test_a_node_whose_calls_fail_as_unavailable_is_suspect_gets_no_new_traffic_and_is_up_once_they_succeed(
+    harness: Harness,
+) -> None:
+    """Tier 1: b still sends to a (a hears it), but a's calls to b fail; SUSPECT must hold until one succeeds."""
+    harness.start("a", "b", "c")
+    recorder = harness.cluster.spawn(Recorder, node="b", name="rec")
+    sender = harness.cluster.spawn(Sender, node="a", name="snd")
+    assert sender.ask(("ask", recorder, "count"), timeout=10) == 0  # a has a link to b
+    harness.transport.faults.set("a", "b", unavailable=True)
+    harness.wait(lambda: harness.cluster.status("b") is NodeStatus.SUSPECT)
+    sender.ask(("send", recorder, 20), timeout=10)  # no new traffic to b: it waits in a's outbox
+    local = harness.transport.node("b").system.lookup("rec") if harness.kind == "memory" else None
+    for _ in range(10):  # a keeps hearing from b meanwhile, which must not make b UP again
+        if local is not None:
+            harness.transport.advance(0.02)
+            assert local.ask("count", timeout=10) == 0
+        assert harness.cluster.status("b") is NodeStatus.SUSPECT
+    harness.transport.faults.set("a", "b")  # calls succeed again: the next one (a heartbeat) ends the suspicion
+    harness.wait(lambda: harness.cluster.status("b") is NodeStatus.UP)
+    harness.wait(lambda: recorder.ask("count", timeout=10) == 20)
+    assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(20))
+    assert {n.name: n.status for n in harness.cluster.nodes()} == dict.fromkeys("abc", NodeStatus.UP)

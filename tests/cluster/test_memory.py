@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from actors import ManualClock
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
+from actors.cluster.directory import ActorEntry, Directory
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.errors import MessageNotPicklableError, MigrationError, WireVersionError
 from tests.cluster.agents import GATE, BadSnapshot, Msg, Recorder, Sender, check_log
@@ -286,3 +287,116 @@ def test_without_ray_asking_for_the_ray_transport_raises_cluster_unavailable_nam
         "    raise SystemExit('no ClusterUnavailableError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_migration_target_that_dies_after_handling_the_shipped_mail_does_not_have_it_run_again_at_the_source(
+    memory: Harness,
+) -> None:
+    """At most once: b ran the shipped mail, then died before its MOVED reached a; a restarts it from the snapshot."""
+    memory.start("a", "b")
+    keeper = memory.cluster.spawn(Recorder, node="a", name="keeper", restart="permanent")
+    keeper.tell("kept")
+    assert keeper.ask("count", timeout=10) == 1
+    GATE.clear()
+    keeper.tell("block")  # the message in hand: the five behind it are shipped with the actor
+    for i in range(5):
+        keeper.tell(Msg("d", i))
+    errors: list[Exception] = []
+
+    def move() -> None:
+        try:
+            memory.cluster.migrate(keeper, to="b")
+        except MigrationError as exc:
+            errors.append(exc)
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    source, target = memory.transport.node("a"), memory.transport.node("b")
+    try:
+        memory.wait(lambda: getattr(source._migrations.get("keeper"), "stage", None) == "taking")
+        memory.transport.faults.set("b", "a", drop=1.0)  # b's MOVED (and every ack) never reaches a
+    finally:
+        GATE.set()
+    try:
+
+        def handled_there() -> bool:
+            moved = target.system.lookup("keeper")
+            return moved is not None and moved.ask("count", timeout=10) == 6
+
+        memory.wait(handled_there)
+    finally:
+        memory.cluster.crash_node("b")
+        mover.join()
+    assert len(errors) == 1
+    assert "DOWN" in str(errors[0])
+    assert "at most once" in str(errors[0])
+    memory.wait(lambda: "keeper" in source.running_names())
+    assert memory.cluster.where("keeper") == "a"
+    assert keeper.ask("log", timeout=10) == ["kept"]  # not the five b handled: they are not run twice
+    assert source.dead_letter_count("node_down") == 5
+
+
+def test_an_actor_migrated_to_a_node_already_down_is_placed_again_from_the_snapshot_saved_before_the_move() -> None:
+    """The source records the move after its target died: the entry must not stay on a DOWN node, stateless."""
+    directory = Directory()
+    directory.register("a")
+    b = directory.register("b")
+    directory.register("c")
+    directory.add_actor(ActorEntry("keeper", "a", 0, b"spec", "permanent"))
+    directory.save_snapshot("keeper", 0, b"state")
+    assert directory.report("b", b, NodeStatus.DOWN)
+    directory.add_actor(ActorEntry("keeper", "b", 1, b"spec", "permanent"))  # the move to b, finished late
+    entry = directory.actor("keeper")
+    assert entry is not None
+    assert (entry.node in {"a", "c"}, entry.incarnation, entry.snapshot) == (True, 2, b"state")
+    assert directory.changes(0)[1][-1] == ("actor", "keeper", entry.node, 2, "restart")
+
+
+def test_an_old_home_forwards_stragglers_for_the_grace_period_then_sends_them_where_the_directory_says(
+    memory: Harness,
+) -> None:
+    memory.start("a", "b")
+    recorder = memory.cluster.migrate(memory.cluster.spawn(Recorder, node="a", name="rec"), to="b")
+    old = memory.transport.node("a")
+    assert old.forwarding() == {"rec": "b"}
+    ends = memory.clock.now() + memory.transport.config.forward_for  # the move ended before `migrate` returned
+    while memory.clock.now() < ends - 0.2:  # in steps: one 10 s jump would look like silence to the detector
+        memory.transport.advance(0.1)
+    assert old.forwarding() == {"rec": "b"}
+    memory.transport.advance(0.1)
+    memory.transport.advance(0.1)
+    assert old.forwarding() == {}
+    # A straggler from a node whose view lagged, arriving at the old home after the grace period.
+    epoch = memory.cluster.directory.register("z")
+    old.poll_directory()
+    stale = Outbox("z", epoch, "a", LinkConfig())
+    stale.append((wire.TELL, "rec", pickle.dumps("straggler")), memory.clock.now())
+    old.receive(stale.take(memory.clock.now(), 0, force=True) or b"")
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 1)
+    assert recorder.ask("log", timeout=10) == ["straggler"]
+    assert old.forwarding() == {}
+
+
+def test_a_node_holding_for_a_move_it_saw_in_the_directory_lets_go_when_the_new_home_dies(memory: Harness) -> None:
+    """d joined mid-move, fenced its mail to the old home, and waits for the new home's RELEASE: b dies first."""
+    memory.start("a", "b", "c")
+    keeper = memory.cluster.spawn(Recorder, node="a", name="keeper", restart="permanent")
+    memory.transport.faults.set("c", "a", drop=1.0)  # the move waits for c's fence
+    mover = threading.Thread(target=lambda: memory.cluster.migrate(keeper, to="b"))
+    mover.start()
+    try:
+        memory.wait(lambda: "keeper" in memory.transport.node("a")._migrations)  # d is not among its peers
+        memory.start("d")
+        sender = memory.cluster.spawn(Sender, node="d", name="sd")
+        memory.transport.faults.set("d", "a", delay=1.0)  # d's fence reaches a after b is gone
+        sender.ask(("send", keeper, 1), timeout=10)  # d locates it on a
+    finally:
+        memory.transport.faults.set("c", "a")
+        mover.join()
+    node_d = memory.transport.node("d")
+    memory.wait(lambda: "keeper" in node_d._holding)  # d saw the move: it holds, its fence is on the way
+    memory.cluster.crash_node("b")  # before it could answer the fence
+    sender.ask(("send", keeper, 5, 1), timeout=10)  # held at d
+    memory.wait(lambda: memory.cluster.where("keeper") in {"a", "c", "d"})
+    memory.wait(lambda: node_d._holding == {})  # its RELEASE will never come: b's DOWN ends the hold
+    memory.wait(lambda: [m.seq for m in keeper.ask("log", timeout=10) if m.seq > 0] == [1, 2, 3, 4, 5])
