@@ -8,7 +8,9 @@ once at a time (see `actors._core.cell`). The three kinds:
   queue, a C `queue.SimpleQueue` (put/get without Python-level locks); a
   system has one per dispatcher group (``"default"``, and any it is given).
 - `ThreadExecutor` (thread mode): one thread for one actor, alive from spawn
-  until the actor terminates, as pykka's `ThreadingActor`.
+  until the actor terminates, as pykka's `ThreadingActor`. A stop sent to an
+  idle one wakes its thread through the system's `StopPacer`, which has at
+  most `STOP_WAKE_WIDTH` such threads waking at once.
 - `AsyncioExecutor` (asyncio mode): one event loop that runs the turns of a
   system's asyncio actors, and their handler coroutines as tasks.
 
