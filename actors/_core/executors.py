@@ -571,8 +571,6 @@ class StopPacer:
 class ThreadExecutor:
     """One thread that runs one actor's turns until the actor terminates."""
 
-    __slots__ = ("_on_exit", "_paced", "_runq", "pacer", "submit", "thread")
-
     def __init__(
         self,
         label: str,
