@@ -16,7 +16,7 @@ from pykka import ActorDeadError
 from actors._core._pykka import ActorStop, Envelope
 from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
-from actors._core.executors import DispatcherPool, inline_depth
+from actors._core.executors import DispatcherPool, ThreadExecutor, inline_depth
 from actors._core.future import Future, Receipt
 from actors._core.messages import KINDS, PROXY
 from actors.errors import EventLoopError, TroupeError
@@ -334,7 +334,16 @@ class ActorRef(pykka.ActorRef[A]):
                     if cell.sched.acquire(False):
                         cell.run(future)
                 else:
-                    cell.put(envelope)
+                    cell.queue.append(envelope)
+                    if cell.sched.acquire(False):
+                        executor = cell.executor
+                        if isinstance(executor, ThreadExecutor):
+                            # An idle actor thread is woken through the
+                            # system's pacer: a burst of stops wakes them
+                            # a few at a time (see `StopPacer`).
+                            executor.submit_stop(cell)
+                        else:
+                            executor.submit(cell)
             except TroupeError:
                 future.set_exception()
         if block:

@@ -54,6 +54,7 @@ from actors._core.executors import (
     DispatcherPool,
     Executor,
     HeldDispatcherWatch,
+    StopPacer,
     ThreadExecutor,
     current_executor,
     inline_depth,
@@ -183,6 +184,8 @@ class ActorSystem:
         # (add, discard, `in`, list()), each atomic under the GIL, so without
         # the tree lock: 10,000 actor threads exiting at once convoyed on it.
         self._actor_threads: set[ThreadExecutor] = set()
+        # Wakes the idle thread-mode actors a burst of stops is sent to a few at a time.
+        self._stop_pacer = StopPacer()
         # Invariant: the groups never change after construction; "default" is one.
         self._pools = {group: DispatcherPool(self.name, size, group=group) for group, size in sizes.items()}
         self._pool = self._pools[DEFAULT_DISPATCHER]
@@ -426,6 +429,7 @@ class ActorSystem:
                 f"{name or concrete.__name__}",
                 daemon=bool(getattr(concrete, "use_daemon_thread", False)),
                 on_exit=self._actor_thread_exited,
+                pacer=self._stop_pacer,
             )
             throughput = sys.maxsize
         elif mode == "asyncio":

@@ -17,6 +17,7 @@ import pytest
 from pykka import ActorDeadError
 
 from actors import Actor, ActorSystem, SystemShutdownError
+from actors._core.executors import STOP_WAKE_WIDTH
 from tests.core.actors_for_tests import WAIT
 
 COUNT = 300  # enough that stops overlap the asks still in flight in every mode
@@ -38,6 +39,48 @@ class _Echo(Actor):
     def on_stop(self) -> None:
         # list.append is atomic: actors stop on several threads at once.
         self.stopped.append((self.index, threading.current_thread(), tuple(self.handled)))
+
+
+class _WaitsForTheLastOnStop(Actor):
+    """Its ``on_stop`` blocks until the last actor's ``on_stop`` has begun; records what it saw."""
+
+    def __init__(self, index: int, last: int, reached: threading.Event, seen: list[Any]) -> None:
+        super().__init__()
+        self.index, self.last, self.reached, self.seen = index, last, reached, seen
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+    def on_stop(self) -> None:
+        if self.index == self.last:
+            self.reached.set()
+        self.seen.append((self.index, self.reached.wait(timeout=WAIT), threading.current_thread().name))
+
+
+def test_a_burst_of_stops_to_idle_thread_actors_reaches_every_one_even_while_earlier_on_stops_block(
+    system: ActorSystem,
+) -> None:
+    # More actors than the stop pacer wakes at once (`StopPacer`): the ones
+    # deferred are woken as earlier ones start, not as they finish, so an
+    # on_stop that waits for a later actor's stop does not hold it up.
+    count = STOP_WAKE_WIDTH * 2 + 5
+    reached = threading.Event()
+    seen: list[Any] = []
+    refs = [
+        system.spawn(_WaitsForTheLastOnStop, i, count - 1, reached, seen, mode="thread", name=f"w{i}")
+        for i in range(count)
+    ]
+    assert [ref.ask(i, timeout=WAIT) for i, ref in enumerate(refs)] == list(range(count))  # all idle now
+    stops = [ref.stop(block=False) for ref in refs]
+    late = [ref.ask("late", block=False) for ref in refs]  # queued behind each stop: never handled
+
+    assert [stop.get(timeout=WAIT) for stop in stops] == [True] * count
+    # Every on_stop saw the last one begin, each on its own actor's thread (named after the actor).
+    assert sorted((index, saw) for index, saw, _ in seen) == [(i, True) for i in range(count)]
+    assert all(thread.startswith(f"w{index}-") for index, _, thread in seen)
+    for future in late:
+        with pytest.raises(ActorDeadError):
+            future.get(timeout=WAIT)
 
 
 @pytest.mark.parametrize("block", [True, False], ids=["blocking", "non-blocking"])
