@@ -263,3 +263,26 @@ def test_a_node_that_joins_during_a_migration_loses_and_reorders_nothing_it_send
     h.wait(lambda: recorder.ask("count", timeout=10) >= 100)
     assert seqs(recorder.ask("log", timeout=10), "sd") == list(range(100))
     assert h.cluster.where("rec") == "b"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17: the asker's pending entry points at the source, not the new home")
+def test_an_ask_from_a_third_node_shipped_with_a_migrated_actor_fails_when_its_new_home_dies(patient: Harness) -> None:
+    """c's ask reaches a mid-move and goes to b with the actor; b dies before its answer reaches c: it must fail.
+
+    c's pending ask pointed at a, where it sent it; nothing failed it when b went
+    DOWN, so it hung until its timeout. At most once: `ActorDeadError`, promptly.
+    """
+    h = patient
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
+    sender = h.cluster.spawn(Sender, node="c", name="sc")
+    assert sender.ask(("ask", keeper, "count"), timeout=10) == 0  # c locates it on a
+    h.transport.faults.set("c", "a", delay=5.0 if h.kind == "ray" else 0.5)  # c's ask reaches a mid-move
+    h.transport.faults.set("b", "c", drop=1.0)  # b handles it; its answer never reaches c
+    sender.ask(("ask_later", keeper, Msg("sc", 0)), timeout=10)  # sent to a before a's HOLD can reach c
+    keeper = h.cluster.migrate(keeper, to="b")  # c's fence follows its ask: parked on a, shipped to b
+    assert h.cluster.where("keeper") == "b"  # the move is in the directory
+    h.wait(lambda: keeper.ask("count", timeout=10) == 1)  # b has handled it
+    h.crash("b")
+    h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("c", "peers") if p.name == "b"))
+    assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
