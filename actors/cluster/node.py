@@ -59,6 +59,18 @@ or DOWN before the MOVE left, or ``snapshot()`` raising all undo the holds
 the shipped mail: the source restarts the actor from the move's snapshot
 without it (its asks fail, its tells are dead letters: at most once).
 
+An ask another node sent (parked on the source mid-move and shipped, or a
+straggler forwarded) is answered by the new home straight to its asker,
+whose pending entry names the node it sent it to. So the node that passes
+it on sends the asker's node ``REPOINT`` (the ask's correlation id and the
+node that holds it now): a forwarder at once, the source once ``MOVED``
+came (before that the source answers for the shipped mail itself if the
+target dies). The asker re-points the entry, or fails it at once if that
+node is DOWN already; the target's DOWN then fails it (`ActorDeadError`,
+at most once) instead of leaving it to its timeout. Not covered: an ask
+passed on twice (two moves in a row) whose two REPOINTs arrive out of
+order (they come from different nodes) ends pointing at the first hop.
+
 Failover delivery: an item queued for a peer that goes DOWN and never sent in
 a frame cannot have reached it, so a tell, ask or call among them is routed
 again once the directory events of the DOWN are applied: to the actor's new
@@ -451,7 +463,12 @@ class Node:
     def _undeliverable(self, item: tuple[Any, ...], dst: str) -> None:
         kind = item[0]
         if kind in (wire.ASK, wire.CALL):
-            self._fail_ask(item[3], dst, item[1])
+            asker = self._asker(item)
+            if asker == self.name:
+                self._fail_ask(item[3], dst, item[1])
+            else:  # passed on for another node: its correlation id is the asker's, not one of this node's
+                text = f"actor {item[1]!r} on node {dst!r} cannot answer: the node is DOWN (the ask failed, not hung)"
+                self._reply_error(asker, item[3], text)
         elif kind == wire.TELL:
             try:
                 message = self._loads(item[2])
@@ -460,6 +477,40 @@ class Node:
             self.system.dead_letters.record(message, self.ref(item[1], dst), DeadLetterReason.NODE_DOWN)  # type: ignore[arg-type]
         elif kind == wire.WATCH:
             self._terminated(item[1], self._node_down(dst))
+
+    def _asker(self, item: tuple[Any, ...]) -> str:
+        """The node whose pending table has the ask or call `item`: its asker, if another node passed it on."""
+        return str(item[4]) if len(item) > _ASK_LEN else self.name
+
+    def _pass_on(self, dst: str, item: tuple[Any, ...], src: str) -> None:
+        """Forward ask, call or tell `item` (from `src`) to `dst`; an asker on another node learns it (REPOINT)."""
+        forwarded = item[0] in {wire.ASK, wire.CALL}
+        if forwarded and len(item) == _ASK_LEN:
+            item = (*item, src)
+        self._send_item(dst, item, None)
+        if forwarded:
+            self._repoint(item, dst)
+
+    def _repoint(self, item: tuple[Any, ...], dst: str) -> None:
+        """Tell the asker of ask `item` (if on another node) that node `dst` answers it now."""
+        asker = self._asker(item)
+        if asker != self.name:
+            self._send_item(asker, (wire.REPOINT, item[3], dst), None)
+
+    def _repointed(self, corr: int, node: str) -> None:
+        """A REPOINT (delivery thread): `node` answers ask `corr` now; fail it at once if `node` is DOWN.
+
+        Against `_peer_down` of `node` on another thread: that node's status is
+        DOWN in `_peers` before `_peer_down` collects the entries pointing at
+        it, so an entry re-pointed after the collection sees DOWN here.
+        """
+        with self._lock:
+            entry = self._pending.get(corr)
+            if entry is None:
+                return  # answered, failed or given up already
+            self._pending[corr] = (entry[0], node)
+        if self._status(node) is NodeStatus.DOWN:
+            self._fail_ask(corr, node, "?")
 
     def _node_down(self, node: str) -> NodeDownError:
         msg = f"node {node!r} of cluster {self.cluster!r} is DOWN"
@@ -611,9 +662,7 @@ class Node:
             forward = self._forward.get(name)
             if forward is not None and forward != self.name:
                 # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
-                self._send_item(
-                    forward, (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item, None
-                )
+                self._pass_on(forward, item, src)
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
@@ -622,11 +671,7 @@ class Node:
             home = None if entry is None or entry.node == self.name else entry.node
             if ref is None and home is not None and kind in _REROUTE and self._status(home) is not NodeStatus.DOWN:
                 # A straggler after the forward's grace period: where the directory says it lives now.
-                self._send_item(
-                    home,
-                    (*item, src) if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN else item,
-                    None,
-                )
+                self._pass_on(home, item, src)
                 return
         if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
             src = item[4]  # forwarded: the reply goes to the original asker
@@ -812,6 +857,9 @@ class Node:
     def _reroute(self, down: str, item: tuple[Any, ...]) -> None:
         """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails."""
         future = None
+        if item[0] in {wire.ASK, wire.CALL} and self._asker(item) != self.name:
+            self._undeliverable(item, down)  # its asker was told `down` holds it (REPOINT): it fails there too
+            return
         if item[0] in {wire.ASK, wire.CALL}:
             with self._lock:
                 entry = self._pending.pop(item[3], None)
@@ -857,7 +905,7 @@ class Node:
         sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
         never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
-        unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL}
+        unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL and self._asker(item) == self.name}
         with self._lock:
             # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
             # will not come): never sent either.
@@ -1333,6 +1381,8 @@ class Node:
             self._moved(item[1], item[2], ok=item[3], error=item[4])
         elif kind == wire.RELEASE:
             self.release(item[1], item[2], item[3], item[4])
+        elif kind == wire.REPOINT:
+            self._repointed(item[1], item[2])
 
     def hold(self, name: str, source: str, token: str) -> None:
         """Step 2 on a peer: buffer new mail for `name`, and fence the mail already sent to it."""
@@ -1517,6 +1567,9 @@ class Node:
         if not ok:
             self._recover(m, f"node {m.to!r} could not start it ({error})")
             return
+        for shipped, _src in m.mail:  # the target answers these askers itself now, and may die after the move
+            if shipped[0] in {wire.ASK, wire.CALL}:
+                self._repoint(shipped, m.to)
         m.done.set(m.incarnation)
         if m.late:  # its driver gave up waiting: finish here
             with contextlib.suppress(MigrationError):  # undone meanwhile: nothing to finish

@@ -29,6 +29,7 @@ __all__ = [
     "MOVED",
     "RELEASE",
     "REPLY",
+    "REPOINT",
     "TELL",
     "TERMINATED",
     "UNWATCH",
@@ -40,7 +41,7 @@ __all__ = [
     "encode",
 ]
 
-WIRE_VERSION = (1, 1)
+WIRE_VERSION = (1, 2)
 """(major, minor) of the frame layout and item kinds this troupe speaks."""
 
 # Item kinds. An item is a tuple whose first element is its kind.
@@ -57,6 +58,7 @@ HOLD = 9  # (HOLD, name, token, source): hold new mail for `name`, fence what wa
 MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, token): start it here
 MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
 RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
+REPOINT = 13  # (REPOINT, correlation id, node): the receiver's ask `corr` is answered from `node` now (since 1.2)
 
 
 @attrs.frozen

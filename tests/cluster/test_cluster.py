@@ -265,7 +265,6 @@ def test_a_node_that_joins_during_a_migration_loses_and_reorders_nothing_it_send
     assert h.cluster.where("rec") == "b"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: the asker's pending entry points at the source, not the new home")
 def test_an_ask_from_a_third_node_shipped_with_a_migrated_actor_fails_when_its_new_home_dies(patient: Harness) -> None:
     """c's ask reaches a mid-move and goes to b with the actor; b dies before its answer reaches c: it must fail.
 
