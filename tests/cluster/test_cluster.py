@@ -285,3 +285,30 @@ def test_an_ask_from_a_third_node_shipped_with_a_migrated_actor_fails_when_its_n
     h.crash("b")
     h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("c", "peers") if p.name == "b"))
     assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
+
+
+def test_an_ask_the_old_home_forwards_after_the_move_fails_when_the_new_home_dies(patient: Harness) -> None:
+    """d joined mid-move (no HOLD): its ask reaches a after the move, a forwards it to b; b dies unanswered."""
+    h = patient
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
+    h.transport.faults.set("c", "a", drop=1.0)  # c's fence is lost (and sent again later): the move waits for it
+    moved: list[RemoteRef] = []
+    mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(keeper, to="b")))
+    mover.start()
+    try:
+        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
+            h.wait(lambda: "keeper" in h.transport.node("a")._migrations)
+        h.start("d")
+        h.transport.faults.set("b", "d", drop=1.0)  # b's answer never reaches d
+        sender = h.cluster.spawn(Sender, node="d", name="sd")
+        h.transport.faults.set("d", "a", delay=5.0)  # d's ask reaches a after the move: a straggler
+        sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
+    finally:
+        h.transport.faults.set("c", "a")  # c's fence gets through: the move ends
+        mover.join()
+    assert moved
+    h.wait(lambda: moved[0].ask("count", timeout=10) == 1)  # a forwarded it; b has handled it
+    h.crash("b")
+    h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "b"))
+    assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
