@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from actors.errors import (
 from tests.cluster.agents import Blob, Echo, Msg, NoSnapshot, Recorder, Sender, Watcher, check_log
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests.cluster.conftest import Harness
 
 
@@ -237,26 +240,37 @@ def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restart
     assert harness.cluster.where("keeper") == "a"
 
 
+@contextlib.contextmanager
+def _move_held_by_a_lost_fence(h: Harness, ref: RemoteRef, name: str) -> Iterator[list[RemoteRef]]:
+    """Move `ref` (on node a) to b on a thread, held open while the block runs; yield what migrate returns.
+
+    c's fence is lost (and sent again later), so the move waits for it; on
+    leaving the block c's fence gets through, the move ends and is joined.
+    """
+    h.transport.faults.set("c", "a", drop=1.0)
+    moved: list[RemoteRef] = []
+    mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(ref, to="b")))
+    mover.start()
+    try:
+        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
+            h.wait(lambda: name in h.transport.node("a")._migrations)
+        yield moved
+    finally:
+        h.transport.faults.set("c", "a")
+        mover.join()
+
+
 def test_a_node_that_joins_during_a_migration_loses_and_reorders_nothing_it_sends(patient: Harness) -> None:
     """Node d gets no HOLD (it joined after the move began): its mail to the old home must still come first."""
     h = patient
     h.start("a", "b", "c")
     recorder = h.cluster.spawn(Recorder, node="a", name="rec")
-    h.transport.faults.set("c", "a", drop=1.0)  # c's fence is lost (and sent again later): the move waits for it
-    moved: list[RemoteRef] = []
-    mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(recorder, to="b")))
-    mover.start()
-    try:
-        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
-            h.wait(lambda: "rec" in h.transport.node("a")._migrations)
+    with _move_held_by_a_lost_fence(h, recorder, "rec") as moved:
         h.start("d")
         sender = h.cluster.spawn(Sender, node="d", name="sd")
         # What d sends the old home arrives after the move (seconds of the node clock: a real one on Ray).
         h.transport.faults.set("d", "a", delay=5.0 if h.kind == "ray" else 0.5)
         sender.ask(("send", recorder, 50), timeout=10)  # to node a, where the directory has it still
-    finally:
-        h.transport.faults.set("c", "a")  # c's fence gets through: the move ends
-        mover.join()
     assert moved
     h.wait(lambda: h.node_call("d", "location", "rec") != "a")  # d has seen the move
     sender.ask(("send", recorder, 50, 50), timeout=10)
@@ -292,21 +306,12 @@ def test_an_ask_the_old_home_forwards_after_the_move_fails_when_the_new_home_die
     h = patient
     h.start("a", "b", "c")
     keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
-    h.transport.faults.set("c", "a", drop=1.0)  # c's fence is lost (and sent again later): the move waits for it
-    moved: list[RemoteRef] = []
-    mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(keeper, to="b")))
-    mover.start()
-    try:
-        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
-            h.wait(lambda: "keeper" in h.transport.node("a")._migrations)
+    with _move_held_by_a_lost_fence(h, keeper, "keeper") as moved:
         h.start("d")
         h.transport.faults.set("b", "d", drop=1.0)  # b's answer never reaches d
         sender = h.cluster.spawn(Sender, node="d", name="sd")
         h.transport.faults.set("d", "a", delay=5.0)  # d's ask reaches a after the move: a straggler
         sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
-    finally:
-        h.transport.faults.set("c", "a")  # c's fence gets through: the move ends
-        mover.join()
     assert moved
     h.wait(lambda: moved[0].ask("count", timeout=10) == 1)  # a forwarded it; b has handled it
     h.crash("b")
