@@ -50,6 +50,8 @@ import itertools
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from itertools import islice
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import attrs
@@ -95,7 +97,7 @@ from actors.coordination.messages import (
     UnwatchRegistry,
     WatchRegistry,
 )
-from actors.coordination.statistics import CoordinationStatistics, _Counters
+from actors.coordination.statistics import CoordinationStatistics, _Counters, merged
 from actors.coordination.status import AgentStatus, StatusChange, derive_status, is_legal
 from actors.coordination.tasks import FINAL_STATES, NO_TIMEOUTS, Task, TaskHandle, TaskInfo, TaskSpec, TaskState
 from actors.errors import (
@@ -133,6 +135,7 @@ _SMALL_INDEX = 32  # below this many agents, rank a capability's index set exact
 _BUCKET_OFFSET = {Health.HEALTHY: 0, Health.DEGRADED: 1 << 40}
 _NO_TASKS: frozenset[tuple[str, int]] = frozenset()
 _FREE_MOVES = (_IDLE, _WORKING, _BUSY)
+_ema = attrgetter("ema")  # `_pick`'s key: an agent's moving-average run time
 _DECLARED = (_BLOCKED, _COLLABORATING)
 
 
@@ -251,7 +254,6 @@ class _Task:
         "id",
         "idem",
         "queued_at",
-        "rank",
         "result",
         "spec",
         "started_at",
@@ -264,18 +266,17 @@ class _Task:
         task_id: str,
         spec: TaskSpec,
         now: float,
-        aging: float,
-        counters: tuple[_Counters, ...],
-        *,
-        future: Future[Any] | None,
+        counters: _Counters,
+        future: Future[Any],
     ) -> None:
         self.id = task_id
-        # The overall counters, then one per required capability: resolved once per task,
-        # not looked up by name on each of its ~6 counted events.
+        # The counters of its set of required capabilities: resolved once per task, not
+        # looked up on each of its ~6 counted events; one object, whatever the set holds
+        # (the overall and per-capability figures are added up on `GetCoordinationStatistics`).
         self.counters = counters
         self.spec = spec
         self.idem = spec.idempotency_key or task_id
-        self.future: Future[Any] = Future() if future is None else future
+        self.future = future
         self.state = _QUEUED
         self.attempt = 0  # starts so far
         self.agent: _Agent | None = None
@@ -285,7 +286,6 @@ class _Task:
         self.finished_at: float | None = None
         self.result: Any = None
         self.error: BaseException | None = None
-        self.rank = now - spec.priority * aging
 
 
 class Coordinator(Actor):
@@ -361,9 +361,8 @@ class Coordinator(Actor):
         self._prefix = uuid.uuid4().hex[:8]
         self._watchers: dict[object, pykka.ActorRef[Any]] = {}  # by cell (``ref.actor_inbox``)
         self._event_seq = 0
-        self._overall = _Counters()
-        self._per_cap: dict[str, _Counters] = {}
-        self._counter_sets: dict[frozenset[str], tuple[_Counters, ...]] = {}
+        # One `_Counters` per set of required capabilities (see `statistics.merged`).
+        self._counter_sets: dict[frozenset[str], _Counters] = {}
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Register: self._on_register,
             Deregister: self._on_deregister,
@@ -891,13 +890,12 @@ class Coordinator(Actor):
         requires = spec.requires
         counters = self._counter_sets.get(requires)
         if counters is None:
-            counters = self._counter_sets[requires] = self._counters_for(requires)
-        task = _Task(task_id, spec, now, self._aging, counters, future=future)
+            counters = self._counter_sets[requires] = _Counters()
+        task = _Task(task_id, spec, now, counters, Future() if future is None else future)
         self._tasks[task_id] = task
         if key is not None:
             self._by_idem[key] = task
-        for c in counters:
-            c.submitted += 1
+        counters.submitted += 1
         audit = self._audit
         if audit.task_history:
             audit.emit("task_history", task_event("submitted", task_id, spec.kind))
@@ -906,37 +904,40 @@ class Coordinator(Actor):
             self.timers.start_single_timer(
                 ("s2close", task_id), _TaskTimer(task_id, 0, "schedule_to_close"), timeouts.schedule_to_close
             )
-        self._schedule(task, now)
+        # `_schedule`, inlined for a new task (QUEUED, queued at `now` already).
+        agent = self._pick(requires) if self._ready else None
+        if agent is not None:
+            self._start(task, agent, now)
+        else:
+            self._enqueue(task)
         return task
 
-    def _counters_for(self, requires: frozenset[str]) -> tuple[_Counters, ...]:
-        per_cap = self._per_cap
-        for cap in requires:
-            if cap not in per_cap:
-                per_cap[cap] = _Counters()
-        return (self._overall, *(per_cap[cap] for cap in sorted(requires)))
-
     def _count(self, task: _Task, field: str, delta: int = 1) -> None:
-        for counters in task.counters:
-            setattr(counters, field, getattr(counters, field) + delta)
+        counters = task.counters
+        setattr(counters, field, getattr(counters, field) + delta)
 
     def _schedule(self, task: _Task, now: float | None = None) -> None:
         """Give `task` (state QUEUED) to the best capable agent with credit, or queue it."""
         task.state = _QUEUED
         task.queued_at = now = self._clock.now() if now is None else now
-        requires = task.spec.requires
-        agent = self._pick(requires) if self._ready else None
+        agent = self._pick(task.spec.requires) if self._ready else None
         if agent is not None:
             self._start(task, agent, now)
-            return
+        else:
+            self._enqueue(task)
+
+    def _enqueue(self, task: _Task) -> None:
+        """Queue `task` (state QUEUED), which no capable agent with credit can take now."""
         # Invariant: a queued task has no capable agent with credit (agents pull when they get some).
+        spec = task.spec
+        requires = spec.requires
         queue = self._queues.get(requires)
         if queue is None:
             queue = self._queues[requires] = []
-        heapq.heappush(queue, (task.rank, next(self._qseq), task))
-        for c in task.counters:
-            c.queued += 1
-        timeouts = task.spec.timeouts
+        # Ranked by `submitted_at - priority * aging`: a priority level is worth `aging` s of waiting.
+        heapq.heappush(queue, (task.submitted_at - spec.priority * self._aging, next(self._qseq), task))
+        task.counters.queued += 1
+        timeouts = spec.timeouts
         if timeouts is not NO_TIMEOUTS and timeouts.schedule_to_start is not None:
             self.timers.start_single_timer(
                 ("s2start", task.id), _TaskTimer(task.id, task.attempt, "schedule_to_start"), timeouts.schedule_to_start
@@ -944,6 +945,7 @@ class Coordinator(Actor):
 
     def _pick(self, requires: frozenset[str]) -> _Agent | None:
         """Return the best agent with credit holding `requires`, or None."""
+        every = True  # whether every registered agent holds `requires`
         if requires:
             smallest = None
             for cap in requires:
@@ -962,12 +964,20 @@ class Coordinator(Actor):
                     if best_key is None or key < best_key:
                         best, best_key = a, key
                 return best
+            # The smallest holder set is every agent: then so is each (they are subsets of it).
+            every = smallest is not None and len(smallest) == len(self._agents)
         ready = self._ready
+        if every:
+            # No agent to skip: the lowest run time among the first `_RANK_SCAN` of the best
+            # level, compared in C (`min` keeps the first of equals, as the loop below does).
+            for level in self._ready_keys:  # a bucket that empties is deleted: this one holds agents
+                return min(islice(ready[level], _RANK_SCAN), key=_ema)
+            return None
         for level in self._ready_keys:
             best = None
             seen = 0
             for a in ready[level]:
-                if requires and not requires <= a.caps:
+                if not requires <= a.caps:
                     continue
                 if best is None or a.ema < best.ema:
                     best = a
@@ -979,40 +989,60 @@ class Coordinator(Actor):
         return None
 
     def _start(self, task: _Task, agent: _Agent, now: float) -> None:
+        """Send `task`'s next attempt to `agent`, which takes work now (it was ready, or `_pull` checked it)."""
         task.state = _RUNNING
         attempt = task.attempt + 1
         task.attempt = attempt
         task.agent = agent
         task.started_at = now
+        task_id = task.id
         in_flight = agent.in_flight
         if in_flight is _NO_TASKS:
-            agent.in_flight = {(task.id, attempt)}
+            agent.in_flight = in_flight = {(task_id, attempt)}
         else:
-            in_flight.add((task.id, attempt))  # type: ignore[union-attr]  # a set once it is not _NO_TASKS
-        wait = now - task.queued_at
-        for c in task.counters:
-            c.running += 1
-            c.wait_times.append(wait)
+            in_flight.add((task_id, attempt))  # type: ignore[union-attr]  # a set once it is not _NO_TASKS
+        counters = task.counters
+        counters.running += 1
+        counters.wait_times.append(now - task.queued_at)
         spec = task.spec
         timeouts = spec.timeouts
         if timeouts is not NO_TIMEOUTS:  # the default: no timer to touch
             timers = self.timers
             if timeouts.schedule_to_start is not None:
-                timers.cancel(("s2start", task.id))
+                timers.cancel(("s2start", task_id))
             if timeouts.start_to_close is not None:
                 timers.start_single_timer(
-                    ("s2c", task.id), _TaskTimer(task.id, attempt, "start_to_close"), timeouts.start_to_close
+                    ("s2c", task_id), _TaskTimer(task_id, attempt, "start_to_close"), timeouts.start_to_close
                 )
             if timeouts.heartbeat is not None:
                 timers.start_single_timer(
-                    ("hb", task.id), _TaskTimer(task.id, attempt, "heartbeat"), timeouts.heartbeat
+                    ("hb", task_id), _TaskTimer(task_id, attempt, "heartbeat"), timeouts.heartbeat
                 )
         audit = self._audit
         if audit.task_history:
-            audit.emit("task_history", task_event("assigned", task.id, spec.kind, agent=agent.id, attempt=attempt))
-        self._refresh(agent)
+            audit.emit("task_history", task_event("assigned", task_id, spec.kind, agent=agent.id, attempt=attempt))
+        # `_refresh`, inlined for an agent that takes work (not offline, declared nor removed;
+        # healthy or degraded): its status and its place among the ready.
+        agent.info = None
+        n = len(in_flight)
+        full = n >= agent.max
+        new = _BUSY if full else _WORKING
+        old = agent.status
+        if new is not old:
+            if old in _FREE_MOVES and not self._watchers and not audit.agent_activity:
+                agent.status = new  # `_set_status` with nothing to tell anyone
+                agent.status_seq += 1
+            else:
+                self._set_status(agent, new)
+        if full:
+            if agent.bucket is not None:
+                self._unready(agent)
+        else:
+            key = _BUCKET_OFFSET[agent.health] + n
+            if agent.bucket != key:
+                self._ready_at(agent, key)
         try:  # noqa: SIM105 - contextlib.suppress is ~0.5 µs a task
-            agent.ref.tell(RunTask(Task(task.id, spec.kind, spec.payload, attempt, task.idem), self._self_ref))
+            agent.ref.tell(RunTask(Task(task_id, spec.kind, spec.payload, attempt, task.idem), self._self_ref))
         except pykka.ActorDeadError:
             pass  # its Terminated is on the way: the attempt is reassigned then
 
@@ -1047,8 +1077,7 @@ class Coordinator(Actor):
             task = heapq.heappop(best)[2]
             if not best:
                 del queues[task.spec.requires]
-            for c in task.counters:
-                c.queued -= 1
+            task.counters.queued -= 1
             if now is None:
                 now = self._clock.now()
             self._start(task, agent, now)
@@ -1081,16 +1110,16 @@ class Coordinator(Actor):
             tracker = agent.tracker
             if tracker is None:
                 tracker = self._tracker(agent)
-            level = tracker.outcome(ok=error is None, run_time=run_time)
+            level = tracker.succeeded(run_time) if error is None else tracker.outcome(ok=False, run_time=run_time)
             if level is not agent.health:
                 self._set_health(agent, level)
             ema = agent.ema
             agent.ema = run_time if ema == 0.0 else ema + _EMA_ALPHA * (run_time - ema)
             if error is None:
-                for c in task.counters:  # `_end_attempt`'s counters, the run time, and `_finish`'s count
-                    c.running -= 1
-                    c.completed += 1
-                    c.run_times.append(run_time)
+                counters = task.counters  # `_end_attempt`'s count, the run time, and the completion
+                counters.running -= 1
+                counters.completed += 1
+                counters.run_times.append(run_time)
                 if task.spec.timeouts is not NO_TIMEOUTS:
                     self._stop_attempt_timers(task)
                 self._finish(task, _COMPLETED, value=message.value, now=now)
@@ -1101,15 +1130,34 @@ class Coordinator(Actor):
         # re-derived (by `_start` if it took a task: one task straight to the next).
         key = (message.task_id, attempt)
         in_flight = agent.in_flight
-        if key in in_flight:
-            in_flight.remove(key)  # type: ignore[union-attr]  # holds key: a set
-            if not agent.removed and not (self._queues and self._pull(agent, now)):
-                self._refresh(agent)
+        if key not in in_flight:
+            return
+        in_flight.remove(key)  # type: ignore[union-attr]  # holds key: a set
+        if agent.removed or (self._queues and self._pull(agent, now)):
+            return
+        if agent.offline or agent.blocked is not None or agent.session is not None:
+            self._refresh(agent)
+            return
+        # `_refresh`, inlined for an agent that is reachable and undeclared.
+        n = len(in_flight)
+        new = _BUSY if n >= agent.max else _WORKING if n else _IDLE
+        old = agent.status
+        if new is not old:
+            if old in _FREE_MOVES and not self._watchers and not self._audit.agent_activity:
+                agent.status = new  # `_set_status` with nothing to tell anyone
+                agent.status_seq += 1
+            else:
+                self._set_status(agent, new)
+        offset = _BUCKET_OFFSET.get(agent.health)
+        if offset is None or n >= agent.max:
+            if agent.bucket is not None:
+                self._unready(agent)
+        elif agent.bucket != offset + n:
+            self._ready_at(agent, offset + n)
 
     def _end_attempt(self, task: _Task) -> None:
         """The running attempt is over (for whatever reason): stop its timers and counters."""
-        for c in task.counters:
-            c.running -= 1
+        task.counters.running -= 1
         if task.spec.timeouts is not NO_TIMEOUTS:
             self._stop_attempt_timers(task)
 
@@ -1347,14 +1395,15 @@ class Coordinator(Actor):
 
     def _on_check_health(self, _message: CheckHealth) -> HealthReport:
         """Answer a health check: healthy while it serves; ``queue_depth`` (tasks waiting) and more to judge."""
-        overall = self._overall
+        sets = self._counter_sets.values()
+        queued, running = sum(c.queued for c in sets), sum(c.running for c in sets)
         unhealthy = sum(1 for a in self._agents.values() if a.health is Health.UNHEALTHY)
         return HealthReport(
             HealthStatus.HEALTHY,
-            f"{overall.queued} tasks queued, {overall.running} running, {len(self._agents)} agents",
+            f"{queued} tasks queued, {running} running, {len(self._agents)} agents",
             {
-                "queue_depth": overall.queued,
-                "running": overall.running,
+                "queue_depth": queued,
+                "running": running,
                 "agents": len(self._agents),
                 "agents_unhealthy": unhealthy,
             },
@@ -1363,6 +1412,8 @@ class Coordinator(Actor):
     def _on_statistics(self, _message: GetCoordinationStatistics) -> CoordinationStatistics:
         # Counted by member, named once per member: str() of an enum member is ~1 µs, and
         # this runs over every agent (0.1 s at 100,000 agents with two str() each).
+        sets = self._counter_sets
+        capabilities = sorted({cap for requires in sets for cap in requires})
         by_status: dict[AgentStatus, int] = {}
         by_health: dict[Health, int] = {}
         for a in self._agents.values():
@@ -1373,8 +1424,10 @@ class Coordinator(Actor):
             agents=len(self._agents),
             by_status=FrozenDict(sorted((str(k), n) for k, n in by_status.items())),
             by_health=FrozenDict(sorted((str(k), n) for k, n in by_health.items())),
-            tasks=self._overall.snapshot(),
-            per_capability=FrozenDict({c: n.snapshot() for c, n in sorted(self._per_cap.items())}),
+            tasks=merged(tuple(sets.values())),
+            per_capability=FrozenDict(
+                {cap: merged([c for requires, c in sets.items() if cap in requires]) for cap in capabilities}
+            ),
             watchers=len(self._watchers),
         )
 

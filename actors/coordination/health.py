@@ -180,6 +180,24 @@ class HealthTracker:
             return _HEALTHY
         return self.evaluate(0.0)
 
+    def succeeded(self, run_time: float) -> Health:
+        """``outcome(ok=True, run_time=run_time)``, with `record` inlined: the coordinator's call per task."""
+        outcomes = self._outcomes
+        if outcomes is None:
+            outcomes = self._outcomes = deque(maxlen=self.policy.window)
+        if len(outcomes) == outcomes.maxlen and not outcomes[0][0]:
+            self._errors -= 1  # the oldest, about to drop out, was a failure
+        outcomes.append((True, run_time))
+        if (
+            self._errors == 0
+            and self._plain
+            and self.level is _HEALTHY
+            and self._streak == 0
+            and self.mailbox_depth < self._depth_limit
+        ):
+            return _HEALTHY
+        return self.evaluate(0.0)
+
     def sample(self, lag: float) -> HealthSample:
         """Return what the rules see now, with `lag` seconds since the last beat."""
         outcomes = self._outcomes or ()
