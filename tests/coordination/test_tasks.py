@@ -559,3 +559,25 @@ def test_statistics_report_agents_by_status_and_tasks_per_capability(actor_testk
     assert echo.completion_rate == 1.0
     assert echo.wait_p95 is not None
     assert echo.run_p50 is not None
+
+
+def test_statistics_add_up_tasks_of_different_capability_sets_overall_and_per_capability(
+    actor_testkit: ActorTestKit,
+) -> None:
+    coord = spawn_coordinator(actor_testkit)
+    ref = spawn_agent(actor_testkit, Echo, "e1", coord, capabilities={"echo", "fast"})
+    for requires in ({"echo"}, {"echo", "fast"}, {"fast"}, set(), {"echo"}):
+        submit(coord, requires=requires).result(timeout=WAIT)
+    failing = submit(coord, payload=("fail", 1), requires={"fast"}, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(ValueError, match="fails on purpose"):
+        failing.result(timeout=WAIT)
+    settle(actor_testkit, coord, ref)
+    stats = coord.ask(GetCoordinationStatistics())
+    overall, per_cap = stats.tasks, stats.per_capability
+    assert (overall.submitted, overall.completed, overall.failed, overall.running) == (6, 5, 1, 0)
+    assert sorted(per_cap) == ["echo", "fast"]
+    assert (per_cap["echo"].submitted, per_cap["echo"].completed, per_cap["echo"].failed) == (3, 3, 0)
+    assert (per_cap["fast"].submitted, per_cap["fast"].completed, per_cap["fast"].failed) == (3, 2, 1)
+    assert per_cap["fast"].completion_rate == pytest.approx(2 / 3)
+    assert overall.run_p95 is not None
+    assert per_cap["echo"].wait_p50 is not None
