@@ -343,6 +343,8 @@ class Coordinator(Actor):
         self._by_type: dict[str, set[_Agent]] = {}
         # One OrderedDict per heartbeat timeout, least recently heard first.
         self._beats: dict[float, OrderedDict[_Agent, None]] = {}
+        # Per heartbeat interval registered with: (timeout, lag_degraded, that timeout's beats).
+        self._beat_classes: dict[float, tuple[float, float, OrderedDict[_Agent, None]]] = {}
         # Ready buckets: `_bucket_key(health rank, in flight)` -> agents with credit, in
         # round-robin order. OrderedDicts: a plain dict used as a queue keeps the holes of
         # deleted entries at its front, and iterating from there costs O(holes) (22 µs a pick
@@ -456,7 +458,11 @@ class Coordinator(Actor):
             msg = f"Register needs an AgentDescriptor, got {descriptor!r}"
             raise AgentRegistrationError(msg)
         aid = descriptor.id
-        cell = _cell_of(ref)
+        cell: object
+        try:  # `_cell_of`, inlined (a registration's path is ~40 steps: each call shows)
+            cell = ref.actor_inbox
+        except AttributeError:
+            cell = _cell_of(ref)  # raises its error
         holder = self._by_cell.get(cell)
         if holder is not None and holder.id != aid:
             msg = f"{ref} is already registered as {holder.id}; deregister it before registering it as {aid}"
@@ -465,17 +471,22 @@ class Coordinator(Actor):
         old = self._agents.get(aid)
         if old is not None and old.cell is cell:
             return RegistrationResult(aid, replaced=False, already_registered=True)
-        self._watch_agent(ref)  # a ref that cannot be watched is refused before anything changes
+        try:  # `_watch_agent`, inlined: a ref that cannot be watched is refused before anything changes
+            self.watch(ref)
+        except TypeError:
+            self._watch_agent(ref)  # raises its error
         if old is not None:
             logger.warning("{}: {} re-registered by {}; the stale entry of {} is replaced", self, aid, ref, old.ref)
             self._remove(old, why="replaced by a new registration")
             replaced = True
         interval = message.heartbeat_interval
-        timeout = self._heartbeat_timeout if self._heartbeat_timeout is not None else 2.0 * interval
+        beat_class = self._beat_classes.get(interval)
+        if beat_class is None:
+            beat_class = self._beat_class(interval)
+        timeout, lag_degraded, beats = beat_class
         now = self._clock.now()
-        agent = _Agent(ref, cell, descriptor, now, float(timeout))
-        lag = self._health_policy.lag_degraded
-        agent.lag_degraded = 1.5 * interval if lag is None else lag
+        agent = _Agent(ref, cell, descriptor, now, timeout)
+        agent.lag_degraded = lag_degraded
         self._agents[aid] = agent
         self._by_cell[cell] = agent
         by_cap = self._by_cap
@@ -490,9 +501,6 @@ class Coordinator(Actor):
             self._by_type[aid.type] = {agent}
         else:
             holders.add(agent)
-        beats = self._beats.get(agent.timeout)
-        if beats is None:
-            beats = self._beats[agent.timeout] = OrderedDict()
         beats[agent] = None
         agent.beats = beats
         agent.status_seq = 1
@@ -511,7 +519,21 @@ class Coordinator(Actor):
         agent.bucket = 0
         if self._queues:
             self._pull(agent)
-        return RegistrationResult(aid, replaced=replaced)
+        return RegistrationResult(aid, replaced)
+
+    def _beat_class(self, interval: float) -> tuple[float, float, OrderedDict[_Agent, None]]:
+        """Return (and remember) what an agent beating every `interval` s registers with.
+
+        Its heartbeat timeout, the lag past which it is degraded, and the beat
+        order of the agents with that timeout.
+        """
+        timeout = float(self._heartbeat_timeout if self._heartbeat_timeout is not None else 2.0 * interval)
+        lag = self._health_policy.lag_degraded
+        beats = self._beats.get(timeout)
+        if beats is None:
+            beats = self._beats[timeout] = OrderedDict()
+        found = self._beat_classes[interval] = (timeout, 1.5 * interval if lag is None else lag, beats)
+        return found
 
     def _watch_agent(self, ref: pykka.ActorRef[Any]) -> None:
         try:
