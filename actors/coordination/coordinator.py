@@ -424,6 +424,8 @@ class Coordinator(Actor):
         notify: Callable[[Any], None]
         if cls is TaskFinished:  # the most frequent message: one per attempt, looked up first
             notify = self._on_finished
+        elif cls is Submit:  # the next most frequent, a request: one per task
+            return self._on_submit(message)
         else:
             handler = self._handlers.get(cls)
             if handler is not None:
