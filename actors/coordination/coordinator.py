@@ -1290,6 +1290,11 @@ class Coordinator(Actor):
                     logger.opt(exception=True).error("{}: writing the result of {} to {!r} failed", self, task.id, key)
         else:
             task.future.set_exception((type(error), error, error.__traceback__))
+        if spec.idempotency_key is None:
+            # Nobody reads a finished task's future again but a repeat of its key: the caller
+            # holds it. Kept, it was one of the 3 objects per remembered task the collector
+            # walks again in each full collection (keep_finished of them, 10,000 by default).
+            task.future = _SETTLED
 
     def _reassign(self, agent: _Agent, why: str) -> None:
         """The attempts in flight on `agent` are lost: start them again elsewhere (at least once)."""
@@ -1476,6 +1481,10 @@ class Coordinator(Actor):
 
 
 _MISSING = object()
+
+_SETTLED: Future[Any] = Future()
+_SETTLED.set(None)
+"""The future a finished task without an idempotency key keeps instead of its own (see `_finish`)."""
 
 _Queue: TypeAlias = deque[tuple[float, int, _Task]] | list[tuple[float, int, _Task]]
 """A queue of `Coordinator._queues`: a deque in rank order, or a heap."""
