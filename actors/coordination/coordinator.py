@@ -1163,9 +1163,29 @@ class Coordinator(Actor):
                 counters.running -= 1
                 counters.completed += 1
                 counters.run_times.append(run_time)
-                if task.spec.timeouts is not NO_TIMEOUTS:
-                    self._stop_attempt_timers(task)
-                self._finish(task, _COMPLETED, value=message.value, now=now)
+                spec = task.spec
+                if (
+                    spec.timeouts is NO_TIMEOUTS
+                    and task.attempt == 1
+                    and spec.result_key is None
+                    and not self._audit.task_history
+                ):
+                    # `_finish`, inlined for the common completion: no timer, no retry timer
+                    # (a first attempt), no result to copy, nothing to audit.
+                    finished = self._finished
+                    finished.append(task)
+                    if len(finished) > self._keep_finished:
+                        self._forget_finished()
+                    task.state = _COMPLETED
+                    task.finished_at = now
+                    value = task.result = message.value
+                    task.future.set(value)
+                    if spec.idempotency_key is None:
+                        task.future = _SETTLED  # as `_finish` does
+                else:
+                    if spec.timeouts is not NO_TIMEOUTS:
+                        self._stop_attempt_timers(task)
+                    self._finish(task, _COMPLETED, value=message.value, now=now)
             else:
                 self._end_attempt(task)
                 self._attempt_failed(task, error)
@@ -1243,13 +1263,7 @@ class Coordinator(Actor):
         finished = self._finished
         finished.append(task)
         if len(finished) > self._keep_finished:
-            tasks, by_idem = self._tasks, self._by_idem
-            while len(finished) > self._keep_finished:
-                old = finished.popleft()
-                del tasks[old.id]
-                key = old.spec.idempotency_key
-                if key is not None and by_idem.get(key) is old:
-                    del by_idem[key]
+            self._forget_finished()
         task.state = state
         task.finished_at = self._clock.now() if now is None else now
         task.result = value
@@ -1295,6 +1309,16 @@ class Coordinator(Actor):
             # holds it. Kept, it was one of the 3 objects per remembered task the collector
             # walks again in each full collection (keep_finished of them, 10,000 by default).
             task.future = _SETTLED
+
+    def _forget_finished(self) -> None:
+        """Forget the oldest finished tasks beyond `keep_finished` (their ids and idempotency keys)."""
+        finished, tasks, by_idem = self._finished, self._tasks, self._by_idem
+        while len(finished) > self._keep_finished:
+            old = finished.popleft()
+            del tasks[old.id]
+            key = old.spec.idempotency_key
+            if key is not None and by_idem.get(key) is old:
+                del by_idem[key]
 
     def _reassign(self, agent: _Agent, why: str) -> None:
         """The attempts in flight on `agent` are lost: start them again elsewhere (at least once)."""
