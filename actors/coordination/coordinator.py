@@ -50,8 +50,6 @@ import itertools
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from itertools import islice
-from operator import attrgetter
 from typing import Any, ClassVar, TypeAlias
 
 import attrs
@@ -135,7 +133,6 @@ _SMALL_INDEX = 32  # below this many agents, rank a capability's index set exact
 _BUCKET_OFFSET = {Health.HEALTHY: 0, Health.DEGRADED: 1 << 40}
 _NO_TASKS: frozenset[tuple[str, int]] = frozenset()
 _FREE_MOVES = (_IDLE, _WORKING, _BUSY)
-_ema = attrgetter("ema")  # `_pick`'s key: an agent's moving-average run time
 _DECLARED = (_BLOCKED, _COLLABORATING)
 
 
@@ -979,7 +976,6 @@ class Coordinator(Actor):
 
     def _pick(self, requires: frozenset[str]) -> _Agent | None:
         """Return the best agent with credit holding `requires`, or None."""
-        every = True  # whether every registered agent holds `requires`
         if requires:
             smallest = None
             for cap in requires:
@@ -998,20 +994,12 @@ class Coordinator(Actor):
                     if best_key is None or key < best_key:
                         best, best_key = a, key
                 return best
-            # The smallest holder set is every agent: then so is each (they are subsets of it).
-            every = smallest is not None and len(smallest) == len(self._agents)
         ready = self._ready
-        if every:
-            # No agent to skip: the lowest run time among the first `_RANK_SCAN` of the best
-            # level, compared in C (`min` keeps the first of equals, as the loop below does).
-            for level in self._ready_keys:  # a bucket that empties is deleted: this one holds agents
-                return min(islice(ready[level], _RANK_SCAN), key=_ema)
-            return None
         for level in self._ready_keys:
             best = None
             seen = 0
             for a in ready[level]:
-                if not requires <= a.caps:
+                if requires and not requires <= a.caps:
                     continue
                 if best is None or a.ema < best.ema:
                     best = a
