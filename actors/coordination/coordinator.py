@@ -353,6 +353,7 @@ class Coordinator(Actor):
         self._finished: deque[_Task] = deque()
         self._keep_finished = max(0, keep_finished)
         self._by_idem: dict[str, _Task] = {}
+        self._finished_specs: dict[str, TaskSpec] = {}  # by kind (`_let_go`)
         # Queued tasks per required-capability set, entries (rank, seq, task), lazy deletion:
         # a deque in rank order while the entries come in that order (the common case: one
         # priority, first attempts), a heap (a list) from the first that does not, until the
@@ -1169,7 +1170,7 @@ class Coordinator(Actor):
                     value = task.result = message.value
                     task.future.set(value)
                     if spec.idempotency_key is None:
-                        task.future = _SETTLED  # as `_finish` does
+                        self._let_go(task)
                 else:
                     if spec.timeouts is not NO_TIMEOUTS:
                         self._stop_attempt_timers(task)
@@ -1293,10 +1294,25 @@ class Coordinator(Actor):
         else:
             task.future.set_exception((type(error), error, error.__traceback__))
         if spec.idempotency_key is None:
-            # Nobody reads a finished task's future again but a repeat of its key: the caller
-            # holds it. Kept, it was one of the 3 objects per remembered task the collector
-            # walks again in each full collection (keep_finished of them, 10,000 by default).
-            task.future = _SETTLED
+            self._let_go(task)
+
+    def _let_go(self, task: _Task) -> None:
+        """Drop what a finished task without an idempotency key holds that nobody reads again.
+
+        Its future (the caller holds it; only a repeat of a key would read it) and its
+        spec (`GetTask` reads only the kind; a spec of that kind is shared instead), so
+        the payload goes too. Kept, they were 2 of the 3 tracked objects per remembered
+        task (`keep_finished`, 10,000 by default) that the collector walks in each full
+        collection while the record fills.
+        """
+        task.future = _SETTLED
+        kind = task.spec.kind
+        spec = self._finished_specs.get(kind)
+        if spec is None:
+            if len(self._finished_specs) >= _FINISHED_KINDS:
+                return  # many kinds: keep this task's own spec
+            spec = self._finished_specs[kind] = TaskSpec(kind)
+        task.spec = spec
 
     def _forget_finished(self) -> None:
         """Forget the oldest finished tasks beyond `keep_finished` (their ids and idempotency keys)."""
@@ -1493,6 +1509,9 @@ class Coordinator(Actor):
 
 
 _MISSING = object()
+
+_FINISHED_KINDS = 1024
+"""How many kinds of task `Coordinator._let_go` shares a spec for (past that, a finished task keeps its own)."""
 
 _SETTLED: Future[Any] = Future()
 _SETTLED.set(None)
