@@ -61,6 +61,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -69,7 +70,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, ActorRef, DeadLetterReason, FrozenDict, Future, Terminated
+from actors._core import Actor, ActorRef, DeadLetterReason, FrozenDict, Future, MonotonicClock, Terminated
 from actors.coordination.statistics import percentile
 from actors.errors import (
     CoordinationStoppedError,
@@ -134,10 +135,16 @@ class Acquire:
     ttl: float | None = None
     preemptible: bool = False
     units: tuple[tuple[str, int], ...] = attrs.field(init=False, repr=False, eq=False)
-    """The bundle's (name, units) pairs, read once: a `FrozenDict`'s items view iterates in Python."""
+    """The bundle's (name, units) pairs sorted by name, read once: a `FrozenDict`'s items view iterates
+    in Python. Equal bundles have equal `units`, so the manager keys reentry on them (a tuple hashes in
+    C, a `FrozenDict` in Python)."""
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "units", tuple(self.bundle.items()))
+        try:
+            units = tuple(sorted(self.bundle.items()))
+        except TypeError:  # names that do not sort (not all strings): rejected by the manager anyway
+            units = tuple(self.bundle.items())
+        object.__setattr__(self, "units", units)
 
 
 @attrs.frozen
@@ -255,11 +262,10 @@ class _Waiting:
 
 
 class _Held:
-    __slots__ = ("expires_version", "holder_urn", "key", "lease", "preemptible", "priority", "ttl", "units")
+    __slots__ = ("expires_version", "holder_urn", "lease", "preemptible", "priority", "ttl", "units")
 
-    def __init__(self, lease: Lease, holder_urn: str | None, message: Acquire, key: tuple[str, Any]) -> None:
+    def __init__(self, lease: Lease, holder_urn: str | None, message: Acquire) -> None:
         self.lease = lease
-        self.key = key  # (owner, bundle): its entry in `_by_owner_bundle`
         self.units = message.units
         self.priority = message.priority
         self.preemptible = message.preemptible
@@ -302,14 +308,19 @@ class ResourceManager(Actor):
                 raise ResourceRequestError(msg)
         self._capacity: dict[str, int] = dict(capacities)
         self._free: dict[str, int] = dict(capacities)
-        self._peak: dict[str, int] = dict.fromkeys(capacities, 0)
+        # The fewest units each resource had free since the start: its peak use is the capacity less this.
+        self._least_free: dict[str, int] = dict(capacities)
         self._last_token: dict[str, int] = dict.fromkeys(capacities, 0)
         self._clock = self.actor_system.clock
+        # `time.monotonic` itself for the real clock: one Python call less a grant (the clock's `now`).
+        self._now: Callable[[], float] = time.monotonic if type(self._clock) is MonotonicClock else self._clock.now
         # Invariant: sorted by (-priority, request id): FIFO within a priority.
         self._queue: list[_Waiting] = []
         self._waiting: dict[int, _Waiting] = {}
         self._leases: dict[str, _Held] = {}
-        self._by_owner_bundle: dict[tuple[str, FrozenDict[str, int]], str] = {}
+        # owner -> bundle (`Acquire.units`) -> its lease, for reentry. By owner first: a request
+        # of an owner that holds nothing (the common one) is looked up by its string alone.
+        self._owned: dict[str, dict[tuple[tuple[str, int], ...], _Held]] = {}
         self._watched: dict[str, tuple[ActorRef[Any], int]] = {}  # urn -> (ref, users)
         self._rids = itertools.count(1)
         self._tokens = itertools.count(1)
@@ -362,36 +373,68 @@ class ResourceManager(Actor):
     # -- requests ------------------------------------------------------------------------
 
     def _on_acquire(self, message: Acquire) -> LeaseRequest:
-        if not self._plainly_valid(message):
+        # The hot path (benchmarks/coordination.py, resources): one pass over the bundle both
+        # checks the common request (known resources, plain ints within capacity) and finds
+        # whether it fits now; anything else goes through `_validate`, which accepts what this
+        # does not look at (int subclasses, timeouts) or says what is wrong.
+        units = message.units
+        capacity, free = self._capacity, self._free
+        fits = bool(units) and message.timeout is None and message.ttl is None
+        plain = fits
+        for name, n in units:
+            cap = capacity.get(name)
+            if cap is None or n.__class__ is not int or not 0 < n <= cap:
+                plain = fits = False
+                break
+            if free[name] < n:
+                fits = False
+        if not plain:
             self._validate(message)
-        now = self._clock.now()
-        key = (message.owner, message.bundle)
-        reentry = self._by_owner_bundle.get(key)
-        if reentry is not None:
-            held = self._leases[reentry]
-            lease = held.lease = attrs.evolve(
-                held.lease, holds=held.lease.holds + 1, expires_at=self._renew(held, message.ttl, now)
-            )
-            future: Future[Lease] = Future()
-            future.set(lease)
-            return LeaseRequest(0, future)
+            fits = all(free[name] >= n for name, n in units)
+        now = self._now()
+        owned = self._owned.get(message.owner)
+        if owned is not None:
+            held = owned.get(units)
+            if held is not None:  # reentry: the same lease, one more hold
+                lease = held.lease = attrs.evolve(
+                    held.lease, holds=held.lease.holds + 1, expires_at=self._renew(held, message.ttl, now)
+                )
+                future: Future[Lease] = Future()
+                future.set(lease)
+                return LeaseRequest(0, future)
         rid = next(self._rids)
         holder_urn = None
         if message.holder is not None:
             holder_urn = self._watch(message.holder)
-        free = self._free
-        if not self._queue:
-            for name, units in message.units:
-                if free[name] < units:
-                    break
+        if fits and not self._queue:
+            # Nobody waits and it fits: grant at once (the queue pass would grant it first
+            # anyway), without the waiting record a queued request needs.
+            # `_grant_to` written out: one call less on the hot path.
+            token = next(self._tokens)
+            least, last_token = self._least_free, self._last_token
+            for name, n in units:
+                left = free[name] - n
+                free[name] = left
+                if left < least[name]:  # noqa: PLR1730 - min() is one more call per resource
+                    least[name] = left
+                last_token[name] = token
+            lease_id = f"lease-{token}"
+            owner = message.owner
+            ttl = message.ttl
+            lease = Lease(lease_id, owner, message.bundle, token, now, None if ttl is None else now + ttl)
+            held = _Held(lease, holder_urn, message)
+            self._leases[lease_id] = held
+            if owned is None:
+                self._owned[owner] = {units: held}
             else:
-                # Nobody waits and it fits: grant at once (the queue pass would grant it first
-                # anyway), without the waiting record a queued request needs.
-                for name, units in message.units:
-                    free[name] -= units
-                future = Future()
-                self._grant_to(message, future, holder_urn, now, now, key)
-                return LeaseRequest(rid, future)
+                owned[units] = held
+            if ttl is not None:
+                self._renew(held, ttl, now)
+            self._counts["granted"] += 1
+            self._waits.append(0.0)
+            future = Future()
+            future.set(lease)
+            return LeaseRequest(rid, future)
         waiting = _Waiting(rid, message, now, holder_urn)
         self._waiting[rid] = waiting
         bisect.insort(self._queue, waiting)
@@ -399,22 +442,6 @@ class ResourceManager(Actor):
         if not waiting.future.done() and message.timeout is not None:
             self.timers.start_single_timer(("wait", waiting.id), _Expire("wait", waiting.id), message.timeout)
         return LeaseRequest(waiting.id, waiting.future)
-
-    def _plainly_valid(self, message: Acquire) -> bool:
-        """The common request, checked in one pass: known resources, plain ints within capacity, no timeouts.
-
-        False sends it to `_validate`, which accepts what this does not look at (int
-        subclasses, timeouts) or says what is wrong.
-        """
-        units = message.units
-        if not units or message.timeout is not None or message.ttl is not None:
-            return False
-        capacity = self._capacity
-        for name, n in units:
-            cap = capacity.get(name)
-            if cap is None or n.__class__ is not int or not 0 < n <= cap:
-                return False
-        return True
 
     def _validate(self, message: Acquire) -> None:
         problem = None
@@ -466,7 +493,7 @@ class ResourceManager(Actor):
                 if len(blocked) == len(free):
                     break
         if granted:
-            now = self._clock.now()
+            now = self._now()
             gone = {w.id for w in granted}
             self._queue = [w for w in self._queue if w.id not in gone]
             for waiting in granted:
@@ -632,34 +659,37 @@ class ResourceManager(Actor):
         del self._waiting[waiting.id]
         if message.timeout is not None:
             self.timers.cancel(("wait", waiting.id))
-        self._grant_to(
-            message, waiting.future, waiting.holder_urn, waiting.queued_at, now, (message.owner, message.bundle)
-        )
+        token = next(self._tokens)
+        free, least, last_token = self._free, self._least_free, self._last_token
+        for name, _ in message.units:  # taken from `free` by the queue pass already
+            if free[name] < least[name]:  # noqa: PLR1730 - min() is one more call per resource
+                least[name] = free[name]
+            last_token[name] = token
+        self._grant_to(message, waiting.future, waiting.holder_urn, token, waiting.queued_at, now)
 
     def _grant_to(  # noqa: PLR0917 - the hot path: no record made to carry them
         self,
         message: Acquire,
         future: Future[Lease],
         holder_urn: str | None,
+        token: int,
         queued_at: float,
         now: float,
-        key: tuple[str, Any],
     ) -> None:
-        """Make the lease of `message`, whose units are taken from the free counts already."""
-        token = next(self._tokens)
-        capacity, free, peak, last_token = self._capacity, self._free, self._peak, self._last_token
-        for name, _ in message.units:
-            in_use = capacity[name] - free[name]
-            if in_use > peak[name]:  # noqa: PLR1730 - max() is one more call per resource
-                peak[name] = in_use
-            last_token[name] = token
+        """Make the lease of `message` with fencing `token`; its units are taken (and counted) already."""
+        ttl = message.ttl
         lease_id = f"lease-{token}"
-        lease = Lease(lease_id, message.owner, message.bundle, token, now, None)
-        held = _Held(lease, holder_urn, message, key)
+        owner, bundle = message.owner, message.bundle
+        lease = Lease(lease_id, owner, bundle, token, now, None if ttl is None else now + ttl)
+        held = _Held(lease, holder_urn, message)
         self._leases[lease_id] = held
-        self._by_owner_bundle[key] = lease_id
-        if message.ttl is not None:
-            lease = held.lease = attrs.evolve(lease, expires_at=self._renew(held, message.ttl, now))
+        owned = self._owned.get(owner)
+        if owned is None:
+            self._owned[owner] = {message.units: held}
+        else:
+            owned[message.units] = held
+        if ttl is not None:
+            self._renew(held, ttl, now)
         self._counts["granted"] += 1
         self._waits.append(now - queued_at)
         future.set(lease)
@@ -687,17 +717,41 @@ class ResourceManager(Actor):
         return held
 
     def _on_release(self, message: Release) -> int:
-        held = self._held(message.lease_id, message.owner, "release")
-        if held.lease.holds > 1:
-            held.lease = attrs.evolve(held.lease, holds=held.lease.holds - 1)
-            return sum(held.lease.bundle.values())
-        self._free_lease(held, "released")
+        held = self._leases.get(message.lease_id)
+        if held is None or held.lease.owner != message.owner:
+            held = self._held(message.lease_id, message.owner, "release")  # raises
+        lease = held.lease
+        if lease.holds > 1:
+            held.lease = attrs.evolve(lease, holds=lease.holds - 1)
+            return sum(lease.bundle.values())
+        if held.ttl is not None or held.holder_urn is not None or self._queue:
+            self._free_lease(held, "released")
+            return 0
+        # `_free_lease` written out for the common lease (no TTL, no holder, nobody waiting).
+        del self._leases[message.lease_id]
+        owned = self._owned.get(lease.owner)
+        if owned is not None and owned.get(held.units) is held:
+            if len(owned) == 1:
+                del self._owned[lease.owner]
+            else:
+                del owned[held.units]
+        free = self._free
+        for name, units in held.units:
+            free[name] += units
+        self._counts["released"] += 1
         return 0
 
     def _free_lease(self, held: _Held, why: str, *, grant: bool = True) -> None:
         lease = held.lease
         del self._leases[lease.lease_id]
-        self._by_owner_bundle.pop(held.key, None)
+        owned = self._owned.get(lease.owner)
+        # Not there when two queued requests of one owner for one bundle were both granted
+        # and the other one's lease took the entry: it stays for that one.
+        if owned is not None and owned.get(held.units) is held:
+            if len(owned) == 1:
+                del self._owned[lease.owner]
+            else:
+                del owned[held.units]
         if held.ttl is not None:
             self.timers.cancel(("ttl", lease.lease_id))
         free = self._free
@@ -712,7 +766,7 @@ class ResourceManager(Actor):
     def _on_keep_alive(self, message: KeepAlive) -> Lease:
         held = self._held(message.lease_id, message.owner, "keep alive")
         if held.ttl is not None:
-            held.lease = attrs.evolve(held.lease, expires_at=self._renew(held, None, self._clock.now()))
+            held.lease = attrs.evolve(held.lease, expires_at=self._renew(held, None, self._now()))
         return held.lease
 
     def _on_validate(self, message: ValidateLease) -> Lease:
@@ -741,7 +795,7 @@ class ResourceManager(Actor):
     def _on_statistics(self, _message: GetResourceStatistics) -> ResourceStatistics:
         resources = FrozenDict(
             {
-                name: ResourceUsage(cap, cap - self._free[name], self._peak[name], self._last_token[name])
+                name: ResourceUsage(cap, cap - self._free[name], cap - self._least_free[name], self._last_token[name])
                 for name, cap in sorted(self._capacity.items())
             }
         )
