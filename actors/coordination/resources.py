@@ -103,7 +103,10 @@ def _bundle(value: Mapping[str, int]) -> FrozenDict[str, int]:
     return value if isinstance(value, FrozenDict) else FrozenDict(value)
 
 
-@attrs.frozen
+# Not slotted: a frozen attrs class with slots sets each field through `object.__setattr__`, a
+# call with an argument tuple each; without slots attrs writes the instance dict. Made once per
+# grant: 7 fields, 0.61 -> 0.39 µs (timeit, min of 5).
+@attrs.frozen(slots=False)
 class Lease:
     """A grant: `bundle` is held by `owner` until released, expired or its holder stops."""
 
@@ -158,7 +161,7 @@ class LeasePreempted:
     """That request's priority."""
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen(eq=False, slots=False)  # made once per request: not slotted, as `Lease`
 class LeaseRequest:
     """What `Acquire` answers: the request's id (for `CancelRequest`) and the future of its `Lease`."""
 
@@ -318,9 +321,10 @@ class ResourceManager(Actor):
         self._queue: list[_Waiting] = []
         self._waiting: dict[int, _Waiting] = {}
         self._leases: dict[str, _Held] = {}
-        # owner -> bundle (`Acquire.units`) -> its lease, for reentry. By owner first: a request
-        # of an owner that holds nothing (the common one) is looked up by its string alone.
-        self._owned: dict[str, dict[tuple[tuple[str, int], ...], _Held]] = {}
+        # For reentry: owner -> its one lease, or, once it holds two or more, a dict of them by
+        # bundle (`Acquire.units`). By owner first, so a request of an owner that holds nothing
+        # is looked up by its string alone; and no dict is made for an owner's only lease.
+        self._owned: dict[str, _Held | dict[tuple[tuple[str, int], ...], _Held]] = {}
         self._watched: dict[str, tuple[ActorRef[Any], int]] = {}  # urn -> (ref, users)
         self._rids = itertools.count(1)
         self._tokens = itertools.count(1)
@@ -394,7 +398,7 @@ class ResourceManager(Actor):
         now = self._now()
         owned = self._owned.get(message.owner)
         if owned is not None:
-            held = owned.get(units)
+            held = owned.get(units) if isinstance(owned, dict) else owned if owned.units == units else None
             if held is not None:  # reentry: the same lease, one more hold
                 lease = held.lease = attrs.evolve(
                     held.lease, holds=held.lease.holds + 1, expires_at=self._renew(held, message.ttl, now)
@@ -425,9 +429,9 @@ class ResourceManager(Actor):
             held = _Held(lease, holder_urn, message)
             self._leases[lease_id] = held
             if owned is None:
-                self._owned[owner] = {units: held}
+                self._owned[owner] = held
             else:
-                owned[units] = held
+                self._index(held)
             if ttl is not None:
                 self._renew(held, ttl, now)
             self._counts["granted"] += 1
@@ -683,16 +687,38 @@ class ResourceManager(Actor):
         lease = Lease(lease_id, owner, bundle, token, now, None if ttl is None else now + ttl)
         held = _Held(lease, holder_urn, message)
         self._leases[lease_id] = held
-        owned = self._owned.get(owner)
-        if owned is None:
-            self._owned[owner] = {message.units: held}
-        else:
-            owned[message.units] = held
+        self._index(held)
         if ttl is not None:
             self._renew(held, ttl, now)
         self._counts["granted"] += 1
         self._waits.append(now - queued_at)
         future.set(lease)
+
+    def _index(self, held: _Held) -> None:
+        """Make `held` its owner's lease of its bundle in `_owned` (replacing one granted before)."""
+        owner = held.lease.owner
+        owned = self._owned.get(owner)
+        if isinstance(owned, dict):
+            owned[held.units] = held
+        elif owned is None or owned.units == held.units:
+            self._owned[owner] = held
+        else:
+            self._owned[owner] = {owned.units: owned, held.units: held}
+
+    def _unindex(self, held: _Held) -> None:
+        """Take `held` out of `_owned`, if it is there.
+
+        It is not when two queued requests of one owner for one bundle were both granted and
+        the later lease took the entry: it stays for that one.
+        """
+        owner = held.lease.owner
+        owned = self._owned.get(owner)
+        if owned is held:
+            del self._owned[owner]
+        elif isinstance(owned, dict) and owned.get(held.units) is held:
+            del owned[held.units]
+            if not owned:
+                del self._owned[owner]
 
     def _renew(self, held: _Held, ttl: float | None, now: float) -> float | None:
         """Restart the lease's TTL (`ttl`, or the one it was granted with); return the new expiry."""
@@ -729,12 +755,10 @@ class ResourceManager(Actor):
             return 0
         # `_free_lease` written out for the common lease (no TTL, no holder, nobody waiting).
         del self._leases[message.lease_id]
-        owned = self._owned.get(lease.owner)
-        if owned is not None and owned.get(held.units) is held:
-            if len(owned) == 1:
-                del self._owned[lease.owner]
-            else:
-                del owned[held.units]
+        if self._owned.get(lease.owner) is held:
+            del self._owned[lease.owner]
+        else:
+            self._unindex(held)
         free = self._free
         for name, units in held.units:
             free[name] += units
@@ -744,14 +768,7 @@ class ResourceManager(Actor):
     def _free_lease(self, held: _Held, why: str, *, grant: bool = True) -> None:
         lease = held.lease
         del self._leases[lease.lease_id]
-        owned = self._owned.get(lease.owner)
-        # Not there when two queued requests of one owner for one bundle were both granted
-        # and the other one's lease took the entry: it stays for that one.
-        if owned is not None and owned.get(held.units) is held:
-            if len(owned) == 1:
-                del self._owned[lease.owner]
-            else:
-                del owned[held.units]
+        self._unindex(held)
         if held.ttl is not None:
             self.timers.cancel(("ttl", lease.lease_id))
         free = self._free

@@ -123,6 +123,18 @@ def test_leases_are_reentrant_per_owner(rm: Any) -> None:
     assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 0
 
 
+def test_an_owner_holding_several_bundles_reenters_each_whatever_the_order_of_its_names(rm: Any) -> None:
+    one = rm.ask(Acquire("a", {"gpu": 1, "llm-api": 10})).future.get(timeout=WAIT)
+    two = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    again = rm.ask(Acquire("a", {"llm-api": 10, "gpu": 1})).future.get(timeout=WAIT)
+    assert (again.lease_id, again.holds) == (one.lease_id, 2)
+    assert rm.ask(Release(two.lease_id, "a")) == 0
+    fresh = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    assert (fresh.holds, fresh.fencing_token > two.fencing_token) == (1, True)
+    assert rm.ask(Acquire("a", {"gpu": 1, "llm-api": 10})).future.get(timeout=WAIT).holds == 3
+    assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 3
+
+
 def test_a_lease_is_released_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
     holder = actor_testkit.probe()
     lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
