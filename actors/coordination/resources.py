@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 import itertools
 import time
 from collections import deque
@@ -244,9 +245,8 @@ class ResourceStatistics:
 
 @attrs.frozen
 class _Expire:
-    kind: str  # "wait" or "ttl"
+    kind: str  # "wait" (key: the request id) or "ttl" (the leases' one timer, no key)
     key: Any
-    version: int = 0
 
 
 class _Waiting:
@@ -274,7 +274,7 @@ class _Held:
         self.preemptible = message.preemptible
         self.holder_urn = holder_urn
         self.ttl: float | None = None
-        # Invariant: only the TTL timer message carrying this version may expire the lease.
+        # Invariant: only the `_deadlines` entry carrying this version may expire the lease.
         self.expires_version = 0
 
 
@@ -333,6 +333,15 @@ class ResourceManager(Actor):
         )
         self._checking = False  # a deadlock pass is running (its own grants do not start another)
         self._waits: deque[float] = deque(maxlen=4096)
+        # The leases' TTLs, under one timer ("ttl", armed for the earliest deadline) rather than a
+        # timer each: arming and cancelling a runtime timer per lease was about half the CPU of a
+        # grant with a TTL, and a cancelled timer stays in the runtime's heap until its deadline.
+        # Invariant: a heap of (deadline, fencing token, version, lease); an entry is live while
+        # its lease is held with that `expires_version` (a release or a renewal leaves it stale:
+        # skipped when popped, dropped when stale ones outnumber the live ones).
+        self._deadlines: list[tuple[float, int, int, _Held]] = []
+        self._ttl_leases = 0  # held leases with a TTL: the live entries of `_deadlines`
+        self._ttl_armed: float | None = None  # the deadline the "ttl" timer is armed for, if any
         self._handlers: dict[type, Callable[[Any], Any]] = {
             Acquire: self._on_acquire,
             Release: self._on_release,
@@ -726,11 +735,44 @@ class ResourceManager(Actor):
             ttl = held.ttl
             if ttl is None:
                 return None
+        if held.ttl is None:
+            self._ttl_leases += 1
         held.ttl = ttl
         held.expires_version += 1
-        lease_id = held.lease.lease_id
-        self.timers.start_single_timer(("ttl", lease_id), _Expire("ttl", lease_id, held.expires_version), ttl)
-        return now + ttl
+        deadline = now + ttl
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, held.lease.fencing_token, held.expires_version, held))
+        if len(deadlines) > 2 * self._ttl_leases + 1024:  # mostly stale: keep the live entries
+            self._deadlines = [entry for entry in deadlines if self._live(entry)]
+            heapq.heapify(self._deadlines)
+        if self._ttl_armed is None or deadline < self._ttl_armed:
+            self._arm_ttl(deadline, now)
+        return deadline
+
+    def _live(self, entry: tuple[float, int, int, _Held]) -> bool:
+        held = entry[3]
+        return held.expires_version == entry[2] and self._leases.get(held.lease.lease_id) is held
+
+    def _arm_ttl(self, deadline: float, now: float) -> None:
+        self._ttl_armed = deadline
+        self.timers.start_single_timer("ttl", _Expire("ttl", None), max(deadline - now, 0.0))
+
+    def _expire_leases(self) -> None:
+        """The "ttl" timer fired: free every lease whose deadline has come, and arm it for the next."""
+        now = self._now()
+        # The deadline it was armed for has come, whatever the clock's rounding says.
+        limit = now if self._ttl_armed is None else max(now, self._ttl_armed)
+        self._ttl_armed = None
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= limit or not self._live(deadlines[0])):
+            entry = heapq.heappop(deadlines)
+            if self._live(entry):
+                held = entry[3]
+                logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
+                self._free_lease(held, "expired")
+                deadlines = self._deadlines  # a grant it made may have compacted them
+        if deadlines:
+            self._arm_ttl(deadlines[0][0], now)
 
     def _held(self, lease_id: str, owner: str, what: str) -> _Held:
         held = self._leases.get(lease_id)
@@ -770,7 +812,7 @@ class ResourceManager(Actor):
         del self._leases[lease.lease_id]
         self._unindex(held)
         if held.ttl is not None:
-            self.timers.cancel(("ttl", lease.lease_id))
+            self._ttl_leases -= 1  # its `_deadlines` entry is stale now
         free = self._free
         for name, units in held.units:
             free[name] += units
@@ -852,10 +894,7 @@ class ResourceManager(Actor):
             waiting.future.set_exception((type(error), error, None))
             self._grant_waiting()
             return
-        held = self._leases.get(message.key)
-        if held is not None and held.expires_version == message.version:
-            logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
-            self._free_lease(held, "expired")
+        self._expire_leases()
 
     def _watch(self, ref: pykka.ActorRef[Any]) -> str:
         """Watch `ref` (counted: one unwatch per watch); return its URN."""

@@ -113,6 +113,32 @@ def test_a_lease_expires_after_its_ttl_unless_kept_alive(actor_testkit: ActorTes
     assert rm.ask(GetResourceStatistics()).expired == 1
 
 
+def test_leases_with_ttls_expire_in_deadline_order_and_a_renewed_one_outlives_its_first_deadline(
+    actor_testkit: ActorTestKit, rm: Any
+) -> None:
+    # One timer serves every lease's TTL: leases granted in any order of deadline, released
+    # ones (their deadlines stale) and a renewal must each end at their own time.
+    long = rm.ask(Acquire("long", {"gpu": 1}, ttl=30)).future.get(timeout=WAIT)
+    short = rm.ask(Acquire("short", {"gpu": 1}, ttl=5)).future.get(timeout=WAIT)
+    kept = rm.ask(Acquire("kept", {"gpu": 1}, ttl=10)).future.get(timeout=WAIT)
+    for _ in range(1100):  # released before their deadline (enough stale entries to compact them)
+        gone = rm.ask(Acquire("gone", {"llm-api": 1}, ttl=1)).future.get(timeout=WAIT)
+        assert rm.ask(Release(gone.lease_id, "gone")) == 0
+    actor_testkit.advance(5)
+    with pytest.raises(StaleFencingTokenError):
+        rm.ask(ValidateLease(short.lease_id, short.fencing_token))
+    assert rm.ask(KeepAlive(kept.lease_id, "kept")).expires_at == 15
+    actor_testkit.advance(5)  # t=10: kept's first deadline
+    assert rm.ask(ValidateLease(kept.lease_id, kept.fencing_token)).owner == "kept"
+    actor_testkit.advance(5)  # t=15
+    with pytest.raises(StaleFencingTokenError):
+        rm.ask(ValidateLease(kept.lease_id, kept.fencing_token))
+    assert rm.ask(ValidateLease(long.lease_id, long.fencing_token)).owner == "long"
+    actor_testkit.advance(15)  # t=30
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.expired, stats.released, stats.leases, stats.resources["gpu"].in_use) == (3, 1100, 0, 0)
+
+
 def test_leases_are_reentrant_per_owner(rm: Any) -> None:
     first = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
     again = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
