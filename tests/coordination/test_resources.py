@@ -171,6 +171,23 @@ def test_a_lease_is_released_when_its_holder_stops(actor_testkit: ActorTestKit, 
     assert (stats.revoked, stats.leases) == (1, 1)
 
 
+def test_a_holder_that_released_everything_and_acquires_again_is_still_watched(
+    actor_testkit: ActorTestKit, rm: Any
+) -> None:
+    # A holder left with nothing stays watched (no unwatch and watch again per grant): its
+    # next lease must still die with it, and its watch must not count twice.
+    holder = actor_testkit.probe()
+    for _ in range(3):
+        lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
+        assert rm.ask(Release(lease.lease_id, "a")) == 0
+    lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("b", {"gpu": 4}))
+    holder.ref.stop()
+    assert waiting.future.get(timeout=WAIT).fencing_token > lease.fencing_token
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.revoked, stats.released, stats.leases) == (1, 3, 1)
+
+
 def test_a_waiting_request_is_withdrawn_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
     rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
     holder = actor_testkit.probe()
