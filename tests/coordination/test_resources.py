@@ -113,6 +113,32 @@ def test_a_lease_expires_after_its_ttl_unless_kept_alive(actor_testkit: ActorTes
     assert rm.ask(GetResourceStatistics()).expired == 1
 
 
+def test_leases_with_ttls_expire_in_deadline_order_and_a_renewed_one_outlives_its_first_deadline(
+    actor_testkit: ActorTestKit, rm: Any
+) -> None:
+    # One timer serves every lease's TTL: leases granted in any order of deadline, released
+    # ones (their deadlines stale) and a renewal must each end at their own time.
+    long = rm.ask(Acquire("long", {"gpu": 1}, ttl=30)).future.get(timeout=WAIT)
+    short = rm.ask(Acquire("short", {"gpu": 1}, ttl=5)).future.get(timeout=WAIT)
+    kept = rm.ask(Acquire("kept", {"gpu": 1}, ttl=10)).future.get(timeout=WAIT)
+    for _ in range(1100):  # released before their deadline (enough stale entries to compact them)
+        gone = rm.ask(Acquire("gone", {"llm-api": 1}, ttl=1)).future.get(timeout=WAIT)
+        assert rm.ask(Release(gone.lease_id, "gone")) == 0
+    actor_testkit.advance(5)
+    with pytest.raises(StaleFencingTokenError):
+        rm.ask(ValidateLease(short.lease_id, short.fencing_token))
+    assert rm.ask(KeepAlive(kept.lease_id, "kept")).expires_at == 15
+    actor_testkit.advance(5)  # t=10: kept's first deadline
+    assert rm.ask(ValidateLease(kept.lease_id, kept.fencing_token)).owner == "kept"
+    actor_testkit.advance(5)  # t=15
+    with pytest.raises(StaleFencingTokenError):
+        rm.ask(ValidateLease(kept.lease_id, kept.fencing_token))
+    assert rm.ask(ValidateLease(long.lease_id, long.fencing_token)).owner == "long"
+    actor_testkit.advance(15)  # t=30
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.expired, stats.released, stats.leases, stats.resources["gpu"].in_use) == (3, 1100, 0, 0)
+
+
 def test_leases_are_reentrant_per_owner(rm: Any) -> None:
     first = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
     again = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
@@ -123,6 +149,18 @@ def test_leases_are_reentrant_per_owner(rm: Any) -> None:
     assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 0
 
 
+def test_an_owner_holding_several_bundles_reenters_each_whatever_the_order_of_its_names(rm: Any) -> None:
+    one = rm.ask(Acquire("a", {"gpu": 1, "llm-api": 10})).future.get(timeout=WAIT)
+    two = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    again = rm.ask(Acquire("a", {"llm-api": 10, "gpu": 1})).future.get(timeout=WAIT)
+    assert (again.lease_id, again.holds) == (one.lease_id, 2)
+    assert rm.ask(Release(two.lease_id, "a")) == 0
+    fresh = rm.ask(Acquire("a", {"gpu": 2})).future.get(timeout=WAIT)
+    assert (fresh.holds, fresh.fencing_token > two.fencing_token) == (1, True)
+    assert rm.ask(Acquire("a", {"gpu": 1, "llm-api": 10})).future.get(timeout=WAIT).holds == 3
+    assert rm.ask(GetResourceStatistics()).resources["gpu"].in_use == 3
+
+
 def test_a_lease_is_released_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
     holder = actor_testkit.probe()
     lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
@@ -131,6 +169,23 @@ def test_a_lease_is_released_when_its_holder_stops(actor_testkit: ActorTestKit, 
     assert waiting.future.get(timeout=WAIT).fencing_token > lease.fencing_token
     stats = rm.ask(GetResourceStatistics())
     assert (stats.revoked, stats.leases) == (1, 1)
+
+
+def test_a_holder_that_released_everything_and_acquires_again_is_still_watched(
+    actor_testkit: ActorTestKit, rm: Any
+) -> None:
+    # A holder left with nothing stays watched (no unwatch and watch again per grant): its
+    # next lease must still die with it, and its watch must not count twice.
+    holder = actor_testkit.probe()
+    for _ in range(3):
+        lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
+        assert rm.ask(Release(lease.lease_id, "a")) == 0
+    lease = rm.ask(Acquire("a", {"gpu": 4}, holder=holder.ref)).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("b", {"gpu": 4}))
+    holder.ref.stop()
+    assert waiting.future.get(timeout=WAIT).fencing_token > lease.fencing_token
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.revoked, stats.released, stats.leases) == (1, 3, 1)
 
 
 def test_a_waiting_request_is_withdrawn_when_its_holder_stops(actor_testkit: ActorTestKit, rm: Any) -> None:
