@@ -295,7 +295,7 @@ class _Noting(Recorder):
 def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
-    # `received` is queued before the tell; the subscriber's own bounded mailbox then refuses it.
+    # `received` is reported for the tell; the subscriber's own bounded mailbox then refuses it.
     broker = cast("BrokerRef", system.spawn(MessageBroker))
     gate, took = Gate(), threading.Event()
     slow = system.spawn(_Noting, mode=mode, mailbox=BoundedMailbox(1, overflow="fail"), name="slow", took=took)
@@ -312,12 +312,12 @@ def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and
     assert slow.ask("get", timeout=WAIT) == [0]  # its mailbox has room again; FIFO: 0's receipt is settled
     assert log.flush()
     events = [(e["event"], e.get("success"), e.get("error_type")) for e in lines(log, "message_audit")]
-    assert events == [
+    assert events == [  # a publication's `sent` and `received` lines come first, its `processed` after
+        ("sent", None, None),
         ("received", None, None),
         ("sent", None, None),
         ("received", None, None),
         ("processed", False, "MailboxFullError"),
-        ("sent", None, None),
         ("processed", True, None),
     ]
     disable_audit_log(system)
