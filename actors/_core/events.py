@@ -78,9 +78,14 @@ class AuditRecord:
         """
         raise NotImplementedError
 
+    def lost(self) -> None:
+        """Called (on the emitting thread) by a sink that drops this record instead of queueing it."""
 
-def _no_sink(stream: str, fields: object) -> None:
+
+def _no_sink(stream: str, fields: object) -> None:  # noqa: ARG001 - a sink's signature
     """`AuditChannel.emit` while no sink is attached: the event is dropped."""
+    if isinstance(fields, AuditRecord):
+        fields.lost()
 
 
 _CYCLE_AT_MOST = 4096

@@ -287,8 +287,18 @@ class _Outlet:
         cell = self.cell
         if len(cell.queue) >= self.capacity or not cell.alive:
             return self.offer(item)  # refused as any: dropped and dead-lettered there
-        delivery = _Delivery(audit, sampled, self)
-        sampled.deliveries.append(delivery)  # its ``received`` is written with the publication's ``sent``
+        # Its ``received`` is written with the publication's ``sent``; the first hand-off's receipt is the record.
+        delivery: _Receipted
+        if sampled._outlet is None:  # noqa: SLF001 - the publication's own receipt
+            delivery = sampled
+            sampled._outlet = self  # noqa: SLF001
+        else:
+            delivery = _Delivery(audit, sampled, self)
+            more = sampled.more
+            if more is None:
+                sampled.more = [delivery]
+            else:
+                more.append(delivery)
         try:
             self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
         except ActorDeadError as exc:  # stopped since the check: the ref dead-lettered it
@@ -426,18 +436,104 @@ _FIELDS: dict[Any, Any] = {}
 """The audit writer's thread only: encoded common fields (`_Sampled.fields`) by topic, message class and sender."""
 
 
-class _Sampled(AuditRecord):
-    """One sampled publication, as the deferred ``message_audit`` event the publisher queues (`AuditChannel`).
+def _who(outlet: _Outlet) -> str:
+    """The ``subscriber`` and ``subscription`` members of `outlet`, encoded once (the audit writer's thread)."""
+    who = outlet.who
+    if who is None:
+        sub = outlet.sub
+        name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
+        subscriber = name if name is not None else sub.ref.actor_urn
+        who = outlet.who = f'"subscriber":{_json(subscriber)},"subscription":{_json(sub.id)}'
+    return who
+
+
+class _Receipted(Receipt[Any], AuditRecord):
+    """The receipt of one sampled hand-off: settling it queues itself as the ``processed`` event.
+
+    ``processed``: the subscriber's handler returned (``success`` true) or
+    raised, or the message became a dead letter, or the hand-off was
+    refused (``success`` false, ``error_type``), with ``latency_ms`` from
+    received to processed on the system clock (the audit sink's readings).
+
+    Nobody waits on this receipt: `set` and `set_exception` only queue the
+    event, without the future's value, waiters or callbacks
+    (``Future.__init__`` is not run either; the one field the runtime reads
+    of a reply future, ``_done``, is kept).
+
+    Thread contract: whichever thread settles it (the subscriber's turn,
+    its stop, the dead letters, or the publisher when the hand-off fails)
+    queues ``processed``, after the publication itself was queued
+    (`_Sampled`); both are rendered on the audit writer's one thread, in
+    queue order, so `received` is set before ``processed`` reads it: no
+    lock. If the publication's record was lost (the sink's queue over
+    `max_pending`), ``latency_ms`` is None.
+    """
+
+    __slots__ = ("_audit", "_error_type", "_outlet", "received")
+
+    _audit: AuditChannel
+    _outlet: _Outlet | None
+    _error_type: str | None  # set before `processed` is queued, read by the writer after
+    received: float | None  # the writer's thread only: the reading of ``received``
+
+    def __repr__(self) -> str:
+        outlet = self._outlet
+        where = f" for subscription #{outlet.sub.id}" if outlet is not None else ""
+        return f"<message_audit receipt {'done' if self._done else 'pending'}{where}>"
+
+    def set(self, value: Any = None) -> None:  # noqa: ARG002 - nobody reads a delivery's value
+        """Settle as handled (the cell calls it): queue ``processed``."""
+        if self._done:
+            raise queue.Full
+        self._done = True
+        self._audit.emit("message_audit", self)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        """Settle with the handler's (or the dead letter's) error: queue ``processed`` with ``success`` false."""
+        if self._done:
+            raise queue.Full
+        self._done = True
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        exc_type, exc_value = exc_info[0], exc_info[1]
+        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
+        self._audit.emit("message_audit", self)
+
+    def processed(self, head: str, reading: float, out: list[str], sampled: _Sampled) -> bool:
+        """Write ``processed`` (the writer's thread, after the publication's record)."""
+        error_type, received, outlet = self._error_type, self.received, self._outlet
+        assert outlet is not None  # noqa: S101 - a receipt is settled only after its hand-off was made
+        try:
+            fields = sampled.text
+        except AttributeError:  # the publication's record was lost
+            fields = sampled.fields()
+        who = outlet.who or _who(outlet)
+        latency = "null" if received is None else f"{(reading - received) * 1000.0:.3f}"  # µs: repr() was ~0.4 µs
+        if error_type is None:
+            out.append(
+                f'{head},"event":"processed",{fields},{who},"success":true,"error_type":null,"latency_ms":{latency}}}\n'
+            )
+        else:
+            out.append(
+                f'{head},"event":"processed",{fields},{who},"success":false,"error_type":{_json(error_type)},'
+                f'"latency_ms":{latency}}}\n'
+            )
+        return True
+
+
+class _Sampled(_Receipted):
+    """One sampled publication, as the record the publisher queues (`AuditRecord`), and its first hand-off's receipt.
 
     The publisher queues it *before* its fan-out (one deque append, the
-    audit sink's clock reading is the publication's), adds a `_Delivery` per
-    hand-off to `deliveries`, and sets `offered` and `delivered` when the
-    fan-out is done (in a ``finally``). The audit writer's thread calls it
-    in queue order: it returns None while `offered` is still -1 (the writer
+    audit sink's clock reading is the publication's); the first hand-off
+    uses it as its receipt (most publications have one subscriber: one
+    object for the publication and its delivery), every further one a
+    `_Delivery` (in `more`); the publisher sets `offered` and `delivered`
+    when the fan-out is done (in a ``finally``). The audit writer renders
+    it in queue order: nothing while `offered` is still -1 (the writer
     keeps it, and what follows it, for its next batch), then the ``sent``
-    event and one ``received`` per delivery (stamped with that reading), as
-    JSON text; every ``processed`` comes after it in the queue (a receipt is
-    settled only after its tell), so it finds its ``received`` reading.
+    event and one ``received`` per hand-off (stamped with that reading);
+    queued again once its receipt is settled, it renders ``processed``.
     Nothing is built or encoded on the publisher's thread: the fields
     common to a publication's events are encoded by the writer, once, and
     cached by topic, message class and sender (`_FIELDS`; an
@@ -446,16 +542,27 @@ class _Sampled(AuditRecord):
     sender, none of which change after the publish.
     """
 
-    __slots__ = ("delivered", "deliveries", "message", "offered", "sender", "text", "topic")
+    __slots__ = ("delivered", "message", "more", "offered", "phase", "sender", "text", "topic")
 
-    def __init__(self, topic: str, message: Any, sender: Any) -> None:
+    def __init__(self, audit: AuditChannel, topic: str, message: Any, sender: Any) -> None:
+        self._done = False
+        self._audit = audit
+        self._outlet = None  # the first hand-off's, once made
+        self._error_type = None
+        self.received = None
         self.topic = topic
         self.message = message
         self.sender = sender
-        self.deliveries: list[_Delivery] = []
+        self.more: list[_Delivery] | None = None
         self.offered = -1  # -1 until the fan-out is done (the publisher's thread; then read by the writer)
         self.delivered = 0
-        self.text = ""  # the writer's thread only: the encoded common fields, once built
+        # The writer's thread only: 0 until ``sent`` is written (then 1), 2 if the record was lost.
+        self.phase = 0
+
+    def lost(self) -> None:
+        """The sink dropped this record: a ``processed`` that comes later says so (``latency_ms`` None)."""
+        if not self.phase:
+            self.phase = 2
 
     def fields(self) -> str:
         """The fields every event of this publication has, as JSON members ``"topic":...`` (the writer's thread)."""
@@ -484,17 +591,25 @@ class _Sampled(AuditRecord):
         return text
 
     def render(self, head: str, reading: float, out: list[str]) -> bool:
-        """Write ``sent`` and each ``received`` (the writer's thread); False while the fan-out is not done."""
+        """Write ``sent`` and each ``received``, or (queued again) the first hand-off's ``processed``."""
+        if self.phase:
+            return self.processed(head, reading, out, self)
         offered = self.offered
         if offered < 0:
             return False
+        self.phase = 1
         fields = self.text = self.fields()
         delivered = self.delivered
         out.append(f'{head},"event":"sent",{fields},"delivered":{delivered},"dropped":{offered - delivered}}}\n')
-        for delivery in self.deliveries:
-            delivery.received = reading
-            who = delivery._outlet.who or delivery.who()  # noqa: SLF001 - its own record
-            out.append(f'{head},"event":"received",{fields},{who}}}\n')
+        outlet = self._outlet
+        if outlet is not None:
+            self.received = reading
+            out.append(f'{head},"event":"received",{fields},{outlet.who or _who(outlet)}}}\n')
+            for delivery in self.more or ():
+                delivery.received = reading
+                other = delivery._outlet  # noqa: SLF001 - the publication's own receipts
+                assert other is not None  # noqa: S101 - set at its making
+                out.append(f'{head},"event":"received",{fields},{other.who or _who(other)}}}\n')
         return True
 
 
@@ -504,90 +619,22 @@ def _remember(key: Any, value: Any) -> None:
     _FIELDS[key] = value
 
 
-class _Delivery(Receipt[Any], AuditRecord):
-    """One sampled publication's hand-off to one subscriber, as the receipt of its tell.
+class _Delivery(_Receipted):
+    """The receipt of a sampled publication's second (third, ...) hand-off (`_Receipted`, `_Sampled`)."""
 
-    Its events: ``received``, the subscriber's mailbox is handed it (built
-    with the publication's ``sent``, `_Sampled`; ``subscriber``: its agent
-    id, actor name or URN; ``subscription``: the subscription's id);
-    ``processed``, its handler returned (``success`` true) or raised, or
-    the message became a dead letter, or the hand-off was refused
-    (``success`` false, ``error_type``), with ``latency_ms`` from received
-    to processed on the system clock (the audit sink's readings).
-
-    Nobody waits on this receipt: `set` and `set_exception` only queue
-    ``processed`` (this object, a deferred event), without the future's
-    value, waiters or callbacks (``Future.__init__`` is not run either; the
-    one field the runtime reads of a reply future, ``_done``, is kept).
-
-    Thread contract: whichever thread settles the receipt (the subscriber's
-    turn, its stop, the dead letters, or the publisher when the hand-off
-    fails) queues ``processed``, after the publication itself was queued;
-    both are built on the audit writer's one thread, in queue order, so
-    `received` is set (by `_Sampled`) before `__call__` reads it: no lock.
-    If the publication's event was lost (the sink's queue over
-    `max_pending`), ``latency_ms`` is None.
-    """
-
-    __slots__ = ("_audit", "_error_type", "_outlet", "_sampled", "received")
+    __slots__ = ("_sampled",)
 
     def __init__(self, audit: AuditChannel, sampled: _Sampled, outlet: _Outlet) -> None:
         self._done = False
         self._audit = audit  # the broker's system's channel
         self._sampled = sampled
         self._outlet = outlet
-        self._error_type: str | None = None  # set before `processed` is queued, read by the writer after
-        self.received: float | None = None  # the writer's thread only: the reading of ``received``
-
-    def __repr__(self) -> str:
-        return f"<message_audit receipt {'done' if self._done else 'pending'} for subscription #{self._outlet.sub.id}>"
-
-    def set(self, value: Any = None) -> None:  # noqa: ARG002 - nobody reads a delivery's value
-        """Settle as handled (the cell calls it): queue ``processed``."""
-        if self._done:
-            raise queue.Full
-        self._done = True
-        self._audit.emit("message_audit", self)
-
-    def set_exception(self, exc_info: Any = None) -> None:
-        """Settle with the handler's (or the dead letter's) error: queue ``processed`` with ``success`` false."""
-        if self._done:
-            raise queue.Full
-        self._done = True
-        if exc_info is None:
-            exc_info = sys.exc_info()
-        exc_type, exc_value = exc_info[0], exc_info[1]
-        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
-        self._audit.emit("message_audit", self)
-
-    def who(self) -> str:
-        """The ``subscriber`` and ``subscription`` members, encoded once per outlet (the writer's thread)."""
-        outlet = self._outlet
-        who = outlet.who
-        if who is None:
-            sub = outlet.sub
-            name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
-            subscriber = name if name is not None else sub.ref.actor_urn
-            who = outlet.who = f'"subscriber":{_json(subscriber)},"subscription":{_json(sub.id)}'
-        return who
+        self._error_type = None
+        self.received = None
 
     def render(self, head: str, reading: float, out: list[str]) -> bool:
-        """Write ``processed`` (the writer's thread, after the publication's events)."""
-        error_type, received = self._error_type, self.received
-        sampled = self._sampled
-        fields = sampled.text or sampled.fields()
-        who = self._outlet.who or self.who()
-        latency = "null" if received is None else f"{(reading - received) * 1000.0:.3f}"  # µs: repr() was ~0.4 µs
-        if error_type is None:
-            out.append(
-                f'{head},"event":"processed",{fields},{who},"success":true,"error_type":null,"latency_ms":{latency}}}\n'
-            )
-        else:
-            out.append(
-                f'{head},"event":"processed",{fields},{who},"success":false,"error_type":{_json(error_type)},'
-                f'"latency_ms":{latency}}}\n'
-            )
-        return True
+        """Write ``processed`` (the writer's thread, after the publication's record)."""
+        return self.processed(head, reading, out, self._sampled)
 
 
 class _Core:
@@ -636,7 +683,9 @@ class _Core:
         refused: list[Subscription] | None = None
         audit = self.audit
         # message_audit on and this publication sampled: each hand-off writes received / processed too.
-        sampled = _Sampled(topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
+        sampled = (
+            _Sampled(audit, topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
+        )
         if sampled is not None:
             audit.emit("message_audit", sampled)  # queued first: its `processed` events come after it
         try:

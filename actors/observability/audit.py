@@ -408,6 +408,8 @@ class AuditLog:
         def sink(stream: str, fields: _Event) -> None:
             if len(queue) >= limit:
                 next(overflowed)
+                if isinstance(fields, AuditRecord):
+                    fields.lost()
                 return
             append((stream, now(), fields))
 

@@ -23,7 +23,7 @@ from actors import (
     MessageBroker,
     RetryPolicy,
 )
-from actors._core import AuditChannel
+from actors._core import AuditChannel, AuditRecord
 from actors.observability import (
     AUDIT_STREAMS,
     DEFAULT_AUDIT_STREAMS,
@@ -290,6 +290,40 @@ class _Noting(Recorder):
         if self.got:
             self.took.set()
         return result
+
+
+class _Late(AuditRecord):
+    """A record that is not ready until told (as a publication still being fanned out)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.tries = 0
+        self.tried_again = threading.Event()
+
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        del reading
+        self.tries += 1
+        if not self.ready:
+            if self.tries >= 2:  # the writer came back for it
+                self.tried_again.set()
+            return False
+        out.append(f'{head},"event":"late"}}\n')
+        return True
+
+
+def test_a_record_not_ready_holds_back_what_follows_it_until_it_is(system: ActorSystem, tmp_path: Path) -> None:
+    log = enable_audit_log(tmp_path, system=system, streams=["task_history"], flush_interval=0.01)
+    late = _Late()
+    system.audit.emit("task_history", late)
+    system.audit.emit("task_history", {"event": "after"})
+    assert late.tried_again.wait(WAIT)  # the writer keeps coming back for it
+    assert lines(log, "task_history") == []  # and writes nothing that came after it
+    late.ready = True
+    assert log.flush()
+    events = lines(log, "task_history")
+    assert [e["event"] for e in events] == ["late", "after"]
+    assert set(events[0]) == set(COMMON)
+    disable_audit_log(system)
 
 
 def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
