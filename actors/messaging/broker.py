@@ -560,8 +560,14 @@ class _Sampled(_Receipted):
         self.phase = 0
 
     def lost(self) -> None:
-        """The sink dropped this record: a ``processed`` that comes later says so (``latency_ms`` None)."""
-        if not self.phase:
+        """The sink dropped this record: a ``processed`` that comes later says so (``latency_ms`` None).
+
+        On the emitting thread. Before its receipt is settled the record
+        dropped is the publication's (queued before the fan-out); after, it
+        is the ``processed`` one (`set` marks it done first), and the
+        publication's, already queued, is rendered as usual.
+        """
+        if not self._done and not self.phase:
             self.phase = 2
 
     def fields(self) -> str:

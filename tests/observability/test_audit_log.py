@@ -326,6 +326,35 @@ def test_a_record_not_ready_holds_back_what_follows_it_until_it_is(system: Actor
     disable_audit_log(system)
 
 
+def test_message_audit_events_dropped_over_max_pending_leave_the_others_as_they_were(
+    system: ActorSystem, tmp_path: Path, mode: str
+) -> None:
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    gate, took = Gate(), threading.Event()
+    sub = system.spawn(_Noting, mode=mode, name="sub", took=took)
+    broker.subscribe("t", sub)
+    # A writer that sleeps until flushed, and room for one event.
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS, max_pending=1, flush_interval=3600)
+    # 1. The `processed` event is dropped: `sent` and `received` are written as usual.
+    assert broker.publish("t", 0) == 1
+    assert sub.ask("get", timeout=WAIT) == [0]  # FIFO: its receipt was settled, its event dropped
+    assert log.flush()
+    assert [e["event"] for e in lines(log, "message_audit")] == ["sent", "received"]
+    # 2. The publication's record is dropped: its `processed` comes alone, without a latency.
+    sub.tell(("hold", gate))
+    gate.wait_entered()
+    system.audit.emit("task_history", {"event": "filler"})  # the one place taken
+    assert broker.publish("t", 1) == 1  # its record dropped
+    assert log.flush()  # the filler written: room again
+    gate.released.set()
+    assert sub.ask("get", timeout=WAIT) == [0, 1]
+    assert log.flush()
+    events = [(e["event"], e.get("latency_ms", "-")) for e in lines(log, "message_audit")]
+    assert events == [("sent", "-"), ("received", "-"), ("processed", None)]
+    assert log.statistics().dropped == 2  # one event of each publication
+    disable_audit_log(system)
+
+
 def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
