@@ -31,7 +31,7 @@ ones are for services built on the runtime:
 gives a batching actor: the messages queued behind the current one, each with
 the reply future its handler must settle.
 
-`AuditChannel` (``system.audit``, with `AUDIT_STREAMS` and `AuditSink`) is
+`AuditChannel` (``system.audit``, with `AUDIT_STREAMS`, `AuditSink` and `AuditRecord`) is
 where the runtime and the services emit audit events; `CheckHealth`,
 `HealthReport` and `HealthStatus` are the health question every service
 actor answers (services cannot read each other's state).
@@ -44,7 +44,7 @@ from actors._core.checks import check_count, check_interface, check_ref, check_s
 from actors._core.clock import Clock, ManualClock, MonotonicClock
 from actors._core.deadletters import DeadLetter, DeadLetterReason, DeadLetters, DeadLetterStatistics
 from actors._core.events import STREAMS as AUDIT_STREAMS
-from actors._core.events import AuditChannel, AuditSink
+from actors._core.events import AuditChannel, AuditRecord, AuditSink
 from actors._core.frozendict import FrozenDict
 from actors._core.future import Future, Receipt
 from actors._core.health import CheckHealth, HealthReport, HealthStatus
@@ -93,6 +93,7 @@ __all__ = [
     "ActorSystem",
     "AsyncioActor",
     "AuditChannel",
+    "AuditRecord",
     "AuditSink",
     "Backoff",
     "BoundedMailbox",

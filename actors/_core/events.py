@@ -26,7 +26,10 @@ fields are encoded once per publication). The sink calls it later, on its
 own thread, once per event and in the order the events were emitted (the
 JSONL writer does so as it drains its queue), so the emitting thread pays
 no dict building; the callable must read only what no other thread
-changes after the emit.
+changes after the emit. The hottest sites hand an `AuditRecord`: an
+object that renders its own lines (one or more events of the same
+reading) straight into the writer's batch, given the line's head, or says
+it is not ready yet (its emitter is still filling it in).
 
 Thread contract: `emit` may be called from any thread, and calls the sink on
 that thread: a sink must neither block nor raise (the JSONL writer appends
@@ -41,16 +44,48 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 
-__all__ = ["STREAMS", "AuditChannel", "AuditSink"]
+__all__ = ["STREAMS", "AuditChannel", "AuditRecord", "AuditSink"]
 
 STREAMS = ("agent_activity", "message_audit", "task_history", "performance", "errors")
 """The audit streams, in the order the seed lists its files."""
 
-AuditSink = Callable[[str, "dict[str, object] | Callable[[float], dict[str, object] | str]"], None]
+AuditSink = Callable[[str, "dict[str, object] | AuditRecord | Callable[[float], dict[str, object] | str]"], None]
 """What receives events: ``sink(stream, fields)``, on the emitting thread; never blocks or raises.
 
-`fields` is the event's dict, or a deferred event (see the module docstring).
+`fields` is the event's dict, or a deferred event or an `AuditRecord` (see the module docstring).
 """
+
+
+class AuditRecord:
+    """A deferred event that renders itself: the JSONL writer calls `render` on its own thread, in queue order.
+
+    For emitters whose events are as frequent as messages (the broker's
+    ``message_audit``): no dict, no encoding pass, no slicing, one call per
+    record however many lines it makes.
+    """
+
+    __slots__ = ()
+
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        """Append this record's lines to `out`; return False (appending nothing) if it is not ready yet.
+
+        `head` is the start of every line: ``{"timestamp":...,"stream":...,"system":...``
+        (no closing brace); each line appended is `head`, then ``,`` and the
+        event's members (``"event":...`` first, compact JSON, non-ASCII as
+        is), then ``}`` and a newline. `reading` is the sink's clock reading
+        of the emit. A record not ready is offered again (with what was
+        queued after it) a moment later.
+        """
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """Called (on the emitting thread) by a sink that drops this record instead of queueing it."""
+
+
+def _no_sink(stream: str, fields: object) -> None:  # noqa: ARG001 - a sink's signature
+    """`AuditChannel.emit` while no sink is attached: the event is dropped."""
+    if isinstance(fields, AuditRecord):
+        fields.lost()
 
 
 _CYCLE_AT_MOST = 4096
@@ -79,12 +114,20 @@ class AuditChannel:
         "_on_close",
         "_sink",
         "agent_activity",
+        "emit",
         "errors",
         "message_audit",
         "performance",
         "sampled",
         "task_history",
     )
+
+    emit: AuditSink
+    """Hand one event (or a deferred one) to the sink, if one is attached (check the stream's flag first); any thread.
+
+    The attached sink itself (no call in between), or a function that drops
+    the event while none is.
+    """
 
     sampled: Callable[[], bool]
     """Whether this message event is one of the sampled ones (one in `message_sample`, the first first); any thread.
@@ -99,6 +142,7 @@ class AuditChannel:
         # Invariant: a stream's flag is True only while _sink is set and records it.
         self._sink: AuditSink | None = None
         self._on_close: Callable[[], None] | None = None
+        self.emit = _no_sink
         self.sampled = _one_in(1)
         self.agent_activity = False
         self.message_audit = False
@@ -145,6 +189,7 @@ class AuditChannel:
                 msg = f"an audit sink is attached already ({self._sink!r}); disable the audit log first"
                 raise RuntimeError(msg)
             self._sink = sink
+            self.emit = sink
             self._on_close = on_close
             self.sampled = _one_in(message_sample)
             for stream in chosen:
@@ -156,6 +201,7 @@ class AuditChannel:
             for stream in STREAMS:
                 setattr(self, stream, False)
             sink, self._sink = self._sink, None
+            self.emit = _no_sink
             self._on_close = None
             return sink
 
@@ -166,9 +212,3 @@ class AuditChannel:
         self.detach()
         if on_close is not None:
             on_close()
-
-    def emit(self, stream: str, fields: dict[str, object] | Callable[[float], dict[str, object] | str]) -> None:
-        """Hand one event (or a deferred one) to the sink, if one is attached (check the stream's flag first)."""
-        sink = self._sink
-        if sink is not None:
-            sink(stream, fields)

@@ -64,6 +64,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import queue
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
@@ -75,6 +76,7 @@ from pykka import ActorDeadError
 from actors._core import (
     MODES,
     ActorRef,
+    AuditRecord,
     CheckHealth,
     DeadLetterReason,
     Future,
@@ -281,12 +283,22 @@ class _Outlet:
         self.who: str | None = None
 
     def offer_audited(self, item: Any, audit: AuditChannel, sampled: _Sampled) -> int:
-        """`offer` for a sampled publication: ``received`` first, then a tell whose receipt writes ``processed``."""
+        """`offer` for a sampled publication: a tell whose receipt reports ``processed`` (see `_Sampled`)."""
         cell = self.cell
         if len(cell.queue) >= self.capacity or not cell.alive:
             return self.offer(item)  # refused as any: dropped and dead-lettered there
-        delivery = _Delivery(audit, sampled, self)
-        audit.emit("message_audit", delivery.received)  # queued before any `processed` can be
+        # Its ``received`` is written with the publication's ``sent``; the first hand-off's receipt is the record.
+        delivery: _Receipted
+        if sampled._outlet is None:  # noqa: SLF001 - the publication's own receipt
+            delivery = sampled
+            sampled._outlet = self  # noqa: SLF001
+        else:
+            delivery = _Delivery(audit, sampled, self)
+            more = sampled.more
+            if more is None:
+                sampled.more = [delivery]
+            else:
+                more.append(delivery)
         try:
             self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
         except ActorDeadError as exc:  # stopped since the check: the ref dead-lettered it
@@ -417,124 +429,218 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-class _Sampled:
-    """One sampled publication: its ``message_audit`` events, built on the audit writer's thread.
+_FIELDS_KEPT = 4096
+"""Entries kept at most in `_FIELDS` (it starts over past that: many topics or publishers)."""
 
-    The publisher hands the audit log deferred events (`AuditChannel`): this
-    object, `_Delivery` objects and bound methods, no dicts; the writer
-    thread calls them in queue order and they return each event already
-    encoded as one JSON object's text (the channel allows it), so the
-    writer neither builds a dict per event nor encodes one: the fields
-    every event of the publication has (README, Audit logs) are encoded
-    once, by the first event the writer builds, and cached (only the
-    writer's thread touches `_fields`), and a subscriber's once per outlet
-    (`_Delivery.who`): 3 events measured ~4x cheaper to make so than as
-    dicts encoded each. It reads the topic, the message's class and an
-    `AgentMessage`'s (frozen) attributes, and the sender, none of which
-    change after the publish.
+_FIELDS: dict[Any, Any] = {}
+"""The audit writer's thread only: encoded common fields (`_Sampled.fields`) by topic, message class and sender."""
+
+
+def _who(outlet: _Outlet) -> str:
+    """The ``subscriber`` and ``subscription`` members of `outlet`, encoded once (the audit writer's thread)."""
+    who = outlet.who
+    if who is None:
+        sub = outlet.sub
+        name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
+        subscriber = name if name is not None else sub.ref.actor_urn
+        who = outlet.who = f'"subscriber":{_json(subscriber)},"subscription":{_json(sub.id)}'
+    return who
+
+
+class _Receipted(Receipt[Any], AuditRecord):
+    """The receipt of one sampled hand-off: settling it queues itself as the ``processed`` event.
+
+    ``processed``: the subscriber's handler returned (``success`` true) or
+    raised, or the message became a dead letter, or the hand-off was
+    refused (``success`` false, ``error_type``), with ``latency_ms`` from
+    received to processed on the system clock (the audit sink's readings).
+
+    Nobody waits on this receipt: `set` and `set_exception` only queue the
+    event, without the future's value, waiters or callbacks
+    (``Future.__init__`` is not run either; the one field the runtime reads
+    of a reply future, ``_done``, is kept).
+
+    Thread contract: whichever thread settles it (the subscriber's turn,
+    its stop, the dead letters, or the publisher when the hand-off fails)
+    queues ``processed``, after the publication itself was queued
+    (`_Sampled`); both are rendered on the audit writer's one thread, in
+    queue order, so `received` is set before ``processed`` reads it: no
+    lock. If the publication's record was lost (the sink's queue over
+    `max_pending`), ``latency_ms`` is None.
     """
 
-    __slots__ = ("_fields", "message", "sender", "topic")
+    __slots__ = ("_audit", "_error_type", "_outlet", "received")
 
-    def __init__(self, topic: str, message: Any, sender: Any) -> None:
+    _audit: AuditChannel
+    _outlet: _Outlet | None
+    _error_type: str | None  # set before `processed` is queued, read by the writer after
+    received: float | None  # the writer's thread only: the reading of ``received``
+
+    def __repr__(self) -> str:
+        outlet = self._outlet
+        where = f" for subscription #{outlet.sub.id}" if outlet is not None else ""
+        return f"<message_audit receipt {'done' if self._done else 'pending'}{where}>"
+
+    def set(self, value: Any = None) -> None:  # noqa: ARG002 - nobody reads a delivery's value
+        """Settle as handled (the cell calls it): queue ``processed``."""
+        if self._done:
+            raise queue.Full
+        self._done = True
+        self._audit.emit("message_audit", self)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        """Settle with the handler's (or the dead letter's) error: queue ``processed`` with ``success`` false."""
+        if self._done:
+            raise queue.Full
+        self._done = True
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        exc_type, exc_value = exc_info[0], exc_info[1]
+        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
+        self._audit.emit("message_audit", self)
+
+    def processed(self, head: str, reading: float, out: list[str], sampled: _Sampled) -> bool:
+        """Write ``processed`` (the writer's thread, after the publication's record)."""
+        error_type, received, outlet = self._error_type, self.received, self._outlet
+        assert outlet is not None  # noqa: S101 - a receipt is settled only after its hand-off was made
+        try:
+            fields = sampled.text
+        except AttributeError:  # the publication's record was lost
+            fields = sampled.fields()
+        who = outlet.who or _who(outlet)
+        latency = "null" if received is None else f"{(reading - received) * 1000.0:.3f}"  # µs: repr() was ~0.4 µs
+        if error_type is None:
+            out.append(
+                f'{head},"event":"processed",{fields},{who},"success":true,"error_type":null,"latency_ms":{latency}}}\n'
+            )
+        else:
+            out.append(
+                f'{head},"event":"processed",{fields},{who},"success":false,"error_type":{_json(error_type)},'
+                f'"latency_ms":{latency}}}\n'
+            )
+        return True
+
+
+class _Sampled(_Receipted):
+    """One sampled publication, as the record the publisher queues (`AuditRecord`), and its first hand-off's receipt.
+
+    The publisher queues it *before* its fan-out (one deque append, the
+    audit sink's clock reading is the publication's); the first hand-off
+    uses it as its receipt (most publications have one subscriber: one
+    object for the publication and its delivery), every further one a
+    `_Delivery` (in `more`); the publisher sets `offered` and `delivered`
+    when the fan-out is done (in a ``finally``). The audit writer renders
+    it in queue order: nothing while `offered` is still -1 (the writer
+    keeps it, and what follows it, for its next batch), then the ``sent``
+    event and one ``received`` per hand-off (stamped with that reading);
+    queued again once its receipt is settled, it renders ``processed``.
+    Nothing is built or encoded on the publisher's thread: the fields
+    common to a publication's events are encoded by the writer, once, and
+    cached by topic, message class and sender (`_FIELDS`; an
+    `AgentMessage`'s id encoded each time). It reads the topic, the
+    message's class and an `AgentMessage`'s (frozen) attributes, and the
+    sender, none of which change after the publish.
+    """
+
+    __slots__ = ("delivered", "message", "more", "offered", "phase", "sender", "text", "topic")
+
+    def __init__(self, audit: AuditChannel, topic: str, message: Any, sender: Any) -> None:
+        self._done = False
+        self._audit = audit
+        self._outlet = None  # the first hand-off's, once made
+        self._error_type = None
+        self.received = None
         self.topic = topic
         self.message = message
         self.sender = sender
-        self._fields: str | None = None
+        self.more: list[_Delivery] | None = None
+        self.offered = -1  # -1 until the fan-out is done (the publisher's thread; then read by the writer)
+        self.delivered = 0
+        # The writer's thread only: 0 until ``sent`` is written (then 1), 2 if the record was lost.
+        self.phase = 0
+
+    def lost(self) -> None:
+        """The sink dropped this record: a ``processed`` that comes later says so (``latency_ms`` None).
+
+        On the emitting thread. Before its receipt is settled the record
+        dropped is the publication's (queued before the fan-out); after, it
+        is the ``processed`` one (`set` marks it done first), and the
+        publication's, already queued, is rendered as usual.
+        """
+        if not self._done and not self.phase:
+            self.phase = 2
 
     def fields(self) -> str:
         """The fields every event of this publication has, as JSON members ``"topic":...`` (the writer's thread)."""
-        fields = self._fields
-        if fields is None:
-            message, sender = self.message, self.sender
-            agent = message.__class__ is AgentMessage
-            fields = self._fields = (
-                f'"topic":{_json(self.topic)},'
-                f'"message_id":{_json(message.message_id if agent else None)},'
-                f'"from_agent":{_json(message.sender if agent else (sender if isinstance(sender, str) else None))},'
-                f'"to_agent":{_json(message.recipient if agent else None)},'
-                f'"message_type":{_json(str(message.type) if agent else type(message).__name__)}'
+        message, sender, topic = self.message, self.sender, self.topic
+        if message.__class__ is AgentMessage:
+            key: Any = (topic, message.sender, message.recipient, message.type)
+            parts = _FIELDS.get(key)
+            if parts is None:
+                parts = (
+                    f'"topic":{_json(topic)},"message_id":',
+                    (
+                        f',"from_agent":{_json(message.sender)},"to_agent":{_json(message.recipient)},'
+                        f'"message_type":{_json(str(message.type))}'
+                    ),
+                )
+                _remember(key, parts)
+            return f"{parts[0]}{_json(message.message_id)}{parts[1]}"
+        key = (topic, message.__class__, sender if isinstance(sender, str) else None)
+        text: str | None = _FIELDS.get(key)
+        if text is None:
+            text = (
+                f'"topic":{_json(topic)},"message_id":null,"from_agent":{_json(key[2])},"to_agent":null,'
+                f'"message_type":{_json(type(message).__name__)}'
             )
-        return fields
+            _remember(key, text)
+        return text
 
-    def sent(self, delivered: int, offered: int) -> Callable[[float], str]:
-        """Return the deferred ``sent`` event (on the publisher's thread: one small closure)."""
-        dropped = offered - delivered
-        return lambda _reading: f'{{"event":"sent",{self.fields()},"delivered":{delivered},"dropped":{dropped}}}'
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        """Write ``sent`` and each ``received``, or (queued again) the first hand-off's ``processed``."""
+        if self.phase:
+            return self.processed(head, reading, out, self)
+        offered = self.offered
+        if offered < 0:
+            return False
+        self.phase = 1
+        fields = self.text = self.fields()
+        delivered = self.delivered
+        out.append(f'{head},"event":"sent",{fields},"delivered":{delivered},"dropped":{offered - delivered}}}\n')
+        outlet = self._outlet
+        if outlet is not None:
+            self.received = reading
+            out.append(f'{head},"event":"received",{fields},{outlet.who or _who(outlet)}}}\n')
+            for delivery in self.more or ():
+                delivery.received = reading
+                other = delivery._outlet  # noqa: SLF001 - the publication's own receipts
+                assert other is not None  # noqa: S101 - set at its making
+                out.append(f'{head},"event":"received",{fields},{other.who or _who(other)}}}\n')
+        return True
 
 
-class _Delivery(Receipt[Any]):
-    """One sampled publication's hand-off to one subscriber, as the receipt of its tell.
+def _remember(key: Any, value: Any) -> None:
+    if len(_FIELDS) >= _FIELDS_KEPT:
+        _FIELDS.clear()
+    _FIELDS[key] = value
 
-    Its events: ``received``, the subscriber's mailbox is handed it
-    (``subscriber``: its agent id, actor name or URN; ``subscription``: the
-    subscription's id); ``processed``, its handler returned (``success``
-    true) or raised, or the message became a dead letter (``success``
-    false, ``error_type``), with ``latency_ms`` from received to processed
-    on the system clock (the audit sink's readings of the two events).
 
-    Thread contract: the publisher emits ``received`` (deferred: the bound
-    `received` method) before the tell; whichever thread settles the
-    receipt (the subscriber's turn, its stop, the dead letters, or the
-    publisher when the hand-off fails) emits ``processed`` from `set` /
-    `set_exception`, after. Both events are built on the audit writer's one
-    thread, in the order of its queue, so ``received`` is built (and its
-    reading kept) first: no lock, no done-callback. A hand-off refused after
-    ``received`` was queued (the subscriber stopped in between, or its own
-    bounded mailbox refused it) settles the receipt with that error, so a
-    ``processed`` with ``success`` false follows. If the ``received`` event
-    was lost (the sink's queue over `max_pending`), ``latency_ms`` is None.
-    """
+class _Delivery(_Receipted):
+    """The receipt of a sampled publication's second (third, ...) hand-off (`_Receipted`, `_Sampled`)."""
 
-    __slots__ = ("_audit", "_error_type", "_outlet", "_received", "_sampled")
+    __slots__ = ("_sampled",)
 
     def __init__(self, audit: AuditChannel, sampled: _Sampled, outlet: _Outlet) -> None:
-        super().__init__()
+        self._done = False
         self._audit = audit  # the broker's system's channel
         self._sampled = sampled
         self._outlet = outlet
-        self._error_type: str | None = None  # set before `processed` is emitted, read by the writer after
-        self._received: float | None = None  # the writer's thread only: the reading of `received`
+        self._error_type = None
+        self.received = None
 
-    def set(self, value: Any = None) -> None:
-        """Settle as handled (the cell calls it), then emit ``processed``."""
-        super().set(value)
-        self._audit.emit("message_audit", self.processed)
-
-    def set_exception(self, exc_info: Any = None) -> None:
-        """Settle with the handler's (or the dead letter's) error, then emit ``processed``."""
-        if exc_info is None:
-            exc_info = sys.exc_info()
-        super().set_exception(exc_info)
-        exc_type, exc_value = exc_info[0], exc_info[1]
-        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
-        self._audit.emit("message_audit", self.processed)
-
-    def who(self) -> str:
-        """The ``subscriber`` and ``subscription`` members, encoded once per outlet (the writer's thread)."""
-        outlet = self._outlet
-        who = outlet.who
-        if who is None:
-            sub = outlet.sub
-            name = sub.agent if sub.agent is not None else getattr(sub.ref, "actor_name", None)
-            subscriber = name if name is not None else sub.ref.actor_urn
-            who = outlet.who = f'"subscriber":{_json(subscriber)},"subscription":{_json(sub.id)}'
-        return who
-
-    def received(self, reading: float) -> str:
-        """Build ``received`` (the writer's thread)."""
-        self._received = reading
-        return f'{{"event":"received",{self._sampled.fields()},{self.who()}}}'
-
-    def processed(self, reading: float) -> str:
-        """Build ``processed`` (the writer's thread, after `received`)."""
-        error_type, received = self._error_type, self._received
-        success = "true" if error_type is None else "false"
-        latency = "null" if received is None else repr((reading - received) * 1000.0)
-        return (
-            f'{{"event":"processed",{self._sampled.fields()},{self.who()},"success":{success},'
-            f'"error_type":{_json(error_type)},"latency_ms":{latency}}}'
-        )
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        """Write ``processed`` (the writer's thread, after the publication's record)."""
+        return self.processed(head, reading, out, self._sampled)
 
 
 class _Core:
@@ -583,41 +689,50 @@ class _Core:
         refused: list[Subscription] | None = None
         audit = self.audit
         # message_audit on and this publication sampled: each hand-off writes received / processed too.
-        sampled = _Sampled(topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
-        for outlet in route.singles:
-            if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
-                continue
-            offered += 1
-            if outlet.envelope:
-                if envelope is None:
-                    envelope = Published(topic, message, sender)
-                item: Any = envelope
-            else:
-                item = message
-            took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
-            delivered += took
-            if not took and outlet.overflow == "fail":
-                refused = [*(refused or ()), outlet.sub]
-        for name, members in route.groups:
-            eligible = [
-                o
-                for o in members
-                if o.cell is not skip_cell and (skip_agent is None or o.sub.agent != skip_agent) and o.cell.alive
-            ]
-            if not eligible:
-                continue
-            offered += 1
-            start = self.turn(name)
-            # The member whose turn it is; if its buffer is full, the next one with room.
-            for step in range(len(eligible)):
-                outlet = eligible[(start + step) % len(eligible)]
-                if len(outlet.cell.queue) < outlet.capacity or step == len(eligible) - 1:
-                    item = envelope or Published(topic, message, sender) if outlet.envelope else message
-                    took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
-                    delivered += took
-                    if not took and outlet.overflow == "fail":
-                        refused = [*(refused or ()), outlet.sub]
-                    break
+        sampled = (
+            _Sampled(audit, topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
+        )
+        if sampled is not None:
+            audit.emit("message_audit", sampled)  # queued first: its `processed` events come after it
+        try:
+            for outlet in route.singles:
+                if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
+                    continue
+                offered += 1
+                if outlet.envelope:
+                    if envelope is None:
+                        envelope = Published(topic, message, sender)
+                    item: Any = envelope
+                else:
+                    item = message
+                took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
+                delivered += took
+                if not took and outlet.overflow == "fail":
+                    refused = [*(refused or ()), outlet.sub]
+            for name, members in route.groups:
+                eligible = [
+                    o
+                    for o in members
+                    if o.cell is not skip_cell and (skip_agent is None or o.sub.agent != skip_agent) and o.cell.alive
+                ]
+                if not eligible:
+                    continue
+                offered += 1
+                start = self.turn(name)
+                # The member whose turn it is; if its buffer is full, the next one with room.
+                for step in range(len(eligible)):
+                    outlet = eligible[(start + step) % len(eligible)]
+                    if len(outlet.cell.queue) < outlet.capacity or step == len(eligible) - 1:
+                        item = envelope or Published(topic, message, sender) if outlet.envelope else message
+                        took = outlet.offer(item) if sampled is None else outlet.offer_audited(item, audit, sampled)
+                        delivered += took
+                        if not took and outlet.overflow == "fail":
+                            refused = [*(refused or ()), outlet.sub]
+                        break
+        finally:
+            if sampled is not None:  # the writer waits for these (`_Sampled.__call__`)
+                sampled.delivered = delivered
+                sampled.offered = offered
         if quiet:  # the broker's own membership events: not counted, nobody listening is fine
             return delivered
         with self.lock:
@@ -626,8 +741,6 @@ class _Core:
             self.dropped_total += offered - delivered
             if not offered:
                 self.no_subscriber += 1
-        if sampled is not None:
-            audit.emit("message_audit", sampled.sent(delivered, offered))
         if not offered:
             self.dead_letters.record(message, self.ref, DeadLetterReason.NO_SUBSCRIBER)
         if refused:

@@ -9,7 +9,8 @@ What is counted, and where (see `actors._core.observe`): every turn of a
 running actor goes through the system's probe, which counts the messages its
 turn loop takes, the mailbox length at the start of each turn (the high-water
 mark) and, for one turn in `sample_every` (16 by default; 1: every message),
-a message's handler time. A
+a message's handler time and the turn's (busy seconds count each such turn
+`sample_every` times: an estimate, exact with 1). A
 handler that raises counts as a failure; a restart is a new instance in the
 same cell; dead letters are counted per recipient class by a dead-letter
 subscriber. Counters run from `enable_metrics` on. Actors are aggregated per
@@ -27,7 +28,7 @@ Flat names (`METRIC_NAMES`; ``<Class>`` is an actor class's ``__qualname__``):
 ``system.failures`` / ``system.restarts``    handler exceptions / restarts, all classes
 ``system.dead_letters``                      dead letters since metrics were enabled
 ``system.dispatcher.threads``                threads of the pooled dispatcher
-``system.dispatcher.busy_seconds``           seconds pooled turns ran (counter)
+``system.dispatcher.busy_seconds``           seconds pooled turns ran (counter; from the sampled turns)
 ``system.dispatcher.utilization``            busy seconds / (threads x uptime), 0..1
 ``system.uptime_seconds``                    seconds since metrics were enabled
 ``class.<Class>.actors``                     live actors of the class

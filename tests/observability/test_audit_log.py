@@ -23,7 +23,7 @@ from actors import (
     MessageBroker,
     RetryPolicy,
 )
-from actors._core import AuditChannel
+from actors._core import AuditChannel, AuditRecord
 from actors.observability import (
     AUDIT_STREAMS,
     DEFAULT_AUDIT_STREAMS,
@@ -292,10 +292,73 @@ class _Noting(Recorder):
         return result
 
 
+class _Late(AuditRecord):
+    """A record that is not ready until told (as a publication still being fanned out)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.tries = 0
+        self.tried_again = threading.Event()
+
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        del reading
+        self.tries += 1
+        if not self.ready:
+            if self.tries >= 2:  # the writer came back for it
+                self.tried_again.set()
+            return False
+        out.append(f'{head},"event":"late"}}\n')
+        return True
+
+
+def test_a_record_not_ready_holds_back_what_follows_it_until_it_is(system: ActorSystem, tmp_path: Path) -> None:
+    log = enable_audit_log(tmp_path, system=system, streams=["task_history"], flush_interval=0.01)
+    late = _Late()
+    system.audit.emit("task_history", late)
+    system.audit.emit("task_history", {"event": "after"})
+    assert late.tried_again.wait(WAIT)  # the writer keeps coming back for it
+    assert lines(log, "task_history") == []  # and writes nothing that came after it
+    late.ready = True
+    assert log.flush()
+    events = lines(log, "task_history")
+    assert [e["event"] for e in events] == ["late", "after"]
+    assert set(events[0]) == set(COMMON)
+    disable_audit_log(system)
+
+
+def test_message_audit_events_dropped_over_max_pending_leave_the_others_as_they_were(
+    system: ActorSystem, tmp_path: Path, mode: str
+) -> None:
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    gate, took = Gate(), threading.Event()
+    sub = system.spawn(_Noting, mode=mode, name="sub", took=took)
+    broker.subscribe("t", sub)
+    # A writer that sleeps until flushed, and room for one event.
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS, max_pending=1, flush_interval=3600)
+    # 1. The `processed` event is dropped: `sent` and `received` are written as usual.
+    assert broker.publish("t", 0) == 1
+    assert sub.ask("get", timeout=WAIT) == [0]  # FIFO: its receipt was settled, its event dropped
+    assert log.flush()
+    assert [e["event"] for e in lines(log, "message_audit")] == ["sent", "received"]
+    # 2. The publication's record is dropped: its `processed` comes alone, without a latency.
+    sub.tell(("hold", gate))
+    gate.wait_entered()
+    system.audit.emit("task_history", {"event": "filler"})  # the one place taken
+    assert broker.publish("t", 1) == 1  # its record dropped
+    assert log.flush()  # the filler written: room again
+    gate.released.set()
+    assert sub.ask("get", timeout=WAIT) == [0, 1]
+    assert log.flush()
+    events = [(e["event"], e.get("latency_ms", "-")) for e in lines(log, "message_audit")]
+    assert events == [("sent", "-"), ("received", "-"), ("processed", None)]
+    assert log.statistics().dropped == 2  # one event of each publication
+    disable_audit_log(system)
+
+
 def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
-    # `received` is queued before the tell; the subscriber's own bounded mailbox then refuses it.
+    # `received` is reported for the tell; the subscriber's own bounded mailbox then refuses it.
     broker = cast("BrokerRef", system.spawn(MessageBroker))
     gate, took = Gate(), threading.Event()
     slow = system.spawn(_Noting, mode=mode, mailbox=BoundedMailbox(1, overflow="fail"), name="slow", took=took)
@@ -312,12 +375,12 @@ def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and
     assert slow.ask("get", timeout=WAIT) == [0]  # its mailbox has room again; FIFO: 0's receipt is settled
     assert log.flush()
     events = [(e["event"], e.get("success"), e.get("error_type")) for e in lines(log, "message_audit")]
-    assert events == [
+    assert events == [  # a publication's `sent` and `received` lines come first, its `processed` after
+        ("sent", None, None),
         ("received", None, None),
         ("sent", None, None),
         ("received", None, None),
         ("processed", False, "MailboxFullError"),
-        ("sent", None, None),
         ("processed", True, None),
     ]
     disable_audit_log(system)
