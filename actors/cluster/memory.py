@@ -18,6 +18,7 @@ process: no tick, no frame in or out, until `resume`) and start new ones.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from actors._core import Clock, Future
 
 __all__ = ["MemoryTransport"]
+
+_yield = os.sched_yield
 
 
 class MemoryTransport:
@@ -108,6 +111,7 @@ class MemoryTransport:
             faults=self.faults,
             cluster=self.cluster,
             dispatchers=self._dispatchers,
+            spin=not self.manual,
         )
         with self._lock:
             self._nodes[name] = node
@@ -187,14 +191,19 @@ class MemoryTransport:
                     self._refused_links.discard((src, dst))
                     self._calls.append((src, dst, epoch, True))
         if not self.manual and not self._inflight and self._deliver_lock.acquire(blocking=False):
+            receiver = self._nodes.get(dst)
             try:
-                receiver = self._nodes.get(dst)
                 if receiver is not None and receiver.epoch == epoch:
                     receiver.receive(data)
             finally:
                 self._deliver_lock.release()
             if self._inflight:
                 self._wake.set()  # frames sent while this one was delivered
+            if receiver is not None and receiver.asker_spins:
+                # It completed a reply whose asker spins: let the asker run now, not after this
+                # thread's way back to its queue (yielding under the lock made its next send wait).
+                receiver.asker_spins = False
+                _yield()
             return
         self._inflight.append((dst, epoch, data))
         if not self.manual:
