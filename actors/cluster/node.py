@@ -121,6 +121,8 @@ __all__ = ["Node", "NodeStatistics"]
 
 _ASK_LEN = 4
 """Fields of an ask or call item; a forwarded one carries the asker's node as a fifth."""
+_REPOINT_1_2 = 3
+"""Fields of a REPOINT item from a wire 1.2 node (1.3 adds the incarnation)."""
 _STOP_ROUNDS, _STOP_ROUND_S = 50, 0.2
 """A node that downed itself waits for its actors to stop in rounds of 0.2 s, 10 s at most."""
 
@@ -129,6 +131,11 @@ _TO_ACTOR = frozenset({wire.TELL, wire.ASK, wire.CALL, wire.WATCH, wire.UNWATCH}
 
 _REROUTE = frozenset({wire.TELL, wire.ASK, wire.CALL})
 """Item kinds routed again when their destination went DOWN before they were sent."""
+
+_PASS_ON = _REROUTE | {wire.WATCH, wire.UNWATCH}
+"""Item kinds an old home passes on to where the directory says the actor lives, after its forward ended."""
+_WATCH_LEN = 2
+"""Fields of a watch or unwatch item; a forwarded one carries the watcher's node as a third."""
 
 _SPIN_MAX, _SPIN_MIN = 256, 8
 """Most and fewest ``sched_yield`` rounds an asker spins for a reply before it blocks (see `_ReplySpin`)."""
@@ -321,6 +328,10 @@ class Node:
         self._hold_src: dict[str, tuple[str, str]] = {}
         # name -> node to forward its stragglers to (this node's own name while it parks them)
         self._forward: dict[str, str] = {}
+        # name -> the incarnation of the actor where `_forward` sends it (REPOINT: see `_repointed`)
+        self._forward_at: dict[str, int] = {}
+        # Invariant (under _lock): correlation id of a pending ask re-pointed -> the incarnation it names.
+        self._repointed_at: dict[int, int] = {}
         # name -> when its forward ends (`LinkConfig.forward_for` after the move): then the directory routes stragglers
         self._forward_until: dict[str, float] = {}
         # Invariant (under _lock): migrations out of this node; names being migrated -> items parked, in arrival order.
@@ -544,29 +555,58 @@ class Node:
                 message = item[2]
             self.system.dead_letters.record(message, self.ref(item[1], dst), DeadLetterReason.NODE_DOWN)  # type: ignore[arg-type]
         elif kind == wire.WATCH:
-            self._terminated(item[1], self._node_down(dst))
+            home = self._locations.get(item[1])
+            if home is not None and home != dst and self._status(home) is not NodeStatus.DOWN:
+                # `dst` was only an old home (it may have passed the watch on, or not): watch it again where it
+                # lives (a watch is idempotent), instead of reporting the death of a node it has left.
+                self._send_item(home, item, None)
+                return
+            watcher = self._watcher(item, self.name)
+            if watcher == self.name:
+                self._terminated(item[1], self._node_down(dst))
+            else:  # passed on for another node: it watches, and learns that the actor's node is DOWN
+                self._send_item(watcher, (wire.TERMINATED, item[1], self._dumps(self._node_down(dst), "reason")), None)
+
+    @staticmethod
+    def _watcher(item: tuple[Any, ...], src: str) -> str:
+        """The node that watches with WATCH or UNWATCH `item` from `src`: its watcher, if another node passed it on."""
+        return str(item[2]) if len(item) > _WATCH_LEN else src
 
     def _asker(self, item: tuple[Any, ...]) -> str:
         """The node whose pending table has the ask or call `item`: its asker, if another node passed it on."""
         return str(item[4]) if len(item) > _ASK_LEN else self.name
 
-    def _pass_on(self, dst: str, item: tuple[Any, ...], src: str) -> None:
-        """Forward ask, call or tell `item` (from `src`) to `dst`; an asker on another node learns it (REPOINT)."""
+    def _pass_on(self, dst: str, item: tuple[Any, ...], src: str, incarnation: int) -> None:
+        """Forward `item` (from `src`) to `dst`, where the actor is at `incarnation`.
+
+        An ask or call keeps its asker's node, and that node learns where it
+        went (REPOINT); a watch or unwatch keeps its watcher's node, so the
+        actor's home registers the real watcher, not this node (which may go
+        away): `Terminated` reaches the watcher straight from it.
+        """
         forwarded = item[0] in {wire.ASK, wire.CALL}
-        if forwarded and len(item) == _ASK_LEN:
+        first = len(item) == (_ASK_LEN if forwarded else _WATCH_LEN)  # not passed on before: name its sender
+        if first and item[0] != wire.TELL:
             item = (*item, src)
         self._send_item(dst, item, None)
         if forwarded:
-            self._repoint(item, dst)
+            self._repoint(item, dst, incarnation)
 
-    def _repoint(self, item: tuple[Any, ...], dst: str) -> None:
-        """Tell the asker of ask `item` (if on another node) that node `dst` answers it now."""
+    def _repoint(self, item: tuple[Any, ...], dst: str, incarnation: int) -> None:
+        """Tell the asker of ask `item` (if on another node) that node `dst` answers it now, at `incarnation`."""
         asker = self._asker(item)
         if asker != self.name:
-            self._send_item(asker, (wire.REPOINT, item[3], dst), None)
+            self._send_item(asker, (wire.REPOINT, item[3], dst, incarnation), None)
 
-    def _repointed(self, corr: int, node: str) -> None:
+    def _repointed(self, corr: int, node: str, incarnation: int | None) -> None:
         """A REPOINT (delivery thread): `node` answers ask `corr` now; fail it at once if `node` is DOWN.
+
+        An ask passed on twice (two moves in a row, or a forward to a home the
+        actor has left since) gets two REPOINTs, from different nodes, so in
+        either order: each names the incarnation of the actor at its node, which
+        grows along the ask's way, so the one naming an older incarnation than
+        an entry was re-pointed to is stale and ignored. One from a 1.2 node
+        (no incarnation) is applied as 1.2 did.
 
         Against `_peer_down` of `node` on another thread: that node's status is
         DOWN in `_peers` before `_peer_down` collects the entries pointing at
@@ -576,6 +616,10 @@ class Node:
             entry = self._pending.get(corr)
             if entry is None:
                 return  # answered, failed or given up already
+            if incarnation is not None:
+                if incarnation <= self._repointed_at.get(corr, -1):
+                    return  # stale: it has been passed on further since
+                self._repointed_at[corr] = incarnation
             self._pending[corr] = (entry[0], node)
         if self._status(node) is NodeStatus.DOWN:
             self._fail_ask(corr, node, "?")
@@ -587,6 +631,8 @@ class Node:
     def _fail_ask(self, corr: int, dst: str, name: str) -> None:
         with self._lock:
             entry = self._pending.pop(corr, None)
+            if self._repointed_at:
+                self._repointed_at.pop(corr, None)
         if entry is not None:
             who = "an actor" if name == "?" else f"actor {name!r}"
             msg = f"{who} on node {dst!r} cannot answer: the node is DOWN (the ask failed, it did not hang)"
@@ -730,16 +776,16 @@ class Node:
             forward = self._forward.get(name)
             if forward is not None and forward != self.name:
                 # A straggler for an actor that moved: forward it (an ask's reply still goes to its asker).
-                self._pass_on(forward, item, src)
+                self._pass_on(forward, item, src, self._forward_at.get(name, 0))
                 return
         if ref is None and not name.startswith("~"):
             # Placed here by the directory (a failover) before this node's poll saw it: start it now.
             entry = self._restart_here(name)
             ref = self._lookup_local(name)
-            home = None if entry is None or entry.node == self.name else entry.node
-            if ref is None and home is not None and kind in _REROUTE and self._status(home) is not NodeStatus.DOWN:
+            home = None if entry is None or entry.node == self.name else entry
+            if ref is None and home is not None and kind in _PASS_ON and self._status(home.node) is not NodeStatus.DOWN:
                 # A straggler after the forward's grace period: where the directory says it lives now.
-                self._pass_on(home, item, src)
+                self._pass_on(home.node, item, src, home.incarnation)
                 return
         if kind in (wire.ASK, wire.CALL) and len(item) == _ASK_LEN + 1:
             src = item[4]  # forwarded: the reply goes to the original asker
@@ -770,13 +816,14 @@ class Node:
                 if warm is not None:
                     warm()
         elif kind == wire.WATCH:
+            watcher = self._watcher(item, src)
             if ref is None:
-                self._send_item(src, (wire.TERMINATED, name, self._dumps(None, "reason")), None)
+                self._send_item(watcher, (wire.TERMINATED, name, self._dumps(None, "reason")), None)
                 return
-            self._add_watcher(name, ref, src)
+            self._add_watcher(name, ref, watcher)
         elif kind == wire.UNWATCH:
             with self._lock:
-                self._watchers.get(name, set()).discard(src)
+                self._watchers.get(name, set()).discard(self._watcher(item, src))
 
     def _reply_error(self, dst: str, corr: int, text: str) -> None:
         self._send_item(dst, (wire.REPLY, corr, False, self._dumps(ActorDeadError(text), "error")), None)
@@ -798,6 +845,8 @@ class Node:
     def _complete(self, corr: int, ok: bool, payload: bytes) -> None:  # noqa: FBT001 - the item's fields
         with self._lock:
             entry = self._pending.pop(corr, None)
+            if self._repointed_at:
+                self._repointed_at.pop(corr, None)
         if entry is None:
             return  # its asker gave up, or it was failed when its node went DOWN
         try:
@@ -1119,6 +1168,7 @@ class Node:
                 del self._forward_until[name]
                 if self._forward.get(name) not in {None, self.name}:  # not parking for a new move of it
                     del self._forward[name]
+                    self._forward_at.pop(name, None)
 
     def forwarding(self) -> dict[str, str]:
         """Return the actors that moved away whose stragglers this node still forwards, and where to."""
@@ -1229,6 +1279,7 @@ class Node:
             self.closed = True
             self._downed = why
             pending, self._pending = list(self._pending.values()), {}
+            self._repointed_at.clear()
             outboxes, self._out = list(self._out.values()), {}
             self._in.clear()
             # Mail held or parked for a migration: its asks are in `pending` (ours) or fail at
@@ -1458,7 +1509,7 @@ class Node:
         elif kind == wire.RELEASE:
             self.release(item[1], item[2], item[3], item[4])
         elif kind == wire.REPOINT:
-            self._repointed(item[1], item[2])
+            self._repointed(item[1], item[2], item[3] if len(item) > _REPOINT_1_2 else None)
 
     def hold(self, name: str, source: str, token: str) -> None:
         """Step 2 on a peer: buffer new mail for `name`, and fence the mail already sent to it."""
@@ -1591,6 +1642,7 @@ class Node:
             self._local.pop(m.name, None)
             self._permanent.discard(m.name)
             self._forward[m.name] = m.to  # stragglers follow it, after the MOVE on the same link
+            self._forward_at[m.name] = m.incarnation
             m.stage = "shipped"
             m.snapshot, m.mail = data, items  # to start it here again if the target cannot
             # Under the lock that set the forward: a straggler forwarded meanwhile cannot overtake the MOVE.
@@ -1645,7 +1697,7 @@ class Node:
             return
         for shipped, _src in m.mail:  # the target answers these askers itself now, and may die after the move
             if shipped[0] in {wire.ASK, wire.CALL}:
-                self._repoint(shipped, m.to)
+                self._repoint(shipped, m.to, m.incarnation)
         m.done.set(m.incarnation)
         if m.late:  # its driver gave up waiting: finish here
             with contextlib.suppress(MigrationError):  # undone meanwhile: nothing to finish
@@ -1751,6 +1803,7 @@ class Node:
             arrived = self._local.get(name) if node == self.name and name in self._permanent else None
             if name in self._forward and node != self.name and not self._migrations.get(name):
                 self._forward[name] = node
+                self._forward_at[name] = incarnation
         while True:
             with self._lock:
                 held = self._holding.get(name)
@@ -1794,6 +1847,7 @@ class Node:
         self.closed = True
         with self._lock:
             pending, self._pending = list(self._pending.items()), {}
+            self._repointed_at.clear()
         for corr, (future, dst) in pending:
             msg = f"ask #{corr} to node {dst!r} abandoned: node {self.name!r} shut down"
             fail(future, ActorDeadError(msg))

@@ -41,7 +41,7 @@ __all__ = [
     "encode",
 ]
 
-WIRE_VERSION = (1, 2)
+WIRE_VERSION = (1, 3)
 """(major, minor) of the frame layout and item kinds this troupe speaks."""
 
 # Item kinds. An item is a tuple whose first element is its kind.
@@ -49,8 +49,10 @@ TELL = 1  # (TELL, name, payload)
 ASK = 2  # (ASK, name, payload, correlation id)
 CALL = 3  # (CALL, name, payload of (attribute, args, kwargs), correlation id)
 REPLY = 4  # (REPLY, correlation id, ok, payload of the value or the exception)
-WATCH = 5  # (WATCH, name): the sender watches the receiver's actor `name`
-UNWATCH = 6  # (UNWATCH, name)
+# (WATCH, name[, watcher]): the sender watches the receiver's actor `name`; one passed on by an old home
+# of the actor names the node that watches (since 1.3; a 1.2 node registers the old home instead)
+WATCH = 5
+UNWATCH = 6  # (UNWATCH, name[, watcher])
 TERMINATED = 7  # (TERMINATED, name, payload of the reason)
 FENCE = 8  # (FENCE, name, token, fencer): every earlier item from node `fencer` to `name` has arrived
 # Migration, node to node (see `actors.cluster.node`, "Migration"):
@@ -58,7 +60,9 @@ HOLD = 9  # (HOLD, name, token, source): hold new mail for `name`, fence what wa
 MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, token): start it here
 MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
 RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
-REPOINT = 13  # (REPOINT, correlation id, node): the receiver's ask `corr` is answered from `node` now (since 1.2)
+# (REPOINT, correlation id, node, incarnation): the receiver's ask `corr` is answered from `node` now, where
+# the actor is at `incarnation` (since 1.2; the incarnation since 1.3: a REPOINT naming an older one is stale)
+REPOINT = 13
 
 
 @attrs.frozen
