@@ -14,9 +14,7 @@ refused with `WireVersionError`.
 from __future__ import annotations
 
 import pickle
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 from actors.errors import MessageNotPicklableError, WireVersionError
 
@@ -39,6 +37,7 @@ __all__ = [
     "decode",
     "dumps_payload",
     "encode",
+    "encode_fields",
 ]
 
 WIRE_VERSION = (1, 3)
@@ -65,9 +64,12 @@ RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node
 REPOINT = 13
 
 
-@attrs.frozen
-class Frame:
+class Frame(NamedTuple):
     """One transport call's worth of items, from `src` to `dst`.
+
+    A named tuple, not an attrs class: each frame is built once when it is
+    decoded, on every hop of every message, and a frozen attrs class took
+    ~3 µs to construct here against ~0.9 µs (four per cross-node ask).
 
     Attributes:
         src, src_epoch: the sending node and its incarnation (a restarted node
@@ -97,6 +99,13 @@ def encode(frame: Frame) -> bytes:
     )
 
 
+def encode_fields(  # noqa: PLR0917 - a frame's fields, in order
+    src: str, src_epoch: int, dst: str, seq: int, ack: int, items: tuple[tuple[Any, ...], ...]
+) -> bytes:
+    """Return the bytes of the frame of these fields at this troupe's version (`encode` without a `Frame`)."""
+    return pickle.dumps((WIRE_VERSION, src, src_epoch, dst, seq, ack, items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def decode(data: bytes) -> Frame:
     """Return the frame in `data`.
 
@@ -112,7 +121,7 @@ def decode(data: bytes) -> Frame:
             "run the same major version of troupe on every node"
         )
         raise WireVersionError(msg)
-    return Frame(raw[1], raw[2], raw[3], raw[4], raw[5], tuple(raw[6]), (version[0], version[1]))
+    return Frame(raw[1], raw[2], raw[3], raw[4], raw[5], tuple(raw[6]), version[:2])
 
 
 def dumps_payload(value: Any, what: str) -> bytes:
