@@ -28,7 +28,7 @@ from actors._core import ManualClock, MonotonicClock, check_count, check_interfa
 from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
-from actors.cluster.node import Node, client_request
+from actors.cluster.node import Node, ReplySpin, client_request
 from actors.errors import NodeNameTakenError, UnknownNodeError
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class MemoryTransport:
         self.faults = Faults(seed=seed)
         self.directory = Directory()
         self._dispatchers = dispatchers
+        # Askers spin for replies on a real clock (see `ReplySpin`), one spin state for every node here.
+        self._spin = None if self.manual else ReplySpin()
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
         self._paused: set[str] = set()
@@ -111,7 +113,7 @@ class MemoryTransport:
             faults=self.faults,
             cluster=self.cluster,
             dispatchers=self._dispatchers,
-            spin=not self.manual,
+            spin=self._spin,
         )
         with self._lock:
             self._nodes[name] = node
