@@ -570,7 +570,7 @@ class Node:
             self.system.dead_letters.record(message, self.ref(item[1], dst), DeadLetterReason.NODE_DOWN)  # type: ignore[arg-type]
         elif kind == wire.WATCH:
             home = self._locations.get(item[1])
-            if home is not None and home != dst and self._status(home) is not NodeStatus.DOWN:
+            if not self.closed and home is not None and home != dst and self._status(home) is not NodeStatus.DOWN:
                 # `dst` was only an old home (it may have passed the watch on, or not): watch it again where it
                 # lives (a watch is idempotent), instead of reporting the death of a node it has left.
                 self._send_item(home, item, None)
