@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from actors.cluster.wire import Frame, encode
+from actors.cluster.wire import Frame, encode_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -124,7 +124,7 @@ class Outbox:
                 return None
             self.items = []
             self.seq += 1
-            data = encode(Frame(self.src, self.src_epoch, self.dst, self.seq, ack, tuple(items)))
+            data = encode_fields(self.src, self.src_epoch, self.dst, self.seq, ack, tuple(items))
             if not self.unacked:
                 self.progress_at = now
             self.unacked[self.seq] = [data, now]
@@ -138,7 +138,7 @@ class Outbox:
             if now - self.last_sent < self.config.heartbeat_every:
                 return None
             self.last_sent = now
-        return encode(Frame(self.src, self.src_epoch, self.dst, 0, ack, ()))
+        return encode_fields(self.src, self.src_epoch, self.dst, 0, ack, ())
 
     def due_again(self, now: float) -> list[bytes]:
         """Return the frames to send again: unacknowledged for `retransmit_after`, with no ack progress as long.
@@ -163,6 +163,8 @@ class Outbox:
 
     def acked(self, upto: int, now: float) -> None:
         """Forget every frame up to sequence number `upto`: the receiver has it."""
+        if not self.unacked:
+            return  # read without the lock: a frame taken meanwhile was sent after this ack was made
         with self.lock:
             done = [s for s in self.unacked if s <= upto]
             if done:

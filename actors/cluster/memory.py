@@ -18,6 +18,7 @@ process: no tick, no frame in or out, until `resume`) and start new ones.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from actors._core import ManualClock, MonotonicClock, check_count, check_interfa
 from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
-from actors.cluster.node import Node, client_request
+from actors.cluster.node import Node, ReplySpin, client_request
 from actors.errors import NodeNameTakenError, UnknownNodeError
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from actors._core import Clock, Future
 
 __all__ = ["MemoryTransport"]
+
+_yield = os.sched_yield
 
 
 class MemoryTransport:
@@ -63,6 +66,8 @@ class MemoryTransport:
         self.faults = Faults(seed=seed)
         self.directory = Directory()
         self._dispatchers = dispatchers
+        # Askers spin for replies on a real clock (see `ReplySpin`), one spin state for every node here.
+        self._spin = None if self.manual else ReplySpin()
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
         self._paused: set[str] = set()
@@ -108,6 +113,7 @@ class MemoryTransport:
             faults=self.faults,
             cluster=self.cluster,
             dispatchers=self._dispatchers,
+            spin=self._spin,
         )
         with self._lock:
             self._nodes[name] = node
@@ -187,14 +193,19 @@ class MemoryTransport:
                     self._refused_links.discard((src, dst))
                     self._calls.append((src, dst, epoch, True))
         if not self.manual and not self._inflight and self._deliver_lock.acquire(blocking=False):
+            receiver = self._nodes.get(dst)
             try:
-                receiver = self._nodes.get(dst)
                 if receiver is not None and receiver.epoch == epoch:
                     receiver.receive(data)
             finally:
                 self._deliver_lock.release()
             if self._inflight:
                 self._wake.set()  # frames sent while this one was delivered
+            if receiver is not None and receiver.asker_spins:
+                # It completed a reply whose asker spins: let the asker run now, not after this
+                # thread's way back to its queue (yielding under the lock made its next send wait).
+                receiver.asker_spins = False
+                _yield()
             return
         self._inflight.append((dst, epoch, data))
         if not self.manual:

@@ -14,9 +14,7 @@ refused with `WireVersionError`.
 from __future__ import annotations
 
 import pickle
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 from actors.errors import MessageNotPicklableError, WireVersionError
 
@@ -39,9 +37,10 @@ __all__ = [
     "decode",
     "dumps_payload",
     "encode",
+    "encode_fields",
 ]
 
-WIRE_VERSION = (1, 2)
+WIRE_VERSION = (1, 3)
 """(major, minor) of the frame layout and item kinds this troupe speaks."""
 
 # Item kinds. An item is a tuple whose first element is its kind.
@@ -49,8 +48,10 @@ TELL = 1  # (TELL, name, payload)
 ASK = 2  # (ASK, name, payload, correlation id)
 CALL = 3  # (CALL, name, payload of (attribute, args, kwargs), correlation id)
 REPLY = 4  # (REPLY, correlation id, ok, payload of the value or the exception)
-WATCH = 5  # (WATCH, name): the sender watches the receiver's actor `name`
-UNWATCH = 6  # (UNWATCH, name)
+# (WATCH, name[, watcher]): the sender watches the receiver's actor `name`; one passed on by an old home
+# of the actor names the node that watches (since 1.3; a 1.2 node registers the old home instead)
+WATCH = 5
+UNWATCH = 6  # (UNWATCH, name[, watcher])
 TERMINATED = 7  # (TERMINATED, name, payload of the reason)
 FENCE = 8  # (FENCE, name, token, fencer): every earlier item from node `fencer` to `name` has arrived
 # Migration, node to node (see `actors.cluster.node`, "Migration"):
@@ -58,12 +59,17 @@ HOLD = 9  # (HOLD, name, token, source): hold new mail for `name`, fence what wa
 MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, token): start it here
 MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
 RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
-REPOINT = 13  # (REPOINT, correlation id, node): the receiver's ask `corr` is answered from `node` now (since 1.2)
+# (REPOINT, correlation id, node, incarnation): the receiver's ask `corr` is answered from `node` now, where
+# the actor is at `incarnation` (since 1.2; the incarnation since 1.3: a REPOINT naming an older one is stale)
+REPOINT = 13
 
 
-@attrs.frozen
-class Frame:
+class Frame(NamedTuple):
     """One transport call's worth of items, from `src` to `dst`.
+
+    A named tuple, not an attrs class: each frame is built once when it is
+    decoded, on every hop of every message, and a frozen attrs class took
+    ~3 µs to construct here against ~0.9 µs (four per cross-node ask).
 
     Attributes:
         src, src_epoch: the sending node and its incarnation (a restarted node
@@ -93,6 +99,13 @@ def encode(frame: Frame) -> bytes:
     )
 
 
+def encode_fields(  # noqa: PLR0917 - a frame's fields, in order
+    src: str, src_epoch: int, dst: str, seq: int, ack: int, items: tuple[tuple[Any, ...], ...]
+) -> bytes:
+    """Return the bytes of the frame of these fields at this troupe's version (`encode` without a `Frame`)."""
+    return pickle.dumps((WIRE_VERSION, src, src_epoch, dst, seq, ack, items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def decode(data: bytes) -> Frame:
     """Return the frame in `data`.
 
@@ -108,7 +121,7 @@ def decode(data: bytes) -> Frame:
             "run the same major version of troupe on every node"
         )
         raise WireVersionError(msg)
-    return Frame(raw[1], raw[2], raw[3], raw[4], raw[5], tuple(raw[6]), (version[0], version[1]))
+    return Frame(raw[1], raw[2], raw[3], raw[4], raw[5], tuple(raw[6]), version[:2])
 
 
 def dumps_payload(value: Any, what: str) -> bytes:

@@ -317,3 +317,84 @@ def test_an_ask_the_old_home_forwards_after_the_move_fails_when_the_new_home_die
     h.crash("b")
     h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "b"))
     assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
+
+
+def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_last_home_dies(patient: Harness) -> None:
+    """d's ask reaches a after a move a->b and is forwarded to b, mid-move b->c: shipped on to c. c dies unanswered.
+
+    Two REPOINTs tell d who holds its ask: a's (b) and b's (c), from two nodes.
+    a's is delayed behind b's; applied last, it left d's entry pointing at b, which
+    lives, so c's DOWN failed nothing and the ask hung until its timeout.
+    """
+    h = patient
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
+    # Markers: a tell that arrives after an earlier item on the same link shows that item has arrived.
+    pa = h.cluster.spawn(Recorder, node="a", name="pa")
+    pb = h.cluster.spawn(Recorder, node="b", name="pb")
+    relay = h.cluster.spawn(Sender, node="a", name="relay")
+    with _move_held_by_a_lost_fence(h, keeper, "keeper") as moved:
+        h.start("d")  # no HOLD for it: its ask will be a straggler at a
+        pd = h.cluster.spawn(Recorder, node="d", name="pd")
+        sender = h.cluster.spawn(Sender, node="d", name="sd")
+        h.transport.faults.set("d", "a", delay=5.0)  # d's ask reaches a after the move
+        sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
+        sender.ask(("send", pa, 1), timeout=10)  # behind it
+    assert moved
+    h.transport.faults.set("d", "b", drop=1.0)  # d's fence for the next move is lost: b parks what comes
+    h.transport.faults.set("a", "d", delay=4.0)  # a's REPOINT reaches d after b's
+    second: list[RemoteRef] = []
+    mover = threading.Thread(target=lambda: second.append(h.cluster.migrate(moved[0], to="c")))
+    mover.start()
+    try:
+        if h.kind == "memory":
+            h.wait(lambda: "keeper" in h.transport.node("b")._migrations)
+        h.wait(lambda: pa.ask("count", timeout=10) == 1)  # a has had d's ask: forwarded to b, REPOINT to d
+        relay.ask(("send", pb, 1), timeout=10)  # a to b, behind the forwarded ask
+        h.wait(lambda: pb.ask("count", timeout=10) == 1)  # the ask is parked on b, to go to c with the actor
+        relay.ask(("send", pd, 1), timeout=10)  # a to d, behind a's REPOINT
+        h.transport.faults.set("c", "d", drop=1.0)  # c handles the ask; its answer never reaches d
+    finally:
+        h.transport.faults.set("d", "b")
+        mover.join()
+    assert second
+    assert h.cluster.where("keeper") == "c"
+    h.wait(lambda: pd.ask("count", timeout=10) == 1)  # a's REPOINT has reached d, after b's
+    h.wait(lambda: second[0].ask("count", timeout=10) == 1)  # c has handled it
+    h.crash("c")
+    h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "c"))
+    assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
+
+
+@pytest.mark.parametrize("old_home_dies", [False, True], ids=["old-home-up", "old-home-down"])
+def test_a_watch_the_old_home_forwards_registers_the_real_watcher(patient: Harness, old_home_dies: bool) -> None:  # noqa: FBT001
+    """d's WATCH reaches a after the move and is forwarded to b; the actor stops (a dead first, or not): d is told.
+
+    b registered a (the node the WATCH came from) as the watcher: its Terminated
+    went to a, which has no watch of it, and once a was DOWN to nobody; and d,
+    seeing a DOWN with its WATCH unacknowledged, reported the actor's node DOWN.
+    """
+    h = patient
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
+    pa = h.cluster.spawn(Recorder, node="a", name="pa")  # markers, as in the test above
+    pb = h.cluster.spawn(Recorder, node="b", name="pb")
+    relay = h.cluster.spawn(Sender, node="a", name="relay")
+    with _move_held_by_a_lost_fence(h, keeper, "keeper") as moved:
+        h.start("d")  # no HOLD for it: its WATCH will be a straggler at a
+        watcher = h.cluster.spawn(Watcher, node="d", name="wd")
+        sender = h.cluster.spawn(Sender, node="d", name="sd")
+        h.transport.faults.set("d", "a", delay=5.0)  # d's WATCH reaches a after the move
+        watcher.ask(("watch", keeper), timeout=10)  # to a, where the directory has it still
+        sender.ask(("send", pa, 1), timeout=10)  # behind it
+    assert moved
+    h.wait(lambda: pa.ask("count", timeout=10) == 1)  # a has had d's WATCH: forwarded to b
+    relay.ask(("send", pb, 1), timeout=10)  # a to b, behind the forwarded WATCH
+    h.wait(lambda: pb.ask("count", timeout=10) == 1)  # b has it
+    if old_home_dies:
+        h.crash("a")
+        h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("b", "peers") if p.name == "a"))
+        h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "a"))
+    assert watcher.ask("events", timeout=10) == []  # the actor lives, on b
+    assert moved[0].stop(timeout=10)
+    h.wait(lambda: watcher.ask("events", timeout=10) == [("keeper", None)])

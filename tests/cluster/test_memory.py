@@ -400,3 +400,21 @@ def test_a_node_holding_for_a_move_it_saw_in_the_directory_lets_go_when_the_new_
     memory.wait(lambda: memory.cluster.where("keeper") in {"a", "c", "d"})
     memory.wait(lambda: node_d._holding == {})  # its RELEASE will never come: b's DOWN ends the hold
     memory.wait(lambda: [m.seq for m in keeper.ask("log", timeout=10) if m.seq > 0] == [1, 2, 3, 4, 5])
+
+
+def test_a_repoint_naming_an_older_incarnation_is_ignored_and_one_from_a_1_2_node_applies(memory: Harness) -> None:
+    """The asker side of REPOINT (wire 1.3): of two notices for one ask, the one naming the newer incarnation wins."""
+    h = memory
+    h.start("a", "b", "c", "d")
+    h.cluster.spawn(Recorder, node="b", name="far")
+    a = h.transport.node("a")
+    h.transport.faults.set("a", "b", drop=1.0)  # the ask stays pending
+    future = a.ref("far", "b").ask("hello", block=False)
+    (corr,) = [c for c, (f, _) in a._pending.items() if f is future]
+    repoint = a._handle_migration
+    repoint((wire.REPOINT, corr, "d", 2), "c")  # from the second hop, first
+    repoint((wire.REPOINT, corr, "c", 1), "b")  # from the first hop, late: stale
+    assert a._pending[corr][1] == "d"
+    repoint((wire.REPOINT, corr, "c"), "b")  # a 1.2 node's, without the incarnation: applied as before
+    assert a._pending[corr][1] == "c"
+    h.transport.faults.set("a", "b")
