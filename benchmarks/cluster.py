@@ -456,8 +456,11 @@ def run_case(impl: str, name: str, rounds: int = 1) -> None:
 if __name__ == "__main__":
     import sys
 
+    # Through the importable module, not ``__main__``: the actors must pickle by reference into Ray workers.
+    from benchmarks import cluster as _module
+
     if len(sys.argv) > 1:
         impl, case, *rounds = sys.argv[1:]
-        run_case(impl, case, *map(int, rounds[:1]))
+        _module.run_case(impl, case, *map(int, rounds[:1]))
     else:
-        seed_flow()
+        _module.seed_flow()
