@@ -567,10 +567,16 @@ class Node:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> None:
-        """Take one frame from the transport (the delivery thread)."""
+    def receive(self, data: bytes, *, may_block: bool = True) -> bool:
+        """Take one frame from the transport (the delivery thread); False if it was not taken.
+
+        With `may_block` False (a thread that must not block, such as Ray's
+        callback thread), a frame that would need the directory first (see the
+        fencing below) is not taken: the caller passes it on to a thread that
+        may block. Otherwise the frame is taken (or dropped as stale): True.
+        """
         if self.closed:
-            return
+            return True
         frame = wire.decode(data)
         src = frame.src
         with self._lock:
@@ -593,11 +599,13 @@ class Node:
             # so a stale incarnation the cluster declared DOWN (a healed partition, a resumed
             # hung process) is never delivered from, even by a node whose view had not caught up.
             if not fresh:
+                if not may_block:
+                    return False
                 self.poll_directory()
             with self._lock:
                 info = self._peers.get(src)
                 if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
-                    return  # a node we do not know, or one declared DOWN: quarantined
+                    return True  # a node we do not know, or one declared DOWN: quarantined
                 self._heard[src] = self.clock.now()
                 outbox = self._out.get(src)
                 inbox = self._in.get(src)
@@ -606,6 +614,7 @@ class Node:
         if outbox is not None and frame.ack:
             outbox.acked(frame.ack, self.clock.now())
         inbox.accept(frame, self._deliver_frame)
+        return True
 
     def _deliver_frame(self, frame: wire.Frame) -> None:
         src = frame.src
