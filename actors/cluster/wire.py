@@ -30,6 +30,7 @@ __all__ = [
     "RELEASE",
     "REPLY",
     "REPOINT",
+    "STATE",
     "TELL",
     "TERMINATED",
     "UNWATCH",
@@ -41,7 +42,7 @@ __all__ = [
     "encode",
 ]
 
-WIRE_VERSION = (1, 2)
+WIRE_VERSION = (1, 3)
 """(major, minor) of the frame layout and item kinds this troupe speaks."""
 
 # Item kinds. An item is a tuple whose first element is its kind.
@@ -59,6 +60,8 @@ MOVE = 10  # (MOVE, name, spec, restart, incarnation, snapshot, mail, watchers, 
 MOVED = 11  # (MOVED, name, token, ok, payload of the error or None): the target has it
 RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node`; send what was held there
 REPOINT = 13  # (REPOINT, correlation id, node): the receiver's ask `corr` is answered from `node` now (since 1.2)
+STATE = 14  # (STATE, name, token, snapshot or None): a migration's state, ahead of its MOVE (whose snapshot is
+# then None); None: the move was given up, drop it (since 1.3)
 
 
 @attrs.frozen
