@@ -114,6 +114,53 @@ class Blob(Actor):
         self.state = state
 
 
+class _BarePeer:
+    """Bare Ray: one of two Ray actors set up as a troupe node's (data in the default group, a control group).
+
+    `oneway` is an ask made the way troupe's data path makes one (a one-way
+    call there, a one-way call back: ``ping`` and ``pong``); `roundtrip` is
+    one call whose return value is the answer (the way an exchange carries a
+    reply). Both from the control group, so the default group is free for
+    ``pong``; the answer wakes the asking thread, as a troupe reply does.
+    """
+
+    def __init__(self) -> None:
+        self.other: Any = None
+        self.answered = threading.Event()
+
+    def set_other(self, other: Any) -> None:
+        self.other = other
+
+    def ping(self, payload: bytes) -> None:
+        self.other.pong.remote(payload)
+
+    def pong(self, _payload: bytes) -> None:
+        self.answered.set()
+
+    def echo(self, payload: bytes) -> bytes:
+        return payload
+
+    def oneway(self, asks: int) -> list[float]:
+        payload, out = b"x" * 200, []
+        for _ in range(asks):
+            self.answered.clear()
+            t0 = time.perf_counter()
+            self.other.ping.remote(payload)
+            self.answered.wait()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def roundtrip(self, asks: int) -> list[float]:
+        payload, out = b"x" * 200, []
+        for _ in range(asks):
+            self.answered.clear()
+            t0 = time.perf_counter()
+            self.other.echo.remote(payload).future().add_done_callback(lambda _f: self.answered.set())
+            self.answered.wait()
+            out.append(time.perf_counter() - t0)
+        return out
+
+
 class _PykkaCounter(pykka.ThreadingActor):
     def __init__(self, expect: int) -> None:
         super().__init__()
@@ -172,7 +219,13 @@ def _poll(read: Any, timeout: float = 120.0) -> float:
     return float(value)
 
 
-def _troupe_messaging(cluster: Any, messages: int, asks: int) -> dict[str, float]:
+_BLOCKS = 5
+"""With a bare-Ray baseline, the asks are made in this many blocks, alternating with the baseline's."""
+
+
+def _troupe_messaging(
+    cluster: Any, messages: int, asks: int, bare: Callable[[str, int], list[float]] | None = None
+) -> dict[str, float]:
     counter = cluster.spawn(Counter, messages, node="b", name="counter")
     pusher = cluster.spawn(Pusher, node="a", name="pusher")
     echo = cluster.spawn(Echo, node="b", name="echo")
@@ -180,15 +233,54 @@ def _troupe_messaging(cluster: Any, messages: int, asks: int) -> dict[str, float
     start = pusher.ask(("push", counter, messages), timeout=120)
     done_at = _poll(lambda: counter.ask("done_at", timeout=60) or 0.0)
     tell_per_s = messages / (done_at - start)
-    latencies = pusher.ask(("ping", echo, asks), timeout=300)
-    return {"tell_per_s": tell_per_s, **_summary(latencies)}
+    if bare is None:
+        latencies = pusher.ask(("ping", echo, asks), timeout=300)
+        return {"tell_per_s": tell_per_s, **_summary(latencies)}
+    # Troupe's asks and bare Ray's, in alternating blocks between the same two Ray nodes: the same load.
+    latencies, oneway, roundtrip = [], [], []
+    for _ in range(_BLOCKS):
+        latencies += pusher.ask(("ping", echo, asks // _BLOCKS), timeout=300)
+        oneway += bare("oneway", asks // _BLOCKS)
+        roundtrip += bare("roundtrip", asks // _BLOCKS)
+    figures = {"tell_per_s": tell_per_s, **_summary(latencies)}
+    for name, values in (("ray_oneway", oneway), ("ray_roundtrip", roundtrip)):
+        figures.update({key.replace("ask", name): value for key, value in _summary(values).items()})
+    return figures
+
+
+def _bare_pair(ray_nodes: list[Any]) -> Callable[[str, int], list[float]]:
+    """Two bare Ray actors on the Ray nodes of troupe's nodes a and b; return `run(kind, asks)` (from a to b)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    peer: Any = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0, concurrency_groups={"control": 2})(  # type: ignore[call-overload]
+        _BarePeer
+    )
+    a, b = (
+        peer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
+        for node in ray_nodes[:2]
+    )
+    ray.get([a.set_other.remote(b), b.set_other.remote(a)])
+
+    def run(kind: str, asks: int) -> list[float]:
+        return list(ray.get(getattr(a, kind).options(concurrency_group="control").remote(asks)))
+
+    run("oneway", 20)
+    run("roundtrip", 20)
+    return run
 
 
 # -- benchmark functions ------------------------------------------------------------------
 
 
 def messaging(impl: str, *, messages: int = 200_000, asks: int = 1_000) -> dict[str, float]:
-    """Cross-node tell throughput (one sender, one receiver) and sequential ask latency."""
+    """Cross-node tell throughput (one sender, one receiver) and sequential ask latency.
+
+    On ``ray`` it also returns bare Ray's asks between the same two Ray nodes,
+    in blocks alternating with troupe's (`_BarePeer`: ``ray_oneway_*`` two
+    one-way calls, ``ray_roundtrip_*`` one call and its return), the floor of
+    troupe's ask under the same load; ``python -m benchmarks.cluster ray messaging`` prints them.
+    """
     if impl == "pykka":
         counter = _PykkaCounter.start(messages)
         try:
@@ -221,7 +313,7 @@ def messaging(impl: str, *, messages: int = 200_000, asks: int = 1_000) -> dict[
             try:
                 cluster.start_node("a", ray_node=ray_nodes[0].node_id)
                 cluster.start_node("b", ray_node=ray_nodes[1].node_id)
-                return _troupe_messaging(cluster, messages, asks)
+                return _troupe_messaging(cluster, messages, asks, _bare_pair(ray_nodes))
             finally:
                 cluster.shutdown()
     return _ray_naive(messages, asks)
@@ -456,8 +548,11 @@ def run_case(impl: str, name: str, rounds: int = 1) -> None:
 if __name__ == "__main__":
     import sys
 
+    # Through the importable module, not ``__main__``: the actors must pickle by reference into Ray workers.
+    from benchmarks import cluster as _module  # noqa: PLW0406 - the importable module, on purpose
+
     if len(sys.argv) > 1:
         impl, case, *rounds = sys.argv[1:]
-        run_case(impl, case, *map(int, rounds[:1]))
+        _module.run_case(impl, case, *map(int, rounds[:1]))
     else:
-        seed_flow()
+        _module.seed_flow()

@@ -32,10 +32,16 @@ driver), over the data links, so each step is ordered with the mail:
    it has been sending that mail on: once the source has every fence, every
    item any peer sent before its hold has arrived (parked or in the mailbox).
    An old home the peer still sends to forwards the fence after the mail.
-3. On the actor's own thread, as a system message (after the message in hand,
-   before the rest of the mailbox), the source takes ``snapshot()`` and the
-   mailbox, and stops the instance (its watchers are not told).
-4. It ships ``MOVE`` to the target: class, snapshot, the mail not yet handled
+3. At once, while the fences travel (everything that arrives from step 1 on
+   is parked, so nothing enters the mailbox any more): on the actor's own
+   thread, as a system message (after the message in hand, before the rest
+   of the mailbox), the source takes ``snapshot()`` and the mailbox, stops
+   the instance (its watchers are not told) and sends the state ahead to the
+   target (``STATE``, held there by the move's token): the snapshot's bytes
+   travel with the fences, not after them (1 MB is ~5-8 ms to submit and
+   send on Ray here, about as long as the fences take).
+4. Once it has every fence and the state is taken, it ships ``MOVE`` to the
+   target: class, (the state sent ahead), the mail not yet handled
    (the mailbox, then what was parked; asks keep their askers: a parked ask
    is answered to its asker's node, an ask from the mailbox through the
    source) and its watchers. It forwards any straggler from now on, for
@@ -54,7 +60,9 @@ driver), over the data links, so each step is ordered with the mail:
 A migration that cannot finish leaves the actor where it was, with every
 message: fences missing after the timeout, the target unable to start it
 or DOWN before the MOVE left, or ``snapshot()`` raising all undo the holds
-(and the parked mail goes to the actor, in order), and the driver gets
+(and the parked mail goes to the actor, in order; an instance stopped for
+the move already is started again from the state it took, with its mailbox
+first; the target drops the state sent ahead), and the driver gets
 `MigrationError`. A target that goes DOWN after the MOVE left may have run
 the shipped mail: the source restarts the actor from the move's snapshot
 without it (its asks fail, its tells are dead letters: at most once).
@@ -217,11 +225,13 @@ class _SpunReply(Future[Any]):
 class _Migration:
     """One migration out of this node (its source), from `Node.migrate_out` to `Node.finish_out`.
 
-    Stages: ``fencing`` (waiting for the peers' fences), ``taking`` (the
-    snapshot and mailbox will be taken on the actor's thread), ``shipping``
-    (they are: no going back once the instance is stopped), ``shipped``
-    (MOVE sent, waiting for MOVED), ``moved`` (the target has it). Fields
-    change under the node's lock.
+    Stages: ``fencing`` (waiting for the peers' fences and, beside them,
+    for the snapshot and mailbox taken on the actor's thread: `taken` is
+    ``""``, ``"taking"`` once that began, ``"taken"`` once the instance is
+    stopped, `snapshot` and `raw` set), ``aborting`` (given up while the take
+    was under way: the take starts it here again), ``shipping`` (both done),
+    ``shipped`` (MOVE sent, waiting for MOVED), ``moved`` (the target has
+    it). Fields change under the node's lock.
     """
 
     __slots__ = (
@@ -235,10 +245,12 @@ class _Migration:
         "name",
         "parked",
         "peers",
+        "raw",
         "restart",
         "snapshot",
         "spec",
         "stage",
+        "taken",
         "to",
         "token",
         "waiting",
@@ -254,6 +266,8 @@ class _Migration:
         self.done: Future[int] = Future()
         self.parked: list[tuple[tuple[Any, ...], str]] = []
         self.stage = "fencing"
+        self.taken = ""
+        self.raw: list[tuple[Any, Any]] = []  # the mailbox taken with the snapshot: (message, reply future)
         self.incarnation = 0
         self.snapshot: bytes | None = None
         self.mail: list[tuple[tuple[Any, ...], str]] = []
@@ -351,6 +365,8 @@ class Node:
         # Invariant (under _lock): migrations out of this node; names being migrated -> items parked, in arrival order.
         self._migrations: dict[str, _Migration] = {}
         self._parked: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
+        # Invariant (under _lock): name -> (token, snapshot) sent ahead of its MOVE to this node (STATE items).
+        self._states: dict[str, tuple[str, bytes]] = {}
         self._watchpoints: dict[str, WatchPoint] = {}
         # name of a local actor -> nodes watching it
         self._watchers: dict[str, set[str]] = {}
@@ -695,10 +711,16 @@ class Node:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> None:
-        """Take one frame from the transport (the delivery thread)."""
+    def receive(self, data: bytes, *, may_block: bool = True) -> bool:
+        """Take one frame from the transport (the delivery thread); False if it was not taken.
+
+        With `may_block` False (a thread that must not block, such as Ray's
+        callback thread), a frame that would need the directory first (see the
+        fencing below) is not taken: the caller passes it on to a thread that
+        may block. Otherwise the frame is taken (or dropped as stale): True.
+        """
         if self.closed:
-            return
+            return True
         frame = wire.decode(data)
         src = frame.src
         with self._lock:
@@ -721,11 +743,13 @@ class Node:
             # so a stale incarnation the cluster declared DOWN (a healed partition, a resumed
             # hung process) is never delivered from, even by a node whose view had not caught up.
             if not fresh:
+                if not may_block:
+                    return False
                 self.poll_directory()
             with self._lock:
                 info = self._peers.get(src)
                 if self.closed or info is None or info.epoch != frame.src_epoch or info.status is NodeStatus.DOWN:
-                    return  # a node we do not know, or one declared DOWN: quarantined
+                    return True  # a node we do not know, or one declared DOWN: quarantined
                 self._heard[src] = self.clock.now()
                 outbox = self._out.get(src)
                 inbox = self._in.get(src)
@@ -734,6 +758,7 @@ class Node:
         if outbox is not None and frame.ack:
             outbox.acked(frame.ack, self.clock.now())
         inbox.accept(frame, self._deliver_frame)
+        return True
 
     def _deliver_frame(self, frame: wire.Frame) -> None:
         src = frame.src
@@ -1091,11 +1116,11 @@ class Node:
             with self._lock:
                 m.waiting.discard(node)
                 m.peers = [peer for peer in m.peers if peer != node]
-                complete = not m.waiting
+                complete = m.stage == "fencing" and not m.waiting and m.taken == "taken"
                 if complete:
-                    m.stage = "taking"
+                    m.stage = "shipping"
             if complete:
-                self._take(m)
+                self._ship(m)
 
     def tick(self) -> None:
         """Flush, retransmit, heartbeat, poll the directory, detect failures (the ticker thread).
@@ -1445,6 +1470,7 @@ class Node:
         for peer in peers:
             self._send_item(peer, (wire.HOLD, name, token, self.name), None)
             self._flush_to(peer)
+        self._take(m)  # beside the fences (step 3)
         if not peers:
             self._fence(name, token, "")
         return m.done
@@ -1474,7 +1500,7 @@ class Node:
                     m = None
             if m is None:
                 self._abort_named(name, f"it did not end within {timeout} s")
-                future.get(timeout=0)  # raises the abort's MigrationError
+                future.get(timeout=5.0)  # raises the abort's MigrationError (a take under way ends it first)
         with self._lock:
             m = self._migrations.get(name)
             if m is None or m.stage != "moved":
@@ -1516,6 +1542,8 @@ class Node:
             self.hold(item[1], item[3], item[2])
         elif kind == wire.FENCE:
             self._on_fence(item)
+        elif kind == wire.STATE:
+            self._on_state(item[1], item[2], item[3])
         elif kind == wire.MOVE:
             self._move_in(item, src)
         elif kind == wire.MOVED:
@@ -1589,13 +1617,17 @@ class Node:
             if m is None or m.token != token or m.stage != "fencing":
                 return
             m.waiting.discard(fencer)
-            if m.waiting:
-                return
-            m.stage = "taking"
-        self._take(m)
+            if m.waiting or m.taken != "taken":
+                return  # the take ships it when it ends, if the fences are in by then
+            m.stage = "shipping"
+        self._ship(m)
 
     def _take(self, m: _Migration) -> None:
-        """Step 3: on the actor's thread, after the message in hand: snapshot, take the mailbox, stop; ship it."""
+        """Step 3: on the actor's thread, after the message in hand: snapshot, take the mailbox, stop; send the state.
+
+        Runs beside the fences (from `migrate_out`); whichever of the two ends
+        last ships the MOVE (`_ship`).
+        """
         with self._lock:
             entry = self._local.get(m.name)
         if entry is None:
@@ -1606,19 +1638,33 @@ class Node:
 
         def take(cell: Any) -> None:  # a system message: runs between two of the actor's messages
             with self._lock:
-                if self._migrations.get(m.name) is not m or m.stage != "taking":
+                if self._migrations.get(m.name) is not m or m.stage != "fencing" or m.taken:
                     return  # given up meanwhile: the actor stays
-                m.stage = "shipping"
+                m.taken = "taking"
             try:
                 data = self._dumps(cell.actor.snapshot(), f"snapshot of {m.name!r}")
             except Exception as exc:  # noqa: BLE001 - the migration fails; the actor stays
+                with self._lock:
+                    m.taken = ""
                 self._abort(m, f"its snapshot() raised {exc!r}")
                 return
             mail = cell.take_mail()
             with self._lock:
                 self._migrating.add(m.name)  # its end is a move: watchers and directory stay
             STOP(cell)
-            self._ship(m, data, mail)
+            # Ahead of the MOVE on the same link: the state travels while the fences come in.
+            self._send_item(m.to, (wire.STATE, m.name, m.token, data), None)
+            self._flush_to(m.to)
+            with self._lock:
+                m.snapshot, m.raw, m.taken = data, mail, "taken"
+                aborting = m.stage == "aborting"
+                ship = m.stage == "fencing" and not m.waiting
+                if ship:
+                    m.stage = "shipping"
+            if aborting:
+                self._abort(m, m.failed or "it was given up")
+            elif ship:
+                self._ship(m)
 
         cell = ref.actor_inbox
         if cell.aio is None:
@@ -1629,8 +1675,8 @@ class Node:
             # instead (the mail queued before is handled here, not shipped).
             ref.proxy().snapshot().add_done_callback(lambda _f: cell.post_system(take))
 
-    def _ship(self, m: _Migration, data: bytes, mail: list[tuple[Any, Any]]) -> None:
-        """Step 4 (the actor's thread): send MOVE with the snapshot and the mail not yet handled, in order."""
+    def _mail_items(self, m: _Migration, mail: list[tuple[Any, Any]], node: str) -> list[tuple[tuple[Any, ...], str]]:
+        """The mailbox `mail` taken from `m`'s actor as items; its asks are answered here, by way of `node`."""
         items: list[tuple[tuple[Any, ...], str]] = []
         for message, reply_to in mail:
             try:
@@ -1646,8 +1692,13 @@ class Node:
                 continue
             corr = next(self._corr)  # the target answers here, and this node answers the asker
             with self._lock:
-                self._pending[corr] = (reply_to, m.to)
+                self._pending[corr] = (reply_to, node)
             items.append(((wire.ASK, m.name, payload, corr, self.name), self.name))
+        return items
+
+    def _ship(self, m: _Migration) -> None:
+        """Step 4 (stage ``shipping``): send MOVE with the mail not yet handled, in order (the state went ahead)."""
+        items = self._mail_items(m, m.raw, m.to)
         with self._lock:
             for item, src in self._parked.pop(m.name, []):
                 forwarded = item[0] in {wire.ASK, wire.CALL} and len(item) == _ASK_LEN
@@ -1658,22 +1709,41 @@ class Node:
             self._forward[m.name] = m.to  # stragglers follow it, after the MOVE on the same link
             self._forward_at[m.name] = m.incarnation
             m.stage = "shipped"
-            m.snapshot, m.mail = data, items  # to start it here again if the target cannot
+            m.mail, m.raw = items, []  # to start it here again if the target cannot (from `m.snapshot`)
             # Under the lock that set the forward: a straggler forwarded meanwhile cannot overtake the MOVE.
             self._send_item(
-                m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, data, items, watchers, m.token), None
+                m.to, (wire.MOVE, m.name, m.spec, m.restart, m.incarnation, None, items, watchers, m.token), None
             )
         self._flush_to(m.to)
         if self._status(m.to) is NodeStatus.DOWN:  # it went DOWN while this was shipping
             self._recover(m, f"node {m.to!r} went DOWN")
 
+    def _on_state(self, name: str, token: str, data: bytes | None) -> None:
+        """A STATE (on the target): keep the state sent ahead of the MOVE of `token`, or drop it (None: given up)."""
+        with self._lock:
+            if data is not None:
+                self._states[name] = (token, data)
+            elif self._states.get(name, ("", b""))[0] == token:
+                del self._states[name]
+
     def _move_in(self, item: tuple[Any, ...], src: str) -> None:
         """Step 5 on the target: start it, queue its restore and the shipped mail behind that; answer MOVED."""
         _, name, spec, restart, incarnation, snapshot, mail, watchers, token = item
+        if snapshot is None:  # sent ahead, in a STATE item on this link
+            with self._lock:
+                ahead = self._states.pop(name, None)
+            snapshot = ahead[1] if ahead is not None and ahead[0] == token else None
         try:
-            ref, restored = self._start(name, spec, restart, incarnation, snapshot)
+            if snapshot is None:
+                ref, restored = None, None
+            else:
+                ref, restored = self._start(name, spec, restart, incarnation, snapshot)
         except Exception as exc:  # noqa: BLE001 - the source starts it again
-            self._send_item(src, (wire.MOVED, name, token, False, repr(exc)), None)
+            ref, error = None, repr(exc)
+        else:
+            error = f"the state sent ahead of its move (token {token}) did not arrive"
+        if ref is None:
+            self._send_item(src, (wire.MOVED, name, token, False, error), None)
             self._flush_to(src)
             return
         for node in watchers:
@@ -1718,14 +1788,36 @@ class Node:
                 self._finish(m)
 
     def _abort(self, m: _Migration, why: str) -> None:
-        """Undo a migration not shipped yet: the actor stays, gets what was parked, in order; holds end."""
+        """Undo a migration not shipped yet: the actor stays, gets what was parked, in order; holds end.
+
+        An instance stopped for the move already (`m.taken`) is started again
+        here from the state it took, its mailbox first; one being taken is
+        left to the take, which calls this again when it has stopped it.
+        """
         with self._lock:
-            if self._migrations.get(m.name) is not m or m.stage not in {"fencing", "taking", "shipping"}:
+            if self._migrations.get(m.name) is not m or m.stage not in {"fencing", "aborting"}:
+                return
+            if m.taken == "taking":
+                m.stage, m.failed = "aborting", why
                 return
             del self._migrations[m.name]
             parked = self._parked.pop(m.name, [])
             if self._forward.get(m.name) == self.name:
                 del self._forward[m.name]
+            restart = m.taken == "taken"
+        if restart:
+            try:
+                self._start(m.name, m.spec, m.restart, m.incarnation - 1, m.snapshot)
+            except Exception:  # noqa: BLE001 - logged; its mail becomes dead letters below
+                from loguru import logger  # noqa: PLC0415
+
+                logger.opt(exception=True).error("Node {} could not start {!r} again", self.name, m.name)
+            for item, src in self._mail_items(m, m.raw, self.name):
+                self._handle(item, src)
+            m.raw, m.snapshot = [], None
+            if self._status(m.to) is not NodeStatus.DOWN:
+                self._send_item(m.to, (wire.STATE, m.name, m.token, None), None)  # the target drops the state
+                self._flush_to(m.to)
         for item, src in parked:
             self._handle(item, src)
         self._release_all(m, self.name)

@@ -28,6 +28,7 @@ __all__ = [
     "RELEASE",
     "REPLY",
     "REPOINT",
+    "STATE",
     "TELL",
     "TERMINATED",
     "UNWATCH",
@@ -62,6 +63,8 @@ RELEASE = 12  # (RELEASE, name, node, token, incarnation): `name` lives on `node
 # (REPOINT, correlation id, node, incarnation): the receiver's ask `corr` is answered from `node` now, where
 # the actor is at `incarnation` (since 1.2; the incarnation since 1.3: a REPOINT naming an older one is stale)
 REPOINT = 13
+STATE = 14  # (STATE, name, token, snapshot or None): a migration's state, ahead of its MOVE (whose snapshot is
+# then None); None: the move was given up, drop it (since 1.3)
 
 
 class Frame(NamedTuple):

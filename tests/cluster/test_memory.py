@@ -6,7 +6,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -118,6 +118,12 @@ def test_migrations_under_faults_lose_reorder_and_duplicate_nothing_from_concurr
         assert cluster.where("rec") == where
 
 
+def _fenced_waiting_for_its_take(node: Any, name: str) -> bool:
+    """Node `node`'s migration of `name` has every fence and waits for its snapshot on the actor's thread."""
+    m = node._migrations.get(name)
+    return m is not None and m.stage == "fencing" and not m.waiting and not m.taken
+
+
 def test_a_migration_ships_the_mail_not_yet_handled_instead_of_draining_it(memory: Harness) -> None:
     memory.start("a", "b")
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
@@ -130,7 +136,7 @@ def test_a_migration_ships_the_mail_not_yet_handled_instead_of_draining_it(memor
     mover.start()
     source = memory.transport.node("a")
     try:
-        memory.wait(lambda: getattr(source._migrations.get("rec"), "stage", None) == "taking")
+        memory.wait(lambda: _fenced_waiting_for_its_take(source, "rec"))
     finally:
         GATE.set()  # the message in hand ends; then the snapshot and the rest of the mailbox go to b
         mover.join()
@@ -313,7 +319,7 @@ def test_a_migration_target_that_dies_after_handling_the_shipped_mail_does_not_h
     mover.start()
     source, target = memory.transport.node("a"), memory.transport.node("b")
     try:
-        memory.wait(lambda: getattr(source._migrations.get("keeper"), "stage", None) == "taking")
+        memory.wait(lambda: _fenced_waiting_for_its_take(source, "keeper"))
         memory.transport.faults.set("b", "a", drop=1.0)  # b's MOVED (and every ack) never reaches a
     finally:
         GATE.set()
