@@ -31,10 +31,9 @@ hands the outcome back when it is done.
 The handler task of the last message queued takes its first step in the
 turn that started it (as a Python 3.12 eager task would;
 `AsyncioExecutor.step_now`), so a coroutine handler that ends without
-suspending answers in that turn. The executor's own loop
-spins briefly before it blocks after an awaited ask from another thread has
-warmed it (`AsyncioExecutor.spin`), and a sender that finds it spinning
-queues its cell without the self-pipe write.
+suspending answers in that turn. The loop does not spin before it blocks:
+an awaited ask from another thread is fast because its asker spins and the
+loop yields to it once the reply is set (`actors._core.future`).
 
 Which loop: by default the system starts its own, on a daemon thread named
 ``troupe-<system>-asyncio``, the first time an asyncio actor is spawned (a
@@ -61,11 +60,8 @@ import itertools
 import math
 import os
 import queue
-import selectors
 import sys
 import threading
-import time
-import warnings
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Coroutine
@@ -710,15 +706,6 @@ class AsyncioExecutor:
         # flag is run (see `submit`).
         self._inbox: deque[Cell] = deque()
         self._drain_pending = False
-        # Our own loop spins briefly before it blocks, after an awaited ask
-        # from another thread (`_SpinningSelector`): `_hot` is set by that
-        # asker (`warm`), cleared by the spin it allows; `_spinning` is True
-        # while the loop spins, and a sender that sees it queues its cell
-        # without waking the loop (the spin takes it). `_spin` is the
-        # adaptive budget, in rounds.
-        self._hot = False
-        self._spinning = False
-        self._spin = _LOOP_SPIN_MAX
 
     def __repr__(self) -> str:
         return f"<AsyncioExecutor {self.thread_name} loop={self.loop!r}>"
@@ -744,74 +731,12 @@ class AsyncioExecutor:
             return loop
         with self._lock:
             if self.loop is None:
-                loop = self._new_loop()
+                loop = asyncio.new_event_loop()
                 self._stop_serving = asyncio.Event()
                 self._thread = threading.Thread(target=self._serve, args=(loop,), name=self.thread_name, daemon=True)
                 self.loop = loop
                 self._thread.start()
             return self.loop
-
-    def _new_loop(self) -> asyncio.AbstractEventLoop:
-        """Make our own loop: asyncio's default one, with the spin before it blocks when that is a selector loop."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.14 deprecates the policy API
-            policy = asyncio.get_event_loop_policy()
-        if type(policy) is not asyncio.DefaultEventLoopPolicy or sys.platform == "win32":
-            return asyncio.new_event_loop()  # the user's policy (uvloop?), or a proactor: left as they are
-        return asyncio.SelectorEventLoop(_SpinningSelector(self))
-
-    def warm(self) -> None:
-        """Let our loop spin before it next blocks: an asker on another thread spins for a reply (any thread)."""
-        self._hot = True
-
-    def spin(self, select: Callable[[float], list[Any]], timeout: float | None) -> list[Any] | None:
-        """Spin before the loop blocks in ``select(timeout)``, after a `warm` (loop thread, in `_SpinningSelector`).
-
-        Each round yields the CPU, looks for cells queued by senders that
-        saw the spin (they skip the wake-up write), and polls the selector.
-        Return the events polled, an empty list once cells are queued (a
-        `_drain` is then scheduled) or a timer is due, or None if nothing
-        came within the budget: the loop then blocks as usual.
-
-        Why: an awaited ask from a coroutine on another loop otherwise wakes
-        this loop through its self-pipe (a socket write that lets this
-        thread take the GIL from the sender, then hands it back: two thread
-        wake-ups, ~20 µs of an ask here). The budget adapts as the
-        dispatchers' does: halved when a spin found nothing, doubled when it
-        found a cell; an idle loop is never warmed, so never spins.
-        """
-        self._hot = False
-        self._spinning = True
-        budget = self._spin
-        inbox = self._inbox
-        found: list[Any] | None = None
-        deadline = None if timeout is None else _monotonic() + timeout
-        try:
-            for _ in range(budget):
-                _yield()
-                if inbox:
-                    found = []
-                    break
-                events = select(0)
-                if events:
-                    return events
-                if deadline is not None and _monotonic() >= deadline:
-                    return []
-        finally:
-            # Invariant kept: `submit` appends, then reads `_spinning`; this
-            # clears it, then reads the queue: a cell queued while a sender
-            # saw the spin is found here, if not in a round above.
-            self._spinning = False
-            if inbox and not self._drain_pending:
-                self._drain_pending = True
-                self._loop().call_soon(self._drain, context=self._context)
-                found = []
-        if found is not None:
-            if budget < _LOOP_SPIN_MAX:
-                self._spin = budget * 2
-        elif budget > _SPIN_MIN:
-            self._spin = budget // 2
-        return found
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         bind_executor(self)
@@ -863,8 +788,6 @@ class AsyncioExecutor:
             loop.call_soon(self._run, cell, context=self._context)
             return
         self._inbox.append(cell)
-        if self._spinning:  # read after the append: see `spin`
-            return
         if not self._drain_pending:
             self._drain_pending = True
             try:
@@ -991,28 +914,6 @@ _FINISHED = object()
 _current_task = asyncio.current_task
 _enter_task = asyncio.tasks._enter_task  # noqa: SLF001 - what a 3.12 eager task does; C in 3.11
 _leave_task = asyncio.tasks._leave_task  # noqa: SLF001
-
-
-class _SpinningSelector(selectors.DefaultSelector):  # the platform's best (epoll here)
-    """The selector of an `AsyncioExecutor`'s own loop: spins before blocking when the executor was warmed."""
-
-    def __init__(self, executor: AsyncioExecutor) -> None:
-        super().__init__()
-        self._executor = executor
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        """Return the ready events, waiting up to `timeout` seconds (after a spin, if warmed)."""
-        executor = self._executor
-        if timeout != 0 and executor._hot:  # noqa: SLF001 - the executor's own flag
-            events = executor.spin(super().select, timeout)
-            if events is not None:
-                return events
-        return super().select(timeout)
-
-
-_LOOP_SPIN_MAX = 128
-"""Most rounds (a yield and a poll of the selector each) an executor's own loop spins before it blocks."""
-_monotonic = time.monotonic
 
 
 class _Driver(Coroutine[Any, Any, None]):

@@ -352,10 +352,10 @@ def _spin_for_reply(future: Future[Any], loop: asyncio.AbstractEventLoop) -> boo
     here, measured with timestamps on both threads). When this loop has
     nothing else ready, the task spins instead, yielding the CPU (and
     the GIL) each round, and warms the executor that will reply (a
-    dispatcher pool's listener, an asyncio executor's own loop: see their
-    `warm`), so that it too spins for the next ask rather than parks:
-    measured, awaited asks from a coroutine went 1.2-1.4x -> 0.35x
-    pykka's blocking ask to a pooled actor, 0.75x to a thread actor.
+    dispatcher pool's listener: see `DispatcherPool.warm`), so that it
+    too spins for the next ask rather than parks: measured, awaited asks
+    from a coroutine went 1.2-1.4x -> 0.35x pykka's blocking ask to a
+    pooled actor, 0.75x to a thread actor.
 
     An asyncio actor's reply (a future with a `_cell`) marked as spun for
     is followed at once by a yield on the loop thread that set it
@@ -366,7 +366,13 @@ def _spin_for_reply(future: Future[Any], loop: asyncio.AbstractEventLoop) -> boo
     threads); with it the asker runs first, usually on the CPU it just
     woke on. Measured interleaved with pykka's blocking ask in one
     process (benchmarks/asyncio_mode.py, coro_ask_vs_pykka, unpinned):
-    0.87-1.03x -> 0.55-0.64x.
+    0.87-1.03x -> 0.55-0.64x. The asyncio loop itself no longer spins
+    before it blocks (it did, warmed by such an asker): with this yield
+    the asker's next ask mostly came before the loop got to block, and
+    the spin, ~200 times in 22,000 asks, ran thousands of times in the
+    runs that went bad (1.5-1.8x: sched_yield spinners lose their CPU to
+    other processes on a loaded machine); without it 0.39-0.57x in 21
+    runs, 0.48-0.69x and two such outliers in 24 with it.
 
     Not for a reply this very loop must produce (an asyncio actor on it),
     nor while callbacks wait on this loop (a spin stops when one is
