@@ -62,6 +62,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import Coroutine
@@ -613,8 +614,30 @@ class ThreadExecutor:
         self.thread = threading.Thread(target=self._loop, name=f"{label}-{next(_thread_ids)}", daemon=daemon)
 
     def start(self) -> None:
-        """Start the thread."""
-        self.thread.start()
+        """Start the thread, without waiting for it to run unless `START_WIDTH` started threads have not yet run.
+
+        `threading.Thread.start` waits until the new thread has run (taken
+        the GIL and set its ``_started`` event): two thread wake-ups per
+        spawn, and on a loaded machine the spawner then waits for a CPU
+        for the new thread and again for itself, each time. Here the
+        spawner goes on at once (`_start_unwaited`) and only waits when
+        `START_WIDTH` of its threads have not yet reached `_loop`: they
+        start beside it, and at most that many wait for the GIL at once
+        (an unbounded number of threads waiting for it time out and wake
+        every 5 ms, the storm `StopPacer` avoids for stops). Mail sent to
+        the actor meanwhile waits in its queue; `join` waits for the start.
+        """
+        _starting.acquire()
+        try:
+            _start_unwaited(self.thread)
+        except BaseException:
+            _starting.release()
+            raise
+
+    def join(self) -> None:
+        """Wait until the thread has started, then until it has ended."""
+        self.thread._started.wait()  # type: ignore[attr-defined]  # noqa: SLF001 - `threading.Thread.join` refuses a thread not yet run
+        self.thread.join()
 
     def submit_stop(self, cell: Cell) -> None:
         """Submit `cell` for a turn that will stop it, through the system's `StopPacer`."""
@@ -629,6 +652,7 @@ class ThreadExecutor:
         """Nothing to do: a turn here is never suspended (see `Cell.post_system`)."""
 
     def _loop(self) -> None:
+        _starting.release()  # this thread has run: the next start may go on (see `start`)
         bind_executor(self)
         get = self._runq.get
         try:
@@ -645,6 +669,71 @@ class ThreadExecutor:
                 self._on_exit(self)
             except Exception:  # noqa: BLE001
                 logger.opt(exception=True).error("Exit hook of {} failed", self.thread.name)
+
+
+START_WIDTH = 64
+"""How many actor threads a process may have started that have not yet run (`ThreadExecutor.start`)."""
+
+_starting = threading.BoundedSemaphore(START_WIDTH)
+"""A permit per actor thread started and not yet in its `ThreadExecutor._loop`."""
+
+
+def _start_unwaited(thread: threading.Thread) -> None:
+    """Start `thread` as `threading.Thread.start` does, without waiting until it has run (CPython 3.11-3.12).
+
+    The thread is in ``threading._limbo`` until it runs, as during
+    `threading.Thread.start`'s own wait. On other versions (3.13 starts
+    threads another way) this is `threading.Thread.start`.
+    """
+    limbo = getattr(threading, "_limbo", None)
+    limbo_lock = getattr(threading, "_active_limbo_lock", None)
+    start_new_thread = getattr(threading, "_start_new_thread", None)
+    if sys.version_info >= (3, 13) or limbo is None or limbo_lock is None or start_new_thread is None:
+        thread.start()
+        return
+    if thread._started.is_set():  # type: ignore[attr-defined]  # noqa: SLF001 - the check `Thread.start` makes
+        msg = "threads can only be started once"
+        raise RuntimeError(msg)
+    _register_start_wait()
+    with limbo_lock:
+        limbo[thread] = thread
+    try:
+        start_new_thread(thread._bootstrap, ())  # type: ignore[attr-defined]  # noqa: SLF001
+    except Exception:
+        with limbo_lock:
+            del limbo[thread]
+        raise
+
+
+def _register_start_wait() -> None:
+    """Have interpreter exit wait, before it joins non-daemon threads, until every started actor thread has run."""
+    global _start_wait_registered  # noqa: PLW0603 - once per process
+    if _start_wait_registered:
+        return
+    _start_wait_registered = True
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+            register(_wait_for_starts)
+
+
+def _wait_for_starts() -> None:
+    # A thread that has not yet run is not among those exit joins: take every
+    # permit (each thread gives its own back once it runs), then give them
+    # back. Bounded: a thread that died before it ran never gives its back.
+    deadline = time.monotonic() + _START_WAIT_AT_EXIT
+    taken = 0
+    while taken < START_WIDTH and _starting.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        taken += 1
+    for _ in range(taken):
+        _starting.release()
+
+
+_START_WAIT_AT_EXIT = 10.0
+"""Seconds interpreter exit waits, at most, for started actor threads to run (`_wait_for_starts`)."""
+
+
+_start_wait_registered = False
 
 
 # -- asyncio mode ------------------------------------------------------------------
