@@ -85,6 +85,7 @@ __all__ = [
     "DEFAULT_DISPATCHER",
     "DEFAULT_SLOW_CALLBACK_DURATION",
     "DRAIN",
+    "START_WIDTH",
     "STOP_WAKE_WIDTH",
     "THREAD_STATE",
     "AsyncioExecutor",

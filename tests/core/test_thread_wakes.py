@@ -19,7 +19,7 @@ from tests.core.actors_for_tests import WAIT
 
 
 class _WaitsForTheLast(Actor):
-    """Its handler blocks until the last actor's handler has begun; answers what it saw, and where ("ready": at once)."""
+    """Its handler blocks until the last actor's handler began; answers what it saw and where ("ready": at once)."""
 
     def __init__(self, index: int, last: int, reached: threading.Event) -> None:
         super().__init__()
