@@ -83,6 +83,9 @@ class Future(pykka.Future[T]):
     _sources: tuple[pykka.Future[Any], ...] | None = None
     # The asyncio cell that will set this future (its reply), or None.
     _cell: Cell | None = None
+    # True while an awaiting task on another thread spins for this reply
+    # (`_spin_for_reply`): its setter then yields the CPU and the GIL at once.
+    _spun = False
 
     __slots__ = ("_callbacks", "_done", "_exc_info", "_label", "_value", "_waiter")
 
@@ -167,6 +170,8 @@ class Future(pykka.Future[T]):
                 self._value = value
                 self._done = True  # the race is decided: the waking is done outside the lock
             self._settle()
+            if self._spun:
+                _yield()  # the asker spins: let it run now (see `_spin_for_reply`)
             return
         if self._done or self._get_hook is not None:
             raise queue.Full
@@ -193,6 +198,8 @@ class Future(pykka.Future[T]):
                 self._exc_info = (exc_type, exc_value, traceback)
                 self._done = True
             self._settle()
+            if self._spun:
+                _yield()  # as in `set`
             return
         if self._done or self._get_hook is not None:
             raise queue.Full
@@ -345,10 +352,27 @@ def _spin_for_reply(future: Future[Any], loop: asyncio.AbstractEventLoop) -> boo
     here, measured with timestamps on both threads). When this loop has
     nothing else ready, the task spins instead, yielding the CPU (and
     the GIL) each round, and warms the executor that will reply (a
-    dispatcher pool's listener, an asyncio executor's own loop: see their
-    `warm`), so that it too spins for the next ask rather than parks:
-    measured, awaited asks from a coroutine went 1.2-1.4x -> 0.35x
-    pykka's blocking ask to a pooled actor, 0.75x to a thread actor.
+    dispatcher pool's listener: see `DispatcherPool.warm`), so that it
+    too spins for the next ask rather than parks: measured, awaited asks
+    from a coroutine went 1.2-1.4x -> 0.35x pykka's blocking ask to a
+    pooled actor, 0.75x to a thread actor.
+
+    An asyncio actor's reply (a future with a `_cell`) marked as spun for
+    is followed at once by a yield on the loop thread that set it
+    (`Future.set`): without it the loop thread went on holding the GIL
+    to the end of its turn and its next loop pass, and the asker, asleep
+    in CPython's GIL wait, was woken only at the loop's next GIL release
+    (its spin or epoll), ~6 µs after the reply (timestamps on both
+    threads); with it the asker runs first, usually on the CPU it just
+    woke on. Measured interleaved with pykka's blocking ask in one
+    process (benchmarks/asyncio_mode.py, coro_ask_vs_pykka, unpinned):
+    0.87-1.03x -> 0.55-0.64x. The asyncio loop itself no longer spins
+    before it blocks (it did, warmed by such an asker): with this yield
+    the asker's next ask mostly came before the loop got to block, and
+    the spin, ~200 times in 22,000 asks, ran thousands of times in the
+    runs that went bad (1.5-1.8x: sched_yield spinners lose their CPU to
+    other processes on a loaded machine); without it 0.39-0.57x in 21
+    runs, 0.48-0.69x and two such outliers in 24 with it.
 
     Not for a reply this very loop must produce (an asyncio actor on it),
     nor while callbacks wait on this loop (a spin stops when one is
@@ -369,6 +393,7 @@ def _spin_for_reply(future: Future[Any], loop: asyncio.AbstractEventLoop) -> boo
     if warm is not None:
         warm()
     budget = _await_spin
+    future._spun = True  # noqa: SLF001
     for _ in range(budget):
         _yield()
         if future._done:  # noqa: SLF001
@@ -376,7 +401,9 @@ def _spin_for_reply(future: Future[Any], loop: asyncio.AbstractEventLoop) -> boo
                 _await_spin = budget * 2
             return True
         if ready:
+            future._spun = False  # noqa: SLF001
             return False
+    future._spun = False  # noqa: SLF001 - the task suspends: its reply wakes it through the loop
     if budget > _SPIN_MIN:
         _await_spin = budget // 2
     return False

@@ -702,7 +702,7 @@ class ActorSystem:
         self.scheduler.shutdown()
         threads = list(self._actor_threads)
         for actor_thread in threads:
-            actor_thread.thread.join()
+            actor_thread.join()
         self.audit.close()  # an audit log still enabled writes what is queued and joins its writer
         if self.tracer is not None:  # a tracer still set is removed and closed (it may own a thread)
             set_tracer(self, None)
