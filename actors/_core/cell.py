@@ -62,7 +62,7 @@ from pykka import ActorDeadError, ActorRegistry
 from actors._core._pykka import ActorStop, Envelope, handle_receive
 from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import DRAIN, THREAD_STATE, current_executor
-from actors._core.future import Receipt
+from actors._core.future import Asked, Receipt
 from actors._core.handlers import AsyncioState, Hook, is_coroutine, reply_exception
 from actors._core.lifecycle import RUNNING, STARTING, STOP, STOPPING, TERMINATED, StopChildren, exc_info_of
 from actors._core.logbridge import pykka_logs, report, to_pykka_logger
@@ -314,7 +314,10 @@ class Cell:
 
     def get(self) -> Envelope[Any]:
         """Take the next item as an envelope (pykka inbox interface; IndexError when empty)."""
-        item = self.queue.popleft()
+        item: Any = self.queue.popleft()
+        if item.__class__ is Asked and item.target is self:
+            message, item.target, item.message = item.message, None, None
+            return Envelope(message, reply_to=item)
         return item if item.__class__ is Envelope else Envelope(item)
 
     def empty(self) -> bool:
@@ -742,7 +745,12 @@ class Cell:
             except IndexError:
                 return start - limit
             limit -= 1
-            if item.__class__ is Envelope:
+            cls = item.__class__
+            if cls is Asked and item.target is self:  # an ask (or a stop) to this actor: see `Asked`
+                message = item.message
+                reply_to = item
+                item.target = item.message = None  # taken: from now on it is only a future
+            elif cls is Envelope:
                 message = item.message
                 reply_to = item.reply_to
             else:
@@ -915,7 +923,7 @@ class Cell:
                 item = pop()
             except IndexError:
                 break
-            message, reply_to = unwrap(item)
+            message, reply_to = unwrap(item, self)
             if isinstance(message, ActorStop):
                 if reply_to is not None:  # answered once the actor has terminated
                     self.stop_replies = [*(self.stop_replies or ()), reply_to]
@@ -1136,7 +1144,7 @@ class Cell:
                 item = pop()
             except IndexError:
                 return
-            message, reply_to = unwrap(item)
+            message, reply_to = unwrap(item, self)
             if isinstance(message, ActorStop):
                 if reply_to is not None:
                     reply_to.set(True)  # "was being stopped at the time of the call"
@@ -1161,13 +1169,13 @@ class Cell:
                 item = pop()
             except IndexError:
                 return taken
-            message, reply_to = unwrap(item)
+            message, reply_to = unwrap(item, self)
             if message.__class__ is not _TimerFired and message.__class__ is not Terminated:
                 taken.append((message, reply_to))
 
     def reject(self, item: Any, reason: DeadLetterReason, exc: BaseException | None = None) -> None:
         """Record a mailbox item as a dead letter; an ask gets `exc` (default ActorDeadError)."""
-        message, reply_to = unwrap(item)
+        message, reply_to = unwrap(item, self)
         self.system.dead_letters.record(message, self.ref, reason, exc)
         if reply_to is not None:
             if exc is None:
@@ -1175,10 +1183,12 @@ class Cell:
             reply_exception(reply_to, (type(exc), exc, None))
 
 
-def unwrap(item: Any) -> tuple[Any, pykka.Future[Any] | None]:
-    """Return (message, reply future or None) of a mailbox item."""
+def unwrap(item: Any, cell: Cell) -> tuple[Any, pykka.Future[Any] | None]:
+    """Return (message, reply future or None) of an item taken from `cell`'s mailbox."""
     if item.__class__ is Envelope:
         message, reply_to = item.message, item.reply_to
+    elif item.__class__ is Asked and item.target is cell:
+        message, reply_to = item.message, item
     else:
         message, reply_to = item, None
     if message.__class__ is Traced:

@@ -49,6 +49,7 @@ import attrs
 
 from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
+from actors._core.future import Asked
 from actors.errors import MailboxFullError
 
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ class MessageQueue(Protocol):
     `Cell.post_internal` then appends. The bounded and priority queues have it.
     """
 
-    def append(self, envelope: Envelope[Any], /) -> None: ...
-    def popleft(self) -> Envelope[Any]: ...
+    def append(self, item: Any, /) -> None: ...
+    def popleft(self) -> Any: ...
     def __len__(self) -> int: ...
 
 
@@ -276,15 +277,17 @@ class _PriorityQueue:
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
-    def append(self, envelope: Envelope[Any]) -> None:
-        message = envelope.message if envelope.__class__ is Envelope else envelope
+    def append(self, envelope: Any) -> None:
+        cls = envelope.__class__
+        # An `Asked` still on its way is an ask (a told copy of one is ordered as its message, see `Asked`).
+        message = envelope.message if cls is Envelope or (cls is Asked and envelope.target is not None) else envelope
         entry = (-self._key(message), next(self._seq), envelope)
         with self._lock:
             heapq.heappush(self._heap, entry)
 
     offer = append  # unbounded: never full; its lock is held only to push
 
-    def popleft(self) -> Envelope[Any]:
+    def popleft(self) -> Any:
         with self._lock:
             return heapq.heappop(self._heap)[2]
 
@@ -348,7 +351,7 @@ class _BoundedQueue:
         # Never waits: a full "block" mailbox drops it as "drop_newest" would.
         self.append(envelope, may_block=False)
 
-    def popleft(self) -> Envelope[Any]:
+    def popleft(self) -> Any:
         with self._cond:
             envelope = self._inner.popleft()
             self._cond.notify()
@@ -371,7 +374,7 @@ class _BoundedQueue:
             self._cond.notify()
             return True
 
-    def _pop_oldest(self) -> Envelope[Any]:
+    def _pop_oldest(self) -> Any:
         inner = self._inner
         if isinstance(inner, _PriorityQueue):
             return inner.pop_oldest()
