@@ -1055,10 +1055,13 @@ class Cell:
     def finish_stop(self) -> None:
         """The children have stopped: run ``on_stop`` (unless the instance failed), then terminate."""
         self.cancel_timers()
-        if not self.failed and self.actor is not None:
-            self.hook("on_stop", self.actor.on_stop, self._stopped, cancellable=False)
-        else:
+        actor = self.actor
+        if self.failed or actor is None or type(actor).on_stop is _NO_ON_STOP:
+            # pykka's own on_stop does nothing: no hook to run (two bound
+            # methods and three calls fewer per stop of an actor without one).
             self._terminate()
+        else:
+            self.hook("on_stop", actor.on_stop, self._stopped, cancellable=False)
 
     def _stopped(self, exc: BaseException | None) -> None:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
@@ -1181,6 +1184,9 @@ class Cell:
             if exc is None:
                 exc = ActorDeadError(f"{self.ref} stopped before handling the message")
             reply_exception(reply_to, (type(exc), exc, None))
+
+
+_NO_ON_STOP = pykka.Actor.on_stop
 
 
 def unwrap(item: Any, cell: Cell) -> tuple[Any, pykka.Future[Any] | None]:

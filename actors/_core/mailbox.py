@@ -145,7 +145,7 @@ class LazyFifo:
         self._cell = cell
         # Invariant (changed under the placeholder's lock of `_STRIPES`): `_FRESH` (never held a
         # message), the one message queued, or `_SPENT` (it held one, taken
-        # since; the next append makes the deque). `_SPENT` also once the
+        # since; the next append makes the deque, `append_stop` does not). `_SPENT` also once the
         # deque is in the cell's place.
         self._item: Any = _FRESH
 
@@ -164,6 +164,28 @@ class LazyFifo:
         queue.append(item)
 
     offer = append  # unbounded: never full
+
+    def append_stop(self, item: Any, /) -> None:
+        """Queue a stop (`ActorRef.stop`): as `append`, but held here if no message is, even after the first.
+
+        A stop is the last message an actor handles (what comes after it is
+        dead-lettered), so an actor asked once, then stopped, needs no deque
+        for it: making one (760 bytes, freed again at the stop) was ~0.5 µs
+        of each of 100,000 ``stop(block=False)`` in a row, on the sender's
+        thread. A message appended after it still finds it held and moves
+        it to the head of the deque, so the order holds.
+        """
+        cell = self._cell
+        with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
+            queue: Any = cell.queue
+            if queue is self:
+                held = self._item
+                if held is _FRESH or held is _SPENT:
+                    self._item = item
+                    return
+                queue = cell.queue = deque((held,))
+                self._item = _SPENT
+        queue.append(item)
 
     def popleft(self) -> Any:
         """Take the head (IndexError when empty)."""

@@ -18,6 +18,7 @@ from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import DispatcherPool, ThreadExecutor, inline_depth
 from actors._core.future import Asked, Future, Receipt
+from actors._core.mailbox import LazyFifo
 from actors._core.messages import KINDS, PROXY
 from actors.errors import EventLoopError, TroupeError
 
@@ -56,6 +57,14 @@ def _traced(cell: Cell, message: Any) -> Any:
 
 _ACTOR_STOP = ActorStop()
 """The one stop message every `ActorRef.stop` sends: an empty, immutable tuple (one allocation less per stop)."""
+
+
+def _append_stop(queue: Any, item: Any) -> None:
+    """Queue a stop; a mailbox still without its deque holds it without making one (`LazyFifo.append_stop`)."""
+    if queue.__class__ is LazyFifo:
+        queue.append_stop(item)
+    else:
+        queue.append(item)
 
 
 class StoppedFlag:
@@ -347,11 +356,11 @@ class ActorRef(pykka.ActorRef[A]):
                     # sent before first), without waking a dispatcher and
                     # then this thread again: a blocking stop of 100,000
                     # pooled actors one at a time cost ~20 us each that way.
-                    cell.queue.append(envelope)
+                    _append_stop(cell.queue, envelope)
                     if cell.sched.acquire(False):
                         cell.run(future)
                 else:
-                    cell.queue.append(envelope)
+                    _append_stop(cell.queue, envelope)
                     if cell.sched.acquire(False):
                         executor = cell.executor
                         if isinstance(executor, ThreadExecutor):
