@@ -200,6 +200,20 @@ class LazyFifo:
             raise IndexError(_EMPTY)  # outside the lock's block: cheaper
         return queue.popleft()
 
+    def take(self) -> Any:
+        """Take the head, or return `NOTHING` when empty: `len` and `popleft` in one call (`Cell._process`)."""
+        held = self._item
+        queue: Any = self._cell.queue
+        if queue is self:
+            if held is _FRESH or held is _SPENT:
+                return NOTHING  # read without the lock, as `__len__`: a message arriving now gets its own turn
+            with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
+                queue = self._cell.queue
+                if queue is self:  # only the turn takes: the message read above is still held
+                    held, self._item = self._item, _SPENT
+                    return held
+        return queue.popleft() if len(queue) else NOTHING  # the deque in the cell's place
+
     def peek(self) -> Any:
         """Return the head (IndexError when empty)."""
         with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
