@@ -47,6 +47,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 import uuid
 from _thread import allocate_lock
 from asyncio import _get_running_loop
@@ -1101,7 +1102,10 @@ class Cell:
             reply_to.set(True)
         self.stop_replies = None
         system = self.system
-        with system.tree_lock:
+        tree_lock = system.tree_lock
+        if not tree_lock.acquire(False):
+            _acquire_contended(tree_lock)
+        try:
             self.state = TERMINATED
             if self.parent is not None and self.parent.children is not None:
                 self.parent.children.pop(self, None)
@@ -1109,6 +1113,8 @@ class Cell:
                 del system.registry[self.name]
             watchers, self._watchers = self._watchers, None
             watched_by, self._watched_by = self._watched_by, None
+        finally:
+            tree_lock.release()
         for target in self._watching or ():
             if target.__class__ is Cell:
                 target.forget_watcher(self)
@@ -1201,6 +1207,29 @@ class Cell:
 
 
 _NO_ON_STOP = pykka.Actor.on_stop
+
+
+def _acquire_contended(lock: Any) -> None:
+    """Take `lock`, held by another thread: let the holder run first, and block only if it does not let go.
+
+    The tree lock is held for a few operations at a time, so a thread finds
+    it held only when its holder lost the GIL inside them. Blocking on it
+    then (a futex sleep) convoys: the holder needs the GIL back, the woken
+    thread the GIL again, and two dispatchers terminating 100,000 actors
+    (`ActorRef.stop` of each, ``block=False``) made 10,000-36,000 context
+    switches and 2-3x the CPU of one dispatcher doing it all (1.2-1.8 s
+    against 0.8-0.9 s; with the lock made a no-op, 0.6-0.8 s). Sleeping 0
+    seconds hands the GIL over, so the holder finishes and lets go.
+    """
+    for _ in range(_CONTENDED_YIELDS):
+        _sleep(0)
+        if lock.acquire(False):
+            return
+    lock.acquire()
+
+
+_CONTENDED_YIELDS = 16
+_sleep = time.sleep  # noqa: TID251 - sleep(0) hands the GIL over; it waits for nothing
 
 
 def unwrap(item: Any, cell: Cell) -> tuple[Any, pykka.Future[Any] | None]:
