@@ -71,6 +71,7 @@ import attrs
 
 from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
+from actors._core.future import Asked
 from actors._core.mailbox import NOTHING, take_head
 from actors._core.messages import KINDS as _KINDS
 from actors._core.tracing import Traced
@@ -137,8 +138,9 @@ class TakenMessages:
         self._taken: list[QueuedMessage] = []
 
     def _accept(self, item: Any) -> bool:
-        if item.__class__ is Envelope:
-            message, reply_to = item.message, item.reply_to
+        cls = item.__class__
+        if cls is Envelope or (cls is Asked and item.target is self._cell):
+            message, reply_to = (item.message, item.reply_to) if cls is Envelope else (item.message, item)
             if getattr(reply_to, "_done", False):
                 # Settled before it was handled: its asker gave up (`Cell.abandon`).
                 # Take it whatever the predicate says: the turn would skip it too.
@@ -163,6 +165,8 @@ class TakenMessages:
             item = take_head(cell.queue, accept)
             if item is NOTHING:
                 break
+            if item.__class__ is Asked:
+                item.target = None  # taken: from now on only a future (see `Asked`)
             candidate = self._candidate
             if candidate is None:  # an abandoned ask
                 cell.system.dead_letters.record(item.message, cell.ref, DeadLetterReason.ASK_ABANDONED)

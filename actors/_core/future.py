@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from actors._core._pykka import OptExcInfo
     from actors._core.cell import Cell
 
-__all__ = ["Future", "Receipt"]
+__all__ = ["Asked", "Future", "Receipt"]
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -176,7 +176,7 @@ class Future(pykka.Future[T]):
         if self._done or self._get_hook is not None:
             raise queue.Full
         self._value = value
-        self._settle()
+        self._settle()  # a seam: subclasses (the routing table's tracked futures) extend it
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         """Set an exception (default: the one being handled) and wake every waiter.
@@ -653,6 +653,45 @@ class Receipt(Future[T]):
     """
 
     __slots__ = ()
+
+
+class Asked(Future[T]):
+    """The reply future of an ask (or a stop) that is also its mailbox item: it carries its message.
+
+    An ask to a pooled or thread-mode actor queues this one object where it
+    queued an `Envelope` holding the message and the future: one object
+    fewer per ask for the allocator and for the garbage collector to walk.
+    Measured: one ask to each of 1,000,000 pooled actors made 2,000,000
+    objects that outlived a young collection (a future the asker holds, an
+    envelope still queued), more than a quarter of the ~5,200,000 a
+    million idle actors are, and CPython 3.11 then runs a full collection
+    (~1 s, of a 5.4 s ask-all); an envelope cost ~0.25 µs more per ask.
+
+    `target` is the cell it was sent to, until that cell's turn takes it
+    (`Cell._process`, ``take_queued``), which clears it with `message`: this
+    future told as a message to some actor (to collect its result, say) is
+    then only a message, there and anywhere else, since only `target`'s turn
+    reads it as an ask. Told to its own `target` before that turn took the
+    ask, the first of the two that turn takes is the ask and the other a
+    message (in mailbox order, so the ask first in a FIFO mailbox).
+
+    Thread contract: built by the asker; `message` and `target` are then
+    written only by `target`'s turn.
+    """
+
+    __slots__ = ("message", "target")
+
+    def __init__(self, message: Any = None, target: Cell | None = None, label: Any = None) -> None:
+        """Make the future of an ask of `message` to `target` (without arguments: a plain one, for ``map``)."""
+        # `Future.__init__` written out: one Python call per ask fewer.
+        self._waiter = None
+        self._done = False
+        self._value = None
+        self._exc_info = None
+        self._callbacks = None
+        self._label = label
+        self.message: Any = message
+        self.target: Cell | None = target
 
 
 def _call(fn: Callable[[Future[Any]], None], future: Future[Any]) -> None:

@@ -49,6 +49,7 @@ import attrs
 
 from actors._core._pykka import Envelope
 from actors._core.deadletters import DeadLetterReason
+from actors._core.future import Asked
 from actors.errors import MailboxFullError
 
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ class MessageQueue(Protocol):
     `Cell.post_internal` then appends. The bounded and priority queues have it.
     """
 
-    def append(self, envelope: Envelope[Any], /) -> None: ...
-    def popleft(self) -> Envelope[Any]: ...
+    def append(self, item: Any, /) -> None: ...
+    def popleft(self) -> Any: ...
     def __len__(self) -> int: ...
 
 
@@ -144,7 +145,7 @@ class LazyFifo:
         self._cell = cell
         # Invariant (changed under the placeholder's lock of `_STRIPES`): `_FRESH` (never held a
         # message), the one message queued, or `_SPENT` (it held one, taken
-        # since; the next append makes the deque). `_SPENT` also once the
+        # since; the next append makes the deque, `append_stop` does not). `_SPENT` also once the
         # deque is in the cell's place.
         self._item: Any = _FRESH
 
@@ -164,6 +165,28 @@ class LazyFifo:
 
     offer = append  # unbounded: never full
 
+    def append_stop(self, item: Any, /) -> None:
+        """Queue a stop (`ActorRef.stop`): as `append`, but held here if no message is, even after the first.
+
+        A stop is the last message an actor handles (what comes after it is
+        dead-lettered), so an actor asked once, then stopped, needs no deque
+        for it: making one (760 bytes, freed again at the stop) was ~0.5 µs
+        of each of 100,000 ``stop(block=False)`` in a row, on the sender's
+        thread. A message appended after it still finds it held and moves
+        it to the head of the deque, so the order holds.
+        """
+        cell = self._cell
+        with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
+            queue: Any = cell.queue
+            if queue is self:
+                held = self._item
+                if held is _FRESH or held is _SPENT:
+                    self._item = item
+                    return
+                queue = cell.queue = deque((held,))
+                self._item = _SPENT
+        queue.append(item)
+
     def popleft(self) -> Any:
         """Take the head (IndexError when empty)."""
         with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
@@ -176,6 +199,20 @@ class LazyFifo:
         if queue is self:
             raise IndexError(_EMPTY)  # outside the lock's block: cheaper
         return queue.popleft()
+
+    def take(self) -> Any:
+        """Take the head, or return `NOTHING` when empty: `len` and `popleft` in one call (`Cell._process`)."""
+        held = self._item
+        queue: Any = self._cell.queue
+        if queue is self:
+            if held is _FRESH or held is _SPENT:
+                return NOTHING  # read without the lock, as `__len__`: a message arriving now gets its own turn
+            with _STRIPES[id(self) >> 4 & _STRIPE_MASK]:
+                queue = self._cell.queue
+                if queue is self:  # only the turn takes: the message read above is still held
+                    held, self._item = self._item, _SPENT
+                    return held
+        return queue.popleft() if len(queue) else NOTHING  # the deque in the cell's place
 
     def peek(self) -> Any:
         """Return the head (IndexError when empty)."""
@@ -276,15 +313,17 @@ class _PriorityQueue:
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
-    def append(self, envelope: Envelope[Any]) -> None:
-        message = envelope.message if envelope.__class__ is Envelope else envelope
+    def append(self, envelope: Any) -> None:
+        cls = envelope.__class__
+        # An `Asked` still on its way is an ask (a told copy of one is ordered as its message, see `Asked`).
+        message = envelope.message if cls is Envelope or (cls is Asked and envelope.target is not None) else envelope
         entry = (-self._key(message), next(self._seq), envelope)
         with self._lock:
             heapq.heappush(self._heap, entry)
 
     offer = append  # unbounded: never full; its lock is held only to push
 
-    def popleft(self) -> Envelope[Any]:
+    def popleft(self) -> Any:
         with self._lock:
             return heapq.heappop(self._heap)[2]
 
@@ -348,7 +387,7 @@ class _BoundedQueue:
         # Never waits: a full "block" mailbox drops it as "drop_newest" would.
         self.append(envelope, may_block=False)
 
-    def popleft(self) -> Envelope[Any]:
+    def popleft(self) -> Any:
         with self._cond:
             envelope = self._inner.popleft()
             self._cond.notify()
@@ -371,7 +410,7 @@ class _BoundedQueue:
             self._cond.notify()
             return True
 
-    def _pop_oldest(self) -> Envelope[Any]:
+    def _pop_oldest(self) -> Any:
         inner = self._inner
         if isinstance(inner, _PriorityQueue):
             return inner.pop_oldest()

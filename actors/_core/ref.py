@@ -17,7 +17,8 @@ from actors._core._pykka import ActorStop, Envelope
 from actors._core.cell import constructing_instance
 from actors._core.deadletters import DeadLetterReason
 from actors._core.executors import DispatcherPool, ThreadExecutor, inline_depth
-from actors._core.future import Future, Receipt
+from actors._core.future import Asked, Future, Receipt
+from actors._core.mailbox import LazyFifo
 from actors._core.messages import KINDS, PROXY
 from actors.errors import EventLoopError, TroupeError
 
@@ -56,6 +57,14 @@ def _traced(cell: Cell, message: Any) -> Any:
 
 _ACTOR_STOP = ActorStop()
 """The one stop message every `ActorRef.stop` sends: an empty, immutable tuple (one allocation less per stop)."""
+
+
+def _append_stop(queue: Any, item: Any) -> None:
+    """Queue a stop; a mailbox still without its deque holds it without making one (`LazyFifo.append_stop`)."""
+    if queue.__class__ is LazyFifo:
+        queue.append_stop(item)
+    else:
+        queue.append(item)
 
 
 class StoppedFlag:
@@ -192,43 +201,54 @@ class ActorRef(pykka.ActorRef[A]):
                 loop of the asyncio actor it addresses (await it instead).
             Exception: with `block`, whatever the actor raised.
         """
-        future: Future[Any] = Future()
-        future._label = self  # noqa: SLF001 - formatted only on Timeout
         cell = self._cell
+        if cell.aio is None:
+            # Pooled and thread mode: the reply future is the mailbox item
+            # (`Asked`, no envelope). Its `Cell.put` is inlined, as in `tell`.
+            future: Future[Any] = Asked(message, cell, self)
+            try:
+                if not cell.alive:
+                    self._dead(message)
+                if _tracing:
+                    future.message = _traced(cell, message)  # type: ignore[attr-defined]
+                cell.queue.append(future)
+                if block and timeout is None and cell.executor is cell.system.inline_executor:
+                    if inline_depth() < _MAX_INLINE:
+                        # Inline ask: the asker would only sleep until a
+                        # dispatcher thread woke up, ran the handler and woke
+                        # it again. If the actor is idle, the asking thread
+                        # runs the turn itself: the same one-at-a-time,
+                        # in-order handling, without two thread wake-ups (most
+                        # of a 25 µs cross-thread ask here). Only without a
+                        # timeout, since a running handler cannot be
+                        # abandoned. The hot path: `sched` taken here, as in
+                        # `tell`, and the turn run.
+                        if cell.sched.acquire(False):
+                            cell.run(future)
+                    elif cell.sched.acquire(False):
+                        cell.executor.submit(cell)
+                elif cell.sched.acquire(False):
+                    cell.executor.submit(cell)
+            except (ActorDeadError, TroupeError):
+                future.set_exception()
+            if block:
+                if timeout is not None and type(executor := cell.executor) is DispatcherPool:
+                    executor.settle(future)
+                return future.get(timeout=timeout)
+            return future
+        future = Future()
+        future._label = self  # noqa: SLF001 - formatted only on Timeout
         try:
             if not cell.alive:
                 self._dead(message)
-            envelope = Envelope(_traced(cell, message) if _tracing else message, reply_to=future)
-            inline = block and timeout is None and cell.executor is cell.system.inline_executor
-            if inline and inline_depth() < _MAX_INLINE:
-                # Inline ask: the asker would only sleep until a dispatcher
-                # thread woke up, ran the handler and woke it again. If the actor
-                # is idle, the asking thread runs the turn itself: the same
-                # one-at-a-time, in-order handling, without two thread wake-ups
-                # (most of a 25 µs cross-thread ask here). Only without a
-                # timeout, since a running handler cannot be abandoned. The
-                # hot path: `sched` taken here, as in `tell`, and the turn run.
-                cell.queue.append(envelope)
-                if cell.sched.acquire(False):
-                    cell.run(future)
-            elif cell.aio is not None:
-                self._refuse_blocking_on_loop(block=block, what="ask")
-                future._cell = cell  # noqa: SLF001 - it replies from its loop
-                cell.put(envelope)
-            else:
-                # `Cell.put` inlined, as in `tell`: one Python call less for a
-                # timed ask and for each of a million asks without blocking.
-                cell.queue.append(envelope)
-                if cell.sched.acquire(False):
-                    cell.executor.submit(cell)
+            self._refuse_blocking_on_loop(block=block, what="ask")
+            future._cell = cell  # noqa: SLF001 - it replies from its loop
+            cell.put(Envelope(_traced(cell, message) if _tracing else message, reply_to=future))
         except (ActorDeadError, TroupeError):
             future.set_exception()
         if block:
             if timeout is not None:
-                if future._cell is not None:  # noqa: SLF001
-                    return self._get_or_abandon(future, timeout)
-                if type(executor := cell.executor) is DispatcherPool:
-                    executor.settle(future)
+                return self._get_or_abandon(future, timeout)
             return future.get(timeout=timeout)
         return future
 
@@ -310,14 +330,20 @@ class ActorRef(pykka.ActorRef[A]):
             EventLoopError: with `block`, called on the thread running the
                 loop of the asyncio actor it addresses (await it instead).
         """
-        future: Future[bool] = Future()
-        future._label = self  # noqa: SLF001
         cell = self._cell
-        self._refuse_blocking_on_loop(block=block, what="stop")
+        future: Future[bool]
+        envelope: Any
+        if cell.aio is None:
+            # The reply future is the mailbox item, as an ask's (`Asked`).
+            future = envelope = Asked(_ACTOR_STOP, cell, self)
+        else:
+            self._refuse_blocking_on_loop(block=block, what="stop")
+            future = Future()
+            future._label = self  # noqa: SLF001
+            envelope = Envelope(_ACTOR_STOP, reply_to=future)
         if not cell.alive:
             future.set(False)
         else:
-            envelope = Envelope(_ACTOR_STOP, reply_to=future)
             try:
                 if (
                     block
@@ -330,11 +356,11 @@ class ActorRef(pykka.ActorRef[A]):
                     # sent before first), without waking a dispatcher and
                     # then this thread again: a blocking stop of 100,000
                     # pooled actors one at a time cost ~20 us each that way.
-                    cell.queue.append(envelope)
+                    _append_stop(cell.queue, envelope)
                     if cell.sched.acquire(False):
                         cell.run(future)
                 else:
-                    cell.queue.append(envelope)
+                    _append_stop(cell.queue, envelope)
                     if cell.sched.acquire(False):
                         executor = cell.executor
                         if isinstance(executor, ThreadExecutor):

@@ -438,3 +438,21 @@ def test_one_busy_pooled_actor_yields_its_thread_after_throughput_messages() -> 
         assert other.ask("get", timeout=WAIT)
         busy.ask("get", timeout=WAIT)
     assert order.index("other") == 10
+
+
+def test_a_pending_ask_future_told_to_another_actor_is_a_plain_message_there(system: ActorSystem, mode: str) -> None:
+    # In pooled and thread mode the future of an ask is also its mailbox item
+    # (`Asked`): told to another actor before it is answered, it must reach
+    # that actor as the future it is, not run the ask there.
+    asked = system.spawn(Recorder, mode=mode)
+    # Not on the loop the gate holds (asyncio): the collector must answer meanwhile.
+    collector = system.spawn(Recorder, mode="thread" if mode == "asyncio" else mode)
+    gate = Gate()
+    asked.tell(gate)
+    gate.wait_entered()
+    pending = asked.ask("for the asked one", block=False)
+    collector.tell(pending)
+    assert collector.ask("get", timeout=WAIT) == [pending]
+    gate.released.set()
+    assert pending.get(timeout=WAIT) == "for the asked one"
+    assert asked.ask("get", timeout=WAIT) == ["for the asked one"]

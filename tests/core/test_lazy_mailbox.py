@@ -220,3 +220,26 @@ def test_a_placeholder_whose_one_message_was_taken_makes_its_deque_on_the_next()
     assert placeholder.popleft() == "b"
     with pytest.raises(IndexError):
         placeholder.popleft()
+
+
+def test_a_stop_after_the_one_message_is_held_without_a_deque_and_what_follows_queues_behind_it() -> None:
+    cell = _Cell()
+    placeholder: Any = FifoMailbox().create(cell)  # type: ignore[arg-type]
+    cell.queue = placeholder
+    placeholder.append("asked once")
+    assert placeholder.popleft() == "asked once"
+    placeholder.append_stop("stop")  # `ActorRef.stop`: the last message needs no deque
+    assert cell.queue is placeholder
+    assert len(placeholder) == 1
+    placeholder.append("late")  # a message sent after the stop still comes after it
+    assert type(cell.queue) is deque
+    assert list(cell.queue) == ["stop", "late"]
+
+
+def test_a_stop_behind_a_held_message_goes_to_the_deque_after_it() -> None:
+    cell = _Cell()
+    placeholder: Any = FifoMailbox().create(cell)  # type: ignore[arg-type]
+    cell.queue = placeholder
+    placeholder.append("first")
+    placeholder.append_stop("stop")
+    assert list(cell.queue) == ["first", "stop"]
