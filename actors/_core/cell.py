@@ -18,8 +18,11 @@ How a message is handled (the hot path)::
     executor thread -> cell.run(): up to `throughput` items, then release
 
 Mailbox items are either a bare message (a tell: no envelope is allocated,
-~15% of a tell's cost) or a pykka `Envelope` (an ask, with its reply future,
-or a tell with a `Receipt`: a failure of its handler still fails the actor).
+~15% of a tell's cost), an `Asked` (the reply future of an ask or a stop to
+a pooled or thread-mode actor, carrying its message: no envelope either, see
+`actors._core.future.Asked`) or a pykka `Envelope` (an asyncio actor's ask, a
+forwarded one with a future of its own, or a tell with a `Receipt`: a
+failure of its handler still fails the actor).
 
 `sched` is a plain lock used as an atomic test-and-set: whoever acquires it
 owns the right to run the actor, and it stays held from submission until the

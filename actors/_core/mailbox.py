@@ -17,8 +17,9 @@ from these immutable specs:
 Each spec builds a queue object with the small interface the runtime uses:
 ``append(item)`` (a sender's), ``offer(item)`` (the runtime's: never
 blocks), ``popleft()`` (raises `IndexError` when empty) and ``len()`` (the
-`MessageQueue` protocol). An item is a bare message (a tell) or a pykka
-`Envelope` (an ask). The FIFO queue is a bare `collections.deque`, whose
+`MessageQueue` protocol). An item is a bare message (a tell), an `Asked`
+(an ask's future carrying its message) or a pykka `Envelope` (see
+`actors._core.cell`). The FIFO queue is a bare `collections.deque`, whose
 append and popleft are atomic in CPython, so the default hot path takes no
 lock; its append never blocks, so it needs no ``offer``. Until an actor's
 second message it is a 48-byte `LazyFifo` (an empty deque is 760 bytes, most
