@@ -341,7 +341,9 @@ class Node:
         # spin for their replies, and the pool of a local actor asked from another node is warmed (`ReplySpin`).
         self._spin = spin
         self.asker_spins = False
-        # Invariant (under _lock): correlation id -> (future, node the ask went to).
+        # Invariant (under _lock): correlation id -> (future, node the ask went to). Every key is one of
+        # this node's own ids (`self._corr`): an ask passed on from another node keeps its asker's id and
+        # is never entered here (`_pass_on`), so ids from two nodes cannot collide in this table.
         self._pending: dict[int, tuple[Future[Any], str]] = {}
         self._out: dict[str, Outbox] = {}
         self._in: dict[str, Inbox] = {}
@@ -350,7 +352,8 @@ class Node:
         self._locations: dict[str, str] = {}
         # name -> the incarnation `_locations` has it at: an older one (a late poll) never overwrites it
         self._located: dict[str, int] = {}
-        # Invariant (under _lock): names being migrated -> items held back for them, in send order.
+        # Invariant (under _lock): names being migrated -> items held back for them, in send order. Only
+        # this node's own sends are held (`_route`); mail passed on for other nodes is never held here.
         self._holding: dict[str, list[tuple[Any, ...]]] = {}
         # names held -> (the migration's source node, its token)
         self._hold_src: dict[str, tuple[str, str]] = {}
