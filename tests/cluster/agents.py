@@ -38,6 +38,7 @@ class Recorder(Actor):
         if message == "moves":
             return list(self.moves)
         if message == "block":
+            BLOCKED.set()
             GATE.wait(30)
             return None
         self.seen.append(message)
@@ -54,6 +55,9 @@ class Recorder(Actor):
 
 GATE = threading.Event()
 """Holds `Recorder`'s ``"block"`` handler (memory transport: the same process)."""
+BLOCKED = threading.Event()
+"""Set once `Recorder`'s ``"block"`` handler runs: the message is in hand (not still queued, where a
+migration's snapshot, a system message, would take it with the mailbox)."""
 
 
 class Echo(Actor):

@@ -17,7 +17,7 @@ from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.directory import ActorEntry, Directory
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.errors import MessageNotPicklableError, MigrationError, WireVersionError
-from tests.cluster.agents import GATE, BadSnapshot, Msg, Recorder, Sender, check_log
+from tests.cluster.agents import BLOCKED, GATE, BadSnapshot, Msg, Recorder, Sender, check_log
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -128,7 +128,9 @@ def test_a_migration_ships_the_mail_not_yet_handled_instead_of_draining_it(memor
     memory.start("a", "b")
     recorder = memory.cluster.spawn(Recorder, node="a", name="rec")
     GATE.clear()
+    BLOCKED.clear()
     recorder.tell("block")  # the message in hand when the migration takes it
+    assert BLOCKED.wait(10)  # in hand, not queued: else the snapshot comes first and ships it
     for i in range(10):
         recorder.tell(Msg("d", i))  # queued behind it on node a
     moved: list[object] = []
@@ -304,7 +306,9 @@ def test_a_migration_target_that_dies_after_handling_the_shipped_mail_does_not_h
     keeper.tell("kept")
     assert keeper.ask("count", timeout=10) == 1
     GATE.clear()
+    BLOCKED.clear()
     keeper.tell("block")  # the message in hand: the five behind it are shipped with the actor
+    assert BLOCKED.wait(10)  # in hand, not queued: else the snapshot comes first and ships it
     for i in range(5):
         keeper.tell(Msg("d", i))
     errors: list[Exception] = []
