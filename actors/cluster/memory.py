@@ -29,7 +29,7 @@ from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
 from actors.cluster.node import Node, ReplySpin, client_request
-from actors.errors import NodeNameTakenError, UnknownNodeError
+from actors.errors import MigrationError, NodeNameTakenError, UnknownNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -273,7 +273,11 @@ class MemoryTransport:
         node = self.node(src)
         future = node.migrate_out(name, to, token, spec, restart, timeout)
         if self.manual:
-            self.wait(future.done, timeout=timeout + 5.0)  # ticks the clock (the node gives up at `timeout`)
+            # Ticks the clock (the node gives up at `timeout`); a source that crashed meanwhile ticks no more.
+            self.wait(lambda: future.done() or node.closed, timeout=timeout + 5.0)
+        if node.closed and not future.done():
+            msg = f"migrating {name!r} from {src!r} to {to!r}: node {src!r} stopped before the move ended"
+            raise MigrationError(msg)
         return node.finish_out(name, future, 0.0 if self.manual else timeout + 5.0)
 
     def request(  # noqa: PLR0917 - the transport interface

@@ -368,8 +368,9 @@ class Node:
         # Invariant (under _lock): migrations out of this node; names being migrated -> items parked, in arrival order.
         self._migrations: dict[str, _Migration] = {}
         self._parked: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
-        # Invariant (under _lock): name -> (token, snapshot) sent ahead of its MOVE to this node (STATE items).
-        self._states: dict[str, tuple[str, bytes]] = {}
+        # Invariant (under _lock): name -> (token, snapshot, source node) sent ahead of its MOVE to this node
+        # (STATE items). Each leaves with its MOVE, its source's drop notice, or its source's DOWN (`_peer_down`).
+        self._states: dict[str, tuple[str, bytes, str]] = {}
         self._watchpoints: dict[str, WatchPoint] = {}
         # name of a local actor -> nodes watching it
         self._watchers: dict[str, set[str]] = {}
@@ -1069,6 +1070,9 @@ class Node:
             self._unavailable.discard(node)
             outbox = self._out.pop(node, None)
             self._in.pop(node, None)
+            # States sent ahead of a move from it: neither their MOVE nor their drop notice can come now.
+            for name in [n for n, (_, _, src) in self._states.items() if src == node]:
+                del self._states[name]
         sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
         never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
@@ -1546,7 +1550,7 @@ class Node:
         elif kind == wire.FENCE:
             self._on_fence(item)
         elif kind == wire.STATE:
-            self._on_state(item[1], item[2], item[3])
+            self._on_state(item[1], item[2], item[3], src)
         elif kind == wire.MOVE:
             self._move_in(item, src)
         elif kind == wire.MOVED:
@@ -1721,13 +1725,24 @@ class Node:
         if self._status(m.to) is NodeStatus.DOWN:  # it went DOWN while this was shipping
             self._recover(m, f"node {m.to!r} went DOWN")
 
-    def _on_state(self, name: str, token: str, data: bytes | None) -> None:
-        """A STATE (on the target): keep the state sent ahead of the MOVE of `token`, or drop it (None: given up)."""
+    def _on_state(self, name: str, token: str, data: bytes | None, src: str) -> None:
+        """A STATE from `src` (on the target): keep the state sent ahead of the MOVE of `token`, or drop it (None).
+
+        The drop notice (None) comes when the move was given up; it is lost
+        with its source if that node goes DOWN first (crashed, or downed
+        itself on the minority side of a partition), and so is the MOVE: then
+        `_peer_down` drops the state instead.
+        """
         with self._lock:
             if data is not None:
-                self._states[name] = (token, data)
-            elif self._states.get(name, ("", b""))[0] == token:
+                self._states[name] = (token, data, src)
+            elif name in self._states and self._states[name][0] == token:
                 del self._states[name]
+
+    def held_states(self) -> list[str]:
+        """Return the names whose state was sent ahead of a move to this node and is held for its MOVE."""
+        with self._lock:
+            return sorted(self._states)
 
     def _move_in(self, item: tuple[Any, ...], src: str) -> None:
         """Step 5 on the target: start it, queue its restore and the shipped mail behind that; answer MOVED."""

@@ -398,3 +398,37 @@ def test_a_watch_the_old_home_forwards_registers_the_real_watcher(patient: Harne
     assert watcher.ask("events", timeout=10) == []  # the actor lives, on b
     assert moved[0].stop(timeout=10)
     h.wait(lambda: watcher.ask("events", timeout=10) == [("keeper", None)])
+
+
+def test_a_state_sent_ahead_of_a_move_whose_source_dies_is_dropped_by_the_target(patient: Harness) -> None:
+    """a sends keeper's state ahead to b, then dies mid-move: neither the MOVE nor the drop notice will come.
+
+    b kept the state (the actor's whole snapshot) for good: only a MOVE or the
+    source's drop notice (a given-up move) removed it, and both died with a.
+    """
+    h = patient
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="a", name="keeper", restart="permanent")
+    keeper.tell(Msg("driver", 0))
+    assert keeper.ask("count", timeout=10) == 1
+    h.transport.faults.set("c", "a", drop=1.0)  # c's fence never reaches a: the move waits, its state on b
+    failed: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            h.cluster.migrate(keeper, to="b", timeout=60.0)
+        except Exception as exc:  # noqa: BLE001 - the source died under it: it cannot end well
+            failed.append(exc)
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    try:
+        h.wait(lambda: h.node_call("b", "held_states") == ["keeper"])
+        h.crash("a")
+        h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("b", "peers") if p.name == "a"))
+        h.wait(lambda: h.node_call("b", "held_states") == [])
+    finally:
+        h.transport.faults.set("c", "a")
+        mover.join()
+    assert failed
+    h.wait(lambda: h.cluster.where("keeper") in {"b", "c"})  # the failover restarted it (from its snapshot)
