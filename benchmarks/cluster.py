@@ -72,7 +72,11 @@ class Counter(Actor):
 
 
 class Pusher(Actor):
-    """``("push", ref, n)``: tell `ref` n messages, return the start time; ``("ping", ref, k)``: k ask latencies."""
+    """``("push", ref, n)``: tell `ref` n messages, return the start time; ``("ping", ref, k)``: k ask latencies.
+
+    ``"ping"`` asks with a timeout; ``"ping_untimed"`` without one, as the ``pykka`` baseline
+    does (on the memory transport such an ask may run on the asker's thread: `Node.send_ask`).
+    """
 
     def on_receive(self, message: Any) -> Any:
         kind, ref, n = message
@@ -82,9 +86,10 @@ class Pusher(Actor):
                 ref.tell(i)
             return start
         latencies = []
+        timeout = None if kind == "ping_untimed" else 30
         for i in range(n):
             t0 = time.perf_counter()
-            ref.ask(i, timeout=30)
+            ref.ask(i, timeout=timeout)
             latencies.append(time.perf_counter() - t0)
         return latencies
 
@@ -207,6 +212,11 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+def _untimed(latencies: list[float]) -> dict[str, float]:
+    """The median of asks made without a timeout (``pykka``'s and bare Ray's asks are)."""
+    return {"untimed_ask_median_us": statistics.median(latencies) * 1e6}
+
+
 def _poll(read: Any, timeout: float = 120.0) -> float:
     """Return `read()` once it is positive, reading every 5 ms."""
     deadline = time.monotonic() + timeout
@@ -235,14 +245,16 @@ def _troupe_messaging(
     tell_per_s = messages / (done_at - start)
     if bare is None:
         latencies = pusher.ask(("ping", echo, asks), timeout=300)
-        return {"tell_per_s": tell_per_s, **_summary(latencies)}
+        untimed = _untimed(pusher.ask(("ping_untimed", echo, asks), timeout=300))  # after: the timed ones as before
+        return {"tell_per_s": tell_per_s, **_summary(latencies), **untimed}
     # Troupe's asks and bare Ray's, in alternating blocks between the same two Ray nodes: the same load.
     latencies, oneway, roundtrip = [], [], []
     for _ in range(_BLOCKS):
         latencies += pusher.ask(("ping", echo, asks // _BLOCKS), timeout=300)
         oneway += bare("oneway", asks // _BLOCKS)
         roundtrip += bare("roundtrip", asks // _BLOCKS)
-    figures = {"tell_per_s": tell_per_s, **_summary(latencies)}
+    untimed = _untimed(pusher.ask(("ping_untimed", echo, asks), timeout=300))
+    figures = {"tell_per_s": tell_per_s, **_summary(latencies), **untimed}
     for name, values in (("ray_oneway", oneway), ("ray_roundtrip", roundtrip)):
         figures.update({key.replace("ask", name): value for key, value in _summary(values).items()})
     return figures
@@ -296,7 +308,7 @@ def messaging(impl: str, *, messages: int = 200_000, asks: int = 1_000) -> dict[
                 latencies.append(time.perf_counter() - t0)
         finally:
             counter.stop()
-        return {"tell_per_s": tell_per_s, **_summary(latencies)}
+        return {"tell_per_s": tell_per_s, **_summary(latencies), **_untimed(latencies)}
     if impl == "memory":
         from actors.cluster import Cluster, MemoryTransport
 
@@ -365,7 +377,7 @@ def _ray_naive(messages: int, asks: int) -> dict[str, float]:
         start = ray.get(caller.push.remote(receiver, messages))
         done_at = _poll(lambda: ray.get(receiver.done.remote()), timeout=600)
         latencies = ray.get(caller.ping.remote(receiver, asks))
-        return {"tell_per_s": messages / (done_at - start), **_summary(latencies)}
+        return {"tell_per_s": messages / (done_at - start), **_summary(latencies), **_untimed(latencies)}
 
 
 def _rss_mb() -> float:
@@ -464,6 +476,7 @@ BENCHMARKS = (
             Metric("tell_per_s", "cross-node tells, one pair (msg/s)", higher_is_better=True),
             Metric("ask_median_us", "cross-node ask, median (µs)"),
             Metric("ask_p99_us", "cross-node ask, p99 (µs)"),
+            Metric("untimed_ask_median_us", "cross-node ask without a timeout, median (µs)"),
         ),
         params={"messages": 200_000, "asks": 1_000},
         quick_params={"messages": 20_000, "asks": 200},

@@ -63,7 +63,7 @@ class _Client:
         payload = wire.dumps_payload(message, f"message to {ref.address.name!r}")
         self._request(ref, wire.TELL, payload, None)
 
-    def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]:
+    def send_ask(self, ref: RemoteRef, message: Any, *, inline: bool = False) -> Future[Any]:  # noqa: ARG002
         payload = wire.dumps_payload(message, f"ask to {ref.address.name!r}")
         return self._future(ref, wire.ASK, payload)
 

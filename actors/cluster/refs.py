@@ -40,8 +40,8 @@ class Endpoint(Protocol):
     def send_tell(self, ref: RemoteRef, message: Any) -> None:
         """Send a tell."""
 
-    def send_ask(self, ref: RemoteRef, message: Any) -> Future[Any]:
-        """Send an ask; return the future of its reply."""
+    def send_ask(self, ref: RemoteRef, message: Any, *, inline: bool = False) -> Future[Any]:
+        """Send an ask; return the future of its reply (`inline`: the caller blocks on it untimed)."""
 
     def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """Call a method of the actor; return the future of its result."""
@@ -136,6 +136,8 @@ class RemoteRef:
             MessageNotPicklableError: `message` does not pickle.
             pykka.Timeout: with `block`, no reply within `timeout` seconds.
         """
+        if block and timeout is None:  # it may run on this thread (as the core's inline ask: `Node.send_ask`)
+            return self.endpoint.send_ask(self, message, inline=True).get()
         future = self.endpoint.send_ask(self, message)
         return future.get(timeout=timeout) if block else future
 

@@ -82,6 +82,10 @@ class Sender(Actor):
             return count
         if message[0] == "ask":
             return message[1].ask(message[2], timeout=10)
+        if message[0] == "send_then_ask":  # ("send_then_ask", ref, count): tells, then an untimed ask of "log"
+            for i in range(message[2]):
+                message[1].tell(Msg(self.actor_name or "?", i))
+            return message[1].ask("log")
         if message[0] == "mixed":  # every third message an ask (kept), the rest tells
             _, ref, count = message
             for i in range(count):
@@ -165,3 +169,18 @@ class BadSnapshot(Recorder):
     def snapshot(self) -> Any:
         msg = "no snapshot today"
         raise RuntimeError(msg)
+
+
+class Where(Actor):
+    """Answers with (the message, the id of the thread that handled it).
+
+    ``("ask", ref, msg)`` asks `ref` with no timeout, ``("ask_timed", ref, msg)`` with one;
+    either answers (the reply, the id of the asking thread).
+    """
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, tuple) and message and message[0] == "ask":
+            return message[1].ask(message[2]), threading.get_ident()
+        if isinstance(message, tuple) and message and message[0] == "ask_timed":
+            return message[1].ask(message[2], timeout=10), threading.get_ident()
+        return message, threading.get_ident()

@@ -17,7 +17,7 @@ from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.directory import ActorEntry, Directory
 from actors.cluster.link import Inbox, LinkConfig, Outbox
 from actors.errors import MessageNotPicklableError, MigrationError, WireVersionError
-from tests.cluster.agents import BLOCKED, GATE, BadSnapshot, Msg, Recorder, Sender, check_log
+from tests.cluster.agents import BLOCKED, GATE, BadSnapshot, Msg, Recorder, Sender, Where, check_log
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Harness
@@ -428,3 +428,33 @@ def test_a_repoint_naming_an_older_incarnation_is_ignored_and_one_from_a_1_2_nod
     repoint((wire.REPOINT, corr, "c"), "b")  # a 1.2 node's, without the incarnation: applied as before
     assert a._pending[corr][1] == "c"
     h.transport.faults.set("a", "b")
+
+
+def test_on_a_real_clock_an_untimed_cross_node_ask_may_run_on_its_askers_thread_and_keeps_the_order() -> None:
+    """The memory transport on a real clock delivers a frame on the thread that sends it when it can.
+
+    Then an untimed ask to an idle pooled actor runs its handler on the asker's
+    thread, after the delivery (the core's inline ask, across nodes: no thread
+    hand-off). A timed one never does (a running handler cannot be abandoned).
+    Either way the sender's earlier tells come first, and a handler running
+    inline may ask another node in turn.
+    """
+    with Cluster(MemoryTransport()) as cluster:
+        for node in ("a", "b", "c"):
+            cluster.start_node(node)
+        far = cluster.spawn(Where, node="b", name="far")
+        third = cluster.spawn(Where, node="c", name="third")
+        asker = cluster.spawn(Where, node="a", name="asker")
+        untimed = [asker.ask(("ask", far, i), timeout=10) for i in range(50)]
+        assert [reply[0] for reply, _ in untimed] == list(range(50))
+        # Inline unless the ticker held the delivery at that moment (then it goes the pool's way).
+        assert any(handler == thread for (_, handler), thread in untimed)
+        timed = [asker.ask(("ask_timed", far, i), timeout=10) for i in range(20)]
+        assert [reply[0] for reply, _ in timed] == list(range(20))
+        assert all(handler != thread for (_, handler), thread in timed)
+        (nested, _), _ = asker.ask(("ask", far, ("ask", third, "deep")), timeout=10)
+        assert nested[0] == "deep"
+        recorder = cluster.spawn(Recorder, node="b", name="rec")
+        sender = cluster.spawn(Sender, node="a", name="snd")
+        log = sender.ask(("send_then_ask", recorder, 200), timeout=30)
+        assert [m.seq for m in log] == list(range(200))
