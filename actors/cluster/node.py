@@ -466,9 +466,9 @@ class Node:
             self._route(ref.address.name, ref.address.node, item, future)
         finally:
             marks["ask"] = outer
-        deferred = marks.pop("deferred", None)
-        if deferred is not None:  # delivered here: every lock of the delivery is released by now
-            deferred()
+            deferred = marks.pop("deferred", None)
+            if deferred is not None:  # delivered here (it must run): every lock of the delivery is released by now
+                deferred()
         return future
 
     def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
