@@ -36,6 +36,7 @@ import contextlib
 import functools
 import itertools
 import queue
+import socket
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ClusterUnavailableError(_msg) from _exc
 
 from actors._core import Future, MonotonicClock
+from actors.cluster.direct import Connection, DataAddress, DataPlane
 from actors.cluster.directory import Directory, NodeStatus
 from actors.cluster.faults import Faults
 from actors.cluster.link import LinkConfig
@@ -81,6 +83,10 @@ the call's gRPC message (up to 10 MB of them a call), a larger one through the
 object store: put on the sender's node, pulled by the receiver's. Measured for
 a 1 MB frame node to node here: ~12 ms one way as one argument, ~3-5 ms as 16
 parts of 64 KB (a migrated actor's 1 MB snapshot is such a frame)."""
+_DIAL_TIMEOUT = 5.0
+"""Longest the Ray call asking a peer for its `DataAddress` may take (on a dialing thread)."""
+_REDIAL_AFTER = 0.5
+"""Seconds after a failed dial or a broken socket before a node dials that peer again (Ray carries it meanwhile)."""
 
 
 @attrs.define(eq=False)
@@ -154,7 +160,14 @@ class _NodeProcess:
     """A `Node` in a Ray actor process, with its ticker thread."""
 
     def __init__(  # noqa: PLR0917 - Ray actor constructors take positional arguments
-        self, name: str, epoch: int, cluster: str, namespace: str, config: LinkConfig, dispatchers: int | None
+        self,
+        name: str,
+        epoch: int,
+        cluster: str,
+        namespace: str,
+        config: LinkConfig,
+        dispatchers: int | None,
+        direct: bool = True,  # noqa: FBT001, FBT002
     ) -> None:
         self._namespace = namespace
         self._cluster = cluster
@@ -190,12 +203,62 @@ class _NodeProcess:
         self._receiver.start()
         self._tickets = itertools.count(1)
         self._waiting: dict[int, Future[Any]] = {}
+        # The direct data plane (`actors.cluster.direct`): sockets to peers, Ray calls while none is up.
+        self._plane: DataPlane | None = None
+        self._conn_lock = threading.Lock()
+        # Invariant: (peer, epoch) -> its open connection; set under _conn_lock, read without it (the send path).
+        self._conns: dict[tuple[str, int], Connection] = {}
+        # Invariants (under _conn_lock): the peers being dialed; when a peer may be dialed again; their addresses.
+        self._dialing: set[tuple[str, int]] = set()
+        self._redial_at: dict[tuple[str, int], float] = {}
+        self._addresses: dict[tuple[str, int], DataAddress] = {}
+        self._plane_closing = False
+        # Peers whose socket failed or whose last Ray call failed as unavailable (under _conn_lock for
+        # writes; read without it): their frames go by Ray calls, the probes, until one succeeds
+        # (`_check_calls`), as a successful socket write proves nothing (a kernel buffer took it).
+        self._probing: set[str] = set()
+        self._sent_direct = self._sent_ray = self._broken = 0
+        if direct:
+            ip = ray.util.get_node_ip_address()
+            self._plane = DataPlane(name, epoch, ip, self.node.receive, self._peer_lost)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_forever, name=f"troupe-node-{name}-ticker", daemon=True)
         self._ticker.start()
 
     def ready(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
+
+    @ray.method(concurrency_group="control")
+    def data_address(self) -> DataAddress | None:
+        """Return where this node's data plane listens (None: it has none; peers send by Ray calls)."""
+        return None if self._plane is None else self._plane.address
+
+    @ray.method(concurrency_group="control")
+    def data_plane(self) -> dict[str, Any]:
+        """Return the data plane's state: frames sent by socket and by Ray, sockets broken, peers connected."""
+        return {
+            "sent_direct": self._sent_direct,
+            "sent_ray": self._sent_ray,
+            "broken": self._broken,
+            "probing": sorted(self._probing),
+            "connected": sorted(peer for peer, _ in self._conns),
+            "inbound": sorted(peer for peer, _ in self._plane.inbound()) if self._plane is not None else [],
+        }
+
+    @ray.method(concurrency_group="control")
+    def break_data_plane(self) -> int:
+        """Cut every outbound socket as a network failure would (a test's fault); return how many it cut.
+
+        The sockets are shut down under their senders: the next write fails,
+        as on a connection reset, and the peer's reader sees the end of its
+        stream, so both sides take the failure path (SUSPECT, frames by Ray,
+        the unacknowledged ones sent again, a new socket after `_REDIAL_AFTER`).
+        """
+        conns = list(self._conns.values())
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        return len(conns)
 
     @ray.method(concurrency_group="control")
     def pid(self) -> int:
@@ -324,6 +387,13 @@ class _NodeProcess:
             slot.ready.set()
         self._returned.put(None)
         self.node.shutdown()
+        with self._conn_lock:
+            self._plane_closing = True
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+        if self._plane is not None:
+            self._plane.close()
 
     # -- sending and detecting -----------------------------------------------------------
 
@@ -342,6 +412,14 @@ class _NodeProcess:
         if self.faults.refused(self.node.name, dst):  # an `unavailable` fault: the call fails as Ray's would
             self._last_call[dst] = (epoch, handle.refuse.remote())
             return
+        if self._plane is not None and dst not in self._probing:
+            conn = self._conns.get((dst, epoch))
+            if conn is not None and conn.send(data):
+                self._sent_direct += 1
+                return
+            if conn is None:
+                self._dial(dst, epoch, handle)
+        self._sent_ray += 1
         if len(data) <= _PART_BYTES:
             if self._hand_back(dst, epoch, data):
                 return
@@ -356,6 +434,102 @@ class _NodeProcess:
             view = memoryview(data)
             call = handle.deliver.remote(*(bytes(view[i : i + _PART_BYTES]) for i in range(0, len(data), _PART_BYTES)))
         self._last_call[dst] = (epoch, call)
+
+    def _dial(self, dst: str, epoch: int, handle: Any) -> None:
+        """Open a socket to `dst` on a thread of its own, unless one is being opened or it failed lately."""
+        key = (dst, epoch)
+        with self._conn_lock:
+            if (
+                self._plane_closing
+                or key in self._dialing
+                or key in self._conns
+                or _now() < self._redial_at.get(key, 0.0)
+            ):
+                return
+            self._dialing.add(key)
+        name = f"troupe-direct-{self.node.name}-dial-{dst}"
+        threading.Thread(target=self._dial_thread, args=(key, handle), name=name, daemon=True).start()
+
+    def _dial_thread(self, key: tuple[str, int], handle: Any) -> None:
+        """Find the peer's address (a Ray call, once per peer incarnation) and connect; on failure, retry later."""
+        plane = self._plane
+        assert plane is not None  # noqa: S101 - only dialed with a plane
+        conn: Connection | None = None
+        no_plane = False
+        try:
+            address = self._addresses.get(key)
+            if address is None:
+                call = handle.data_address.options(concurrency_group="control").remote()
+                address = ray.get(call, timeout=_DIAL_TIMEOUT)
+                no_plane = address is None
+            if address is not None:
+                conn = plane.connect(key[0], address, functools.partial(self._conn_broken, key))
+        except Exception:  # noqa: BLE001 - the peer is unreachable by socket for now: Ray carries its frames
+            address = None
+        with self._conn_lock:
+            self._dialing.discard(key)
+            if address is not None:
+                self._addresses[key] = address
+            if conn is None:
+                # A peer without a data plane (direct=False) is never dialed again.
+                self._redial_at[key] = float("inf") if no_plane else _now() + _REDIAL_AFTER
+                return
+            if self._plane_closing:
+                conn.close()
+                return
+            self._conns[key] = conn
+
+    def _conn_broken(self, key: tuple[str, int], conn: Connection) -> None:
+        """A socket to peer `key` failed (its own thread): the peer is SUSPECT, its frames go by Ray (`_probing`).
+
+        As a Ray call failing as unavailable: SUSPECT until a Ray call made
+        after this succeeds (`_check_calls`; a socket write that succeeds
+        proves nothing, a kernel buffer took it, and a process whose Ray node
+        is gone may still read and write its sockets for a while).
+        """
+        with self._conn_lock:
+            if self._conns.get(key) is conn:
+                del self._conns[key]
+            self._redial_at[key] = _now() + _REDIAL_AFTER
+            closing = self._plane_closing
+            self._broken += 1
+            if not closing:
+                self._probing.add(key[0])
+                self._last_call.pop(key[0], None)  # only a Ray call made from now on ends the probing
+        if not closing:
+            # The frames the socket lost are sent again by the link layer (by Ray, while probing).
+            self.node.call_failed(*key)
+
+    def _peer_lost(self, peer: str, epoch: int) -> None:
+        """The peer's socket to this node ended without this node closing it (a reader thread): it crashed, or broke."""
+        with self._conn_lock:
+            conn = self._conns.pop((peer, epoch), None)
+            self._redial_at[peer, epoch] = _now() + _REDIAL_AFTER
+            closing = self._plane_closing
+            if not closing:
+                self._broken += 1
+                self._probing.add(peer)
+                self._last_call.pop(peer, None)  # only a Ray call made from now on ends the probing
+        if conn is not None:
+            conn.close()
+        if not closing:
+            self.node.call_failed(peer, epoch)
+
+    def _prune_plane(self) -> None:
+        """Close the sockets of peers DOWN or restarted since (the ticker)."""
+        live = {(info.name, info.epoch) for info in self.node.peers() if info.status is not NodeStatus.DOWN}
+        with self._conn_lock:
+            gone = [key for key in self._conns if key not in live]
+            conns = [self._conns.pop(key) for key in gone]
+            for key in [key for key in self._addresses if key not in live]:
+                del self._addresses[key]
+                self._redial_at.pop(key, None)
+        for conn in conns:
+            conn.close()
+        if self._plane is not None:
+            for key in self._plane.inbound():
+                if key not in live:
+                    self._plane.drop_inbound(*key)
 
     def _hand_back(self, dst: str, epoch: int, data: bytes) -> bool:
         """Give `data` to the oldest exchange of `dst` waiting here, if any: True if one took it."""
@@ -420,6 +594,8 @@ class _NodeProcess:
                         with contextlib.suppress(RayActorError):  # the directory is gone: unreachable
                             node.apply(*ray.get(answer))
                     self._check_calls()
+                    if self._plane is not None:
+                        self._prune_plane()
                 node.tick()
             except Exception:  # noqa: BLE001 - the ticker must go on
                 from loguru import logger  # noqa: PLC0415
@@ -439,12 +615,18 @@ class _NodeProcess:
             try:
                 ray.get(ref)
             except ActorUnavailableError:
+                if self._plane is not None and dst not in self._probing:
+                    with self._conn_lock:
+                        self._probing.add(dst)
                 self.node.call_failed(dst, epoch)  # SUSPECT until a call succeeds
             except (ActorDiedError, RayActorError):
                 self.node.report(dst, epoch, NodeStatus.DOWN)
             except Exception:  # noqa: BLE001, S110 - the receiver's own error; it is logged there
                 pass
             else:
+                if dst in self._probing:
+                    with self._conn_lock:
+                        self._probing.discard(dst)
                 self.node.call_ok(dst)
 
 
@@ -478,6 +660,9 @@ class RayTransport:
         namespace: the Ray namespace of the directory and node actors.
         config: link and failure-detector timing.
         dispatchers: dispatcher threads of each node's `ActorSystem`.
+        direct: nodes send their data frames to each other over sockets
+            (`actors.cluster.direct`), with Ray calls while no socket is up;
+            False: every frame is a Ray call.
         detached: create the directory and the nodes this driver starts as
             detached Ray actors, so the cluster outlives this driver's process
             (another driver attaches with the same namespace and cluster name;
@@ -500,8 +685,10 @@ class RayTransport:
         config: LinkConfig | None = None,
         dispatchers: int | None = 2,
         detached: bool = False,
+        direct: bool = True,
     ) -> None:
         self.address = address
+        self.direct = direct
         self.detached = detached
         self.namespace = namespace
         self.config = (
@@ -567,7 +754,7 @@ class RayTransport:
 
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_node, soft=False)
         handle = _NodeActor.options(**options).remote(
-            name, epoch, self.cluster, self.namespace, self.config, dispatchers or self.dispatchers
+            name, epoch, self.cluster, self.namespace, self.config, dispatchers or self.dispatchers, self.direct
         )
         try:
             ray.get(handle.ready.remote())
