@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import random
 import threading
 import time
@@ -446,6 +447,9 @@ class OpenTelemetryTracer(Tracer):
         self._max_pending = max_pending
         self._soon = max(1, max_pending // 4)
         self._interval = float(export_interval)
+        # Spans dropped: by any thread, the queue full (a count: next() is one C call, so none is lost
+        # under a race), and by the builder (a processor raised; under _build_lock).
+        self._overflowed = itertools.count()
         self._dropped = 0
         self._built = 0
         self._build_cpu_ns = 0
@@ -458,8 +462,8 @@ class OpenTelemetryTracer(Tracer):
 
     @property
     def dropped(self) -> int:
-        """Spans dropped since this tracer was made because `max_pending` were queued."""
-        return self._dropped
+        """Spans dropped since this tracer was made: `max_pending` were queued, or a span processor raised."""
+        return int(repr(self._overflowed)[6:-1]) + self._dropped  # a count's repr shows its next value
 
     @property
     def built(self) -> int:
@@ -573,7 +577,7 @@ class OpenTelemetryTracer(Tracer):
         self._wake.set()
         if len(self._pending) < self._max_pending:
             return True
-        self._dropped += 1  # a lost update under a race only undercounts drops
+        next(self._overflowed)
         return False
 
     # -- the builder ------------------------------------------------------------------------------
