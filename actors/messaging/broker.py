@@ -454,8 +454,9 @@ class _Receipted(Receipt[Any], AuditRecord):
     ``latency_ms`` from the publication (sent, and received: the hand-off
     into the mailbox happens in the publish) to processed, on the system
     clock (the audit sink's readings), and the publication's ``delivered``
-    and ``dropped``. Only the subscriber's side queues it: the publisher
-    queues nothing for a publication one of whose hand-offs was made.
+    and ``dropped``. The subscriber's side queues it, after the handler;
+    the publisher queues a line only for a hand-off its mailbox refused
+    at once (`_Outlet.offer_audited`) or a publication with no hand-off.
 
     Nobody waits on this receipt: `set` and `set_exception` only queue the
     event, without the future's value, waiters or callbacks
