@@ -7,6 +7,7 @@ server is scraped over 127.0.0.1.
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from actors import Actor, ActorSystem, ObservabilityConfigError, Router
 from actors._core import TraceContext
 from actors.observability import (
     current_trace,
+    disable_metrics,
     disable_tracing,
     enable_metrics,
     enable_tracing,
@@ -358,6 +360,80 @@ def test_spans_past_max_pending_are_dropped_and_counted(
     disable_tracing(system)
     assert tracer.built + tracer.dropped == 2 * 21
     assert len(spans.get_finished_spans()) == tracer.built
+
+
+def test_a_full_span_queue_drops_counts_and_reports_it_in_the_metrics(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    enable_metrics(system)
+    tracer = enable_tracing(system, tracer_provider=provider, export_interval=3600.0, max_pending=4)
+    ref = system.spawn(Echo, mode=mode)
+    with tracer._build_lock:  # the builder held: nothing leaves the queue, so exactly 4 spans fit
+        for i in range(20):
+            ref.tell(i)
+        assert ref.ask("x", timeout=WAIT) == "x"
+        assert system.metrics().flat()["system.tracing.spans_dropped"] == tracer.dropped == 2 * 21 - 4
+    disable_tracing(system)
+    assert tracer.built == len(spans.get_finished_spans()) == 4
+    assert system.metrics().flat()["system.tracing.spans_dropped"] == 0  # no tracer now
+    disable_metrics(system)
+
+
+class Clocked(Actor):
+    """Reply with the wall clock read inside the handler (ns), as the process span's times are."""
+
+    def on_receive(self, message: Any) -> Any:
+        return time.time_ns()
+
+
+class AsyncClocked(Actor):
+    async def on_receive(self, message: Any) -> Any:
+        return time.time_ns()
+
+
+def test_otel_spans_carry_the_times_recorded_on_the_message_path_and_link_their_producer(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider, export_interval=3600.0)  # built only at the flush
+    ref = system.spawn(AsyncClocked if mode == "asyncio" else Clocked, mode=mode, name="clocked")
+    before = time.time_ns()
+    inside = ref.ask("what time is it", timeout=WAIT)
+    after = time.time_ns()
+    assert spans.get_finished_spans() == ()  # nothing built yet
+    assert tracer.flush(timeout=WAIT)
+    by_name = {span.name: span for span in spans.get_finished_spans()}
+    assert set(by_name) == {"send clocked", "process clocked"}
+    send, process = by_name["send clocked"], by_name["process clocked"]
+    assert send.kind == SpanKind.PRODUCER
+    assert process.kind == SpanKind.CONSUMER
+    assert send.start_time is not None
+    assert send.end_time is not None
+    assert process.start_time is not None
+    assert process.end_time is not None
+    # the times are the ones read when the message was sent and handled, not when the span was built
+    assert before <= send.start_time == send.end_time <= process.start_time <= inside <= process.end_time <= after
+    assert process.parent == send.context
+    assert [link.context for link in process.links] == [send.context]
+    disable_tracing(system)
+
+
+def test_the_systems_shutdown_builds_and_exports_every_queued_span(
+    mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    with ActorSystem("shut") as system:
+        tracer = enable_tracing(system, tracer_provider=provider, export_interval=3600.0)  # the builder never wakes
+        ref = system.spawn(Echo, mode=mode)
+        for i in range(30):
+            ref.tell(i)
+        assert ref.ask("x", timeout=WAIT) == "x"
+        assert spans.get_finished_spans() == ()
+    # the shutdown removed the tracer and closed it: its builder built, exported and stopped
+    assert system.tracer is None
+    assert len(spans.get_finished_spans()) == 2 * 31 == tracer.built
+    assert tracer.dropped == 0
 
 
 @pytest.mark.parametrize(

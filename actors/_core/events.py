@@ -9,8 +9,9 @@ turns the flags of the streams it records on; `disable_audit_log` detaches it.
 The streams (the seed's five daily files):
 
 - ``agent_activity``: agents registered, deregistered, status changes.
-- ``message_audit``: messages sent / received / processed (opt-in, and
-  sampled: one in `message_sample`; see `enable_audit_log`).
+- ``message_audit``: each broker hand-off sent, received and processed,
+  folded into one ``processed`` line written once it is over (opt-in, and
+  sampled: one publication in `message_sample`; see `enable_audit_log`).
 - ``task_history``: tasks submitted, assigned, completed, failed.
 - ``performance``: performance samples (metrics, timings).
 - ``errors``: failures, with the actor's name.

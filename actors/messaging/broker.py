@@ -67,6 +67,7 @@ import json
 import queue
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import attrs
@@ -82,6 +83,7 @@ from actors._core import (
     Future,
     HealthReport,
     HealthStatus,
+    MonotonicClock,
     Receipt,
     Terminated,
     check_ref,
@@ -287,18 +289,13 @@ class _Outlet:
         cell = self.cell
         if len(cell.queue) >= self.capacity or not cell.alive:
             return self.offer(item)  # refused as any: dropped and dead-lettered there
-        # Its ``received`` is written with the publication's ``sent``; the first hand-off's receipt is the record.
+        # The first hand-off's receipt is the publication's record; its line is written when it is settled.
         delivery: _Receipted
         if sampled._outlet is None:  # noqa: SLF001 - the publication's own receipt
             delivery = sampled
             sampled._outlet = self  # noqa: SLF001
         else:
             delivery = _Delivery(audit, sampled, self)
-            more = sampled.more
-            if more is None:
-                sampled.more = [delivery]
-            else:
-                more.append(delivery)
         try:
             self.sub.ref._post_tell(item, delivery)  # noqa: SLF001 - a tell whose handling is reported
         except ActorDeadError as exc:  # stopped since the check: the ref dead-lettered it
@@ -448,12 +445,18 @@ def _who(outlet: _Outlet) -> str:
 
 
 class _Receipted(Receipt[Any], AuditRecord):
-    """The receipt of one sampled hand-off: settling it queues itself as the ``processed`` event.
+    """The receipt of one sampled hand-off: settling it queues itself as the hand-off's one lifecycle line.
 
-    ``processed``: the subscriber's handler returned (``success`` true) or
-    raised, or the message became a dead letter, or the hand-off was
-    refused (``success`` false, ``error_type``), with ``latency_ms`` from
-    received to processed on the system clock (the audit sink's readings).
+    ``processed`` folds the hand-off's sent / received / processed into one
+    line, written once it is over: the subscriber's handler returned
+    (``success`` true) or raised, or the message became a dead letter, or
+    the hand-off was refused (``success`` false, ``error_type``); with
+    ``latency_ms`` from the publication (sent, and received: the hand-off
+    into the mailbox happens in the publish) to processed, on the system
+    clock (the audit sink's readings), and the publication's ``delivered``
+    and ``dropped``. The subscriber's side queues it, after the handler;
+    the publisher queues a line only for a hand-off its mailbox refused
+    at once (`_Outlet.offer_audited`) or a publication with no hand-off.
 
     Nobody waits on this receipt: `set` and `set_exception` only queue the
     event, without the future's value, waiters or callbacks
@@ -462,19 +465,16 @@ class _Receipted(Receipt[Any], AuditRecord):
 
     Thread contract: whichever thread settles it (the subscriber's turn,
     its stop, the dead letters, or the publisher when the hand-off fails)
-    queues ``processed``, after the publication itself was queued
-    (`_Sampled`); both are rendered on the audit writer's one thread, in
-    queue order, so `received` is set before ``processed`` reads it: no
-    lock. If the publication's record was lost (the sink's queue over
-    `max_pending`), ``latency_ms`` is None.
+    queues the line (a failure's as a `_Failed`), which the audit writer's
+    one thread renders; the line waits (`render` says
+    not ready) until the publisher has finished the fan-out and set the
+    publication's counts (`_Sampled.offered`).
     """
 
-    __slots__ = ("_audit", "_error_type", "_outlet", "received")
+    __slots__ = ("_audit", "_outlet")
 
     _audit: AuditChannel
-    _outlet: _Outlet | None
-    _error_type: str | None  # set before `processed` is queued, read by the writer after
-    received: float | None  # the writer's thread only: the reading of ``received``
+    _outlet: _Outlet | None  # None only while a publication's record has made no hand-off
 
     def __repr__(self) -> str:
         outlet = self._outlet
@@ -496,82 +496,85 @@ class _Receipted(Receipt[Any], AuditRecord):
         if exc_info is None:
             exc_info = sys.exc_info()
         exc_type, exc_value = exc_info[0], exc_info[1]
-        self._error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
-        self._audit.emit("message_audit", self)
+        error_type = (exc_type if exc_type is not None else type(exc_value)).__name__
+        self._audit.emit("message_audit", _Failed(self, error_type))
 
-    def processed(self, head: str, reading: float, out: list[str], sampled: _Sampled) -> bool:
-        """Write ``processed`` (the writer's thread, after the publication's record)."""
-        error_type, received, outlet = self._error_type, self.received, self._outlet
+    def publication(self) -> _Sampled:
+        """The sampled publication this receipt is a hand-off of."""
+        raise NotImplementedError
+
+    def processed(self, head: str, reading: float, out: list[str], error_type: str | None = None) -> bool:
+        """Write ``processed`` (the writer's thread); False until the publisher has finished the fan-out."""
+        sampled = self.publication()
+        offered = sampled.offered
+        if offered < 0:
+            return False
+        outlet = self._outlet
         assert outlet is not None  # noqa: S101 - a receipt is settled only after its hand-off was made
-        try:
-            fields = sampled.text
-        except AttributeError:  # the publication's record was lost
-            fields = sampled.fields()
         who = outlet.who or _who(outlet)
-        latency = "null" if received is None else f"{(reading - received) * 1000.0:.3f}"  # µs: repr() was ~0.4 µs
+        delivered = sampled.delivered
+        latency = f"{(reading - sampled.sent) * 1000.0:.3f}"  # µs: repr() was ~0.4 µs
         if error_type is None:
             out.append(
-                f'{head},"event":"processed",{fields},{who},"success":true,"error_type":null,"latency_ms":{latency}}}\n'
+                f'{head},"event":"processed",{sampled.fields()},"delivered":{delivered},'
+                f'"dropped":{offered - delivered},{who},"success":true,"error_type":null,"latency_ms":{latency}}}\n'
             )
         else:
             out.append(
-                f'{head},"event":"processed",{fields},{who},"success":false,"error_type":{_json(error_type)},'
+                f'{head},"event":"processed",{sampled.fields()},"delivered":{delivered},'
+                f'"dropped":{offered - delivered},{who},"success":false,"error_type":{_json(error_type)},'
                 f'"latency_ms":{latency}}}\n'
             )
         return True
 
 
-class _Sampled(_Receipted):
-    """One sampled publication, as the record the publisher queues (`AuditRecord`), and its first hand-off's receipt.
+class _Failed(AuditRecord):
+    """A failed hand-off's ``processed`` line (`_Receipted.set_exception`): the receipt and what went wrong."""
 
-    The publisher queues it *before* its fan-out (one deque append, the
-    audit sink's clock reading is the publication's); the first hand-off
-    uses it as its receipt (most publications have one subscriber: one
-    object for the publication and its delivery), every further one a
-    `_Delivery` (in `more`); the publisher sets `offered` and `delivered`
-    when the fan-out is done (in a ``finally``). The audit writer renders
-    it in queue order: nothing while `offered` is still -1 (the writer
-    keeps it, and what follows it, for its next batch), then the ``sent``
-    event and one ``received`` per hand-off (stamped with that reading);
-    queued again once its receipt is settled, it renders ``processed``.
-    Nothing is built or encoded on the publisher's thread: the fields
-    common to a publication's events are encoded by the writer, once, and
-    cached by topic, message class and sender (`_FIELDS`; an
-    `AgentMessage`'s id encoded each time). It reads the topic, the
-    message's class and an `AgentMessage`'s (frozen) attributes, and the
-    sender, none of which change after the publish.
+    __slots__ = ("error_type", "receipt")
+
+    def __init__(self, receipt: _Receipted, error_type: str) -> None:
+        self.receipt = receipt
+        self.error_type = error_type
+
+    def render(self, head: str, reading: float, out: list[str]) -> bool:
+        """Write the ``processed`` line with ``success`` false (the writer's thread)."""
+        return self.receipt.processed(head, reading, out, self.error_type)
+
+
+class _Sampled(_Receipted):
+    """One sampled publication, and its first hand-off's receipt (most publications have one subscriber).
+
+    The publisher makes it before the fan-out (reading the audit sink's
+    clock: the publication's time) and queues nothing: the first hand-off
+    uses it as its receipt, every further one a `_Delivery`, and each
+    queues its own ``processed`` line when settled (`_Receipted`). The
+    publisher sets `offered` and `delivered` when the fan-out is done (in a
+    ``finally``), and only if no hand-off was made (no subscriber, every
+    buffer full, every subscriber stopped) queues this record itself, as
+    the publication's ``sent`` line (``delivered`` 0). Nothing is built or
+    encoded on the publisher's or the subscriber's thread: the fields
+    common to a publication's lines are encoded by the writer, from parts
+    cached by topic, message class and sender (`_FIELDS`; an `AgentMessage`'s id encoded each time). It reads
+    the topic, the message's class and an `AgentMessage`'s (frozen)
+    attributes, and the sender, none of which change after the publish.
     """
 
-    __slots__ = ("delivered", "message", "more", "offered", "phase", "sender", "text", "topic")
+    __slots__ = ("delivered", "message", "offered", "sender", "sent", "topic")
 
-    def __init__(self, audit: AuditChannel, topic: str, message: Any, sender: Any) -> None:
+    def __init__(self, audit: AuditChannel, topic: str, message: Any, sender: Any, sent: float) -> None:
         self._done = False
         self._audit = audit
         self._outlet = None  # the first hand-off's, once made
-        self._error_type = None
-        self.received = None
         self.topic = topic
         self.message = message
         self.sender = sender
-        self.more: list[_Delivery] | None = None
+        self.sent = sent  # the audit sink's clock reading of the publication
         self.offered = -1  # -1 until the fan-out is done (the publisher's thread; then read by the writer)
         self.delivered = 0
-        # The writer's thread only: 0 until ``sent`` is written (then 1), 2 if the record was lost.
-        self.phase = 0
-
-    def lost(self) -> None:
-        """The sink dropped this record: a ``processed`` that comes later says so (``latency_ms`` None).
-
-        On the emitting thread. Before its receipt is settled the record
-        dropped is the publication's (queued before the fan-out); after, it
-        is the ``processed`` one (`set` marks it done first), and the
-        publication's, already queued, is rendered as usual.
-        """
-        if not self._done and not self.phase:
-            self.phase = 2
 
     def fields(self) -> str:
-        """The fields every event of this publication has, as JSON members ``"topic":...`` (the writer's thread)."""
+        """The fields every line of this publication has, as JSON members ``"topic":...`` (the writer's thread)."""
         message, sender, topic = self.message, self.sender, self.topic
         if message.__class__ is AgentMessage:
             key: Any = (topic, message.sender, message.recipient, message.type)
@@ -596,26 +599,16 @@ class _Sampled(_Receipted):
             _remember(key, text)
         return text
 
+    def publication(self) -> _Sampled:
+        """Itself: the first hand-off's receipt."""
+        return self
+
     def render(self, head: str, reading: float, out: list[str]) -> bool:
-        """Write ``sent`` and each ``received``, or (queued again) the first hand-off's ``processed``."""
-        if self.phase:
-            return self.processed(head, reading, out, self)
+        """Write the first hand-off's ``processed``, or (no hand-off made) the publication's ``sent``."""
+        if self._done:  # settled as handled (a failure comes as a `_Failed`)
+            return self.processed(head, reading, out)
         offered = self.offered
-        if offered < 0:
-            return False
-        self.phase = 1
-        fields = self.text = self.fields()
-        delivered = self.delivered
-        out.append(f'{head},"event":"sent",{fields},"delivered":{delivered},"dropped":{offered - delivered}}}\n')
-        outlet = self._outlet
-        if outlet is not None:
-            self.received = reading
-            out.append(f'{head},"event":"received",{fields},{outlet.who or _who(outlet)}}}\n')
-            for delivery in self.more or ():
-                delivery.received = reading
-                other = delivery._outlet  # noqa: SLF001 - the publication's own receipts
-                assert other is not None  # noqa: S101 - set at its making
-                out.append(f'{head},"event":"received",{fields},{other.who or _who(other)}}}\n')
+        out.append(f'{head},"event":"sent",{self.fields()},"delivered":0,"dropped":{offered}}}\n')
         return True
 
 
@@ -635,12 +628,14 @@ class _Delivery(_Receipted):
         self._audit = audit  # the broker's system's channel
         self._sampled = sampled
         self._outlet = outlet
-        self._error_type = None
-        self.received = None
+
+    def publication(self) -> _Sampled:
+        """The publication it is a hand-off of."""
+        return self._sampled
 
     def render(self, head: str, reading: float, out: list[str]) -> bool:
-        """Write ``processed`` (the writer's thread, after the publication's record)."""
-        return self.processed(head, reading, out, self._sampled)
+        """Write ``processed`` (the writer's thread, once the publication's fan-out is done)."""
+        return self.processed(head, reading, out)
 
 
 class _Core:
@@ -657,6 +652,9 @@ class _Core:
         self.columns: dict[Any, EntryColumns] = {}
         self.dead_letters = ref.actor_system.dead_letters
         self.audit = ref.actor_system.audit
+        # The audit sink's clock (`AuditLog`'s): a sampled publication's reading, for its lines' latency.
+        clock = ref.actor_system.clock
+        self.now: Callable[[], float] = time.monotonic if type(clock) is MonotonicClock else clock.now
         # Invariant: replaced, never mutated, and only by the broker actor's thread (under lock).
         self.table = _Table.build(())
         self.lock = threading.Lock()
@@ -688,12 +686,12 @@ class _Core:
         delivered = offered = 0
         refused: list[Subscription] | None = None
         audit = self.audit
-        # message_audit on and this publication sampled: each hand-off writes received / processed too.
+        # message_audit on and this publication sampled: each hand-off writes its one line when settled.
         sampled = (
-            _Sampled(audit, topic, message, sender) if audit.message_audit and not quiet and audit.sampled() else None
+            _Sampled(audit, topic, message, sender, self.now())
+            if audit.message_audit and not quiet and audit.sampled()
+            else None
         )
-        if sampled is not None:
-            audit.emit("message_audit", sampled)  # queued first: its `processed` events come after it
         try:
             for outlet in route.singles:
                 if outlet.cell is skip_cell or (skip_agent is not None and outlet.sub.agent == skip_agent):
@@ -730,9 +728,11 @@ class _Core:
                             refused = [*(refused or ()), outlet.sub]
                         break
         finally:
-            if sampled is not None:  # the writer waits for these (`_Sampled.__call__`)
+            if sampled is not None:  # the writer waits for these (`_Receipted.processed`)
                 sampled.delivered = delivered
                 sampled.offered = offered
+                if sampled._outlet is None:  # noqa: SLF001 - no hand-off made: the publication's `sent` line
+                    audit.emit("message_audit", sampled)
         if quiet:  # the broker's own membership events: not counted, nobody listening is fine
             return delivered
         with self.lock:

@@ -709,7 +709,7 @@ def enable_audit_log(
         system: whose events to record.
         streams: which streams to record (default all but ``message_audit``:
             pass `AUDIT_STREAMS` for all).
-        message_sample: record one in this many message events.
+        message_sample: record one publication in this many (``message_audit``).
         max_bytes: size at which a day's file is rotated (None: only daily).
         compression: ``"gzip"`` to compress closed files, or None.
         flush_interval: seconds between the writer's batches.

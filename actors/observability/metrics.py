@@ -31,6 +31,7 @@ Flat names (`METRIC_NAMES`; ``<Class>`` is an actor class's ``__qualname__``):
 ``system.dispatcher.busy_seconds``           seconds pooled turns ran (counter; from the sampled turns)
 ``system.dispatcher.utilization``            busy seconds / (threads x uptime), 0..1
 ``system.uptime_seconds``                    seconds since metrics were enabled
+``system.tracing.spans_dropped``             spans the tracer dropped, its queue full (counter; 0: none)
 ``class.<Class>.actors``                     live actors of the class
 ``class.<Class>.messages_handled``           messages its actors took from their mailboxes
 ``class.<Class>.mailbox_depth``              messages queued now, summed over its actors
@@ -127,6 +128,7 @@ _SYSTEM_NAMES = (
     "system.dispatcher.busy_seconds",
     "system.dispatcher.utilization",
     "system.uptime_seconds",
+    "system.tracing.spans_dropped",
 )
 
 METRIC_NAMES: tuple[str, ...] = (*_SYSTEM_NAMES, *(f"class.<Class>.{metric}" for metric in CLASS_METRICS))
@@ -227,6 +229,7 @@ class SystemMetrics:
     dispatcher_busy_seconds: float = 0.0
     dispatcher_utilization: float = 0.0
     uptime_seconds: float = 0.0
+    tracing_spans_dropped: int = 0
 
 
 class FlatMetrics(Mapping[str, float]):
@@ -283,6 +286,7 @@ class MetricsSnapshot:
             "system.dispatcher.busy_seconds": s.dispatcher_busy_seconds,
             "system.dispatcher.utilization": s.dispatcher_utilization,
             "system.uptime_seconds": s.uptime_seconds,
+            "system.tracing.spans_dropped": s.tracing_spans_dropped,
         }
         for mode in MODES_COUNTED:
             values[f"system.actors.mode.{mode}"] = s.actors_by_mode.get(mode, 0)
@@ -414,6 +418,8 @@ class Metrics(Probe):
             dispatcher_busy_seconds=busy,
             dispatcher_utilization=min(1.0, busy / (threads * uptime)) if uptime > 0 else 0.0,
             uptime_seconds=uptime,
+            # The current tracer's (an OpenTelemetry one's builder queue full: `OpenTelemetryTracer.dropped`).
+            tracing_spans_dropped=getattr(self.system.tracer, "dropped", 0),
         )
         return MetricsSnapshot(system=system, classes=FrozenDict(classes))
 

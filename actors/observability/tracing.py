@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import random
 import threading
 import time
@@ -111,6 +112,9 @@ def _span_id(pop: Callable[[], str] = _span_ids.pop) -> str:
 
 _ZERO_SPAN = "0" * 16
 """An invalid span id (W3C): never a context's."""
+
+_EXPORT_BATCH = 512
+"""Spans per export a ``SimpleSpanProcessor``'s exporter is given at most (the SDK's ``BatchSpanProcessor`` default)."""
 
 _MAX_NAMES = 4096
 """(actor, message type, operation) keys whose span name and attributes the OpenTelemetry builder keeps."""
@@ -370,8 +374,10 @@ class OpenTelemetryTracer(Tracer):
             # The optional extra, imported only when turned on.
             from opentelemetry import context as otel_context  # noqa: PLC0415
             from opentelemetry import trace  # noqa: PLC0415
-            from opentelemetry.sdk.trace import Event, ReadableSpan  # noqa: PLC0415
+            from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext  # noqa: PLC0415
+            from opentelemetry.sdk.trace import Event, ReadableSpan, SynchronousMultiSpanProcessor  # noqa: PLC0415
             from opentelemetry.sdk.trace import Tracer as SdkTracer  # noqa: PLC0415
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
             from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
                 ALWAYS_OFF,
                 ALWAYS_ON,
@@ -425,12 +431,25 @@ class OpenTelemetryTracer(Tracer):
             self._below = "~" if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
         self._current_span = trace.get_current_span
         self._current_context = otel_context.get_current
+        runtime = otel_context._RUNTIME_CONTEXT  # noqa: SLF001 - the API's own runtime context
+        if type(runtime) is ContextVarsRuntimeContext:  # the default: its get_current is this one C call
+            self._current_context = runtime._current_context.get  # noqa: SLF001
+        # A send span's context, built without SpanContext.__new__'s range checks (a tuple of these
+        # six): the ids are valid by construction (drawn here, or checked by TraceContext).
+        self._state = trace.DEFAULT_TRACE_STATE
+        self._multi = SynchronousMultiSpanProcessor
+        self._simple = SimpleSpanProcessor
+        self._suppress = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)  # noqa: SLF001
+        self._attach, self._detach = otel_context.attach, otel_context.detach
         # Invariant: holds only sampled spans' raw tuples, at most max_pending (appended on
         # any thread, taken from the left by the builder under _build_lock).
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._max_pending = max_pending
         self._soon = max(1, max_pending // 4)
         self._interval = float(export_interval)
+        # Spans dropped: by any thread, the queue full (a count: next() is one C call, so none is lost
+        # under a race), and by the builder (a processor raised; under _build_lock).
+        self._overflowed = itertools.count()
         self._dropped = 0
         self._built = 0
         self._build_cpu_ns = 0
@@ -443,8 +462,8 @@ class OpenTelemetryTracer(Tracer):
 
     @property
     def dropped(self) -> int:
-        """Spans dropped since this tracer was made because `max_pending` were queued."""
-        return self._dropped
+        """Spans dropped since this tracer was made: `max_pending` were queued, or a span processor raised."""
+        return int(repr(self._overflowed)[6:-1]) + self._dropped  # a count's repr shows its next value
 
     @property
     def built(self) -> int:
@@ -558,7 +577,7 @@ class OpenTelemetryTracer(Tracer):
         self._wake.set()
         if len(self._pending) < self._max_pending:
             return True
-        self._dropped += 1  # a lost update under a race only undercounts drops
+        next(self._overflowed)
         return False
 
     # -- the builder ------------------------------------------------------------------------------
@@ -571,38 +590,86 @@ class OpenTelemetryTracer(Tracer):
             self._drain()
 
     def _drain(self) -> None:
-        """Build every queued span and hand it to the span processors, in the order they ended."""
+        """Build every queued span and hand it to the span processors, in the order they ended.
+
+        The provider's processors, if its own multi-processor holds them
+        (the SDK's default): a ``SimpleSpanProcessor`` is given the pass's
+        spans in exports of at most `_EXPORT_BATCH` (what its ``on_end``
+        does for one span, once per export: instrumentation suppressed
+        around ``exporter.export``, errors logged); any other processor's
+        ``on_end`` is called per span, as the SDK would.
+        """
         with self._build_lock:
             cpu = time.thread_time_ns()
             pending = self._pending
             take = pending.popleft
-            on_end = self._processor.on_end
             build = self._build
+            processor = self._processor
+            simple: list[Any] = []
+            if type(processor) is self._multi:
+                ends = []
+                for each in processor._span_processors:  # noqa: SLF001 - the SDK's own processor list
+                    if type(each) is self._simple:
+                        simple.append(each)
+                    else:
+                        ends.append(each.on_end)
+            else:
+                ends = [processor.on_end]
             # The SpanContext of each send span built in this pass, by span id, until its process
             # span (its child, linked to it) takes it: one SpanContext and two int() less a message.
             sends: dict[str, tuple[Any, int]] = {}
+            batch: list[Any] = []
             built = 0
             try:
                 for _ in range(len(pending)):
-                    on_end(build(take(), sends))
+                    span = build(take(), sends)
+                    for on_end in ends:
+                        on_end(span)
                     built += 1
+                    if simple:
+                        batch.append(span)
+                        if len(batch) >= _EXPORT_BATCH:
+                            self._export(simple, batch)
+                            batch = []
             except Exception:  # noqa: BLE001 - a processor's or exporter's failure must not stop the builder
                 logger.opt(exception=True).warning("troupe tracing: a span processor raised; the span was dropped")
                 self._dropped += 1
+            if batch:
+                self._export(simple, batch)
             self._built += built
             self._build_cpu_ns += time.thread_time_ns() - cpu
 
+    def _export(self, processors: list[Any], spans: list[Any]) -> None:
+        """What each ``SimpleSpanProcessor``'s ``on_end`` does, for `spans` at once (the builder, under its lock)."""
+        batch = tuple(spans)
+        for processor in processors:
+            if processor._shutdown:  # noqa: SLF001 - as its on_end: nothing after its shutdown
+                continue
+            token = self._attach(self._suppress)
+            processor._metrics.finish_items(len(batch))  # noqa: SLF001 - its own counter, as on_end counts
+            try:
+                processor.span_exporter.export(batch)
+            except Exception:  # noqa: BLE001 - as SimpleSpanProcessor: logged, the builder goes on
+                logger.opt(exception=True).error("troupe tracing: exception while exporting spans")
+            finally:
+                self._detach(token)
+
     def _build(self, raw: tuple[Any, ...], sends: dict[str, tuple[Any, int]]) -> Any:
         trace = self._trace
-        span_context = trace.SpanContext
+        # SpanContext(trace_id, span_id, False, flags) without its __new__'s checks: (..., trace state, valid).
+        span_context, state, new = trace.SpanContext, self._state, tuple.__new__
         flags = self._flags[True]  # only sampled spans are queued
         if len(raw) == 8:  # noqa: PLR2004 - a send span (see `send`)
             name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start = raw
             end, exc, operation, kind = start, None, "send", self._producer
             trace_id = int(trace_hex, 16)
-            parent = None if parent_hex is None else span_context(trace_id, int(parent_hex, 16), False, flags)
+            parent = (
+                None
+                if parent_hex is None
+                else new(span_context, (trace_id, int(parent_hex, 16), False, flags, state, True))
+            )
             links: tuple[Any, ...] = ()
-            context = span_context(trace_id, int(span_hex, 16), False, flags)
+            context = new(span_context, (trace_id, int(span_hex, 16), False, flags, state, True))
             sends[span_hex] = context, trace_id
         else:  # a process span (see `end`)
             name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start, end, exc = raw
@@ -610,11 +677,11 @@ class OpenTelemetryTracer(Tracer):
             sent = sends.pop(parent_hex, None)
             if sent is None:  # its send span was built in an earlier pass
                 trace_id = int(trace_hex, 16)
-                parent = span_context(trace_id, int(parent_hex, 16), False, flags)
+                parent = new(span_context, (trace_id, int(parent_hex, 16), False, flags, state, True))
             else:
                 parent, trace_id = sent
             links = (trace.Link(parent),)
-            context = span_context(trace_id, int(span_hex, 16), False, flags)
+            context = new(span_context, (trace_id, int(span_hex, 16), False, flags, state, True))
         span_name, attributes = self._naming(name, actor_class, message_type, ids, operation)
         status = self._unset
         events: tuple[Any, ...] = ()

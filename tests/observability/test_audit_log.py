@@ -52,8 +52,16 @@ FIELDS = {
     "agent_activity": ("agent_id", "agent_type", "capabilities"),
     "task_history": ("task_id", "kind", "agent_id", "attempt", "duration_ms", "success", "error_type", "error"),
     "message_audit": (*_MESSAGE, "delivered", "dropped"),
-    "message_audit.received": (*_MESSAGE, "subscriber", "subscription"),
-    "message_audit.processed": (*_MESSAGE, "subscriber", "subscription", "success", "error_type", "latency_ms"),
+    "message_audit.processed": (
+        *_MESSAGE,
+        "delivered",
+        "dropped",
+        "subscriber",
+        "subscription",
+        "success",
+        "error_type",
+        "latency_ms",
+    ),
     "performance": ("metric", "value", "unit"),
     "errors": ("actor", "actor_class", "actor_urn", "error_type", "error", "message_type"),
 }
@@ -183,12 +191,10 @@ def test_message_audit_is_opt_in_and_sampled(system: ActorSystem, tmp_path: Path
         broker.publish("news.a", n)
     assert gate.wait(WAIT)
     assert log.flush()
-    events = [e for e in lines(log, "message_audit") if e["event"] == "sent"]
-    assert len(events) == 4  # one in five of 19 publications, counted from the first
-    assert all((e["event"], e["topic"], e["delivered"], e["dropped"]) == ("sent", "news.a", 1, 0) for e in events)
+    events = lines(log, "message_audit")
+    assert len(events) == 4  # one in five of 19 publications, counted from the first: one line each
+    assert all((e["event"], e["topic"], e["delivered"], e["dropped"]) == ("processed", "news.a", 1, 0) for e in events)
     assert all(e["message_type"] == "int" for e in events)
-    # each sampled publication's hand-off was written before publish returned
-    assert len([e for e in lines(log, "message_audit") if e["event"] == "received"]) == 4
     disable_audit_log(system)
 
 
@@ -213,7 +219,7 @@ class Subscriber(Actor):
         return message
 
 
-def test_message_audit_writes_sent_received_and_processed_with_the_documented_fields(
+def test_message_audit_writes_one_processed_line_per_hand_off_with_the_documented_fields(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
     broker = cast("BrokerRef", system.spawn(MessageBroker))
@@ -231,25 +237,51 @@ def test_message_audit_writes_sent_received_and_processed_with_the_documented_fi
     assert log.flush()
     events = lines(log, "message_audit")
     for event in events:
-        key = "message_audit" if event["event"] == "sent" else f"message_audit.{event['event']}"
-        assert set(event) == {*COMMON, *FIELDS[key]}, event
-    by = {(e["event"], e["message_id"], e.get("subscriber")): e for e in events}
-    assert len(by) == len(events) == 2 * (1 + 2 + 2)
+        assert set(event) == {*COMMON, *FIELDS["message_audit.processed"]}, event
+    by = {(e["message_id"], e["subscriber"]): e for e in events}
+    assert len(by) == len(events) == 2 * 2  # sent, received and processed folded: one line per hand-off
     for message in (ok, bad):
-        assert by["sent", message.message_id, None]["delivered"] == 2
         for name in ("quiet", "agent-7"):
-            received = by["received", message.message_id, name]
-            processed = by["processed", message.message_id, name]
-            assert (received["from_agent"], received["to_agent"], received["message_type"]) == (
+            processed = by[message.message_id, name]
+            assert (processed["event"], processed["topic"], processed["delivered"], processed["dropped"]) == (
+                "processed",
+                "news.ok" if message is ok else "news.bad",
+                2,
+                0,
+            )
+            assert (processed["from_agent"], processed["to_agent"], processed["message_type"]) == (
                 "a",
                 "b",
                 "status_update",
             )
             assert processed["latency_ms"] >= 0
-            assert events.index(received) < events.index(processed)
             failed = message is bad and name == "agent-7"
             assert processed["success"] is not failed
             assert processed["error_type"] == ("ValueError" if failed else None)
+    disable_audit_log(system)
+
+
+def test_a_sampled_publication_without_a_hand_off_writes_its_sent_line(
+    system: ActorSystem, tmp_path: Path, mode: str
+) -> None:
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    gate = Gate()
+    held = system.spawn(_Noting, mode=mode, name="held", took=threading.Event())
+    held.tell(("hold", gate))
+    gate.wait_entered()
+    broker.subscribe("full", held, capacity=1)
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
+    assert broker.publish("nobody", 0) == 0  # no subscriber: a dead letter
+    assert broker.publish("full", 1) == 1  # its one place taken
+    assert broker.publish("full", 2) == 0  # its buffer full: dropped
+    gate.released.set()
+    assert held.ask("get", timeout=WAIT) == [1]
+    assert log.flush()
+    events = [(e["event"], e["topic"], e["delivered"], e["dropped"]) for e in lines(log, "message_audit")]
+    assert sorted(events) == [("processed", "full", 1, 0), ("sent", "full", 0, 1), ("sent", "nobody", 0, 0)]
+    for event in lines(log, "message_audit"):
+        key = "message_audit" if event["event"] == "sent" else "message_audit.processed"
+        assert set(event) == {*COMMON, *FIELDS[key]}, event
     disable_audit_log(system)
 
 
@@ -259,19 +291,20 @@ def test_message_audit_text_with_quotes_escapes_and_non_ascii_reads_back_as_writ
     # the broker encodes its message_audit events itself (once per publication): check its JSON
     broker = cast("BrokerRef", system.spawn(MessageBroker))
     odd = 'é "quoted" \\ back\nslash\t ✓'
-    broker.subscribe("news.*", system.spawn(Subscriber), agent=odd + "?")  # not the sender: not skipped
+    subscriber = system.spawn(Subscriber)
+    broker.subscribe("news.*", subscriber, agent=odd + "?")  # not the sender: not skipped
     log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
     message = AgentMessage(sender=odd, recipient=odd + "!", type=MessageType.STATUS_UPDATE, content="x")
     assert broker.publish("news.odd", message) == 1
     assert broker.publish("news.odd", odd) == 1  # not an AgentMessage: ids null, the class's name
+    assert subscriber.ask("sync", timeout=WAIT) == "sync"  # FIFO: both handled, their lines queued
     assert log.flush()
     events = lines(log, "message_audit")
-    received = [e for e in events if e["event"] == "received"]
-    assert [(e["from_agent"], e["to_agent"], e["subscriber"]) for e in received] == [
+    assert [(e["from_agent"], e["to_agent"], e["subscriber"]) for e in events] == [
         (odd, odd + "!", odd + "?"),
         (None, None, odd + "?"),
     ]
-    assert [(e["message_id"], e["message_type"]) for e in received] == [
+    assert [(e["message_id"], e["message_type"]) for e in events] == [
         (message.message_id, "status_update"),
         (None, "str"),
     ]
@@ -335,30 +368,26 @@ def test_message_audit_events_dropped_over_max_pending_leave_the_others_as_they_
     broker.subscribe("t", sub)
     # A writer that sleeps until flushed, and room for one event.
     log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS, max_pending=1, flush_interval=3600)
-    # 1. The `processed` event is dropped: `sent` and `received` are written as usual.
-    assert broker.publish("t", 0) == 1
-    assert sub.ask("get", timeout=WAIT) == [0]  # FIFO: its receipt was settled, its event dropped
-    assert log.flush()
-    assert [e["event"] for e in lines(log, "message_audit")] == ["sent", "received"]
-    # 2. The publication's record is dropped: its `processed` comes alone, without a latency.
     sub.tell(("hold", gate))
     gate.wait_entered()
     system.audit.emit("task_history", {"event": "filler"})  # the one place taken
-    assert broker.publish("t", 1) == 1  # its record dropped
-    assert log.flush()  # the filler written: room again
+    assert broker.publish("t", 0) == 1
     gate.released.set()
+    assert sub.ask("get", timeout=WAIT) == [0]  # FIFO: its receipt was settled, its line dropped
+    assert log.flush()  # the filler written: room again
+    assert broker.publish("t", 1) == 1
     assert sub.ask("get", timeout=WAIT) == [0, 1]
     assert log.flush()
-    events = [(e["event"], e.get("latency_ms", "-")) for e in lines(log, "message_audit")]
-    assert events == [("sent", "-"), ("received", "-"), ("processed", None)]
-    assert log.statistics().dropped == 2  # one event of each publication
+    events = [(e["event"], e["message_type"], e["latency_ms"] >= 0) for e in lines(log, "message_audit")]
+    assert events == [("processed", "int", True)]  # 1's: 0's line was dropped, nothing else of it
+    assert log.statistics().dropped == 1
     disable_audit_log(system)
 
 
-def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and_a_dead_letter(
+def test_a_hand_off_refused_by_the_subscribers_mailbox_writes_a_failed_processed_and_a_dead_letter(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
-    # `received` is reported for the tell; the subscriber's own bounded mailbox then refuses it.
+    # The broker's buffer had room; the subscriber's own bounded mailbox then refused the tell.
     broker = cast("BrokerRef", system.spawn(MessageBroker))
     gate, took = Gate(), threading.Event()
     slow = system.spawn(_Noting, mode=mode, mailbox=BoundedMailbox(1, overflow="fail"), name="slow", took=took)
@@ -374,14 +403,10 @@ def test_a_hand_off_refused_after_received_is_followed_by_a_failed_processed_and
     assert took.wait(WAIT)  # it handled 0
     assert slow.ask("get", timeout=WAIT) == [0]  # its mailbox has room again; FIFO: 0's receipt is settled
     assert log.flush()
-    events = [(e["event"], e.get("success"), e.get("error_type")) for e in lines(log, "message_audit")]
-    assert events == [  # a publication's `sent` and `received` lines come first, its `processed` after
-        ("sent", None, None),
-        ("received", None, None),
-        ("sent", None, None),
-        ("received", None, None),
-        ("processed", False, "MailboxFullError"),
-        ("processed", True, None),
+    events = [(e["event"], e["success"], e["error_type"], e["delivered"]) for e in lines(log, "message_audit")]
+    assert events == [  # 1's hand-off refused at once, 0's handled after the gate opened
+        ("processed", False, "MailboxFullError", 0),
+        ("processed", True, None, 1),
     ]
     disable_audit_log(system)
 
