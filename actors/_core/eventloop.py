@@ -13,7 +13,11 @@ threads, a wake-up through the self-pipe (the waker's ``send``, epoll
 returning, the loop's ``recv``) cost 40-70 µs a leg, against 20-23 µs for
 a pooled actor's dispatcher, which parks on a lock (a futex: one syscall to
 wake, one to return); plain asyncio's round trip between two loops was
-106-114 µs against 69-80 µs for a `queue.Queue` round trip.
+106-114 µs against 69-80 µs for a `queue.Queue` round trip. Measured with
+this loop (benchmarks/asyncio_mode.py, coro_ask_vs_pykka, at real-time
+priority so that a woken thread finds a free CPU, as on the idle machine):
+troupe 56-111 -> 41-93 µs, 1.44-1.89x -> 1.16-1.58x pykka's blocking ask;
+on the loaded machine unchanged (0.47-0.57x -> 0.52-0.54x).
 
 How a wake-up cannot be lost: the wake-up is a token, a `_thread.lock`
 held while there is none. A waker releases it (a release that finds it
