@@ -38,7 +38,9 @@ loop yields to it once the reply is set (`actors._core.future`).
 
 Which loop: by default the system starts its own, on a daemon thread named
 ``troupe-<system>-asyncio``, the first time an asyncio actor is spawned (a
-system with no asyncio actor starts no such thread), and stops and joins it
+system with no asyncio actor starts no such thread): a `ParkingEventLoop`,
+which waits for wake-ups on a lock rather than in epoll while no handler
+watches any socket, pipe or subprocess (`actors._core.eventloop`), and stops and joins it
 on shutdown: remaining tasks are cancelled, async generators and the default
 executor shut down, the loop closed. Given a running loop instead
 (``ActorSystem(loop=...)``), the system uses it and never stops or closes it.
@@ -71,6 +73,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from loguru import logger
 
+from actors._core.eventloop import ParkingEventLoop
 from actors.errors import EventLoopError, TroupeInternalError
 
 if TYPE_CHECKING:
@@ -862,7 +865,7 @@ class AsyncioExecutor:
             return loop
         with self._lock:
             if self.loop is None:
-                loop = asyncio.new_event_loop()
+                loop = asyncio.new_event_loop() if sys.platform == "win32" else ParkingEventLoop()
                 self._stop_serving = asyncio.Event()
                 self._thread = threading.Thread(target=self._serve, args=(loop,), name=self.thread_name, daemon=True)
                 self.loop = loop
