@@ -528,7 +528,7 @@ def test_plain_and_keyed_finished_tasks_are_remembered_and_forgotten_in_finishin
         (h.task_id, "echo", TaskState.COMPLETED, 1, i, None) for i, h in enumerate(handles[2:], start=2)
     ]
     assert all(t.agent == AgentId("echo", "e1") for t in infos)
-    assert all(t.submitted_at <= t.started_at <= t.finished_at for t in infos)  # type: ignore[operator]
+    assert all(t.submitted_at <= t.started_at <= t.finished_at for t in infos)
     assert coord.ask(CancelTask(handles[4].task_id)) is False  # finished: nothing to cancel
     reused: Future[Any] = Future()
     coord.tell(Submit(TaskSpec("echo", requires={"echo"}), reused, handles[4].task_id))
