@@ -115,6 +115,7 @@ class HealthTracker:
         "_outcomes",
         "_plain",
         "_streak",
+        "_times",
         "lag_degraded",
         "level",
         "mailbox_depth",
@@ -124,13 +125,18 @@ class HealthTracker:
     def __init__(self, policy: HealthPolicy, *, lag_degraded: float | None) -> None:
         self.policy = policy
         self.lag_degraded = policy.lag_degraded if policy.lag_degraded is not None else lag_degraded
-        # Invariant: at most policy.window (ok, run_time) pairs, oldest first; made on the
+        # Invariant: the ok flags of at most policy.window outcomes, oldest first; made on the
         # first outcome (an empty deque is ~600 bytes, a third of a registration's memory).
-        self._outcomes: deque[tuple[bool, float]] | None = None
+        # Flags, not (ok, run_time) pairs: a bool is no object for the garbage collector, a
+        # pair was one more tracked allocation per task.
+        self._outcomes: deque[bool] | None = None
         # Invariant: how many of _outcomes failed (kept as outcomes come and go: no sum per evaluation).
         self._errors = 0
         # The p95 needs a sort: only when a rule may read it (~60% of a task's cost otherwise).
         self._needs_p95 = bool(policy.rules) or policy.p95_degraded is not None or policy.p95_unhealthy is not None
+        # Invariant: the run times of the outcomes in _outcomes, in the same order, kept only
+        # when a rule may read the p95 (None otherwise).
+        self._times: deque[float] | None = deque(maxlen=policy.window) if self._needs_p95 else None
         self.mailbox_depth = 0
         # `outcome`'s shortcut holds when no rule can call a clean record anything but healthy:
         # no custom rules, no p95 rule, no threshold at 0 (which even a rate or lag of 0 meets).
@@ -156,11 +162,13 @@ class HealthTracker:
         outcomes = self._outcomes
         if outcomes is None:
             outcomes = self._outcomes = deque(maxlen=self.policy.window)
-        if len(outcomes) == outcomes.maxlen and not outcomes[0][0]:
+        if len(outcomes) == outcomes.maxlen and not outcomes[0]:
             self._errors -= 1  # the oldest, about to drop out, was a failure
-        outcomes.append((ok, run_time))
+        outcomes.append(ok)
         if not ok:
             self._errors += 1
+        if self._times is not None:
+            self._times.append(run_time)
 
     def outcome(self, *, ok: bool, run_time: float) -> Health:
         """Add one task outcome (`record`) and return the level after it (``evaluate(0.0)``).
@@ -185,9 +193,11 @@ class HealthTracker:
         outcomes = self._outcomes
         if outcomes is None:
             outcomes = self._outcomes = deque(maxlen=self.policy.window)
-        if len(outcomes) == outcomes.maxlen and not outcomes[0][0]:
+        if len(outcomes) == outcomes.maxlen and not outcomes[0]:
             self._errors -= 1  # the oldest, about to drop out, was a failure
-        outcomes.append((True, run_time))
+        outcomes.append(True)
+        if self._times is not None:
+            self._times.append(run_time)
         if (
             self._errors == 0
             and self._plain
@@ -203,8 +213,8 @@ class HealthTracker:
         outcomes = self._outcomes or ()
         n = len(outcomes)
         p95 = None
-        if n and self._needs_p95:
-            times = sorted(t for _, t in outcomes)
+        if n and self._times is not None:
+            times = sorted(self._times)
             p95 = times[min(n - 1, math.ceil(0.95 * n) - 1)]
         rate = self._errors / n if n else 0.0
         return HealthSample(rate, p95, self.mailbox_depth, lag, n)

@@ -772,13 +772,20 @@ class ResourceManager(Actor):
         limit = now if self._ttl_armed is None else max(now, self._ttl_armed)
         self._ttl_armed = None
         deadlines = self._deadlines
+        freed = False
         while deadlines and (deadlines[0][0] <= limit or not self._live(deadlines[0])):
             entry = heapq.heappop(deadlines)
             if self._live(entry):
                 held = entry[3]
                 logger.info("{}: lease {} of {!r} expired", self, held.lease.lease_id, held.lease.owner)
-                self._free_lease(held, "expired")
-                deadlines = self._deadlines  # a grant it made may have compacted them
+                # Every lease due now is freed before anyone waiting is granted: a grant after the
+                # first would preempt a preemptible lease due at the same instant (the resource
+                # model found it: an expiry counted as a preemption).
+                self._free_lease(held, "expired", grant=False)
+                freed = True
+        if freed and self._queue:
+            self._grant_waiting()
+            deadlines = self._deadlines  # a grant it made may have compacted them
         if deadlines:
             self._arm_ttl(deadlines[0][0], now)
 

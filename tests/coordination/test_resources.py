@@ -366,3 +366,18 @@ def test_a_wait_that_ends_by_itself_is_no_deadlock(actor_testkit: ActorTestKit, 
         c_api.future.get(timeout=WAIT)
     rm.ask(Release(b_api.lease_id, "b"))
     assert dict(a_wants_api.future.get(timeout=WAIT).bundle) == {"llm-api": 1}
+
+
+def test_leases_due_at_the_same_instant_all_expire_before_a_waiting_request_is_granted(
+    rm: Any, actor_testkit: Any
+) -> None:
+    # The resource model found it: the first expiry granted the waiting request, which then
+    # preempted a preemptible lease due at that same instant (an expiry counted as a preemption).
+    rm.ask(Acquire("a", {"gpu": 3, "llm-api": 1}, ttl=5.0)).future.get(timeout=WAIT)
+    rm.ask(Acquire("b", {"llm-api": 99}, ttl=5.0, preemptible=True)).future.get(timeout=WAIT)
+    waiting = rm.ask(Acquire("c", {"gpu": 2, "llm-api": 3}, priority=1))
+    assert not waiting.future.done()  # preempting b would free no gpu: nothing is preempted
+    actor_testkit.advance(5)  # a (the older token) expires first, then b at the same instant
+    assert dict(waiting.future.get(timeout=WAIT).bundle) == {"gpu": 2, "llm-api": 3}
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.expired, stats.preempted) == (2, 0)

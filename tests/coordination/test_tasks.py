@@ -14,11 +14,13 @@ import pytest
 
 from actors import (
     ActorSystem,
+    AgentId,
     AgentStatus,
     CancelTask,
     CoordinationStoppedError,
     Coordinator,
     FindAgents,
+    Future,
     GetCoordinationStatistics,
     GetEntry,
     GetTask,
@@ -506,6 +508,34 @@ def test_the_coordinator_remembers_only_the_most_recent_finished_tasks(actor_tes
         coord.ask(GetTask(handles[0].task_id))
     assert coord.ask(GetTask(handles[2].task_id)).state is TaskState.COMPLETED
     assert submit(coord, payload="again", idempotency_key="k0").task_id != handles[0].task_id  # forgotten key
+
+
+def test_plain_and_keyed_finished_tasks_are_remembered_and_forgotten_in_finishing_order(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = spawn_coordinator(actor_testkit, keep_finished=3, mode=mode)
+    spawn_agent(actor_testkit, Echo, "e1", coord, mode=mode)
+    handles = []
+    for i in range(5):  # plain, keyed, plain, keyed, plain: one agent, so they finish in this order
+        handle = submit(coord, payload=i, **({"idempotency_key": f"k{i}"} if i % 2 else {}))
+        assert handle.result(timeout=WAIT) == i
+        handles.append(handle)
+    for forgotten in handles[:2]:
+        with pytest.raises(UnknownTaskError):
+            coord.ask(GetTask(forgotten.task_id))
+    infos = [coord.ask(GetTask(h.task_id)) for h in handles[2:]]
+    assert [(t.task_id, t.kind, t.state, t.attempt, t.result, t.error) for t in infos] == [
+        (h.task_id, "echo", TaskState.COMPLETED, 1, i, None) for i, h in enumerate(handles[2:], start=2)
+    ]
+    assert all(t.agent == AgentId("echo", "e1") for t in infos)
+    assert all(t.submitted_at <= t.started_at <= t.finished_at for t in infos)
+    assert coord.ask(CancelTask(handles[4].task_id)) is False  # finished: nothing to cancel
+    reused: Future[Any] = Future()
+    coord.tell(Submit(TaskSpec("echo", requires={"echo"}), reused, handles[4].task_id))
+    with pytest.raises(TaskSpecError, match="already has a task"):  # a remembered id is not reused
+        reused.get(timeout=WAIT)
+    assert submit(coord, payload="again", idempotency_key="k1").task_id != handles[1].task_id  # forgotten key
+    assert submit(coord, payload="same", idempotency_key="k3").task_id == handles[3].task_id  # remembered key
 
 
 def test_results_can_be_written_to_a_store_key(actor_testkit: ActorTestKit) -> None:
