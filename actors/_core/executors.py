@@ -316,14 +316,22 @@ class DispatcherPool:
 
     def _loop(self) -> None:
         bind_executor(self)
-        get = self._runq.get
+        get, qsize = self._runq.get, self._runq.qsize
         while True:
-            try:
-                cell = get(False)
-            except queue.Empty:
-                # A backlog needs no check here: whoever queued it woke a
-                # thread if none listened, and each thread leaving `_listen`
-                # wakes the next while cells are queued (see `_wait`).
+            # A backlog needs no check here: whoever queued it woke a thread
+            # if none listened, and each thread leaving `_listen` wakes the
+            # next while cells are queued (see `_wait`). `qsize` first: a
+            # `get(False)` that finds the queue empty raises `queue.Empty`,
+            # ~0.5-1 µs of this thread holding the GIL on its way to wait,
+            # just when an asker it replied to on another CPU wakes up and
+            # wants it (timed pooled ask, unpinned, alternating fresh
+            # processes at load 75-83: 8.3-10.5 -> 8.0-8.1 µs median).
+            if qsize():
+                try:
+                    cell = get(False)
+                except queue.Empty:  # another thread took it in between
+                    cell = self._wait()
+            else:
                 cell = self._wait()
             if cell is None:
                 return
