@@ -177,28 +177,26 @@ class Connection:
                     return
                 del self.pending[:written]
 
-    def _break_locked(self) -> None:
+    def _close_locked(self) -> bool:
+        """Mark it broken and close the socket (under `lock`); False if it already was."""
         if self.broken:
-            return
+            return False
         self.broken = True
         self.pending = bytearray()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._wake.notify_all()
-        threading.Thread(target=self._on_broken, args=(self,), name=f"{self.name}-broken", daemon=True).start()
+        return True
+
+    def _break_locked(self) -> None:
+        if self._close_locked():
+            threading.Thread(target=self._on_broken, args=(self,), name=f"{self.name}-broken", daemon=True).start()
 
     def close(self) -> None:
         """Close it here (not a failure: no `on_broken`)."""
         with self.lock:
-            if self.broken:
-                return
-            self.broken = True
-            self.pending = bytearray()
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-            self._wake.notify_all()
+            self._close_locked()
 
 
 class DataPlane:
