@@ -337,7 +337,10 @@ def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_l
         h.start("d")  # no HOLD for it: its ask will be a straggler at a
         pd = h.cluster.spawn(Recorder, node="d", name="pd")
         sender = h.cluster.spawn(Sender, node="d", name="sd")
-        h.transport.faults.set("d", "a", delay=5.0)  # d's ask reaches a after the move
+        # d's ask reaches a after the move, and after b has begun the next one: on Ray,
+        # seconds of real time that must cover the first move's end and the second's
+        # start under load (5 s did not, once in a full CI run: b handled the ask itself).
+        h.transport.faults.set("d", "a", delay=10.0 if h.kind == "ray" else 5.0)
         sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
         sender.ask(("send", pa, 1), timeout=10)  # behind it
     assert moved
