@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -49,7 +48,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, FrozenDict, MonotonicClock, check_ref
+from actors._core import Actor, FrozenDict, check_ref
 from actors.coordination.identity import AgentDescriptor, AgentId
 from actors.coordination.messages import (
     AgentDeclared,
@@ -136,8 +135,8 @@ class Agent(Actor):
         # run concurrently, so they carry theirs in `_current`, which `report_progress` reads first.
         self._plain_task: Task | None = None
         clock = self.actor_system.clock
-        # `time.monotonic` itself for the real clock: two Python calls fewer a task.
-        self._now: Callable[[], float] = time.monotonic if type(clock) is MonotonicClock else clock.now
+        # The real clock's `now` is `time.monotonic` itself (`MonotonicClock`): a C call a reading.
+        self._now: Callable[[], float] = clock.now
 
     # -- hooks ---------------------------------------------------------------------
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -65,7 +64,6 @@ from actors._core import (
     Future,
     HealthReport,
     HealthStatus,
-    MonotonicClock,
     Terminated,
     check_count,
 )
@@ -336,8 +334,8 @@ class Coordinator(Actor):
         self._aging = float(aging)
         self._result_writer = result_writer
         clock = self.actor_system.clock
-        # `time.monotonic` itself for the real clock: two Python calls fewer a task (as `ResourceManager`).
-        self._now: Callable[[], float] = time.monotonic if type(clock) is MonotonicClock else clock.now
+        # The real clock's `now` is `time.monotonic` itself (`MonotonicClock`): a C call a reading.
+        self._now: Callable[[], float] = clock.now
         self._agents: dict[AgentId, _Agent] = {}
         # The indexes below hold the `_Agent` entries themselves: they hash by identity, in C
         # (an `AgentId` hashes in attrs' generated Python: ~20 hashes a task were ~7% of its CPU).

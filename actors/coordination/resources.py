@@ -62,7 +62,6 @@ import bisect
 import contextlib
 import heapq
 import itertools
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -71,7 +70,7 @@ import attrs
 import pykka
 from loguru import logger
 
-from actors._core import Actor, DeadLetterReason, FrozenDict, Future, MonotonicClock, Terminated
+from actors._core import Actor, DeadLetterReason, FrozenDict, Future, Terminated
 from actors.coordination.statistics import percentile
 from actors.errors import (
     CoordinationStoppedError,
@@ -319,8 +318,8 @@ class ResourceManager(Actor):
         self._least_free: dict[str, int] = dict(capacities)
         self._last_token: dict[str, int] = dict.fromkeys(capacities, 0)
         self._clock = self.actor_system.clock
-        # `time.monotonic` itself for the real clock: one Python call less a grant (the clock's `now`).
-        self._now: Callable[[], float] = time.monotonic if type(self._clock) is MonotonicClock else self._clock.now
+        # The real clock's `now` is `time.monotonic` itself (`MonotonicClock`): a C call a reading.
+        self._now: Callable[[], float] = self._clock.now
         # Invariant: sorted by (-priority, request id): FIFO within a priority.
         self._queue: list[_Waiting] = []
         self._waiting: dict[int, _Waiting] = {}

@@ -67,7 +67,6 @@ import json
 import queue
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import attrs
@@ -83,7 +82,6 @@ from actors._core import (
     Future,
     HealthReport,
     HealthStatus,
-    MonotonicClock,
     Receipt,
     Terminated,
     check_ref,
@@ -654,7 +652,7 @@ class _Core:
         self.audit = ref.actor_system.audit
         # The audit sink's clock (`AuditLog`'s): a sampled publication's reading, for its lines' latency.
         clock = ref.actor_system.clock
-        self.now: Callable[[], float] = time.monotonic if type(clock) is MonotonicClock else clock.now
+        self.now: Callable[[], float] = clock.now
         # Invariant: replaced, never mutated, and only by the broker actor's thread (under lock).
         self.table = _Table.build(())
         self.lock = threading.Lock()

@@ -78,7 +78,6 @@ from actors._core import (
     AuditChannel,
     AuditRecord,
     FrozenDict,
-    MonotonicClock,
     check_count,
     check_seconds,
     default_system,
@@ -406,8 +405,8 @@ class AuditLog:
         # A closure over locals: the sender pays a length check, a clock read and an append.
         queue, append, limit = self._queue, self._queue.append, self.max_pending
         clock = self.system.clock
-        # The real clock's reading is time.monotonic() (a C call): skip its Python method.
-        now = time.monotonic if type(clock) is MonotonicClock else clock.now
+        # The real clock's `now` is `time.monotonic` itself (`MonotonicClock`): a C call a reading.
+        now = clock.now
         overflowed = self._overflowed
 
         def sink(stream: str, fields: _Event) -> None:
