@@ -803,6 +803,9 @@ BENCHMARKS = (
             Metric("vote_ms", "consensus vote among 100 agents (ms)"),
         ),
         params={"agents": 10_000, "tasks": 100_000, "window": 2_000, "workflows": 1_000},
+        # The default run keeps 10,000 agents and 1% of them crashing, with 30,000 tasks: pykka's
+        # 100,000 took 39 of the run's 576 s at ~2,600 tasks/s, and its rate does not depend on the count.
+        default_params={"agents": 10_000, "tasks": 30_000, "window": 2_000, "workflows": 1_000},
         quick_params={"agents": 200, "tasks": 2_000, "window": 200, "workflows": 20},
         impls=("pykka", "pooled", "floor"),
         budget_s=300.0,
