@@ -139,6 +139,43 @@ def _otel_switch(
     return on, off, flush
 
 
+def _sdk_span_us(spans: int = 20_000) -> float | None:
+    """CPU per span of OpenTelemetry's SDK alone (µs): ``start_span`` + ``end``, a send span's attributes.
+
+    The floor of any tracer that makes SDK spans in this process: each traced
+    message makes two, and their CPU (on whichever thread) is taken from the
+    same GIL as the messages'. None without the SDK.
+    """
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.trace import SpanKind
+    except ImportError:
+        return None
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+    attributes = {
+        "messaging.system": "troupe",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": "Sink",
+        "troupe.message.type": "int",
+    }
+    try:
+        start = time.process_time()
+        for _ in range(spans):
+            tracer.start_span("send Sink", kind=SpanKind.PRODUCER, attributes=attributes).end()
+        cpu = time.process_time() - start
+        if len(exporter.get_finished_spans()) != spans:
+            msg = "the SDK exported fewer spans than were ended"
+            raise RuntimeError(msg)
+    finally:
+        provider.shutdown()
+    return cpu / spans * 1e6
+
+
 def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, float]:
     """Tell throughput and ask latency with observability off, metrics on and tracing on, in alternating rounds."""
     if impl == "pykka":
@@ -158,7 +195,8 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             plain[f"{config}_tell_per_s"] = tell
             plain[f"{config}_ask_us"] = ask
             plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0
-        plain["tracing_build_us"] = 0.0  # no span is built
+        plain["tracing_build_us"] = plain["otel_sdk_span_us"] = 0.0  # no span is built
+        plain["tracing_floor_tell_ratio"] = 1.0
         return plain
 
     with ActorSystem(name="bench") as system:
@@ -211,6 +249,13 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
     if built:
         # What building the spans cost (off the message path): CPU per span on the builder.
         figures["tracing_build_us"] = statistics.median(cpu / count * 1e6 for count, cpu in built if count)
+        sdk_us = _sdk_span_us()
+        if sdk_us is not None:
+            figures["otel_sdk_span_us"] = sdk_us
+            # Two spans a message, built with the GIL held whichever thread builds them: a traced
+            # tell costs at least the untraced one plus the cheaper of the two ways to build them.
+            off_us = 1e6 / figures["off_tell_per_s"]
+            figures["tracing_floor_tell_ratio"] = 1 + 2 * min(sdk_us, figures["tracing_build_us"]) / off_us
     return figures
 
 
@@ -363,6 +408,8 @@ BENCHMARKS = (
             Metric("tracing_sampled_tell_ratio", "tell, OTel SDK tracing 1% head-sampled / off"),
             Metric("tracing_unsampled_tell_ratio", "tell, OTel SDK tracing, no trace sampled / off"),
             Metric("tracing_build_us", "OTel span built off the message path: builder CPU per span (µs)"),
+            Metric("otel_sdk_span_us", "OTel SDK alone: start_span + end, in-memory exporter (µs of CPU a span)"),
+            Metric("tracing_floor_tell_ratio", "tell floor with OTel SDK tracing: (tell + 2 spans built) / tell"),
             Metric("off_ask_us", "ask median, observability off (µs)"),
             Metric("metrics_ask_us", "ask median, metrics on (µs)"),
             Metric("tracing_ask_us", "ask median, OTel SDK tracing (µs)"),

@@ -173,10 +173,10 @@ def test_with_tracing_off_no_opentelemetry_code_is_called(
     assert spans.get_finished_spans() == ()
 
 
-def _chain(system: ActorSystem, mode: str) -> tuple[TraceContext, TraceContext]:
-    """Run head -> (routed ask) -> routee -> head -> (tell) -> tail, modes rotated from `mode`.
+def _chain(system: ActorSystem, mode: str, root: TraceContext | None = None) -> tuple[TraceContext, TraceContext]:
+    """Run head -> (routed ask) -> routee -> head -> (tell) -> tail, modes rotated from `mode`, under `root`.
 
-    Return the root context and the one tail's handler ran under.
+    Return the root context (default: a new trace's) and the one tail's handler ran under.
     """
     first, middle, last = _rotated(mode)
     seen: list[TraceContext | None] = []
@@ -185,7 +185,7 @@ def _chain(system: ActorSystem, mode: str) -> tuple[TraceContext, TraceContext]:
     echo = AsyncEcho if middle == "asyncio" else Echo
     router = system.spawn(Router, [system.spawn(echo, mode=middle) for _ in range(2)])
     head = system.spawn(AsyncForward if first == "asyncio" else Forward, router, tail, mode=first)
-    root = new_trace()
+    root = new_trace() if root is None else root
     with use_trace(root):
         head.tell("job")
     assert done.wait(WAIT)
@@ -331,6 +331,23 @@ def test_a_trace_not_sampled_exports_nothing_and_still_carries_its_id(system: Ac
     traces, exported = _sampled_chains(system, mode, ParentBased(ALWAYS_OFF), 8)
     assert len(set(traces)) == 8
     assert exported == {}
+
+
+def test_a_trace_come_in_unsampled_keeps_its_id_and_flag_across_modes_and_exports_nothing(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """A traceparent with flag 00 from outside: tell -> routed ask -> tell over the three modes, nothing recorded."""
+    provider, spans = exporter  # ALWAYS_ON: only the parent's flag can keep the chain unrecorded
+    tracer = enable_tracing(system, tracer_provider=provider)
+    fresh = new_trace()
+    root = TraceContext.from_traceparent(f"00-{fresh.trace_id}-{fresh.span_id}-00")
+    _, tail_context = _chain(system, mode, root)
+    assert tracer.flush(timeout=WAIT)
+    # the tail's handler ran under the root's context as it came in: no span was started on the way
+    assert tail_context.traceparent == root.traceparent
+    assert spans.get_finished_spans() == ()
+    disable_tracing(system)
+    assert tracer.dropped == 0
 
 
 def test_every_span_reaches_the_exporter_by_the_time_tracing_is_off(
