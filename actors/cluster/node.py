@@ -1288,6 +1288,11 @@ class Node:
         with self._lock:
             return {name: node for name, node in self._forward.items() if node != self.name}
 
+    def migrations(self) -> dict[str, str]:
+        """Return the migrations out of this node under way: actor name -> stage (see `_Migration`)."""
+        with self._lock:
+            return {name: m.stage for name, m in self._migrations.items()}
+
     def save_snapshots(self) -> None:
         """Save the snapshot of every local permanent actor that has one in the directory (without waiting)."""
         with self._lock:

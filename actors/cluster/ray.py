@@ -480,40 +480,45 @@ class _NodeProcess:
             self._conns[key] = conn
 
     def _conn_broken(self, key: tuple[str, int], conn: Connection) -> None:
-        """A socket to peer `key` failed (its own thread): the peer is SUSPECT, its frames go by Ray (`_probing`).
+        """A socket to peer `key` failed (its own thread): the peer is SUSPECT, its frames go by Ray (`_probing`)."""
+        self._lose_socket(key, conn)
 
+    def _peer_lost(self, peer: str, epoch: int) -> None:
+        """The peer's socket to this node ended without this node closing it (a reader thread): it crashed, or broke."""
+        self._lose_socket((peer, epoch), None)
+
+    def _lose_socket(self, key: tuple[str, int], broken: Connection | None) -> None:
+        """Drop the socket to peer `key` and make the peer SUSPECT, its frames going by Ray (`_probing`).
+
+        `broken` is the outbound connection that failed (only it is dropped:
+        a newer one dialed since stays), or None when the peer's inbound stream
+        ended (then any outbound connection to it is dropped and closed here).
         As a Ray call failing as unavailable: SUSPECT until a Ray call made
         after this succeeds (`_check_calls`; a socket write that succeeds
         proves nothing, a kernel buffer took it, and a process whose Ray node
         is gone may still read and write its sockets for a while).
+        Runs on the broken connection's thread or the plane's reader thread.
         """
         with self._conn_lock:
-            if self._conns.get(key) is conn:
+            if broken is None:
+                conn = self._conns.pop(key, None)
+            elif self._conns.get(key) is broken:
                 del self._conns[key]
+                conn = None  # already closed by its break
+            else:
+                conn = None
             self._redial_at[key] = _now() + _REDIAL_AFTER
             closing = self._plane_closing
-            self._broken += 1
+            if broken is not None or not closing:  # an outbound break counts even while the plane closes
+                self._broken += 1
             if not closing:
                 self._probing.add(key[0])
                 self._last_call.pop(key[0], None)  # only a Ray call made from now on ends the probing
-        if not closing:
-            # The frames the socket lost are sent again by the link layer (by Ray, while probing).
-            self.node.call_failed(*key)
-
-    def _peer_lost(self, peer: str, epoch: int) -> None:
-        """The peer's socket to this node ended without this node closing it (a reader thread): it crashed, or broke."""
-        with self._conn_lock:
-            conn = self._conns.pop((peer, epoch), None)
-            self._redial_at[peer, epoch] = _now() + _REDIAL_AFTER
-            closing = self._plane_closing
-            if not closing:
-                self._broken += 1
-                self._probing.add(peer)
-                self._last_call.pop(peer, None)  # only a Ray call made from now on ends the probing
         if conn is not None:
             conn.close()
         if not closing:
-            self.node.call_failed(peer, epoch)
+            # The frames the socket lost are sent again by the link layer (by Ray, while probing).
+            self.node.call_failed(*key)
 
     def _prune_plane(self) -> None:
         """Close the sockets of peers DOWN or restarted since (the ticker)."""

@@ -252,8 +252,7 @@ def _move_held_by_a_lost_fence(h: Harness, ref: RemoteRef, name: str) -> Iterato
     mover = threading.Thread(target=lambda: moved.append(h.cluster.migrate(ref, to="b")))
     mover.start()
     try:
-        if h.kind == "memory":  # on Ray the move has long begun when a node's process is up
-            h.wait(lambda: name in h.transport.node("a")._migrations)
+        h.wait(lambda: name in h.node_call("a", "migrations"))  # begun: a node that joins now gets no HOLD
         yield moved
     finally:
         h.transport.faults.set("c", "a")
@@ -302,7 +301,14 @@ def test_an_ask_from_a_third_node_shipped_with_a_migrated_actor_fails_when_its_n
 
 
 def test_an_ask_the_old_home_forwards_after_the_move_fails_when_the_new_home_dies(patient: Harness) -> None:
-    """d joined mid-move (no HOLD): its ask reaches a after the move, a forwards it to b; b dies unanswered."""
+    """d joined mid-move (no HOLD): its ask reaches a after the move, a forwards it to b; b dies unanswered.
+
+    It waits for the move's end, not for time: d's frames to a are lost until
+    the move has ended, then sent again by d's link layer (a delay of 5 s did
+    not order it on Ray under load, and on memory cost `wait` 5,000 ticks); the
+    detection bound is let pass with `elapse` (under load 25-45 the two waits
+    on the manual clock ran out of their 30 s).
+    """
     h = patient
     h.start("a", "b", "c")
     keeper = h.cluster.spawn(Recorder, node="a", name="keeper")
@@ -310,11 +316,14 @@ def test_an_ask_the_old_home_forwards_after_the_move_fails_when_the_new_home_die
         h.start("d")
         h.transport.faults.set("b", "d", drop=1.0)  # b's answer never reaches d
         sender = h.cluster.spawn(Sender, node="d", name="sd")
-        h.transport.faults.set("d", "a", delay=5.0)  # d's ask reaches a after the move: a straggler
+        h.transport.faults.set("d", "a", drop=1.0)  # d's ask reaches a after the move (sent again): a straggler
         sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
     assert moved
+    h.transport.faults.set("d", "a")  # the move has ended: d's frames get through now
     h.wait(lambda: moved[0].ask("count", timeout=10) == 1)  # a forwarded it; b has handled it
+    assert h.node_call("a", "forwarding") == {"keeper": "b"}  # by the old home's forward, not a directory lookup
     h.crash("b")
+    h.elapse(h.transport.config.down_after)
     h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "b"))
     assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
 
@@ -350,8 +359,7 @@ def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_l
     mover = threading.Thread(target=lambda: second.append(h.cluster.migrate(moved[0], to="c")))
     mover.start()
     try:
-        if h.kind == "memory":
-            h.wait(lambda: "keeper" in h.transport.node("b")._migrations)
+        h.wait(lambda: "keeper" in h.node_call("b", "migrations"))
         h.wait(lambda: pa.ask("count", timeout=10) == 1)  # a has had d's ask: forwarded to b, REPOINT to d
         relay.ask(("send", pb, 1), timeout=10)  # a to b, behind the forwarded ask
         h.wait(lambda: pb.ask("count", timeout=10) == 1)  # the ask is parked on b, to go to c with the actor
@@ -387,15 +395,18 @@ def test_a_watch_the_old_home_forwards_registers_the_real_watcher(patient: Harne
         h.start("d")  # no HOLD for it: its WATCH will be a straggler at a
         watcher = h.cluster.spawn(Watcher, node="d", name="wd")
         sender = h.cluster.spawn(Sender, node="d", name="sd")
-        h.transport.faults.set("d", "a", delay=5.0)  # d's WATCH reaches a after the move
+        h.transport.faults.set("d", "a", drop=1.0)  # d's WATCH reaches a after the move (sent again)
         watcher.ask(("watch", keeper), timeout=10)  # to a, where the directory has it still
         sender.ask(("send", pa, 1), timeout=10)  # behind it
     assert moved
+    h.transport.faults.set("d", "a")  # the move has ended: d's frames get through now
     h.wait(lambda: pa.ask("count", timeout=10) == 1)  # a has had d's WATCH: forwarded to b
+    assert h.node_call("a", "forwarding") == {"keeper": "b"}  # by the old home's forward
     relay.ask(("send", pb, 1), timeout=10)  # a to b, behind the forwarded WATCH
     h.wait(lambda: pb.ask("count", timeout=10) == 1)  # b has it
     if old_home_dies:
         h.crash("a")
+        h.elapse(h.transport.config.down_after)
         h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("b", "peers") if p.name == "a"))
         h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "a"))
     assert watcher.ask("events", timeout=10) == []  # the actor lives, on b
