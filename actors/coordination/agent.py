@@ -58,6 +58,7 @@ from actors.coordination.messages import (
     RunTask,
     TaskFinished,
     TaskProgress,
+    _task_finished,
 )
 from actors.coordination.tasks import Task
 from actors.errors import TaskCancelledError, TaskSpecError
@@ -266,7 +267,7 @@ class Agent(Actor):
         if result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result):
             self._start_async(task, coordinator, result, started)
             return
-        finished = TaskFinished(self.agent_id, task.task_id, task.attempt, result, None, now() - started)
+        finished = _task_finished(self.agent_id, task.task_id, task.attempt, result, None, now() - started)
         try:
             coordinator.tell(finished)
         except pykka.ActorDeadError:  # as `_tell`, inlined: one call fewer per task

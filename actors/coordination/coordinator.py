@@ -88,16 +88,24 @@ from actors.coordination.messages import (
     RegistryEvent,
     RegistryEventKind,
     RegistrySnapshot,
-    RunTask,
     Submit,
     TaskFinished,
     TaskProgress,
     UnwatchRegistry,
     WatchRegistry,
+    _run_task,
 )
 from actors.coordination.statistics import CoordinationStatistics, _Counters, merged
 from actors.coordination.status import AgentStatus, StatusChange, derive_status, is_legal
-from actors.coordination.tasks import FINAL_STATES, NO_TIMEOUTS, Task, TaskHandle, TaskInfo, TaskSpec, TaskState
+from actors.coordination.tasks import (
+    FINAL_STATES,
+    NO_TIMEOUTS,
+    TaskHandle,
+    TaskInfo,
+    TaskSpec,
+    TaskState,
+    _handle,
+)
 from actors.errors import (
     AgentRegistrationError,
     CoordinationStoppedError,
@@ -891,7 +899,7 @@ class Coordinator(Actor):
         future = message.future
         if future is None:
             task = self._submit(message.spec, None, None)
-            return TaskHandle(task.id, task.future)
+            return _handle(task.id, task.future)
         try:  # told with its own future (submit_task): errors go there, never into the coordinator
             task = self._submit(message.spec, future, message.task_id)
         except Exception:  # noqa: BLE001 - handed to the caller's future
@@ -1082,7 +1090,7 @@ class Coordinator(Actor):
             if agent.bucket != key:
                 self._ready_at(agent, key)
         try:  # noqa: SIM105 - contextlib.suppress is ~0.5 µs a task
-            agent.ref.tell(RunTask(Task(task_id, spec.kind, spec.payload, attempt, task.idem), self._self_ref))
+            agent.ref.tell(_run_task(task_id, spec.kind, spec.payload, attempt, task.idem, self._self_ref))
         except pykka.ActorDeadError:
             pass  # its Terminated is on the way: the attempt is reassigned then
 

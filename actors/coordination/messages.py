@@ -264,6 +264,52 @@ class RunTask:
     coordinator: pykka.ActorRef[Any] = attrs.field(eq=False, repr=False)
 
 
+# The per-task messages, built from values their maker made itself (the coordinator, `Agent`):
+# past attrs' __init__ and its refusing __setattr__ (object.__setattr__ per field), by the
+# slots' own setters, as `actors.observability.tracing` builds a TraceContext. A RunTask
+# with its Task: 0.95 µs instead of 1.66; a TaskFinished: ~0.3 µs less (measured, 2 CPUs).
+# The objects are the same as the classes' own (`test_messages_made_past_init_equal_the_classes_own`
+# checks that every field is set, so a field added to a class fails there, not silently).
+_new = object.__new__
+_set_task_id, _set_kind, _set_payload, _set_attempt, _set_idempotency_key = (
+    Task.__dict__[name].__set__ for name in ("task_id", "kind", "payload", "attempt", "idempotency_key")
+)
+_set_task, _set_coordinator = (RunTask.__dict__[name].__set__ for name in ("task", "coordinator"))
+_set_f_agent, _set_f_task_id, _set_f_attempt, _set_f_value, _set_f_error, _set_f_run_time = (
+    TaskFinished.__dict__[name].__set__ for name in ("agent", "task_id", "attempt", "value", "error", "run_time")
+)
+
+
+def _run_task(  # noqa: PLR0917 - RunTask and Task's own fields, in their order
+    task_id: str, kind: str, payload: Any, attempt: int, idempotency_key: str, coordinator: pykka.ActorRef[Any]
+) -> RunTask:
+    """``RunTask(Task(task_id, kind, payload, attempt, idempotency_key), coordinator)``, past the constructors."""
+    task = _new(Task)
+    _set_task_id(task, task_id)
+    _set_kind(task, kind)
+    _set_payload(task, payload)
+    _set_attempt(task, attempt)
+    _set_idempotency_key(task, idempotency_key)
+    message = _new(RunTask)
+    _set_task(message, task)
+    _set_coordinator(message, coordinator)
+    return message
+
+
+def _task_finished(  # noqa: PLR0917 - TaskFinished's own fields, in their order
+    agent: AgentId, task_id: str, attempt: int, value: Any, error: BaseException | None, run_time: float
+) -> TaskFinished:
+    """``TaskFinished(agent, task_id, attempt, value, error, run_time)``, past the constructor."""
+    message = _new(TaskFinished)
+    _set_f_agent(message, agent)
+    _set_f_task_id(message, task_id)
+    _set_f_attempt(message, attempt)
+    _set_f_value(message, value)
+    _set_f_error(message, error)
+    _set_f_run_time(message, run_time)
+    return message
+
+
 @attrs.frozen
 class CancelRun:
     """Stop working on this attempt (an async handler is cancelled; a plain one's result is dropped)."""

@@ -154,6 +154,20 @@ class TaskHandle:
         return self.future.get(timeout=timeout)
 
 
+# A handle built past attrs' __init__ by its slots' setters (as `messages._run_task`): the
+# coordinator makes one per submission from its own values (~0.2 µs less).
+_new = object.__new__
+_set_handle_task_id, _set_handle_future = (TaskHandle.__dict__[name].__set__ for name in ("task_id", "future"))
+
+
+def _handle(task_id: str, future: Future[Any]) -> TaskHandle:
+    """``TaskHandle(task_id, future)``, past the constructor."""
+    handle = _new(TaskHandle)
+    _set_handle_task_id(handle, task_id)
+    _set_handle_future(handle, future)
+    return handle
+
+
 def new_task_id() -> str:
     """Return a fresh task id."""
     return uuid.uuid4().hex

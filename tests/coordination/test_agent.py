@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from actors import (
     AgentHeartbeat,
     AgentId,
     AgentStatus,
+    Future,
     Health,
     HealthPolicy,
     HealthSample,
@@ -29,7 +31,9 @@ from actors import (
     to_agent_message,
 )
 from actors.coordination.health import HealthTracker
+from actors.coordination.messages import _run_task, _task_finished
 from actors.coordination.status import LEGAL, derive_status, is_legal
+from actors.coordination.tasks import TaskHandle, _handle
 from actors.protocol import AgentMessage, FrozenMapping, MessageType, from_json, to_json
 from actors.testing import ActorTestKit
 from tests.coordination.agents_for_tests import AsyncEcho, Echo, Gate, info, settle, spawn_agent, spawn_coordinator
@@ -213,3 +217,36 @@ def test_tasks_and_results_round_trip_through_the_json_wire(
     done = TaskFinished(AgentId("t", key), task_id, attempt, value=frozen(value), run_time=run_time)
     back = from_agent_message(from_json(to_json(to_agent_message(done, sender="t/k"))))
     assert back == done
+
+
+@given(
+    task_id=_names,
+    kind=_names,
+    payload=_json,
+    attempt=st.integers(1, 50),
+    key=_names,
+    value=_json,
+    error=st.none() | st.builds(ValueError, _names),
+    run_time=st.floats(0, 1e6, allow_nan=False),
+)
+def test_messages_made_past_init_equal_the_classes_own(
+    *, task_id: str, kind: str, payload: Any, attempt: int, key: str, value: Any, error: Any, run_time: float
+) -> None:
+    # The coordinator and Agent build RunTask, Task, TaskFinished and TaskHandle by their slots'
+    # setters (messages._run_task, ...): the same objects, every field set, still frozen.
+    ref = object()
+    future: Future[Any] = Future()
+    made = _run_task(task_id, kind, payload, attempt, key, ref)  # type: ignore[arg-type]
+    assert made == RunTask(Task(task_id, kind, payload, attempt, key), ref)  # type: ignore[arg-type]
+    assert made.coordinator is ref
+    finished = _task_finished(AgentId("t", key), task_id, attempt, value, error, run_time)
+    assert finished == TaskFinished(AgentId("t", key), task_id, attempt, value, error, run_time)
+    handle = _handle(task_id, future)
+    assert (handle.task_id, handle.future) == (task_id, future)
+    for obj, cls in ((made, RunTask), (made.task, Task), (finished, TaskFinished), (handle, TaskHandle)):
+        assert type(obj) is cls
+        assert repr(obj) == repr(attrs.evolve(obj))  # evolve goes through __init__
+        for field in attrs.fields(cls):
+            getattr(obj, field.name)  # an unset slot raises AttributeError: a field the maker forgot
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(obj, attrs.fields(cls)[0].name, None)
