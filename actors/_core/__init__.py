@@ -29,7 +29,9 @@ ones are for services built on the runtime:
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
-the reply future its handler must settle.
+the reply future its handler must settle; `Actor.take_queued_tells` takes
+the plain tells of one class, the messages themselves, at a fraction of the
+cost (for notifications, which have no reply).
 
 `AuditChannel` (``system.audit``, with `AUDIT_STREAMS`, `AuditSink` and `AuditRecord`) is
 where the runtime and the services emit audit events; `CheckHealth`,

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
 import pykka
 
-from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages
+from actors._core.batching import NO_MESSAGES, QueuedMessage, TakenMessages, take_tells
 from actors._core.cell import constructing_cell, record_constructing
 from actors._core.future import Future
 from actors._core.messages import SelfStop
@@ -43,7 +43,7 @@ from actors._core.ref import ActorRef, StoppedFlag
 from actors.errors import ModeError, NotAnActorError, SpawnContextError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from actors._core.cell import Cell
     from actors._core.mailbox import MailboxSpec
@@ -252,6 +252,29 @@ class Actor(pykka.Actor):
             # store write pays for this call once per commit.
             return NO_MESSAGES
         return TakenMessages(cell, predicate, limit)
+
+    def take_queued_tells(self, cls: type, *, limit: int) -> Iterator[Any]:
+        """Take the plain tells of exactly class `cls` queued right behind the current message.
+
+        Iterating the result takes them one at a time, in mailbox order, up
+        to `limit`, stopping at the first message that is not a plain tell
+        of class `cls` (an ask, a tell with a receipt, a traced message, a
+        subclass: each gets its own turn) or when a system message is
+        waiting. It yields the messages themselves: a tell has no reply to
+        settle, so a handler that batches notifications (one costly thing
+        for a run of them) pays no `QueuedMessage` nor predicate call each,
+        as `take_queued` does. Stop iterating and the rest stay queued.
+        Works on every mailbox kind and in every mode; see
+        `actors._core.batching` for the semantics it shares with `take_queued`.
+
+        Thread contract: as `take_queued`: only from this actor's own
+        handlers, during a turn.
+
+        Raises:
+            ValueError: `limit` is negative.
+            TypeError: `cls` is a message class the runtime handles itself.
+        """
+        return take_tells(self._troupe_cell, cls, limit)
 
     def pre_restart(self, exc: BaseException | None) -> Any:
         """Hook: this instance is being replaced by a fresh one after `exc` (None: a normal exit).

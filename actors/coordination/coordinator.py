@@ -131,6 +131,7 @@ _COMPLETED, _FAILED, _TIMED_OUT, _CANCELLED = (
 )
 _IDLE, _WORKING, _BUSY, _OFFLINE = AgentStatus.IDLE, AgentStatus.WORKING, AgentStatus.BUSY, AgentStatus.OFFLINE
 _BLOCKED, _COLLABORATING = AgentStatus.BLOCKED, AgentStatus.COLLABORATING
+_HEALTHY = Health.HEALTHY
 
 _EMA_ALPHA = 0.2
 _RANK_SCAN = 8  # capable agents compared by run time within one load level
@@ -141,6 +142,10 @@ _SMALL_INDEX = 32  # below this many agents, rank a capability's index set exact
 _BUCKET_OFFSET = {Health.HEALTHY: 0, Health.DEGRADED: 1 << 40}
 _NO_TASKS: frozenset[tuple[str, int]] = frozenset()
 _FREE_MOVES = (_IDLE, _WORKING, _BUSY)
+# Registrations told behind one that one turn handles with it (`Coordinator._on_register`): with
+# the system's throughput of 32 messages a turn, a turn holds its dispatcher for at most ~2,000
+# registrations (~15 ms at 100,000 agents).
+_REGISTER_BATCH = 64
 _DECLARED = (_BLOCKED, _COLLABORATING)
 
 
@@ -189,8 +194,15 @@ class _Agent:
     )
 
     def __init__(
-        self, ref: pykka.ActorRef[Any], cell: object, descriptor: AgentDescriptor, now: float, timeout: float
+        self,
+        ref: pykka.ActorRef[Any],
+        cell: object,
+        descriptor: AgentDescriptor,
+        now: float,
+        beat_class: tuple[float, float, OrderedDict[_Agent, None]],
     ) -> None:
+        # Every field set once, here: a registration's path stores nothing twice (and a
+        # module global is ~10x cheaper than an enum member read off its class).
         self.ref = ref
         # The agent's cell (``ref.actor_inbox``) keys it by actor: its URN is never read (drawing
         # and formatting one on first read was ~40% of a registration's CPU at 100,000 agents).
@@ -206,10 +218,11 @@ class _Agent:
         # registration's CPU); `_start` makes the set, `_reassign` puts the empty one back.
         self.in_flight: set[tuple[str, int]] | frozenset[tuple[str, int]] = _NO_TASKS
         self.status = _IDLE
-        self.status_seq = 0
-        self.health = Health.HEALTHY
+        self.status_seq = 1  # its REGISTERED event's
+        self.health = _HEALTHY
         self.tracker: HealthTracker | None = None  # made when first needed (`Coordinator._tracker`)
-        self.lag_degraded: float | None = None  # heartbeat lag past which it is degraded
+        timeout, lag_degraded, beats = beat_class
+        self.lag_degraded: float | None = lag_degraded  # heartbeat lag past which it is degraded
         self.blocked: str | None = None
         self.session: str | None = None
         self.offline = False
@@ -220,10 +233,12 @@ class _Agent:
         self.ema: float = 0.0
         # Invariant: the key of the ready bucket holding this agent (see `_bucket_key`), or
         # None when it has no credit or may not take work (offline, blocked, in a session,
-        # unhealthy, removed).
-        self.bucket: int | None = None
+        # unhealthy, removed). A new agent is healthy and idle: the registration puts it in
+        # bucket 0.
+        self.bucket: int | None = 0
         self.info: AgentInfo | None = None  # cached snapshot, None when stale
-        self.beats: OrderedDict[_Agent, None] | None = None
+        # The heartbeat order it is in (its timeout's); the registration adds it there.
+        self.beats: OrderedDict[_Agent, None] | None = beats
         self.text: str | None = None  # ``str(self.id)``, made by the first completion it reports (`_Done`)
 
     def snapshot(self) -> AgentInfo:
@@ -472,6 +487,22 @@ class Coordinator(Actor):
     # -- registry ----------------------------------------------------------------------------
 
     def _on_register(self, message: Register) -> RegistrationResult:
+        result = self._register(message, answer=True)
+        # The registrations told right behind this one, in the same turn (issue 12: 100,000
+        # agents registered in a burst). Each costs no turn of its own, no dispatch and no
+        # answer nobody reads; the take stops at anything else (an ask, another message),
+        # which gets its own turn as before, so the order holds. A refused one is what a
+        # refused told request is (logged, a REJECTED dead letter), and the batch goes on.
+        for told in self.take_queued_tells(Register, limit=_REGISTER_BATCH):
+            try:
+                self._register(told, answer=False)
+            except TroupeError as error:
+                logger.opt(exception=error).warning("{} rejected told message {!r}: {}", self, told, error)
+                self.actor_system.dead_letters.record(told, self._self_ref, DeadLetterReason.REJECTED, error)
+        return result  # type: ignore[return-value]
+
+    def _register(self, message: Register, *, answer: bool) -> RegistrationResult | None:
+        """Register the agent of `message`; return its `RegistrationResult` (None unless `answer`)."""
         ref, descriptor = message.ref, message.descriptor
         if not isinstance(descriptor, AgentDescriptor):
             msg = f"Register needs an AgentDescriptor, got {descriptor!r}"
@@ -502,10 +533,8 @@ class Coordinator(Actor):
         beat_class = self._beat_classes.get(interval)
         if beat_class is None:
             beat_class = self._beat_class(interval)
-        timeout, lag_degraded, beats = beat_class
         now = self._now()
-        agent = _Agent(ref, cell, descriptor, now, timeout)
-        agent.lag_degraded = lag_degraded
+        agent = _Agent(ref, cell, descriptor, now, beat_class)
         self._agents[aid] = agent
         self._by_cell[cell] = agent
         by_cap = self._by_cap
@@ -520,9 +549,7 @@ class Coordinator(Actor):
             self._by_type[aid.type] = {agent}
         else:
             holders.add(agent)
-        beats[agent] = None
-        agent.beats = beats
-        agent.status_seq = 1
+        beat_class[2][agent] = None
         if self._watchers:
             self._emit(RegistryEventKind.REGISTERED, agent, StatusChange(aid, 1, None, _IDLE, now))
         audit = self._audit
@@ -534,11 +561,10 @@ class Coordinator(Actor):
         if ready is None:
             ready = self._ready[0] = OrderedDict()
             self._ready_keys = sorted(self._ready)
-        ready[agent] = None
-        agent.bucket = 0
+        ready[agent] = None  # agent.bucket is 0 already
         if self._queues:
             self._pull(agent)
-        return RegistrationResult(aid, replaced)
+        return RegistrationResult(aid, replaced) if answer else None
 
     def _beat_class(self, interval: float) -> tuple[float, float, OrderedDict[_Agent, None]]:
         """Return (and remember) what an agent beating every `interval` s registers with.

@@ -11,6 +11,8 @@ from actors import (
     AgentId,
     AgentRegistrationError,
     AgentStatus,
+    Coordinator,
+    DeadLetterReason,
     Deregister,
     FindAgents,
     GetAgent,
@@ -19,6 +21,7 @@ from actors import (
     ListAgentTypes,
     ListCapabilities,
     Register,
+    RegistrationResult,
     RegistryEvent,
     RegistryEventKind,
     RegistrySnapshot,
@@ -27,6 +30,7 @@ from actors import (
 )
 from actors.testing import ActorTestKit
 from tests.coordination.agents_for_tests import Echo, info, spawn_agent, spawn_coordinator
+from tests.core.actors_for_tests import WAIT, Gate
 
 
 class Planner(Echo):
@@ -169,3 +173,45 @@ def test_a_dead_watcher_is_dropped_and_the_others_keep_their_stream(actor_testki
     alive.expect_message(RegistrySnapshot)
     assert alive.expect_message(RegistryEvent).kind is RegistryEventKind.REGISTERED
     assert coord.ask(GetCoordinationStatistics()).watchers == 1
+
+
+class _GatedCoordinator(Coordinator):
+    """A coordinator that a `Gate` holds, so that what is sent next queues up behind it."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Gate):
+            return message.hold_then(lambda: None)
+        return super().on_receive(message)
+
+
+def test_registrations_told_in_a_burst_are_taken_in_one_turn_and_a_refused_one_is_a_dead_letter(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    coord = actor_testkit.spawn(_GatedCoordinator, mode=mode)
+    refs = {key: actor_testkit.spawn(Echo, key, mode=mode) for key in ("a", "b", "c", "d")}
+    gate = Gate()
+    coord.tell(gate)
+    gate.wait_entered()
+    first = coord.ask(Register(refs["a"], AgentDescriptor("echo/a", {"echo"})), block=False)
+    coord.tell(Register(refs["b"], AgentDescriptor("echo/b", {"echo"})))
+    refused = Register(refs["b"], AgentDescriptor("echo/other", {"echo"}))  # b is registered as echo/b
+    coord.tell(refused)
+    coord.tell(Register(refs["c"], AgentDescriptor("echo/c", {"echo", "x"})))
+    last = coord.ask(Register(refs["d"], AgentDescriptor("echo/d", {"echo"})), block=False)  # an ask: its own turn
+    gate.released.set()
+    assert first.get(timeout=WAIT) == RegistrationResult(AgentId("echo", "a"), replaced=False)
+    assert last.get(timeout=WAIT) == RegistrationResult(AgentId("echo", "d"), replaced=False)
+    assert [str(found.id) for found in coord.ask(FindAgents(all_of={"echo"}))] == [
+        "echo/a",
+        "echo/b",
+        "echo/c",
+        "echo/d",
+    ]
+    assert coord.ask(GetAgent("echo/other")) is None
+    letters = [letter for letter in actor_testkit.system.dead_letters.recent() if letter.message is refused]
+    assert [letter.reason for letter in letters] == [DeadLetterReason.REJECTED]
+    assert isinstance(letters[0].exception, AgentRegistrationError)
+    # Each batched registration is watched: an agent registered in the batch that stops leaves.
+    refs["c"].stop()
+    assert coord.ask(GetAgent("echo/c")) is None
+    assert coord.ask(GetCoordinationStatistics()).agents == 3

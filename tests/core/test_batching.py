@@ -402,3 +402,133 @@ def test_take_head_takes_the_head_while_it_matches_and_leaves_the_rest_in_order(
         run += 1
     assert taken == order[:run]
     assert rest == order[run:]
+
+
+# -- take_queued_tells: plain tells of one class, no predicate, no reply futures -----------------
+
+
+@attrs.frozen(eq=False)
+class TakeTells:
+    """Take the `Item` tells queued behind this one (at most `limit`), stopping after `stop_after` or failing."""
+
+    limit: int
+    stop_after: int | None = None
+    fail_at: int | None = None
+    priority: int = 100  # first out of a priority mailbox
+
+
+class TellBatcher(Batcher):
+    """A `Batcher` whose `TakeTells` takes with `take_queued_tells`, logging ("took", seq)."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TakeTells):
+            for count, item in enumerate(self.take_queued_tells(Item, limit=message.limit), 1):
+                assert isinstance(item, Item)  # the message itself, not a QueuedMessage
+                if item.seq == message.fail_at:
+                    msg = f"item {item.seq} failed"
+                    raise ValueError(msg)
+                self.log.append(("took", item.seq))
+                if count == message.stop_after:
+                    break
+            return "taken"
+        return super().on_receive(message)
+
+
+def _run_tells(
+    system: ActorSystem, mode: str, kind: str, items: list[Item], *, asks: set[int], take: TakeTells
+) -> tuple[list[tuple[str, int]], dict[int, Any], Any]:
+    """Queue `take` then `items` (asked or told) behind a gate; return the log, the asks' replies, the outcome."""
+    ref = system.spawn(TellBatcher, mode=mode, mailbox=KINDS[kind](len(items)))
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    take_reply = ref.ask(take, block=False)
+    futures = {}
+    for item in items:
+        if item.seq in asks:
+            futures[item.seq] = ref.ask(item, block=False)
+        else:
+            ref.tell(item)
+    gate.released.set()
+    log, _ = ref.ask(Get(), timeout=WAIT)
+    replies = {seq: future.get(timeout=WAIT) for seq, future in futures.items()}
+    try:
+        outcome = take_reply.get(timeout=WAIT)
+    except ValueError as exc:
+        outcome = exc
+    ref.stop()
+    return log, replies, outcome
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=items_strategy, limit=st.integers(min_value=0, max_value=14))
+def test_a_take_of_tells_is_the_run_of_plain_tells_of_the_class_at_the_head_and_the_rest_get_turns(
+    system: ActorSystem, mode: str, kind: str, specs: list[tuple[Item, bool]], limit: int
+) -> None:
+    items = [item for item, _ in specs]
+    asks = {item.seq for item, ask in specs if ask}
+    log, replies, outcome = _run_tells(system, mode, kind, items, asks=asks, take=TakeTells(limit))
+    order = _handout(kind, items)
+    run = 0
+    while run < min(limit, len(order)) and order[run].seq not in asks:  # an ask ends the take
+        run += 1
+    expected = [("took", item.seq) for item in order[:run]] + [("turn", item.seq) for item in order[run:]]
+    assert outcome == "taken"
+    assert log == expected
+    assert replies == {seq: ("turn", seq) for seq in asks}  # every ask had its own turn and its answer
+
+
+def test_a_take_of_tells_stops_at_a_message_of_another_class(system: ActorSystem, mode: str, kind: str) -> None:
+    ref = system.spawn(TellBatcher, mode=mode, mailbox=KINDS[kind](4))
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    reply = ref.ask(TakeTells(limit=10), block=False)
+    ref.tell(Item(0))
+    other = ref.ask(Get(priority=0), block=False)  # not an Item: ends the take
+    ref.tell(Item(1))
+    gate.released.set()
+    assert reply.get(timeout=WAIT) == "taken"
+    assert other.get(timeout=WAIT) == ([("took", 0)], [])
+    log, _ = ref.ask(Get(), timeout=WAIT)
+    assert log == [("took", 0), ("turn", 1)]
+    ref.stop()
+
+
+def test_a_take_of_tells_is_lazy_so_what_is_not_iterated_keeps_its_turn(
+    system: ActorSystem, mode: str, kind: str
+) -> None:
+    items = [Item(seq) for seq in range(5)]
+    log, _, _ = _run_tells(system, mode, kind, items, asks=set(), take=TakeTells(limit=10, stop_after=2))
+    assert log == [("took", 0), ("took", 1), ("turn", 2), ("turn", 3), ("turn", 4)]
+
+
+def test_a_handler_raising_in_a_take_of_tells_leaves_the_rest_queued(system: ActorSystem, mode: str, kind: str) -> None:
+    items = [Item(seq) for seq in range(4)]
+    log, _, outcome = _run_tells(system, mode, kind, items, asks=set(), take=TakeTells(limit=10, fail_at=1))
+    assert isinstance(outcome, ValueError)  # the asker of the turn's message hears of it
+    assert log == [("took", 0), ("turn", 2), ("turn", 3)]  # item 1 was the handler's: it raised on it
+
+
+def test_a_take_of_tells_takes_at_most_its_limit(system: ActorSystem, mode: str, kind: str) -> None:
+    items = [Item(seq) for seq in range(5)]
+    log, _, _ = _run_tells(system, mode, kind, items, asks=set(), take=TakeTells(limit=3))
+    assert log == [("took", 0), ("took", 1), ("took", 2), ("turn", 3), ("turn", 4)]
+
+
+class _TakesRuntimeMessages(Actor):
+    def on_receive(self, message: Any) -> Any:
+        return list(self.take_queued_tells(message, limit=1))
+
+
+def test_a_take_of_tells_refuses_a_runtime_class_and_a_negative_limit(system: ActorSystem, mode: str) -> None:
+    from actors import Terminated  # noqa: PLC0415 - only this test needs it
+
+    ref = system.spawn(_TakesRuntimeMessages, mode=mode)
+    with pytest.raises(TypeError, match="runtime handles"):
+        ref.ask(Terminated, timeout=WAIT)
+    ref.stop()
+    batcher = system.spawn(TellBatcher, mode=mode)
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        batcher.ask(TakeTells(limit=-1), timeout=WAIT)
+    batcher.stop()
