@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -169,16 +170,33 @@ def coroutine_ask_vs_pykka(impl: str, *, asks: int, block: int) -> dict[str, flo
     blocking ``ref.ask(i)`` made from the same coroutine. The two alternate
     in blocks of `block` asks, so a noisy neighbour on the machine hits both
     alike; the figure that counts is the ratio of the medians.
+
+    A third block, interleaved the same way, times the floor of a round trip
+    between two loops with no troupe code: the coroutine hands a plain
+    asyncio loop on another thread a callback (``call_soon_threadsafe``),
+    which answers the same way; each leg is a self-pipe write, a selector
+    return and a read. What an awaited ask costs beyond that floor is
+    troupe's (the asyncio actor's loop parks on a lock instead, and the
+    asker spins for the reply: it can read below the floor).
     """
     clock = time.perf_counter_ns
 
-    async def body(ref: Any, pykka_ref: Any) -> dict[str, float]:
+    async def body(ref: Any, pykka_ref: Any, other: asyncio.AbstractEventLoop) -> dict[str, float]:
         ours: list[int] = []
         theirs: list[int] = []
+        floor: list[int] = []
         ask, blocking_ask = ref.ask, pykka_ref.ask
+        here = asyncio.get_running_loop()
+
+        async def round_trip() -> None:
+            reply = here.create_future()
+            other.call_soon_threadsafe(_answer_from_another_loop, here, reply)
+            await reply
+
         for i in range(max(1, asks // 10)):  # warm-up
             await ask(i, block=False)
             blocking_ask(i)
+            await round_trip()
         for _ in range(max(1, asks // block)):
             for i in range(block):
                 start = clock()
@@ -188,16 +206,37 @@ def coroutine_ask_vs_pykka(impl: str, *, asks: int, block: int) -> dict[str, flo
                 start = clock()
                 blocking_ask(i)
                 theirs.append(clock() - start)
+            for _ in range(block):
+                start = clock()
+                await round_trip()
+                floor.append(clock() - start)
         troupe_us = statistics.median(ours) / 1000
         pykka_us = statistics.median(theirs) / 1000
-        return {"troupe_us": troupe_us, "pykka_us": pykka_us, "ratio": troupe_us / pykka_us}
+        floor_us = statistics.median(floor) / 1000
+        return {
+            "troupe_us": troupe_us,
+            "pykka_us": pykka_us,
+            "ratio": troupe_us / pykka_us,
+            "floor_us": floor_us,
+            "vs_floor": troupe_us / floor_us,
+        }
 
+    other = asyncio.new_event_loop()
+    serving = threading.Thread(target=other.run_forever, name="bench-floor-loop")
+    serving.start()
     try:
         with ActorSystem(name="bench") as system:
             actor = system.spawn(AsyncEcho) if impl == "asyncio" else system.spawn(Echo, mode=impl)
-            return asyncio.run(body(actor, PykkaEcho.start()))
+            return asyncio.run(body(actor, PykkaEcho.start(), other))
     finally:
         pykka.ActorRegistry.stop_all()
+        other.call_soon_threadsafe(other.stop)
+        serving.join()
+        other.close()
+
+
+def _answer_from_another_loop(loop: asyncio.AbstractEventLoop, reply: asyncio.Future[None]) -> None:
+    loop.call_soon_threadsafe(reply.set_result, None)
 
 
 def tell(impl: str, *, messages: int, rounds: int) -> dict[str, float]:
@@ -258,6 +297,8 @@ BENCHMARKS = (
             Metric("troupe_us", "await ask from a coroutine, actor on another thread, median (µs)"),
             Metric("pykka_us", "pykka's blocking ask from the same coroutine, interleaved, median (µs)"),
             Metric("ratio", "await ask / pykka's blocking ask (same process)"),
+            Metric("floor_us", "floor: round trip between two plain asyncio loops, interleaved, median (µs)"),
+            Metric("vs_floor", "await ask / the two-loop floor (same process)"),
         ),
         params={"asks": 20_000, "block": 200},
         quick_params={"asks": 500, "block": 100},

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import pytest
+from pykka import ActorDeadError
 
 from actors import ActorSystem
 from actors._core.future import _Waiter
@@ -78,6 +79,93 @@ def test_a_coroutine_cancelled_while_awaiting_an_ask_is_cancelled_and_the_actor_
         return await ref.ask("after", block=False)
 
     assert _run(main()) == "after"
+
+
+def test_an_ask_awaited_from_another_loop_gets_the_handlers_error_and_the_actor_serves_on(
+    system: ActorSystem, mode: str
+) -> None:
+    ref = system.spawn(Recorder, mode=mode)
+
+    async def main() -> Any:
+        with pytest.raises(ValueError, match="fail on purpose"):
+            await ref.ask("fail", block=False)
+        return await ref.ask("after", block=False)
+
+    assert _run(main()) == "after"
+
+
+def test_an_ask_awaited_from_another_loop_and_sent_before_a_stop_gets_its_reply(system: ActorSystem, mode: str) -> None:
+    # The stop comes while the ask waits its turn: as in pykka, the messages
+    # sent before a stop are handled, so the awaited ask still resolves.
+    ref = system.spawn(Recorder, mode=mode)
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+
+    async def main() -> tuple[Any, Any]:
+        asked = ref.ask("before the stop", block=False)
+        stopped = ref.stop(block=False)
+        gate.released.set()
+        return await asked, await stopped
+
+    assert _run(main()) == ("before the stop", True)
+
+
+def test_an_ask_awaited_from_another_loop_and_sent_after_a_stop_raises_actor_dead_error(
+    system: ActorSystem, mode: str
+) -> None:
+    ref = system.spawn(Recorder, mode=mode)
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+
+    async def ask_after_the_stop() -> Any:
+        asked = ref.ask("after the stop", block=False)  # refused now, or left unanswered by the stop
+        gate.released.set()
+        return await asked
+
+    async def main() -> Any:
+        stopped = ref.stop(block=False)
+        try:
+            with pytest.raises(ActorDeadError):
+                await ask_after_the_stop()
+        finally:
+            gate.released.set()
+        return await stopped
+
+    assert _run(main()) is True
+
+
+def test_a_reply_for_a_coroutine_whose_loop_closed_meanwhile_is_kept_and_the_actor_serves_on(
+    system: ActorSystem, mode: str, logs: Any
+) -> None:
+    # The asker's loop closes while its task waits for the reply (no one
+    # cancels the task): the reply, set on the actor's thread, finds no loop
+    # to wake. It must not raise into the actor, nor be lost to a getter.
+    ref = system.spawn(Recorder, mode=mode)
+    gate = Gate()
+    ref.tell(gate)
+    gate.wait_entered()
+    asked: list[Any] = []
+
+    async def main() -> Any:
+        future = ref.ask("for a closed loop", block=False)
+        asked.append(future)
+        return await future
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(main())
+        loop.run_until_complete(asyncio.sleep(0))  # the task's first step: it suspends on its waiter
+        assert not task.done()
+        assert not asked[0].done()
+    finally:
+        loop.close()
+    gate.released.set()
+    assert asked[0].get(timeout=WAIT) == "for a closed loop"
+    assert ref.ask("after", timeout=WAIT) == "after"
+    assert not logs.messages("ERROR")
+    assert not logs.messages("CRITICAL")
 
 
 class _Suspend:
