@@ -12,6 +12,11 @@ ones are for services built on the runtime:
 
 - `Cell`: the type of ``ref.actor_inbox``, for a service (the router) that
   must put mail straight into a routee's queue on the sender's thread.
+- `Envelope`: the mailbox item of a tell with a `Receipt`
+  (``Envelope(message, reply_to=receipt)``, what ``ref._post_tell`` queues), for
+  a service that appends one to a plain ref's ``cell.queue`` itself and then
+  schedules the cell as `Cell.put` does (the broker's sampled hand-offs);
+  pykka's own type, imported in `actors._core._pykka` only.
 - `MESSAGE_KINDS`: the message classes a cell interprets itself (proxy calls,
   stops, timers, `Terminated`); a router never routes them.
 - `STOP`: the system message that stops a cell (``cell.post_system(STOP)``).
@@ -39,6 +44,7 @@ where the runtime and the services emit audit events; `CheckHealth`,
 actor answers (services cannot read each other's state).
 """
 
+from actors._core._pykka import Envelope
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors._core.batching import QueuedMessage, TakenMessages
 from actors._core.cell import STOP, Cell
@@ -110,6 +116,7 @@ __all__ = [
     "DeadLetters",
     "Decider",
     "Directive",
+    "Envelope",
     "FifoMailbox",
     "FrozenDict",
     "Future",

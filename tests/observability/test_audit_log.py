@@ -261,6 +261,58 @@ def test_message_audit_writes_one_processed_line_per_hand_off_with_the_documente
     disable_audit_log(system)
 
 
+def test_processed_lines_of_mixed_publications_through_one_subscription_each_carry_their_own_fields(
+    system: ActorSystem, clock: ManualClock, tmp_path: Path, mode: str
+) -> None:
+    # The writer keeps each subscription's constant line text per publication kind: kinds that
+    # alternate (topic, message class, sender, AgentMessage's parties and type, counts) must not mix.
+    broker = cast("BrokerRef", system.spawn(MessageBroker))
+    every = system.spawn(Subscriber, mode=mode, name="every")
+    only_b = system.spawn(Subscriber, mode=mode, name="only-b")
+    broker.subscribe("news.*", every)
+    broker.subscribe("news.b", only_b)
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS)
+    expected: list[tuple[Any, ...]] = []
+    for round_ in range(2):  # the second round finds every kind made already
+        for topic, message, sender in [
+            ("news.a", 1, None),
+            ("news.c", 4, None),
+            ("news.b", 2, None),
+            ("news.a", "text", "agent-x"),
+            ("news.a", 3, "agent-y"),
+            ("news.b", AgentMessage(sender="p", recipient="q", type=MessageType.STATUS_UPDATE, content=0), None),
+            ("news.b", AgentMessage(sender="p", recipient="q", type=MessageType.STATUS_UPDATE, content=1), None),
+            ("news.a", AgentMessage(sender="p", recipient=None, type=MessageType.TASK_REQUEST, content=2), None),
+            ("news.c", AgentMessage(sender="p", recipient=None, type=MessageType.TASK_REQUEST, content=3), None),
+        ]:
+            delivered = 2 if topic == "news.b" else 1
+            assert broker.publish(topic, message, sender=sender) == delivered
+            clock.advance(0.001 * (round_ + 1))
+            ids: tuple[Any, ...]
+            if isinstance(message, AgentMessage):
+                ids = (message.message_id, message.sender, message.recipient, str(message.type))
+            else:
+                ids = (None, sender, None, type(message).__name__)
+            expected.append((topic, *ids, delivered))
+    for ref in (every, only_b):
+        assert ref.ask("sync", timeout=WAIT) == "sync"  # FIFO: every publication handled, its line queued
+    assert log.flush()
+    events = lines(log, "message_audit")
+    for event in events:
+        assert set(event) == {*COMMON, *FIELDS["message_audit.processed"]}, event
+        assert (event["event"], event["success"], event["error_type"], event["dropped"]) == ("processed", True, None, 0)
+        assert event["latency_ms"] >= 0
+    got = [
+        (e["topic"], e["message_id"], e["from_agent"], e["to_agent"], e["message_type"], e["delivered"])
+        for e in events
+        if e["subscriber"] == "every"
+    ]
+    assert got == expected
+    assert [e["topic"] for e in events if e["subscriber"] == "only-b"] == [t for t, *_ in expected if t == "news.b"]
+    assert {e["subscription"] for e in events if e["subscriber"] == "every"} == {1}
+    disable_audit_log(system)
+
+
 def test_a_sampled_publication_without_a_hand_off_writes_its_sent_line(
     system: ActorSystem, tmp_path: Path, mode: str
 ) -> None:
