@@ -5,6 +5,9 @@
 - Every test fails if it leaves a thread behind.
 - `logs`: loguru records emitted by the library during the test.
 - The hang guard is pytest-timeout (``timeout`` in setup.cfg).
+- Hypothesis runs with no deadline and no too_slow check, in every test
+  (the ``troupe`` profile): both time the machine, and CI's is shared. A
+  test's own ``@settings`` keeps these unless it names them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
 from loguru import logger
 
 from actors import MODES, ActorSystem, ManualClock
@@ -21,6 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from loguru import Record
+
+
+settings.register_profile("troupe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("troupe")
 
 
 @pytest.fixture(params=sorted(MODES))
