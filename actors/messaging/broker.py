@@ -345,7 +345,8 @@ class _Outlet:
                 cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.RECIPIENT_STOPPED)
                 return 0
             try:
-                cell.queue.append(item)
+                # With tracing on somewhere, with the trace context it was published under (as `tell` sends it).
+                cell.queue.append(trace_message(cell, item) if TRACING else item)
             except TroupeError:  # its own bounded mailbox, policy "fail", refused it
                 with self.drop_lock:
                     self.dropped += 1
