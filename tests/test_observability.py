@@ -29,13 +29,16 @@ from actors import (
     UnknownMetricError,
 )
 from actors._core import ChildSpec, Future, TraceContext
+from actors.messaging import MessageBroker, spawn_service
 from actors.observability import (
+    AUDIT_STREAMS,
     METRIC_NAMES,
     HandlerTime,
     correlate,
     current_trace,
     disable_metrics,
     disable_tracing,
+    enable_audit_log,
     enable_metrics,
     is_metric_name,
     metrics_of,
@@ -47,6 +50,8 @@ from actors.observability import (
 from actors.protocol import AgentMessage, MessageType
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from actors.observability import SpanRecord
 
 WAIT = 10.0
@@ -377,6 +382,68 @@ def test_a_tell_routed_on_the_router_refs_fast_path_keeps_the_trace(system: Acto
     spans = tuple(span for span in recorder.spans() if span.trace_id == root.trace_id)
     _check_chain(spans, root)
     assert sorted((span.kind, span.name) for span in spans) == [("consumer", "process Tail"), ("producer", "send Tail")]
+
+
+class Relay(Actor):
+    """Records the trace context its handler runs under, then tells `to` the message."""
+
+    def __init__(self, seen: list[TraceContext | None], to: Any) -> None:
+        super().__init__()
+        self.seen = seen
+        self.to = to
+
+    def on_receive(self, message: Any) -> None:
+        self.seen.append(current_trace())
+        self.to.tell(message)
+
+
+BROKER_SUBSCRIBERS = ["actor", "envelope", "group", "callable", "router", "multicast", "audited"]
+
+
+@pytest.mark.parametrize("kind", BROKER_SUBSCRIBERS)
+def test_a_broker_publication_keeps_the_trace_through_the_subscriber_and_its_onward_tell(
+    system: ActorSystem, mode: str, kind: str, tmp_path: Path
+) -> None:
+    # publish -> subscriber (any kind of hand-off the broker makes) -> tell: one trace id
+    first, second, _ = _rotated(mode)
+    recorder = record_spans(system)
+    seen: list[TraceContext | None] = []
+    done = threading.Event()
+    tail = system.spawn(Tail, seen, done, mode=second)
+    broker = spawn_service(system, MessageBroker, mode=mode, callback_mode=first)
+    log = enable_audit_log(tmp_path, system=system, streams=AUDIT_STREAMS) if kind == "audited" else None
+    relayed: list[TraceContext | None] = []
+    if kind == "callable":
+
+        def relay(message: Any) -> None:
+            relayed.append(current_trace())
+            tail.tell(message)
+
+        broker.subscribe("jobs", relay)
+    else:
+        subscriber = system.spawn(Relay, relayed, tail, mode=first)
+        if kind == "router":
+            subscriber = system.spawn(Router, [subscriber])  # a RouterRef: not a plain ref
+        broker.subscribe(
+            "jobs",
+            subscriber,
+            envelope=kind == "envelope",
+            group="g" if kind == "group" else None,
+            agent="relay" if kind == "multicast" else None,
+        )
+    root = new_trace()
+    with use_trace(root):
+        took = broker.multicast(["relay"], "job") if kind == "multicast" else broker.publish("jobs", "job")
+    assert took == 1
+    assert done.wait(WAIT)
+    assert [c.trace_id if c is not None else None for c in relayed] == [root.trace_id]
+    assert [c.trace_id if c is not None else None for c in seen] == [root.trace_id]
+    tail.stop(timeout=WAIT)  # after the subscriber's handler, whose tell it took: their spans have ended
+    if log is not None:
+        log.close()
+    spans = tuple(span for span in recorder.spans() if span.trace_id == root.trace_id)
+    _check_chain(spans, root)
+    assert "Tail" in [span.attributes["troupe.actor.class"] for span in spans if span.kind == "consumer"]
 
 
 def test_a_trace_id_survives_an_ask_routed_by_a_pool(system: ActorSystem, mode: str) -> None:

@@ -30,7 +30,7 @@ ones are for services built on the runtime:
   trace context the runtime carries with each message while a system has a
   tracer (`actors._core.tracing`; ``system.tracer``); `TRACING` (not empty
   while any system has one) and `trace_message`, for a service's hot path
-  that appends to a cell's queue itself (the router ref).
+  that appends to a cell's queue itself (the router ref, the broker's outlets).
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with

@@ -113,7 +113,7 @@ TRACING: list[None] = []
 """Not empty while some system has a tracer (one item each; `set_tracer` keeps it).
 
 For a service's own hot path that puts mail straight into a cell's queue
-(the router ref's): ``if TRACING:`` costs one global load and a truth test
+(the router ref's, the broker's outlets'): ``if TRACING:`` costs one global load and a truth test
 of a list, and then `actors._core.observe.trace_message` wraps the message as ``ActorRef.tell``
 does.
 """

@@ -345,7 +345,8 @@ class _Outlet:
                 cell.system.dead_letters.record(item, self.sub.ref, DeadLetterReason.RECIPIENT_STOPPED)
                 return 0
             try:
-                cell.queue.append(item)
+                # With tracing on somewhere, with the trace context it was published under (as `tell` sends it).
+                cell.queue.append(trace_message(cell, item) if TRACING else item)
             except TroupeError:  # its own bounded mailbox, policy "fail", refused it
                 with self.drop_lock:
                     self.dropped += 1
@@ -690,7 +691,18 @@ class _Sampled(_Receipted):
         if self._done:  # settled as handled (a failure comes as a `_Failed`): `processed`, inlined
             if offered < 0:
                 return False
-            out.append(_processed_ok(self._outlet, self, offered, head, reading))  # type: ignore[arg-type]
+            outlet: _Outlet = self._outlet  # type: ignore[assignment]
+            message = self.message
+            if message.__class__ is AgentMessage:
+                out.append(_processed_ok(outlet, self, offered, head, reading))
+                return True
+            # `_processed_ok` of any other message, inlined: one Python call fewer a line.
+            sender = self.sender
+            key = (self.topic, message.__class__, sender if isinstance(sender, str) else None, self.delivered, offered)
+            text = outlet.lines.get(key)
+            if text is None:
+                text = _keep_processed(outlet, key, self, offered)
+            out.append(f"{head}{text}{(reading - self.sent) * 1000.0:.3f}}}\n")
             return True
         out.append(f'{head},"event":"sent",{self.fields()},"delivered":0,"dropped":{offered}}}\n')
         return True

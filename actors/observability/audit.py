@@ -583,14 +583,18 @@ class AuditLog:
         batches: dict[tuple[str, str], list[str]] = {}
         # Per stream, for the millisecond `last_ms`: the lines' common head and the batch they go to.
         heads: dict[str, tuple[str, list[str]]] = {}
-        last_ms = -1
+        # The millisecond of the heads is [low, high): a reading in it is two float comparisons,
+        # no int() call (ms == int(t) exactly when ms <= t < ms + 1, t > 0).
+        low = high = -1.0
         complete = True
         while queue:
             item = popleft()
             stream, reading, event = item
-            ms = int((reading + offset) * 1000)
-            if ms != last_ms:
-                last_ms = ms
+            t = (reading + offset) * 1000.0
+            if not low <= t < high:
+                ms = int(t)
+                low = float(ms)
+                high = low + 1.0
                 heads.clear()
             found = heads.get(stream)
             if found is None:
