@@ -482,7 +482,7 @@ def test_a_node_is_idle_only_while_no_tick_is_due_soon(memory: Harness) -> None:
 
 
 def test_on_a_real_clock_the_idle_ticker_waits_long_and_mail_left_for_it_wakes_it() -> None:
-    """An idle cluster's ticker waits about a quarter of a heartbeat, not a tick; a send that leaves mail for it wakes it.
+    """An idle cluster's ticker waits a quarter of a heartbeat, not a tick; a send leaving mail for it wakes it.
 
     The heartbeat here is an hour long, so the ticker's idle wait is 15
     minutes: the tells that wait in the outbox behind the first one's ack
