@@ -88,9 +88,10 @@ class MemoryTransport:
         self._idle_tick = max(config.tick, periodic / 4)
         # True while the ticker waits `_idle_tick`: work queued for a tick then wakes it (`_queued`).
         self._ticker_idle = False
-        # Until then (the clock's time) the ticker ticks every `tick` whatever the nodes hold: a
-        # membership change (a node started, stopped, crashed, paused, resumed; a migration) is
-        # detected and spread at the tick's pace, as before this ticker slept when idle.
+        # Until then (the clock's time) the ticker ticks every `tick` whatever the nodes hold: a node
+        # stopped, crashed, paused or resumed is detected (and its DOWN spread) at the tick's pace, as
+        # before this ticker waited long when idle. (A node started needs no tick: a peer that sends to
+        # it polls the directory; a migration is work a node's `idle` sees.)
         self._brisk_until = float("-inf")
 
     def open(self, cluster: str) -> None:
@@ -134,7 +135,7 @@ class MemoryTransport:
             self._wake.set()
 
     def _brisk(self) -> None:
-        """Tick every `tick` for `down_after` from now (a membership change: its detection and spread)."""
+        """Tick every `tick` for `down_after` from now (a node gone or back: its detection and spread)."""
         if not self.manual:
             self._brisk_until = self.clock.now() + self.config.down_after
             self._queued()
@@ -161,7 +162,6 @@ class MemoryTransport:
         )
         with self._lock:
             self._nodes[name] = node
-        self._brisk()
         return node
 
     def node(self, name: str) -> Node:
@@ -320,7 +320,6 @@ class MemoryTransport:
     ) -> int:
         """Move actor `name` from node `src` to `to` (one request to the source; see `Node.migrate_out`)."""
         node = self.node(src)
-        self._brisk()
         future = node.migrate_out(name, to, token, spec, restart, timeout)
         if self.manual:
             # Ticks the clock (the node gives up at `timeout`); a source that crashed meanwhile ticks no more.
