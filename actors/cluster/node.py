@@ -6,7 +6,9 @@ come here: the router finds the actor's node (the directory, cached; a hold
 buffer while it migrates) and appends the item to that node's `Outbox`. The
 node's tick (every `LinkConfig.tick` on a real clock, on every advance of a
 `ManualClock`) flushes outboxes, retransmits, sends heartbeats, polls the
-directory's change log and runs the failure detector.
+directory's change log and runs the failure detector. A transport may tick
+less often while the node is `idle`, if it passes `on_queued` to hear of
+work left for the tick (the memory transport does, on a real clock).
 
 Ask replies travel back as one-way `REPLY` items with the ask's correlation
 id, so a node never blocks waiting for another.
