@@ -6,7 +6,9 @@ come here: the router finds the actor's node (the directory, cached; a hold
 buffer while it migrates) and appends the item to that node's `Outbox`. The
 node's tick (every `LinkConfig.tick` on a real clock, on every advance of a
 `ManualClock`) flushes outboxes, retransmits, sends heartbeats, polls the
-directory's change log and runs the failure detector.
+directory's change log and runs the failure detector. A transport may tick
+less often while the node is `idle`, if it passes `on_queued` to hear of
+work left for the tick (the memory transport does, on a real clock).
 
 Ask replies travel back as one-way `REPLY` items with the ask's correlation
 id, so a node never blocks waiting for another.
@@ -331,6 +333,7 @@ class Node:
         dispatchers: int | None = None,
         epoch: int | None = None,
         spin: ReplySpin | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.cluster = cluster
@@ -348,6 +351,10 @@ class Node:
         # spin for their replies, and the pool of a local actor asked from another node is warmed (`ReplySpin`).
         self._spin = spin
         self.asker_spins = False
+        # Given by a transport whose ticker waits long while the node is `idle` (the memory transport on
+        # a real clock): called on the sending thread when work is left for a tick (an item waiting in an
+        # outbox, a frame delayed or held back by a fault), so that the ticker does it in time.
+        self._on_queued = on_queued
         # Invariant (under _lock): correlation id -> (future, node the ask went to). Every key is one of
         # this node's own ids (`self._corr`): an ask passed on from another node keeps its asker's id and
         # is never entered here (`_pass_on`), so ids from two nodes cannot collide in this table.
@@ -534,6 +541,7 @@ class Node:
         # `_lock`, as `hold` sets the hold and appends its fence under it: so
         # no item sent after a fence overtakes it or slips past the hold.
         flush = None
+        queued = False
         with self._lock:
             held = self._holding.get(name)
             if held is not None:
@@ -552,9 +560,13 @@ class Node:
                     if outbox.append(item, self.clock.now()):
                         flush = outbox
                     else:
-                        return
+                        queued = True  # it waits for the tick (or a fuller outbox)
         if flush is not None:
             self._flush(flush, force=True)
+            return
+        if queued:
+            if self._on_queued is not None:
+                self._on_queued()
             return
         dst = self._locate(name, hint)
         if self._status(dst) is not NodeStatus.UP:
@@ -583,6 +595,8 @@ class Node:
             return
         if outbox.append(item, self.clock.now()) and status is NodeStatus.UP:
             self._flush(outbox, force=True)
+        elif self._on_queued is not None:
+            self._on_queued()  # it waits for the tick (or a fuller outbox, or the peer UP again)
 
     def _outbox(self, dst: str) -> Outbox | None:
         outbox = self._out.get(dst)
@@ -733,6 +747,10 @@ class Node:
                 due = self.clock.now() + delay
                 self._delayed.extend((due, dst, data) for _ in range(copies))
                 self._delayed.extend((due, dst, d) for d in held)
+        if delay or hold:
+            if self._on_queued is not None:
+                self._on_queued()  # the tick sends it when due, or after the next frame
+            if delay:
                 return
         for _ in range(copies):
             self._send(dst, info.epoch, data)
@@ -1273,6 +1291,20 @@ class Node:
         if config.snapshot_every is not None and now - self._last_snapshots >= config.snapshot_every:
             self._last_snapshots = now
             self.save_snapshots()
+
+    def idle(self) -> bool:
+        """Return whether no tick is due soon: nothing waits in an outbox, no frame is delayed or held, no move runs.
+
+        Then the tick has only periodic work (heartbeats, retransmits, the
+        detector, snapshots), none of it due within a `heartbeat_every`, and a
+        transport may tick less often (the memory transport's ticker, which
+        `on_queued` wakes when work is left for it). Racy reads, any thread: a hint.
+        """
+        if self.closed:
+            return self._downed is None or self._actors_stopped
+        if self._delayed or self._migrations or any(self._held_back.values()):
+            return False
+        return not any(outbox.items for outbox in list(self._out.values()))
 
     def _end_forwards(self, now: float) -> None:
         """Drop the forwards whose grace period is over (the tick): a later straggler goes where the directory says."""

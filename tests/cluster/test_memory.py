@@ -458,3 +458,48 @@ def test_on_a_real_clock_an_untimed_cross_node_ask_may_run_on_its_askers_thread_
         sender = cluster.spawn(Sender, node="a", name="snd")
         log = sender.ask(("send_then_ask", recorder, 200), timeout=30)
         assert [m.seq for m in log] == list(range(200))
+
+
+def test_a_node_is_idle_only_while_no_tick_is_due_soon(memory: Harness) -> None:
+    """`Node.idle`, which lets the real-clock ticker wait long: mail waiting in an outbox or a delayed frame is work."""
+    memory.start("a", "b")
+    recorder = memory.cluster.spawn(Recorder, node="b", name="rec")
+    sender = memory.cluster.spawn(Sender, node="a", name="snd")
+    node = memory.transport.node("a")
+    memory.wait(node.idle)
+    sender.ask(("send", recorder, 3), timeout=10)  # the first is flushed at once; the others wait behind its ack
+    assert not node.idle()
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 3)
+    assert node.idle()  # frames sent and not yet acknowledged are no reason to tick sooner
+    memory.transport.faults.set("a", "b", delay=0.25)
+    sender.ask(("send", recorder, 1, 3), timeout=10)
+    memory.transport.advance(0.0)
+    assert not node.idle()  # a delayed frame is sent by a tick
+    memory.wait(lambda: recorder.ask("count", timeout=10) == 4)
+    memory.transport.faults.set("a", "b")
+    memory.transport.advance(0.3)  # the frames (heartbeats) delayed before the fault was cleared go out
+    assert node.idle()
+
+
+def test_on_a_real_clock_the_idle_ticker_waits_long_and_mail_left_for_it_wakes_it() -> None:
+    """An idle cluster's ticker waits a quarter of a heartbeat, not a tick; a send leaving mail for it wakes it.
+
+    The heartbeat here is an hour long, so the ticker's idle wait is 15
+    minutes: the tells that wait in the outbox behind the first one's ack
+    arrive only because the send that queued them woke the ticker.
+    """
+    hour = 3600.0
+    config = LinkConfig(heartbeat_every=hour, retransmit_after=hour, suspect_after=hour, down_after=2 * hour)
+    transport = MemoryTransport(config=config)
+    with Cluster(transport) as cluster:
+        cluster.start_node("a")
+        cluster.start_node("b")
+        recorder = cluster.spawn(Recorder, node="b", name="rec")
+        sender = cluster.spawn(Sender, node="a", name="snd")
+        assert cluster.wait(lambda: transport._ticker_idle, timeout=10), "the idle ticker should wait long"
+        for first in (0, 300):
+            sender.ask(("send", recorder, 300, first), timeout=10)
+            expected = first + 300
+            assert cluster.wait(lambda: recorder.ask("count", timeout=10) == expected, timeout=30)  # noqa: B023
+            assert cluster.wait(lambda: transport._ticker_idle, timeout=10)  # idle again once it is all sent
+        assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(600))
