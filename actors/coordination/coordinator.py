@@ -150,6 +150,9 @@ _FREE_MOVES = (_IDLE, _WORKING, _BUSY)
 # registrations (~15 ms at 100,000 agents).
 _REGISTER_BATCH = 64
 _DECLARED = (_BLOCKED, _COLLABORATING)
+# Reports told behind one that one turn handles with it (`Coordinator._on_finished_batch`): a
+# turn of 32 messages then holds its dispatcher for at most ~2,000 reports (~6 ms).
+_FINISHED_BATCH = 64
 
 
 @attrs.frozen
@@ -456,25 +459,45 @@ class Coordinator(Actor):
     def on_receive(self, message: Any) -> Any:
         """Answer a request (its errors reach the asker), or handle a notification (which never fails us)."""
         cls = message.__class__
-        notify: Callable[[Any], None]
         if cls is TaskFinished:  # the most frequent message: one per attempt, looked up first
-            notify = self._on_finished
-        elif cls is Submit:  # the next most frequent, a request: one per task
+            self._on_finished_batch(message)
+            return None
+        if cls is Submit:  # the next most frequent, a request: one per task
             return self._on_submit(message)
-        else:
-            handler = self._handlers.get(cls)
-            if handler is not None:
-                return handler(message)
-            found = self._notifications.get(cls)
-            if found is None:
-                self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
-                return None
-            notify = found
+        handler = self._handlers.get(cls)
+        if handler is not None:
+            return handler(message)
+        notify = self._notifications.get(cls)
+        if notify is None:
+            self._on_unknown(message)  # refused: an error to an asker, a REJECTED dead letter if told
+            return None
         try:
             notify(message)
         except Exception as error:  # noqa: BLE001 - a bad notification must not stop the service
             self._dropped(message, error)
         return None
+
+    def _on_finished_batch(self, message: TaskFinished) -> None:
+        """Handle `message` and the `TaskFinished` told right behind it, in this one turn.
+
+        Agents report in runs: with 1,000 agents the coordinator's mailbox was seen
+        holding runs of 100-600 reports (the agents' turns run together while the
+        submitter waits for the GIL), and a turn of the system's throughput (32
+        messages) handled only 32 of them, so an ask queued behind waited for more
+        turns, on another thread. Taken in the same turn, each costs no dispatch
+        of its own. The take stops at anything else (a Submit, an ask), which gets
+        its own turn as before, so the order holds. A bad report is dropped (logged,
+        a dead letter) as a notification is, and the batch goes on.
+        """
+        try:
+            self._on_finished(message)
+        except Exception as error:  # noqa: BLE001 - a bad notification must not stop the service
+            self._dropped(message, error)
+        for told in self.take_queued_tells(TaskFinished, limit=_FINISHED_BATCH):
+            try:
+                self._on_finished(told)
+            except Exception as error:  # noqa: BLE001 - as above
+                self._dropped(told, error)
 
     def _dropped(self, message: Any, error: Exception) -> None:
         logger.opt(exception=True).warning("{}: dropped {!r}", self, message)
