@@ -14,11 +14,13 @@ import pytest
 
 from actors import (
     ActorSystem,
+    AgentDescriptor,
     AgentId,
     AgentStatus,
     CancelTask,
     CoordinationStoppedError,
     Coordinator,
+    DeadLetterReason,
     FindAgents,
     Future,
     GetCoordinationStatistics,
@@ -27,12 +29,15 @@ from actors import (
     Health,
     HealthPolicy,
     ManualClock,
+    Register,
     RegistryEvent,
     RegistryEventKind,
     RetryPolicy,
+    RunTask,
     SetEntry,
     StateStore,
     Submit,
+    Task,
     TaskCancelledError,
     TaskFinished,
     TaskSpec,
@@ -611,3 +616,111 @@ def test_statistics_add_up_tasks_of_different_capability_sets_overall_and_per_ca
     assert per_cap["fast"].completion_rate == pytest.approx(2 / 3)
     assert overall.run_p95 is not None
     assert per_cap["echo"].wait_p50 is not None
+
+
+# -- reports told behind one another: handled in one turn (`Coordinator._on_finished_batch`) ---------
+
+
+class _Hold:
+    """A result writer that holds the coordinator's turn on the ``"hold"`` key until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.gate = Gate()
+
+    def __call__(self, key: str, _value: Any) -> None:
+        if key == "hold":
+            self.gate.wait()
+
+
+def _fake_agents(
+    kit: ActorTestKit, coord: Any, caps: dict[str, set[str]], max_concurrent_tasks: int = 1
+) -> dict[str, Any]:
+    """Register a probe per key as agent ``fake/<key>``: the test reads its RunTasks and reports for it."""
+    probes = {}
+    for key, held in caps.items():
+        probe = kit.probe()
+        coord.ask(Register(probe.ref, AgentDescriptor(f"fake/{key}", held, max_concurrent_tasks=max_concurrent_tasks)))
+        probes[key] = probe
+    return probes
+
+
+def _run(probe: Any) -> Task:
+    return probe.expect_message(RunTask, timeout=WAIT).task  # type: ignore[no-any-return]
+
+
+def _report(coord: Any, key: str, task: Task, value: Any) -> None:
+    coord.tell(TaskFinished(AgentId("fake", key), task.task_id, task.attempt, value))
+
+
+def _hold_the_coordinator(coord: Any, hold: _Hold, probe: Any) -> Any:
+    """Finish a task whose result write blocks: the coordinator's turn waits in it, and its mailbox fills behind.
+
+    Return the held task's handle.
+    """
+    handle = submit(coord, payload="held", requires={"hold"}, result_key="hold")
+    _report(coord, "holder", _run(probe), "held")
+    assert hold.gate.entered.wait(WAIT)
+    return handle
+
+
+def test_reports_queued_with_a_bad_one_and_an_ask_between_them_are_all_handled_in_order(
+    actor_testkit: ActorTestKit, mode: str, logs: Any
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}, "b": {"echo"}})
+    handles = [submit(coord, payload=i) for i in range(3)]  # the third waits for a slot
+    tasks = {key: _run(probes[key]) for key in ("a", "b")}
+    assert coord.ask(GetCoordinationStatistics()).tasks.queued == 1
+    held = _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn: a report, a bad one, an ask, a report.
+    _report(coord, "a", tasks["a"], "from a")
+    bad = TaskFinished(AgentId("fake", "a"), ["not", "an", "id"], 1)  # type: ignore[arg-type]  # unhashable: raises
+    coord.tell(bad)
+    late = coord.ask(Submit(TaskSpec("echo", 3, requires={"echo"})), block=False)
+    _report(coord, "b", tasks["b"], "from b")
+    hold.gate.open()
+    assert held.result(timeout=WAIT) == "held"
+    by_id = {tasks["a"].task_id: "from a", tasks["b"].task_id: "from b"}
+    assert [h.result(timeout=WAIT) for h in handles[:2]] == [by_id[h.task_id] for h in handles[:2]]
+    # The queued task went to the slot a's report freed, before the ask behind it was handled:
+    # the take stopped at the ask, which then took the slot b's report freed.
+    third, fourth = _run(probes["a"]), _run(probes["b"])
+    assert (third.task_id, fourth.task_id) == (handles[2].task_id, late.get(timeout=WAIT).task_id)
+    _report(coord, "a", third, "third")
+    _report(coord, "b", fourth, "fourth")
+    assert handles[2].result(timeout=WAIT) == "third"
+    assert late.get(timeout=WAIT).result(timeout=WAIT) == "fourth"
+    letters = [d for d in actor_testkit.system.dead_letters.recent() if d.message is bad]
+    assert [d.reason for d in letters] == [DeadLetterReason.HANDLER_FAILED]
+    assert coord.ask(GetCoordinationStatistics()).tasks.completed == 5
+
+
+def test_an_agent_that_stops_behind_its_own_reports_keeps_them_and_its_lost_attempt_is_reassigned(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}, "b": {"echo"}}, 2)
+    handles = [submit(coord, payload=i) for i in range(4)]  # two slots each
+    runs = {key: [_run(probes[key]), _run(probes[key])] for key in ("a", "b")}
+    _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn: both of a's reports, one of b's, then b stops with its other attempt in flight.
+    for task in runs["a"]:
+        _report(coord, "a", task, f"a:{task.task_id}")
+    kept, lost = runs["b"]
+    _report(coord, "b", kept, "b kept")
+    probes["b"].ref.stop()
+    hold.gate.open()
+    retry = _run(probes["a"])  # the lost attempt, again, on the agent that is left
+    assert (retry.task_id, retry.attempt, retry.idempotency_key) == (lost.task_id, 2, lost.idempotency_key)
+    _report(coord, "a", retry, "retried")
+    results = {h.task_id: h.result(timeout=WAIT) for h in handles}
+    assert results == {
+        **{t.task_id: f"a:{t.task_id}" for t in runs["a"]},
+        kept.task_id: "b kept",
+        lost.task_id: "retried",
+    }
+    assert coord.ask(GetTask(kept.task_id)).attempt == 1
+    stats = coord.ask(GetCoordinationStatistics())
+    assert (stats.tasks.completed, stats.tasks.reassignments, stats.agents) == (5, 1, 2)
