@@ -1142,8 +1142,14 @@ class Coordinator(Actor):
             else:
                 self._set_status(agent, new)
         if full:
-            if agent.bucket is not None:
-                self._unready(agent)
+            key = agent.bucket
+            if key is not None:  # `_unready`, inlined: once a task at 1,000 agents of one slot each
+                bucket = self._ready[key]
+                del bucket[agent]
+                if not bucket:
+                    del self._ready[key]
+                    self._ready_keys = sorted(self._ready)
+                agent.bucket = None
         else:
             key = _BUCKET_OFFSET[agent.health] + n
             if agent.bucket != key:
@@ -1297,8 +1303,17 @@ class Coordinator(Actor):
         if offset is None or n >= agent.max:
             if agent.bucket is not None:
                 self._unready(agent)
-        elif agent.bucket != offset + n:
-            self._ready_at(agent, offset + n)
+            return
+        place = offset + n
+        if agent.bucket is None:  # `_ready_at`, inlined for an agent back from no credit (the common case)
+            bucket = self._ready.get(place)
+            if bucket is None:
+                bucket = self._ready[place] = OrderedDict()
+                self._ready_keys = sorted(self._ready)
+            bucket[agent] = None
+            agent.bucket = place
+        elif agent.bucket != place:
+            self._ready_at(agent, place)
 
     def _end_attempt(self, task: _Task) -> None:
         """The running attempt is over (for whatever reason): stop its timers and counters."""
