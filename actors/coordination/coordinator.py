@@ -153,6 +153,7 @@ _DECLARED = (_BLOCKED, _COLLABORATING)
 # Reports told behind one that one turn handles with it (`Coordinator._on_finished_batch`): a
 # turn of 32 messages then holds its dispatcher for at most ~2,000 reports (~6 ms).
 _FINISHED_BATCH = 64
+_SUBMIT_BATCH = 64  # `Submit`s told behind one with its own future (`Coordinator._on_submit_batch`)
 
 
 @attrs.frozen
@@ -463,7 +464,9 @@ class Coordinator(Actor):
             self._on_finished_batch(message)
             return None
         if cls is Submit:  # the next most frequent, a request: one per task
-            return self._on_submit(message)
+            if message.future is None:
+                return self._on_submit(message)
+            return self._on_submit_batch(message)
         handler = self._handlers.get(cls)
         if handler is not None:
             return handler(message)
@@ -946,6 +949,24 @@ class Coordinator(Actor):
         self._refresh(agent)
 
     # -- tasks ----------------------------------------------------------------------------------
+
+    def _on_submit_batch(self, message: Submit) -> TaskHandle | None:
+        """Handle `message` (with its own future) and the `Submit` told right behind it, in this one turn.
+
+        `submit_task` callers tell in runs, as agents report (`_on_finished_batch`): each
+        taken costs no dispatch of its own, and the take stops at anything else, so the
+        order holds. One with its own future gets its errors there (`_on_submit`); one
+        told without (its handle unread) is refused as a told request is: logged, a
+        ``REJECTED`` dead letter, and the batch goes on.
+        """
+        handle = self._on_submit(message)
+        for told in self.take_queued_tells(Submit, limit=_SUBMIT_BATCH):
+            try:
+                self._on_submit(told)
+            except TroupeError as error:
+                logger.opt(exception=error).warning("{} rejected told message {!r}: {}", self, told, error)
+                self.actor_system.dead_letters.record(told, self._self_ref, DeadLetterReason.REJECTED, error)
+        return handle
 
     def _on_submit(self, message: Submit) -> TaskHandle | None:
         future = message.future

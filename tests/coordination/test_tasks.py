@@ -724,3 +724,32 @@ def test_an_agent_that_stops_behind_its_own_reports_keeps_them_and_its_lost_atte
     assert coord.ask(GetTask(kept.task_id)).attempt == 1
     stats = coord.ask(GetCoordinationStatistics())
     assert (stats.tasks.completed, stats.tasks.reassignments, stats.agents) == (5, 1, 2)
+
+
+def test_submits_told_behind_one_another_each_get_their_answer_and_a_bad_one_stops_nothing(
+    actor_testkit: ActorTestKit, mode: str, logs: Any
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}}, 2)
+    held = _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn, all told: a good one, a bad one with its own future, a bad one
+    # without, then two with one idempotency key.
+    first = submit_task(coord, TaskSpec("echo", 1, requires={"echo"}))
+    refused = submit_task(coord, "not a spec")  # type: ignore[arg-type]
+    bare = Submit("not a spec either")  # type: ignore[arg-type]
+    coord.tell(bare)
+    keyed = [submit_task(coord, TaskSpec("echo", 2, requires={"echo"}, idempotency_key="k")) for _ in range(2)]
+    hold.gate.open()
+    assert held.result(timeout=WAIT) == "held"
+    with pytest.raises(TaskSpecError, match="needs a TaskSpec"):
+        refused.result(timeout=WAIT)
+    runs = [_run(probes["a"]), _run(probes["a"])]  # the first and the keyed one, once
+    assert [t.task_id for t in runs] == [first.task_id, keyed[0].task_id]
+    for task in runs:
+        _report(coord, "a", task, f"done {task.payload}")
+    assert first.result(timeout=WAIT) == "done 1"
+    assert [h.result(timeout=WAIT) for h in keyed] == ["done 2", "done 2"]
+    letters = [d for d in actor_testkit.system.dead_letters.recent() if d.message is bare]
+    assert [d.reason for d in letters] == [DeadLetterReason.REJECTED]
+    probes["a"].expect_no_message()
