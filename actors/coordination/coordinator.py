@@ -47,11 +47,9 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import operator
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from itertools import islice
 from typing import Any, ClassVar, TypeAlias
 
 import attrs
@@ -137,7 +135,6 @@ _HEALTHY = Health.HEALTHY
 
 _EMA_ALPHA = 0.2
 _RANK_SCAN = 8  # capable agents compared by run time within one load level
-_ema = operator.attrgetter("ema")  # an agent's moving-average run time, read in C (`_pick`)
 _SMALL_INDEX = 32  # below this many agents, rank a capability's index set exactly
 # A ready bucket's key: the agent's in-flight count, plus this offset for its health (none:
 # it may not take work). An int sorts as the pair (health rank, in flight) did, without a
@@ -1075,8 +1072,8 @@ class Coordinator(Actor):
 
     def _pick(self, requires: frozenset[str]) -> _Agent | None:
         """Return the best agent with credit holding `requires`, or None."""
-        smallest: set[_Agent] | None = None
         if requires:
+            smallest = None
             for cap in requires:
                 holders = self._by_cap.get(cap)
                 if not holders:
@@ -1094,13 +1091,6 @@ class Coordinator(Actor):
                         best, best_key = a, key
                 return best
         ready = self._ready
-        if smallest is None or len(smallest) == len(self._agents):
-            # Every registered agent holds `requires` (the smallest index set holds them all),
-            # so every ready one is capable: the least loaded level's first `_RANK_SCAN` are
-            # compared by run time in C (the first lowest wins, as below). A bucket is never
-            # empty (`_unready` drops it). The common case, one pick per task: ~1.5 µs less.
-            keys = self._ready_keys
-            return min(islice(ready[keys[0]], _RANK_SCAN), key=_ema) if keys else None
         for level in self._ready_keys:
             best = None
             seen = 0
