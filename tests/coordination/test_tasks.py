@@ -753,3 +753,21 @@ def test_submits_told_behind_one_another_each_get_their_answer_and_a_bad_one_sto
     letters = [d for d in actor_testkit.system.dead_letters.recent() if d.message is bare]
     assert [d.reason for d in letters] == [DeadLetterReason.REJECTED]
     probes["a"].expect_no_message()
+
+
+@pytest.mark.parametrize("incapable", [0, 5])
+def test_above_32_capable_agents_the_lowest_run_time_among_the_first_8_ready_wins_then_round_robin(
+    actor_testkit: ActorTestKit, mode: str, incapable: int
+) -> None:
+    coord = spawn_coordinator(actor_testkit, mode=mode)
+    probes = _fake_agents(actor_testkit, coord, {f"o{i}": {"other"} for i in range(incapable)})
+    probes |= _fake_agents(actor_testkit, coord, {f"e{i}": {"echo"} for i in range(40)})
+    handles = [submit(coord, payload=i) for i in range(40)]  # one each
+    runs = {key: _run(probes[key]) for key in probes if key.startswith("e")}
+    for key, task in runs.items():  # back in this order: e0 first in the round robin, e5 the fastest
+        coord.tell(TaskFinished(AgentId("fake", key), task.task_id, 1, None, None, 0.1 if key == "e5" else 1.0))
+    assert [h.result(timeout=WAIT) for h in handles] == [None] * 40
+    fast = submit(coord, payload="fast")
+    assert _run(probes["e5"]).task_id == fast.task_id
+    head = submit(coord, payload="head")  # e5 is busy: the rest of the first 8 tie, the first wins
+    assert _run(probes["e0"]).task_id == head.task_id
