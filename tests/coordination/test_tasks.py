@@ -14,11 +14,13 @@ import pytest
 
 from actors import (
     ActorSystem,
+    AgentDescriptor,
     AgentId,
     AgentStatus,
     CancelTask,
     CoordinationStoppedError,
     Coordinator,
+    DeadLetterReason,
     FindAgents,
     Future,
     GetCoordinationStatistics,
@@ -27,12 +29,15 @@ from actors import (
     Health,
     HealthPolicy,
     ManualClock,
+    Register,
     RegistryEvent,
     RegistryEventKind,
     RetryPolicy,
+    RunTask,
     SetEntry,
     StateStore,
     Submit,
+    Task,
     TaskCancelledError,
     TaskFinished,
     TaskSpec,
@@ -611,3 +616,158 @@ def test_statistics_add_up_tasks_of_different_capability_sets_overall_and_per_ca
     assert per_cap["fast"].completion_rate == pytest.approx(2 / 3)
     assert overall.run_p95 is not None
     assert per_cap["echo"].wait_p50 is not None
+
+
+# -- reports told behind one another: handled in one turn (`Coordinator._on_finished_batch`) ---------
+
+
+class _Hold:
+    """A result writer that holds the coordinator's turn on the ``"hold"`` key until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.gate = Gate()
+
+    def __call__(self, key: str, _value: Any) -> None:
+        if key == "hold":
+            self.gate.wait()
+
+
+def _fake_agents(
+    kit: ActorTestKit, coord: Any, caps: dict[str, set[str]], max_concurrent_tasks: int = 1
+) -> dict[str, Any]:
+    """Register a probe per key as agent ``fake/<key>``: the test reads its RunTasks and reports for it."""
+    probes = {}
+    for key, held in caps.items():
+        probe = kit.probe()
+        coord.ask(Register(probe.ref, AgentDescriptor(f"fake/{key}", held, max_concurrent_tasks=max_concurrent_tasks)))
+        probes[key] = probe
+    return probes
+
+
+def _run(probe: Any) -> Task:
+    return probe.expect_message(RunTask, timeout=WAIT).task  # type: ignore[no-any-return]
+
+
+def _report(coord: Any, key: str, task: Task, value: Any) -> None:
+    coord.tell(TaskFinished(AgentId("fake", key), task.task_id, task.attempt, value))
+
+
+def _hold_the_coordinator(coord: Any, hold: _Hold, probe: Any) -> Any:
+    """Finish a task whose result write blocks: the coordinator's turn waits in it, and its mailbox fills behind.
+
+    Return the held task's handle.
+    """
+    handle = submit(coord, payload="held", requires={"hold"}, result_key="hold")
+    _report(coord, "holder", _run(probe), "held")
+    assert hold.gate.entered.wait(WAIT)
+    return handle
+
+
+def test_reports_queued_with_a_bad_one_and_an_ask_between_them_are_all_handled_in_order(
+    actor_testkit: ActorTestKit, mode: str, logs: Any
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}, "b": {"echo"}})
+    handles = [submit(coord, payload=i) for i in range(3)]  # the third waits for a slot
+    tasks = {key: _run(probes[key]) for key in ("a", "b")}
+    assert coord.ask(GetCoordinationStatistics()).tasks.queued == 1
+    held = _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn: a report, a bad one, an ask, a report.
+    _report(coord, "a", tasks["a"], "from a")
+    bad = TaskFinished(AgentId("fake", "a"), ["not", "an", "id"], 1)  # type: ignore[arg-type]  # unhashable: raises
+    coord.tell(bad)
+    late = coord.ask(Submit(TaskSpec("echo", 3, requires={"echo"})), block=False)
+    _report(coord, "b", tasks["b"], "from b")
+    hold.gate.open()
+    assert held.result(timeout=WAIT) == "held"
+    by_id = {tasks["a"].task_id: "from a", tasks["b"].task_id: "from b"}
+    assert [h.result(timeout=WAIT) for h in handles[:2]] == [by_id[h.task_id] for h in handles[:2]]
+    # The queued task went to the slot a's report freed, before the ask behind it was handled:
+    # the take stopped at the ask, which then took the slot b's report freed.
+    third, fourth = _run(probes["a"]), _run(probes["b"])
+    assert (third.task_id, fourth.task_id) == (handles[2].task_id, late.get(timeout=WAIT).task_id)
+    _report(coord, "a", third, "third")
+    _report(coord, "b", fourth, "fourth")
+    assert handles[2].result(timeout=WAIT) == "third"
+    assert late.get(timeout=WAIT).result(timeout=WAIT) == "fourth"
+    letters = [d for d in actor_testkit.system.dead_letters.recent() if d.message is bad]
+    assert [d.reason for d in letters] == [DeadLetterReason.HANDLER_FAILED]
+    assert coord.ask(GetCoordinationStatistics()).tasks.completed == 5
+
+
+def test_an_agent_that_stops_behind_its_own_reports_keeps_them_and_its_lost_attempt_is_reassigned(
+    actor_testkit: ActorTestKit, mode: str
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}, "b": {"echo"}}, 2)
+    handles = [submit(coord, payload=i) for i in range(4)]  # two slots each
+    runs = {key: [_run(probes[key]), _run(probes[key])] for key in ("a", "b")}
+    _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn: both of a's reports, one of b's, then b stops with its other attempt in flight.
+    for task in runs["a"]:
+        _report(coord, "a", task, f"a:{task.task_id}")
+    kept, lost = runs["b"]
+    _report(coord, "b", kept, "b kept")
+    probes["b"].ref.stop()
+    hold.gate.open()
+    retry = _run(probes["a"])  # the lost attempt, again, on the agent that is left
+    assert (retry.task_id, retry.attempt, retry.idempotency_key) == (lost.task_id, 2, lost.idempotency_key)
+    _report(coord, "a", retry, "retried")
+    results = {h.task_id: h.result(timeout=WAIT) for h in handles}
+    assert results == {
+        **{t.task_id: f"a:{t.task_id}" for t in runs["a"]},
+        kept.task_id: "b kept",
+        lost.task_id: "retried",
+    }
+    assert coord.ask(GetTask(kept.task_id)).attempt == 1
+    stats = coord.ask(GetCoordinationStatistics())
+    assert (stats.tasks.completed, stats.tasks.reassignments, stats.agents) == (5, 1, 2)
+
+
+def test_submits_told_behind_one_another_each_get_their_answer_and_a_bad_one_stops_nothing(
+    actor_testkit: ActorTestKit, mode: str, logs: Any
+) -> None:
+    hold = _Hold()
+    coord = spawn_coordinator(actor_testkit, mode=mode, result_writer=hold)
+    probes = _fake_agents(actor_testkit, coord, {"holder": {"hold"}, "a": {"echo"}}, 2)
+    held = _hold_the_coordinator(coord, hold, probes["holder"])
+    # Behind the held turn, all told: a good one, a bad one with its own future, a bad one
+    # without, then two with one idempotency key.
+    first = submit_task(coord, TaskSpec("echo", 1, requires={"echo"}))
+    refused = submit_task(coord, "not a spec")  # type: ignore[arg-type]
+    bare = Submit("not a spec either")  # type: ignore[arg-type]
+    coord.tell(bare)
+    keyed = [submit_task(coord, TaskSpec("echo", 2, requires={"echo"}, idempotency_key="k")) for _ in range(2)]
+    hold.gate.open()
+    assert held.result(timeout=WAIT) == "held"
+    with pytest.raises(TaskSpecError, match="needs a TaskSpec"):
+        refused.result(timeout=WAIT)
+    runs = [_run(probes["a"]), _run(probes["a"])]  # the first and the keyed one, once
+    assert [t.task_id for t in runs] == [first.task_id, keyed[0].task_id]
+    for task in runs:
+        _report(coord, "a", task, f"done {task.payload}")
+    assert first.result(timeout=WAIT) == "done 1"
+    assert [h.result(timeout=WAIT) for h in keyed] == ["done 2", "done 2"]
+    letters = [d for d in actor_testkit.system.dead_letters.recent() if d.message is bare]
+    assert [d.reason for d in letters] == [DeadLetterReason.REJECTED]
+    probes["a"].expect_no_message()
+
+
+@pytest.mark.parametrize("incapable", [0, 5])
+def test_above_32_capable_agents_the_lowest_run_time_among_the_first_8_ready_wins_then_round_robin(
+    actor_testkit: ActorTestKit, mode: str, incapable: int
+) -> None:
+    coord = spawn_coordinator(actor_testkit, mode=mode)
+    probes = _fake_agents(actor_testkit, coord, {f"o{i}": {"other"} for i in range(incapable)})
+    probes |= _fake_agents(actor_testkit, coord, {f"e{i}": {"echo"} for i in range(40)})
+    handles = [submit(coord, payload=i) for i in range(40)]  # one each
+    runs = {key: _run(probes[key]) for key in probes if key.startswith("e")}
+    for key, task in runs.items():  # back in this order: e0 first in the round robin, e5 the fastest
+        coord.tell(TaskFinished(AgentId("fake", key), task.task_id, 1, None, None, 0.1 if key == "e5" else 1.0))
+    assert [h.result(timeout=WAIT) for h in handles] == [None] * 40
+    fast = submit(coord, payload="fast")
+    assert _run(probes["e5"]).task_id == fast.task_id
+    head = submit(coord, payload="head")  # e5 is busy: the rest of the first 8 tie, the first wins
+    assert _run(probes["e0"]).task_id == head.task_id
