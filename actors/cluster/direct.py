@@ -38,9 +38,10 @@ with ``TCP_NODELAY``.
 Threads (all daemons, in the node's process): ``troupe-direct-<node>-accept``
 accepts connections; one ``troupe-direct-<node>-from-<peer>`` per inbound
 connection reads frames and hands them to the node (`Node.receive`, which
-may block); a ``troupe-direct-<node>-to-<peer>`` writer starts only when a
-socket's buffer is full (the common send is a non-blocking write on the
-sending thread, no hand-off).
+may block), and reports the connection `lost` if the peer ended it; a
+``troupe-direct-<node>-to-<peer>`` writer starts only when a socket's buffer
+is full (the common send is a non-blocking write on the sending thread, no
+hand-off).
 """
 
 from __future__ import annotations
@@ -206,9 +207,10 @@ class DataPlane:
         name, epoch: the node, as hellos name it.
         ip: the address its TCP socket listens on (the Ray node's IP).
         receive: hands a frame to the node (a reader thread; may block).
-        lost: called (on a thread of its own) with (peer, epoch) when an
-            inbound connection ended without this side closing it: the peer
-            crashed, or its side broke.
+        lost: called with (peer, epoch) when an inbound connection ended
+            without this side closing it (the peer crashed, or its side
+            broke): on that connection's reader thread, after the last
+            frame read from it was handed to `receive`.
     """
 
     def __init__(

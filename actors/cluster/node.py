@@ -427,10 +427,16 @@ class Node:
         entry = self._local.get(name)
         return self.ref(name, self.name, entry[1] if entry else 0)
 
-    def _dumps(self, value: Any, what: str) -> bytes:
+    def _dumps(self, value: Any, what: str, *args: Any) -> bytes:
+        """Pickle `value`; `what`, formatted with `args` only when it does not pickle, names it in the error.
+
+        Formatted lazily: an f-string per tell cost ~0.3 µs here (loaded), of a send path of ~2 µs.
+        """
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - retried with local refs exported; that one raises a named error
+            if args:
+                what = what.format(*args)
             import io  # noqa: PLC0415
 
             buffer = io.BytesIO()
@@ -448,8 +454,10 @@ class Node:
 
     def send_tell(self, ref: RemoteRef, message: Any) -> None:
         """Send a tell through this node (the `Endpoint` interface)."""
-        payload = self._dumps(message, f"message to {ref.address.name!r}")
-        self._route(ref.address.name, ref.address.node, (wire.TELL, ref.address.name, payload), None)
+        address = ref.address
+        name = address.name
+        payload = self._dumps(message, "message to {!r}", name)
+        self._route(name, address.node, (wire.TELL, name, payload), None)
 
     def send_ask(self, ref: RemoteRef, message: Any, *, inline: bool = False) -> Future[Any]:
         """Send an ask through this node; its reply comes back as a REPLY item.
@@ -459,7 +467,7 @@ class Node:
         memory transport on a real clock), the handler of an idle pooled actor
         then runs on this thread once the delivery is over (see `_run_inline`).
         """
-        payload = self._dumps(message, f"ask to {ref.address.name!r}")
+        payload = self._dumps(message, "ask to {!r}", ref.address.name)
         future: Future[Any] = Future() if self._spin is None else _SpunReply(self._spin)
         corr = next(self._corr)
         item = (wire.ASK, ref.address.name, payload, corr)
@@ -480,7 +488,7 @@ class Node:
 
     def send_call(self, ref: RemoteRef, attribute: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         """Send a proxy method call through this node."""
-        payload = self._dumps((attribute, args, kwargs), f"call {attribute}() on {ref.address.name!r}")
+        payload = self._dumps((attribute, args, kwargs), "call {}() on {!r}", attribute, ref.address.name)
         future: Future[Any] = Future() if self._spin is None else _SpunReply(self._spin)
         corr = next(self._corr)
         self._route(ref.address.name, ref.address.node, (wire.CALL, ref.address.name, payload, corr), future)
@@ -814,16 +822,19 @@ class Node:
         tell = wire.TELL
         lookup = self.system.lookup
         loads = pickle.loads
+        forward = self._forward
         # One decoding context per frame, not per item; the common item (a
         # tell to a live local actor) takes the short path.
         with decoding(self):
             for item in frame.items:
                 try:
-                    if item[0] == tell and item[1] not in self._forward:
+                    if item[0] == tell and item[1] not in forward:
                         ref = lookup(item[1])
                         if ref is not None:
-                            with contextlib.suppress(ActorDeadError):  # a dead letter, recorded by the ref
+                            try:  # noqa: SIM105 - contextlib.suppress built an object per tell: ~0.3 µs of ~1
                                 ref.tell(loads(item[2]))
+                            except ActorDeadError:
+                                pass  # a dead letter, recorded by the ref
                             continue
                     handle(item, src)
                 except Exception:  # noqa: BLE001 - one bad item must not stop the link
@@ -963,7 +974,7 @@ class Node:
         except BaseException as exc:  # noqa: BLE001 - the asker gets it
             value, ok = exc, False
         try:
-            payload = self._dumps(value, f"reply to ask #{corr}")
+            payload = self._dumps(value, "reply to ask #{}", corr)
         except MessageNotPicklableError as exc:
             payload, ok = self._dumps(exc, "error"), False
         except Exception as exc:  # noqa: BLE001

@@ -124,7 +124,8 @@ class RemoteRef:
         Raises:
             MessageNotPicklableError: `message` does not pickle.
         """
-        self.endpoint.send_tell(self, message)
+        endpoint = self._endpoint
+        (self.endpoint if endpoint is None else endpoint).send_tell(self, message)  # the property raises
 
     def ask(self, message: Any, *, block: bool = True, timeout: float | None = None) -> Any:
         """Send `message` and wait for the reply, or return a future with ``block=False``.

@@ -332,8 +332,16 @@ def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_l
     """d's ask reaches a after a move a->b and is forwarded to b, mid-move b->c: shipped on to c. c dies unanswered.
 
     Two REPOINTs tell d who holds its ask: a's (b) and b's (c), from two nodes.
-    a's is delayed behind b's; applied last, it left d's entry pointing at b, which
-    lives, so c's DOWN failed nothing and the ask hung until its timeout.
+    a's is held back until b's has come; applied last, it left d's entry pointing
+    at b, which lives, so c's DOWN failed nothing and the ask hung until its timeout.
+
+    Each step waits for an event, not for time. With delays instead (10 s on d->a,
+    4 s on a->d) it failed 2 runs in 12 on Ray under load: d had not seen the first
+    move yet when b's HOLD came, so it sent its fence for the second move to a,
+    behind its delayed ask (a peer fences down the link it sends the actor's mail
+    on), not into its cut link to b. The second move then ended when the delay did,
+    racing the cut of c's answer; and d, silent towards b for about `suspect_after`,
+    was suspected, so the driver's asks to d went by way of a and both delays.
     """
     h = patient
     h.start("a", "b", "c")
@@ -342,24 +350,24 @@ def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_l
     pa = h.cluster.spawn(Recorder, node="a", name="pa")
     pb = h.cluster.spawn(Recorder, node="b", name="pb")
     relay = h.cluster.spawn(Sender, node="a", name="relay")
+    relay_b = h.cluster.spawn(Sender, node="b", name="relay_b")
     with _move_held_by_a_lost_fence(h, keeper, "keeper") as moved:
         h.start("d")  # no HOLD for it: its ask will be a straggler at a
         pd = h.cluster.spawn(Recorder, node="d", name="pd")
         sender = h.cluster.spawn(Sender, node="d", name="sd")
-        # d's ask reaches a after the move, and after b has begun the next one: on Ray,
-        # seconds of real time that must cover the first move's end and the second's
-        # start under load (5 s did not, once in a full CI run: b handled the ask itself).
-        h.transport.faults.set("d", "a", delay=10.0 if h.kind == "ray" else 5.0)
+        h.transport.faults.set("d", "a", drop=1.0)  # d's ask reaches a once b has begun the next move (sent again)
         sender.ask(("ask_later", keeper, Msg("sd", 0)), timeout=10)  # to a, where the directory has it still
         sender.ask(("send", pa, 1), timeout=10)  # behind it
     assert moved
+    h.wait(lambda: h.node_call("d", "location", "keeper") != "a")  # d has seen the move: it fences on its link to b
     h.transport.faults.set("d", "b", drop=1.0)  # d's fence for the next move is lost: b parks what comes
-    h.transport.faults.set("a", "d", delay=4.0)  # a's REPOINT reaches d after b's
+    h.transport.faults.set("a", "d", drop=1.0)  # a's REPOINT is held back (sent again) until b's has come
     second: list[RemoteRef] = []
     mover = threading.Thread(target=lambda: second.append(h.cluster.migrate(moved[0], to="c")))
     mover.start()
     try:
-        h.wait(lambda: "keeper" in h.node_call("b", "migrations"))
+        h.wait(lambda: "keeper" in h.node_call("b", "migrations"))  # b parks what comes for it from now on
+        h.transport.faults.set("d", "a")  # d's ask gets to a now
         h.wait(lambda: pa.ask("count", timeout=10) == 1)  # a has had d's ask: forwarded to b, REPOINT to d
         relay.ask(("send", pb, 1), timeout=10)  # a to b, behind the forwarded ask
         h.wait(lambda: pb.ask("count", timeout=10) == 1)  # the ask is parked on b, to go to c with the actor
@@ -367,10 +375,15 @@ def test_an_ask_passed_on_twice_whose_repoints_arrive_reordered_fails_when_its_l
         h.transport.faults.set("c", "d", drop=1.0)  # c handles the ask; its answer never reaches d
     finally:
         h.transport.faults.set("d", "b")
+        h.transport.faults.set("d", "a")
         mover.join()
     assert second
     assert h.cluster.where("keeper") == "c"
-    h.wait(lambda: pd.ask("count", timeout=10) == 1)  # a's REPOINT has reached d, after b's
+    # b sent its REPOINT when MOVED came, before the driver's migrate returned: this tell follows it.
+    relay_b.ask(("send", pd, 1), timeout=10)
+    h.wait(lambda: pd.ask("count", timeout=10) == 1)  # b's REPOINT has reached d (a's is held back still)
+    h.transport.faults.set("a", "d")
+    h.wait(lambda: pd.ask("count", timeout=10) == 2)  # a's REPOINT has reached d, after b's
     h.wait(lambda: second[0].ask("count", timeout=10) == 1)  # c has handled it
     h.crash("c")
     h.wait(lambda: all(p.status is NodeStatus.DOWN for p in h.node_call("d", "peers") if p.name == "c"))
