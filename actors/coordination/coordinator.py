@@ -964,6 +964,8 @@ class Coordinator(Actor):
             except TroupeError as error:
                 logger.opt(exception=error).warning("{} rejected told message {!r}: {}", self, told, error)
                 self.actor_system.dead_letters.record(told, self._self_ref, DeadLetterReason.REJECTED, error)
+            except Exception as error:  # noqa: BLE001 - taken from the mailbox: never lost with the rest of the batch
+                self._dropped(told, error)
         return handle
 
     def _on_submit(self, message: Submit) -> TaskHandle | None:
