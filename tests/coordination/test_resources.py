@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import attrs
 import pykka
 import pytest
 
@@ -15,8 +16,10 @@ from actors import (
     CoordinationStoppedError,
     GetResourceStatistics,
     KeepAlive,
+    Lease,
     LeaseNotHeldError,
     LeasePreempted,
+    LeaseRequest,
     ManualClock,
     Release,
     ResourceDeadlockError,
@@ -26,6 +29,7 @@ from actors import (
     StaleFencingTokenError,
     ValidateLease,
 )
+from actors._core import FrozenDict, Future
 from actors.testing import ActorTestKit
 
 WAIT = 5.0
@@ -381,3 +385,64 @@ def test_leases_due_at_the_same_instant_all_expire_before_a_waiting_request_is_g
     assert dict(waiting.future.get(timeout=WAIT).bundle) == {"gpu": 2, "llm-api": 3}
     stats = rm.ask(GetResourceStatistics())
     assert (stats.expired, stats.preempted) == (2, 0)
+
+
+def test_statistics_count_each_lease_granted_once_however_it_ended(actor_testkit: ActorTestKit, rm: Any) -> None:
+    # `granted` is derived (held + released + expired + revoked + preempted), not counted.
+    probe = actor_testkit.probe()
+    released = rm.ask(Acquire("r", {"llm-api": 1})).future.get(timeout=WAIT)
+    rm.ask(Acquire("r", {"llm-api": 1})).future.get(timeout=WAIT)  # reentry: the same lease, not a grant
+    rm.ask(Acquire("ttl", {"llm-api": 1}, ttl=5)).future.get(timeout=WAIT)
+    rm.ask(Acquire("dies", {"llm-api": 1}, holder=probe.ref)).future.get(timeout=WAIT)
+    rm.ask(Acquire("low", {"gpu": 4}, preemptible=True)).future.get(timeout=WAIT)
+    queued = rm.ask(Acquire("high", {"gpu": 1}, priority=1))  # preempts "low"
+    queued.future.get(timeout=WAIT)
+    assert rm.ask(Release(released.lease_id, "r")) == 1
+    assert rm.ask(Release(released.lease_id, "r")) == 0
+    actor_testkit.advance(5)
+    probe.ref.stop()
+    waiter = rm.ask(Acquire("after", {"gpu": 4}))  # granted once "high" is released
+    assert rm.ask(Release(queued.future.get(timeout=WAIT).lease_id, "high")) == 0
+    waiter.future.get(timeout=WAIT)
+    stats = rm.ask(GetResourceStatistics())
+    assert (stats.granted, stats.leases) == (6, 1)
+    assert (stats.released, stats.expired, stats.revoked, stats.preempted) == (2, 1, 1, 1)
+
+
+def test_a_request_that_does_not_fit_now_is_checked_as_one_that_does(rm: Any) -> None:
+    # The grant-at-once test of `_on_acquire` only looks at plain ints that fit: a request that
+    # must wait, or asks for an int subclass, is still checked in full.
+    class Units(int):
+        pass
+
+    hog = rm.ask(Acquire("hog", {"gpu": 4})).future.get(timeout=WAIT)
+    with pytest.raises(ResourceRequestError, match="more than its capacity"):
+        rm.ask(Acquire("a", {"gpu": 5}))
+    with pytest.raises(ResourceRequestError, match="no resource 'cpu'"):
+        rm.ask(Acquire("a", {"gpu": 1, "cpu": 1}))
+    with pytest.raises(ResourceRequestError, match="int > 0"):
+        rm.ask(Acquire("a", {"llm-api": True}))
+    waiting = rm.ask(Acquire("a", {"gpu": Units(2)}))
+    assert dict(rm.ask(Acquire("b", {"llm-api": Units(3)})).future.get(timeout=WAIT).bundle) == {"llm-api": 3}
+    assert not waiting.future.done()
+    rm.ask(Release(hog.lease_id, "hog"))
+    assert waiting.future.get(timeout=WAIT).bundle["gpu"] == 2
+    assert rm.ask(GetResourceStatistics()).rejected == 3
+
+
+def test_leases_and_requests_are_attrs_classes_with_their_fields() -> None:
+    # Their `__init__`s are written out (resources.py): `attrs.evolve`, equality and hashing hold.
+    lease = Lease("lease-1", "a", FrozenDict({"gpu": 1}), 1, 0.0, None)
+    assert lease.holds == 1
+    again = attrs.evolve(lease, holds=2, expires_at=5.0)
+    assert (again.lease_id, again.holds, again.expires_at, again.bundle) == ("lease-1", 2, 5.0, lease.bundle)
+    assert lease == Lease(
+        lease_id="lease-1", owner="a", bundle=FrozenDict({"gpu": 1}), fencing_token=1, granted_at=0.0, expires_at=None
+    )
+    assert hash(lease) == hash(attrs.evolve(lease))
+    assert lease != again
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        lease.holds = 3  # type: ignore[misc]
+    request = LeaseRequest(7, Future())
+    assert request.request_id == 7
+    assert [f.name for f in attrs.fields(LeaseRequest)] == ["request_id", "future"]
