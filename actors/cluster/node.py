@@ -369,6 +369,11 @@ class Node:
         # Invariant (under _lock): names being migrated -> items held back for them, in send order. Only
         # this node's own sends are held (`_route`); mail passed on for other nodes is never held here.
         self._holding: dict[str, list[tuple[Any, ...]]] = {}
+        # Invariant (under _lock): names with mail of a peer gone DOWN still to be routed again -> (hint, item)
+        # in send order: that mail first, then what this node sent them since, so none overtakes it. Filled in
+        # the lock section that marks the peer DOWN (`_node_event`), emptied by one drainer (`_drain_rerouting`).
+        self._rerouting: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        self._draining = False
         # names held -> (the migration's source node, its token)
         self._hold_src: dict[str, tuple[str, str]] = {}
         # name -> node to forward its stragglers to (this node's own name while it parks them)
@@ -544,10 +549,23 @@ class Node:
                 self._locations[name] = node
                 self._located[name] = incarnation
 
-    def _route(self, name: str, hint: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
+    def _route(
+        self,
+        name: str,
+        hint: str,
+        item: tuple[Any, ...],
+        future: Future[Any] | None,
+        *,
+        rerouted: bool = False,
+        again: bool = False,
+    ) -> None:
         # Invariant: the hold check and the append to the outbox happen under
         # `_lock`, as `hold` sets the hold and appends its fence under it: so
         # no item sent after a fence overtakes it or slips past the hold.
+        # Likewise the `_rerouting` check and the append, as `_node_event` marks a
+        # peer DOWN and takes its unsent mail into `_rerouting` in one lock section.
+        # `rerouted`: the item comes out of `_rerouting` (it is not queued again);
+        # `again`: its destination went DOWN while it was being routed (routed once more).
         flush = None
         queued = False
         with self._lock:
@@ -557,6 +575,13 @@ class Node:
                     self._pending[item[3]] = (future, "")
                 held.append(item)
                 return
+            if self._rerouting and not rerouted:
+                waiting = self._rerouting.get(name)
+                if waiting is not None:
+                    if future is not None:
+                        self._pending[item[3]] = (future, "")
+                    waiting.append((hint, item))  # behind the mail of a DOWN peer routed again
+                    return
             # The common case: a known actor on an UP peer (one lock, no directory).
             dst = self._locations.get(name)
             if dst is not None and dst != self.name:
@@ -578,12 +603,49 @@ class Node:
             return
         dst = self._locate(name, hint)
         if self._status(dst) is not NodeStatus.UP:
-            # The cache may be behind a failover the directory already made: ask it once.
+            # The cache may be behind a failover the directory already made: ask it once. Not while
+            # mail for `name` waits for `dst` (SUSPECT here): this goes behind it, and the DOWN this
+            # node is yet to learn routes both again, in order (`_node_event`).
             entry = self._directory.actor(name)
-            if entry is not None and entry.node != dst:
+            if entry is not None and entry.node != dst and not self._waits_for(dst, name):
                 dst = entry.node
                 self._locate_at(name, dst, entry.incarnation)
+        if dst != self.name:
+            with self._lock:  # the check and the append in one section with the DOWN (see above)
+                if self._rerouting and not rerouted and name in self._rerouting:
+                    if future is not None:
+                        self._pending[item[3]] = (future, "")
+                    self._rerouting[name].append((hint, item))
+                    return
+                info = self._peers.get(dst)
+                outbox = self._out.get(dst)
+                down = info is not None and info.status is NodeStatus.DOWN
+                if not down and info is not None and outbox is not None:
+                    if future is not None:
+                        self._pending[item[3]] = (future, dst)
+                    flush = outbox if outbox.append(item, self.clock.now()) and info.status is NodeStatus.UP else None
+                    queued = flush is None
+            if flush is not None:
+                self._flush(flush, force=True)
+                return
+            if queued:
+                if self._on_queued is not None:
+                    self._on_queued()
+                return
+            if down and not again and item[0] in _REROUTE:
+                # It went DOWN since `dst` was chosen: its mail is routed again, and this behind it.
+                self._route(name, dst, item, future, rerouted=rerouted, again=True)
+                return
         self._send_item(dst, item, future)
+
+    def _waits_for(self, dst: str, name: str) -> bool:
+        """Return whether mail of this node for `name` waits unsent in the outbox to `dst` (slow path only)."""
+        with self._lock:
+            outbox = self._out.get(dst)
+            if outbox is None:
+                return False
+            with outbox.lock:
+                return any(item[1] == name and item[0] in _REROUTE for item in outbox.items)
 
     def _send_item(self, dst: str, item: tuple[Any, ...], future: Future[Any] | None) -> None:
         if future is not None:
@@ -1092,6 +1154,8 @@ class Node:
         # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
         for down, item in reroute:
             self._reroute(down, item)
+        if self._rerouting:
+            self._drain_rerouting()
         for name, old in moved_from.items():
             self._relocate(name, old)
 
@@ -1118,7 +1182,7 @@ class Node:
             self._send_item(old, (wire.FENCE, name, token, self.name), None)  # under the hold (see `_route`)
         self._flush_to(old)
 
-    def _reroute(self, down: str, item: tuple[Any, ...]) -> None:
+    def _reroute(self, down: str, item: tuple[Any, ...], *, rerouted: bool = False) -> None:
         """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails."""
         future = None
         if item[0] in {wire.ASK, wire.CALL} and self._asker(item) != self.name:
@@ -1130,7 +1194,36 @@ class Node:
             if entry is None:
                 return  # its asker gave up
             future = entry[0]
-        self._route(item[1], down, item, future)
+        self._route(item[1], down, item, future, rerouted=rerouted)
+
+    def _drain_rerouting(self) -> None:
+        """Route again what waits in `_rerouting`, in order; a name leaves it when found empty (any thread).
+
+        One thread drains at a time: another that comes meanwhile leaves it to
+        the one draining, which takes one item at a time under `_lock` and so
+        also routes what was queued while it ran.
+        """
+        with self._lock:
+            if self._draining:
+                return
+            self._draining = True
+        try:
+            while True:
+                with self._lock:
+                    name = next(iter(self._rerouting), None)
+                    if name is None:
+                        self._draining = False
+                        return
+                    waiting = self._rerouting[name]
+                    if not waiting:
+                        del self._rerouting[name]  # what is sent to it from now on goes straight
+                        continue
+                    hint, item = waiting.pop(0)
+                self._reroute(hint, item, rerouted=True)
+        except BaseException:
+            with self._lock:
+                self._draining = False
+            raise
 
     def _node_event(self, info: NodeInfo) -> list[tuple[str, tuple[Any, ...]]]:
         if info.name == self.name:
@@ -1139,9 +1232,18 @@ class Node:
                 # in the membership table stops): its actors run again elsewhere, so these must stop.
                 self._down_self("the cluster declared it DOWN", tell_directory=False)
             return []
+        taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
         with self._lock:
             old = self._peers.get(info.name)
             self._peers[info.name] = info
+            if info.status is NodeStatus.DOWN and (old is None or old.epoch == info.epoch):
+                # In the section that marks it DOWN: its unsent mail goes to `_rerouting`, ahead of
+                # whatever this node sends the same actors from now on (`_route`).
+                outbox = self._out.pop(info.name, None)
+                taken = outbox.drain_parts() if outbox is not None else ([], [])
+                for item in taken[1]:
+                    if item[0] in _REROUTE:
+                        self._rerouting.setdefault(item[1], []).append((info.name, item))
             if old is None or old.epoch != info.epoch:
                 self._heard[info.name] = self.clock.now() + self.config.join_grace
                 stale = self._out.pop(info.name, None)
@@ -1152,27 +1254,40 @@ class Node:
             for item in stale.drain():
                 self._undeliverable(item, info.name)
         if info.status is NodeStatus.DOWN:
-            return self._peer_down(info.name)
+            return self._peer_down(info.name, taken)
         if info.status is NodeStatus.UP:
             outbox = self._out.get(info.name)
             if outbox is not None:
                 self._flush(outbox, force=True)
         return []
 
-    def _peer_down(self, node: str) -> list[tuple[str, tuple[Any, ...]]]:
-        """Fail what `node` may have had; return (node, item) for each item that never left for it (to route again)."""
+    def _peer_down(
+        self, node: str, taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """Fail what `node` may have had; return (node, item) for each item that never left for it (to route again).
+
+        `taken`: (sent, unsent) of its outbox, taken when it was marked DOWN (`_node_event`),
+        its unsent mail put in `_rerouting` then, not returned here.
+        """
         self._suspecting.discard(node)
         with self._lock:
             self._unavailable.discard(node)
-            outbox = self._out.pop(node, None)
+            outbox = self._out.pop(node, None) if taken is None else None
             self._in.pop(node, None)
             # States sent ahead of a move from it: neither their MOVE nor their drop notice can come now.
             for name in [n for n, (_, _, src) in self._states.items() if src == node]:
                 del self._states[name]
-        sent, unsent = outbox.drain_parts() if outbox is not None else ([], [])
+        if taken is None:
+            taken = outbox.drain_parts() if outbox is not None else ([], [])
+            queued = False
+        else:
+            queued = True
+        sent, unsent = taken
         never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
         reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
         unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL and self._asker(item) == self.name}
+        if queued:
+            reroute = []  # in `_rerouting` already
         with self._lock:
             # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
             # will not come): never sent either.
