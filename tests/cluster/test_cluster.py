@@ -240,6 +240,27 @@ def test_mail_sent_while_its_node_is_suspect_reaches_the_permanent_actor_restart
     assert harness.cluster.where("keeper") == "a"
 
 
+def test_mail_sent_after_the_directory_failed_over_a_suspect_node_does_not_pass_mail_queued_for_it(
+    memory: Harness,
+) -> None:
+    """The window the Ray test above hits by chance, forced: a holds b SUSPECT with Msg0 queued for it; the
+    directory declares b DOWN and restarts the actor on a before a polls; Msg1 must still come after Msg0."""
+    h = memory
+    h.start("a", "b")
+    keeper = h.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")
+    sender = h.cluster.spawn(Sender, node="a", name="snd")
+    h.node_call("b", "save_snapshots")
+    h.transport.pause("b")
+    h.wait(lambda: [p.status for p in h.node_call("a", "peers") if p.name == "b"] == [NodeStatus.SUSPECT])
+    assert sender.ask(("send", keeper, 1), timeout=10) == 1  # queued for b, SUSPECT: nothing flushed to it
+    epoch = next(info.epoch for info in h.cluster.nodes() if info.name == "b")
+    assert h.cluster.directory.report("b", epoch, NodeStatus.DOWN)  # a learns it only at its next poll
+    assert h.cluster.where("keeper") == "a"
+    assert sender.ask(("send", keeper, 1, 1), timeout=10) == 1  # the directory has the actor on a already
+    h.wait(lambda: keeper.ask("count", timeout=10) >= 2)
+    assert keeper.ask("log", timeout=10) == [Msg("snd", 0), Msg("snd", 1)]
+
+
 @contextlib.contextmanager
 def _move_held_by_a_lost_fence(h: Harness, ref: RemoteRef, name: str) -> Iterator[list[RemoteRef]]:
     """Move `ref` (on node a) to b on a thread, held open while the block runs; yield what migrate returns.
