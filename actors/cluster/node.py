@@ -549,15 +549,14 @@ class Node:
                 self._locations[name] = node
                 self._located[name] = incarnation
 
-    def _route(
+    def _route(  # noqa: PLR0917 - positional flags: a keyword-only one unspecializes every tell's call
         self,
         name: str,
         hint: str,
         item: tuple[Any, ...],
         future: Future[Any] | None,
-        *,
-        rerouted: bool = False,
-        again: bool = False,
+        rerouted: bool = False,  # noqa: FBT001, FBT002
+        again: bool = False,  # noqa: FBT001, FBT002
     ) -> None:
         # Invariant: the hold check and the append to the outbox happen under
         # `_lock`, as `hold` sets the hold and appends its fence under it: so
