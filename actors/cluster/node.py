@@ -577,9 +577,7 @@ class Node:
             if self._rerouting and not rerouted:
                 waiting = self._rerouting.get(name)
                 if waiting is not None:
-                    if future is not None:
-                        self._pending[item[3]] = (future, "")
-                    waiting.append((hint, item))  # behind the mail of a DOWN peer routed again
+                    self._queue_behind(waiting, hint, item, future)  # behind the mail of a DOWN peer
                     return
             # The common case: a known actor on an UP peer (one lock, no directory).
             dst = self._locations.get(name)
@@ -593,6 +591,7 @@ class Node:
                         flush = outbox
                     else:
                         queued = True  # it waits for the tick (or a fuller outbox)
+        # `_appended`, written out: this is every tell's path.
         if flush is not None:
             self._flush(flush, force=True)
             return
@@ -611,10 +610,9 @@ class Node:
                 self._locate_at(name, dst, entry.incarnation)
         if dst != self.name:
             with self._lock:  # the check and the append in one section with the DOWN (see above)
-                if self._rerouting and not rerouted and name in self._rerouting:
-                    if future is not None:
-                        self._pending[item[3]] = (future, "")
-                    self._rerouting[name].append((hint, item))
+                waiting = self._rerouting.get(name) if self._rerouting and not rerouted else None
+                if waiting is not None:
+                    self._queue_behind(waiting, hint, item, future)
                     return
                 info = self._peers.get(dst)
                 outbox = self._out.get(dst)
@@ -624,18 +622,32 @@ class Node:
                         self._pending[item[3]] = (future, dst)
                     flush = outbox if outbox.append(item, self.clock.now()) and info.status is NodeStatus.UP else None
                     queued = flush is None
-            if flush is not None:
-                self._flush(flush, force=True)
-                return
-            if queued:
-                if self._on_queued is not None:
-                    self._on_queued()
+            if self._appended(flush, queued):
                 return
             if down and not again and item[0] in _REROUTE:
                 # It went DOWN since `dst` was chosen: its mail is routed again, and this behind it.
                 self._route(name, dst, item, future, rerouted=rerouted, again=True)
                 return
         self._send_item(dst, item, future)
+
+    def _queue_behind(
+        self, waiting: list[tuple[str, tuple[Any, ...]]], hint: str, item: tuple[Any, ...], future: Future[Any] | None
+    ) -> None:
+        """Queue `item` in `waiting`, a name's `_rerouting` list, its future pending (under `_lock`)."""
+        if future is not None:
+            self._pending[item[3]] = (future, "")
+        waiting.append((hint, item))
+
+    def _appended(self, flush: Outbox | None, queued: bool) -> bool:  # noqa: FBT001
+        """After an append to an outbox: flush it now, or wake the ticker for it; False if neither was made."""
+        if flush is not None:
+            self._flush(flush, force=True)
+            return True
+        if queued:
+            if self._on_queued is not None:
+                self._on_queued()
+            return True
+        return False
 
     def _waits_for(self, dst: str, name: str) -> bool:
         """Return whether mail of this node for `name` waits unsent in the outbox to `dst` (slow path only)."""
