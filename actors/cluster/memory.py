@@ -106,6 +106,9 @@ class MemoryTransport:
             msg = f"MemoryTransport: config must be a LinkConfig or None, got {config!r}"
             raise TypeError(msg)
         check_count("dispatchers", dispatchers, minimum=1, owner="MemoryTransport")
+        if not isinstance(colocate, bool):
+            msg = f"MemoryTransport: colocate must be True or False, got {colocate!r}"
+            raise TypeError(msg)
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.manual = isinstance(self.clock, ManualClock)
         self.config = config if config is not None else LinkConfig()
