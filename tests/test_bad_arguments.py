@@ -187,6 +187,7 @@ BUILDS: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     ("MemoryTransport clock='x'", lambda: a.MemoryTransport("x"), TypeError, "clock must be a Clock"),  # type: ignore[arg-type]
     ("MemoryTransport dispatchers=0", lambda: a.MemoryTransport(dispatchers=0), ValueError, "dispatchers must be >= 1"),
     ("MemoryTransport config='x'", lambda: a.MemoryTransport(config="x"), TypeError, "config must be a LinkConfig"),  # type: ignore[arg-type]
+    ("MemoryTransport colocate='x'", lambda: a.MemoryTransport(colocate="x"), TypeError, "colocate must be True or"),  # type: ignore[arg-type]
 ]
 
 

@@ -182,6 +182,14 @@ class ReplySpin:
     43-47 µs. Stopping the spin for 50 ms after a yield that took over
     0.2 ms or 1 ms (another process had the CPU) made it 46-49 µs: it
     stopped when the spin still paid.
+
+    On an idle machine (or under ``chrt -f 1``, where a yield returns at
+    once) the spin alone saves no wake-up when the two threads are on two
+    CPUs: the spinner holds the GIL between its yields, so the thread with
+    the work sleeps on the GIL instead (futex traces: ~1.1 sleeps per ask
+    on each side, all on the GIL). The memory transport therefore keeps its
+    threads on one CPU (`MemoryTransport` ``colocate``), where a hand-off
+    is a switch on that CPU.
     """
 
     __slots__ = ("budget",)

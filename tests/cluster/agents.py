@@ -71,7 +71,10 @@ class Echo(Actor):
 
 
 class Sender(Actor):
-    """Sends `count` `Msg`s to a ref when told ``("send", ref, count[, first])``; ``("ask", ref, msg)`` asks it."""
+    """Sends `count` `Msg`s to a ref when told ``("send", ref, count[, first])``; ``("ask", ref, msg)`` asks it.
+
+    ``("ask_within", ref, msg, timeout)`` asks it with that timeout and answers the reply or the error's class name.
+    """
 
     def on_receive(self, message: Any) -> Any:
         if message[0] == "send":  # ("send", ref, count[, first seq])
@@ -82,6 +85,11 @@ class Sender(Actor):
             return count
         if message[0] == "ask":
             return message[1].ask(message[2], timeout=10)
+        if message[0] == "ask_within":  # ("ask_within", ref, msg, timeout): the reply, or the error's class name
+            try:
+                return message[1].ask(message[2], timeout=message[3])
+            except Exception as exc:  # noqa: BLE001 - the test compares the class name
+                return type(exc).__name__
         if message[0] == "send_then_ask":  # ("send_then_ask", ref, count): tells, then an untimed ask of "log"
             for i in range(message[2]):
                 message[1].tell(Msg(self.actor_name or "?", i))

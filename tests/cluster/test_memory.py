@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -503,3 +504,78 @@ def test_on_a_real_clock_the_idle_ticker_waits_long_and_mail_left_for_it_wakes_i
             assert cluster.wait(lambda: recorder.ask("count", timeout=10) == expected, timeout=30)  # noqa: B023
             assert cluster.wait(lambda: transport._ticker_idle, timeout=10)  # idle again once it is all sent
         assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(600))
+
+
+_PLACEMENTS = pytest.mark.parametrize("colocate", [True, False], ids=["one-cpu", "os-placed"])
+
+
+@_PLACEMENTS
+def test_on_a_real_clock_the_threads_a_memory_transport_starts_share_one_cpu_and_the_callers_placement_is_kept(
+    colocate: bool,  # noqa: FBT001 - the parameter
+) -> None:
+    """`MemoryTransport(colocate=True)`: the ticker and each node's dispatchers and timer thread run on one CPU.
+
+    The caller's own affinity is put back once the node has started; with
+    ``colocate=False``, or on a `ManualClock`, nothing is placed.
+    """
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if len(allowed) < 2:
+        pytest.skip("placement needs os.sched_setaffinity and two CPUs this process may use")
+    assert MemoryTransport(ManualClock()).cpu is None
+    transport = MemoryTransport(colocate=colocate)
+    assert transport.cpu == (min(allowed) if colocate else None)
+    with Cluster(transport) as cluster:
+        cluster.start_node("pa")
+        cluster.start_node("pb")
+        assert os.sched_getaffinity(0) == allowed
+        ours = ("troupe-pa-", "troupe-pb-", "troupe-timers-pa", "troupe-timers-pb", "troupe-memory-ticker")
+        threads = [t for t in threading.enumerate() if t.name.startswith(ours)]
+        assert len(threads) == 7  # the ticker, two dispatchers and a timer thread a node
+        expected = {transport.cpu} if colocate else allowed
+        assert {t.name: os.sched_getaffinity(t.native_id or 0) for t in threads} == dict.fromkeys(
+            [t.name for t in threads], expected
+        )
+
+
+@_PLACEMENTS
+def test_on_a_real_clock_a_timed_cross_node_ask_times_out_while_its_handler_blocks_and_the_actor_answers_after(
+    colocate: bool,  # noqa: FBT001 - the parameter
+) -> None:
+    """pykka's contract for ``ask(timeout=t)``: `Timeout` after ~t even if the handler blocks (never run inline)."""
+    with Cluster(MemoryTransport(colocate=colocate)) as cluster:
+        cluster.start_node("a")
+        cluster.start_node("b")
+        recorder = cluster.spawn(Recorder, node="b", name="rec")
+        sender = cluster.spawn(Sender, node="a", name="snd")
+        assert sender.ask(("ask_within", recorder, "count", 10), timeout=30) == 0
+        GATE.clear()
+        BLOCKED.clear()
+        try:
+            assert sender.ask(("ask_within", recorder, "block", 0.2), timeout=30) == "Timeout"
+            assert BLOCKED.wait(10)  # the ask reached the handler, which held it
+        finally:
+            GATE.set()
+        assert sender.ask(("ask_within", recorder, Msg("snd", 0), 10), timeout=30) == 1
+
+
+@_PLACEMENTS
+@pytest.mark.parametrize("end", ["stop", "crash"])
+def test_on_a_real_clock_a_timed_cross_node_ask_whose_reply_is_lost_fails_when_the_callee_node_ends(
+    colocate: bool,  # noqa: FBT001 - the parameter
+    end: str,
+) -> None:
+    """The callee node stops or crashes while the reply is in flight: the ask fails with `ActorDeadError`, no hang."""
+    with Cluster(MemoryTransport(colocate=colocate)) as cluster:
+        cluster.start_node("a")
+        cluster.start_node("b")
+        recorder = cluster.spawn(Recorder, node="b", name="rec")
+        sender = cluster.spawn(Sender, node="a", name="snd")
+        assert sender.ask(("ask_within", recorder, "count", 10), timeout=30) == 0
+        cluster.transport.faults.set("b", "a", drop=1.0)  # the reply (and b's heartbeats) never reach a
+        sender.ask(("ask_later", recorder, Msg("snd", 0)), timeout=30)
+        assert cluster.wait(lambda: recorder.ask("count", timeout=10) == 1, timeout=30)  # b has answered it
+        if end == "stop":
+            cluster.stop_node("b")
+        else:
+            cluster.crash_node("b")
+        assert sender.ask(("answers",), timeout=60) == [(-1, "ActorDeadError")]  # not "Timeout" after 30 s
