@@ -29,7 +29,7 @@ from actors.cluster.wire import Frame, encode_fields
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Inbox", "LinkConfig", "Outbox"]
+__all__ = ["Inbox", "LinkConfig", "Outbox", "TickerWait"]
 
 
 @attrs.frozen
@@ -63,6 +63,51 @@ class LinkConfig:
     """How long the old home of a migrated actor forwards the stragglers sent to it (from nodes whose
     view of the move lags), from the move's end; after that it sends each one where the directory says
     the actor lives (one directory call a straggler), so old refs keep working and the table stays small."""
+
+
+class TickerWait:
+    """The wait of a transport's ticker thread: `tick` while it is busy, a long idle tick otherwise, woken by work.
+
+    The idle tick is a quarter of the shortest periodic duty (heartbeat,
+    retransmit, silence detector: 25 ms by default), so each is still done
+    within a quarter of its period. `queued` (any thread: a node's
+    `on_queued`) wakes a ticker that waits long; `wake` (any thread) wakes
+    it whatever it waits. Measured: a ticker that ticked every 1 ms whatever
+    its nodes held cost an idle two-node cluster 57-86 ms of CPU a second in
+    memory and an idle Ray node process 74-82.
+    """
+
+    __slots__ = ("_event", "idle", "idle_tick", "tick")
+
+    def __init__(self, config: LinkConfig) -> None:
+        self.tick = config.tick
+        self.idle_tick = max(
+            config.tick, min(config.heartbeat_every, config.retransmit_after, config.suspect_after) / 4
+        )
+        # True while the ticker waits `idle_tick` (racy by design: a hint read by `queued`).
+        self.idle = False
+        self._event = threading.Event()
+
+    def wait(self, busy: Callable[[], bool]) -> None:
+        """Wait `tick` if `busy()`, else `idle_tick` or until work is queued (the ticker thread)."""
+        self.idle = True  # first: work queued after the check below wakes this thread
+        if busy():
+            self.idle = False
+            self._event.wait(self.tick)
+        else:
+            self._event.wait(self.idle_tick)
+            self.idle = False
+        self._event.clear()
+
+    def queued(self) -> None:
+        """Wake the ticker if it waits long: work was left for a tick (any thread)."""
+        if self.idle:
+            self.idle = False
+            self._event.set()
+
+    def wake(self) -> None:
+        """Wake the ticker whatever it waits (any thread: a frame left in flight, a stop)."""
+        self._event.set()
 
 
 class Outbox:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from actors._core import ManualClock, MonotonicClock, check_count, check_interface
 from actors.cluster.directory import Directory
 from actors.cluster.faults import Faults
-from actors.cluster.link import LinkConfig
+from actors.cluster.link import LinkConfig, TickerWait
 from actors.cluster.node import Node, ReplySpin, client_request
 from actors.errors import MigrationError, NodeNameTakenError, UnknownNodeError
 
@@ -128,15 +128,8 @@ class MemoryTransport:
         self._refused_links: set[tuple[str, str]] = set()
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._ticker: threading.Thread | None = None
-        config = self.config
-        # The ticker's wait while every node is idle: a heartbeat, a retransmit or a silent peer is then
-        # noticed within a quarter of its period (25 ms by default), not within `tick`.
-        periodic = min(config.heartbeat_every, config.retransmit_after, config.suspect_after)
-        self._idle_tick = max(config.tick, periodic / 4)
-        # True while the ticker waits `_idle_tick`: work queued for a tick then wakes it (`_queued`).
-        self._ticker_idle = False
+        self._wait = TickerWait(self.config)  # the ticker's wait (see `_tick_forever`)
         # Until then (the clock's time) the ticker ticks every `tick` whatever the nodes hold: a node
         # stopped, crashed, paused or resumed is detected (and its DOWN spread) at the tick's pace, as
         # before this ticker waited long when idle. (A node started needs no tick: a peer that sends to
@@ -179,21 +172,13 @@ class MemoryTransport:
     def _tick_forever(self) -> None:
         # Woken by every frame left in flight (so it is delivered within a thread wake-up) and by work
         # queued for a tick while it waits long (`_queued`); else every `tick` while a node has work a tick
-        # must do soon or a membership change is recent, every `_idle_tick` when none has. A ticker that
+        # must do soon or a membership change is recent, every idle tick when none has (`TickerWait`). A ticker that
         # ticked every 1 ms whatever the nodes held cost an idle two-node cluster 57-86 ms of CPU per
         # second, and during a stream of asks woke 0.5-1.3 times per ask to fight their threads for the
         # GIL (voluntary context switches at real-time priority, the idle machine's stand-in).
-        wake = self._wake
-        tick, idle_tick = self.config.tick, self._idle_tick
+        wait, busy = self._wait.wait, self._busy
         while not self._stop.is_set():
-            self._ticker_idle = True  # first: work queued after the check below wakes this thread
-            if self._busy():
-                self._ticker_idle = False
-                wake.wait(tick)
-            else:
-                wake.wait(idle_tick)
-                self._ticker_idle = False
-            wake.clear()
+            wait(busy)
             self.tick()
 
     def _busy(self) -> bool:
@@ -204,9 +189,7 @@ class MemoryTransport:
 
     def _queued(self) -> None:
         """Wake the ticker if it waits long: a node left work for a tick (any thread; see `Node` `on_queued`)."""
-        if self._ticker_idle:
-            self._ticker_idle = False
-            self._wake.set()
+        self._wait.queued()
 
     def _brisk(self) -> None:
         """Tick every `tick` for `down_after` from now (a node gone or back: its detection and spread)."""
@@ -324,7 +307,7 @@ class MemoryTransport:
             finally:
                 self._deliver_lock.release()
             if self._inflight:
-                self._wake.set()  # frames sent while this one was delivered
+                self._wait.wake()  # frames sent while this one was delivered
             if receiver is not None and receiver.asker_spins:
                 # It completed a reply whose asker spins: let the asker run now, not after this
                 # thread's way back to its queue (yielding under the lock made its next send wait).
@@ -333,7 +316,7 @@ class MemoryTransport:
             return
         self._inflight.append((dst, epoch, data))
         if not self.manual:
-            self._wake.set()
+            self._wait.wake()
 
     def tick(self) -> None:
         """Run every node's tick, then deliver every frame in flight (the calling thread)."""
@@ -416,7 +399,7 @@ class MemoryTransport:
     def shutdown(self) -> None:
         """Stop the ticker and every node."""
         self._stop.set()
-        self._wake.set()
+        self._wait.wake()
         if self._ticker is not None:
             self._ticker.join()
         for node in self.nodes():

@@ -57,7 +57,7 @@ from actors._core import Future, MonotonicClock
 from actors.cluster.direct import Connection, DataAddress, DataPlane
 from actors.cluster.directory import Directory, NodeStatus
 from actors.cluster.faults import Faults
-from actors.cluster.link import LinkConfig
+from actors.cluster.link import LinkConfig, TickerWait
 from actors.cluster.node import Node, client_request
 from actors.errors import ClusterUnavailableError, TroupeInternalError, UnknownNodeError
 
@@ -220,9 +220,7 @@ class _NodeProcess:
         self._calls_ok: dict[str, Any] = {}
         self.faults = Faults()
         self._stop = threading.Event()
-        # The ticker waits on `_wake` (see `_tick_forever`); `_ticker_idle` is True while it waits long.
-        self._wake = threading.Event()
-        self._ticker_idle = False
+        self._wait = TickerWait(config)  # the ticker's wait (see `_tick_forever`)
         self.node = Node(
             name,
             directory=self._directory,
@@ -285,7 +283,7 @@ class _NodeProcess:
     @ray.method(concurrency_group="control")
     def ticker(self) -> dict[str, Any]:
         """Return the ticker's state: ``idle`` (it waits the long idle tick now), ``news`` (polls that brought news)."""
-        return {"idle": self._ticker_idle, "news": self._news}
+        return {"idle": self._wait.idle, "news": self._news}
 
     @ray.method(concurrency_group="control")
     def data_plane(self) -> dict[str, Any]:
@@ -431,7 +429,7 @@ class _NodeProcess:
 
     def shutdown(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._wait.wake()
         self._ticker.join()
         with self._back_lock:
             self._closing = True
@@ -636,9 +634,9 @@ class _NodeProcess:
 
     def _tick_forever(self) -> None:
         # Every `tick` while the node has work a tick must do soon (`Node.idle`) or a peer is being
-        # probed; else every `idle_tick` (a quarter of the shortest periodic duty: 25 ms with
-        # RayTransport's defaults), woken at once by work queued for a tick (`_queued`, the node's
-        # `on_queued`), as the memory transport's ticker. Every `poll_every` (20 ticks) it checks its
+        # probed; else every idle tick (`TickerWait`: 25 ms with RayTransport's defaults), woken at
+        # once by work queued for a tick (`_queued`, the node's `on_queued`), as the memory
+        # transport's ticker. Every `poll_every` (20 ticks) it checks its
         # last Ray call to each peer (the detector's first tier) and prunes the data plane. The
         # directory's news comes by `_poll_forever`, whose applying it queues whatever mail it moves
         # (`on_queued` again). Ticking every 1 ms whatever the node held, and asking the directory
@@ -646,20 +644,15 @@ class _NodeProcess:
         node = self.node
         config = node.config
         clock = node.clock
-        tick = config.tick
-        idle_tick = max(tick, min(config.heartbeat_every, config.retransmit_after, config.suspect_after) / 4)
-        poll_every = 20 * tick
-        wake, stop = self._wake, self._stop
+        poll_every = 20 * config.tick
+        stop, wait = self._stop, self._wait.wait
+
+        def busy() -> bool:
+            return bool(self._probing) or not node.idle()
+
         next_poll = clock.now()
         while not stop.is_set():
-            self._ticker_idle = True  # first: work queued after the check below wakes this thread
-            if self._probing or not node.idle():
-                self._ticker_idle = False
-                wake.wait(tick)
-            else:
-                wake.wait(idle_tick)
-                self._ticker_idle = False
-            wake.clear()
+            wait(busy)
             if stop.is_set():
                 return
             try:
@@ -706,9 +699,7 @@ class _NodeProcess:
 
     def _queued(self) -> None:
         """Wake the ticker if it waits long: the node left work for a tick (any thread; the node's `on_queued`)."""
-        if self._ticker_idle:
-            self._ticker_idle = False
-            self._wake.set()
+        self._wait.queued()
 
     def _check_calls(self) -> None:
         """Check the last Ray call to each peer not yet found to have succeeded (the ticker)."""

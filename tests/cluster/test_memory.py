@@ -497,12 +497,12 @@ def test_on_a_real_clock_the_idle_ticker_waits_long_and_mail_left_for_it_wakes_i
         cluster.start_node("b")
         recorder = cluster.spawn(Recorder, node="b", name="rec")
         sender = cluster.spawn(Sender, node="a", name="snd")
-        assert cluster.wait(lambda: transport._ticker_idle, timeout=10), "the idle ticker should wait long"
+        assert cluster.wait(lambda: transport._wait.idle, timeout=10), "the idle ticker should wait long"
         for first in (0, 300):
             sender.ask(("send", recorder, 300, first), timeout=10)
             expected = first + 300
             assert cluster.wait(lambda: recorder.ask("count", timeout=10) == expected, timeout=30)  # noqa: B023
-            assert cluster.wait(lambda: transport._ticker_idle, timeout=10)  # idle again once it is all sent
+            assert cluster.wait(lambda: transport._wait.idle, timeout=10)  # idle again once it is all sent
         assert [m.seq for m in recorder.ask("log", timeout=10)] == list(range(600))
 
 
