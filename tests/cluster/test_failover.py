@@ -1,0 +1,205 @@
+"""The failover windows of a node's routing, each forced on the memory transport (see "Failover delivery" in
+`actors.cluster.node`): mail of one sender to a peer that goes DOWN keeps its order and nothing is lost,
+whatever the DOWN's batch interleaves with.
+
+Each test drives the interleaving itself, never by timing: a send made from inside the DOWN's batch (the
+restarted actor's ``restore``, which the batch waits for), or a DOWN made at the moment a send appends
+to its outbox (`_down_at_append`). Sends are made by asking the sender on its own node, so nothing ticks
+the cluster meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from actors.cluster import NodeStatus, wire
+from actors.cluster.link import Outbox
+from tests.cluster.agents import ON_RESTORE, HookedRecorder, Msg, Recorder, Sender
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from actors._core import ActorRef
+    from actors.cluster import RemoteRef
+    from tests.cluster.conftest import Harness
+
+
+class _WatchedLock:
+    """A node's lock that notes when the thread `waiter` has to wait for it (`Interleaving`)."""
+
+    def __init__(self, inner: Any, waiting: threading.Event) -> None:
+        self.inner = inner
+        self.waiter: threading.Thread | None = None
+        self.waiting = waiting
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:  # noqa: FBT001, FBT002 - Lock's signature
+        if self.inner.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        if threading.current_thread() is self.waiter:
+            self.waiting.set()
+        return bool(self.inner.acquire(True, timeout))
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+class Interleaving:
+    """Run `step` on another thread as far as it goes while the calling thread is paused (`run`).
+
+    `run` returns once `step` has ended or has to wait for `node`'s lock (which
+    the paused thread may hold): so `step` happens at the pause point if the
+    code lets it, else at the first point after it where the lock is free.
+    """
+
+    def __init__(self, node: Any, step: Callable[[], None]) -> None:
+        self._step = step
+        self._progress = threading.Event()
+        self._lock = _WatchedLock(node._lock, self._progress)
+        node._lock = self._lock
+        self._node = node
+        self._thread: threading.Thread | None = None
+        self._error: list[BaseException] = []
+        self.ran = False
+
+    def _target(self) -> None:
+        try:
+            self._step()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by `join`
+            self._error.append(exc)
+        finally:
+            self._progress.set()
+
+    def run(self) -> None:
+        assert not self.ran, "an interleaving runs once"
+        self.ran = True
+        self._thread = threading.Thread(target=self._target, name="test-interleaved-step")
+        self._lock.waiter = self._thread
+        self._thread.start()
+        assert self._progress.wait(30), "the interleaved step neither ended nor waited for the node's lock"
+
+    def join(self) -> None:
+        """Wait for the step to end; re-raise what it raised; give the node its own lock back."""
+        if self._thread is not None:
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the interleaved step did not end"
+        self._node._lock = self._lock.inner
+        if self._error:
+            raise self._error[0]
+
+
+@pytest.fixture
+def down_at_append(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any, str, Callable[[], None]], Interleaving]]:
+    """Arm `step` (a DOWN) to run when node `node` appends the first tell to actor `name` to an outbox.
+
+    At that point the sender has chosen the outbox: a DOWN taking it now must
+    not leave the tell in an outbox nobody sends or drains.
+    """
+    armed: list[tuple[Any, str, Interleaving]] = []
+    append = Outbox.append
+
+    def watched_append(outbox: Outbox, item: tuple[Any, ...], now: float) -> bool:
+        for node, name, step in list(armed):
+            if outbox.src == node.name and item[0] == wire.TELL and item[1] == name:
+                armed.remove((node, name, step))
+                step.run()
+        return append(outbox, item, now)
+
+    monkeypatch.setattr(Outbox, "append", watched_append)
+    made: list[Interleaving] = []
+
+    def arm(node: Any, name: str, step: Callable[[], None]) -> Interleaving:
+        interleaving = Interleaving(node, step)
+        armed.append((node, name, interleaving))
+        made.append(interleaving)
+        return interleaving
+
+    yield arm
+    for interleaving in made:
+        interleaving.join()
+
+
+def _declare_down(h: Harness, name: str) -> None:
+    epoch = next(info.epoch for info in h.cluster.nodes() if info.name == name)
+    assert h.cluster.directory.report(name, epoch, NodeStatus.DOWN)
+
+
+def _keeper_on_b_and_sender_on_a(
+    h: Harness, cls: type[Recorder] = Recorder, *, snapshot: bool = True
+) -> tuple[RemoteRef, Any, ActorRef[Any], RemoteRef]:
+    """Start a and b, a permanent `keeper` on b (its snapshot saved) and a `Sender` on a.
+
+    Return the driver's ref to keeper, node a, the sender's own ref on a, and a's ref to keeper.
+    """
+    h.start("a", "b")
+    keeper = h.cluster.spawn(cls, node="b", name="keeper", restart="permanent")
+    h.cluster.spawn(Sender, node="a", name="snd")
+    if snapshot:
+        h.node_call("b", "save_snapshots")
+        h.wait(lambda: h.cluster.directory.actor("keeper").snapshot is not None)
+    node_a = h.transport.node("a")
+    sender = node_a.system.lookup("snd")
+    assert sender is not None
+    return keeper, node_a, sender, node_a.ref("keeper", "b")
+
+
+def _b_down_seen_by(h: Harness, node: Any) -> Callable[[], None]:
+    """Return a step: the directory declares b DOWN (and restarts keeper on a), then `node` applies it."""
+
+    def step() -> None:
+        _declare_down(h, "b")
+        node.poll_directory()
+
+    return step
+
+
+def _suspect_b(h: Harness) -> None:
+    h.transport.pause("b")
+    h.wait(lambda: [p.status for p in h.node_call("a", "peers") if p.name == "b"] == [NodeStatus.SUSPECT])
+
+
+def test_mail_sent_while_a_node_applies_the_down_of_its_peer_does_not_pass_the_mail_queued_for_that_peer(
+    memory: Harness,
+) -> None:
+    """Window 2: a holds b SUSPECT with Msg0 queued for it, then applies b's DOWN and the failover to a in
+    one batch; Msg1, sent in the middle of that batch (the restarted keeper's restore), comes after Msg0."""
+    h = memory
+    keeper, node_a, sender, to_keeper = _keeper_on_b_and_sender_on_a(h, HookedRecorder)
+    _suspect_b(h)
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1  # queued for b, SUSPECT: nothing flushed to it
+    sent: list[int] = []
+    ON_RESTORE.append(lambda: sent.append(sender.ask(("send", to_keeper, 1, 1), timeout=10)))
+    try:
+        _declare_down(h, "b")
+        node_a.poll_directory()  # one batch: b DOWN, keeper restarted on a
+    finally:
+        ON_RESTORE.clear()
+    assert sent == [1]  # sent between the batch's DOWN and its end
+    h.wait(lambda: keeper.ask("count", timeout=10) >= 2)
+    assert keeper.ask("log", timeout=10) == [Msg("snd", 0), Msg("snd", 1)]
+
+
+def test_mail_appended_for_a_suspect_node_as_it_goes_down_is_routed_again_not_lost(
+    memory: Harness, down_at_append: Any
+) -> None:
+    """Window 3: the DOWN of b (and the failover to a) comes as a's send appends Msg0 to b's outbox."""
+    h = memory
+    keeper, node_a, sender, to_keeper = _keeper_on_b_and_sender_on_a(h)
+    _suspect_b(h)
+    down = down_at_append(node_a, "keeper", _b_down_seen_by(h, node_a))
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1
+    down.join()
+    assert down.ran
+    h.wait(lambda: keeper.ask("count", timeout=10) >= 1)
+    assert keeper.ask("log", timeout=10) == [Msg("snd", 0)]
+    assert h.cluster.where("keeper") == "a"
