@@ -669,12 +669,16 @@ class Node:
         if status is NodeStatus.DOWN:
             self._undeliverable(item, dst)
             return
+        # The append in the section that finds the outbox: a DOWN takes the outbox (and routes its unsent
+        # mail again) in the lock section that marks the peer DOWN (`_node_event`), so an item appended
+        # outside it could land in an outbox nobody sends or drains any more: lost, not even a dead letter.
         with self._lock:
             outbox = self._outbox(dst)
-        if outbox is None:
+            flush = outbox is not None and outbox.append(item, self.clock.now()) and status is NodeStatus.UP
+        if outbox is None:  # DOWN meanwhile: the item never reached an outbox
             self._undeliverable(item, dst)
             return
-        if outbox.append(item, self.clock.now()) and status is NodeStatus.UP:
+        if flush:
             self._flush(outbox, force=True)
         elif self._on_queued is not None:
             self._on_queued()  # it waits for the tick (or a fuller outbox, or the peer UP again)

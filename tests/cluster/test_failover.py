@@ -203,3 +203,28 @@ def test_mail_appended_for_a_suspect_node_as_it_goes_down_is_routed_again_not_lo
     h.wait(lambda: keeper.ask("count", timeout=10) >= 1)
     assert keeper.ask("log", timeout=10) == [Msg("snd", 0)]
     assert h.cluster.where("keeper") == "a"
+
+
+def test_the_first_mail_to_a_node_that_goes_down_as_it_is_appended_is_a_dead_letter_not_lost(
+    memory: Harness, down_at_append: Any
+) -> None:
+    """Window 3 where a's outbox to b is new (a had not ticked since b joined): the send makes it and the
+    DOWN comes as it appends Msg0. On an idle link Msg0 leaves in a frame at once, which b (hung) may have
+    had: a dead letter on a (at most once), never an item left in an outbox nobody sends or drains."""
+    h = memory
+    h.start("a")
+    h.cluster.spawn(Sender, node="a", name="snd")
+    h.start("b")
+    keeper = h.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")
+    h.transport.pause("b")  # hung: what reaches it is lost
+    node_a = h.transport.node("a")
+    assert "b" not in node_a._out  # the case under test: no outbox to b yet
+    sender = node_a.system.lookup("snd")
+    assert sender is not None
+    down = down_at_append(node_a, "keeper", _b_down_seen_by(h, node_a))
+    assert sender.ask(("send", node_a.ref("keeper", "b"), 1), timeout=10) == 1
+    down.join()
+    assert down.ran
+    assert node_a.dead_letter_count("node_down") == 1
+    assert h.cluster.where("keeper") == "a"
+    assert keeper.ask("log", timeout=10) == []
