@@ -228,3 +228,97 @@ def test_the_first_mail_to_a_node_that_goes_down_as_it_is_appended_is_a_dead_let
     assert node_a.dead_letter_count("node_down") == 1
     assert h.cluster.where("keeper") == "a"
     assert keeper.ask("log", timeout=10) == []
+
+
+def test_mail_held_for_a_move_whose_source_goes_down_is_not_passed_by_mail_sent_in_the_same_batch(
+    memory: Harness,
+) -> None:
+    """a holds keeper's mail for a move out of b (b's HOLD); b goes DOWN and keeper restarts on a in one
+    batch: Msg0, held, comes before Msg1, sent in the middle of that batch (the restarted keeper's restore)."""
+    h = memory
+    keeper, node_a, sender, to_keeper = _keeper_on_b_and_sender_on_a(h, HookedRecorder)
+    h.transport.pause("b")  # the fence a sends b is lost: b never releases the hold
+    node_a.hold("keeper", "b", "b#1:move")  # as b's HOLD for a move would
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1  # held at a
+    sent: list[int] = []
+    ON_RESTORE.append(lambda: sent.append(sender.ask(("send", to_keeper, 1, 1), timeout=10)))
+    try:
+        _declare_down(h, "b")
+        node_a.poll_directory()  # one batch: b DOWN (its hold ends), keeper restarted on a
+    finally:
+        ON_RESTORE.clear()
+    assert sent == [1]
+    h.wait(lambda: keeper.ask("count", timeout=10) >= 2)
+    assert keeper.ask("log", timeout=10) == [Msg("snd", 0), Msg("snd", 1)]
+    assert node_a._holding == {}
+
+
+class _DirectoryFailing:
+    """A node's directory whose next `times` `actor` calls raise, as calls to a directory out of reach do on Ray."""
+
+    def __init__(self, directory: Any, times: int = 1) -> None:
+        self._directory = directory
+        self.times = times
+
+    @property
+    def failed(self) -> bool:
+        return self.times == 0
+
+    def actor(self, name: str) -> Any:
+        if self.times > 0:
+            self.times -= 1
+            msg = "the directory did not answer (injected)"
+            raise ConnectionError(msg)
+        return self._directory.actor(name)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._directory, attribute)
+
+
+def test_mail_of_a_down_node_is_routed_again_even_when_its_batch_raises_midway(memory: Harness) -> None:
+    """A batch that raises after b's DOWN (keeper's restart asks a directory that fails) still routes the
+    mail queued for b, at once: no later batch may ever come to do it, and later mail would wait behind it."""
+    h = memory
+    _, node_a, sender, to_keeper = _keeper_on_b_and_sender_on_a(h)
+    _suspect_b(h)
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1  # queued for b
+    directory = node_a._directory
+    failing = _DirectoryFailing(directory)
+    node_a._directory = failing
+    try:
+        _declare_down(h, "b")
+        with pytest.raises(ConnectionError, match="injected"):
+            node_a.poll_directory()  # b DOWN, then keeper's restart on a raises
+    finally:
+        node_a._directory = directory
+    assert failing.failed
+    local = node_a.system.lookup("keeper")  # restarted by the re-route, which found it not running yet
+    assert local is not None
+    assert local.ask("log", timeout=10) == [Msg("snd", 0)]
+    assert sender.ask(("send", to_keeper, 1, 1), timeout=10) == 1  # not stuck behind mail never routed
+    assert local.ask("log", timeout=10) == [Msg("snd", 0), Msg("snd", 1)]
+
+
+def test_mail_whose_routing_again_raises_fails_and_the_mail_behind_it_is_still_routed(memory: Harness) -> None:
+    """The re-route of b's first item raises too (keeper's restart, once more): that tell is a dead letter,
+    and the ask queued behind it is routed and answered (not stranded, not hung)."""
+    h = memory
+    _, node_a, sender, to_keeper = _keeper_on_b_and_sender_on_a(h)
+    _suspect_b(h)
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1  # queued for b
+    sender.tell(("ask_later", to_keeper, "count"))
+    assert sender.ask(("send", to_keeper, 0), timeout=10) == 0  # the sender has made its ask
+    assert [item[0] for item in node_a._out["b"].items] == [wire.TELL, wire.ASK]  # both queued for b, in order
+    directory = node_a._directory
+    failing = _DirectoryFailing(directory, times=2)  # in the batch, then in Msg0's re-route
+    node_a._directory = failing
+    try:
+        _declare_down(h, "b")
+        with pytest.raises(ConnectionError, match="injected"):
+            node_a.poll_directory()
+    finally:
+        node_a._directory = directory
+    assert failing.failed
+    assert node_a.dead_letter_count("node_down") == 1  # Msg0: it never reached an actor
+    assert sender.ask(("answers",), timeout=30) == [(-1, 0)]  # the ask: routed, answered by the restarted keeper
+    assert node_a._rerouting == {}
