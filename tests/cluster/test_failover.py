@@ -3,9 +3,10 @@
 whatever the DOWN's batch interleaves with.
 
 Each test drives the interleaving itself, never by timing: a send made from inside the DOWN's batch (the
-restarted actor's ``restore``, which the batch waits for), or a DOWN made at the moment a send appends
-to its outbox (`_down_at_append`). Sends are made by asking the sender on its own node, so nothing ticks
-the cluster meanwhile.
+restarted actor's ``restore``, which the batch waits for), a DOWN made at the moment a send appends to its
+outbox (the `down_at_append` fixture), or a directory call that raises in the middle of the batch. Sends
+are made by asking the sender on its own node, so nothing ticks the cluster meanwhile. Each test was seen
+to fail on the code before its fix (its commit message says how).
 """
 
 from __future__ import annotations
