@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actors.cluster import NodeStatus, wire
+from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.link import Outbox
 from tests.cluster.agents import ON_RESTORE, HookedRecorder, Msg, Recorder, Sender
 
@@ -255,25 +255,30 @@ def test_mail_held_for_a_move_whose_source_goes_down_is_not_passed_by_mail_sent_
 
 
 class _DirectoryFailing:
-    """A node's directory whose next `times` `actor` calls raise, as calls to a directory out of reach do on Ray."""
+    """A node's directory whose next `times` calls of `method` raise, as calls to a directory out of reach do on Ray."""
 
-    def __init__(self, directory: Any, times: int = 1) -> None:
+    def __init__(self, directory: Any, times: int = 1, method: str = "actor") -> None:
         self._directory = directory
         self.times = times
+        self._method = method
 
     @property
     def failed(self) -> bool:
         return self.times == 0
 
-    def actor(self, name: str) -> Any:
-        if self.times > 0:
-            self.times -= 1
-            msg = "the directory did not answer (injected)"
-            raise ConnectionError(msg)
-        return self._directory.actor(name)
-
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._directory, attribute)
+        call = getattr(self._directory, attribute)
+        if attribute != self._method:
+            return call
+
+        def failing(*args: Any) -> Any:
+            if self.times > 0:
+                self.times -= 1
+                msg = "the directory did not answer (injected)"
+                raise ConnectionError(msg)
+            return call(*args)
+
+        return failing
 
 
 def test_mail_of_a_down_node_is_routed_again_even_when_its_batch_raises_midway(memory: Harness) -> None:
@@ -323,3 +328,19 @@ def test_mail_whose_routing_again_raises_fails_and_the_mail_behind_it_is_still_r
     assert node_a.dead_letter_count("node_down") == 1  # Msg0: it never reached an actor
     assert sender.ask(("answers",), timeout=30) == [(-1, 0)]  # the ask: routed, answered by the restarted keeper
     assert node_a._rerouting == {}
+
+
+def test_on_a_real_clock_a_tick_that_raises_does_not_stop_the_memory_ticker() -> None:
+    """A poll that raises (as a directory call can on Ray) is logged and the ticker goes on: the nodes still
+    hear of later directory events, here a node that joins (and a batch that raised still drains, above)."""
+    with Cluster(MemoryTransport()) as cluster:
+        cluster.start_node("a")
+        node_a = cluster.transport.node("a")
+        directory = node_a._directory
+        failing = _DirectoryFailing(directory, method="changes")
+        node_a._directory = failing
+        assert cluster.wait(lambda: failing.failed, timeout=10)  # a tick's poll raised
+        node_a._directory = directory
+        cluster.start_node("b")
+        assert cluster.wait(lambda: [p.name for p in node_a.peers()] == ["b"], timeout=10)  # a later tick polled
+        assert cluster.transport._ticker.is_alive()
