@@ -375,10 +375,10 @@ class Node:
         # this node's own sends are held (`_route`); mail passed on for other nodes is never held here.
         self._holding: dict[str, list[tuple[Any, ...]]] = {}
         # Invariant (under _lock): names with mail of a peer gone DOWN still to be routed again -> (hint, item)
-        # in send order: that mail first, then what this node sent them since, so none overtakes it. Filled in
-        # the lock section that marks the peer DOWN (`_node_event`) and in the one that ends a hold the DOWN
-        # ends (`_peer_down`: held mail, after the unsent), emptied by one drainer (`_drain_rerouting`) at the
-        # end of that directory batch, even one that raised (`apply`).
+        # in send order: that mail first (its unsent, then what was held for a move out of it), then what this
+        # node sent them since, so none overtakes it. Filled in the lock section that marks the peer DOWN
+        # (`_node_event`), emptied by one drainer (`_drain_rerouting`) at the end of that directory batch,
+        # even one that raised (`apply`).
         self._rerouting: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
         self._draining = False
         # names held -> (the migration's source node, its token)
@@ -575,17 +575,19 @@ class Node:
         flush = None
         queued = False
         with self._lock:
+            # `_rerouting` first: a hold that begins while mail waits there (a move of the actor's new
+            # home) gets that mail first, from the drainer, then this.
+            if self._rerouting and not rerouted:
+                waiting = self._rerouting.get(name)
+                if waiting is not None:
+                    self._queue_behind(waiting, hint, item, future)  # behind the mail of a DOWN peer
+                    return
             held = self._holding.get(name)
             if held is not None:
                 if future is not None:
                     self._pending[item[3]] = (future, "")
                 held.append(item)
                 return
-            if self._rerouting and not rerouted:
-                waiting = self._rerouting.get(name)
-                if waiting is not None:
-                    self._queue_behind(waiting, hint, item, future)  # behind the mail of a DOWN peer
-                    return
             # The common case: a known actor on an UP peer (one lock, no directory).
             dst = self._locations.get(name)
             if dst is not None and dst != self.name:
@@ -1278,14 +1280,17 @@ class Node:
         with self._lock:
             old = self._peers.get(info.name)
             self._peers[info.name] = info
-            if info.status is NodeStatus.DOWN and (old is None or old.epoch == info.epoch):
-                # In the section that marks it DOWN: its unsent mail goes to `_rerouting`, ahead of
-                # whatever this node sends the same actors from now on (`_route`).
-                outbox = self._out.pop(info.name, None)
-                taken = outbox.drain_parts() if outbox is not None else ([], [])
-                for item in taken[1]:
-                    if item[0] in _REROUTE:
-                        self._rerouting.setdefault(item[1], []).append((info.name, item))
+            if info.status is NodeStatus.DOWN:
+                # In the section that marks it DOWN: its unsent mail, then what was held for a move out
+                # of it (sent after that mail), go to `_rerouting`, ahead of whatever this node sends the
+                # same actors from now on (`_route`).
+                if old is None or old.epoch == info.epoch:
+                    outbox = self._out.pop(info.name, None)
+                    taken = outbox.drain_parts() if outbox is not None else ([], [])
+                    for item in taken[1]:
+                        if item[0] in _REROUTE:
+                            self._rerouting.setdefault(item[1], []).append((info.name, item))
+                self._end_holds(info.name)
             if old is None or old.epoch != info.epoch:
                 self._heard[info.name] = self.clock.now() + self.config.join_grace
                 stale = self._out.pop(info.name, None)
@@ -1301,6 +1306,24 @@ class Node:
             outbox = self._out.get(info.name)
             if outbox is not None:
                 self._flush(outbox, force=True)
+
+    def _end_holds(self, node: str) -> None:
+        """End the holds whose RELEASE DOWN `node` will not send (under `_lock`, marking it DOWN).
+
+        Held for a migration out of it, or for a relocation to it: what was held goes to
+        `_rerouting` (every kind, in order, as a RELEASE would send it), behind the unsent mail
+        of `node` for it (sent before the hold began).
+        """
+        mine = f"{self.name}#{self.epoch}:"
+        for name in [
+            n
+            for n, (source, token) in self._hold_src.items()
+            if source == node or (token.startswith(mine) and self._locations.get(n) == node)
+        ]:
+            del self._hold_src[name]
+            held = self._holding.pop(name, [])
+            if held:
+                self._rerouting.setdefault(name, []).extend((node, item) for item in held)
 
     def _peer_down(self, node: str, taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
         """Fail what `node` may have had; what never left for it is routed again (`_rerouting`).
@@ -1323,24 +1346,9 @@ class Node:
             if item[0] in {wire.ASK, wire.CALL} and self._asker(item) == self.name  # in `_rerouting`
         }
         with self._lock:
-            # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
-            # will not come): never sent either.
             for name in [n for n, to in self._forward.items() if to == node]:
                 del self._forward[name]  # an old home of an actor whose new one died: the directory has it
                 self._forward_until.pop(name, None)
-            mine = f"{self.name}#{self.epoch}:"
-            for name in [
-                n
-                for n, (source, token) in self._hold_src.items()
-                if source == node or (token.startswith(mine) and self._locations.get(n) == node)
-            ]:
-                del self._hold_src[name]
-                held = self._holding.pop(name, [])
-                if held:
-                    # In the section that ends the hold, as a RELEASE would send it (every kind, in
-                    # order): behind the unsent mail of `node` for it (sent before the hold began),
-                    # ahead of what this node sends it from now on (`_route`).
-                    self._rerouting.setdefault(name, []).extend((node, item) for item in held)
             migrations = list(self._migrations.values())
             failed = [corr for corr, (_, dst) in self._pending.items() if dst == node and corr not in unsent_asks]
             watched = [

@@ -254,6 +254,43 @@ def test_mail_held_for_a_move_whose_source_goes_down_is_not_passed_by_mail_sent_
     assert node_a._holding == {}
 
 
+def test_mail_waiting_to_be_routed_again_when_a_hold_begins_for_it_is_held_before_mail_sent_after(
+    memory: Harness,
+) -> None:
+    """b goes DOWN with Msg0 for keeper queued at a; in the same batch (while `other` restores on a) keeper's
+    new home c starts moving it (its HOLD reaches a) and the sender sends Msg1: a holds both, Msg0 first."""
+    h = memory
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="b", name="keeper", restart="permanent")  # the ring of a, c: on c
+    h.cluster.spawn(HookedRecorder, node="b", name="other", restart="permanent")  # the ring of a, c: on a
+    h.cluster.spawn(Sender, node="a", name="snd")
+    h.node_call("b", "save_snapshots")
+    h.wait(lambda: all(h.cluster.directory.actor(n).snapshot is not None for n in ("keeper", "other")))
+    node_a = h.transport.node("a")
+    sender = node_a.system.lookup("snd")
+    assert sender is not None
+    to_keeper = node_a.ref("keeper", "b")
+    _suspect_b(h)
+    assert sender.ask(("send", to_keeper, 1), timeout=10) == 1  # queued for b, SUSPECT
+
+    def hold_then_send() -> None:
+        node_a.hold("keeper", "c", "c#1:move")  # as c's HOLD for a move of keeper would
+        sender.ask(("send", to_keeper, 1, 1), timeout=10)
+
+    ON_RESTORE.append(hold_then_send)
+    try:
+        _declare_down(h, "b")
+        node_a.poll_directory()  # one batch: b DOWN, keeper restarted on c, other on a (its restore: the above)
+    finally:
+        ON_RESTORE.clear()
+    assert h.cluster.where("keeper") == "c"
+    held = [(item[0], node_a._loads(item[2])) for item in node_a._holding["keeper"]]
+    assert held == [(wire.TELL, Msg("snd", 0)), (wire.TELL, Msg("snd", 1))]
+    node_a.release("keeper", "c", "c#1:move", 1)  # as c's RELEASE once it has keeper
+    h.wait(lambda: keeper.ask("count", timeout=10) >= 2)
+    assert keeper.ask("log", timeout=10) == [Msg("snd", 0), Msg("snd", 1)]
+
+
 class _DirectoryFailing:
     """A node's directory whose next `times` calls of `method` raise, as calls to a directory out of reach do on Ray."""
 
