@@ -179,7 +179,12 @@ class MemoryTransport:
         wait, busy = self._wait.wait, self._busy
         while not self._stop.is_set():
             wait(busy)
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the ticker must go on (as Ray's): a dead one stops every node here
+                from loguru import logger  # noqa: PLC0415
+
+                logger.opt(exception=True).error("MemoryTransport: a tick failed")
 
     def _busy(self) -> bool:
         """Return whether the ticker must tick every `tick` (the ticker thread; racy reads, see `_tick_forever`)."""

@@ -91,11 +91,16 @@ Failover delivery: an item queued for a peer that goes DOWN and never sent in
 a frame cannot have reached it, so a tell, ask or call among them is routed
 again once the directory events of the DOWN are applied: to the actor's new
 incarnation if the directory restarted it elsewhere (a permanent actor),
-else it fails as before. An item sent in a frame and not acknowledged may
-have been handled there: its ask fails with `ActorDeadError` (at most once),
-its tell is a dead letter. Asks whose request was acknowledged fail too.
-While a peer is SUSPECT nothing is flushed to it, so mail sent in that window
-waits (at most `down_after`) and reaches the new incarnation.
+else it fails as before. So is mail held for a migration out of that peer
+(or a relocation to it), after that unsent mail; and what this node sends the
+same actors meanwhile waits behind both (`_rerouting`), so no send of one
+sender overtakes an earlier one. An item whose routing again raises fails
+(its ask with `ActorDeadError`, its tell a dead letter); the rest goes on.
+An item sent in a frame and not acknowledged may have been handled there:
+its ask fails with `ActorDeadError` (at most once), its tell is a dead letter.
+Asks whose request was acknowledged fail too. While a peer is SUSPECT nothing
+is flushed to it, so mail sent in that window waits (at most `down_after`) and
+reaches the new incarnation.
 """
 
 from __future__ import annotations
@@ -378,8 +383,10 @@ class Node:
         # this node's own sends are held (`_route`); mail passed on for other nodes is never held here.
         self._holding: dict[str, list[tuple[Any, ...]]] = {}
         # Invariant (under _lock): names with mail of a peer gone DOWN still to be routed again -> (hint, item)
-        # in send order: that mail first, then what this node sent them since, so none overtakes it. Filled in
-        # the lock section that marks the peer DOWN (`_node_event`), emptied by one drainer (`_drain_rerouting`).
+        # in send order: that mail first (its unsent, then what was held for a move out of it), then what this
+        # node sent them since, so none overtakes it. Filled in the lock section that marks the peer DOWN
+        # (`_node_event`), emptied by one drainer (`_drain_rerouting`) at the end of that directory batch,
+        # even one that raised (`apply`).
         self._rerouting: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
         self._draining = False
         # names held -> (the migration's source node, its token)
@@ -576,17 +583,19 @@ class Node:
         flush = None
         queued = False
         with self._lock:
+            # `_rerouting` first: a hold that begins while mail waits there (a move of the actor's new
+            # home) gets that mail first, from the drainer, then this.
+            if self._rerouting and not rerouted:
+                waiting = self._rerouting.get(name)
+                if waiting is not None:
+                    self._queue_behind(waiting, hint, item, future)  # behind the mail of a DOWN peer
+                    return
             held = self._holding.get(name)
             if held is not None:
                 if future is not None:
                     self._pending[item[3]] = (future, "")
                 held.append(item)
                 return
-            if self._rerouting and not rerouted:
-                waiting = self._rerouting.get(name)
-                if waiting is not None:
-                    self._queue_behind(waiting, hint, item, future)  # behind the mail of a DOWN peer
-                    return
             # The common case: a known actor on an UP peer (one lock, no directory).
             dst = self._locations.get(name)
             if dst is not None and dst != self.name:
@@ -677,12 +686,16 @@ class Node:
         if status is NodeStatus.DOWN:
             self._undeliverable(item, dst)
             return
+        # The append in the section that finds the outbox: a DOWN takes the outbox (and routes its unsent
+        # mail again) in the lock section that marks the peer DOWN (`_node_event`), so an item appended
+        # outside it could land in an outbox nobody sends or drains any more: lost, not even a dead letter.
         with self._lock:
             outbox = self._outbox(dst)
-        if outbox is None:
+            flush = outbox is not None and outbox.append(item, self.clock.now()) and status is NodeStatus.UP
+        if outbox is None:  # DOWN meanwhile: the item never reached an outbox
             self._undeliverable(item, dst)
             return
-        if outbox.append(item, self.clock.now()) and status is NodeStatus.UP:
+        if flush:
             self._flush(outbox, force=True)
         elif self._on_queued is not None:
             self._on_queued()  # it waits for the tick (or a fuller outbox, or the peer UP again)
@@ -1149,32 +1162,33 @@ class Node:
                 return
             events = events[len(events) - (version - self._seen) :]
             self._seen = version
-        reroute: list[tuple[str, tuple[Any, ...]]] = []
         moved_from: dict[str, str] = {}  # name -> where this node located it before this batch moved it
-        for event in events:
-            if event[0] == "node":
-                reroute.extend(self._node_event(event[1]))
-            elif event[0] == "actor":
-                _, name, node, incarnation, why = event
-                with self._lock:
-                    if name not in self._holding:
-                        before = self._locations.get(name)
-                        # A poll may bring events older than a RELEASE already applied: never go back.
-                        self._locate_at(name, node, incarnation)
-                        if why is None and before not in {None, node} and self._locations.get(name) == node:
-                            moved_from.setdefault(name, before)
-                if why == "restart" and node == self.name:
-                    self._restart_here(name)
-            elif event[0] == "gone":
-                with self._lock:
-                    if self._locations.get(event[1]) == event[2]:
-                        del self._locations[event[1]]
-                        self._located.pop(event[1], None)  # the name may be spawned again, from incarnation 0
-        # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
-        for down, item in reroute:
-            self._reroute(down, item)
-        if self._rerouting:
-            self._drain_rerouting()
+        try:
+            for event in events:
+                if event[0] == "node":
+                    self._node_event(event[1])
+                elif event[0] == "actor":
+                    _, name, node, incarnation, why = event
+                    with self._lock:
+                        if name not in self._holding:
+                            before = self._locations.get(name)
+                            # A poll may bring events older than a RELEASE already applied: never go back.
+                            self._locate_at(name, node, incarnation)
+                            if why is None and before not in {None, node} and self._locations.get(name) == node:
+                                moved_from.setdefault(name, before)
+                    if why == "restart" and node == self.name:
+                        self._restart_here(name)
+                elif event[0] == "gone":
+                    with self._lock:
+                        if self._locations.get(event[1]) == event[2]:
+                            del self._locations[event[1]]
+                            self._located.pop(event[1], None)  # the name may be spawned again, from incarnation 0
+        finally:
+            # After the whole batch: a DOWN and the failover it made come in one (see `Directory.report`).
+            # Also after an event that raised (a directory call failing, say): this batch's events are
+            # applied (`_seen`) and no later batch may come, and what waits here holds up later mail too.
+            if self._rerouting:
+                self._drain_rerouting()
         for name, old in moved_from.items():
             self._relocate(name, old)
 
@@ -1201,8 +1215,13 @@ class Node:
             self._send_item(old, (wire.FENCE, name, token, self.name), None)  # under the hold (see `_route`)
         self._flush_to(old)
 
-    def _reroute(self, down: str, item: tuple[Any, ...], *, rerouted: bool = False) -> None:
-        """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails."""
+    def _reroute(self, down: str, item: tuple[Any, ...]) -> None:
+        """Route again an item that never left for `down` (now DOWN): to the actor's new home, or it fails.
+
+        An item whose routing raises (a directory call failing, on Ray) is logged and fails: its ask
+        with `ActorDeadError` unless it went to another node before (its reply or that node's DOWN
+        ends it), its tell as a dead letter.
+        """
         future = None
         if item[0] in {wire.ASK, wire.CALL} and self._asker(item) != self.name:
             self._undeliverable(item, down)  # its asker was told `down` holds it (REPOINT): it fails there too
@@ -1213,7 +1232,21 @@ class Node:
             if entry is None:
                 return  # its asker gave up
             future = entry[0]
-        self._route(item[1], down, item, future, rerouted=rerouted)
+        try:
+            self._route(item[1], down, item, future, rerouted=True)
+        except Exception:  # noqa: BLE001 - logged, and the item fails: the drain goes on with the rest
+            self._log_bad_item(item)
+            if future is not None:
+                with self._lock:
+                    entry = self._pending.get(item[3])
+                    stuck = not future.done() and (entry is None or entry[1] in {"", self.name})
+                    if stuck:
+                        self._pending.pop(item[3], None)
+                if stuck:
+                    text = f"actor {item[1]!r}: its ask could not be routed again after node {down!r} went DOWN"
+                    fail(future, ActorDeadError(text))
+            elif item[0] == wire.TELL:
+                self._undeliverable(item, down)
 
     def _drain_rerouting(self) -> None:
         """Route again what waits in `_rerouting`, in order; a name leaves it when found empty (any thread).
@@ -1238,31 +1271,34 @@ class Node:
                         del self._rerouting[name]  # what is sent to it from now on goes straight
                         continue
                     hint, item = waiting.pop(0)
-                self._reroute(hint, item, rerouted=True)
+                self._reroute(hint, item)
         except BaseException:
             with self._lock:
                 self._draining = False
             raise
 
-    def _node_event(self, info: NodeInfo) -> list[tuple[str, tuple[Any, ...]]]:
+    def _node_event(self, info: NodeInfo) -> None:
         if info.name == self.name:
             if info.epoch == self.epoch and info.status is NodeStatus.DOWN:
                 # The cluster declared this incarnation DOWN (Orleans: a silo that reads itself dead
                 # in the membership table stops): its actors run again elsewhere, so these must stop.
                 self._down_self("the cluster declared it DOWN", tell_directory=False)
-            return []
-        taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
+            return
+        taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [])
         with self._lock:
             old = self._peers.get(info.name)
             self._peers[info.name] = info
-            if info.status is NodeStatus.DOWN and (old is None or old.epoch == info.epoch):
-                # In the section that marks it DOWN: its unsent mail goes to `_rerouting`, ahead of
-                # whatever this node sends the same actors from now on (`_route`).
-                outbox = self._out.pop(info.name, None)
-                taken = outbox.drain_parts() if outbox is not None else ([], [])
-                for item in taken[1]:
-                    if item[0] in _REROUTE:
-                        self._rerouting.setdefault(item[1], []).append((info.name, item))
+            if info.status is NodeStatus.DOWN:
+                # In the section that marks it DOWN: its unsent mail, then what was held for a move out
+                # of it (sent after that mail), go to `_rerouting`, ahead of whatever this node sends the
+                # same actors from now on (`_route`).
+                if old is None or old.epoch == info.epoch:
+                    outbox = self._out.pop(info.name, None)
+                    taken = outbox.drain_parts() if outbox is not None else ([], [])
+                    for item in taken[1]:
+                        if item[0] in _REROUTE:
+                            self._rerouting.setdefault(item[1], []).append((info.name, item))
+                self._end_holds(info.name)
             if old is None or old.epoch != info.epoch:
                 self._heard[info.name] = self.clock.now() + self.config.join_grace
                 stale = self._out.pop(info.name, None)
@@ -1273,54 +1309,54 @@ class Node:
             for item in stale.drain():
                 self._undeliverable(item, info.name)
         if info.status is NodeStatus.DOWN:
-            return self._peer_down(info.name, taken)
-        if info.status is NodeStatus.UP:
+            self._peer_down(info.name, taken)
+        elif info.status is NodeStatus.UP:
             outbox = self._out.get(info.name)
             if outbox is not None:
                 self._flush(outbox, force=True)
-        return []
 
-    def _peer_down(
-        self, node: str, taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
-    ) -> list[tuple[str, tuple[Any, ...]]]:
-        """Fail what `node` may have had; return (node, item) for each item that never left for it (to route again).
+    def _end_holds(self, node: str) -> None:
+        """End the holds whose RELEASE DOWN `node` will not send (under `_lock`, marking it DOWN).
+
+        Held for a migration out of it, or for a relocation to it: what was held goes to
+        `_rerouting` (every kind, in order, as a RELEASE would send it), behind the unsent mail
+        of `node` for it (sent before the hold began).
+        """
+        mine = f"{self.name}#{self.epoch}:"
+        for name in [
+            n
+            for n, (source, token) in self._hold_src.items()
+            if source == node or (token.startswith(mine) and self._locations.get(n) == node)
+        ]:
+            del self._hold_src[name]
+            held = self._holding.pop(name, [])
+            if held:
+                self._rerouting.setdefault(name, []).extend((node, item) for item in held)
+
+    def _peer_down(self, node: str, taken: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
+        """Fail what `node` may have had; what never left for it is routed again (`_rerouting`).
 
         `taken`: (sent, unsent) of its outbox, taken when it was marked DOWN (`_node_event`),
-        its unsent mail put in `_rerouting` then, not returned here.
+        its unsent mail put in `_rerouting` then (an outbox of an older epoch of it is dead-lettered).
         """
         self._suspecting.discard(node)
         with self._lock:
             self._unavailable.discard(node)
-            outbox = self._out.pop(node, None) if taken is None else None
             self._in.pop(node, None)
             # States sent ahead of a move from it: neither their MOVE nor their drop notice can come now.
             for name in [n for n, (_, _, src) in self._states.items() if src == node]:
                 del self._states[name]
-        if taken is None:
-            taken = outbox.drain_parts() if outbox is not None else ([], [])
-            queued = False
-        else:
-            queued = True
         sent, unsent = taken
         never_moved = {item[1] for item in unsent if item[0] == wire.MOVE}  # MOVEs that never left for it
-        reroute = [(node, item) for item in unsent if item[0] in _REROUTE]
-        unsent_asks = {item[3] for _, item in reroute if item[0] != wire.TELL and self._asker(item) == self.name}
-        if queued:
-            reroute = []  # in `_rerouting` already
+        unsent_asks = {
+            item[3]
+            for item in unsent
+            if item[0] in {wire.ASK, wire.CALL} and self._asker(item) == self.name  # in `_rerouting`
+        }
         with self._lock:
-            # Held for a migration whose source is gone, or for a relocation to it (its RELEASE
-            # will not come): never sent either.
             for name in [n for n, to in self._forward.items() if to == node]:
                 del self._forward[name]  # an old home of an actor whose new one died: the directory has it
                 self._forward_until.pop(name, None)
-            mine = f"{self.name}#{self.epoch}:"
-            for name in [
-                n
-                for n, (source, token) in self._hold_src.items()
-                if source == node or (token.startswith(mine) and self._locations.get(n) == node)
-            ]:
-                del self._hold_src[name]
-                reroute.extend((node, item) for item in self._holding.pop(name, []) if item[0] in _REROUTE)
             migrations = list(self._migrations.values())
             failed = [corr for corr, (_, dst) in self._pending.items() if dst == node and corr not in unsent_asks]
             watched = [
@@ -1338,7 +1374,6 @@ class Node:
             self._terminated(name, self._node_down(node))
         for m in migrations:
             self._migration_peer_down(m, node, moved=m.name not in never_moved)
-        return reroute
 
     def _migration_peer_down(self, m: _Migration, node: str, *, moved: bool) -> None:
         """`node` went DOWN during migration `m`; `moved`: the MOVE may have reached it (it was sent in a frame)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from actors import Actor, Terminated
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @attrs.frozen
@@ -52,6 +55,23 @@ class Recorder(Actor):
         seen, moves, restored = state
         self.seen, self.moves, self.restored = list(seen), list(moves), restored + 1
 
+
+class HookedRecorder(Recorder):
+    """A `Recorder` whose ``restore`` first runs (and removes) the first hook in `ON_RESTORE`.
+
+    On the memory transport a node restarting a failed-over actor restores it
+    in the middle of its directory batch (`Node.apply`), and waits for it: a
+    hook there acts between the batch's DOWN and its end.
+    """
+
+    def restore(self, state: tuple[list[Any], list[int], int]) -> None:
+        if ON_RESTORE:
+            ON_RESTORE.pop(0)()
+        super().restore(state)
+
+
+ON_RESTORE: list[Callable[[], None]] = []
+"""Hooks of `HookedRecorder.restore` (memory transport: the same process); a test clears what it set."""
 
 GATE = threading.Event()
 """Holds `Recorder`'s ``"block"`` handler (memory transport: the same process)."""
