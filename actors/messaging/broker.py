@@ -598,7 +598,10 @@ class _Receipted(Receipt[Any], AuditRecord):
         if self._done:
             raise queue.Full
         self._done = True
-        self._outlet.audit.emit("message_audit", self)  # type: ignore[union-attr]
+        # The sink read first, then called: ``audit.emit(...)`` of a slot holding a function takes
+        # LOAD_METHOD's generic path on CPython 3.11; this is a specialized slot read and a call.
+        emit = self._outlet.audit.emit  # type: ignore[union-attr]
+        emit("message_audit", self)
 
     def set_exception(self, exc_info: Any = None) -> None:
         """Settle with the handler's (or the dead letter's) error: queue ``processed`` with ``success`` false."""
@@ -700,7 +703,9 @@ class _Sampled(_Receipted):
                 return True
             # `_processed_ok` of any other message, inlined: one Python call fewer a line.
             sender = self.sender
-            key = (self.topic, message.__class__, sender if isinstance(sender, str) else None, self.delivered, offered)
+            if sender is not None and not isinstance(sender, str):  # None (most) skips the isinstance call
+                sender = None
+            key = (self.topic, message.__class__, sender, self.delivered, offered)
             text = outlet.lines.get(key)
             if text is None:
                 text = _keep_processed(outlet, key, self, offered)
