@@ -207,6 +207,15 @@ def test_one_message_event_in_message_sample_is_sampled_the_first_first(period: 
     channel.detach()
 
 
+@pytest.mark.parametrize("period", [1, 3, 4096, 4097])
+def test_next_of_sampling_steps_the_same_sampler_as_sampled(period: int) -> None:
+    channel = AuditChannel()
+    channel.attach(lambda _stream, _fields: None, ["message_audit"], message_sample=period)
+    picks = [n for n in range(3 * period + 1) if (next(channel.sampling) if n % 2 else channel.sampled())]
+    assert picks == [0, period, 2 * period, 3 * period]
+    channel.detach()
+
+
 class Subscriber(Actor):
     def __init__(self, *, touchy: bool = False) -> None:
         super().__init__()
