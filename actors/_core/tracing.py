@@ -189,7 +189,11 @@ class Tracer:
         raise NotImplementedError
 
     def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
-        """The handler of `traced` is about to run: return (a handle for `end`, the context it runs under)."""
+        """The handler of `traced` is about to run: return (a handle for `end`, the context it runs under).
+
+        A handle of None means nothing to end: `end` is then not called (a
+        message in a trace not sampled pays no second call).
+        """
         raise NotImplementedError
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
@@ -219,13 +223,15 @@ def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:
     try:
         result = handle_receive(actor, message) if proxy else actor.on_receive(message)
     except BaseException as exc:
-        tracer.end(handle, exc)
+        if handle is not None:
+            tracer.end(handle, exc)
         raise
     finally:
         CURRENT.reset(token)
     if cell.aio is not None and asyncio.iscoroutine(result):
         return _in_trace(result, tracer, handle, context)
-    tracer.end(handle, None)
+    if handle is not None:  # None: nothing recorded (a trace not sampled), one Python call less
+        tracer.end(handle, None)
     return result
 
 
@@ -234,9 +240,11 @@ async def _in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any,
     try:
         result = await coro
     except BaseException as exc:
-        tracer.end(handle, exc)
+        if handle is not None:
+            tracer.end(handle, exc)
         raise
     finally:
         CURRENT.reset(token)
-    tracer.end(handle, None)
+    if handle is not None:
+        tracer.end(handle, None)
     return result
