@@ -258,9 +258,9 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             figures["tracing_floor_tell_ratio"] = 1 + 2 * min(sdk_us, figures["tracing_build_us"]) / off_us
             # The same for the ask: its two spans' CPU against the untraced ask's median latency (an inline
             # pooled ask runs on the asker's thread, so the spans' CPU is its own time, whoever builds them).
-            figures["tracing_floor_ask_ratio"] = 1 + 2 * min(sdk_us, figures["tracing_build_us"]) / figures[
-                "off_ask_us"
-            ]
+            figures["tracing_floor_ask_ratio"] = (
+                1 + 2 * min(sdk_us, figures["tracing_build_us"]) / figures["off_ask_us"]
+            )
     return figures
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from actors.observability import (
     AUDIT_STREAMS,
     METRIC_NAMES,
     HandlerTime,
+    SpanRecorder,
     correlate,
     current_trace,
     disable_metrics,
@@ -43,7 +45,6 @@ from actors.observability import (
     is_metric_name,
     metrics_of,
     new_trace,
-    SpanRecorder,
     record_spans,
     trace_of,
     use_trace,
@@ -529,23 +530,21 @@ def test_a_trace_context_of_the_wrong_type_is_refused() -> None:
 
 
 def test_a_trace_context_is_immutable_hashable_picklable_and_equal_only_to_contexts() -> None:
-    import pickle
-
     root = new_trace()
     same = TraceContext(root.trace_id, root.span_id)
     assert same == root
     assert not same != root  # noqa: SIM202 - the __ne__ under test
     assert hash(same) == hash(root)
     assert {root: 1}[same] == 1
-    assert pickle.loads(pickle.dumps(root)) == root  # noqa: S301 - our own bytes
+    assert pickle.loads(pickle.dumps(root)) == root
     as_tuple = (root.trace_id, root.span_id, root.sampled)
     assert root != as_tuple
     assert as_tuple != root
     assert TraceContext(root.trace_id, root.span_id, sampled=False) != root
     with pytest.raises(AttributeError, match="immutable"):
-        root.trace_id = "0" * 32  # type: ignore[misc]
+        root.trace_id = "0" * 32
     with pytest.raises(TypeError):
-        assert root < same  # type: ignore[operator]
+        assert root < same
 
 
 class _EndCounting(SpanRecorder):

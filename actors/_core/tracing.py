@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from actors._core._pykka import handle_receive
 from actors.errors import ObservabilityConfigError
 
 try:
-    from _collections import _tuplegetter  # what namedtuple's fields are (C getters)
+    from _collections import _tuplegetter  # type: ignore[import-not-found]  # what namedtuple's fields are (C getters)
 except ImportError:  # pragma: no cover - another implementation of Python
     from operator import itemgetter as _itemgetter
 
@@ -75,7 +75,7 @@ class TraceContext(tuple[str, str, bool]):
         span_id = _tuplegetter(1, "16 lowercase hex digits.")
         sampled = _tuplegetter(2, "The ``sampled`` trace flag.")
 
-    def __new__(cls, trace_id: str, span_id: str, *, sampled: bool = True) -> TraceContext:  # noqa: D102
+    def __new__(cls, trace_id: str, span_id: str, *, sampled: bool = True) -> Self:
         if not (isinstance(trace_id, str) and len(trace_id) == 32 and _is_hex(trace_id) and trace_id.strip("0")):  # noqa: PLR2004
             msg = f"TraceContext: trace_id must be 32 lowercase hex digits, not all zero; got {trace_id!r}"
             raise ObservabilityConfigError(msg)
@@ -84,7 +84,7 @@ class TraceContext(tuple[str, str, bool]):
             raise ObservabilityConfigError(msg)
         return _new_tuple(cls, (trace_id, span_id, bool(sampled)))
 
-    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, bool]]:  # noqa: D105
+    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, bool]]:
         return (self[0], self[1]), {"sampled": self[2]}
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -128,7 +128,7 @@ class TraceContext(tuple[str, str, bool]):
     def __lt__(self, other: object) -> bool:
         return NotImplemented
 
-    __le__ = __gt__ = __ge__ = __lt__  # type: ignore[assignment]
+    __le__ = __gt__ = __ge__ = __lt__
 
     def __repr__(self) -> str:
         return f"TraceContext({self.traceparent!r})"
