@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,13 @@ from actors import (
     Router,
     UnknownMetricError,
 )
-from actors._core import ChildSpec, Future, TraceContext
+from actors._core import ChildSpec, Future, TraceContext, Traced, set_tracer
 from actors.messaging import MessageBroker, spawn_service
 from actors.observability import (
     AUDIT_STREAMS,
     METRIC_NAMES,
     HandlerTime,
+    SpanRecorder,
     correlate,
     current_trace,
     disable_metrics,
@@ -525,3 +527,66 @@ def test_a_trace_context_of_the_wrong_type_is_refused() -> None:
         pass
     with pytest.raises(ObservabilityConfigError, match="span_id"):
         TraceContext("a" * 32, "xyz")
+
+
+def test_a_trace_context_is_immutable_hashable_picklable_and_equal_only_to_contexts() -> None:
+    root = new_trace()
+    same = TraceContext(root.trace_id, root.span_id)
+    assert same == root
+    assert not same != root  # noqa: SIM202 - the __ne__ under test
+    assert hash(same) == hash(root)
+    assert {root: 1}[same] == 1
+    assert pickle.loads(pickle.dumps(root)) == root
+    as_tuple = (root.trace_id, root.span_id, root.sampled)
+    assert root != as_tuple
+    assert as_tuple != root
+    assert TraceContext(root.trace_id, root.span_id, sampled=False) != root
+    with pytest.raises(AttributeError, match="immutable"):
+        root.trace_id = "0" * 32
+    with pytest.raises(TypeError):
+        assert root < same
+
+
+class _EndCounting(SpanRecorder):
+    """A recorder that, for a context not sampled, carries it as it came and begins without a handle (as OTel's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = 0
+
+    def send(self, cell: Any, message: Any) -> Traced:
+        parent = current_trace()
+        if parent is not None and not parent.sampled:
+            return Traced(message, parent)
+        return super().send(cell, message)
+
+    def begin(self, cell: Any, traced: Any) -> tuple[Any, TraceContext]:
+        if not traced.context.sampled:
+            return None, traced.context
+        return super().begin(cell, traced)
+
+    def end(self, handle: Any, exc: BaseException | None) -> None:
+        self.ended += 1
+        super().end(handle, exc)
+
+
+def test_a_handler_begun_without_a_handle_is_not_ended_and_keeps_its_trace(system: ActorSystem, mode: str) -> None:
+    first, middle, last = _rotated(mode)
+    tracer = _EndCounting()
+    set_tracer(system, tracer)
+    seen: list[TraceContext | None] = []
+    done = threading.Event()
+    tail = system.spawn(Tail, seen, done, mode=last)
+    echo = system.spawn(AsyncEcho if middle == "asyncio" else Echo, mode=middle)
+    head = system.spawn(AsyncForward if first == "asyncio" else Forward, echo, tail, mode=first)
+    fresh = new_trace()
+    root = TraceContext(fresh.trace_id, fresh.span_id, sampled=False)
+    with use_trace(root):
+        head.tell("job")
+    assert done.wait(WAIT)
+    assert seen == [root]  # carried as it came, through a tell, an ask and a tell
+    assert tracer.ended == 0
+    with pytest.raises(ValueError, match="boom"), use_trace(root):
+        system.spawn(Echo, mode=mode).ask("boom", timeout=WAIT)  # a failing handler without a handle: not ended either
+    assert tracer.ended == 0
+    assert tracer.spans() == ()

@@ -119,21 +119,19 @@ _EXPORT_BATCH = 512
 _MAX_NAMES = 4096
 """(actor, message type, operation) keys whose span name and attributes the OpenTelemetry builder keeps."""
 
-# TraceContext's slot setters: a context built from ids this module drew skips the
-# constructor's hex check (~5 µs per message) and its refusing __setattr__
-# (0.28 µs a context against 0.42 µs with object.__setattr__, measured here).
-_set_trace_id = TraceContext.__dict__["trace_id"].__set__
-_set_span_id = TraceContext.__dict__["span_id"].__set__
-_set_sampled = TraceContext.__dict__["sampled"].__set__
+# A TraceContext is a tuple (trace_id, span_id, sampled): one built from ids this module
+# drew skips the constructor's hex check (~5 µs per message), built by tuple.__new__
+# (one C call). On the message path it is written out inline, as are the id draws and
+# the `Traced` wrappers (object.__new__ and three slot stores): each Python call saved
+# is ~400-600 instructions (callgrind; see `OpenTelemetryTracer.send`).
+_new_context = tuple.__new__
 _new = object.__new__
+_pop_span_id = _span_ids.pop
+_pop_trace_id = _trace_ids.pop
 
 
 def _context(trace_id: str, span_id: str, *, sampled: bool = True) -> TraceContext:
-    context = _new(TraceContext)
-    _set_trace_id(context, trace_id)
-    _set_span_id(context, span_id)
-    _set_sampled(context, sampled)
-    return context
+    return _new_context(TraceContext, (trace_id, span_id, sampled))
 
 
 def new_trace() -> TraceContext:
@@ -482,70 +480,100 @@ class OpenTelemetryTracer(Tracer):
         parent = CURRENT_TRACE.get()
         if parent is not None:
             if not parent.sampled:  # a trace not sampled: nothing recorded, its context carried as it came
-                return Traced(message, parent)
-            context = _context(parent.trace_id, _span_id())
-            parent_id: str | None = parent.span_id
+                context = parent
+            else:
+                trace_id = parent.trace_id
+                parent_id: str | None = parent.span_id
+                try:
+                    span_id = _pop_span_id()
+                except IndexError:
+                    span_id = _draw(_span_ids, 16)
+                context = _new_context(TraceContext, (trace_id, span_id, True))
+                self._queue_send(cell, message, trace_id, span_id, parent_id)
         elif self._current_context():  # OpenTelemetry's context holds something: maybe the user's span
             context, parent_id = self._root(cell)
+            if context.sampled:
+                self._queue_send(cell, message, context.trace_id, context.span_id, parent_id)
         else:  # a new trace (the usual root), its decision inline: every tell from outside a handler
-            trace_id = _trace_id()
+            try:
+                trace_id = _pop_trace_id()
+            except IndexError:
+                trace_id = _draw(_trace_ids, 32)
             below = self._below
+            low = trace_id[16:]
             if below is None:
-                context, parent_id = self._decide(cell, trace_id), None
-            elif trace_id[16:] < below:
-                context, parent_id = _context(trace_id, _span_id()), None
+                context = self._decide(cell, trace_id)
+                if context.sampled:
+                    self._queue_send(cell, message, trace_id, context.span_id, None)
+            elif low < below:
+                try:
+                    span_id = _pop_span_id()
+                except IndexError:
+                    span_id = _draw(_span_ids, 16)
+                context = _new_context(TraceContext, (trace_id, span_id, True))
+                self._queue_send(cell, message, trace_id, span_id, None)
             else:  # not sampled: nothing recorded, so its span id may be the trace id's low half
-                low = trace_id[16:]
-                return Traced(message, _context(trace_id, low if low != _ZERO_SPAN else _span_id(), sampled=False))
-        if context.sampled:
-            pending = self._pending
-            if len(pending) < self._soon or self._room():
-                # Only strings, ints and None in the queued tuple (not the cell, the
-                # message or the contexts): the collector untracks it at its first
-                # pass. Holding objects kept ~40% of this path's cost in collections
-                # of the queue (a traced inline ask measured 13.6 -> 9.1 us).
-                pending.append(
-                    (
-                        cell.name,
-                        cell.actor_class.__qualname__,
-                        message.__class__.__qualname__,
-                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                        context.trace_id,
-                        context.span_id,
-                        parent_id,
-                        time.time_ns(),
-                    )
-                )
-                if self._closed:
-                    self._drain()
-        return Traced(message, context)
+                context = _new_context(TraceContext, (trace_id, low if low != _ZERO_SPAN else _span_id(), False))
+        traced = _new(Traced)  # Traced(message, context), without a Python __init__ call
+        traced.message = message
+        traced.context = context
+        traced.data = None
+        return traced
 
-    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
-        """Start a ``process`` CONSUMER span, child of the send span and linked to it (the receiver's turn)."""
-        producer = traced.context
-        if not producer.sampled:  # not recorded: the handler runs under the context that came (no handle)
-            return None, producer
-        context = _context(producer.trace_id, _span_id())
-        return (cell, traced, context, time.time_ns()), context
-
-    def end(self, handle: Any, exc: BaseException | None) -> None:
-        """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
-        if handle is None:  # a trace not sampled (`begin`)
-            return
-        cell, traced, context, start = handle
-        end = time.time_ns()
+    def _queue_send(self, cell: Cell, message: Any, trace_id: str, span_id: str, parent_id: str | None) -> None:
+        """Queue a sampled ``send`` span's raw tuple for the builder (the sender's thread)."""
         pending = self._pending
         if len(pending) < self._soon or self._room():
-            message = traced.message
+            # Only strings, ints and None in the queued tuple (not the cell, the
+            # message or the contexts): the collector untracks it at its first
+            # pass. Holding objects kept ~40% of this path's cost in collections
+            # of the queue (a traced inline ask measured 13.6 -> 9.1 us).
             pending.append(
                 (
                     cell.name,
                     cell.actor_class.__qualname__,
                     message.__class__.__qualname__,
                     (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                    context.trace_id,
-                    context.span_id,
-                    traced.context.span_id,
+                    trace_id,
+                    span_id,
+                    parent_id,
+                    time.time_ns(),
+                )
+            )
+            if self._closed:
+                self._drain()
+
+    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
+        """Start a ``process`` CONSUMER span, child of the send span and linked to it (the receiver's turn)."""
+        producer = traced.context
+        if not producer.sampled:  # not recorded: the handler runs under the context that came (no handle)
+            return None, producer
+        trace_id = producer.trace_id
+        try:
+            span_id = _pop_span_id()
+        except IndexError:
+            span_id = _draw(_span_ids, 16)
+        return (cell, traced.message, trace_id, span_id, producer.span_id, time.time_ns()), _new_context(
+            TraceContext, (trace_id, span_id, True)
+        )
+
+    def end(self, handle: Any, exc: BaseException | None) -> None:
+        """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
+        if handle is None:  # a trace not sampled (`begin`)
+            return
+        cell, message, trace_id, span_id, parent_id, start = handle
+        end = time.time_ns()
+        pending = self._pending
+        if len(pending) < self._soon or self._room():
+            pending.append(
+                (
+                    cell.name,
+                    cell.actor_class.__qualname__,
+                    message.__class__.__qualname__,
+                    (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                    trace_id,
+                    span_id,
+                    parent_id,
                     start,
                     end,
                     exc,
