@@ -97,15 +97,19 @@ class CellStats:
     the probe's lock once the cell has terminated.
     """
 
-    __slots__ = ("buckets", "busy", "failures", "handled", "high_water", "restarts", "time_sum", "timed", "turns")
+    __slots__ = ("buckets", "busy", "countdown", "failures", "handled", "high_water", "restarts", "time_sum", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, countdown: int = -1) -> None:
         self.handled = 0
         self.failures = 0
         self.restarts = 0  # only in a class's folded total: a live cell's is its `incarnation`
         # Invariant: the largest mailbox length seen at the start of a turn or message.
         self.high_water = 0
-        self.turns = 0
+        # Invariant: the unsampled turns left before the next sampled one (0:
+        # the next turn is sampled), or -1: every message is timed, one at a
+        # time (sample_every=1, an asyncio cell). A small int counting down,
+        # not a turn count taken modulo: no allocation and no division a turn.
+        self.countdown = countdown
         # Seconds spent in measured turns (all of them, timed or not).
         self.busy = 0.0
         # The histogram: buckets[i] counts timed messages <= HANDLER_BUCKETS[i]; the last, the rest.
@@ -126,7 +130,6 @@ class CellStats:
         self.failures += other.failures
         self.restarts += other.restarts
         self.high_water = max(self.high_water, other.high_water)
-        self.turns += other.turns
         self.busy += other.busy
         self.timed += other.timed
         self.time_sum += other.time_sum
@@ -185,12 +188,12 @@ class Probe:
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
         """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
         # The common turn (pooled or thread, not sampled) pays: a dict get, a
-        # length and three counter updates; no call but the cell's loop, and
-        # no clock read (two perf_counter calls were ~0.1-0.3 µs a turn here,
-        # the most of what metrics cost a turn). The sampled turn (one in
-        # `sample_every`) is timed as a whole, and its first message alone;
-        # busy seconds count it `sample_every` times (an estimate of every
-        # turn's; exact with sample_every=1).
+        # length and three counter updates (the countdown a small int); no
+        # call but the cell's loop, and no clock read (two perf_counter calls
+        # were ~0.1-0.3 µs a turn here, the most of what metrics cost a turn).
+        # The sampled turn (one in `sample_every`) is timed as a whole, and its
+        # first message alone; busy seconds count it `sample_every` times (an
+        # estimate of every turn's; exact with sample_every=1).
         stats = self.cells.get(cell)
         if stats is None:
             stats = self._stats(cell)
@@ -198,13 +201,14 @@ class Probe:
         depth = len(queue)
         if depth > stats.high_water:  # noqa: PLR1730 - not max(): a builtin call per turn
             stats.high_water = depth
-        turns = stats.turns = stats.turns + 1
-        aio = cell.aio
-        sample = self.sample_every
-        if aio is None and sample != 1:
-            if turns % sample:
-                stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
-                return
+        countdown = stats.countdown
+        if countdown > 0:
+            stats.countdown = countdown - 1
+            stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
+            return
+        if not countdown:
+            sample = self.sample_every
+            stats.countdown = sample - 1
             clock = _clock
             start = clock()
             if not depth:
@@ -227,6 +231,7 @@ class Probe:
                 stats.timed_one(elapsed)
             return
         clock = _clock
+        aio = cell.aio
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
         # A coroutine handler runs as a task after the turn started it: it is
         # timed from then to its end (awaits included), by its in-flight entry's
@@ -266,7 +271,8 @@ class Probe:
         """Return `cell`'s counts, made on its first turn (only its own turns call this)."""
         stats = self.cells.get(cell)
         if stats is None:
-            stats = self.cells[cell] = CellStats()
+            sample = self.sample_every
+            stats = self.cells[cell] = CellStats(sample - 1 if sample != 1 and cell.aio is None else -1)
         return stats
 
     def retire(self, cell: Cell) -> None:
