@@ -4,8 +4,10 @@ Off by default, and then it costs a turn one attribute check
 (``system.observer is None``, once per turn, not per message) and nothing
 else: no clock read, no counter. A service (`actors.observability`) turns it
 on by setting ``system.observer`` to a `Probe` (its subclass); from then on
-every turn of a running actor goes through `Probe.run_turn`, which runs the
-cell's own turn loop (`Cell._process`, or the asyncio cell's) and counts
+every turn of a running actor is counted: the common one (unsampled, not
+the cell's first) by `Cell.run` itself, inline (a Python call less a turn:
+~500 instructions), and every other one by `Probe.run_turn`, which runs
+the cell's own turn loop (`Cell._process`, or the asyncio cell's) and counts
 around it. What it counts lives in one `CellStats` per cell, written only by
 that cell's turn (so without a lock: a cell's turns never overlap), and read
 by whoever takes a snapshot (a slightly stale read, never a torn one: each
@@ -186,7 +188,12 @@ class Probe:
     # -- hooks the cell calls -------------------------------------------------------
 
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
-        """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
+        """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it.
+
+        `Cell.run` runs the common turn (countdown above 0) itself, the same
+        way as the first branch here (keep the two alike); this runs it too,
+        for a cell's first measured turn.
+        """
         # The common turn (pooled or thread, not sampled) pays: a dict get, a
         # length and three counter updates (the countdown a small int); no
         # call but the cell's loop, and no clock read (two perf_counter calls
