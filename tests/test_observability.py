@@ -251,6 +251,35 @@ def test_metrics_match_a_model_of_the_workload(mode: str, ops: list[tuple[str, i
         assert snap.system.actors_by_mode[mode] == 3
 
 
+@pytest.mark.parametrize("mode", ["pooled", "thread"])  # asyncio cells time every message: the next test
+def test_one_turn_in_sample_every_is_timed_and_every_message_counted(system: ActorSystem, mode: str) -> None:
+    ref = system.spawn(Echo, mode=mode)
+    assert ref.ask("ready", timeout=WAIT) == "ready"
+    enable_metrics(system, sample_every=3)
+    cell = ref._cell  # its turns run here, one at a time, to count them
+    for turn in range(9):
+        # Holding `sched`, no executor runs the cell and the tells only queue: the run is one turn.
+        assert cell.sched.acquire(timeout=WAIT)
+        ref.tell(turn)
+        ref.tell(turn)
+        cell.run()  # releases `sched`
+    echo = system.metrics().classes["Echo"]
+    assert echo.messages_handled == 18  # the unsampled turns (counted in Cell.run) and the sampled ones
+    assert echo.handler_time.count == 3  # turns 3, 6 and 9: their first message, timed alone
+    assert echo.mailbox_high_water == 2
+    if mode == "pooled":
+        assert system.metrics().system.dispatcher_busy_seconds > 0  # the sampled turns' time, times three
+
+
+def test_an_asyncio_actor_times_every_message_whatever_sample_every_is(system: ActorSystem) -> None:
+    enable_metrics(system, sample_every=16)
+    ref = system.spawn(Echo, mode="asyncio")
+    for i in range(20):
+        assert ref.ask(i, timeout=WAIT) == i
+    echo = system.metrics().classes["Echo"]
+    assert echo.messages_handled == echo.handler_time.count == 20
+
+
 def test_disabling_metrics_turns_them_off_again(system: ActorSystem) -> None:
     metrics = enable_metrics(system)
     assert enable_metrics(system) is metrics  # idempotent

@@ -661,8 +661,24 @@ class Cell:
                 if state == RUNNING:
                     if not self.suspended:
                         aio = self.aio
-                        if _observing and self.system.observer is not None:  # metrics on (actors._core.observe)
-                            self.system.observer.run_turn(self, until)
+                        if _observing and (observer := self.system.observer) is not None:  # metrics on
+                            # The common measured turn inline (`Probe.run_turn` has the
+                            # others: a cell's first, the sampled one, every-message
+                            # timing): a Python call less, ~500 instructions a turn.
+                            try:  # not .get(): a subscript is specialized (~100 instructions less)
+                                stats = observer.cells[self]
+                            except KeyError:  # its first measured turn
+                                countdown = 0
+                            else:
+                                countdown = stats.countdown
+                            if countdown > 0:
+                                stats.countdown = countdown - 1
+                                depth = len(self.queue)
+                                if depth > stats.high_water:  # noqa: PLR1730 - not max(): a builtin call
+                                    stats.high_water = depth
+                                stats.handled += self._process(self.throughput, until)
+                            else:
+                                observer.run_turn(self, until)
                         elif aio is None:
                             self._process(self.throughput, until)
                         elif self.awaiting is None:  # a system message may have started a hook task

@@ -4,8 +4,10 @@ Off by default, and then it costs a turn one attribute check
 (``system.observer is None``, once per turn, not per message) and nothing
 else: no clock read, no counter. A service (`actors.observability`) turns it
 on by setting ``system.observer`` to a `Probe` (its subclass); from then on
-every turn of a running actor goes through `Probe.run_turn`, which runs the
-cell's own turn loop (`Cell._process`, or the asyncio cell's) and counts
+every turn of a running actor is counted: the common one (unsampled, not
+the cell's first) by `Cell.run` itself, inline (a Python call less a turn:
+~500 instructions), and every other one by `Probe.run_turn`, which runs
+the cell's own turn loop (`Cell._process`, or the asyncio cell's) and counts
 around it. What it counts lives in one `CellStats` per cell, written only by
 that cell's turn (so without a lock: a cell's turns never overlap), and read
 by whoever takes a snapshot (a slightly stale read, never a torn one: each
@@ -97,15 +99,19 @@ class CellStats:
     the probe's lock once the cell has terminated.
     """
 
-    __slots__ = ("buckets", "busy", "failures", "handled", "high_water", "restarts", "time_sum", "timed", "turns")
+    __slots__ = ("buckets", "busy", "countdown", "failures", "handled", "high_water", "restarts", "time_sum", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, countdown: int = -1) -> None:
         self.handled = 0
         self.failures = 0
         self.restarts = 0  # only in a class's folded total: a live cell's is its `incarnation`
         # Invariant: the largest mailbox length seen at the start of a turn or message.
         self.high_water = 0
-        self.turns = 0
+        # Invariant: the unsampled turns left before the next sampled one (0:
+        # the next turn is sampled), or -1: every message is timed, one at a
+        # time (sample_every=1, an asyncio cell). A small int counting down,
+        # not a turn count taken modulo: no allocation and no division a turn.
+        self.countdown = countdown
         # Seconds spent in measured turns (all of them, timed or not).
         self.busy = 0.0
         # The histogram: buckets[i] counts timed messages <= HANDLER_BUCKETS[i]; the last, the rest.
@@ -126,7 +132,6 @@ class CellStats:
         self.failures += other.failures
         self.restarts += other.restarts
         self.high_water = max(self.high_water, other.high_water)
-        self.turns += other.turns
         self.busy += other.busy
         self.timed += other.timed
         self.time_sum += other.time_sum
@@ -183,14 +188,19 @@ class Probe:
     # -- hooks the cell calls -------------------------------------------------------
 
     def run_turn(self, cell: Cell, until: pykka.Future[Any] | None) -> None:
-        """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it."""
+        """Run the user-message part of a turn of `cell` (RUNNING, not suspended), counting it.
+
+        `Cell.run` runs the common turn (countdown above 0) itself, the same
+        way as the first branch here (keep the two alike); this runs it too,
+        for a cell's first measured turn.
+        """
         # The common turn (pooled or thread, not sampled) pays: a dict get, a
-        # length and three counter updates; no call but the cell's loop, and
-        # no clock read (two perf_counter calls were ~0.1-0.3 µs a turn here,
-        # the most of what metrics cost a turn). The sampled turn (one in
-        # `sample_every`) is timed as a whole, and its first message alone;
-        # busy seconds count it `sample_every` times (an estimate of every
-        # turn's; exact with sample_every=1).
+        # length and three counter updates (the countdown a small int); no
+        # call but the cell's loop, and no clock read (two perf_counter calls
+        # were ~0.1-0.3 µs a turn here, the most of what metrics cost a turn).
+        # The sampled turn (one in `sample_every`) is timed as a whole, and its
+        # first message alone; busy seconds count it `sample_every` times (an
+        # estimate of every turn's; exact with sample_every=1).
         stats = self.cells.get(cell)
         if stats is None:
             stats = self._stats(cell)
@@ -198,13 +208,14 @@ class Probe:
         depth = len(queue)
         if depth > stats.high_water:  # noqa: PLR1730 - not max(): a builtin call per turn
             stats.high_water = depth
-        turns = stats.turns = stats.turns + 1
-        aio = cell.aio
-        sample = self.sample_every
-        if aio is None and sample != 1:
-            if turns % sample:
-                stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
-                return
+        countdown = stats.countdown
+        if countdown > 0:
+            stats.countdown = countdown - 1
+            stats.handled += cell._process(cell.throughput, until)  # noqa: SLF001 - the cell's own loop
+            return
+        if not countdown:
+            sample = self.sample_every
+            stats.countdown = sample - 1
             clock = _clock
             start = clock()
             if not depth:
@@ -227,6 +238,7 @@ class Probe:
                 stats.timed_one(elapsed)
             return
         clock = _clock
+        aio = cell.aio
         # Every message timed (sample_every=1, and asyncio cells): one at a time.
         # A coroutine handler runs as a task after the turn started it: it is
         # timed from then to its end (awaits included), by its in-flight entry's
@@ -266,7 +278,8 @@ class Probe:
         """Return `cell`'s counts, made on its first turn (only its own turns call this)."""
         stats = self.cells.get(cell)
         if stats is None:
-            stats = self.cells[cell] = CellStats()
+            sample = self.sample_every
+            stats = self.cells[cell] = CellStats(sample - 1 if sample != 1 and cell.aio is None else -1)
         return stats
 
     def retire(self, cell: Cell) -> None:
