@@ -1220,7 +1220,7 @@ class Node:
 
         An item whose routing raises (a directory call failing, on Ray) is logged and fails: its ask
         with `ActorDeadError` unless it went to another node before (its reply or that node's DOWN
-        ends it), its tell as a dead letter.
+        ends it), its tell as a dead letter, a held WATCH with `Terminated` (node down) to its watcher.
         """
         future = None
         if item[0] in {wire.ASK, wire.CALL} and self._asker(item) != self.name:
@@ -1245,7 +1245,7 @@ class Node:
                 if stuck:
                     text = f"actor {item[1]!r}: its ask could not be routed again after node {down!r} went DOWN"
                     fail(future, ActorDeadError(text))
-            elif item[0] == wire.TELL:
+            else:  # a tell: a dead letter; a held WATCH (`_end_holds`): its watcher hears of the DOWN
                 self._undeliverable(item, down)
 
     def _drain_rerouting(self) -> None:
