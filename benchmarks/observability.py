@@ -16,7 +16,14 @@ subprocess (see `benchmarks._harness`) for one implementation:
   head sampling (``tracing_sampled``: ``ParentBased(TraceIdRatioBased(0.01))``,
   each message here the root of a trace of its own, so ~1% are recorded;
   ``tracing_unsampled``: ``ParentBased(ALWAYS_OFF)``, trace contexts carried
-  and nothing recorded), so each ratio compares figures taken milliseconds apart.
+  and nothing recorded), and observability off once more at the end of each
+  round (``off_again``: the A/A row, the noise floor of every ratio), so each
+  ratio compares figures taken milliseconds apart.
+
+A round's ask loop times its own asks: a tracer's builder is flushed (not
+timed) between the tell loop and the ask loop, so the asks do not share the
+GIL with the building of the spans the tells queued (that building is in the
+``tracing_exported`` tell row, and its CPU in the floor rows).
 
 The ``*_ratio`` rows are on / off: 1.05 is 5% slower (tell: time per message;
 ask: median latency). Targets: metrics on <= 1.05x on tell, tracing with the
@@ -48,6 +55,10 @@ from benchmarks._harness import Benchmark, Metric, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    # An overhead configuration: (on, off, settle: what stops the tell loop's clock, or None,
+    # idle: what runs untimed between the tell loop and the ask loop, or None).
+    _Switch = tuple[Callable[[], None], Callable[[], None], Callable[[], Any] | None, Callable[[], Any] | None]
 
 __all__ = ["BENCHMARKS", "audit_senders", "audit_write", "overhead"]
 
@@ -191,7 +202,7 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
             plain[f"{config}_tell_per_s"] = tell
             plain[f"{config}_ask_us"] = ask
             plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0  # nothing to turn on
-        for config in ("tracing_sampled", "tracing_unsampled"):
+        for config in ("tracing_sampled", "tracing_unsampled", "off_again"):
             plain[f"{config}_tell_per_s"] = tell
             plain[f"{config}_ask_us"] = ask
             plain[f"{config}_tell_ratio"] = plain[f"{config}_ask_ratio"] = 1.0
@@ -209,29 +220,32 @@ def overhead(impl: str, *, messages: int, asks: int, rounds: int) -> dict[str, f
         def metrics_off() -> None:
             disable_metrics(system)
 
-        switches: dict[str, tuple[Callable[[], None], Callable[[], None], Callable[[], Any] | None]] = {
-            "off": (lambda: None, lambda: None, None),
-            "metrics": (metrics_on, metrics_off, None),
-            "metrics_exact": (lambda: metrics_on(1), metrics_off, None),
+        switches: dict[str, _Switch] = {
+            "off": (lambda: None, lambda: None, None, None),
+            "metrics": (metrics_on, metrics_off, None, None),
+            "metrics_exact": (lambda: metrics_on(1), metrics_off, None, None),
         }
         built: list[tuple[int, float]] = []
         otel = _otel_switch(system, built)
         if otel is not None:
             on, off, flush = otel
-            switches["tracing"] = (on, off, None)
+            switches["tracing"] = (on, off, None, flush)
             # the same, the clock stopped once every span is built and in the exporter
-            switches["tracing_exported"] = (on, off, flush)
+            switches["tracing_exported"] = (on, off, flush, flush)
             for name, sampler in (("tracing_sampled", "ratio"), ("tracing_unsampled", "off")):
                 switch = _otel_switch(system, built, sampler)
                 if switch is not None:
-                    switches[name] = (switch[0], switch[1], None)
+                    switches[name] = (switch[0], switch[1], None, switch[2])
+        switches["off_again"] = switches["off"]  # the A/A row: last in each round, the noise floor
         tells: dict[str, list[float]] = {name: [] for name in switches}
         latencies: dict[str, list[float]] = {name: [] for name in switches}
         for _ in range(rounds):
-            for name, (on, off, settle) in switches.items():
+            for name, (on, off, settle, idle) in switches.items():
                 on()
                 try:
                     tells[name].append(_tell_rate(ref, messages, settle))
+                    if idle is not None:
+                        idle()  # the tells' spans built before the asks are timed (not timed)
                     latencies[name].append(_ask_us(ref, asks))
                 finally:
                     off()
@@ -430,6 +444,7 @@ BENCHMARKS = (
             Metric("tracing_build_us", "OTel span built off the message path: builder CPU per span (µs)"),
             Metric("otel_sdk_span_us", "OTel SDK alone: start_span + end, in-memory exporter (µs of CPU a span)"),
             Metric("tracing_floor_tell_ratio", "tell floor with OTel SDK tracing: (tell + 2 spans built) / tell"),
+            Metric("off_again_tell_ratio", "tell, observability off again / off (A/A: the noise floor)"),
             Metric("off_ask_us", "ask median, observability off (µs)"),
             Metric("metrics_ask_us", "ask median, metrics on (µs)"),
             Metric("tracing_ask_us", "ask median, OTel SDK tracing (µs)"),
@@ -438,6 +453,7 @@ BENCHMARKS = (
             Metric("tracing_sampled_ask_ratio", "ask, OTel SDK tracing 1% head-sampled / off"),
             Metric("tracing_unsampled_ask_ratio", "ask, OTel SDK tracing, no trace sampled / off"),
             Metric("tracing_floor_ask_ratio", "ask CPU floor with OTel SDK tracing: (ask + 2 spans built) / ask"),
+            Metric("off_again_ask_ratio", "ask, observability off again / off (A/A: the noise floor)"),
         ),
         params={"messages": 100_000, "asks": 5_000, "rounds": 5},
         quick_params={"messages": 2_000, "asks": 200, "rounds": 1},
