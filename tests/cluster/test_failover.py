@@ -18,7 +18,7 @@ import pytest
 
 from actors.cluster import Cluster, MemoryTransport, NodeStatus, wire
 from actors.cluster.link import Outbox
-from tests.cluster.agents import ON_RESTORE, HookedRecorder, Msg, Recorder, Sender
+from tests.cluster.agents import ON_RESTORE, HookedRecorder, Msg, Recorder, Sender, Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -365,6 +365,47 @@ def test_mail_whose_routing_again_raises_fails_and_the_mail_behind_it_is_still_r
     assert node_a.dead_letter_count("node_down") == 1  # Msg0: it never reached an actor
     assert sender.ask(("answers",), timeout=30) == [(-1, 0)]  # the ask: routed, answered by the restarted keeper
     assert node_a._rerouting == {}
+
+
+def test_a_held_watch_whose_routing_again_raises_is_sent_again_to_the_actors_home_not_dropped(
+    memory: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a holds keeper's mail while it fences the old home b (keeper lives on c, `_relocate`), a WATCH of
+    keeper among it; b goes DOWN and the WATCH's routing again raises (its outbox append, once): it is
+    settled as undeliverable, so sent again to c, and the watcher hears of keeper's stop there."""
+    h = memory
+    h.start("a", "b", "c")
+    keeper = h.cluster.spawn(Recorder, node="c", name="keeper")
+    h.cluster.spawn(Watcher, node="a", name="w")
+    node_a, node_c = h.transport.node("a"), h.transport.node("c")
+    watcher = node_a.system.lookup("w")
+    assert watcher is not None
+    to_keeper = node_a.ref("keeper", "c")
+    to_keeper.tell(Msg("w", 0))  # a knows keeper on c and has an outbox to c
+    h.wait(lambda: keeper.ask("count", timeout=10) == 1)
+    h.transport.pause("b")  # the fence a sends b is lost: the hold lasts until b's DOWN
+    node_a._relocate("keeper", "b")  # as if keeper had moved from b to c without a holding for the move
+    assert watcher.ask(("watch", to_keeper), timeout=10) is True
+    assert [item[0] for item in node_a._holding["keeper"]] == [wire.WATCH]  # held at a
+    append = Outbox.append
+    raised: list[tuple[Any, ...]] = []
+
+    def append_raising_once(outbox: Outbox, item: tuple[Any, ...], now: float) -> bool:
+        if item[0] == wire.WATCH and not raised:
+            raised.append(item)
+            msg = "the outbox refused the item (injected)"
+            raise RuntimeError(msg)
+        return append(outbox, item, now)
+
+    monkeypatch.setattr(Outbox, "append", append_raising_once)
+    _declare_down(h, "b")
+    node_a.poll_directory()  # b DOWN: the hold ends, the WATCH is routed again and that raises
+    assert raised
+    assert node_a._holding == {}
+    assert node_a._rerouting == {}
+    h.wait(lambda: "a" in node_c._watchers.get("keeper", set()))  # the WATCH reached keeper's home
+    assert h.cluster.stop(keeper)
+    h.wait(lambda: watcher.ask("events", timeout=10) == [("keeper", None)])
 
 
 def test_on_a_real_clock_a_tick_that_raises_does_not_stop_the_memory_ticker() -> None:
