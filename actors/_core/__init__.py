@@ -30,7 +30,9 @@ ones are for services built on the runtime:
   trace context the runtime carries with each message while a system has a
   tracer (`actors._core.tracing`; ``system.tracer``); `TRACING` (not empty
   while any system has one) and `trace_message`, for a service's hot path
-  that appends to a cell's queue itself (the router ref, the broker's outlets).
+  that appends to a cell's queue itself (the router ref, the broker's outlets);
+  `handle_receive` (a proxy call's handler) and `in_trace` (an asyncio
+  handler's coroutine under a context), for a tracer's own `Tracer.process`.
 
 `QueuedMessage` and `TakenMessages` (public) are what `Actor.take_queued`
 gives a batching actor: the messages queued behind the current one, each with
@@ -44,7 +46,7 @@ where the runtime and the services emit audit events; `CheckHealth`,
 actor answers (services cannot read each other's state).
 """
 
-from actors._core._pykka import Envelope
+from actors._core._pykka import Envelope, handle_receive
 from actors._core.actor import MODES, Actor, AsyncioActor, PooledActor, ThreadActor
 from actors._core.batching import QueuedMessage, TakenMessages
 from actors._core.cell import STOP, Cell
@@ -85,7 +87,7 @@ from actors._core.supervision import (
 from actors._core.system import ActorSystem, default_system
 from actors._core.timers import Scheduler, TimerHandle, Timers
 from actors._core.tracing import CURRENT as CURRENT_TRACE
-from actors._core.tracing import TRACING, TraceContext, Traced, Tracer
+from actors._core.tracing import TRACING, TraceContext, Traced, Tracer, in_trace
 
 __all__ = [
     "AUDIT_STREAMS",
@@ -149,6 +151,8 @@ __all__ = [
     "check_ref",
     "check_seconds",
     "default_system",
+    "handle_receive",
+    "in_trace",
     "live_cells",
     "pool_size",
     "set_observer",

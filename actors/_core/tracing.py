@@ -4,11 +4,12 @@ Context variables do not cross thread pools by themselves (a dispatcher
 thread runs whichever actor is next), so the runtime carries the context in
 the mailbox item: with tracing on, `ActorRef.tell` and ``ask`` wrap the
 message in a `Traced` built by the system's `Tracer` on the sender's thread
-(`Tracer.send`), and the turn that takes it (any mode) unwraps it, calls
-`Tracer.begin`, makes the handler's context current (`CURRENT`) while the
-handler runs (an asyncio handler's coroutine: until it ends, in its task),
-then `Tracer.end`. A message the handler sends is sent under that context,
-so a chain of tells and asks across modes keeps one trace id.
+(`Tracer.send`), and the turn that takes it (any mode) unwraps it and
+gives it to `Tracer.process`, which calls `Tracer.begin`, makes the
+handler's context current (`CURRENT`) while the handler runs (an asyncio
+handler's coroutine: until it ends, in its task), then `Tracer.end`. A
+message the handler sends is sent under that context, so a chain of tells
+and asks across modes keeps one trace id.
 
 Off (no system has a tracer) the hot path pays one check of a module global
 (`ActorRef.tell`/``ask``) and nothing else; a turn never looks for a
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from actors._core.cell import Cell
 
-__all__ = ["CURRENT", "TRACING", "TraceContext", "Traced", "Tracer", "run_traced"]
+__all__ = ["CURRENT", "TRACING", "TraceContext", "Traced", "Tracer", "in_trace", "run_traced"]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
@@ -207,35 +208,48 @@ class Tracer:
         be called later, by a handler that began before.
         """
 
+    def process(self, cell: Cell, actor: Any, traced: Traced, proxy: bool) -> Any:  # noqa: FBT001 - the hot path's positional flag
+        """Run the handler of `traced` under its context (`begin`, `CURRENT`, the handler, `end`); raise what it does.
+
+        What every turn loop calls for a `Traced` item (`proxy`: the message
+        is a proxy call, else ``on_receive`` takes it), on the receiving
+        actor's turn. An asyncio actor's coroutine result comes back
+        wrapped, so that the context stays current in its task and `end`
+        runs when it ends. A tracer may override it to do the same in one
+        call (`begin` and `end` are then its cold paths).
+        """
+        handle, context = self.begin(cell, traced)
+        message = traced.message
+        token = CURRENT.set(context)
+        try:
+            result = handle_receive(actor, message) if proxy else actor.on_receive(message)
+        except BaseException as exc:
+            if handle is not None:
+                self.end(handle, exc)
+            raise
+        finally:
+            CURRENT.reset(token)
+        if cell.aio is not None and asyncio.iscoroutine(result):
+            return in_trace(result, self, handle, context)
+        if handle is not None:  # None: nothing recorded (a trace not sampled), one Python call less
+            self.end(handle, None)
+        return result
+
 
 def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:
-    """Run the handler of a `Traced` item under its context (the turn loops call it; it raises what the handler does).
+    """Run the handler of a `Traced` item (`Tracer.process`; the turn loops call it; it raises what the handler does).
 
-    An asyncio actor's coroutine result comes back wrapped, so that the
-    context stays current in its task and the span ends when it does.
+    Tracing turned off while the item was queued: the handler runs without a context.
     """
     tracer = cell.system.tracer
-    message = traced.message
-    if tracer is None:  # tracing was turned off while it was queued
+    if tracer is None:
+        message = traced.message
         return handle_receive(actor, message) if proxy else actor.on_receive(message)
-    handle, context = tracer.begin(cell, traced)
-    token = CURRENT.set(context)
-    try:
-        result = handle_receive(actor, message) if proxy else actor.on_receive(message)
-    except BaseException as exc:
-        if handle is not None:
-            tracer.end(handle, exc)
-        raise
-    finally:
-        CURRENT.reset(token)
-    if cell.aio is not None and asyncio.iscoroutine(result):
-        return _in_trace(result, tracer, handle, context)
-    if handle is not None:  # None: nothing recorded (a trace not sampled), one Python call less
-        tracer.end(handle, None)
-    return result
+    return tracer.process(cell, actor, traced, proxy)
 
 
-async def _in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any, context: TraceContext) -> Any:
+async def in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any, context: TraceContext) -> Any:
+    """Await an asyncio handler's coroutine under `context`, then `Tracer.end` `handle` (if not None)."""
     token = CURRENT.set(context)
     try:
         result = await coro

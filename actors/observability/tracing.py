@@ -39,10 +39,11 @@ reads one back (a message coming in: ``with use_trace(trace_of(msg))``).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import itertools
-import random
+import os
 import threading
 import time
 import traceback
@@ -51,7 +52,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from loguru import logger
 
-from actors._core import CURRENT_TRACE, FrozenDict, TraceContext, Traced, Tracer, set_tracer
+from actors._core import (
+    CURRENT_TRACE,
+    FrozenDict,
+    TraceContext,
+    Traced,
+    Tracer,
+    handle_receive,
+    in_trace,
+    set_tracer,
+)
 from actors.errors import ObservabilityConfigError
 from actors.protocol import AgentMessage
 
@@ -74,11 +84,12 @@ __all__ = [
     "use_trace",
 ]
 
-# Ids need be unique, not secret: a fast PRNG seeded from the OS. They are drawn in
-# blocks of 1024 as hex text and handed out by ``list.pop`` (one C call, atomic under
-# the GIL, so threads may share the lists): 0.19 µs an id against 0.48 µs for
-# formatting a ``getrandbits`` each time, measured here, and a message takes two or three.
-_randbytes = random.Random(random.SystemRandom().getrandbits(64)).randbytes
+# Ids are drawn from the OS (os.urandom) in blocks of 1024 as hex text, split in C
+# (``bytes.hex`` with a separator every id, then ``str.split``), and handed out by
+# ``list.pop`` (one C call, atomic under the GIL, so threads may share the lists): ~0.09 µs
+# a span id against ~0.18 µs for a seeded PRNG's block sliced in a comprehension and 0.48 µs
+# for formatting a ``getrandbits`` each time, measured here; a message takes two or three.
+# The blocks are emptied in a forked child, which would otherwise hand out its parent's ids.
 _BLOCK = 1024
 _span_ids: list[str] = []
 _trace_ids: list[str] = []
@@ -86,14 +97,21 @@ _trace_ids: list[str] = []
 
 def _draw(ids: list[str], digits: int) -> str:
     """Refill `ids` with a block of fresh ids of `digits` hex digits (none all zero) and return one."""
-    block = _randbytes(digits // 2 * _BLOCK).hex()
+    fresh = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2).split()
     zero = "0" * digits
-    fresh = [block[i : i + digits] for i in range(0, len(block), digits)]
     if zero in fresh:  # one in 2**64 (an all-zero id is invalid)
         fresh = [chunk for chunk in fresh if chunk != zero]
     mine = fresh.pop()  # not ids.pop(): other threads may empty ids before this one pops
     ids.extend(fresh)
     return mine
+
+
+def _forget_ids() -> None:
+    _span_ids.clear()
+    _trace_ids.clear()
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def _trace_id(pop: Callable[[], str] = _trace_ids.pop) -> str:
@@ -130,8 +148,37 @@ _pop_span_id = _span_ids.pop
 _pop_trace_id = _trace_ids.pop
 
 
+_time_ns = time.time_ns
+
+_ALWAYS = "~"
+"""`OpenTelemetryTracer._below` for a root sampler that samples every trace (every hex digit sorts below it)."""
+
+
 def _context(trace_id: str, span_id: str, *, sampled: bool = True) -> TraceContext:
     return _new_context(TraceContext, (trace_id, span_id, sampled))
+
+
+def _fields(handle: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A span's queued record for the builder from a `begin` handle: a process span's head (then its end and exception).
+
+    ``(cell, message, trace_id, span_id, parent_id, start)`` -> ``(actor name,
+    actor class, message type, message ids, trace_id, span_id, parent_id,
+    start)``, which is a send span's whole record.
+    Only strings, ints and None (not the cell, the message or the contexts):
+    the collector untracks it at its first pass. The message path writes it
+    out inline (`OpenTelemetryTracer.send`, ``process``).
+    """
+    cell, message, trace_id, span_id, parent_id, start = handle
+    return (
+        cell.name,
+        cell.actor_class.__qualname__,
+        message.__class__.__qualname__,
+        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+        trace_id,
+        span_id,
+        parent_id,
+        start,
+    )
 
 
 def new_trace() -> TraceContext:
@@ -421,12 +468,12 @@ class OpenTelemetryTracer(Tracer):
         # A root is sampled iff its trace id's last 16 hex digits sort below this; None: ask _sampler.
         self._below: str | None = None
         if root is ALWAYS_ON:
-            self._below = "~"  # every hex digit sorts below "~"
+            self._below = _ALWAYS
         elif root is ALWAYS_OFF:
             self._below = ""  # nothing sorts below ""
         elif type(root) is TraceIdRatioBased:
             bound = root.bound
-            self._below = "~" if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
+            self._below = _ALWAYS if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
         self._current_span = trace.get_current_span
         self._current_context = otel_context.get_current
         runtime = otel_context._RUNTIME_CONTEXT  # noqa: SLF001 - the API's own runtime context
@@ -478,109 +525,140 @@ class OpenTelemetryTracer(Tracer):
     def send(self, cell: Cell, message: Any) -> Traced:
         """Queue a ``send`` PRODUCER span under the current context; carry its context (the sender's thread)."""
         parent = CURRENT_TRACE.get()
+        parent_id: str | None = None
         if parent is not None:
-            if not parent.sampled:  # a trace not sampled: nothing recorded, its context carried as it came
-                context = parent
-            else:
-                trace_id = parent.trace_id
-                parent_id: str | None = parent.span_id
+            trace_id, parent_id, sampled = parent
+            if sampled:
                 try:
                     span_id = _pop_span_id()
                 except IndexError:
                     span_id = _draw(_span_ids, 16)
                 context = _new_context(TraceContext, (trace_id, span_id, True))
-                self._queue_send(cell, message, trace_id, span_id, parent_id)
+            else:  # a trace not sampled: nothing recorded, its context carried as it came
+                context = parent
         elif self._current_context():  # OpenTelemetry's context holds something: maybe the user's span
             context, parent_id = self._root(cell)
-            if context.sampled:
-                self._queue_send(cell, message, context.trace_id, context.span_id, parent_id)
+            trace_id, span_id, sampled = context
         else:  # a new trace (the usual root), its decision inline: every tell from outside a handler
             try:
                 trace_id = _pop_trace_id()
             except IndexError:
                 trace_id = _draw(_trace_ids, 32)
             below = self._below
-            low = trace_id[16:]
-            if below is None:
+            if below is _ALWAYS:  # the SDK's default sampler: every root sampled (no slice to compare)
+                sampled = True
+            elif below is None:
                 context = self._decide(cell, trace_id)
-                if context.sampled:
-                    self._queue_send(cell, message, trace_id, context.span_id, None)
-            elif low < below:
+                span_id, sampled = context[1], context[2]
+            else:
+                low = trace_id[16:]
+                sampled = low < below
+                if not sampled:  # nothing recorded, so its span id may be the trace id's low half
+                    context = _new_context(TraceContext, (trace_id, low if low != _ZERO_SPAN else _span_id(), False))
+            if sampled and below is not None:
                 try:
                     span_id = _pop_span_id()
                 except IndexError:
                     span_id = _draw(_span_ids, 16)
                 context = _new_context(TraceContext, (trace_id, span_id, True))
-                self._queue_send(cell, message, trace_id, span_id, None)
-            else:  # not sampled: nothing recorded, so its span id may be the trace id's low half
-                context = _new_context(TraceContext, (trace_id, low if low != _ZERO_SPAN else _span_id(), False))
+        if sampled:
+            pending = self._pending
+            if len(pending) < self._soon or self._room():
+                # `_fields` written out (a Python call less a recorded message). Only strings, ints
+                # and None in the queued tuple (not the cell, the message or the contexts): the
+                # collector untracks it at its first pass. Holding objects kept ~40% of this path's
+                # cost in collections of the queue (a traced inline ask measured 13.6 -> 9.1 us).
+                pending.append(
+                    (
+                        cell.name,
+                        cell.actor_class.__qualname__,
+                        message.__class__.__qualname__,
+                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                        trace_id,
+                        span_id,
+                        parent_id,
+                        _time_ns(),
+                    )
+                )
+                if self._closed:
+                    self._drain()
         traced = _new(Traced)  # Traced(message, context), without a Python __init__ call
         traced.message = message
         traced.context = context
         traced.data = None
         return traced
 
-    def _queue_send(self, cell: Cell, message: Any, trace_id: str, span_id: str, parent_id: str | None) -> None:
-        """Queue a sampled ``send`` span's raw tuple for the builder (the sender's thread)."""
-        pending = self._pending
-        if len(pending) < self._soon or self._room():
-            # Only strings, ints and None in the queued tuple (not the cell, the
-            # message or the contexts): the collector untracks it at its first
-            # pass. Holding objects kept ~40% of this path's cost in collections
-            # of the queue (a traced inline ask measured 13.6 -> 9.1 us).
-            pending.append(
-                (
-                    cell.name,
-                    cell.actor_class.__qualname__,
-                    message.__class__.__qualname__,
-                    (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                    trace_id,
-                    span_id,
-                    parent_id,
-                    time.time_ns(),
+    def process(self, cell: Cell, actor: Any, traced: Traced, proxy: bool) -> Any:  # noqa: FBT001 - as Tracer's
+        """Run the handler under a ``process`` CONSUMER span, child of the send span and linked to it (the turn).
+
+        `begin`, the handler and `end` in one call: the span's record is
+        queued when the handler returns (an asyncio handler's coroutine:
+        when it ends; an exception goes on the span with an ERROR status).
+        In a trace not sampled nothing is recorded: the handler runs under
+        the context that came.
+        """
+        producer = traced.context
+        trace_id, parent_id, sampled = producer
+        message = traced.message
+        if sampled:
+            try:
+                span_id = _pop_span_id()
+            except IndexError:
+                span_id = _draw(_span_ids, 16)
+            context = _new_context(TraceContext, (trace_id, span_id, True))
+            start = _time_ns()
+        else:
+            context = producer
+        token = CURRENT_TRACE.set(context)
+        try:
+            result = handle_receive(actor, message) if proxy else actor.on_receive(message)
+        except BaseException as exc:
+            if sampled:
+                self.end((cell, message, trace_id, span_id, parent_id, start), exc)
+            raise
+        finally:
+            CURRENT_TRACE.reset(token)
+        if cell.aio is not None and asyncio.iscoroutine(result):
+            handle = (cell, message, trace_id, span_id, parent_id, start) if sampled else None
+            return in_trace(result, self, handle, context)
+        if sampled:
+            pending = self._pending
+            if len(pending) < self._soon or self._room():
+                # `_fields` and `end` written out: two Python calls less a recorded message's turn.
+                pending.append(
+                    (
+                        cell.name,
+                        cell.actor_class.__qualname__,
+                        message.__class__.__qualname__,
+                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
+                        trace_id,
+                        span_id,
+                        parent_id,
+                        start,
+                        _time_ns(),
+                        None,
+                    )
                 )
-            )
-            if self._closed:
-                self._drain()
+                if self._closed:  # a handler that ended after tracing was turned off
+                    self._drain()
+        return result
 
     def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
-        """Start a ``process`` CONSUMER span, child of the send span and linked to it (the receiver's turn)."""
-        producer = traced.context
-        if not producer.sampled:  # not recorded: the handler runs under the context that came (no handle)
+        """Start a ``process`` CONSUMER span, child of the send span and linked to it (`process` does it inline)."""
+        trace_id, parent_id, sampled = producer = traced.context
+        if not sampled:  # not recorded: the handler runs under the context that came (no handle)
             return None, producer
-        trace_id = producer.trace_id
-        try:
-            span_id = _pop_span_id()
-        except IndexError:
-            span_id = _draw(_span_ids, 16)
-        return (cell, traced.message, trace_id, span_id, producer.span_id, time.time_ns()), _new_context(
-            TraceContext, (trace_id, span_id, True)
-        )
+        span_id = _span_id()
+        return (cell, traced.message, trace_id, span_id, parent_id, _time_ns()), _context(trace_id, span_id)
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
         if handle is None:  # a trace not sampled (`begin`)
             return
-        cell, message, trace_id, span_id, parent_id, start = handle
-        end = time.time_ns()
+        end = _time_ns()
         pending = self._pending
         if len(pending) < self._soon or self._room():
-            # `_queue_send`'s tuple and checks, written out with the process span's own tail: a Python
-            # call less on every recorded message's turn.
-            pending.append(
-                (
-                    cell.name,
-                    cell.actor_class.__qualname__,
-                    message.__class__.__qualname__,
-                    (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                    trace_id,
-                    span_id,
-                    parent_id,
-                    start,
-                    end,
-                    exc,
-                )
-            )
+            pending.append((*_fields(handle), end, exc))
             if self._closed:  # a handler that ended after tracing was turned off
                 self._drain()
 
