@@ -586,11 +586,11 @@ class _EndCounting(SpanRecorder):
     def send(self, cell: Any, message: Any) -> Traced:
         parent = current_trace()
         if parent is not None and not parent.sampled:
-            return Traced(message, parent)
+            return Traced.of(message, parent)
         return super().send(cell, message)
 
     def begin(self, cell: Any, traced: Any) -> tuple[Any, TraceContext]:
-        if not traced.context.sampled:
+        if not traced.context[2]:
             return None, traced.context
         return super().begin(cell, traced)
 

@@ -50,11 +50,10 @@ class TraceContext(tuple[str, str, bool]):
     """One span's identity as W3C Trace Context carries it: trace id, span id, sampled flag. Immutable.
 
     A tuple ``(trace_id, span_id, sampled)`` underneath (compared only with
-    other contexts): the tracers build one or two a message, and a tuple
-    subclass is built by one C call, ``tuple.__new__(TraceContext, (...))``
-    (what a tracer does with ids it drew), against ``object.__new__`` and three slot setters
-    before: 1,680 against 3,470 instructions a context (callgrind), for ~140
-    more per attribute read (a C getter, not a specialized slot).
+    other contexts), built without the checks by ``tuple.__new__(TraceContext,
+    (...))`` from ids a tracer drew. What the public API gives and takes
+    (`use_trace`, ``current_trace``); on the message path a tracer carries
+    plain tuples of the same three items instead (see `CURRENT`).
 
     Args:
         trace_id: 32 lowercase hex digits, not all zero.
@@ -142,8 +141,15 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
-CURRENT: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar("troupe_trace", default=None)
-"""The trace context messages are sent under on this thread or task: the running handler's, or one set by the user."""
+CURRENT: contextvars.ContextVar[tuple[str, str, bool] | None] = contextvars.ContextVar("troupe_trace", default=None)
+"""The trace context messages are sent under on this thread or task: the running handler's, or one set by the user.
+
+A ``(trace_id, span_id, sampled)`` tuple: a `TraceContext` (the user's, or
+a tracer's), or a plain tuple of the same three items (what a tracer's
+message path makes: built by one ``BUILD_TUPLE``, against ~1,400
+instructions for a tuple subclass's ``tuple.__new__``). Read it by index;
+the public readers (`actors.observability.current_trace`) give a `TraceContext`.
+"""
 
 TRACING: list[None] = []
 """Not empty while some system has a tracer (one item each; `set_tracer` keeps it).
@@ -158,21 +164,33 @@ does.
 class Traced:
     """A mailbox item's message with the trace context it was sent under (built by `Tracer.send`).
 
+    No Python ``__init__``: `Traced.of` builds one; a tracer's hot path
+    writes ``traced = Traced()`` and the two stores out (a Python
+    ``__init__`` call is ~900 instructions more, callgrind).
+
     Attributes:
         message: what was sent.
-        context: the sending span's context (the consumer's parent).
-        data: the tracer's own (an OpenTelemetry span context, a record), or None.
+        context: the sending span's context (the consumer's parent): a
+            ``(trace_id, span_id, sampled)`` tuple, a `TraceContext` or a
+            plain tuple (see `CURRENT`).
     """
 
-    __slots__ = ("context", "data", "message")
+    __slots__ = ("context", "message")
 
-    def __init__(self, message: Any, context: TraceContext, data: Any = None) -> None:
-        self.message = message
-        self.context = context
-        self.data = data
+    message: Any
+    context: tuple[str, str, bool]
+
+    @classmethod
+    def of(cls, message: Any, context: tuple[str, str, bool]) -> Traced:
+        """Return `message` wrapped with `context`."""
+        traced = cls()
+        traced.message = message
+        traced.context = context
+        return traced
 
     def __repr__(self) -> str:
-        return f"Traced({self.message!r}, {self.context.traceparent})"
+        trace_id, span_id, sampled = self.context
+        return f"Traced({self.message!r}, 00-{trace_id}-{span_id}-{'01' if sampled else '00'})"
 
 
 class Tracer:
@@ -189,7 +207,7 @@ class Tracer:
         """Return `message` wrapped with the context to carry to `cell`'s actor (a new span under `CURRENT`)."""
         raise NotImplementedError
 
-    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
+    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, tuple[str, str, bool]]:
         """The handler of `traced` is about to run: return (a handle for `end`, the context it runs under).
 
         A handle of None means nothing to end: `end` is then not called (a
@@ -248,7 +266,7 @@ def run_traced(cell: Cell, actor: Any, traced: Traced, *, proxy: bool) -> Any:
     return tracer.process(cell, actor, traced, proxy)
 
 
-async def in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any, context: TraceContext) -> Any:
+async def in_trace(coro: Coroutine[Any, Any, Any], tracer: Tracer, handle: Any, context: tuple[str, str, bool]) -> Any:
     """Await an asyncio handler's coroutine under `context`, then `Tracer.end` `handle` (if not None)."""
     token = CURRENT.set(context)
     try:

@@ -40,7 +40,6 @@ reads one back (a message coming in: ``with use_trace(trace_of(msg))``).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import os
@@ -86,9 +85,12 @@ __all__ = [
 
 # Ids are drawn from the OS (os.urandom) in blocks of 1024 as hex text, split in C
 # (``bytes.hex`` with a separator every id, then ``str.split``), and handed out by
-# ``list.pop`` (one C call, atomic under the GIL, so threads may share the lists): ~0.09 µs
+# ``list.pop`` (one C call, atomic under the GIL, so threads may share the lists): ~0.08 µs
 # a span id against ~0.18 µs for a seeded PRNG's block sliced in a comprehension and 0.48 µs
 # for formatting a ``getrandbits`` each time, measured here; a message takes two or three.
+# (Ints would not be cheaper on the message path: ``array("Q").pop`` is ~500 instructions
+# a span id, against ~800 for a pop and its share of a block here, and a 128-bit trace id
+# from two of them ~1,600.)
 # The blocks are emptied in a forked child, which would otherwise hand out its parent's ids.
 _BLOCK = 1024
 _span_ids: list[str] = []
@@ -97,7 +99,7 @@ _trace_ids: list[str] = []
 
 def _draw(ids: list[str], digits: int) -> str:
     """Refill `ids` with a block of fresh ids of `digits` hex digits (none all zero) and return one."""
-    fresh = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2).split()
+    fresh = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2).split(" ")
     zero = "0" * digits
     if zero in fresh:  # one in 2**64 (an all-zero id is invalid)
         fresh = [chunk for chunk in fresh if chunk != zero]
@@ -138,12 +140,12 @@ _MAX_NAMES = 4096
 """(actor, message type, operation) keys whose span name and attributes the OpenTelemetry builder keeps."""
 
 # A TraceContext is a tuple (trace_id, span_id, sampled): one built from ids this module
-# drew skips the constructor's hex check (~5 µs per message), built by tuple.__new__
-# (one C call). On the message path it is written out inline, as are the id draws and
-# the `Traced` wrappers (object.__new__ and three slot stores): each Python call saved
-# is ~400-600 instructions (callgrind; see `OpenTelemetryTracer.send`).
+# drew skips the constructor's hex check (~5 µs per message), built by tuple.__new__.
+# The message path carries plain tuples (`CURRENT_TRACE`: ~300 instructions against
+# ~1,400 for tuple.__new__ of a subclass) and writes the id draws and the `Traced`
+# wrappers out inline: each Python call saved is ~500 instructions (callgrind; see
+# `OpenTelemetryTracer.send`).
 _new_context = tuple.__new__
-_new = object.__new__
 _pop_span_id = _span_ids.pop
 _pop_trace_id = _trace_ids.pop
 
@@ -158,27 +160,19 @@ def _context(trace_id: str, span_id: str, *, sampled: bool = True) -> TraceConte
     return _new_context(TraceContext, (trace_id, span_id, sampled))
 
 
-def _fields(handle: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A span's queued record for the builder from a `begin` handle: a process span's head (then its end and exception).
+_STRIDE = 8
+"""Items per span record in `OpenTelemetryTracer._pending`.
 
-    ``(cell, message, trace_id, span_id, parent_id, start)`` -> ``(actor name,
-    actor class, message type, message ids, trace_id, span_id, parent_id,
-    start)``, which is a send span's whole record.
-    Only strings, ints and None (not the cell, the message or the contexts):
-    the collector untracks it at its first pass. The message path writes it
-    out inline (`OpenTelemetryTracer.send`, ``process``).
-    """
-    cell, message, trace_id, span_id, parent_id, start = handle
-    return (
-        cell.name,
-        cell.actor_class.__qualname__,
-        message.__class__.__qualname__,
-        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-        trace_id,
-        span_id,
-        parent_id,
-        start,
-    )
+A record is ``(cell, message, trace_id, span_id, parent_id, start, end,
+exc)``: a `begin` handle, its end (None: a send span, at `start`) and what
+the handler raised. The queue is a flat list each record is added to by one
+``list.extend``: a queued span is no container of its own for the collector
+to walk (a tuple each, holding objects, were walked and kept collections
+running: ~40% of a traced ask once, ~1,300 instructions when they held only
+strings), and the record holds the cell and the message as they are, so the
+message path reads no names (``__qualname__`` is ~570 instructions a read,
+callgrind): the builder does, off the message path.
+"""
 
 
 def new_trace() -> TraceContext:
@@ -188,7 +182,10 @@ def new_trace() -> TraceContext:
 
 def current_trace() -> TraceContext | None:
     """Return the trace context messages sent here now would carry (a handler's, or `use_trace`'s), or None."""
-    return CURRENT_TRACE.get()
+    context = CURRENT_TRACE.get()
+    if context is None or context.__class__ is TraceContext:
+        return context
+    return _new_context(TraceContext, context)  # a tracer's plain tuple (`CURRENT_TRACE`)
 
 
 @contextlib.contextmanager
@@ -215,7 +212,7 @@ def correlate(message: AgentMessage) -> AgentMessage:
     context = CURRENT_TRACE.get()
     if context is None or message.correlation_id is not None:
         return message
-    return attrs.evolve(message, correlation_id=context.trace_id)
+    return attrs.evolve(message, correlation_id=context[0])
 
 
 def trace_of(message: AgentMessage) -> TraceContext | None:
@@ -312,25 +309,25 @@ class SpanRecorder(Tracer):
         """Record a ``send`` span under the current context; carry its context (the sender's thread)."""
         parent = CURRENT_TRACE.get()
         now = time.monotonic_ns()
-        context = _context(parent.trace_id if parent is not None else _trace_id(), _span_id())
+        context = _context(parent[0] if parent is not None else _trace_id(), _span_id())
         self._raw.append(
             (
                 "producer",
                 cell,
                 message,
                 context,
-                None if parent is None else parent.span_id,
+                None if parent is None else parent[1],
                 None,
                 threading.current_thread().name,
                 now,
                 now,
             )
         )
-        return Traced(message, context)
+        return Traced.of(message, context)
 
     def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
         """Start a ``process`` span, child of and linked to the send span (the receiver's turn)."""
-        context = _context(traced.context.trace_id, _span_id())
+        context = _context(traced.context[0], _span_id())
         return (cell, traced, context, time.monotonic_ns()), context
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
@@ -342,7 +339,7 @@ class SpanRecorder(Tracer):
                 cell,
                 traced.message,
                 context,
-                traced.context.span_id,
+                traced.context[1],
                 exc,
                 threading.current_thread().name,
                 start,
@@ -486,11 +483,13 @@ class OpenTelemetryTracer(Tracer):
         self._simple = SimpleSpanProcessor
         self._suppress = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)  # noqa: SLF001
         self._attach, self._detach = otel_context.attach, otel_context.detach
-        # Invariant: holds only sampled spans' raw tuples, at most max_pending (appended on
-        # any thread, taken from the left by the builder under _build_lock).
-        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._max_pending = max_pending
-        self._soon = max(1, max_pending // 4)
+        # Invariant: holds only sampled spans' records, flat (`_STRIDE` items each, extended
+        # by one atomic list.extend), at most max_pending of them (appended on
+        # any thread, taken from the left by the builder under _build_lock: a slice copied, then
+        # deleted, so what other threads append meanwhile stays).
+        self._pending: list[Any] = []
+        self._max_pending = max_pending * _STRIDE  # in items, as len(self._pending) counts
+        self._soon = max(1, max_pending // 4) * _STRIDE
         self._interval = float(export_interval)
         # Spans dropped: by any thread, the queue full (a count: next() is one C call, so none is lost
         # under a race), and by the builder (a processor raised; under _build_lock).
@@ -533,7 +532,7 @@ class OpenTelemetryTracer(Tracer):
                     span_id = _pop_span_id()
                 except IndexError:
                     span_id = _draw(_span_ids, 16)
-                context = _new_context(TraceContext, (trace_id, span_id, True))
+                context = (trace_id, span_id, True)
             else:  # a trace not sampled: nothing recorded, its context carried as it came
                 context = parent
         elif self._current_context():  # OpenTelemetry's context holds something: maybe the user's span
@@ -554,38 +553,22 @@ class OpenTelemetryTracer(Tracer):
                 low = trace_id[16:]
                 sampled = low < below
                 if not sampled:  # nothing recorded, so its span id may be the trace id's low half
-                    context = _new_context(TraceContext, (trace_id, low if low != _ZERO_SPAN else _span_id(), False))
+                    context = (trace_id, low if low != _ZERO_SPAN else _span_id(), False)
             if sampled and below is not None:
                 try:
                     span_id = _pop_span_id()
                 except IndexError:
                     span_id = _draw(_span_ids, 16)
-                context = _new_context(TraceContext, (trace_id, span_id, True))
+                context = (trace_id, span_id, True)
         if sampled:
             pending = self._pending
             if len(pending) < self._soon or self._room():
-                # `_fields` written out (a Python call less a recorded message). Only strings, ints
-                # and None in the queued tuple (not the cell, the message or the contexts): the
-                # collector untracks it at its first pass. Holding objects kept ~40% of this path's
-                # cost in collections of the queue (a traced inline ask measured 13.6 -> 9.1 us).
-                pending.append(
-                    (
-                        cell.name,
-                        cell.actor_class.__qualname__,
-                        message.__class__.__qualname__,
-                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                        trace_id,
-                        span_id,
-                        parent_id,
-                        _time_ns(),
-                    )
-                )
+                pending.extend((cell, message, trace_id, span_id, parent_id, _time_ns(), None, None))  # `_STRIDE`
                 if self._closed:
                     self._drain()
-        traced = _new(Traced)  # Traced(message, context), without a Python __init__ call
+        traced = Traced()  # Traced.of(message, context) written out: a Python call less
         traced.message = message
         traced.context = context
-        traced.data = None
         return traced
 
     def process(self, cell: Cell, actor: Any, traced: Traced, proxy: bool) -> Any:  # noqa: FBT001 - as Tracer's
@@ -605,7 +588,7 @@ class OpenTelemetryTracer(Tracer):
                 span_id = _pop_span_id()
             except IndexError:
                 span_id = _draw(_span_ids, 16)
-            context = _new_context(TraceContext, (trace_id, span_id, True))
+            context = (trace_id, span_id, True)
             start = _time_ns()
         else:
             context = producer
@@ -624,32 +607,19 @@ class OpenTelemetryTracer(Tracer):
         if sampled:
             pending = self._pending
             if len(pending) < self._soon or self._room():
-                # `_fields` and `end` written out: two Python calls less a recorded message's turn.
-                pending.append(
-                    (
-                        cell.name,
-                        cell.actor_class.__qualname__,
-                        message.__class__.__qualname__,
-                        (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None,
-                        trace_id,
-                        span_id,
-                        parent_id,
-                        start,
-                        _time_ns(),
-                        None,
-                    )
-                )
+                # `end` written out: a Python call less a recorded message's turn.
+                pending.extend((cell, message, trace_id, span_id, parent_id, start, _time_ns(), None))
                 if self._closed:  # a handler that ended after tracing was turned off
                     self._drain()
         return result
 
-    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, TraceContext]:
+    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, tuple[str, str, bool]]:
         """Start a ``process`` CONSUMER span, child of the send span and linked to it (`process` does it inline)."""
         trace_id, parent_id, sampled = producer = traced.context
         if not sampled:  # not recorded: the handler runs under the context that came (no handle)
             return None, producer
         span_id = _span_id()
-        return (cell, traced.message, trace_id, span_id, parent_id, _time_ns()), _context(trace_id, span_id)
+        return (cell, traced.message, trace_id, span_id, parent_id, _time_ns()), (trace_id, span_id, True)
 
     def end(self, handle: Any, exc: BaseException | None) -> None:
         """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
@@ -658,7 +628,7 @@ class OpenTelemetryTracer(Tracer):
         end = _time_ns()
         pending = self._pending
         if len(pending) < self._soon or self._room():
-            pending.append((*_fields(handle), end, exc))
+            pending.extend((*handle, end, exc))  # `_STRIDE`
             if self._closed:  # a handler that ended after tracing was turned off
                 self._drain()
 
@@ -710,7 +680,9 @@ class OpenTelemetryTracer(Tracer):
         with self._build_lock:
             cpu = time.thread_time_ns()
             pending = self._pending
-            take = pending.popleft
+            taken = len(pending)  # whole records: each was added by one atomic extend
+            records = pending[:taken]
+            del pending[:taken]
             build = self._build
             processor = self._processor
             simple: list[Any] = []
@@ -729,8 +701,8 @@ class OpenTelemetryTracer(Tracer):
             batch: list[Any] = []
             built = 0
             try:
-                for _ in range(len(pending)):
-                    span = build(take(), sends)
+                for at in range(0, taken, _STRIDE):
+                    span = build(records[at : at + _STRIDE], sends)
                     for on_end in ends:
                         on_end(span)
                     built += 1
@@ -762,14 +734,16 @@ class OpenTelemetryTracer(Tracer):
             finally:
                 self._detach(token)
 
-    def _build(self, raw: tuple[Any, ...], sends: dict[str, tuple[Any, int]]) -> Any:
+    def _build(self, raw: list[Any], sends: dict[str, tuple[Any, int]]) -> Any:
         trace = self._trace
         # SpanContext(trace_id, span_id, False, flags) without its __new__'s checks: (..., trace state, valid).
         span_context, state, new = trace.SpanContext, self._state, tuple.__new__
         flags = self._flags[True]  # only sampled spans are queued
-        if len(raw) == 8:  # noqa: PLR2004 - a send span (see `send`)
-            name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start = raw
-            end, exc, operation, kind = start, None, "send", self._producer
+        cell, message, trace_hex, span_hex, parent_hex, start, end, exc = raw
+        name, actor_class, message_type = cell.name, cell.actor_class.__qualname__, message.__class__.__qualname__
+        ids = (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None
+        if end is None:  # a send span (see `send`)
+            end, operation, kind = start, "send", self._producer
             trace_id = int(trace_hex, 16)
             parent = (
                 None
@@ -779,8 +753,7 @@ class OpenTelemetryTracer(Tracer):
             links: tuple[Any, ...] = ()
             context = new(span_context, (trace_id, int(span_hex, 16), False, flags, state, True))
             sends[span_hex] = context, trace_id
-        else:  # a process span (see `end`)
-            name, actor_class, message_type, ids, trace_hex, span_hex, parent_hex, start, end, exc = raw
+        else:  # a process span (see `process`)
             operation, kind = "process", self._consumer
             sent = sends.pop(parent_hex, None)
             if sent is None:  # its send span was built in an earlier pass

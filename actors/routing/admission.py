@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 from pykka import ActorDeadError
 
-from actors._core import CURRENT_TRACE, DeadLetterReason, Future, Receipt, TraceContext
+from actors._core import CURRENT_TRACE, DeadLetterReason, Future, Receipt
 from actors.errors import NoRouteeError, TroupeError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class AdmissionCounts:
     admitted_after_wait: int
 
 
-_Waiting = tuple[Any, Future[Any], bool, TraceContext | None]
+_Waiting = tuple[Any, Future[Any], bool, tuple[str, str, bool] | None]
 """A message waiting for room: (message, reply future or receipt, is it a tell, the trace it was sent in).
 
 The trace context (`actors.observability` tracing; None when off) goes with
@@ -250,7 +250,7 @@ class AdmissionControl:
         if not self._pending:
             return
         table = self.table
-        ready: list[tuple[Routee, Any, Future[Any], bool, TraceContext | None]] = []
+        ready: list[tuple[Routee, Any, Future[Any], bool, tuple[str, str, bool] | None]] = []
         unable: list[tuple[Any, Future[Any], bool, BaseException]] = []
         with self.lock:
             now = table.clock.now()
