@@ -798,14 +798,6 @@ class Cell:
                     result = handle_receive(actor, message)
                     if result.__class__ is CoroutineType:
                         _refuse_coroutine(self, result, message)
-                elif kind == STOP_MESSAGE:
-                    self.begin_stop(reply_to, self_stop=message.__class__ is SelfStop)
-                    return start - limit
-                elif kind == TIMER:
-                    if self._timers is None or not self._timers._accept(message):  # noqa: SLF001
-                        continue
-                    actor.on_receive(message.message)
-                    continue
                 elif kind == TRACED:  # sent with tracing on: handled under its trace context
                     traced = message
                     message = traced.message
@@ -818,6 +810,14 @@ class Cell:
                         result = handle_receive(actor, message) if proxy else actor.on_receive(message)
                     if proxy and result.__class__ is CoroutineType:
                         _refuse_coroutine(self, result, message)
+                elif kind == STOP_MESSAGE:
+                    self.begin_stop(reply_to, self_stop=message.__class__ is SelfStop)
+                    return start - limit
+                elif kind == TIMER:
+                    if self._timers is None or not self._timers._accept(message):  # noqa: SLF001
+                        continue
+                    actor.on_receive(message.message)
+                    continue
                 else:  # Terminated: only while still watching (unwatch drops it)
                     if not self.still_watching(message):
                         continue

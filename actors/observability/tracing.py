@@ -543,23 +543,14 @@ class OpenTelemetryTracer(Tracer):
                 trace_id = _pop_trace_id()
             except IndexError:
                 trace_id = _draw(_trace_ids, 32)
+            # A root's span id is its trace id's low half (as random as a drawn one; Zipkin's
+            # roots share their trace's id alike): one id drawn a root, not two.
+            span_id = low = trace_id[16:]
             below = self._below
-            if below is _ALWAYS:  # the SDK's default sampler: every root sampled (no slice to compare)
-                sampled = True
-            elif below is None:
-                context = self._decide(cell, trace_id)
-                span_id, sampled = context[1], context[2]
-            else:
-                low = trace_id[16:]
-                sampled = low < below
-                if not sampled:  # nothing recorded, so its span id may be the trace id's low half
-                    context = (trace_id, low if low != _ZERO_SPAN else _span_id(), False)
-            if sampled and below is not None:
-                try:
-                    span_id = _pop_span_id()
-                except IndexError:
-                    span_id = _draw(_span_ids, 16)
-                context = (trace_id, span_id, True)
+            sampled = low < below if below is not None else self._decide(cell, trace_id)
+            if low == _ZERO_SPAN:  # an invalid span id (one in 2**64)
+                span_id = _span_id()
+            context = (trace_id, span_id, sampled)
         if sampled:
             pending = self._pending
             if len(pending) < self._soon or self._room():
@@ -641,14 +632,13 @@ class OpenTelemetryTracer(Tracer):
             ), f"{current.span_id:016x}"
         trace_id = _trace_id()
         below = self._below
-        if below is None:
-            return self._decide(cell, trace_id), None
-        return _context(trace_id, _span_id(), sampled=trace_id[16:] < below), None
+        sampled = trace_id[16:] < below if below is not None else self._decide(cell, trace_id)
+        return _context(trace_id, _span_id(), sampled=sampled), None
 
-    def _decide(self, cell: Cell, trace_id: str) -> TraceContext:
-        """A new trace's root context, sampled as the provider's sampler (not one of the SDK's own) decides."""
+    def _decide(self, cell: Cell, trace_id: str) -> bool:
+        """Whether a new trace is sampled, as the provider's sampler (not one of the SDK's own) decides."""
         decision = self._sampler.should_sample(None, int(trace_id, 16), f"send {_destination(cell)}", self._producer)
-        return _context(trace_id, _span_id(), sampled=decision.decision.is_sampled())
+        return bool(decision.decision.is_sampled())
 
     def _room(self) -> bool:
         """A quarter of `max_pending` is queued: wake the builder; False (the span is dropped) past `max_pending`."""
