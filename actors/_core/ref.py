@@ -41,6 +41,10 @@ A = TypeVar("A", bound=pykka.Actor)
 _tracing = 0
 
 
+_kind_of = KINDS.get
+"""``KINDS.get`` bound once (CPython 3.11 makes a bound method per call of a method of an imported name)."""
+
+
 def count_tracing(delta: int) -> None:
     """A system's tracer was set (+1) or removed (-1): `ActorRef.tell` and ``ask`` look for tracers while any is."""
     global _tracing  # noqa: PLW0603 - the hot path's flag, a module global for speed
@@ -179,7 +183,7 @@ class ActorRef(pykka.ActorRef[A]):
         cell = self._cell
         if not cell.alive:
             self._dead(message)
-        if _tracing and (tracer := cell.system.tracer) is not None and KINDS.get(message.__class__, PROXY) == PROXY:
+        if _tracing and (tracer := cell.system.tracer) is not None and _kind_of(message.__class__, PROXY) == PROXY:
             message = tracer.send(cell, message)  # `_traced` written out: a Python call less
         cell.queue.append(message)
         if cell.sched.acquire(False):
@@ -212,7 +216,7 @@ class ActorRef(pykka.ActorRef[A]):
                 if (
                     _tracing  # as in `tell`
                     and (tracer := cell.system.tracer) is not None
-                    and KINDS.get(message.__class__, PROXY) == PROXY
+                    and _kind_of(message.__class__, PROXY) == PROXY
                 ):
                     future.message = tracer.send(cell, message)  # type: ignore[attr-defined]
                 cell.queue.append(future)
