@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 from actors._core.cell import count_observing
 from actors._core.executors import ThreadExecutor
 from actors._core.lifecycle import RUNNING, STARTING, STOPPING, TERMINATED
-from actors._core.messages import KINDS, PROXY
-from actors._core.ref import count_tracing
+from actors._core.ref import count_tracing, trace_message
 from actors._core.tracing import TRACING
 
 if TYPE_CHECKING:
@@ -370,14 +369,3 @@ def set_tracer(system: ActorSystem, tracer: Tracer | None) -> Tracer | None:
     if previous is not None and previous is not tracer:
         previous.close()
     return previous
-
-
-def trace_message(cell: Cell, message: Any) -> Any:
-    """Return `message` as `cell`'s system's tracer wraps it for sending (as ``ActorRef.tell`` does), or as it is.
-
-    For a service that puts mail straight into a cell's queue, behind ``if TRACING:``; any thread.
-    """
-    tracer = cell.system.tracer
-    if tracer is None or KINDS.get(message.__class__, PROXY) != PROXY:
-        return message
-    return tracer.send(cell, message)

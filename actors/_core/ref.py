@@ -51,10 +51,14 @@ def count_tracing(delta: int) -> None:
     _tracing += delta
 
 
-def _traced(cell: Cell, message: Any) -> Any:
-    """Return `message` as the tracer of `cell`'s system wraps it, if it has one (tracing on somewhere)."""
+def trace_message(cell: Cell, message: Any) -> Any:
+    """Return `message` as `cell`'s system's tracer wraps it for sending (as ``ActorRef.tell`` does), or as it is.
+
+    For a service that puts mail straight into a cell's queue, behind ``if TRACING:``, and for
+    the ref's own less travelled paths (``tell`` and ``ask`` write it out); any thread.
+    """
     tracer = cell.system.tracer
-    if tracer is None or KINDS.get(message.__class__, PROXY) != PROXY:
+    if tracer is None or _kind_of(message.__class__, PROXY) != PROXY:
         return message
     return tracer.send(cell, message)
 
@@ -184,7 +188,7 @@ class ActorRef(pykka.ActorRef[A]):
         if not cell.alive:
             self._dead(message)
         if _tracing and (tracer := cell.system.tracer) is not None and _kind_of(message.__class__, PROXY) == PROXY:
-            message = tracer.send(cell, message)  # `_traced` written out: a Python call less
+            message = tracer.send(cell, message)  # `trace_message` written out: a Python call less
         cell.queue.append(message)
         if cell.sched.acquire(False):
             cell.executor.submit(cell)
@@ -251,7 +255,7 @@ class ActorRef(pykka.ActorRef[A]):
                 self._dead(message)
             self._refuse_blocking_on_loop(block=block, what="ask")
             future._cell = cell  # noqa: SLF001 - it replies from its loop
-            cell.put(Envelope(_traced(cell, message) if _tracing else message, reply_to=future))
+            cell.put(Envelope(trace_message(cell, message) if _tracing else message, reply_to=future))
         except (ActorDeadError, TroupeError):
             future.set_exception()
         if block:
@@ -273,7 +277,7 @@ class ActorRef(pykka.ActorRef[A]):
         try:
             if not cell.alive:
                 self._dead(message)
-            envelope = Envelope(_traced(cell, message) if _tracing else message, reply_to=future)
+            envelope = Envelope(trace_message(cell, message) if _tracing else message, reply_to=future)
             if inline and cell.executor is cell.system.inline_executor and inline_depth() < _MAX_INLINE:
                 cell.queue.append(envelope)  # an inline ask, as in `ask`
                 if cell.sched.acquire(False):
@@ -295,7 +299,7 @@ class ActorRef(pykka.ActorRef[A]):
         cell = self._cell
         if not cell.alive:
             self._dead(message)
-        cell.put(Envelope(_traced(cell, message) if _tracing else message, reply_to=receipt))
+        cell.put(Envelope(trace_message(cell, message) if _tracing else message, reply_to=receipt))
 
     def _get_or_abandon(self, future: Future[Any], timeout: float) -> Any:
         try:

@@ -156,7 +156,7 @@ TRACING: list[None] = []
 
 For a service's own hot path that puts mail straight into a cell's queue
 (the router ref's, the broker's outlets'): ``if TRACING:`` costs one global load and a truth test
-of a list, and then `actors._core.observe.trace_message` wraps the message as ``ActorRef.tell``
+of a list, and then `actors._core.ref.trace_message` wraps the message as ``ActorRef.tell``
 does.
 """
 
