@@ -46,6 +46,7 @@ import os
 import threading
 import time
 import traceback
+import types
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -97,12 +98,20 @@ _span_ids: list[str] = []
 _trace_ids: list[str] = []
 
 
+_ZERO_SPAN = "0" * 16
+"""An invalid span id (W3C): never a context's."""
+
+
 def _draw(ids: list[str], digits: int) -> str:
-    """Refill `ids` with a block of fresh ids of `digits` hex digits (none all zero) and return one."""
-    fresh = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2).split(" ")
-    zero = "0" * digits
-    if zero in fresh:  # one in 2**64 (an all-zero id is invalid)
-        fresh = [chunk for chunk in fresh if chunk != zero]
+    """Refill `ids` with a block of fresh ids of `digits` hex digits and return one.
+
+    No id ends in 16 zeros: not a span id (all zero is invalid), nor a trace
+    id (its low half is its root's span id, `OpenTelemetryTracer.send`).
+    """
+    text = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2)
+    fresh = text.split(" ")
+    if _ZERO_SPAN + " " in text or text.endswith(_ZERO_SPAN):  # one block in ~2**54 (a C search)
+        fresh = [chunk for chunk in fresh if not chunk.endswith(_ZERO_SPAN)]
     mine = fresh.pop()  # not ids.pop(): other threads may empty ids before this one pops
     ids.extend(fresh)
     return mine
@@ -129,9 +138,6 @@ def _span_id(pop: Callable[[], str] = _span_ids.pop) -> str:
     except IndexError:
         return _draw(_span_ids, 16)
 
-
-_ZERO_SPAN = "0" * 16
-"""An invalid span id (W3C): never a context's."""
 
 _EXPORT_BATCH = 512
 """Spans per export a ``SimpleSpanProcessor``'s exporter is given at most (the SDK's ``BatchSpanProcessor`` default)."""
@@ -477,10 +483,12 @@ class OpenTelemetryTracer(Tracer):
             bound = root.bound
             self._below = _ALWAYS if bound > root.TRACE_ID_LIMIT else f"{bound:016x}"
         self._current_span = trace.get_current_span
-        self._current_context = otel_context.get_current
+        # OpenTelemetry's current context, read by `send` as ``self._otel_current.get()``: a method
+        # of a C type, a specialized call (an instance attribute's call through LOAD_METHOD is not).
+        self._otel_current: Any = types.SimpleNamespace(get=otel_context.get_current)
         runtime = otel_context._RUNTIME_CONTEXT  # noqa: SLF001 - the API's own runtime context
         if type(runtime) is ContextVarsRuntimeContext:  # the default: its get_current is this one C call
-            self._current_context = runtime._current_context.get  # noqa: SLF001
+            self._otel_current = runtime._current_context  # noqa: SLF001 - its ContextVar
         # A send span's context, built without SpanContext.__new__'s range checks (a tuple of these
         # six): the ids are valid by construction (drawn here, or checked by TraceContext).
         self._state = trace.DEFAULT_TRACE_STATE
@@ -540,22 +548,26 @@ class OpenTelemetryTracer(Tracer):
                 context = (trace_id, span_id, True)
             else:  # a trace not sampled: nothing recorded, its context carried as it came
                 context = parent
-        elif self._current_context():  # OpenTelemetry's context holds something: maybe the user's span
-            context, parent_id = self._root(cell)
-            trace_id, span_id, sampled = context
-        else:  # a new trace (the usual root), its decision inline: every tell from outside a handler
+        elif not self._otel_current.get():  # the usual root: a new trace, decided inline
             try:
                 trace_id = _pop_trace_id()
             except IndexError:
                 trace_id = _draw(_trace_ids, 32)
             # A root's span id is its trace id's low half (as random as a drawn one; Zipkin's
             # roots share their trace's id alike): one id drawn a root, not two.
-            span_id = low = trace_id[16:]
+            # (`_draw` gives no trace id whose low half is zero, an invalid span id.)
+            span_id = trace_id[16:]
             below = self._below
-            sampled = low < below if below is not None else self._decide(cell, trace_id)
-            if low == _ZERO_SPAN:  # an invalid span id (one in 2**64)
-                span_id = _span_id()
+            if below is _ALWAYS:  # the SDK's default sampler: no comparison
+                sampled = True
+            elif below is not None:
+                sampled = span_id < below
+            else:
+                sampled = self._decide(cell, trace_id)
             context = (trace_id, span_id, sampled)
+        else:  # OpenTelemetry's context holds something: maybe a user's span
+            context, parent_id = self._root(cell)
+            trace_id, span_id, sampled = context
         if sampled:
             pending = self._pending
             if len(pending) < self._soon or self._room():
