@@ -456,17 +456,9 @@ class OpenTelemetryTracer(Tracer):
                 "or set one with trace.set_tracer_provider (or use record_spans)"
             )
             raise ObservabilityConfigError(msg)
-        self._trace = trace
-        self._readable = ReadableSpan
-        self._event = Event
         self._processor = sdk_tracer.span_processor
-        self._resource = sdk_tracer.resource
-        self._scope = InstrumentationScope("troupe")
         self._producer = trace.SpanKind.PRODUCER
         self._consumer = trace.SpanKind.CONSUMER
-        self._flags = (trace.TraceFlags(trace.TraceFlags.DEFAULT), trace.TraceFlags(trace.TraceFlags.SAMPLED))
-        self._error = trace.StatusCode.ERROR
-        self._unset = trace.Status()
         sampler = sdk_tracer.sampler
         # A root's decision. For the SDK's own samplers it is taken here without calling
         # them (`_root_sampled`): always (the default), never, or TraceIdRatioBased's rule
@@ -489,13 +481,27 @@ class OpenTelemetryTracer(Tracer):
         runtime = otel_context._RUNTIME_CONTEXT  # noqa: SLF001 - the API's own runtime context
         if type(runtime) is ContextVarsRuntimeContext:  # the default: its get_current is this one C call
             self._otel_current = runtime._current_context  # noqa: SLF001 - its ContextVar
-        # A send span's context, built without SpanContext.__new__'s range checks (a tuple of these
-        # six): the ids are valid by construction (drawn here, or checked by TraceContext).
-        self._state = trace.DEFAULT_TRACE_STATE
-        self._multi = SynchronousMultiSpanProcessor
-        self._simple = SimpleSpanProcessor
-        self._suppress = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)  # noqa: SLF001
-        self._attach, self._detach = otel_context.attach, otel_context.detach
+        # What only the builder reads, in one attribute: an instance with more than 30 attributes
+        # gets no shared-keys dict in CPython 3.11, and its attribute reads and method calls on
+        # the message path are not specialized as well. `state`: a send span's context is built
+        # without SpanContext.__new__'s range checks (a tuple of six, the trace state one of them):
+        # the ids are valid by construction (drawn here, or checked by TraceContext).
+        self._sdk = types.SimpleNamespace(
+            trace=trace,
+            readable=ReadableSpan,
+            event=Event,
+            resource=sdk_tracer.resource,
+            scope=InstrumentationScope("troupe"),
+            flags=(trace.TraceFlags(trace.TraceFlags.DEFAULT), trace.TraceFlags(trace.TraceFlags.SAMPLED)),
+            error=trace.StatusCode.ERROR,
+            unset=trace.Status(),
+            state=trace.DEFAULT_TRACE_STATE,
+            multi=SynchronousMultiSpanProcessor,
+            simple=SimpleSpanProcessor,
+            suppress=otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True),  # noqa: SLF001
+            attach=otel_context.attach,
+            detach=otel_context.detach,
+        )
         # Invariant: holds only sampled spans' records, flat (`_STRIDE` items each, extended
         # by one atomic list.extend), at most max_pending of them (appended on
         # any thread, taken from the left by the builder under _build_lock: a slice copied, then
@@ -693,10 +699,10 @@ class OpenTelemetryTracer(Tracer):
             build = self._build
             processor = self._processor
             simple: list[Any] = []
-            if type(processor) is self._multi:
+            if type(processor) is self._sdk.multi:
                 ends = []
                 for each in processor._span_processors:  # noqa: SLF001 - the SDK's own processor list
-                    if type(each) is self._simple:
+                    if type(each) is self._sdk.simple:
                         simple.append(each)
                     else:
                         ends.append(each.on_end)
@@ -732,20 +738,20 @@ class OpenTelemetryTracer(Tracer):
         for processor in processors:
             if processor._shutdown:  # noqa: SLF001 - as its on_end: nothing after its shutdown
                 continue
-            token = self._attach(self._suppress)
+            token = self._sdk.attach(self._sdk.suppress)
             processor._metrics.finish_items(len(batch))  # noqa: SLF001 - its own counter, as on_end counts
             try:
                 processor.span_exporter.export(batch)
             except Exception:  # noqa: BLE001 - as SimpleSpanProcessor: logged, the builder goes on
                 logger.opt(exception=True).error("troupe tracing: exception while exporting spans")
             finally:
-                self._detach(token)
+                self._sdk.detach(token)
 
     def _build(self, raw: list[Any], sends: dict[str, tuple[Any, int]]) -> Any:
-        trace = self._trace
+        trace = self._sdk.trace
         # SpanContext(trace_id, span_id, False, flags) without its __new__'s checks: (..., trace state, valid).
-        span_context, state, new = trace.SpanContext, self._state, tuple.__new__
-        flags = self._flags[True]  # only sampled spans are queued
+        span_context, state, new = trace.SpanContext, self._sdk.state, tuple.__new__
+        flags = self._sdk.flags[True]  # only sampled spans are queued
         cell, message, trace_hex, span_hex, parent_hex, start, end, exc = raw
         name, actor_class, message_type = cell.name, cell.actor_class.__qualname__, message.__class__.__qualname__
         ids = (message.message_id, message.correlation_id) if isinstance(message, AgentMessage) else None
@@ -771,16 +777,16 @@ class OpenTelemetryTracer(Tracer):
             links = (trace.Link(parent),)
             context = new(span_context, (trace_id, int(span_hex, 16), False, flags, state, True))
         span_name, attributes = self._naming(name, actor_class, message_type, ids, operation)
-        status = self._unset
+        status = self._sdk.unset
         events: tuple[Any, ...] = ()
         if exc is not None:
-            status = trace.Status(self._error, repr(exc))
+            status = trace.Status(self._sdk.error, repr(exc))
             events = (self._exception_event(exc, end),)
-        return self._readable(
+        return self._sdk.readable(
             span_name,
             context,
             parent,
-            self._resource,
+            self._sdk.resource,
             attributes,
             events,
             links,
@@ -789,7 +795,7 @@ class OpenTelemetryTracer(Tracer):
             status,
             start,
             end,
-            self._scope,
+            self._sdk.scope,
         )
 
     def _naming(
@@ -812,7 +818,7 @@ class OpenTelemetryTracer(Tracer):
 
     def _exception_event(self, exc: BaseException, when: int) -> Any:
         """The ``exception`` event ``Span.record_exception`` would add (OpenTelemetry's exception conventions)."""
-        return self._event(
+        return self._sdk.event(
             "exception",
             {
                 "exception.type": type(exc).__qualname__,
