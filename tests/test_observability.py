@@ -576,6 +576,13 @@ def test_a_trace_context_is_immutable_hashable_picklable_and_equal_only_to_conte
         assert root < same
 
 
+def test_a_traced_item_shows_its_message_and_traceparent_whatever_form_its_context_takes() -> None:
+    context = new_trace()
+    plain = (context.trace_id, context.span_id, False)  # what a tracer's message path carries
+    assert repr(Traced.of("job", context)) == f"Traced('job', {context.traceparent})"
+    assert repr(Traced.of("job", plain)) == f"Traced('job', 00-{context.trace_id}-{context.span_id}-00)"
+
+
 class _EndCounting(SpanRecorder):
     """A recorder that, for a context not sampled, carries it as it came and begins without a handle (as OTel's)."""
 

@@ -26,6 +26,7 @@ from actors.observability import (
     record_spans,
     register_metrics,
     serve_metrics,
+    tracing,
     use_trace,
 )
 from actors.protocol import AgentMessage, MessageType
@@ -304,6 +305,41 @@ def test_a_ratio_sampler_decides_once_at_the_root_as_the_sdk_would(system: Actor
     assert 0 < len(chosen) < len(traces)  # 64 coin flips: all alike once in 2**63 runs
     # a sampled trace has every span of its chain (two sends, two processes); the others none
     assert exported == dict.fromkeys(chosen, 4)
+
+
+def test_a_roots_span_id_is_its_trace_ids_low_half_and_its_children_draw_their_own(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider)
+    relay = system.spawn(
+        AsyncTraceRelay if mode == "asyncio" else TraceRelay, system.spawn(TraceOf, mode=mode), mode=mode
+    )
+    for i in range(8):
+        relay.ask(i, timeout=WAIT)
+    assert tracer.flush(timeout=WAIT)
+    finished = spans.get_finished_spans()
+    assert len(finished) == 8 * 4
+    roots = [span for span in finished if span.parent is None]
+    assert len(roots) == 8
+    for span in roots:
+        assert span.context is not None
+        assert span.context.span_id == span.context.trace_id & (1 << 64) - 1 != 0
+    ids = [span.context.span_id for span in finished if span.context is not None]
+    assert len(set(ids)) == len(ids)  # one span id per span, the roots' included
+    disable_tracing(system)
+
+
+def test_no_drawn_id_ends_in_sixteen_zeros(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id whose low 16 digits are zero is no span id (W3C), nor a trace id (its low half names its root)."""
+    zero_low = bytes(range(1, 9)) + bytes(8)  # a 32-digit id ending in 16 zeros
+    for digits, block in ((32, zero_low * 1023 + bytes(range(16, 32))), (16, bytes(8) * 1023 + b"\x01" * 8)):
+        monkeypatch.setattr(tracing.os, "urandom", lambda n, block=block: block[:n])
+        ids: list[str] = []
+        one = tracing._draw(ids, digits)
+        assert ids == []  # the block's other ids were all refused
+        assert len(one) == digits
+        assert not one.endswith("0" * 16)
 
 
 class _CountingSampler(Sampler):
