@@ -328,14 +328,15 @@ def audit_write(impl: str, *, events: int, rounds: int) -> dict[str, float]:
 
 
 def audit_senders(impl: str, *, messages: int, tasks: int, rounds: int) -> dict[str, float]:
-    """What the audit log costs whoever emits: tell, broker publish and coordinator tasks, off and on.
+    """What the audit log costs whoever emits: tell, ask, broker publish and coordinator tasks, off and on.
 
     Rounds alternate off / on in one process (the publish figures paired within each round,
-    their order reversed every other round, each ratio the median of the rounds'). Tell: the runtime emits no
-    per-tell event, so this is the cost of a system with the log on (all
-    streams). Publish: ``message_audit`` on, an event per publication
-    (``message_sample`` 1) and one in 10. Tasks: a coordinator and 4 agents,
-    ~5 events per task (submitted, assigned, completed, two status changes).
+    their order reversed every other round, each ratio the median of the rounds'). Tell and
+    ask: the runtime emits no per-message event, so this is the cost of a system with the log
+    on (all streams; the ask: median latency, a tenth as many asks as tells, paired in each
+    round). Publish: ``message_audit`` on, an event per publication (``message_sample`` 1)
+    and one in 10. Tasks: a coordinator and 4 agents, ~5 events per task (submitted,
+    assigned, completed, two status changes).
     """
     from actors import Agent, Coordinator, MessageBroker, Submit, TaskSpec
 
@@ -379,10 +380,13 @@ def audit_senders(impl: str, *, messages: int, tasks: int, rounds: int) -> dict[
 
         everything = _audit_off_on(system, directory, streams=AUDIT_STREAMS)
         sampled = _audit_off_on(system, directory, streams=AUDIT_STREAMS, message_sample=10)
+        asks = max(100, messages // 10)
         for round_ in range(rounds):
             add("tell_off", _tell_rate(sink, messages))
+            ask_off = _ask_us(sink, asks)
             everything[0]()
             add("tell_on", _tell_rate(sink, messages))
+            add("ask_ratio", _ask_us(sink, asks) / ask_off)
             everything[1]()
             # The publish figures are paired within the round, their order reversed every other round
             # (off, 1 in 10, every message; then every message, 1 in 10, off), and each ratio is the
@@ -413,6 +417,7 @@ def audit_senders(impl: str, *, messages: int, tasks: int, rounds: int) -> dict[
     med = {key: statistics.median(values) for key, values in samples.items()}
     return {
         "audit_tell_ratio": med["tell_off"] / med["tell_on"],
+        "audit_ask_ratio": med["ask_ratio"],
         "audit_publish_ratio": med["publish_ratio"],
         "audit_publish10_ratio": med["publish10_ratio"],
         "audit_publish_events_per_s": med["publish_events_per_s"],
@@ -486,6 +491,7 @@ BENCHMARKS = (
         func=audit_senders,
         metrics=(
             Metric("audit_tell_ratio", "tell, audit log on (all streams) / off (time per message)"),
+            Metric("audit_ask_ratio", "ask, audit log on (all streams) / off (median latency)"),
             Metric("audit_publish_ratio", "broker publish, message_audit every message / off"),
             Metric("audit_publish10_ratio", "broker publish, message_audit 1 in 10 / off"),
             Metric("audit_publish_events_per_s", "events written while publishing (events/s)", higher_is_better=True),
@@ -499,6 +505,7 @@ BENCHMARKS = (
         impls=("thread", "pooled"),
         targets=(
             Target("audit log on: tell <= 1.10x off (pooled)", "audit_tell_ratio", 1.10, unit="x"),
+            Target("audit log on: ask <= 1.10x off (pooled)", "audit_ask_ratio", 1.10, unit="x"),
             Target("message_audit 1 in 10: publish <= 1.10x off (pooled)", "audit_publish10_ratio", 1.10, unit="x"),
         ),
         timeout_s=900.0,
