@@ -384,14 +384,15 @@ class OpenTelemetryTracer(Tracer):
     OpenTelemetry's SDK takes ~20-45 µs of CPU to start and end one span
     (measured here with its ``SimpleSpanProcessor``, 1.45), and a message
     makes two; a tell costs ~1 µs. So no OpenTelemetry code runs on the
-    message path: `send`, `begin` and `end` draw the span's ids (the ones
-    the W3C ``traceparent`` carried with the message names), read the clock
-    and append one tuple to a queue; a builder thread (``troupe-otel-spans``)
-    turns the queued tuples into finished spans (``ReadableSpan``s, ~6 µs
-    each) and hands them to the provider's span processors, every
-    `export_interval` seconds, sooner when `max_pending` / 4 are queued, and
-    at `flush` and `close` (`disable_tracing`, the system's shutdown), so
-    every span reaches the exporter.
+    message path: `send` and `process` (`end`, for an asyncio handler's
+    coroutine or a handler that raised) draw the span's ids (the ones the
+    W3C ``traceparent`` carried with the message names), read the clock and
+    append one record to a queue (`_STRIDE`); a builder thread
+    (``troupe-otel-spans``) turns the queued records into finished spans
+    (``ReadableSpan``s, ~4-7 µs each) and hands them to the provider's span
+    processors, every `export_interval` seconds, sooner when `max_pending` /
+    4 are queued, and at `flush` and `close` (`disable_tracing`, the
+    system's shutdown), so every span reaches the exporter.
 
     What that changes against spans made by ``tracer.start_span``: the span
     processors see each span once, ended (``on_end``; ``on_start`` is not
@@ -406,9 +407,10 @@ class OpenTelemetryTracer(Tracer):
     span is queued, and past its root no span id is drawn: each message
     carries the trace's context as it came and its handler runs under it (the trace id goes on).
 
-    Thread contract: `send`, `begin` and `end` run on any thread, without a
-    lock (``deque.append`` is atomic); spans are built on one thread at a
-    time, in the order they ended, under the builder's lock.
+    Thread contract: `send`, `process`, `begin` and `end` run on any thread,
+    without a lock (``list.extend`` of a tuple is atomic under the GIL);
+    spans are built on one thread at a time, in the order they ended, under
+    the builder's lock.
 
     Args:
         tracer_provider: an OpenTelemetry SDK ``TracerProvider`` (default: OpenTelemetry's global one).
