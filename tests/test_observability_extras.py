@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("prometheus_client")
 
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -330,11 +331,38 @@ def test_a_roots_span_id_is_its_trace_ids_low_half_and_its_children_draw_their_o
     disable_tracing(system)
 
 
+def test_a_send_under_a_users_opentelemetry_span_is_its_child_and_an_empty_one_starts_a_trace(
+    system: ActorSystem, mode: str, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    tracer = enable_tracing(system, tracer_provider=provider)
+    echo = system.spawn(Echo, mode=mode)
+    with provider.get_tracer("app").start_as_current_span("request") as request:
+        assert echo.ask("under", timeout=WAIT) == "under"
+    token = otel_context.attach(otel_context.set_value("unrelated", 1))  # a context, but no span in it
+    try:
+        assert echo.ask("beside", timeout=WAIT) == "beside"
+    finally:
+        otel_context.detach(token)
+    assert tracer.flush(timeout=WAIT)
+    user = request.get_span_context()
+    under, beside = [span for span in spans.get_finished_spans() if span.kind == SpanKind.PRODUCER]
+    assert under.context is not None
+    assert beside.context is not None
+    assert under.context.trace_id == user.trace_id
+    assert under.parent is not None
+    assert under.parent.span_id == user.span_id
+    assert beside.parent is None  # a new trace's root: its span id is its trace id's low half
+    assert beside.context.trace_id != user.trace_id
+    assert beside.context.span_id == beside.context.trace_id & (1 << 64) - 1
+    disable_tracing(system)
+
+
 def test_no_drawn_id_ends_in_sixteen_zeros(monkeypatch: pytest.MonkeyPatch) -> None:
     """An id whose low 16 digits are zero is no span id (W3C), nor a trace id (its low half names its root)."""
     zero_low = bytes(range(1, 9)) + bytes(8)  # a 32-digit id ending in 16 zeros
     for digits, block in ((32, zero_low * 1023 + bytes(range(16, 32))), (16, bytes(8) * 1023 + b"\x01" * 8)):
-        monkeypatch.setattr(tracing.os, "urandom", lambda n, block=block: block[:n])
+        monkeypatch.setattr(tracing, "_urandom", lambda n, block=block: block[:n])
         ids: list[str] = []
         one = tracing._draw(ids, digits)
         assert ids == []  # the block's other ids were all refused

@@ -234,7 +234,8 @@ class Tracer:
         actor's turn. An asyncio actor's coroutine result comes back
         wrapped, so that the context stays current in its task and `end`
         runs when it ends. A tracer may override it to do the same in one
-        call (`begin` and `end` are then its cold paths).
+        call: it then need not implement `begin`, and `end` is still what
+        `in_trace` calls when an asyncio handler's coroutine ends.
         """
         handle, context = self.begin(cell, traced)
         message = traced.message

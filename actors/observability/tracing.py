@@ -94,6 +94,7 @@ __all__ = [
 # from two of them ~1,600.)
 # The blocks are emptied in a forked child, which would otherwise hand out its parent's ids.
 _BLOCK = 1024
+_urandom = os.urandom
 _span_ids: list[str] = []
 _trace_ids: list[str] = []
 
@@ -108,7 +109,7 @@ def _draw(ids: list[str], digits: int) -> str:
     No id ends in 16 zeros: not a span id (all zero is invalid), nor a trace
     id (its low half is its root's span id, `OpenTelemetryTracer.send`).
     """
-    text = os.urandom(digits // 2 * _BLOCK).hex(" ", digits // 2)
+    text = _urandom(digits // 2 * _BLOCK).hex(" ", digits // 2)
     fresh = text.split(" ")
     if _ZERO_SPAN + " " in text or text.endswith(_ZERO_SPAN):  # one block in ~2**54 (a C search)
         fresh = [chunk for chunk in fresh if not chunk.endswith(_ZERO_SPAN)]
@@ -556,7 +557,8 @@ class OpenTelemetryTracer(Tracer):
                 context = (trace_id, span_id, True)
             else:  # a trace not sampled: nothing recorded, its context carried as it came
                 context = parent
-        elif not self._otel_current.get():  # the usual root: a new trace, decided inline
+        elif not self._otel_current.get() or (user := self._under_user_span()) is None:
+            # A new trace, decided inline: the usual root (OpenTelemetry's context empty, one C call).
             try:
                 trace_id = _pop_trace_id()
             except IndexError:
@@ -573,8 +575,8 @@ class OpenTelemetryTracer(Tracer):
             else:
                 sampled = self._decide(cell, trace_id)
             context = (trace_id, span_id, sampled)
-        else:  # OpenTelemetry's context holds something: maybe a user's span
-            context, parent_id = self._root(cell)
+        else:  # under OpenTelemetry's current span (the user's)
+            context, parent_id = user
             trace_id, span_id, sampled = context
         if sampled:
             pending = self._pending
@@ -629,17 +631,13 @@ class OpenTelemetryTracer(Tracer):
                     self._drain()
         return result
 
-    def begin(self, cell: Cell, traced: Traced) -> tuple[Any, tuple[str, str, bool]]:
-        """Start a ``process`` CONSUMER span, child of the send span and linked to it (`process` does it inline)."""
-        trace_id, parent_id, sampled = producer = traced.context
-        if not sampled:  # not recorded: the handler runs under the context that came (no handle)
-            return None, producer
-        span_id = _span_id()
-        return (cell, traced.message, trace_id, span_id, parent_id, _time_ns()), (trace_id, span_id, True)
-
     def end(self, handle: Any, exc: BaseException | None) -> None:
-        """Queue the ``process`` span begun with `handle`; an exception goes on it with an ERROR status."""
-        if handle is None:  # a trace not sampled (`begin`)
+        """Queue the ``process`` span `process` began (`handle`: its record's head); an exception goes on it as ERROR.
+
+        Called by `process` for a handler that raised, and by
+        ``in_trace`` when an asyncio handler's coroutine ends.
+        """
+        if handle is None:  # a trace not sampled
             return
         end = _time_ns()
         pending = self._pending
@@ -648,17 +646,16 @@ class OpenTelemetryTracer(Tracer):
             if self._closed:  # a handler that ended after tracing was turned off
                 self._drain()
 
-    def _root(self, cell: Cell) -> tuple[TraceContext, str | None]:
-        """A send outside any troupe trace: under OpenTelemetry's current span (the user's), else a new trace."""
+    def _under_user_span(self) -> tuple[tuple[str, str, bool], str] | None:
+        """The root of a send under OpenTelemetry's current span (the user's): (context, parent span id).
+
+        None if that context holds no valid span: `send` then starts a new
+        trace, as it does when the context is empty.
+        """
         current = self._current_span().get_span_context()
-        if current.is_valid:
-            return _context(
-                f"{current.trace_id:032x}", _span_id(), sampled=current.trace_flags.sampled
-            ), f"{current.span_id:016x}"
-        trace_id = _trace_id()
-        below = self._below
-        sampled = trace_id[16:] < below if below is not None else self._decide(cell, trace_id)
-        return _context(trace_id, _span_id(), sampled=sampled), None
+        if not current.is_valid:
+            return None
+        return (f"{current.trace_id:032x}", _span_id(), current.trace_flags.sampled), f"{current.span_id:016x}"
 
     def _decide(self, cell: Cell, trace_id: str) -> bool:
         """Whether a new trace is sampled, as the provider's sampler (not one of the SDK's own) decides."""
